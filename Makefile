@@ -1,0 +1,91 @@
+# mnemo - plain Makefile. `make` builds, `make test` sets up and runs every test,
+# `make run` sets up and runs the main job on the default model.
+CC       ?= gcc
+# Portable baseline: SIMD variants get their own flags per file and are chosen
+# at run time (kernels/cpu.c), so the binary runs on AVX2-only or older CPUs.
+OPT      ?= -O2
+SAN      ?=
+CFLAGS   ?=
+ALL_CFLAGS = $(OPT) -g $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
+            -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -pthread $(CFLAGS)
+LDLIBS   = -lm -pthread $(SAN)
+BUILD    ?= build
+
+AVX2_FLAGS   = -mavx2 -mfma -mf16c
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/kernels/*.c src/model/*.c))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB      := $(BUILD)/libmnemo.a
+BIN      := $(BUILD)/mnemo
+
+MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: all setup model run test unit asan ubsan sanitize bench fixtures clean
+all: $(BIN) $(TESTS) mnemo
+
+mnemo: $(BIN)
+	cp $(BIN) mnemo
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+
+setup:
+	@bash scripts/setup.sh
+
+model: setup
+	@bash scripts/fetch_model.sh
+
+run: setup model all
+	./mnemo chat -m $(MODEL_FILE) --once "In one sentence, what does a librarian do?" -n 64
+
+# Unit + parity tests on the normal build, then again under ASan+UBSan.
+test: setup model all
+	@bash scripts/run_tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory sanitize
+
+unit: all
+	@bash scripts/run_tests.sh $(BUILD)
+
+sanitize:
+	@$(MAKE) --no-print-directory BUILD=build-san OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	  build-san/libmnemo.a $(TEST_SRC:tests/%.c=build-san/tests/%)
+	@MN_SANITIZED=1 bash scripts/run_tests.sh build-san
+
+asan ubsan: sanitize
+
+bench: all model
+	@bash bench/run.sh
+
+fixtures:
+	python3 scripts/make_fixtures.py
+
+clean:
+	rm -rf build build-san mnemo
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

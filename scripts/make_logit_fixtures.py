@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Reference logits and perplexity from llama.cpp (PyPI llama-cpp-python) for mnemo's parity tests.
+
+Writes small committed fixtures under tests/fixtures/, so `make test` never needs llama.cpp:
+  logits_smollm2.bin : for each prompt, its llama.cpp token ids, the full logits of the last position,
+                       and for every position the argmax and top-8 (id, logit) pairs.
+  ppl_smollm2.json   : llama-perplexity protocol (ctx 512, score second half) on the first 8192 tokens
+                       of an eval book.
+Usage: python3 scripts/make_logit_fixtures.py [MODEL]   (needs: pip install llama-cpp-python numpy)
+"""
+import json, struct, sys, time, os
+import numpy as np
+from llama_cpp import Llama
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'models/SmolLM2-135M-Instruct.Q4_1.gguf')
+FIX = os.path.join(ROOT, 'tests/fixtures')
+BOOK = os.path.join(ROOT, '../shared/data/eval/books/pg3261-news-from-nowhere.txt')
+
+PROMPTS = [
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n# print the first ten numbers\nfor i in range(10):",
+    "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
+    "movable metal type, oil-based ink and a wooden press. Within fifty years, presses operated in more than "
+    "two hundred cities across Europe, and the number of books in circulation",
+]
+TOPK = 8
+
+
+def book_text():
+    with open(BOOK, encoding='utf-8') as f:
+        t = f.read()
+    # strip the Gutenberg header/footer so the text is the book itself
+    s = t.find('*** START OF')
+    if s >= 0:
+        t = t[t.find('\n', s) + 1:]
+    e = t.find('*** END OF')
+    if e >= 0:
+        t = t[:e]
+    return t
+
+
+def logits_fixture(llm):
+    out = open(os.path.join(FIX, 'logits_smollm2.bin'), 'wb')
+    out.write(b'MNLG' + struct.pack('<iii', len(PROMPTS), llm.n_vocab(), TOPK))
+    for p in PROMPTS:
+        ids = llm.tokenize(p.encode(), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        sc = np.array(llm.scores[:len(ids)], dtype=np.float32)
+        out.write(struct.pack('<i', len(ids)) + np.array(ids, dtype=np.int32).tobytes())
+        out.write(sc[-1].tobytes())
+        for row in sc:
+            top = np.argsort(-row, kind='stable')[:TOPK]
+            out.write(np.array(top, dtype=np.int32).tobytes() + row[top].astype(np.float32).tobytes())
+        print(f'logits: {len(ids)} tokens, last argmax {int(sc[-1].argmax())}')
+    out.close()
+
+
+def ppl_fixture(llm, n_ctx=512, n_tokens=8192):
+    ids = llm.tokenize(book_text().encode(), add_bos=False, special=False)[:n_tokens]
+    first = n_ctx // 2
+    nll, count = 0.0, 0
+    t0 = time.time()
+    for start in range(0, len(ids) - n_ctx + 1, n_ctx):
+        win = ids[start:start + n_ctx]
+        llm.reset()
+        llm.eval(win)
+        sc = np.array(llm.scores[:n_ctx], dtype=np.float64)
+        for j in range(first, n_ctx - 1):
+            row = sc[j]
+            m = row.max()
+            lse = m + np.log(np.exp(row - m).sum())
+            nll -= row[ids[start + j + 1]] - lse
+            count += 1
+    ppl = float(np.exp(nll / count))
+    res = {'ppl': ppl, 'tokens': count, 'ctx': n_ctx, 'text_tokens': len(ids),
+           'book': os.path.basename(BOOK), 'strip_gutenberg_header': True,
+           'reference': 'llama-cpp-python ' + __import__('llama_cpp').__version__,
+           'seconds': round(time.time() - t0, 2)}
+    json.dump(res, open(os.path.join(FIX, 'ppl_smollm2.json'), 'w'), indent=1)
+    print('ppl:', res)
+
+
+if __name__ == '__main__':
+    os.makedirs(FIX, exist_ok=True)
+    llm = Llama(model_path=MODEL, n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
+    what = sys.argv[2:] or ['logits', 'ppl']
+    if 'logits' in what:
+        logits_fixture(llm)
+    if 'ppl' in what:
+        ppl_fixture(llm)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test program in $1/tests, adds up their "N passed, N failed" lines
+# and prints the total as the closing line. Exit status is non-zero on any failure.
+set -u
+build=${1:-build}
+total_pass=0; total_fail=0; crashed=0
+for t in "$build"/tests/test_*; do
+  [ -x "$t" ] || continue
+  out=$("$t" 2>&1); rc=$?
+  printf '%s\n' "$out" | grep -E 'FAIL|passed|skip' | sed "s|^|  |"
+  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -1)
+  p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/'); f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  if [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; }; then
+    echo "  CRASH $t (exit $rc)"; printf '%s\n' "$out" | tail -20; crashed=$((crashed+1)); p=${p:-0}; f=$(( ${f:-0} + 1 ))
+  fi
+  total_pass=$((total_pass+p)); total_fail=$((total_fail+f))
+done
+echo "tests ($build): $total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

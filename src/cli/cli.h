@@ -1,0 +1,43 @@
+/* cli.h - shared helpers of the `mnemo` command-line tool (a thin layer over mnemo.h). */
+#ifndef MN_CLI_H
+#define MN_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+#define MN_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* Prints "mnemo: <what>: <last error>" to stderr and returns 1 (the exit status). */
+int cli_fail(const char *what);
+/* Prints a usage error and returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Resolves -m: the given path, else $MNEMO_MODEL, else the default model next
+ * to the working directory or the executable. */
+const char *cli_model_path(const char *given);
+/* Loads the model at cli_model_path(given), printing a clear error on failure. */
+int cli_load_model(const char *given, mn_model **out);
+
+/* Reads a whole file (NUL-terminated copy in *out, caller frees). */
+int cli_read_file(const char *path, char **out, size_t *len);
+
+/* Integer/float option parsing with range checks; return 0 or print and return 2. */
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+int cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+
+double cli_now(void);            /* monotonic seconds */
+long cli_peak_rss_kib(void);     /* peak resident set size of this process */
+
+/* Tokenizes text into a malloc'd array. */
+int cli_tokenize(const mn_model *m, const char *text, size_t len, int add_bos, int parse_special,
+                 int32_t **ids, int64_t *n);
+
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_ppl(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

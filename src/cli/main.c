@@ -1,0 +1,41 @@
+/* main.c - the `mnemo` command: dispatches to one file per command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} k_cmds[] = {
+    {"generate", cmd_generate, "continue a prompt"},
+    {"chat", cmd_chat, "talk with the model (chat template, streaming, history)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"ppl", cmd_ppl, "perplexity of the model on a text file (llama-perplexity protocol)"},
+    {"bench", cmd_bench, "prefill and decode speed, peak memory"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: mnemo <command> [options]   (mnemo <command> --help for its options)\n\n"
+               "mnemo runs Llama-family GGUF models on the CPU.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        fprintf(f, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].help);
+    fprintf(f, "\nThe model defaults to %s (fetched by 'make model'), or $MNEMO_MODEL.\n", MN_DEFAULT_MODEL);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (!strcmp(argv[1], k_cmds[i].name)) return k_cmds[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "mnemo: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

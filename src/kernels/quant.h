@@ -1,0 +1,67 @@
+/* quant.h - per-type kernels (dequantize, quantize, dot product) and the small
+ * set of float kernels the forward pass needs, with run-time ISA dispatch.
+ *
+ * Each tensor type has one traits record. `vec_dot` multiplies a row of the
+ * weight type by a row of `vec_dot_type` (the type activations are converted to
+ * first, e.g. Q8_1 for Q4_1 weights, as llama.cpp does), so the inner loop is
+ * integer arithmetic. The scalar table is the reference; AVX2 and AVX-512
+ * tables are chosen once at start-up by mn_cpu_isa() (override with the
+ * environment variable MNEMO_ISA=scalar|avx2|avx512 for tests).
+ */
+#ifndef MN_QUANT_H
+#define MN_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "types.h"
+
+typedef enum { MN_ISA_SCALAR = 0, MN_ISA_AVX2 = 1, MN_ISA_AVX512 = 2 } mn_isa;
+
+typedef struct {
+    int type;
+    int vec_dot_type;
+    /* y[0..n) = dequantized x; n a multiple of the block size. */
+    void (*to_float)(const void *x, float *y, int64_t n);
+    /* quantize n floats into blocks; NULL if the type cannot be produced. */
+    void (*from_float)(const float *x, void *y, int64_t n);
+    /* *s = sum_i w[i]*x[i] over n elements; w of `type`, x of `vec_dot_type`. */
+    void (*vec_dot)(int64_t n, float *s, const void *w, const void *x);
+} mn_quant_traits;
+
+/* Best ISA this CPU supports (honouring MNEMO_ISA), detected once. */
+mn_isa mn_cpu_isa(void);
+const char *mn_isa_name(mn_isa isa);
+
+/* Traits for `type` at the dispatched ISA; NULL if the type has no kernels. */
+const mn_quant_traits *mn_quant_get(int type);
+/* Traits at a specific ISA (falls back per function to scalar where a SIMD
+ * variant does not exist); NULL if the CPU lacks the ISA or type unsupported. */
+const mn_quant_traits *mn_quant_get_isa(int type, mn_isa isa);
+
+/* Y[t*ldy + r] = dot(W row r, X row t) for r in [r0, r1), t in [0, T).
+ * W rows are `w_stride` bytes apart, in traits->type; X rows are `x_stride`
+ * bytes apart, already converted to traits->vec_dot_type. K = row length.
+ * Tiles rows x tokens so each weight block is loaded once per few tokens. */
+void mn_gemm_q(const mn_quant_traits *qt, int64_t K, const void *W, size_t w_stride, int64_t r0,
+               int64_t r1, const void *X, size_t x_stride, int64_t T, float *Y, int64_t ldy);
+
+/* --- half precision --- */
+float mn_fp16_to_fp32(uint16_t h);
+uint16_t mn_fp32_to_fp16(float f); /* round to nearest even, like F16C */
+float mn_bf16_to_fp32(uint16_t h);
+
+/* Float kernels used by attention (K/V cache is f16) and elementwise ops,
+ * dispatched like the traits. */
+typedef struct {
+    float (*dot_f16_f32)(int64_t n, const uint16_t *a, const float *b);
+    /* y[i] += a * x[i] */
+    void (*axpy_f16)(int64_t n, float a, const uint16_t *x, float *y);
+    void (*cvt_f32_f16)(int64_t n, const float *x, uint16_t *y);
+    float (*dot_f32)(int64_t n, const float *a, const float *b);
+    void (*axpy_f32)(int64_t n, float a, const float *x, float *y);
+} mn_vec_ops;
+const mn_vec_ops *mn_vec_get(void);
+const mn_vec_ops *mn_vec_get_isa(mn_isa isa);
+
+#endif

@@ -1,0 +1,559 @@
+/* forward.c - the Llama forward pass over a KV cache of explicitly positioned cells.
+ *
+ * Design:
+ * - The KV cache is a sequence of cells; cell i holds, for every layer, one key
+ *   and one value vector (f16) and an explicit position pos[i]. A token in a
+ *   batch attends to all cells before it in cell order plus itself. Cells need
+ *   not come from tokens: the memory layers append compressed K/V as cells
+ *   (mn_kv_append), drop ranges (mn_kv_drop) and renumber positions
+ *   (mn_kv_shift).
+ * - Keys are stored already rotated by RoPE at their cell's position: attention
+ *   then costs one dot product per cell, and moving a cell to another position
+ *   is a rotation by the difference (RoPE rotations compose: R(a+b) = R(a)R(b)),
+ *   applied once by mn_kv_shift rather than at every attention step.
+ * - Matrices multiply int8-quantised activations (the weight type's
+ *   vec_dot_type) by the quantised weights, split by output rows across the
+ *   thread pool. Everything is sized at context creation; decode allocates
+ *   nothing.
+ *
+ * Shapes: T tokens in a batch, C n_embd, H heads, K kv heads, D head dim,
+ * F n_ff, V vocab, N cache cells (capacity n_ctx).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+#include "threadpool.h"
+
+#define N_XQ_SLOTS 3
+
+struct mn_context {
+    const mn_model *m;
+    mn_threadpool *pool;
+    int32_t n_ctx, n_batch;
+    int64_t KD;               /* K*D: width of one cell's key (or value) per layer */
+    uint16_t *kcache, *vcache; /* (n_layer, n_ctx, KD) f16 */
+    int32_t *cell_pos;         /* (n_ctx) */
+    int32_t n_cells;
+
+    /* scratch, sized for n_batch tokens */
+    float *x;    /* (T, C) residual stream */
+    float *xn;   /* (T, max(C, F)) normed input / swiglu output */
+    float *q;    /* (T, H*D) */
+    float *kn;   /* (T, KD) */
+    float *vn;   /* (T, KD) */
+    float *att;  /* (T, H*D) */
+    float *gate; /* (T, F) */
+    float *up;   /* (T, F) */
+    float *tmp;  /* (T, C) */
+    float *rope_cs; /* (T, D/2, 2) cos, sin */
+    float *scores;  /* (n_threads, n_ctx) */
+    float *logits;  /* (V) last-token logits */
+    /* quantised copies of the current activation, one per vec_dot_type in use */
+    struct {
+        void *buf;
+        const float *src; /* which activation it holds (NULL: none) */
+        int type;
+        size_t stride;
+    } xq[N_XQ_SLOTS];
+    size_t xq_cap;       /* bytes per slot */
+    int64_t n_decoded;   /* statistics */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Elementwise ops (forward). Backward versions live with training.          */
+
+/* y = x / rms(x) * w over C channels; the sum of squares in double, as llama.cpp. */
+static void rmsnorm(float *y, const float *x, const float *w, int64_t C, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < C; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)C) + eps);
+    for (int64_t i = 0; i < C; i++) y[i] = x[i] * scale * w[i];
+}
+
+/* RoPE angle table for one position: cs[2i] = cos, cs[2i+1] = sin of
+ * pos * freq_scale * base^(-2i/D). The angle is advanced by repeated float
+ * multiplication, as llama.cpp does, so both agree to the last bit of theta. */
+static void rope_table(float *cs, float pos, int D, float base, float freq_scale) {
+    const float theta_scale = powf(base, -2.0f / (float)D);
+    float theta = pos;
+    for (int i = 0; i < D / 2; i++) {
+        float t = freq_scale * theta;
+        cs[2 * i] = cosf(t);
+        cs[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
+    }
+}
+
+/* Rotates adjacent pairs (2i, 2i+1) of each of n_heads vectors of D. */
+static void rope_apply(float *x, int n_heads, int D, const float *cs) {
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (int64_t)h * D;
+        for (int i = 0; i < D / 2; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1];
+            float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c - b * s;
+            v[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ------------------------------------------------------------------------ */
+/* Parallel kernels                                                          */
+
+typedef struct {
+    const mn_weight *w;
+    const void *xq;
+    size_t x_stride;
+    float *y;
+    int64_t ldy;
+} gemm_job;
+
+typedef struct {
+    gemm_job jobs[3];
+    int n_jobs;
+    int64_t T;
+} gemm_task;
+
+/* Rows of each job are split evenly; 16-row alignment keeps the kernels' tiles whole. */
+static void gemm_worker(void *arg, int ith, int nth) {
+    gemm_task *t = arg;
+    for (int j = 0; j < t->n_jobs; j++) {
+        const gemm_job *g = &t->jobs[j];
+        long lo, hi;
+        mn_split((long)g->w->ne1, ith, nth, 16, &lo, &hi);
+        if (lo < hi)
+            mn_gemm_q(g->w->qt, g->w->ne0, g->w->data, g->w->row_bytes, lo, hi, g->xq, g->x_stride, t->T, g->y,
+                      g->ldy);
+    }
+}
+
+typedef struct {
+    const mn_quant_traits *vt;
+    const float *src;
+    int64_t K, T;
+    void *dst;
+    size_t stride;
+} quant_task;
+
+static void quant_worker(void *arg, int ith, int nth) {
+    quant_task *q = arg;
+    long lo, hi;
+    mn_split((long)q->T, ith, nth, 1, &lo, &hi);
+    for (long t = lo; t < hi; t++) q->vt->from_float(q->src + t * q->K, (char *)q->dst + t * q->stride, q->K);
+}
+
+/* Returns the activation `src` (T rows of K floats) converted to the vec_dot
+ * type of weight w, reusing a conversion already made for another matrix. */
+static const void *activation_for(mn_context *c, const mn_weight *w, const float *src, int64_t T, int64_t K,
+                                  size_t *stride) {
+    int vdt = w->qt->vec_dot_type;
+    if (vdt == MN_TYPE_F32) {
+        *stride = (size_t)K * sizeof(float);
+        return src;
+    }
+    int free_slot = -1;
+    for (int i = 0; i < N_XQ_SLOTS; i++) {
+        if (c->xq[i].src == src && c->xq[i].type == vdt) {
+            *stride = c->xq[i].stride;
+            return c->xq[i].buf;
+        }
+        if (free_slot < 0 && c->xq[i].src == NULL) free_slot = i;
+    }
+    if (free_slot < 0) free_slot = 0;
+    const mn_quant_traits *vt = mn_quant_get(vdt);
+    size_t st = mn_type_row_bytes(vdt, K);
+    quant_task qt = {vt, src, K, T, c->xq[free_slot].buf, st};
+    if (T >= 8) mn_threadpool_run(c->pool, quant_worker, &qt);
+    else quant_worker(&qt, 0, 1);
+    c->xq[free_slot].src = src;
+    c->xq[free_slot].type = vdt;
+    c->xq[free_slot].stride = st;
+    *stride = st;
+    return c->xq[free_slot].buf;
+}
+
+/* Call whenever the contents of an activation buffer change. */
+static void invalidate_xq(mn_context *c) {
+    for (int i = 0; i < N_XQ_SLOTS; i++) c->xq[i].src = NULL;
+}
+
+typedef struct {
+    mn_context *c;
+    int layer;
+    int64_t T;
+    int32_t n_past; /* cells before this batch */
+} attn_task;
+
+/* Each (token, head) pair: softmax(q.K^T / sqrt(D)) V over the cells it can see. */
+static void attn_worker(void *arg, int ith, int nth) {
+    attn_task *a = arg;
+    mn_context *c = a->c;
+    const mn_hparams *hp = &c->m->hp;
+    const int H = hp->n_head, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t KD = c->KD, HD = (int64_t)H * D;
+    const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
+    const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
+    const mn_vec_ops *vo = mn_vec_get();
+    const float scale = 1.0f / sqrtf((float)D);
+    float *sc = c->scores + (int64_t)ith * c->n_ctx;
+    long lo, hi;
+    mn_split((long)(a->T * H), ith, nth, 1, &lo, &hi);
+    for (long p = lo; p < hi; p++) {
+        int64_t t = p / H;
+        int h = (int)(p % H), kh = h / G;
+        const float *qv = c->q + t * HD + (int64_t)h * D;
+        float *out = c->att + t * HD + (int64_t)h * D;
+        int64_t n = a->n_past + t + 1;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            float s = vo->dot_f16_f32(D, kc + j * KD + (int64_t)kh * D, qv) * scale;
+            sc[j] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            float e = expf(sc[j] - mx);
+            sc[j] = e;
+            sum += e;
+        }
+        memset(out, 0, sizeof(float) * (size_t)D);
+        for (int64_t j = 0; j < n; j++) vo->axpy_f16(D, sc[j], vc + j * KD + (int64_t)kh * D, out);
+        float inv = 1.0f / sum;
+        for (int i = 0; i < D; i++) out[i] *= inv;
+    }
+}
+
+typedef struct {
+    mn_context *c;
+    int64_t T;
+} swiglu_task;
+
+static void swiglu_worker(void *arg, int ith, int nth) {
+    swiglu_task *s = arg;
+    const int64_t F = s->c->m->hp.n_ff;
+    long lo, hi;
+    mn_split((long)(s->T * F), ith, nth, 64, &lo, &hi);
+    for (long i = lo; i < hi; i++) s->c->xn[i] = silu(s->c->gate[i]) * s->c->up[i];
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void *xcalloc(size_t n, size_t sz, int *ok) {
+    void *p = calloc(n ? n : 1, sz);
+    if (!p) *ok = 0;
+    return p;
+}
+
+int mn_context_create(const mn_model *m, const mn_context_params *params, mn_context **out) {
+    *out = NULL;
+    mn_context_params p = params ? *params : mn_context_default_params();
+    const mn_hparams *hp = &m->hp;
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train;
+    if (p.n_ctx > (1 << 22)) return mn_error(MN_EINVAL, "context size %d is too large", p.n_ctx);
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    mn_context *c = calloc(1, sizeof *c);
+    if (!c) return mn_error(MN_ENOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = p.n_ctx;
+    c->n_batch = p.n_batch;
+    c->KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    int rc = mn_threadpool_create(p.n_threads, &c->pool);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    const int64_t T = p.n_batch, C = hp->n_embd, F = hp->n_ff, HD = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t CF = C > F ? C : F;
+    const size_t cells = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->KD;
+    int ok = 1;
+    c->kcache = xcalloc(cells, sizeof(uint16_t), &ok);
+    c->vcache = xcalloc(cells, sizeof(uint16_t), &ok);
+    c->cell_pos = xcalloc((size_t)c->n_ctx, sizeof(int32_t), &ok);
+    c->x = xcalloc((size_t)(T * C), sizeof(float), &ok);
+    c->xn = xcalloc((size_t)(T * CF), sizeof(float), &ok);
+    c->q = xcalloc((size_t)(T * HD), sizeof(float), &ok);
+    c->kn = xcalloc((size_t)(T * c->KD), sizeof(float), &ok);
+    c->vn = xcalloc((size_t)(T * c->KD), sizeof(float), &ok);
+    c->att = xcalloc((size_t)(T * HD), sizeof(float), &ok);
+    c->gate = xcalloc((size_t)(T * F), sizeof(float), &ok);
+    c->up = xcalloc((size_t)(T * F), sizeof(float), &ok);
+    c->tmp = xcalloc((size_t)(T * C), sizeof(float), &ok);
+    c->rope_cs = xcalloc((size_t)(T * hp->head_dim), sizeof(float), &ok);
+    c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * (size_t)c->n_ctx, sizeof(float), &ok);
+    c->logits = xcalloc((size_t)hp->n_vocab, sizeof(float), &ok);
+    /* Largest activation row in any vec_dot type: a K-quant or Q8 row of max(C, F, HD). */
+    int64_t Kmax = CF > HD ? CF : HD;
+    size_t row_max = (size_t)Kmax * 4; /* f32 is the widest per element */
+    c->xq_cap = row_max * (size_t)T;
+    for (int i = 0; i < N_XQ_SLOTS; i++) c->xq[i].buf = xcalloc(c->xq_cap, 1, &ok);
+    if (!ok) {
+        mn_context_free(c);
+        return mn_error(MN_ENOMEM, "out of memory allocating a context of %d tokens (KV cache %.1f MiB)", p.n_ctx,
+                        2.0 * (double)cells * 2 / (1 << 20));
+    }
+    *out = c;
+    return MN_OK;
+}
+
+void mn_context_free(mn_context *c) {
+    if (!c) return;
+    mn_threadpool_free(c->pool);
+    free(c->kcache);
+    free(c->vcache);
+    free(c->cell_pos);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->kn);
+    free(c->vn);
+    free(c->att);
+    free(c->gate);
+    free(c->up);
+    free(c->tmp);
+    free(c->rope_cs);
+    free(c->scores);
+    free(c->logits);
+    for (int i = 0; i < N_XQ_SLOTS; i++) free(c->xq[i].buf);
+    free(c);
+}
+
+mn_context_params mn_context_default_params(void) {
+    mn_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0};
+    return p;
+}
+
+int32_t mn_context_n_ctx(const mn_context *c) { return c->n_ctx; }
+int mn_context_n_threads(const mn_context *c) { return mn_threadpool_size(c->pool); }
+const mn_model *mn_context_model(const mn_context *c) { return c->m; }
+size_t mn_context_kv_bytes(const mn_context *c) {
+    return (size_t)c->n_cells * (size_t)c->m->hp.n_layer * (size_t)c->KD * 2 * sizeof(uint16_t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* KV cache cells                                                            */
+
+int32_t mn_kv_n_cells(const mn_context *c) { return c->n_cells; }
+int32_t mn_kv_pos(const mn_context *c, int32_t cell) {
+    return (cell >= 0 && cell < c->n_cells) ? c->cell_pos[cell] : -1;
+}
+int32_t mn_kv_next_pos(const mn_context *c) { return c->n_cells ? c->cell_pos[c->n_cells - 1] + 1 : 0; }
+void mn_kv_clear(mn_context *c) { c->n_cells = 0; }
+
+int mn_kv_drop(mn_context *c, int32_t c0, int32_t c1) {
+    if (c0 < 0 || c1 < c0 || c1 > c->n_cells)
+        return mn_error(MN_EINVAL, "kv drop [%d, %d) outside the %d cells", c0, c1, c->n_cells);
+    int32_t tail = c->n_cells - c1, nd = c1 - c0;
+    if (nd == 0) return MN_OK;
+    const int64_t KD = c->KD;
+    for (int l = 0; l < c->m->hp.n_layer; l++) {
+        uint16_t *kc = c->kcache + (int64_t)l * c->n_ctx * KD, *vc = c->vcache + (int64_t)l * c->n_ctx * KD;
+        memmove(kc + (int64_t)c0 * KD, kc + (int64_t)c1 * KD, sizeof(uint16_t) * (size_t)(tail * KD));
+        memmove(vc + (int64_t)c0 * KD, vc + (int64_t)c1 * KD, sizeof(uint16_t) * (size_t)(tail * KD));
+    }
+    memmove(c->cell_pos + c0, c->cell_pos + c1, sizeof(int32_t) * (size_t)tail);
+    c->n_cells -= nd;
+    return MN_OK;
+}
+
+int mn_kv_shift(mn_context *c, int32_t c0, int32_t c1, int32_t delta) {
+    if (c0 < 0 || c1 < c0 || c1 > c->n_cells)
+        return mn_error(MN_EINVAL, "kv shift [%d, %d) outside the %d cells", c0, c1, c->n_cells);
+    if (delta == 0) return MN_OK;
+    const mn_hparams *hp = &c->m->hp;
+    const int D = hp->head_dim, K = hp->n_head_kv;
+    float cs[1024], tmp[1024];
+    if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
+    rope_table(cs, (float)delta, D, hp->rope_base, hp->rope_freq_scale);
+    for (int l = 0; l < hp->n_layer; l++) {
+        uint16_t *kc = c->kcache + (int64_t)l * c->n_ctx * c->KD;
+        for (int32_t j = c0; j < c1; j++)
+            for (int h = 0; h < K; h++) {
+                uint16_t *k = kc + (int64_t)j * c->KD + (int64_t)h * D;
+                for (int i = 0; i < D; i++) tmp[i] = mn_fp16_to_fp32(k[i]);
+                rope_apply(tmp, 1, D, cs);
+                for (int i = 0; i < D; i++) k[i] = mn_fp32_to_fp16(tmp[i]);
+            }
+    }
+    for (int32_t j = c0; j < c1; j++) c->cell_pos[j] += delta;
+    return MN_OK;
+}
+
+int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, const float *v, int k_has_rope) {
+    const mn_hparams *hp = &c->m->hp;
+    if (n <= 0 || !pos || !k || !v) return mn_error(MN_EINVAL, "kv append: empty or missing input");
+    if (c->n_cells + n > c->n_ctx)
+        return mn_error(MN_ERANGE, "kv append of %d cells does not fit (%d of %d used)", n, c->n_cells, c->n_ctx);
+    const int D = hp->head_dim;
+    const int64_t KD = c->KD;
+    float cs[1024], tmp[1024];
+    if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
+    for (int32_t j = 0; j < n; j++) {
+        if (!k_has_rope) rope_table(cs, (float)pos[j], D, hp->rope_base, hp->rope_freq_scale);
+        for (int l = 0; l < hp->n_layer; l++) {
+            const float *ks = k + ((int64_t)l * n + j) * KD, *vs = v + ((int64_t)l * n + j) * KD;
+            uint16_t *kd = c->kcache + ((int64_t)l * c->n_ctx + c->n_cells + j) * KD;
+            uint16_t *vd = c->vcache + ((int64_t)l * c->n_ctx + c->n_cells + j) * KD;
+            for (int h = 0; h < hp->n_head_kv; h++) {
+                memcpy(tmp, ks + (int64_t)h * D, sizeof(float) * (size_t)D);
+                if (!k_has_rope) rope_apply(tmp, 1, D, cs);
+                for (int i = 0; i < D; i++) kd[(int64_t)h * D + i] = mn_fp32_to_fp16(tmp[i]);
+            }
+            for (int64_t i = 0; i < KD; i++) vd[i] = mn_fp32_to_fp16(vs[i]);
+        }
+        c->cell_pos[c->n_cells + j] = pos[j];
+    }
+    c->n_cells += n;
+    return MN_OK;
+}
+
+int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
+    if (c0 < 0 || n < 0 || c0 + n > c->n_cells) return mn_error(MN_EINVAL, "kv read outside the cache");
+    const int64_t KD = c->KD;
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        for (int32_t j = 0; j < n; j++) {
+            const uint16_t *ks = c->kcache + ((int64_t)l * c->n_ctx + c0 + j) * KD;
+            const uint16_t *vs = c->vcache + ((int64_t)l * c->n_ctx + c0 + j) * KD;
+            for (int64_t i = 0; i < KD; i++) {
+                if (k) k[((int64_t)l * n + j) * KD + i] = mn_fp16_to_fp32(ks[i]);
+                if (v) v[((int64_t)l * n + j) * KD + i] = mn_fp16_to_fp32(vs[i]);
+            }
+        }
+    return MN_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* One batch of T <= n_batch tokens (or embeddings) through every layer.
+ * logits: NULL, (V) for the last token, or (T, V) when all != 0. */
+static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd, int64_t T, float *logits,
+                         int all) {
+    const mn_model *m = c->m;
+    const mn_hparams *hp = &m->hp;
+    const int64_t C = hp->n_embd, F = hp->n_ff, H = hp->n_head, K = hp->n_head_kv, D = hp->head_dim,
+                  HD = H * D, KD = c->KD;
+    const int32_t n_past = c->n_cells;
+    const int32_t pos0 = mn_kv_next_pos(c);
+
+    /* embeddings */
+    for (int64_t t = 0; t < T; t++) {
+        if (tokens) {
+            m->tok_embd.qt->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                                     c->x + t * C, C);
+        } else {
+            memcpy(c->x + t * C, embd + t * C, sizeof(float) * (size_t)C);
+        }
+        rope_table(c->rope_cs + t * D, (float)(pos0 + t), (int)D, hp->rope_base, hp->rope_freq_scale);
+        c->cell_pos[n_past + t] = pos0 + (int32_t)t;
+    }
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const mn_layer *L = &m->layers[l];
+        /* attention block */
+        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * C, c->x + t * C, L->attn_norm, C, hp->norm_eps);
+        invalidate_xq(c);
+        gemm_task g = {.n_jobs = 3, .T = T};
+        size_t st;
+        const void *xq;
+        xq = activation_for(c, &L->wq, c->xn, T, C, &st);
+        g.jobs[0] = (gemm_job){&L->wq, xq, st, c->q, HD};
+        xq = activation_for(c, &L->wk, c->xn, T, C, &st);
+        g.jobs[1] = (gemm_job){&L->wk, xq, st, c->kn, KD};
+        xq = activation_for(c, &L->wv, c->xn, T, C, &st);
+        g.jobs[2] = (gemm_job){&L->wv, xq, st, c->vn, KD};
+        mn_threadpool_run(c->pool, gemm_worker, &g);
+
+        uint16_t *kc = c->kcache + ((int64_t)l * c->n_ctx + n_past) * KD;
+        uint16_t *vc = c->vcache + ((int64_t)l * c->n_ctx + n_past) * KD;
+        const mn_vec_ops *vo = mn_vec_get();
+        for (int64_t t = 0; t < T; t++) {
+            rope_apply(c->q + t * HD, (int)H, (int)D, c->rope_cs + t * D);
+            rope_apply(c->kn + t * KD, (int)K, (int)D, c->rope_cs + t * D);
+            vo->cvt_f32_f16(KD, c->kn + t * KD, kc + t * KD);
+            vo->cvt_f32_f16(KD, c->vn + t * KD, vc + t * KD);
+        }
+        attn_task at = {c, l, T, n_past};
+        mn_threadpool_run(c->pool, attn_worker, &at);
+
+        invalidate_xq(c);
+        g = (gemm_task){.n_jobs = 1, .T = T};
+        xq = activation_for(c, &L->wo, c->att, T, HD, &st);
+        g.jobs[0] = (gemm_job){&L->wo, xq, st, c->tmp, C};
+        mn_threadpool_run(c->pool, gemm_worker, &g);
+        for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
+
+        /* feed-forward block */
+        for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * C, c->x + t * C, L->ffn_norm, C, hp->norm_eps);
+        invalidate_xq(c);
+        g = (gemm_task){.n_jobs = 2, .T = T};
+        xq = activation_for(c, &L->w_gate, c->xn, T, C, &st);
+        g.jobs[0] = (gemm_job){&L->w_gate, xq, st, c->gate, F};
+        xq = activation_for(c, &L->w_up, c->xn, T, C, &st);
+        g.jobs[1] = (gemm_job){&L->w_up, xq, st, c->up, F};
+        mn_threadpool_run(c->pool, gemm_worker, &g);
+        swiglu_task sw = {c, T};
+        if (T * F >= 4096) mn_threadpool_run(c->pool, swiglu_worker, &sw);
+        else swiglu_worker(&sw, 0, 1);
+        invalidate_xq(c);
+        g = (gemm_task){.n_jobs = 1, .T = T};
+        xq = activation_for(c, &L->w_down, c->xn, T, F, &st);
+        g.jobs[0] = (gemm_job){&L->w_down, xq, st, c->tmp, C};
+        mn_threadpool_run(c->pool, gemm_worker, &g);
+        for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
+    }
+    c->n_cells += (int32_t)T;
+    c->n_decoded += T;
+
+    if (!logits) return MN_OK;
+    /* final norm and output projection, only for the rows that need logits */
+    int64_t t0 = all ? 0 : T - 1, nt = all ? T : 1;
+    for (int64_t t = t0; t < T; t++) rmsnorm(c->xn + (t - t0) * C, c->x + t * C, m->output_norm, C, hp->norm_eps);
+    invalidate_xq(c);
+    size_t st;
+    const void *xq = activation_for(c, &m->output, c->xn, nt, C, &st);
+    gemm_task g = {.n_jobs = 1, .T = nt};
+    g.jobs[0] = (gemm_job){&m->output, xq, st, logits, hp->n_vocab};
+    mn_threadpool_run(c->pool, gemm_worker, &g);
+    return MN_OK;
+}
+
+static int decode_common(mn_context *c, const int32_t *tokens, const float *embd, int32_t n, float *logits,
+                         int all) {
+    const mn_hparams *hp = &c->m->hp;
+    if (n <= 0) return mn_error(MN_EINVAL, "nothing to decode (%d tokens)", n);
+    if ((int64_t)c->n_cells + n > c->n_ctx)
+        return mn_error(MN_ERANGE, "%d tokens do not fit in the context: %d of %d positions are used", n,
+                        c->n_cells, c->n_ctx);
+    if (tokens)
+        for (int32_t i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+                return mn_error(MN_EINVAL, "token id %d at index %d is outside the vocabulary (%d)", tokens[i], i,
+                                hp->n_vocab);
+    for (int32_t i0 = 0; i0 < n; i0 += c->n_batch) {
+        int32_t nb = n - i0 < c->n_batch ? n - i0 : c->n_batch;
+        float *lg = NULL;
+        if (logits && all) lg = logits + (int64_t)i0 * hp->n_vocab;
+        else if (logits && i0 + nb == n) lg = logits;
+        int rc = forward_batch(c, tokens ? tokens + i0 : NULL, embd ? embd + (int64_t)i0 * hp->n_embd : NULL, nb,
+                               lg, all);
+        if (rc) return rc;
+    }
+    return MN_OK;
+}
+
+int mn_decode(mn_context *c, const int32_t *tokens, int32_t n, float *logits, int logits_all) {
+    if (!tokens) return mn_error(MN_EINVAL, "no tokens");
+    return decode_common(c, tokens, NULL, n, logits, logits_all);
+}
+
+int mn_decode_embd(mn_context *c, const float *embd, int32_t n, float *logits, int logits_all) {
+    if (!embd) return mn_error(MN_EINVAL, "no embeddings");
+    return decode_common(c, NULL, embd, n, logits, logits_all);
+}
+
+float *mn_context_logits_buffer(mn_context *c) { return c->logits; }

@@ -1,0 +1,49 @@
+/* test.h - the minimal harness every tests/test_*.c uses.
+ *
+ * CHECK(cond, fmt, ...) records one assertion; a failing one prints file:line
+ * and the message. TEST_MAIN_END prints "N passed, N failed" for this program
+ * and returns non-zero on any failure. scripts/run_tests.sh adds them up.
+ */
+#ifndef MN_TEST_H
+#define MN_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_pass, t_fail;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        if (cond) {                                                       \
+            t_pass++;                                                     \
+        } else {                                                          \
+            t_fail++;                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                 \
+            fputc('\n', stderr);                                          \
+        }                                                                 \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol, what)                                                        \
+    CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%s: %.9g vs %.9g (tol %.3g)", what, \
+          (double)(a), (double)(b), (double)(tol))
+
+/* Path of the default model, or NULL (tests needing it are then skipped loudly). */
+static inline const char *test_model_path(void) {
+    const char *p = getenv("MNEMO_MODEL");
+    if (!p) p = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    fclose(f);
+    return p;
+}
+
+#define TEST_MAIN_END()                                                  \
+    do {                                                                 \
+        printf("%s: %d passed, %d failed\n", __FILE__, t_pass, t_fail); \
+        return t_fail ? 1 : 0;                                           \
+    } while (0)
+
+#endif
