@@ -50,6 +50,10 @@ uint64_t mn_model_hash(const mn_model *m);
 /* One-line summary of the architecture into buf; returns snprintf's count. */
 int mn_model_describe(const mn_model *m, char *buf, size_t cap);
 
+/* Writes a copy of the GGUF at in_path with every quantised matrix converted to
+ * `type` (0 = f32, 1 = f16, the GGUF type ids); metadata is kept. */
+int mn_model_convert(const char *in_path, const char *out_path, int type);
+
 /* -------------------------------------------------------------- contexts */
 typedef struct {
     int32_t n_ctx;     /* KV cache cells; <= 0: the model's trained context */

@@ -2,7 +2,7 @@
 """Reference logits and perplexity from llama.cpp (PyPI llama-cpp-python) for mnemo's parity tests.
 
 Writes small committed fixtures under tests/fixtures/, so `make test` never needs llama.cpp:
-  logits_smollm2.bin : for each prompt, its llama.cpp token ids, the full logits of the last position,
+  logits_smollm2.bin : (and logits_smollm2_f32.bin, on an f32 copy made by `mnemo convert`) for each prompt, its llama.cpp token ids, the full logits of the last position,
                        and for every position the argmax and top-8 (id, logit) pairs.
   ppl_smollm2.json   : llama-perplexity protocol (ctx 512, score second half) on the first 8192 tokens
                        of an eval book.
@@ -29,8 +29,9 @@ TOPK = 8
 
 
 def book_text():
-    with open(BOOK, encoding='utf-8') as f:
-        t = f.read()
+    # bytes as they are on disk (CRLF kept): `mnemo ppl -f` reads the file the same way
+    with open(BOOK, 'rb') as f:
+        t = f.read().decode('utf-8')
     # strip the Gutenberg header/footer so the text is the book itself
     s = t.find('*** START OF')
     if s >= 0:
@@ -41,8 +42,8 @@ def book_text():
     return t
 
 
-def logits_fixture(llm):
-    out = open(os.path.join(FIX, 'logits_smollm2.bin'), 'wb')
+def logits_fixture(llm, name='logits_smollm2.bin'):
+    out = open(os.path.join(FIX, name), 'wb')
     out.write(b'MNLG' + struct.pack('<iii', len(PROMPTS), llm.n_vocab(), TOPK))
     for p in PROMPTS:
         ids = llm.tokenize(p.encode(), add_bos=False, special=True)
@@ -86,8 +87,17 @@ def ppl_fixture(llm, n_ctx=512, n_tokens=8192):
 if __name__ == '__main__':
     os.makedirs(FIX, exist_ok=True)
     llm = Llama(model_path=MODEL, n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
-    what = sys.argv[2:] or ['logits', 'ppl']
+    what = sys.argv[2:] or ['logits', 'logits_f32', 'ppl']
     if 'logits' in what:
         logits_fixture(llm)
     if 'ppl' in what:
         ppl_fixture(llm)
+    if 'logits_f32' in what:
+        # The same prompts on an f32 copy made by `mnemo convert`: with float weights neither engine
+        # quantises activations, so the comparison is exact to float rounding.
+        import subprocess, tempfile
+        f32 = os.path.join(tempfile.gettempdir(), 'mnemo-fixture-f32.gguf')
+        subprocess.run([os.path.join(ROOT, 'mnemo'), 'convert', '-m', MODEL, '-o', f32], check=True)
+        llm32 = Llama(model_path=f32, n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
+        logits_fixture(llm32, 'logits_smollm2_f32.bin')
+        os.unlink(f32)

@@ -303,7 +303,7 @@ static void check_contents(const mn_gguf *g, int want_align) {
     check_arr(g, "arr.empty", MN_GGUF_FLOAT32, NULL, 0, 4);
 
     int64_t ks = mn_gguf_find_key(g, "arr.str");
-    mn_gguf_vtype et;
+    mn_gguf_vtype et = MN_GGUF_NTYPES;
     uint64_t n = 0;
     CHECK(ks >= 0 && mn_gguf_get_arr(g, "arr.str", &et, &n, NULL) == 0 && et == MN_GGUF_STRING &&
               n == 4,
@@ -673,7 +673,7 @@ static void test_bad_files(void) {
         rc = mn_gguf_open_memory(b.p, b.n, &g);
         CHECK(rc == 0, "nested arrays: %s", mn_last_error());
         if (g) {
-            mn_gguf_vtype et;
+            mn_gguf_vtype et = MN_GGUF_NTYPES;
             uint64_t n;
             CHECK(mn_gguf_get_arr(g, "nested", &et, &n, NULL) == 0 && et == MN_GGUF_ARRAY && n == 2,
                   "nested header");
@@ -868,7 +868,7 @@ static void test_real_model(void) {
     uint32_t nl = 0;
     CHECK(mn_gguf_get_u32(g, "llama.block_count", &nl) == 0 && nl == 30, "block_count %u", nl);
     int64_t kv = mn_gguf_find_key(g, "tokenizer.ggml.tokens");
-    mn_gguf_vtype et;
+    mn_gguf_vtype et = MN_GGUF_NTYPES;
     uint64_t n = 0;
     CHECK(kv >= 0 && mn_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n, NULL) == 0 &&
               et == MN_GGUF_STRING && n == 49152,

@@ -1,29 +1,37 @@
-/* test_model.c - the forward pass against llama.cpp's logits (fixture made by
+/* test_model.c - the forward pass against llama.cpp's logits (fixtures made by
  * scripts/make_logit_fixtures.py) and exactness of the KV-cache operations.
  *
- * Tolerances. Both engines quantise activations to Q8_1/Q8_0 exactly alike and
- * use the same integer dot products, so differences come only from float
- * accumulation order, f16 rounding of K/V (llama.cpp also rounds Q to f16 in
- * attention; mnemo keeps Q in f32) and expf/sum order in softmax. These shift
- * an activation by about one f16 ulp per layer; after 30 layers the logits
- * (range about -10..30) move by a few hundredths. We require argmax agreement
- * at >= 99% of positions and max |logit diff| <= 0.25 on the full last-position
- * logits and on every position's top-8 (a mistake such as a wrong RoPE pairing,
- * a missed norm weight or a transposed matrix moves logits by whole units).
+ * Two comparisons, because the quantised model is chaotic:
+ * - f32 copy (made by mn_model_convert, as the fixture script did): neither
+ *   engine quantises activations, so only float rounding differs (f16 K/V in
+ *   both, f16 Q in llama.cpp's attention, accumulation order). Required:
+ *   argmax identical everywhere and max |logit diff| <= 0.05.
+ * - the Q4_1 file itself: both engines round activations to int8 per block of
+ *   32. SmolLM2 has massive activations (hundreds) in a few channels, so one
+ *   rounding flip caused by a 1e-7 difference moves logits by up to ~0.6; mnemo's
+ *   own scalar and AVX-512 paths differ from each other this much (max 1.1, mean
+ *   0.13 over 40 positions). Required: argmax identical at >= 95% of positions
+ *   and at >= 99% when a pick within 0.5 logits of llama.cpp's top score counts
+ *   as a tie; max |diff| <= 2.0; mean |diff| over the last positions <= 0.35.
  */
 #include <stdint.h>
+#include <unistd.h>
 
 #include "mnemo.h"
 #include "test.h"
 
-#define LOGIT_TOL 0.25f
-
 static int read_all(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n; }
 
-static void test_against_llama_cpp(mn_model *m) {
-    FILE *f = fopen("tests/fixtures/logits_smollm2.bin", "rb");
-    CHECK(f != NULL, "fixture tests/fixtures/logits_smollm2.bin missing");
-    if (!f) return;
+typedef struct {
+    int64_t agree, total, strict;
+    double max_top, max_last, mean_last;
+} parity;
+
+static parity compare_with_fixture(mn_model *m, const char *fixture, int isa_note, float tie) {
+    parity r = {0};
+    FILE *f = fopen(fixture, "rb");
+    CHECK(f != NULL, "fixture %s missing", fixture);
+    if (!f) return r;
     char magic[4];
     int32_t hdr[3];
     CHECK(read_all(f, magic, 4) && !memcmp(magic, "MNLG", 4) && read_all(f, hdr, sizeof hdr), "fixture header");
@@ -35,8 +43,8 @@ static void test_against_llama_cpp(mn_model *m) {
     mn_context *c;
     CHECK(mn_context_create(m, &cp, &c) == 0, "context: %s", mn_last_error());
     float *ref_last = malloc(sizeof(float) * (size_t)V);
-    int64_t agree = 0, total = 0;
-    double max_top = 0, max_last = 0;
+    int64_t agree = 0, total = 0, strict = 0;
+    double max_top = 0, max_last = 0, sum_last = 0;
     for (int p = 0; p < n_prompts; p++) {
         int32_t n;
         CHECK(read_all(f, &n, 4) && n > 0 && n <= 256, "prompt length");
@@ -55,8 +63,13 @@ static void test_against_llama_cpp(mn_model *m) {
             int32_t am = 0;
             for (int32_t k = 1; k < V; k++)
                 if (row[k] > row[am]) am = k;
-            /* a near-tie in the reference may flip legitimately; count it as agreement */
-            agree += am == top_id[0] || fabsf(top_val[0] - top_val[1]) < 1e-3f;
+            /* strict agreement, and agreement up to near-ties: mnemo's pick is within
+             * `tie` logits of llama.cpp's top score in llama.cpp's own logits */
+            int near = 0;
+            for (int k = 0; k < TOPK; k++)
+                if (top_id[k] == am && top_val[0] - top_val[k] <= tie) near = 1;
+            strict += am == top_id[0];
+            agree += near;
             total++;
             for (int k = 0; k < TOPK; k++) {
                 double d = fabs((double)row[top_id[k]] - top_val[k]);
@@ -66,19 +79,21 @@ static void test_against_llama_cpp(mn_model *m) {
         const float *last = lg + (size_t)(n - 1) * (size_t)V;
         for (int32_t k = 0; k < V; k++) {
             double d = fabs((double)last[k] - ref_last[k]);
+            sum_last += d;
             if (d > max_last) max_last = d;
         }
         free(lg);
         free(ids);
     }
-    printf("  llama.cpp parity: argmax %lld/%lld, max|diff| top-%d %.4f, full last-position %.4f\n",
-           (long long)agree, (long long)total, TOPK, max_top, max_last);
-    CHECK(agree * 100 >= total * 99, "argmax agreement %lld/%lld", (long long)agree, (long long)total);
-    CHECK(max_top <= LOGIT_TOL, "top-k logits differ by %.4f", max_top);
-    CHECK(max_last <= LOGIT_TOL, "last-position logits differ by %.4f", max_last);
+    r = (parity){agree, total, strict, max_top, max_last, sum_last / ((double)V * n_prompts)};
+    printf("  llama.cpp parity (%s%s): argmax %lld/%lld (%lld up to ties < %.1f), max|diff| top-%d %.4f, "
+           "last position max %.4f mean %.4f\n",
+           fixture + 15, isa_note ? ", this ISA" : "", (long long)strict, (long long)total, (long long)agree, tie, TOPK,
+           max_top, max_last, r.mean_last);
     free(ref_last);
     mn_context_free(c);
     fclose(f);
+    return r;
 }
 
 static double max_diff(const float *a, const float *b, int64_t n) {
@@ -169,7 +184,7 @@ static void test_kv_exactness(mn_model *m) {
 
 int main(void) {
     mn_model *m = NULL;
-    CHECK(mn_model_load("/nonexistent/model.gguf", &m) == MN_EIO && m == NULL, "missing file");
+    CHECK(mn_model_load("/nonexistent/model.gguf", &m) == MN_ENOTFOUND && m == NULL, "missing file");
     CHECK(strstr(mn_last_error(), "/nonexistent/model.gguf") != NULL, "message names the file: %s", mn_last_error());
     const char *path = test_model_path();
     if (!path) {
@@ -179,13 +194,34 @@ int main(void) {
     CHECK(mn_model_load(path, &m) == 0, "load: %s", mn_last_error());
     if (!m) TEST_MAIN_END();
     CHECK(mn_model_n_layer(m) == 30 && mn_model_n_embd(m) == 576 && mn_model_n_vocab(m) == 49152, "hparams");
+    /* an f32 copy: the same network without activation quantisation (see the top comment) */
+    char f32[] = "/tmp/mnemo-f32-XXXXXX";
+    int fd = mkstemp(f32);
+    close(fd);
+    mn_model *m32 = NULL;
+    CHECK(mn_model_convert(path, f32, 0) == 0, "convert: %s", mn_last_error());
+    CHECK(mn_model_load(f32, &m32) == 0, "load f32 copy: %s", mn_last_error());
+    unlink(f32); /* the mapping stays valid */
     if (getenv("MN_SANITIZED")) {
-        /* the sanitized build is ~20x slower; the parity check runs in the normal build */
+        /* the sanitized build is ~20x slower; the parity checks run in the normal build */
         printf("skip: llama.cpp parity under sanitizers\n");
     } else {
-        test_against_llama_cpp(m);
+        parity q = compare_with_fixture(m, "tests/fixtures/logits_smollm2.bin", 1, 0.5f);
+        CHECK(q.agree * 100 >= q.total * 99, "Q4_1 argmax agreement up to ties %lld/%lld", (long long)q.agree,
+              (long long)q.total);
+        CHECK(q.strict * 100 >= q.total * 95, "Q4_1 strict argmax agreement %lld/%lld", (long long)q.strict,
+              (long long)q.total);
+        CHECK(q.max_top <= 2.0 && q.max_last <= 2.0, "Q4_1 logits differ by %.3f / %.3f", q.max_top, q.max_last);
+        CHECK(q.mean_last <= 0.35, "Q4_1 mean |diff| %.4f", q.mean_last);
+        if (m32) {
+            parity e = compare_with_fixture(m32, "tests/fixtures/logits_smollm2_f32.bin", 0, 0.0f);
+            CHECK(e.strict == e.total, "f32 argmax agreement %lld/%lld", (long long)e.agree, (long long)e.total);
+            CHECK(e.max_top <= 0.05 && e.max_last <= 0.05, "f32 logits differ by %.4f / %.4f", e.max_top,
+                  e.max_last);
+        }
     }
-    test_kv_exactness(m);
+    if (m32) test_kv_exactness(m32);
+    mn_model_free(m32);
     mn_model_free(m);
     TEST_MAIN_END();
 }

@@ -320,6 +320,26 @@ static void test_top_p(void) {
           counts[0]);
     mn_sampler_free(s);
 
+    /* Unsorted path with the nucleus edge landing exactly on the first
+     * quickselect pivot (median of ids 0, 16, 32): 33 candidates, nucleus
+     * {0, 1, 2, 3, 16} (cumulative 0.601 before id 16, 0.684 with it). */
+    {
+        enum { M = 33 };
+        float e[M];
+        long ce[M];
+        for (int i = 0; i < M; i++) e[i] = 0.0f;
+        e[0] = 3.0f, e[1] = 2.5f, e[2] = 2.4f, e[3] = 2.3f, e[16] = 2.0f;
+        mn_sampler_params q = plain(1000.0f);
+        q.top_p = 0.65f;
+        q.seed = 12;
+        mn_sampler *se = make(&q, M);
+        draw_counts(se, e, M, 3000, ce);
+        long in = ce[0] + ce[1] + ce[2] + ce[3] + ce[16];
+        CHECK(in == 3000, "nucleus edge on the pivot: %ld of 3000 outside", 3000 - in);
+        CHECK(ce[0] && ce[1] && ce[2] && ce[3] && ce[16], "nucleus edge on the pivot: all 5 reachable");
+        mn_sampler_free(se);
+    }
+
     /* top_p = 0 keeps exactly the top token */
     p.top_p = 0.0f;
     p.temperature = 1.0f;
@@ -371,6 +391,52 @@ static void test_top_p_large_vocab(void) {
         if (prob[i] == 0.0) outside += counts[i];
     CHECK(nucleus > 1000 && outside == 0, "wide nucleus (%d tokens): %ld picks outside", nucleus, outside);
     mn_sampler_free(s);
+    free(l);
+    free(prob);
+    free(counts);
+}
+
+/* Exact nucleus membership through the quickselect path: near-uniform draws
+ * (T = 1000; top_p and min_p judge the untempered distribution) over nuclei of
+ * 3..200 tokens cut out of a few hundred to thousands of prefiltered
+ * candidates. Every token of the reference set must show up (20 expected hits
+ * each) and nothing else, so a cut that is one token off is caught. */
+static void test_nucleus_exact(void) {
+    enum { N = 4096 };
+    float *l = malloc(N * sizeof *l);
+    double *prob = malloc(N * sizeof *prob);
+    long *counts = malloc(N * sizeof *counts);
+    int checked = 0, ok_out = 1, ok_seen = 1;
+    for (int cfg = 0; cfg < 12 && checked < 8; cfg++) {
+        double sig = 1.5 + 1.5 * t_uniform();
+        for (int i = 0; i < N; i++) l[i] = (float)(t_normal() * sig);
+        mn_sampler_params p = plain(1000.0f);
+        p.top_p = (float)(0.2 + 0.6 * t_uniform());
+        p.min_p = cfg % 3 == 2 ? 0.01f : 0.0f;
+        p.seed = 500 + (uint64_t)cfg;
+        ref_chain(l, N, &p, prob);
+        int m = 0;
+        for (int i = 0; i < N; i++) m += prob[i] > 0.0;
+        if (m < 3 || m > 200) continue;
+        checked++;
+        mn_sampler *s = make(&p, N);
+        draw_counts(s, l, N, 20L * m, counts);
+        long outside = 0;
+        int seen = 0;
+        for (int i = 0; i < N; i++) {
+            if (prob[i] == 0.0) outside += counts[i];
+            else seen += counts[i] > 0;
+        }
+        if (outside) ok_out = 0;
+        if (seen != m) ok_seen = 0;
+        if (outside || seen != m)
+            fprintf(stderr, "  nucleus cfg %d: sigma %.2f top_p %.3f min_p %.2f: %d in set, %d seen, %ld outside\n",
+                    cfg, sig, (double)p.top_p, (double)p.min_p, m, seen, outside);
+        mn_sampler_free(s);
+    }
+    CHECK(checked >= 5, "setup: %d configurations checked", checked);
+    CHECK(ok_out, "quickselect nucleus: never a token outside the exact set");
+    CHECK(ok_seen, "quickselect nucleus: every token of the exact set reachable");
     free(l);
     free(prob);
     free(counts);
@@ -762,6 +828,7 @@ int main(void) {
     test_top_k3();
     test_top_p();
     test_top_p_large_vocab();
+    test_nucleus_exact();
     test_min_p();
     test_default_chain();
     test_repeat_penalty();

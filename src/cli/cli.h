@@ -6,6 +6,9 @@
 #include <stdint.h>
 
 #include "mnemo.h"
+#include "model/chat.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
 
 #define MN_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -34,10 +37,14 @@ long cli_peak_rss_kib(void);     /* peak resident set size of this process */
 int cli_tokenize(const mn_model *m, const char *text, size_t len, int add_bos, int parse_special,
                  int32_t **ids, int64_t *n);
 
+/* Copies the bytes token `id` decodes to into buf (special tokens give nothing); returns the length. */
+int cli_piece(const mn_tokenizer *tok, int32_t id, char *buf, size_t cap);
+
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

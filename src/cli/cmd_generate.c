@@ -135,7 +135,7 @@ static int run_generation(session *s, const int32_t *ids, int64_t n, long n_pred
         int32_t id = mn_sampler_sample(s->smp, s->logits);
         mn_sampler_accept(s->smp, id);
         if (mn_token_is_eog(tok, id)) break;
-        int len = mn_token_to_piece(tok, id, piece, sizeof piece);
+        int len = cli_piece(tok, id, piece, sizeof piece);
         if (len > 0) fwrite(piece, 1, (size_t)len, stdout);
         fflush(stdout);
         if (mn_kv_n_cells(s->ctx) >= mn_context_n_ctx(s->ctx)) {
@@ -196,7 +196,7 @@ int cmd_generate(int argc, char **argv) {
     int rc = session_open(&o, &s);
     int32_t *ids = NULL;
     int64_t n = 0;
-    if (!rc) rc = cli_tokenize(s.m, text, len, mn_tokenizer_add_bos(mn_model_tokenizer(s.m)), !o.no_special, &ids, &n);
+    if (!rc) rc = cli_tokenize(s.m, text, len, mn_tokenizer_adds_bos(mn_model_tokenizer(s.m)), !o.no_special, &ids, &n);
     if (!rc && n == 0) rc = cli_usage_error("generate", "the prompt is empty");
     if (!rc && n >= mn_context_n_ctx(s.ctx)) {
         fprintf(stderr, "mnemo: the prompt has %lld tokens but the context holds %d; use a larger -c or a shorter prompt\n",
@@ -205,8 +205,8 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!rc) {
         fwrite(text, 1, len, stdout);
-        int64_t g;
-        double tp, tg;
+        int64_t g = 0;
+        double tp = 0, tg = 0;
         rc = run_generation(&s, ids, n, o.n_predict, &g, &tp, &tg);
         printf("\n");
         if (!rc && !o.quiet)
@@ -301,7 +301,7 @@ int cmd_chat(int argc, char **argv) {
         }
         int32_t *ids;
         int64_t n;
-        if (cli_tokenize(s.m, prompt, strlen(prompt), mn_tokenizer_add_bos(tok), 1, &ids, &n)) {
+        if (cli_tokenize(s.m, prompt, strlen(prompt), mn_tokenizer_adds_bos(tok), 1, &ids, &n)) {
             free(prompt);
             rc = 1;
             break;
@@ -348,7 +348,7 @@ int cmd_chat(int argc, char **argv) {
             int32_t id = mn_sampler_sample(s.smp, s.logits);
             mn_sampler_accept(s.smp, id);
             if (mn_token_is_eog(tok, id)) break;
-            int len = mn_token_to_piece(tok, id, piece, sizeof piece);
+            int len = cli_piece(tok, id, piece, sizeof piece);
             if (len > 0) {
                 fwrite(piece, 1, (size_t)len, stdout);
                 fflush(stdout);

@@ -74,7 +74,7 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "mnemo: warning: --ctx %ld exceeds the model's trained context %d\n", n_ctx,
                 mn_model_n_ctx_train(m));
     const mn_tokenizer *tok = mn_model_tokenizer(m);
-    int add_bos = mn_tokenizer_add_bos(tok);
+    int add_bos = mn_tokenizer_adds_bos(tok);
     int32_t *ids = NULL;
     int64_t n = 0;
     int rc = cli_tokenize(m, text, len, add_bos, 0, &ids, &n);
@@ -103,7 +103,7 @@ int cmd_ppl(int argc, char **argv) {
     }
     mn_ppl_result res;
     double t0 = cli_now();
-    if (mn_perplexity(ctx, ids, n, (int32_t)n_ctx, (int32_t)stride, add_bos ? mn_tokenizer_bos(tok) : -1,
+    if (mn_perplexity(ctx, ids, n, (int32_t)n_ctx, (int32_t)stride, add_bos ? mn_token_bos(tok) : -1,
                       json ? NULL : progress, NULL, &res)) {
         rc = cli_fail("perplexity");
         goto done;

@@ -61,7 +61,7 @@ int cmd_tokenize(int argc, char **argv) {
     const mn_tokenizer *tok = mn_model_tokenizer(m);
     int32_t *ids;
     int64_t n;
-    int rc = cli_tokenize(m, buf, len, bos < 0 ? mn_tokenizer_add_bos(tok) : bos, !no_special, &ids, &n);
+    int rc = cli_tokenize(m, buf, len, bos < 0 ? mn_tokenizer_adds_bos(tok) : bos, !no_special, &ids, &n);
     if (!rc) {
         if (json) {
             printf("{\"count\": %lld, \"tokens\": [", (long long)n);
@@ -74,7 +74,7 @@ int cmd_tokenize(int argc, char **argv) {
                     printf("%d\n", ids[i]);
                     continue;
                 }
-                int l = mn_token_to_piece(tok, ids[i], piece, sizeof piece);
+                int l = cli_piece(tok, ids[i], piece, sizeof piece);
                 printf("%d\t\"", ids[i]);
                 for (int k = 0; k < l; k++) {
                     unsigned char ch = (unsigned char)piece[k];

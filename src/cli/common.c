@@ -59,7 +59,7 @@ int cli_load_model(const char *given, mn_model **out) {
     int rc = mn_model_load(path, out);
     if (rc) {
         fprintf(stderr, "mnemo: cannot load model: %s\n", mn_last_error());
-        if (!given && rc == MN_EIO)
+        if (!given && rc == MN_ENOTFOUND)
             fprintf(stderr, "mnemo: the default model is fetched by 'make model'; or pass -m FILE.gguf\n");
         return 1;
     }
@@ -162,4 +162,13 @@ int cli_tokenize(const mn_model *m, const char *text, size_t len, int add_bos, i
     *ids = buf;
     *n = got;
     return 0;
+}
+
+int cli_piece(const mn_tokenizer *tok, int32_t id, char *buf, size_t cap) {
+    size_t len = 0;
+    const char *p = mn_token_piece(tok, id, 0, &len);
+    if (!p) return 0;
+    if (len > cap) len = cap;
+    memcpy(buf, p, len);
+    return (int)len;
 }

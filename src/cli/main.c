@@ -14,6 +14,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"ppl", cmd_ppl, "perplexity of the model on a text file (llama-perplexity protocol)"},
     {"bench", cmd_bench, "prefill and decode speed, peak memory"},
+    {"convert", cmd_convert, "write a copy of a model with f32 or f16 matrices"},
 };
 
 static void usage(FILE *f) {

@@ -17,7 +17,8 @@ int mn_error(int code, const char *fmt, ...) {
 
 int mn_error_prefix(int code, const char *prefix) {
     char tmp[sizeof tl_msg];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, tl_msg);
+    int n = (int)strnlen(prefix, sizeof tmp / 2); /* keep room for the message itself */
+    snprintf(tmp, sizeof tmp, "%.*s: %.*s", n, prefix, (int)(sizeof tmp) - n - 3, tl_msg);
     memcpy(tl_msg, tmp, sizeof tl_msg);
     return code;
 }

@@ -732,6 +732,11 @@ mn_gguf_vtype mn_gguf_kv_type(const mn_gguf *g, int64_t i) {
     return g->kvs[i].type;
 }
 
+const void *mn_gguf_kv_raw(const mn_gguf *g, int64_t i) {
+    if (!g || i < 0 || i >= g->n_kv) return NULL;
+    return g->kvs[i].val;
+}
+
 static const gguf_kv *lookup(const mn_gguf *g, const char *key, int *rc) {
     int64_t i = mn_gguf_find_key(g, key);
     if (i < 0) {

@@ -66,6 +66,9 @@ int64_t mn_gguf_n_kv(const mn_gguf *g);
 int64_t mn_gguf_find_key(const mn_gguf *g, const char *key);
 mn_gguf_str mn_gguf_key_at(const mn_gguf *g, int64_t i);
 mn_gguf_vtype mn_gguf_kv_type(const mn_gguf *g, int64_t i);
+/* Raw little-endian bytes of scalar value i in the mapping (unaligned; for
+ * copying metadata verbatim). NULL if i is out of range. */
+const void *mn_gguf_kv_raw(const mn_gguf *g, int64_t i);
 
 /* Typed getters by key. Return 0, MN_ENOTFOUND if absent, MN_EFORMAT if the
  * stored type cannot represent the request (integers convert between widths
@@ -102,7 +105,8 @@ int mn_gguf_writer_set_f32(mn_gguf_writer *w, const char *key, float v);
 int mn_gguf_writer_set_bool(mn_gguf_writer *w, const char *key, int v);
 int mn_gguf_writer_set_str(mn_gguf_writer *w, const char *key, const char *v);
 /* Any fixed-size scalar type (u8..f64, bool): *v holds one host-order value of
- * that type (e.g. an int8_t for MN_GGUF_INT8, a double for MN_GGUF_FLOAT64). */
+ * that type (e.g. an int8_t for MN_GGUF_INT8, a double for MN_GGUF_FLOAT64,
+ * a uint8_t 0/1 for MN_GGUF_BOOL). */
 int mn_gguf_writer_set_scalar(mn_gguf_writer *w, const char *key, mn_gguf_vtype type,
                               const void *v);
 /* Numeric array: n elements of elem_type copied from data. */

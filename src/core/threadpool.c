@@ -52,7 +52,9 @@ int mn_cpu_count(void) {
 static void *worker_main(void *p_) {
     struct worker *w = p_;
     mn_threadpool *p = w->pool;
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    /* gen is 0 at creation; reading it here instead would miss a task
+     * published before this thread got scheduled. */
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;

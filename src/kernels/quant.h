@@ -31,6 +31,9 @@ typedef struct {
 
 /* Best ISA this CPU supports (honouring MNEMO_ISA), detected once. */
 mn_isa mn_cpu_isa(void);
+/* Best ISA the CPU and OS support, ignoring MNEMO_ISA (what tests may exercise).
+ * AVX2 means AVX2+FMA+F16C; AVX512 means F/BW/VL/DQ/VNNI on top of that. */
+mn_isa mn_cpu_isa_hw(void);
 const char *mn_isa_name(mn_isa isa);
 
 /* Traits for `type` at the dispatched ISA; NULL if the type has no kernels. */
@@ -40,6 +43,9 @@ const mn_quant_traits *mn_quant_get(int type);
 const mn_quant_traits *mn_quant_get_isa(int type, mn_isa isa);
 
 /* Y[t*ldy + r] = dot(W row r, X row t) for r in [r0, r1), t in [0, T).
+ * Fast paths (AVX-512/AVX2) exist for Q4_0, Q4_1 and Q8_0 weights; other types
+ * (or a traits record not returned by mn_quant_get*) loop over qt->vec_dot.
+ * Safe to call from several threads at once (scratch is per thread).
  * W rows are `w_stride` bytes apart, in traits->type; X rows are `x_stride`
  * bytes apart, already converted to traits->vec_dot_type. K = row length.
  * Tiles rows x tokens so each weight block is loaded once per few tokens. */
@@ -50,6 +56,7 @@ void mn_gemm_q(const mn_quant_traits *qt, int64_t K, const void *W, size_t w_str
 float mn_fp16_to_fp32(uint16_t h);
 uint16_t mn_fp32_to_fp16(float f); /* round to nearest even, like F16C */
 float mn_bf16_to_fp32(uint16_t h);
+uint16_t mn_fp32_to_bf16(float f); /* round to nearest even; NaN stays NaN (quiet) */
 
 /* Float kernels used by attention (K/V cache is f16) and elementwise ops,
  * dispatched like the traits. */

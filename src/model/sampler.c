@@ -1,18 +1,24 @@
 /* sampler.c - token sampling chain (see sampler.h for the semantics).
  *
- * Per call: copy the logits (NaN -> -inf), apply the repetition penalty to the
- * copy, find the max, then work on a compact candidate array holding only the
- * tokens with a finite (or, if present, +inf) logit:
+ * Per call: copy the logits into the sampler's buffer, find the max (and
+ * whether any NaN is present, in which case NaN -> -inf), apply the
+ * repetition penalty to the copy (and re-take the max), then work on a
+ * compact candidate array holding only the tokens with a finite (or, if
+ * present, +inf) logit:
  *
- *   top_k   bounded min-heap of size k over the candidates, then heapsort of
- *           those k: O(V log k) instead of sorting the vocabulary.
- *   top_p   softmax over the current candidates. If they are already sorted
- *           (top_k ran) cut the cumulative sum directly; otherwise first drop
- *           every token with p < (1 - top_p) / n, which can never be inside the
- *           nucleus (if such a token were, all tokens after it would be no more
- *           likely and hold < 1 - top_p in total, so the mass before it would
- *           already exceed top_p), and heapsort only the survivors.
- *   min_p   keep p >= min_p * p_max, i.e. exp(logit - max) >= min_p; order kept.
+ *   top_k   bounded heap of the k best while scanning the logits, then a
+ *           heapsort of those k: O(V log k), never a sort of the vocabulary.
+ *           top_p and min_p then just cut the sorted prefix.
+ *   top_p / min_p without top_k: weights w = exp(logit - max) and their sum
+ *           over all candidates (the normalization top_p sees). Both filters
+ *           keep a prefix of the (logit desc, id asc) order, so the result is
+ *           the shorter prefix: first drop every token with w < min_p, and
+ *           every token with p < (1 - top_p) / n, which can never be inside
+ *           the nucleus (if such a token were, every token after it would be
+ *           no more likely and all of them together would hold < 1 - top_p,
+ *           so the mass before it would already exceed top_p). On the few
+ *           survivors a quickselect finds the nucleus in O(n) expected time
+ *           without sorting it (select_nucleus).
  *   temp    weights exp((logit - max) / T), then one uniform draw.
  *
  * Every buffer is allocated in mn_sampler_create; sampling never allocates

@@ -1,0 +1,736 @@
+/* quant_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI) kernels: Q4_0/Q4_1/Q8_0 dot
+ * products and gemm, the Q8_0/Q8_1 activation quantizers, f16/f32 vector ops.
+ * Types without a kernel here use the AVX2 ones (see quant.c's merge).
+ *
+ * gemm design. vpdpbusd multiplies 4 u8 x s8 byte pairs into each int32 lane.
+ * Every lane of an integer accumulator must hold products of ONE block (each
+ * block has its own float scale), but which 4 bytes of which block a lane
+ * gets is free as long as weights and activations agree. Rows are cut into
+ * groups:
+ *   G16 (Q4_0/Q4_1): 16 blocks -> 8 vectors; lane l holds block pi(l) =
+ *       4*(l%4) + l/4, vector s holds its elements 4s..4s+3. 8 vpdpbusd fill
+ *       one accumulator with 16 complete block sums: one cvt + one fma per 16
+ *       blocks. Weights reach this layout with 4 vpermt2d + a 4x4 dword
+ *       transpose (8 unpacks) + nibble split.
+ *   G8 (Q8_0): 8 blocks -> 4 vectors; lane l holds dwords of block
+ *       2*(l%4) + l/8 (two lanes per block); one 4x4 transpose per 8 blocks.
+ *   pair / single: 2 (or 1) blocks in one vector, lanes 0-7 and 8-15.
+ * Activations are repacked once per call into the same layout together with
+ * their scale per lane (dav) and an aux vector: Q8_1's s (the Q4_1 min term,
+ * divided by the lanes per block so the lane sum is right), or, for Q8_0
+ * activations, the lane's initial accumulator -k*sum(a) that turns unsigned
+ * weights back into signed ones (Q4_0: w = q - 8, k = 8; Q8_0: weights are
+ * fed as w ^ 0x80 = w + 128, k = 128). Integer sums stay exact.
+ * Small T: each weight group is unpacked in registers and used for all
+ * tokens. Larger T: a tile of 4 rows is unpacked once into an L1 buffer and
+ * a 4x4 (rows x tokens) micro-kernel streams the activations.
+ */
+#include <immintrin.h>
+
+#include "quant_impl.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE __m512i ld512(const void *p) { return _mm512_loadu_si512(p); }
+static ALWAYS_INLINE __m512 ld512f(const void *p) { return _mm512_loadu_ps(p); }
+static ALWAYS_INLINE __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static ALWAYS_INLINE __m128i ld128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+static ALWAYS_INLINE void st512(void *p, __m512i v) { _mm512_storeu_si512(p, v); }
+static ALWAYS_INLINE void st512f(void *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static ALWAYS_INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
+static ALWAYS_INLINE __m512i two256(const void *a, const void *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(ld256(a)), ld256(b), 1);
+}
+
+/* In every 128-bit lane: out[i] dword k = in[k] dword i. */
+static ALWAYS_INLINE void tr4(__m512i *a, __m512i *b, __m512i *c, __m512i *d) {
+    const __m512i t0 = _mm512_unpacklo_epi32(*a, *b), t1 = _mm512_unpackhi_epi32(*a, *b);
+    const __m512i t2 = _mm512_unpacklo_epi32(*c, *d), t3 = _mm512_unpackhi_epi32(*c, *d);
+    *a = _mm512_unpacklo_epi64(t0, t2);
+    *b = _mm512_unpackhi_epi64(t0, t2);
+    *c = _mm512_unpacklo_epi64(t1, t3);
+    *d = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* ------------------------------------------------- activation quantizers */
+
+/* Bit-identical to the scalar q8_block: same amax, d = amax/127, multiply by
+ * 127/amax, cvtps rounding (nearest-even in the default mode) like nearbyintf. */
+static ALWAYS_INLINE float q8_block_512(const float *x, int8_t *q, int *sum) {
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
+    const __m512 mul = _mm512_set1_ps(id);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, mul));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, mul));
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(i1));
+    return d;
+}
+static void q8_0_from_float_512(const float *x, void *vy, int64_t n) {
+    mn_block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / MN_QK; i++, x += MN_QK) {
+        int s;
+        const float d = q8_block_512(x, y[i].qs, &s);
+        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+static void q8_1_from_float_512(const float *x, void *vy, int64_t n) {
+    mn_block_q8_1 *y = vy;
+    for (int64_t i = 0; i < n / MN_QK; i++, x += MN_QK) {
+        int s;
+        const float d = q8_block_512(x, y[i].qs, &s);
+        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        y[i].s = _cvtss_sh(d * (float)s, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+/* -------------------------------------------------------- weight groups */
+
+typedef struct {
+    __m512i v[8];
+    __m512 dw, mw;
+} wgroup;
+
+static ALWAYS_INLINE __m512i nib_lo(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
+static ALWAYS_INLINE __m512i nib_hi(__m512i v) {
+    return _mm512_and_si512(_mm512_srli_epi32(v, 4), _mm512_set1_epi8(0x0F));
+}
+/* pi(l) = 4*(l%4) + l/4 as a permute index (G16 lane order). */
+static ALWAYS_INLINE __m512i idx_g16(void) {
+    return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+}
+/* G8 lane l -> block 2*(l%4) + l/8. */
+static ALWAYS_INLINE __m512i idx_g8(void) {
+    return _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
+}
+/* pair: lanes 0-7 <- element a, 8-15 <- element b of a small vector */
+static ALWAYS_INLINE __m512i idx_pair(int a, int b) {
+    return _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+}
+
+/* 16 Q4_1 blocks (320 bytes at p). */
+static ALWAYS_INLINE void wg16_q4_1(const uint8_t *p, wgroup *g) {
+    const __m512i iz = _mm512_setr_epi32(1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14, 28, 29, 30, 31);
+    __m512i La[4], Z[4];
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) {
+        La[k] = ld512(p + 80 * k);
+        Z[k] = _mm512_permutex2var_epi32(La[k], iz, ld512(p + 80 * k + 16));
+    }
+    tr4(&Z[0], &Z[1], &Z[2], &Z[3]);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        g->v[i] = nib_lo(Z[i]);
+        g->v[4 + i] = nib_hi(Z[i]);
+    }
+    /* (d,m) dword of block 4k+c is dword 5c of La[k]; lane 4c+k */
+    const __m512i i01 = _mm512_setr_epi32(0, 16, 0, 0, 5, 21, 0, 0, 10, 26, 0, 0, 15, 31, 0, 0);
+    const __m512i i23 = _mm512_setr_epi32(0, 0, 0, 16, 0, 0, 5, 21, 0, 0, 10, 26, 0, 0, 15, 31);
+    const __m512i t01 = _mm512_permutex2var_epi32(La[0], i01, La[1]);
+    const __m512i t23 = _mm512_permutex2var_epi32(La[2], i23, La[3]);
+    const __m512i dm = _mm512_mask_blend_epi32(0xCCCC, t01, t23);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+    g->mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+}
+/* 16 Q4_0 blocks (18 bytes each). */
+static ALWAYS_INLINE void wg16_q4_0(const uint8_t *p, wgroup *g) {
+    __m512i Z[4];
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *b = p + 72 * k + 2;
+        __m512i z = _mm512_castsi128_si512(ld128(b));
+        z = _mm512_inserti32x4(z, ld128(b + 18), 1);
+        z = _mm512_inserti32x4(z, ld128(b + 36), 2);
+        Z[k] = _mm512_inserti32x4(z, ld128(b + 54), 3);
+    }
+    tr4(&Z[0], &Z[1], &Z[2], &Z[3]);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        g->v[i] = nib_lo(Z[i]);
+        g->v[4 + i] = nib_hi(Z[i]);
+    }
+    const __m256i h0 = _mm256_setr_epi16(
+        (short)mn_rd16(p), (short)mn_rd16(p + 18), (short)mn_rd16(p + 36), (short)mn_rd16(p + 54),
+        (short)mn_rd16(p + 72), (short)mn_rd16(p + 90), (short)mn_rd16(p + 108), (short)mn_rd16(p + 126),
+        (short)mn_rd16(p + 144), (short)mn_rd16(p + 162), (short)mn_rd16(p + 180), (short)mn_rd16(p + 198),
+        (short)mn_rd16(p + 216), (short)mn_rd16(p + 234), (short)mn_rd16(p + 252), (short)mn_rd16(p + 270));
+    g->dw = _mm512_permutexvar_ps(idx_g16(), _mm512_cvtph_ps(h0));
+    g->mw = _mm512_setzero_ps();
+}
+/* 8 Q8_0 blocks (34 bytes each), weights fed as w ^ 0x80. */
+static ALWAYS_INLINE void wg8_q8_0(const uint8_t *p, wgroup *g) {
+    __m512i P[4];
+    #pragma GCC unroll 8
+    for (int m = 0; m < 4; m++) P[m] = two256(p + 68 * m + 2, p + 68 * m + 36);
+    tr4(&P[0], &P[1], &P[2], &P[3]);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) g->v[i] = _mm512_xor_si512(P[i], x80);
+    const __m128i h = _mm_setr_epi16((short)mn_rd16(p), (short)mn_rd16(p + 34), (short)mn_rd16(p + 68),
+                                     (short)mn_rd16(p + 102), (short)mn_rd16(p + 136), (short)mn_rd16(p + 170),
+                                     (short)mn_rd16(p + 204), (short)mn_rd16(p + 238));
+    g->dw = _mm512_permutexvar_ps(idx_g8(), _mm512_castps256_ps512(_mm256_cvtph_ps(h)));
+    g->mw = _mm512_setzero_ps();
+}
+/* 2 (or 1, n==1) blocks in one vector. */
+static ALWAYS_INLINE void wpair_q4_1(const uint8_t *p, int n, wgroup *g) {
+    __m512i v;
+    __m128i h;
+    if (n == 2) {
+        v = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(ld128(p + 4)), 0xFF00, ld128(p + 24));
+        h = _mm_setr_epi32((int)mn_rd32(p), (int)mn_rd32(p + 20), 0, 0);
+    } else {
+        v = _mm512_maskz_broadcast_i32x4(0x00FF, ld128(p + 4));
+        h = _mm_setr_epi32((int)mn_rd32(p), 0, 0, 0);
+    }
+    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    g->v[0] = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+    const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(h)); /* d0 m0 d1 m1 */
+    g->dw = _mm512_permutexvar_ps(idx_pair(0, 2), f);
+    g->mw = _mm512_permutexvar_ps(idx_pair(1, 3), f);
+}
+static ALWAYS_INLINE void wpair_q4_0(const uint8_t *p, int n, wgroup *g) {
+    __m512i v;
+    __m128i h;
+    if (n == 2) {
+        v = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(ld128(p + 2)), 0xFF00, ld128(p + 20));
+        h = _mm_setr_epi16((short)mn_rd16(p), (short)mn_rd16(p + 18), 0, 0, 0, 0, 0, 0);
+    } else {
+        v = _mm512_maskz_broadcast_i32x4(0x00FF, ld128(p + 2));
+        h = _mm_setr_epi16((short)mn_rd16(p), 0, 0, 0, 0, 0, 0, 0);
+    }
+    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    g->v[0] = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+    g->dw = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+    g->mw = _mm512_setzero_ps();
+}
+static ALWAYS_INLINE void wpair_q8_0(const uint8_t *p, int n, wgroup *g) {
+    __m512i v;
+    __m128i h;
+    if (n == 2) {
+        v = two256(p + 2, p + 36);
+        h = _mm_setr_epi16((short)mn_rd16(p), (short)mn_rd16(p + 34), 0, 0, 0, 0, 0, 0);
+    } else {
+        v = _mm512_castsi256_si512(ld256(p + 2));
+        v = _mm512_maskz_mov_epi32(0x00FF, v);
+        h = _mm_setr_epi16((short)mn_rd16(p), 0, 0, 0, 0, 0, 0, 0);
+    }
+    g->v[0] = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    g->dw = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+    g->mw = _mm512_setzero_ps();
+}
+
+/* ------------------------------------------------------------- the plan */
+
+typedef struct {
+    int wtype;
+    int main_blocks, main_nv; /* 16/8 (G16) or 8/4 (G8) */
+    int has_m;                /* Q4_1: min term via aux */
+    int init_mul;             /* 0 (aux = s), -8 (Q4_0), -128 (Q8_0) */
+    int wblk, ablk, aqs;      /* weight/activation block bytes, activation qs offset */
+    int64_t nmain, npair, nsingle;
+    size_t a_bytes; /* one repacked token */
+    size_t w_bytes; /* one repacked weight row */
+} plan;
+
+static size_t agroup_bytes(int nv) { return (size_t)nv * 64 + 128; }
+static size_t wgroup_bytes(int nv, int has_m) { return (size_t)nv * 64 + 64 + (has_m ? 64 : 0); }
+
+static int make_plan(int wtype, int64_t K, plan *P) {
+    memset(P, 0, sizeof *P);
+    P->wtype = wtype;
+    switch (wtype) {
+    case MN_TYPE_Q4_1:
+        P->main_blocks = 16, P->main_nv = 8, P->has_m = 1, P->init_mul = 0;
+        P->wblk = 20, P->ablk = 36, P->aqs = 4;
+        break;
+    case MN_TYPE_Q4_0:
+        P->main_blocks = 16, P->main_nv = 8, P->has_m = 0, P->init_mul = -8;
+        P->wblk = 18, P->ablk = 34, P->aqs = 2;
+        break;
+    case MN_TYPE_Q8_0:
+        P->main_blocks = 8, P->main_nv = 4, P->has_m = 0, P->init_mul = -128;
+        P->wblk = 34, P->ablk = 34, P->aqs = 2;
+        break;
+    default: return 0;
+    }
+    const int64_t nb = K / MN_QK;
+    P->nmain = nb / P->main_blocks;
+    const int64_t rem = nb - P->nmain * P->main_blocks;
+    P->npair = rem / 2;
+    P->nsingle = rem & 1;
+    P->a_bytes = (size_t)P->nmain * agroup_bytes(P->main_nv) + (size_t)(P->npair + P->nsingle) * agroup_bytes(1);
+    P->w_bytes = (size_t)P->nmain * wgroup_bytes(P->main_nv, P->has_m) +
+                 (size_t)(P->npair + P->nsingle) * wgroup_bytes(1, P->has_m);
+    return 1;
+}
+
+/* ---------------------------------------------------- activation repack */
+
+/* Scales of the activation blocks whose indices are listed per lane
+ * (-1: lane unused): dav = d, aux = s * sdiv (Q8_1 only). */
+static ALWAYS_INLINE void act_scales(const plan *P, const uint8_t *x, const int *blk, float sdiv,
+                                     uint8_t *dav, uint8_t *aux) {
+    float d[16], s[16];
+    #pragma GCC unroll 8
+    for (int l = 0; l < 16; l++) {
+        d[l] = s[l] = 0.0f;
+        if (blk[l] < 0) continue;
+        const uint8_t *b = x + (size_t)blk[l] * P->ablk;
+        d[l] = h2f(mn_rd16(b));
+        if (!P->init_mul) s[l] = h2f(mn_rd16(b + 2)) * sdiv;
+    }
+    memcpy(dav, d, 64);
+    if (!P->init_mul) memcpy(aux, s, 64);
+}
+/* aux = init_mul * (per-lane sum of the nv vectors' bytes) */
+static ALWAYS_INLINE void act_init(const plan *P, const uint8_t *q, int nv, uint8_t *aux) {
+    __m512i s = _mm512_setzero_si512();
+    const __m512i ones = _mm512_set1_epi8(1);
+    #pragma GCC unroll 8
+    for (int v = 0; v < nv; v++) s = _mm512_dpbusd_epi32(s, ones, ld512(q + 64 * v));
+    st512(aux, _mm512_mullo_epi32(s, _mm512_set1_epi32(P->init_mul)));
+}
+
+static void act_repack(const plan *P, const uint8_t *x, uint8_t *o) {
+    static const int blk16[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    static const int blk8[16] = {0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7};
+    static const int blkp2[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const int blkp1[16] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
+    const size_t ab = (size_t)P->ablk;
+    for (int64_t g = 0; g < P->nmain; g++) {
+        const uint8_t *q = x + P->aqs;
+        if (P->main_blocks == 16) {
+            __m512i lo[4], hi[4];
+            #pragma GCC unroll 8
+            for (int k = 0; k < 4; k++) {
+                const uint8_t *b = q + 4 * k * ab;
+                const __m512i r01 = two256(b, b + ab), r23 = two256(b + 2 * ab, b + 3 * ab);
+                lo[k] = _mm512_shuffle_i64x2(r01, r23, 0x88);
+                hi[k] = _mm512_shuffle_i64x2(r01, r23, 0xDD);
+            }
+            tr4(&lo[0], &lo[1], &lo[2], &lo[3]);
+            tr4(&hi[0], &hi[1], &hi[2], &hi[3]);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 4; i++) {
+                st512(o + 64 * i, lo[i]);
+                st512(o + 64 * (4 + i), hi[i]);
+            }
+            act_scales(P, x, blk16, 1.0f, o + 8 * 64, o + 9 * 64);
+            if (P->init_mul) act_init(P, o, 8, o + 9 * 64);
+            o += agroup_bytes(8);
+            x += 16 * ab;
+        } else {
+            __m512i E[4];
+            #pragma GCC unroll 8
+            for (int m = 0; m < 4; m++) E[m] = two256(q + 2 * m * ab, q + (2 * m + 1) * ab);
+            tr4(&E[0], &E[1], &E[2], &E[3]);
+            #pragma GCC unroll 8
+            for (int i = 0; i < 4; i++) st512(o + 64 * i, E[i]);
+            act_scales(P, x, blk8, 0.5f, o + 4 * 64, o + 5 * 64);
+            if (P->init_mul) act_init(P, o, 4, o + 5 * 64);
+            o += agroup_bytes(4);
+            x += 8 * ab;
+        }
+    }
+    for (int64_t i = 0; i < P->npair + P->nsingle; i++) {
+        const int two = i < P->npair;
+        const uint8_t *q = x + P->aqs;
+        const __m512i A = two ? two256(q, q + ab) : _mm512_castsi256_si512(ld256(q));
+        st512(o, two ? A : _mm512_maskz_mov_epi32(0x00FF, A));
+        act_scales(P, x, two ? blkp2 : blkp1, 0.125f, o + 64, o + 128);
+        if (P->init_mul) act_init(P, o, 1, o + 128);
+        o += agroup_bytes(1);
+        x += 2 * ab;
+    }
+}
+
+/* ------------------------------------------------------- weight loading */
+
+static ALWAYS_INLINE void load_main(int wtype, const uint8_t *p, wgroup *g) {
+    if (wtype == MN_TYPE_Q4_1) wg16_q4_1(p, g);
+    else if (wtype == MN_TYPE_Q4_0) wg16_q4_0(p, g);
+    else wg8_q8_0(p, g);
+}
+static ALWAYS_INLINE void load_pair(int wtype, const uint8_t *p, int n, wgroup *g) {
+    if (wtype == MN_TYPE_Q4_1) wpair_q4_1(p, n, g);
+    else if (wtype == MN_TYPE_Q4_0) wpair_q4_0(p, n, g);
+    else wpair_q8_0(p, n, g);
+}
+static ALWAYS_INLINE int main_blocks_of(int wtype) { return wtype == MN_TYPE_Q8_0 ? 8 : 16; }
+static ALWAYS_INLINE int main_nv_of(int wtype) { return wtype == MN_TYPE_Q8_0 ? 4 : 8; }
+static ALWAYS_INLINE int wblk_of(int wtype) {
+    return wtype == MN_TYPE_Q4_1 ? 20 : wtype == MN_TYPE_Q4_0 ? 18 : 34;
+}
+
+/* One weight group (in registers) against one token's activation group. */
+static ALWAYS_INLINE __m512 group_dot(int wtype, const wgroup *g, int nv, const uint8_t *a, __m512 acc) {
+    const int has_m = wtype == MN_TYPE_Q4_1;
+    __m512i is = has_m ? _mm512_setzero_si512() : ld512(a + 64 * nv + 64);
+    #pragma GCC unroll 8
+    for (int v = 0; v < nv; v++) is = _mm512_dpbusd_epi32(is, g->v[v], ld512(a + 64 * v));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(g->dw, ld512f(a + 64 * nv)), acc);
+    if (has_m) acc = _mm512_fmadd_ps(g->mw, ld512f(a + 64 * nv + 64), acc);
+    return acc;
+}
+
+/* Small T: every row's groups are unpacked in registers and used for the
+ * TT (<= 3) tokens at once. */
+static ALWAYS_INLINE void gemm_direct(int wtype, const plan *P, const uint8_t *W, size_t w_stride,
+                                      int64_t r0, int64_t r1, const uint8_t *A, int TT, float *Y,
+                                      int64_t ldy) {
+    const int nv = main_nv_of(wtype), mb = main_blocks_of(wtype), wb = wblk_of(wtype);
+    const size_t gmain = agroup_bytes(nv), gpair = agroup_bytes(1);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = W + (size_t)r * w_stride;
+        __m512 acc[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        const uint8_t *a = A;
+        for (int64_t g = 0; g < P->nmain; g++) {
+            wgroup wg;
+            load_main(wtype, w, &wg);
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) acc[t] = group_dot(wtype, &wg, nv, a + t * P->a_bytes, acc[t]);
+            w += (size_t)mb * wb;
+            a += gmain;
+        }
+        for (int64_t i = 0; i < P->npair + P->nsingle; i++) {
+            wgroup wg;
+            load_pair(wtype, w, i < P->npair ? 2 : 1, &wg);
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) acc[t] = group_dot(wtype, &wg, 1, a + t * P->a_bytes, acc[t]);
+            w += 2 * (size_t)wb;
+            a += gpair;
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) Y[t * ldy + r] = _mm512_reduce_add_ps(acc[t]);
+    }
+}
+
+/* Unpacks R rows into buf (P->w_bytes each). */
+static ALWAYS_INLINE void w_repack(int wtype, const plan *P, const uint8_t *W, size_t w_stride, int64_t r,
+                                   int R, uint8_t *buf) {
+    const int nv = main_nv_of(wtype), mb = main_blocks_of(wtype), wb = wblk_of(wtype);
+    const int has_m = wtype == MN_TYPE_Q4_1;
+    for (int i = 0; i < R; i++) {
+        const uint8_t *w = W + (size_t)(r + i) * w_stride;
+        uint8_t *o = buf + (size_t)i * P->w_bytes;
+        for (int64_t g = 0; g < P->nmain + P->npair + P->nsingle; g++) {
+            wgroup wg;
+            const int main = g < P->nmain;
+            if (main) load_main(wtype, w, &wg);
+            else load_pair(wtype, w, g < P->nmain + P->npair ? 2 : 1, &wg);
+            const int n = main ? nv : 1;
+            #pragma GCC unroll 8
+            for (int v = 0; v < n; v++) st512(o + 64 * v, wg.v[v]);
+            st512f(o + 64 * n, wg.dw);
+            if (has_m) st512f(o + 64 * n + 64, wg.mw);
+            o += wgroup_bytes(n, has_m);
+            w += (size_t)(main ? mb : 2) * wb;
+        }
+    }
+}
+
+/* R x TT tile over `ng` groups of nv vectors each (weights from the repacked
+ * buffer, rows wrow bytes apart; tokens atok bytes apart). The vector loop is
+ * outermost so the R*TT integer accumulators form independent vpdpbusd chains
+ * and every weight vector is loaded once for all TT tokens. */
+static ALWAYS_INLINE void tile_groups(int wtype, int R, int TT, int nv, int64_t ng, const uint8_t **pw,
+                                      size_t wrow, const uint8_t **pa, size_t atok, __m512 acc[4][4]) {
+    const int has_m = wtype == MN_TYPE_Q4_1;
+    const uint8_t *w = *pw, *a = *pa;
+    for (int64_t g = 0; g < ng; g++) {
+        __m512i is[4][4];
+#pragma GCC unroll 4
+        for (int t = 0; t < TT; t++) {
+            const __m512i init = has_m ? _mm512_setzero_si512() : ld512(a + (size_t)t * atok + 64 * nv + 64);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) is[r][t] = init;
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++) {
+            __m512i wv[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) wv[r] = ld512(w + r * wrow + 64 * v);
+#pragma GCC unroll 4
+            for (int t = 0; t < TT; t++) {
+                const __m512i av = ld512(a + (size_t)t * atok + 64 * v);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) is[r][t] = _mm512_dpbusd_epi32(is[r][t], wv[r], av);
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < TT; t++) {
+            const uint8_t *at = a + (size_t)t * atok;
+            const __m512 dav = ld512f(at + 64 * nv);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][t]),
+                                            _mm512_mul_ps(ld512f(w + r * wrow + 64 * nv), dav), acc[r][t]);
+            if (has_m) {
+                const __m512 aux = ld512f(at + 64 * nv + 64);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    acc[r][t] = _mm512_fmadd_ps(ld512f(w + r * wrow + 64 * nv + 64), aux, acc[r][t]);
+            }
+        }
+        w += wgroup_bytes(nv, has_m);
+        a += agroup_bytes(nv);
+    }
+    *pw = w;
+    *pa = a;
+}
+
+static ALWAYS_INLINE void tile(int wtype, int R, int TT, const plan *P, const uint8_t *wbuf, const uint8_t *A,
+                               float *Y, int64_t ldy, int64_t r, int64_t t0) {
+    __m512 acc[4][4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    const uint8_t *w = wbuf, *a = A;
+    tile_groups(wtype, R, TT, main_nv_of(wtype), P->nmain, &w, P->w_bytes, &a, P->a_bytes, acc);
+    tile_groups(wtype, R, TT, 1, P->npair + P->nsingle, &w, P->w_bytes, &a, P->a_bytes, acc);
+    #pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < TT; j++) Y[(t0 + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+#define TILE_FN(name, WT, R, TT)                                                                          \
+    static void name(const plan *P, const uint8_t *wbuf, const uint8_t *A, float *Y, int64_t ldy, int64_t r, \
+                     int64_t t0) {                                                                        \
+        tile(WT, R, TT, P, wbuf, A, Y, ldy, r, t0);                                                      \
+    }
+#define TILE_SET(pfx, WT)                 \
+    TILE_FN(pfx##_4_1, WT, 4, 1)          \
+    TILE_FN(pfx##_4_2, WT, 4, 2)          \
+    TILE_FN(pfx##_4_3, WT, 4, 3)          \
+    TILE_FN(pfx##_4_4, WT, 4, 4)          \
+    TILE_FN(pfx##_1_1, WT, 1, 1)          \
+    TILE_FN(pfx##_1_2, WT, 1, 2)          \
+    TILE_FN(pfx##_1_3, WT, 1, 3)          \
+    TILE_FN(pfx##_1_4, WT, 1, 4)          \
+    static void (*const pfx##_tab[2][4])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, \
+                                         int64_t, int64_t) = {                                          \
+        {pfx##_1_1, pfx##_1_2, pfx##_1_3, pfx##_1_4}, {pfx##_4_1, pfx##_4_2, pfx##_4_3, pfx##_4_4}};
+
+TILE_SET(tq41, MN_TYPE_Q4_1)
+TILE_SET(tq40, MN_TYPE_Q4_0)
+TILE_SET(tq80, MN_TYPE_Q8_0)
+
+#define DIRECT_FN(name, WT)                                                                                \
+    static void name(const plan *P, const uint8_t *W, size_t ws, int64_t r0, int64_t r1, const uint8_t *A, \
+                     int TT, float *Y, int64_t ldy) {                                                      \
+        if (TT == 1) gemm_direct(WT, P, W, ws, r0, r1, A, 1, Y, ldy);                                      \
+        else if (TT == 2) gemm_direct(WT, P, W, ws, r0, r1, A, 2, Y, ldy);                                 \
+        else gemm_direct(WT, P, W, ws, r0, r1, A, 3, Y, ldy);                                              \
+    }
+DIRECT_FN(direct_q41, MN_TYPE_Q4_1)
+DIRECT_FN(direct_q40, MN_TYPE_Q4_0)
+DIRECT_FN(direct_q80, MN_TYPE_Q8_0)
+
+/* Tokens at most this many use the register-only path. */
+#define DIRECT_MAX_T 3
+/* Repacked activations kept per pass (they are streamed once per 4 rows). */
+#define ACT_BUDGET (1u << 20)
+
+int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t r0, int64_t r1,
+                   const void *X, size_t x_stride, int64_t T, float *Y, int64_t ldy) {
+    plan P;
+    if (K <= 0 || K % MN_QK || !make_plan(wtype, K, &P)) return 0;
+    int64_t tc = (int64_t)(ACT_BUDGET / P.a_bytes) & ~(int64_t)3;
+    if (tc < 4) tc = 4;
+    if (tc > T) tc = T;
+    /* rows unpacked per block: as many as fit ~32 KiB of L1, 4..32 */
+    int64_t rblk = ((int64_t)(32768 / P.w_bytes)) & ~(int64_t)3;
+    if (rblk < 4) rblk = 4;
+    if (rblk > 32) rblk = 32;
+    uint8_t *scratch = mn_quant_scratch((size_t)tc * P.a_bytes + (size_t)rblk * P.w_bytes);
+    if (!scratch) return 0;
+    uint8_t *abuf = scratch, *wbuf = scratch + (size_t)tc * P.a_bytes;
+    const uint8_t *w = W, *x = X;
+    void (*const(*tab)[4])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, int64_t, int64_t) =
+        wtype == MN_TYPE_Q4_1 ? tq41_tab : wtype == MN_TYPE_Q4_0 ? tq40_tab : tq80_tab;
+
+    for (int64_t c0 = 0; c0 < T; c0 += tc) {
+        const int64_t nt = T - c0 < tc ? T - c0 : tc;
+        for (int64_t t = 0; t < nt; t++) act_repack(&P, x + (size_t)(c0 + t) * x_stride, abuf + (size_t)t * P.a_bytes);
+        float *Yc = Y + c0 * ldy;
+        if (nt <= DIRECT_MAX_T) {
+            if (wtype == MN_TYPE_Q4_1) direct_q41(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
+            else if (wtype == MN_TYPE_Q4_0) direct_q40(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
+            else direct_q80(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
+            continue;
+        }
+        for (int64_t rb = r0; rb < r1; rb += rblk) {
+            const int64_t re = rb + rblk < r1 ? rb + rblk : r1;
+            /* unpack the row block once; 4-row tiles, then single rows */
+            for (int64_t r = rb; r < re; r += 4) {
+                const int R = re - r >= 4 ? 4 : (int)(re - r);
+                uint8_t *dst = wbuf + (size_t)(r - rb) * P.w_bytes;
+                if (wtype == MN_TYPE_Q4_1) w_repack(MN_TYPE_Q4_1, &P, w, w_stride, r, R, dst);
+                else if (wtype == MN_TYPE_Q4_0) w_repack(MN_TYPE_Q4_0, &P, w, w_stride, r, R, dst);
+                else w_repack(MN_TYPE_Q8_0, &P, w, w_stride, r, R, dst);
+            }
+            /* each 4-token slice of activations is reused from L1 by every
+             * tile of the row block */
+            for (int64_t t = 0; t < nt; t += 4) {
+                const int TT = nt - t >= 4 ? 4 : (int)(nt - t);
+                for (int64_t r = rb; r < re;) {
+                    const int R = re - r >= 4 ? 4 : 1;
+                    tab[R == 4][TT - 1](&P, wbuf + (size_t)(r - rb) * P.w_bytes, abuf + (size_t)t * P.a_bytes, Yc, ldy,
+                                        r, t);
+                    r += R;
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+/* -------------------------------------------------------------- vec_dot */
+
+/* Raw-block dots (one row, one token), pairs of blocks per vector. */
+static void q4_1_q8_1_dot_512(int64_t n, float *s, const void *vw, const void *vx) {
+    const uint8_t *w = vw, *x = vx;
+    const int64_t nb = n / MN_QK;
+    __m512 acc = _mm512_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 2) {
+        const int two = i + 1 < nb;
+        wgroup g;
+        wpair_q4_1(w + 20 * i, two ? 2 : 1, &g);
+        const uint8_t *a = x + 36 * i;
+        const __m512i A = two ? two256(a + 4, a + 40) : _mm512_castsi256_si512(ld256(a + 4));
+        const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g.v[0], A);
+        const __m128i wh = _mm_setr_epi32((int)mn_rd32(w + 20 * i), two ? (int)mn_rd32(w + 20 * i + 20) : 0, 0, 0);
+        const __m128i ah = _mm_setr_epi32((int)mn_rd32(a), two ? (int)mn_rd32(a + 36) : 0, 0, 0);
+        const __m128 prod = _mm_mul_ps(_mm_cvtph_ps(wh), _mm_cvtph_ps(ah)); /* dd0 ms0 dd1 ms1 */
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_permutexvar_ps(idx_pair(0, 2), _mm512_castps128_ps512(prod)), acc);
+        accm = _mm_add_ps(accm, prod);
+    }
+    *s = _mm512_reduce_add_ps(acc) + (_mm_cvtss_f32(_mm_shuffle_ps(accm, accm, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(accm, accm, 3)));
+}
+static void q8_0_q8_0_dot_512(int64_t n, float *s, const void *vw, const void *vx) {
+    const uint8_t *w = vw, *x = vx;
+    const int64_t nb = n / MN_QK;
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < nb; i += 2) {
+        const int two = i + 1 < nb;
+        wgroup g;
+        wpair_q8_0(w + 34 * i, two ? 2 : 1, &g);
+        const uint8_t *a = x + 34 * i;
+        const __m512i A = two ? two256(a + 2, a + 36) : _mm512_maskz_mov_epi32(0x00FF, _mm512_castsi256_si512(ld256(a + 2)));
+        const __m512i is = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), g.v[0], A),
+                                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, A));
+        const __m128i ah = _mm_setr_epi16((short)mn_rd16(a), two ? (short)mn_rd16(a + 34) : 0, 0, 0, 0, 0, 0, 0);
+        const __m512 da = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(ah)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(g.dw, da), acc);
+    }
+    *s = _mm512_reduce_add_ps(acc);
+}
+static void q4_0_q8_0_dot_512(int64_t n, float *s, const void *vw, const void *vx) {
+    const uint8_t *w = vw, *x = vx;
+    const int64_t nb = n / MN_QK;
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i k8 = _mm512_set1_epi8(8);
+    for (int64_t i = 0; i < nb; i += 2) {
+        const int two = i + 1 < nb;
+        wgroup g;
+        wpair_q4_0(w + 18 * i, two ? 2 : 1, &g);
+        const uint8_t *a = x + 34 * i;
+        const __m512i A = two ? two256(a + 2, a + 36) : _mm512_maskz_mov_epi32(0x00FF, _mm512_castsi256_si512(ld256(a + 2)));
+        const __m512i is = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), g.v[0], A),
+                                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), k8, A));
+        const __m128i ah = _mm_setr_epi16((short)mn_rd16(a), two ? (short)mn_rd16(a + 34) : 0, 0, 0, 0, 0, 0, 0);
+        const __m512 da = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(ah)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(g.dw, da), acc);
+    }
+    *s = _mm512_reduce_add_ps(acc);
+}
+
+static void f16_to_float_512(const void *vx, float *y, int64_t n) {
+    const uint8_t *x = vx;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_cvtph_ps(ld256(x + 2 * i)));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + 2 * i)));
+    }
+}
+
+const mn_qfns mn_qfns_avx512[MN_TYPE_COUNT] = {
+    [MN_TYPE_F16] = {f16_to_float_512, NULL, NULL},
+    [MN_TYPE_Q4_0] = {NULL, NULL, q4_0_q8_0_dot_512},
+    [MN_TYPE_Q4_1] = {NULL, NULL, q4_1_q8_1_dot_512},
+    [MN_TYPE_Q8_0] = {NULL, q8_0_from_float_512, q8_0_q8_0_dot_512},
+    [MN_TYPE_Q8_1] = {NULL, q8_1_from_float_512, NULL},
+};
+
+/* ---------------------------------------------------------- float kernels */
+
+static ALWAYS_INLINE __mmask16 tail_mask(int64_t r) { return (__mmask16)((1u << r) - 1); }
+
+static float v5_dot_f16_f32(int64_t n, const uint16_t *a, const float *b) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(ld256(a + i)), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(ld256(a + i + 16)), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(ld256(a + i)), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + i)), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+static void v5_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_cvtph_ps(ld256(x + i)), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i)),
+                                                        _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+static void v5_cvt_f32_f16(int64_t n, const float *x, uint16_t *y) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+static float v5_dot_f32(int64_t n, const float *a, const float *b) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+static void v5_axpy_f32(int64_t n, float a, const float *x, float *y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+const mn_vec_ops mn_vec_ops_avx512 = {v5_dot_f16_f32, v5_axpy_f16, v5_cvt_f32_f16, v5_dot_f32, v5_axpy_f32};
