@@ -9,7 +9,9 @@
  * 576x1536 (ffn down), the Q8_0 tied output 49152x576. "hot" repeats one
  * matrix (it stays in L2/L3); "cold" cycles through copies totalling 256 MiB,
  * so weights come from DRAM, like decode over a whole model. GB/s counts
- * weight bytes; GMAC/s counts multiply-adds. Threads split the rows.
+ * weight bytes; GMAC/s counts multiply-adds. Threads split the rows. Times
+ * are process CPU time divided by the thread count (robust against other
+ * load on a shared machine).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -19,9 +21,12 @@
 
 #include "kernels/quant.h"
 
+/* Process CPU time: other processes on a shared machine do not inflate it.
+ * With N threads the time per call is taken as CPU time / N (i.e. assuming
+ * the threads ran in parallel; memory contention between them still counts). */
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -29,27 +34,32 @@ typedef struct {
     const mn_quant_traits *qt;
     int64_t K, rows, T;
     const uint8_t *W;
-    size_t wb;
+    size_t wb, mat;
+    int ncopy, iters;
     const uint8_t *X;
     size_t xb;
     float *Y;
     int nth, ith;
 } job;
 
+/* Each thread runs all iterations on its own slice of rows (no per-call
+ * synchronisation: this measures the kernel, not a thread pool). */
 static void *run_job(void *p) {
     job *j = p;
     const int64_t per = (j->rows + j->nth - 1) / j->nth;
     const int64_t r0 = j->ith * per, r1 = r0 + per < j->rows ? r0 + per : j->rows;
-    if (r0 < r1) mn_gemm_q(j->qt, j->K, j->W, j->wb, r0, r1, j->X, j->xb, j->T, j->Y, j->rows);
+    for (int it = 0; it < j->iters && r0 < r1; it++)
+        mn_gemm_q(j->qt, j->K, j->W + (size_t)(it % j->ncopy) * j->mat, j->wb, r0, r1, j->X, j->xb, j->T, j->Y,
+                  j->rows);
     return NULL;
 }
 
-static void gemm_mt(int nth, const mn_quant_traits *qt, int64_t K, int64_t rows, const uint8_t *W, size_t wb,
-                    const uint8_t *X, size_t xb, int64_t T, float *Y) {
+static void gemm_mt(int nth, int iters, const mn_quant_traits *qt, int64_t K, int64_t rows, const uint8_t *W,
+                    size_t wb, size_t mat, int ncopy, const uint8_t *X, size_t xb, int64_t T, float *Y) {
     pthread_t th[16];
     job jobs[16];
     for (int i = 0; i < nth; i++) {
-        jobs[i] = (job){qt, K, rows, T, W, wb, X, xb, Y, nth, i};
+        jobs[i] = (job){qt, K, rows, T, W, wb, mat, ncopy, iters, X, xb, Y, nth, i};
         if (i) pthread_create(&th[i], NULL, run_job, &jobs[i]);
     }
     run_job(&jobs[0]);
@@ -74,16 +84,17 @@ static void bench(const char *label, mn_isa isa, int wtype, int64_t rows, int64_
         for (int64_t i = 0; i < K; i++) f[i] = (float)rand() / RAND_MAX - 0.5f;
         at->from_float(f, X + t * xb, K);
     }
-    gemm_mt(nth, qt, K, rows, W, wb, X, xb, T, Y); /* warm up */
-    int iters = 0;
-    const double t0 = now();
-    double t1;
-    do {
-        gemm_mt(nth, qt, K, rows, W + (size_t)(iters % ncopy) * mat, wb, X, xb, T, Y);
-        iters++;
+    gemm_mt(nth, 1, qt, K, rows, W, wb, mat, 1, X, xb, T, Y); /* warm up */
+    int iters = 1;
+    double t0, t1;
+    for (;;) { /* grow the iteration count until a run takes >= 0.4 s of CPU per thread */
+        t0 = now();
+        gemm_mt(nth, iters, qt, K, rows, W, wb, mat, ncopy, X, xb, T, Y);
         t1 = now();
-    } while (t1 - t0 < 0.5);
-    const double sec = (t1 - t0) / iters;
+        if (t1 - t0 >= 0.4 * nth) break;
+        iters *= 2;
+    }
+    const double sec = (t1 - t0) / iters / nth;
     printf("%-7s %-4s %6lldx%-5lld T=%-3lld %-4s %dth: %8.1f us  %7.2f GB/s  %7.1f GMAC/s  %9.0f rows/s\n",
            mn_isa_name(isa), label, (long long)rows, (long long)K, (long long)T, cold ? "cold" : "hot", nth,
            sec * 1e6, mat / sec / 1e9, (double)rows * K * T / sec / 1e9, rows / sec);

@@ -110,6 +110,170 @@ typedef void (*mn_ppl_progress_fn)(void *user, int64_t windows, int64_t tokens, 
 int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, int32_t stride, int32_t bos,
                   mn_ppl_progress_fn progress, void *user, mn_ppl_result *res);
 
+/* ------------------------------------------------------------- tokenizer
+ * The tokenizer of a model: mn_model_tokenizer(model). */
+enum { MN_TOKEN_NONE = -1 };
+
+/* Vocabulary kinds. */
+typedef enum { MN_VOCAB_SPM = 1, MN_VOCAB_BPE = 2 } mn_vocab_kind;
+
+/* Token types as stored in tokenizer.ggml.token_type (llama.cpp's numbering). */
+typedef enum {
+    MN_TOKTYPE_UNDEFINED = 0,
+    MN_TOKTYPE_NORMAL = 1,
+    MN_TOKTYPE_UNKNOWN = 2,
+    MN_TOKTYPE_CONTROL = 3,
+    MN_TOKTYPE_USER_DEFINED = 4,
+    MN_TOKTYPE_UNUSED = 5,
+    MN_TOKTYPE_BYTE = 6,
+} mn_token_type_t;
+
+
+/* --- vocabulary facts --- */
+int32_t mn_tokenizer_n_vocab(const mn_tokenizer *t);
+mn_vocab_kind mn_tokenizer_kind(const mn_tokenizer *t);
+/* Pre-tokenizer name as stored in the file ("smollm", "llama-bpe", ...); "" for SPM. */
+const char *mn_tokenizer_pre(const mn_tokenizer *t);
+/* Special ids, MN_TOKEN_NONE when the vocabulary has none. */
+int32_t mn_token_bos(const mn_tokenizer *t);
+int32_t mn_token_eos(const mn_tokenizer *t);
+int32_t mn_token_eot(const mn_tokenizer *t); /* end of turn, e.g. <|im_end|> / <|eot_id|> */
+int32_t mn_token_unk(const mn_tokenizer *t);
+int32_t mn_token_pad(const mn_tokenizer *t);
+/* Whether mn_tokenize(add_special=1) prepends BOS / appends EOS (tokenizer.ggml.add_bos_token
+ * / add_eos_token, with llama.cpp's per-kind defaults when absent). */
+int mn_tokenizer_adds_bos(const mn_tokenizer *t);
+int mn_tokenizer_adds_eos(const mn_tokenizer *t);
+/* SPM only: a space is prepended to text at the start and after special tokens. */
+int mn_tokenizer_adds_space_prefix(const mn_tokenizer *t);
+/* The file's tokenizer.chat_template (Jinja source, NUL-terminated), or NULL. See chat.h. */
+const char *mn_tokenizer_chat_template(const mn_tokenizer *t);
+
+/* --- per token (ids outside [0, n_vocab) give safe defaults: 0, "", NONE) --- */
+/* End of generation: EOS, EOT, EOM and the end-of-turn tokens llama.cpp recognises
+ * by text (<|im_end|>, <|endoftext|>, <|eot_id|>, <end_of_turn>, ...). */
+int mn_token_is_eog(const mn_tokenizer *t, int32_t id);
+/* Token type after llama.cpp's overrides (end-of-turn/FIM-looking tokens become CONTROL). */
+mn_token_type_t mn_token_type(const mn_tokenizer *t, int32_t id);
+/* CONTROL or UNKNOWN: rendered as text only on request (see mn_token_piece). */
+int mn_token_is_special(const mn_tokenizer *t, int32_t id);
+/* Text as stored in the vocabulary, NUL-terminated; *len (optional) gets its length. */
+const char *mn_token_text(const mn_tokenizer *t, int32_t id, size_t *len);
+/* Raw bytes the token decodes to, for streaming output: *len gets the length
+ * (not NUL-terminated; may be a fragment of a multi-byte UTF-8 character).
+ * CONTROL/UNKNOWN tokens give their text when `special` is non-zero, else 0 bytes.
+ * No leading-space stripping is done here (see mn_detokenize). */
+const char *mn_token_piece(const mn_tokenizer *t, int32_t id, int special, size_t *len);
+/* Id of the token whose vocabulary text is exactly text[0..len), or MN_TOKEN_NONE.
+ * O(n_vocab); meant for setup code (chat templates), not inner loops. */
+int32_t mn_token_find(const mn_tokenizer *t, const char *text, size_t len);
+
+/* --- encode / decode --- */
+/* Tokenizes text[0..len) (any bytes; invalid UTF-8 is handled as llama.cpp does:
+ * each bad byte reads as U+FFFD for BPE, as a byte token for SPM).
+ *   add_special:   prepend BOS / append EOS where the vocabulary asks for it
+ *                  (llama_tokenize's add_special)
+ *   parse_special: match CONTROL/UNKNOWN token texts in `text` as whole tokens
+ *                  (longest first); USER_DEFINED tokens are always matched whole.
+ * Writes up to `cap` ids to out and the total count to *n_out. Returns 0, or
+ * MN_ERANGE when cap is too small (*n_out then holds the count needed; call again
+ * with a bigger buffer), MN_EINVAL, MN_ENOMEM. out may be NULL when cap is 0. */
+int mn_tokenize(const mn_tokenizer *t, const char *text, size_t len, int add_special, int parse_special,
+                int32_t *out, int64_t cap, int64_t *n_out);
+
+enum {
+    /* render CONTROL/UNKNOWN tokens (BOS, <|im_start|>, ...) as their text */
+    MN_DETOK_SPECIAL = 1,
+    /* SPM: keep the space mn_tokenize prefixed (at the start and after special tokens) */
+    MN_DETOK_KEEP_PREFIX_SPACE = 2,
+};
+/* Concatenates the pieces of ids[0..n) into out (NUL-terminated). The result is
+ * the exact inverse of mn_tokenize: for valid UTF-8 `s`,
+ * detokenize(tokenize(s, add_special=0, parse_special=p), p ? MN_DETOK_SPECIAL : 0) == s,
+ * except that SPM reads a literal U+2581 in `s` as a space (as SentencePiece does).
+ * Unlike llama_detokenize, no "clean up" of spaces is done.
+ * *n_out gets the length without the NUL. Returns 0, MN_ERANGE when cap < length+1
+ * (*n_out = length needed, without the NUL), or MN_EINVAL for an id out of range. */
+int mn_detokenize(const mn_tokenizer *t, const int32_t *ids, int64_t n, int flags, char *out, size_t cap,
+                  size_t *n_out);
+
+/* -------------------------------------------------------------- samplers */
+typedef struct {
+    float temperature;     /* <= 0: greedy (argmax); must not be NaN/inf */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off; must be >= 0 (0 keeps only the top token) */
+    float min_p;           /* <= 0: off; keep tokens with p >= min_p * p_max; must be <= 1 */
+    float repeat_penalty;  /* 1: off; must be finite and > 0. llama.cpp semantics:
+                              logit > 0 ? logit / pen : logit * pen, applied once to
+                              each distinct token among the last repeat_last_n
+                              accepted tokens */
+    int32_t repeat_last_n; /* window for the penalty (default 64); 0: off; must be >= 0 */
+    uint64_t seed;         /* same seed + same logits -> same tokens */
+} mn_sampler_params;
+
+typedef struct mn_sampler mn_sampler;
+
+/* temp 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat 1.0, last_n 64, seed 0
+ * (llama.cpp's common defaults). */
+mn_sampler_params mn_sampler_default_params(void);
+
+/* Validates `p` (NULL means the defaults) and allocates every buffer the
+ * sampler needs for a vocabulary of n_vocab tokens. Returns 0, MN_EINVAL (bad
+ * parameter, with a message naming it) or MN_ENOMEM. */
+int mn_sampler_create(const mn_sampler_params *p, int32_t n_vocab, mn_sampler **out);
+
+/* NULL is a no-op. */
+void mn_sampler_free(mn_sampler *s);
+
+/* Picks the next token from logits[n_vocab]. The logits are not modified (they
+ * are copied into the sampler's own buffer); nothing is allocated per call.
+ * Returns a token id in [0, n_vocab), or a negative MN_E* code: MN_EINVAL when
+ * s/logits is NULL or no logit is samplable (all NaN or -INFINITY). The pick is
+ * NOT recorded in the history: call mn_sampler_accept for that. */
+int32_t mn_sampler_sample(mn_sampler *s, const float *logits);
+
+/* Records an accepted token (prompt tokens too) for the repetition-penalty
+ * history. Ids outside [0, n_vocab) are ignored. */
+void mn_sampler_accept(mn_sampler *s, int32_t token);
+
+/* Forgets the history and re-seeds the generator, so the sampler behaves as
+ * if freshly created with the same parameters. */
+void mn_sampler_reset(mn_sampler *s);
+
+/* -------------------------------------------------------- chat templates */
+typedef struct {
+    const char *role; /* "system", "user", "assistant" (other roles are passed through) */
+    const char *content;
+} mn_chat_msg;
+
+typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2 } mn_chat_style;
+
+typedef struct {
+    mn_chat_style style;
+    int fallback;         /* 1 when the template was missing or not recognised */
+    char note[192];       /* why the fallback was taken ("" otherwise) */
+    char *default_system; /* ChatML: system prompt the template adds when the first message is
+                             not "system"; NULL for none. Owned; see mn_chat_template_clear. */
+    char bos[64], eos[64]; /* Llama-2: texts of the BOS / EOS tokens */
+} mn_chat_template;
+
+/* Recognises a Jinja chat template source (tmpl may be NULL: no template). tok
+ * (optional) supplies the BOS/EOS texts for Llama-2 (default "<s>", "</s>").
+ * Returns 0 (also for a fallback) or MN_ENOMEM. */
+int mn_chat_template_parse(const char *tmpl, size_t len, const mn_tokenizer *tok, mn_chat_template *out);
+/* The template of the model file the tokenizer came from. */
+int mn_chat_template_from_tokenizer(const mn_tokenizer *tok, mn_chat_template *out);
+void mn_chat_template_clear(mn_chat_template *ct);
+
+/* Renders n messages into a malloc'd NUL-terminated string (*out; caller frees;
+ * *out_len optional). Returns 0, MN_EINVAL (NULL role/content, or Llama-2 roles
+ * that do not alternate), MN_ENOMEM. */
+int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out,
+                  size_t *out_len);
+
+/* Convenience: mn_chat_template_from_tokenizer + mn_chat_apply. */
+int mn_chat_format(const mn_tokenizer *tok, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,9 +6,6 @@
 #include <stdint.h>
 
 #include "mnemo.h"
-#include "model/chat.h"
-#include "model/sampler.h"
-#include "model/tokenizer.h"
 
 #define MN_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -482,20 +482,52 @@ static ALWAYS_INLINE void tile_groups(int wtype, int R, int TT, int nv, int64_t 
     *pa = a;
 }
 
+/* Horizontal sums of 16 vectors: lane l of the result is the sum of
+ * v[4*(l%4) + l/4] (45 shuffles/adds instead of 16 separate reductions). */
+static ALWAYS_INLINE __m512 hsum16(const __m512 v[16]) {
+    __m512 s[8], u[4], w[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        s[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        u[j] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * j], s[2 * j + 1], 0x88),
+                             _mm512_shuffle_f32x4(s[2 * j], s[2 * j + 1], 0xDD));
+    w[0] = _mm512_add_ps(_mm512_unpacklo_ps(u[0], u[1]), _mm512_unpackhi_ps(u[0], u[1]));
+    w[1] = _mm512_add_ps(_mm512_unpacklo_ps(u[2], u[3]), _mm512_unpackhi_ps(u[2], u[3]));
+    return _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x44), _mm512_shuffle_ps(w[0], w[1], 0xEE));
+}
+
 static ALWAYS_INLINE void tile(int wtype, int R, int TT, const plan *P, const uint8_t *wbuf, const uint8_t *A,
                                float *Y, int64_t ldy, int64_t r, int64_t t0) {
     __m512 acc[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
     const uint8_t *w = wbuf, *a = A;
     tile_groups(wtype, R, TT, main_nv_of(wtype), P->nmain, &w, P->w_bytes, &a, P->a_bytes, acc);
     tile_groups(wtype, R, TT, 1, P->npair + P->nsingle, &w, P->w_bytes, &a, P->a_bytes, acc);
-    #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < TT; j++) Y[(t0 + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    if (R == 4) {
+        /* v[4r + t] = acc[r][t] -> result lane 4t + r: rows 0..3 of token t
+         * are the 128-bit lane t */
+        __m512 v[16];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) v[4 * i + j] = acc[i][j];
+        const __m512 sums = hsum16(v);
+        float out[16];
+        _mm512_storeu_ps(out, sums);
+#pragma GCC unroll 4
+        for (int j = 0; j < TT; j++) memcpy(&Y[(t0 + j) * ldy + r], out + 4 * j, 16);
+    } else {
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < TT; j++) Y[(t0 + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    }
 }
 
 #define TILE_FN(name, WT, R, TT)                                                                          \
@@ -531,6 +563,9 @@ DIRECT_FN(direct_q41, MN_TYPE_Q4_1)
 DIRECT_FN(direct_q40, MN_TYPE_Q4_0)
 DIRECT_FN(direct_q80, MN_TYPE_Q8_0)
 
+/* Tile: 4 rows x TILE_T tokens: 4*3 integer + 4*3 float accumulators + 4
+ * weight vectors + 1 activation vector fit the 32 zmm registers. */
+#define TILE_T 3
 /* Tokens at most this many use the register-only path. */
 #define DIRECT_MAX_T 3
 /* Repacked activations kept per pass (they are streamed once per 4 rows). */
@@ -576,8 +611,8 @@ int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t
             }
             /* each 4-token slice of activations is reused from L1 by every
              * tile of the row block */
-            for (int64_t t = 0; t < nt; t += 4) {
-                const int TT = nt - t >= 4 ? 4 : (int)(nt - t);
+            for (int64_t t = 0; t < nt; t += TILE_T) {
+                const int TT = nt - t >= TILE_T ? TILE_T : (int)(nt - t);
                 for (int64_t r = rb; r < re;) {
                     const int R = re - r >= 4 ? 4 : 1;
                     tab[R == 4][TT - 1](&P, wbuf + (size_t)(r - rb) * P.w_bytes, abuf + (size_t)t * P.a_bytes, Yc, ldy,

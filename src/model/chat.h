@@ -25,39 +25,8 @@
 
 #include <stddef.h>
 
-#include "model/tokenizer.h"
+#include "mnemo.h"
 
-typedef struct {
-    const char *role; /* "system", "user", "assistant" (other roles are passed through) */
-    const char *content;
-} mn_chat_msg;
-
-typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2 } mn_chat_style;
-
-typedef struct {
-    mn_chat_style style;
-    int fallback;         /* 1 when the template was missing or not recognised */
-    char note[192];       /* why the fallback was taken ("" otherwise) */
-    char *default_system; /* ChatML: system prompt the template adds when the first message is
-                             not "system"; NULL for none. Owned; see mn_chat_template_clear. */
-    char bos[64], eos[64]; /* Llama-2: texts of the BOS / EOS tokens */
-} mn_chat_template;
-
-/* Recognises a Jinja chat template source (tmpl may be NULL: no template). tok
- * (optional) supplies the BOS/EOS texts for Llama-2 (default "<s>", "</s>").
- * Returns 0 (also for a fallback) or MN_ENOMEM. */
-int mn_chat_template_parse(const char *tmpl, size_t len, const mn_tokenizer *tok, mn_chat_template *out);
-/* The template of the model file the tokenizer came from. */
-int mn_chat_template_from_tokenizer(const mn_tokenizer *tok, mn_chat_template *out);
-void mn_chat_template_clear(mn_chat_template *ct);
-
-/* Renders n messages into a malloc'd NUL-terminated string (*out; caller frees;
- * *out_len optional). Returns 0, MN_EINVAL (NULL role/content, or Llama-2 roles
- * that do not alternate), MN_ENOMEM. */
-int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out,
-                  size_t *out_len);
-
-/* Convenience: mn_chat_template_from_tokenizer + mn_chat_apply. */
-int mn_chat_format(const mn_tokenizer *tok, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out);
+/* The chat API is public: see the "chat templates" section of mnemo.h. */
 
 #endif
