@@ -74,7 +74,7 @@ unit: all
 sanitize:
 	@$(MAKE) --no-print-directory BUILD=build-san OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
-	  build-san/libmnemo.a $(TEST_SRC:tests/%.c=build-san/tests/%)
+	  build-san/libmnemo.a build-san/mnemo $(TEST_SRC:tests/%.c=build-san/tests/%)
 	@MN_SANITIZED=1 bash scripts/run_tests.sh build-san
 
 asan ubsan: sanitize

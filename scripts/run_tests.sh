@@ -3,6 +3,7 @@
 # and prints the total as the closing line. Exit status is non-zero on any failure.
 set -u
 build=${1:-build}
+export MNEMO_BIN="$build/mnemo"
 total_pass=0; total_fail=0; crashed=0
 for t in "$build"/tests/test_*; do
   [ -x "$t" ] || continue

@@ -369,13 +369,16 @@ static ALWAYS_INLINE int wblk_of(int wtype) {
 static ALWAYS_INLINE __m512 group_dot(int wtype, const wgroup *g, int nv, const uint8_t *a, __m512 acc) {
     const int has_m = wtype == MN_TYPE_Q4_1;
     __m512i is = has_m ? _mm512_setzero_si512() : ld512(a + 64 * nv + 64);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int v = 0; v < nv; v++) is = _mm512_dpbusd_epi32(is, g->v[v], ld512(a + 64 * v));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(g->dw, ld512f(a + 64 * nv)), acc);
     if (has_m) acc = _mm512_fmadd_ps(g->mw, ld512f(a + 64 * nv + 64), acc);
     return acc;
 }
 
+#ifndef PF_ROWS
+#define PF_ROWS 0
+#endif
 /* Small T: every row's groups are unpacked in registers and used for the
  * TT (<= 3) tokens at once. */
 static ALWAYS_INLINE void gemm_direct(int wtype, const plan *P, const uint8_t *W, size_t w_stride,
@@ -385,6 +388,10 @@ static ALWAYS_INLINE void gemm_direct(int wtype, const plan *P, const uint8_t *W
     const size_t gmain = agroup_bytes(nv), gpair = agroup_bytes(1);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = W + (size_t)r * w_stride;
+        if (PF_ROWS) {
+            const uint8_t *pf = w + PF_ROWS * w_stride;
+            for (size_t o = 0; o < w_stride; o += 64) _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
+        }
         __m512 acc[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         const uint8_t *a = A;
         for (int64_t g = 0; g < P->nmain; g++) {
