@@ -82,8 +82,10 @@ asan ubsan: sanitize
 bench: all model
 	@bash bench/run.sh
 
-fixtures:
+# Reference outputs from llama.cpp (needs llama-cpp-python; see bench/run.sh for the build flags).
+fixtures: all model
 	python3 scripts/make_fixtures.py
+	python3 scripts/make_logit_fixtures.py
 
 clean:
 	rm -rf build build-san mnemo

@@ -209,6 +209,7 @@ int cmd_generate(int argc, char **argv) {
         double tp = 0, tg = 0;
         rc = run_generation(&s, ids, n, o.n_predict, &g, &tp, &tg);
         printf("\n");
+        fflush(stdout);
         if (!rc && !o.quiet)
             fprintf(stderr, "mnemo: prompt %lld tokens in %.2f s (%.1f tok/s), generated %lld in %.2f s (%.1f tok/s)\n",
                     (long long)n, tp, n / (tp > 0 ? tp : 1e-9), (long long)g, tg, g / (tg > 0 ? tg : 1e-9));
@@ -374,6 +375,7 @@ int cmd_chat(int argc, char **argv) {
         }
         tg = cli_now() - t0 - tp;
         printf("\n");
+        fflush(stdout);
         if (!answer) {
             rc = cli_fail("out of memory");
             break;
