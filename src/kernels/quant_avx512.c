@@ -1,6 +1,7 @@
 /* quant_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI) kernels: Q4_0/Q4_1/Q8_0 dot
- * products and gemm, the Q8_0/Q8_1 activation quantizers, f16/f32 vector ops.
- * Types without a kernel here use the AVX2 ones (see quant.c's merge).
+ * products and gemm, f16/f32 vector ops. Everything else (including the
+ * Q8_0/Q8_1 activation quantizers, whose AVX2 versions measured faster than
+ * a 512-bit one) uses the AVX2 kernels (see quant.c's merge).
  *
  * gemm design. vpdpbusd multiplies 4 u8 x s8 byte pairs into each int32 lane.
  * Every lane of an integer accumulator must hold products of ONE block (each
@@ -50,40 +51,6 @@ static ALWAYS_INLINE void tr4(__m512i *a, __m512i *b, __m512i *c, __m512i *d) {
     *b = _mm512_unpackhi_epi64(t0, t2);
     *c = _mm512_unpacklo_epi64(t1, t3);
     *d = _mm512_unpackhi_epi64(t1, t3);
-}
-
-/* ------------------------------------------------- activation quantizers */
-
-/* Bit-identical to the scalar q8_block: same amax, d = amax/127, multiply by
- * 127/amax, cvtps rounding (nearest-even in the default mode) like nearbyintf. */
-static ALWAYS_INLINE float q8_block_512(const float *x, int8_t *q, int *sum) {
-    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
-    const __m512 mul = _mm512_set1_ps(id);
-    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, mul));
-    const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, mul));
-    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(i0));
-    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(i1));
-    return d;
-}
-static void q8_0_from_float_512(const float *x, void *vy, int64_t n) {
-    mn_block_q8_0 *y = vy;
-    for (int64_t i = 0; i < n / MN_QK; i++, x += MN_QK) {
-        int s;
-        const float d = q8_block_512(x, y[i].qs, &s);
-        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-    }
-}
-static void q8_1_from_float_512(const float *x, void *vy, int64_t n) {
-    mn_block_q8_1 *y = vy;
-    for (int64_t i = 0; i < n / MN_QK; i++, x += MN_QK) {
-        int s;
-        const float d = q8_block_512(x, y[i].qs, &s);
-        y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        y[i].s = _cvtss_sh(d * (float)s, _MM_FROUND_TO_NEAREST_INT);
-    }
 }
 
 /* -------------------------------------------------------- weight groups */
@@ -709,8 +676,7 @@ const mn_qfns mn_qfns_avx512[MN_TYPE_COUNT] = {
     [MN_TYPE_F16] = {f16_to_float_512, NULL, NULL},
     [MN_TYPE_Q4_0] = {NULL, NULL, q4_0_q8_0_dot_512},
     [MN_TYPE_Q4_1] = {NULL, NULL, q4_1_q8_1_dot_512},
-    [MN_TYPE_Q8_0] = {NULL, q8_0_from_float_512, q8_0_q8_0_dot_512},
-    [MN_TYPE_Q8_1] = {NULL, q8_1_from_float_512, NULL},
+    [MN_TYPE_Q8_0] = {NULL, NULL, q8_0_q8_0_dot_512},
 };
 
 /* ---------------------------------------------------------- float kernels */
