@@ -25,6 +25,7 @@
 
 #include "error.h"
 #include "model.h"
+#include "kernels/attention.h"
 #include "threadpool.h"
 
 #define N_XQ_SLOTS 3
@@ -49,7 +50,8 @@ struct mn_context {
     float *up;   /* (T, F) */
     float *tmp;  /* (T, C) */
     float *rope_cs; /* (T, D/2, 2) cos, sin */
-    float *scores;  /* (n_threads, n_ctx) */
+    float *scores;  /* (n_threads, G, n_ctx) */
+    mn_attn_group_fn attn;
     float *logits;  /* (V) last-token logits */
     /* quantised copies of the current activation, one per vec_dot_type in use */
     struct {
@@ -189,42 +191,26 @@ typedef struct {
     int32_t n_past; /* cells before this batch */
 } attn_task;
 
-/* Each (token, head) pair: softmax(q.K^T / sqrt(D)) V over the cells it can see. */
+/* Each (token, kv head) pair: the G query heads sharing that kv head attend
+ * over the cells the token can see. Pairs are dealt to threads round-robin:
+ * later tokens see more cells, so contiguous ranges would load the last thread. */
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     mn_context *c = a->c;
     const mn_hparams *hp = &c->m->hp;
-    const int H = hp->n_head, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
-    const int64_t KD = c->KD, HD = (int64_t)H * D;
+    const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t KD = c->KD, HD = (int64_t)hp->n_head * D;
     const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
     const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
-    const mn_vec_ops *vo = mn_vec_get();
     const float scale = 1.0f / sqrtf((float)D);
-    float *sc = c->scores + (int64_t)ith * c->n_ctx;
-    long lo, hi;
-    mn_split((long)(a->T * H), ith, nth, 1, &lo, &hi);
-    for (long p = lo; p < hi; p++) {
-        int64_t t = p / H;
-        int h = (int)(p % H), kh = h / G;
-        const float *qv = c->q + t * HD + (int64_t)h * D;
-        float *out = c->att + t * HD + (int64_t)h * D;
-        int64_t n = a->n_past + t + 1;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-            float s = vo->dot_f16_f32(D, kc + j * KD + (int64_t)kh * D, qv) * scale;
-            sc[j] = s;
-            if (s > mx) mx = s;
-        }
-        float sum = 0;
-        for (int64_t j = 0; j < n; j++) {
-            float e = expf(sc[j] - mx);
-            sc[j] = e;
-            sum += e;
-        }
-        memset(out, 0, sizeof(float) * (size_t)D);
-        for (int64_t j = 0; j < n; j++) vo->axpy_f16(D, sc[j], vc + j * KD + (int64_t)kh * D, out);
-        float inv = 1.0f / sum;
-        for (int i = 0; i < D; i++) out[i] *= inv;
+    float *sc = c->scores + (int64_t)ith * G * c->n_ctx;
+    mn_attn_group_fn attn = c->attn;
+    for (int64_t p = ith; p < a->T * K; p += nth) {
+        int64_t t = p / K;
+        int kh = (int)(p % K);
+        int64_t off = t * HD + (int64_t)kh * G * D;
+        attn(G, D, a->n_past + t + 1, c->q + off, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD,
+             c->att + off, sc);
     }
 }
 
@@ -285,7 +271,9 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->up = xcalloc((size_t)(T * F), sizeof(float), &ok);
     c->tmp = xcalloc((size_t)(T * C), sizeof(float), &ok);
     c->rope_cs = xcalloc((size_t)(T * hp->head_dim), sizeof(float), &ok);
-    c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * (size_t)c->n_ctx, sizeof(float), &ok);
+    c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * (size_t)(hp->n_head / hp->n_head_kv) * (size_t)c->n_ctx,
+                        sizeof(float), &ok);
+    c->attn = mn_attn_group_get();
     c->logits = xcalloc((size_t)hp->n_vocab, sizeof(float), &ok);
     /* Largest activation row in any vec_dot type: a K-quant or Q8 row of max(C, F, HD). */
     int64_t Kmax = CF > HD ? CF : HD;

@@ -1,0 +1,41 @@
+/* attention.c - reference grouped attention kernel and its dispatch (see attention.h). */
+#include "kernels/attention.h"
+
+#include <math.h>
+#include <string.h>
+
+void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
+                          const uint16_t *V, size_t ld, float *out, float *scratch) {
+    for (int g = 0; g < G; g++) {
+        float *s = scratch + (int64_t)g * n;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            const uint16_t *k = K + (size_t)j * ld;
+            float d = 0;
+            for (int i = 0; i < D; i++) d += q[(int64_t)g * D + i] * mn_fp16_to_fp32(k[i]);
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        float sum = 0;
+        for (int64_t j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
+        float inv = 1.0f / sum;
+        float *o = out + (int64_t)g * D;
+        memset(o, 0, sizeof(float) * (size_t)D);
+        for (int64_t j = 0; j < n; j++) {
+            const uint16_t *v = V + (size_t)j * ld;
+            float p = s[j] * inv;
+            for (int i = 0; i < D; i++) o[i] += p * mn_fp16_to_fp32(v[i]);
+        }
+    }
+}
+
+mn_attn_group_fn mn_attn_group_get_isa(mn_isa isa) {
+    if (isa > mn_cpu_isa()) return NULL;
+    switch (isa) {
+    case MN_ISA_AVX512: return mn_attn_group_avx512;
+    case MN_ISA_AVX2: return mn_attn_group_avx2;
+    default: return mn_attn_group_scalar;
+    }
+}
+
+mn_attn_group_fn mn_attn_group_get(void) { return mn_attn_group_get_isa(mn_cpu_isa()); }
