@@ -13,6 +13,7 @@
  * second part covers the separately added min terms of Q4_1/Q5_1/Q4_K).
  */
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "test.h"
@@ -128,8 +129,7 @@ static double quant_tol(int type) {
     case MN_TYPE_F32: return 0;
     case MN_TYPE_F16: return 1.0 / 2048;
     case MN_TYPE_BF16: return 1.0 / 256;
-    case MN_TYPE_Q8_0: case MN_TYPE_Q8_1: return 1.0 / 254 * 1.01 + 1e-3;
-    case MN_TYPE_Q8_K: return 1.0 / 128 + 1e-3; /* -max maps to 128, clamped to 127 */
+    case MN_TYPE_Q8_0: case MN_TYPE_Q8_1: case MN_TYPE_Q8_K: return 1.0 / 254 * 1.01 + 1e-3;
     case MN_TYPE_Q5_0: return 1.0 / 16 + 2e-3;  /* d = amax/16; clamp at 31 loses one step */
     case MN_TYPE_Q5_1: return 2.0 / 62 + 2e-3;  /* range/31/2, range <= 2 amax */
     case MN_TYPE_Q4_0: return 1.0 / 8 + 2e-3;   /* clamp at 15: the -max end loses one step */
@@ -363,6 +363,53 @@ static void test_gemm(void) {
     }
 }
 
+/* ---------------------------------------------------- gemm from threads */
+
+typedef struct {
+    const mn_quant_traits *qt;
+    int64_t K, r0, r1, T, ldy;
+    const uint8_t *w, *x;
+    size_t wb, xb;
+    float *y;
+} gjob;
+
+static void *gemm_thread(void *p) {
+    const gjob *j = p;
+    for (int rep = 0; rep < 20; rep++) /* reuse of the per-thread scratch */
+        mn_gemm_q(j->qt, j->K, j->w, j->wb, j->r0, j->r1, j->x, j->xb, j->T, j->y, j->ldy);
+    return NULL;
+}
+
+static void test_gemm_threads(void) {
+    const int wts[] = {MN_TYPE_Q4_1, MN_TYPE_Q8_0};
+    for (int wi = 0; wi < 2; wi++)
+        for (int Ti = 0; Ti < 2; Ti++) {
+            const int wt = wts[wi], rows = 37, nth = 4;
+            const int64_t K = 576, T = Ti ? 9 : 1;
+            const mn_quant_traits *qt = mn_quant_get(wt), *s = mn_quant_get_isa(wt, MN_ISA_SCALAR);
+            const size_t wb = rowb(wt, K), xb = rowb(qt->vec_dot_type, K);
+            uint8_t *w = malloc(rows * wb), *x = malloc(T * xb);
+            float *wf = malloc(rows * K * 4), *xf = malloc(T * K * 4), *y = malloc(T * rows * 4);
+            make_rows(wt, K, rows, w, wf, (int)T, x, xf);
+            pthread_t th[4];
+            gjob jobs[4];
+            for (int i = 0; i < nth; i++) {
+                jobs[i] = (gjob){qt, K, rows * i / nth, rows * (i + 1) / nth, T, rows, w, x, wb, xb, y};
+                pthread_create(&th[i], NULL, gemm_thread, &jobs[i]);
+            }
+            for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
+            int bad = 0;
+            for (int t = 0; t < T; t++)
+                for (int r = 0; r < rows; r++) {
+                    float ref;
+                    s->vec_dot(K, &ref, w + r * wb, x + t * xb);
+                    if (!(fabs((double)y[t * rows + r] - ref) <= 1e-5 * magnitude(wf + r * K, xf + t * K, K) + 1e-30)) bad++;
+                }
+            CHECK(bad == 0, "threaded gemm %s T=%lld: %d wrong", mn_type_layout_get(wt)->name, (long long)T, bad);
+            free(w), free(x), free(wf), free(xf), free(y);
+        }
+}
+
 /* --------------------------------------------------------------- vec ops */
 
 static void test_vec_ops(void) {
@@ -438,6 +485,7 @@ int main(void) {
     test_quantize();
     test_vec_dot();
     test_gemm();
+    test_gemm_threads();
     test_vec_ops();
     TEST_MAIN_END();
 }

@@ -236,6 +236,14 @@ static double rel_err(const float *a, const double *b, int64_t n) {
     return m / sqrt(ss / n);
 }
 
+static void free_weights(void) {
+    free(E.w), free(OUT.w);
+    for (int l = 0; l < NL; l++) {
+        dmat *ms[] = {&L[l].wq, &L[l].wk, &L[l].wv, &L[l].wo, &L[l].wg, &L[l].wu, &L[l].wd};
+        for (int i = 0; i < 7; i++) free(ms[i]->w);
+    }
+}
+
 static void run_config(int kh, double rope_scale) {
     KH = kh;
     ROPE_SCALE = rope_scale;
@@ -278,6 +286,7 @@ static void run_config(int kh, double rope_scale) {
     CHECK(e_norope > 0.2 && e_neox > 0.2, "wrong references must fail (%.3f, %.3f)", e_norope, e_neox);
     mn_model_free(m);
     unlink(path);
+    free_weights();
 }
 
 int main(void) {

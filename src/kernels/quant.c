@@ -10,7 +10,7 @@
  * Numerics of the activation quantizers follow llama.cpp's x86 code paths:
  * Q8_0/Q8_1: d = amax/127, q = round-to-nearest-even(x * (127/amax)), d stored
  * as fp16, Q8_1's s = fp16(d * sum(q)) with the unrounded float d. Q8_K:
- * iscale = -128/max (max = value of largest magnitude), q = rne(x*iscale)
+ * iscale = -127/max (max = value of largest magnitude), q = rne(x*iscale)
  * clamped to 127, d = 1/iscale. Weight quantizers Q4_0..Q5_1 follow the
  * reference (truncating) formulas; Q4_K/Q6_K use a simple min/max quantizer,
  * not llama.cpp's iterative search (only used to produce test data).
@@ -414,7 +414,7 @@ static void q8_K_from_float(const float *x, void *vy, int64_t n) {
             y[i].d = 0;
             memset(q, 0, sizeof q);
         } else {
-            const float iscale = -128.f / mx;
+            const float iscale = -127.f / mx;
             for (int j = 0; j < 256; j++) {
                 int v = (int)nearbyintf(iscale * x[j]);
                 q[j] = (int8_t)(v > 127 ? 127 : v);

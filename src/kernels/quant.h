@@ -7,6 +7,14 @@
  * integer arithmetic. The scalar table is the reference; AVX2 and AVX-512
  * tables are chosen once at start-up by mn_cpu_isa() (override with the
  * environment variable MNEMO_ISA=scalar|avx2|avx512 for tests).
+ *
+ * vec_dot_type per weight type (as llama.cpp): F32->F32, F16->F16, BF16->BF16,
+ * Q4_0/Q5_0/Q8_0->Q8_0, Q4_1/Q5_1->Q8_1, Q4_K/Q6_K->Q8_K. Q8_1 and Q8_K are
+ * activation-only (to_float/from_float, vec_dot NULL). Every type above has
+ * from_float; the activation quantizers (Q8_0/Q8_1/Q8_K) reproduce llama.cpp's
+ * x86 numerics bit for bit on every ISA (see quant.c). SIMD dot products
+ * compute the same exact integer block sums as the scalar reference; only
+ * the float summation order differs (relative ~1e-7 of sum|w*x|).
  */
 #ifndef MN_QUANT_H
 #define MN_QUANT_H

@@ -367,75 +367,331 @@ const mn_vec_ops mn_vec_ops_avx2 = {v2_dot_f16_f32, v2_axpy_f16, v2_cvt_f32_f16,
 
 /* ------------------------------------------------------------------ gemm */
 
-/* One weight row against up to 4 tokens: each weight block is unpacked once
- * and dotted with the same block of every token. */
-#define GEMM_TT 4
+/* Groups of 8 blocks: in a repacked group, ymm vector s (0..7) holds dword s
+ * (elements 4s..4s+3) of blocks 0..7 in lanes 0..7, so an accumulator lane
+ * only ever sees one block and one cvt + fma per 8 blocks applies the scales.
+ * Q4_0/Q4_1: vpmaddubsw of u8 nibbles x s8 activations; the eight products
+ * of one lane pair stay below 8*2*15*128 = 30720, so they are summed in int16
+ * and widened once per group. Q4_0's -8 offset is an initial -8*sum(a) per
+ * lane. Q8_0: sign trick (|w| x sign(a, w)), widened per vector. The last
+ * group of a row is zero-padded. Weights are unpacked once per block of rows
+ * into an L1 buffer; a 2x2 (rows x tokens) kernel streams the activations. */
 
-static void gemm_row_q4_1(int64_t nb, const mn_block_q4_1 *w, const uint8_t *X, size_t xs, int tt,
-                          float *out) {
-    __m256 acc[GEMM_TT];
-    float summ[GEMM_TT];
-    for (int t = 0; t < GEMM_TT; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = nibbles32(w[i].qs);
-        const float dw = h2f(w[i].d), mw = h2f(w[i].m);
-        for (int t = 0; t < tt; t++) {
-            const mn_block_q8_1 *x = (const mn_block_q8_1 *)(X + t * xs) + i;
-            const __m256i si = dot_us(q, load256(x->qs));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * h2f(x->d)), acc[t]);
-            summ[t] += mw * h2f(x->s);
+#define G2_ABYTES (8 * 32 + 64)    /* 8 vectors, dav, aux */
+#define G2_WBYTES (16 * 32 + 64)   /* 8 vectors (+8 signed for Q8_0), dwv, mwv */
+
+typedef struct {
+    int wtype, wblk, wqs, ablk, aqs;
+    int64_t nb, ng;
+} plan2;
+
+static inline void tr8x8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* one token: activation groups (Q8_0 or Q8_1 blocks) */
+static void act_repack2(const plan2 *P, const uint8_t *x, uint8_t *o) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int64_t g = 0; g < P->ng; g++, o += G2_ABYTES) {
+        const int n = P->nb - 8 * g < 8 ? (int)(P->nb - 8 * g) : 8;
+        const uint8_t *xb = x + (size_t)(8 * g) * P->ablk;
+        __m256i r[8];
+        #pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) r[l] = l < n ? load256(xb + (size_t)l * P->ablk + P->aqs) : _mm256_setzero_si256();
+        tr8x8(r);
+        __m256i s16 = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            _mm256_storeu_si256((__m256i *)(o + 32 * v), r[v]);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ones8, r[v]));
+        }
+        float d[8], aux[8];
+        #pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            d[l] = l < n ? h2f(mn_rd16(xb + (size_t)l * P->ablk)) : 0.0f;
+            aux[l] = l < n && P->wtype == MN_TYPE_Q4_1 ? h2f(mn_rd16(xb + (size_t)l * P->ablk + 2)) : 0.0f;
+        }
+        memcpy(o + 256, d, 32);
+        if (P->wtype == MN_TYPE_Q4_1) memcpy(o + 288, aux, 32);
+        else /* Q4_0: -8 * sum(a) per lane (block) */
+            _mm256_storeu_si256((__m256i *)(o + 288),
+                                _mm256_mullo_epi32(_mm256_madd_epi16(s16, ones16), _mm256_set1_epi32(-8)));
+    }
+}
+
+/* One weight group (n <= 8 blocks at wb) unpacked in registers: v[s] the
+ * unsigned vectors (|w| for Q8_0), sg[s] the signed Q8_0 values (sign source). */
+typedef struct {
+    __m256i v[8], sg[8];
+    __m256 dw, mw;
+} wgroup2;
+
+static inline __attribute__((always_inline)) void load_wg2(const plan2 *P, const uint8_t *wb, int n, wgroup2 *g) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    /* scales: the leading dword of each block (d, and m for Q4_1) */
+    __m256i dm;
+    if (n == 8) {
+        dm = _mm256_i32gather_epi32((const int *)wb, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                                        _mm256_set1_epi32(P->wblk)), 1);
+    } else {
+        int32_t t[8];
+        #pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) t[l] = l < n ? (int32_t)mn_rd32(wb + (size_t)l * P->wblk) : 0;
+        dm = load256(t);
+    }
+    /* low halves -> bytes 0-7 of each lane, high halves -> bytes 8-15, then
+     * gather the lanes' quarters: [d0..d7 | m0..m7] */
+    const __m256i sh = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12,
+                                        13, 2, 3, 6, 7, 10, 11, 14, 15);
+    dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(dm, sh), 0xD8);
+    g->dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+    g->mw = P->wtype == MN_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1)) : _mm256_setzero_ps();
+    if (P->wtype == MN_TYPE_Q8_0) {
+        __m256i r[8];
+        #pragma GCC unroll 8
+        for (int l = 0; l < 8; l++)
+            r[l] = l < n ? load256(wb + (size_t)l * P->wblk + P->wqs) : _mm256_setzero_si256();
+        tr8x8(r);
+        #pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            g->v[v] = _mm256_sign_epi8(r[v], r[v]);
+            g->sg[v] = r[v];
+        }
+        return;
+    }
+    /* Z_k: 128-bit lane h = qs of block 4h + k; an in-lane 4x4 dword
+     * transpose puts block 4h+k in lane 4h+k */
+    __m256i z[4];
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) {
+        const __m128i lo = k < n ? load128(wb + (size_t)k * P->wblk + P->wqs) : _mm_setzero_si128();
+        const __m128i hi = 4 + k < n ? load128(wb + (size_t)(4 + k) * P->wblk + P->wqs) : _mm_setzero_si128();
+        z[k] = _mm256_set_m128i(hi, lo);
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+    const __m256i D[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                          _mm256_unpackhi_epi64(t1, t3)};
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        g->v[i] = _mm256_and_si256(D[i], m4);
+        g->v[4 + i] = _mm256_and_si256(_mm256_srli_epi16(D[i], 4), m4);
+        g->sg[i] = g->sg[4 + i] = _mm256_setzero_si256(); /* unused for Q4 */
+    }
+}
+
+/* one weight row into groups */
+static void w_repack2(const plan2 *P, const uint8_t *w, uint8_t *o) {
+    for (int64_t g = 0; g < P->ng; g++, o += G2_WBYTES) {
+        const int n = P->nb - 8 * g < 8 ? (int)(P->nb - 8 * g) : 8;
+        wgroup2 wg;
+        load_wg2(P, w + (size_t)(8 * g) * P->wblk, n, &wg);
+        #pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            _mm256_storeu_si256((__m256i *)(o + 32 * v), wg.v[v]);
+            if (P->wtype == MN_TYPE_Q8_0) _mm256_storeu_si256((__m256i *)(o + 256 + 32 * v), wg.sg[v]);
+        }
+        _mm256_storeu_ps((float *)(o + 512), wg.dw);
+        _mm256_storeu_ps((float *)(o + 544), wg.mw);
+    }
+}
+
+/* Small T: each row's groups unpacked in registers, used for TT tokens. */
+static inline __attribute__((always_inline)) void gemm2_direct(int wtype, const plan2 *P, const uint8_t *W,
+                                                               size_t w_stride, int64_t r0, int64_t r1,
+                                                               const uint8_t *A, size_t atok, int TT, float *Y,
+                                                               int64_t ldy) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = W + (size_t)r * w_stride;
+        __m256 acc[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t g = 0; g < P->ng; g++) {
+            const int n = P->nb - 8 * g < 8 ? (int)(P->nb - 8 * g) : 8;
+            wgroup2 wg;
+            load_wg2(P, w + (size_t)(8 * g) * P->wblk, n, &wg);
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) {
+                const uint8_t *a = A + t * atok + (size_t)g * G2_ABYTES;
+                __m256i is = _mm256_setzero_si256();
+                #pragma GCC unroll 8
+                for (int v = 0; v < 8; v++) {
+                    const __m256i av = load256(a + 32 * v);
+                    if (wtype == MN_TYPE_Q8_0)
+                        is = _mm256_add_epi32(
+                            is, _mm256_madd_epi16(_mm256_maddubs_epi16(wg.v[v], _mm256_sign_epi8(av, wg.sg[v])), ones16));
+                    else
+                        is = _mm256_add_epi16(is, _mm256_maddubs_epi16(wg.v[v], av));
+                }
+                if (wtype != MN_TYPE_Q8_0) is = _mm256_madd_epi16(is, ones16);
+                if (wtype == MN_TYPE_Q4_0) is = _mm256_add_epi32(is, load256(a + 288));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(wg.dw, _mm256_loadu_ps((const float *)(a + 256))),
+                                         acc[t]);
+                if (wtype == MN_TYPE_Q4_1)
+                    acc[t] = _mm256_fmadd_ps(wg.mw, _mm256_loadu_ps((const float *)(a + 288)), acc[t]);
+            }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) Y[t * ldy + r] = hsum8(acc[t]);
+    }
+}
+#define DIRECT2(name, WT)                                                                                   \
+    static void name(const plan2 *P, const uint8_t *W, size_t ws, int64_t r0, int64_t r1, const uint8_t *A, \
+                     size_t atok, int TT, float *Y, int64_t ldy) {                                           \
+        if (TT == 1) gemm2_direct(WT, P, W, ws, r0, r1, A, atok, 1, Y, ldy);                                 \
+        else if (TT == 2) gemm2_direct(WT, P, W, ws, r0, r1, A, atok, 2, Y, ldy);                            \
+        else gemm2_direct(WT, P, W, ws, r0, r1, A, atok, 3, Y, ldy);                                         \
+    }
+DIRECT2(d2q41, MN_TYPE_Q4_1)
+DIRECT2(d2q40, MN_TYPE_Q4_0)
+DIRECT2(d2q80, MN_TYPE_Q8_0)
+
+static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)); /* a b c d */
+}
+
+/* R x TT (each 1 or 2) tile over all groups; out[r*2 + t]. */
+static inline __attribute__((always_inline)) void tile2(int wtype, int R, int TT, const plan2 *P,
+                                                        const uint8_t *w, size_t wrow, const uint8_t *a,
+                                                        size_t atok, float *out) {
+    __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int64_t g = 0; g < P->ng; g++, w += G2_WBYTES, a += G2_ABYTES) {
+        __m256i is[2][2];
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) is[r][t] = _mm256_setzero_si256();
+        #pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            __m256i wv[2], ws[2];
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                wv[r] = load256(w + r * wrow + 32 * v);
+                if (wtype == MN_TYPE_Q8_0) ws[r] = load256(w + r * wrow + 256 + 32 * v);
+            }
+            #pragma GCC unroll 8
+            for (int t = 0; t < TT; t++) {
+                const __m256i av = load256(a + t * atok + 32 * v);
+                #pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    if (wtype == MN_TYPE_Q8_0)
+                        is[r][t] = _mm256_add_epi32(
+                            is[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], _mm256_sign_epi8(av, ws[r])), ones16));
+                    else
+                        is[r][t] = _mm256_add_epi16(is[r][t], _mm256_maddubs_epi16(wv[r], av));
+                }
+            }
+        }
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) {
+            const uint8_t *at = a + t * atok;
+            const __m256 dav = _mm256_loadu_ps((const float *)(at + 256));
+            #pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                __m256i i32 = is[r][t];
+                if (wtype != MN_TYPE_Q8_0) i32 = _mm256_madd_epi16(i32, ones16);
+                if (wtype == MN_TYPE_Q4_0) i32 = _mm256_add_epi32(i32, load256(at + 288));
+                const __m256 dw = _mm256_loadu_ps((const float *)(w + r * wrow + 512));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), _mm256_mul_ps(dw, dav), acc[r][t]);
+                if (wtype == MN_TYPE_Q4_1)
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(w + r * wrow + 544)),
+                                                _mm256_loadu_ps((const float *)(at + 288)), acc[r][t]);
+            }
         }
     }
-    for (int t = 0; t < tt; t++) out[t] = hsum8(acc[t]) + summ[t];
+    float o4[4];
+    _mm_storeu_ps(o4, hsum4x8(acc[0][0], acc[0][1], acc[1][0], acc[1][1]));
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < TT; t++) out[r * 2 + t] = o4[r * 2 + t];
 }
-static void gemm_row_q4_0(int64_t nb, const mn_block_q4_0 *w, const uint8_t *X, size_t xs, int tt,
-                          float *out) {
-    __m256 acc[GEMM_TT];
-    for (int t = 0; t < GEMM_TT; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_sub_epi8(nibbles32(w[i].qs), _mm256_set1_epi8(8));
-        const __m256i qa = _mm256_sign_epi8(q, q);
-        const float dw = h2f(w[i].d);
-        for (int t = 0; t < tt; t++) {
-            const mn_block_q8_0 *x = (const mn_block_q8_0 *)(X + t * xs) + i;
-            const __m256i si = dot_us(qa, _mm256_sign_epi8(load256(x->qs), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * h2f(x->d)), acc[t]);
-        }
+
+#define TILE2(name, WT, R, TT)                                                                            \
+    static void name(const plan2 *P, const uint8_t *w, size_t wrow, const uint8_t *a, size_t atok, float *out) { \
+        tile2(WT, R, TT, P, w, wrow, a, atok, out);                                                       \
     }
-    for (int t = 0; t < tt; t++) out[t] = hsum8(acc[t]);
-}
-static void gemm_row_q8_0(int64_t nb, const mn_block_q8_0 *w, const uint8_t *X, size_t xs, int tt,
-                          float *out) {
-    __m256 acc[GEMM_TT];
-    for (int t = 0; t < GEMM_TT; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = load256(w[i].qs);
-        const __m256i qa = _mm256_sign_epi8(q, q);
-        const float dw = h2f(w[i].d);
-        for (int t = 0; t < tt; t++) {
-            const mn_block_q8_0 *x = (const mn_block_q8_0 *)(X + t * xs) + i;
-            const __m256i si = dot_us(qa, _mm256_sign_epi8(load256(x->qs), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(dw * h2f(x->d)), acc[t]);
-        }
-    }
-    for (int t = 0; t < tt; t++) out[t] = hsum8(acc[t]);
-}
+#define TILE2_SET(pfx, WT)                                                                                \
+    TILE2(pfx##_11, WT, 1, 1) TILE2(pfx##_12, WT, 1, 2) TILE2(pfx##_21, WT, 2, 1) TILE2(pfx##_22, WT, 2, 2) \
+    static void (*const pfx##_tab[2][2])(const plan2 *, const uint8_t *, size_t, const uint8_t *, size_t, float *) = { \
+        {pfx##_11, pfx##_12}, {pfx##_21, pfx##_22}};
+TILE2_SET(t2q41, MN_TYPE_Q4_1)
+TILE2_SET(t2q40, MN_TYPE_Q4_0)
+TILE2_SET(t2q80, MN_TYPE_Q8_0)
 
 int mn_gemm_avx2(int wtype, int64_t K, const void *W, size_t w_stride, int64_t r0, int64_t r1,
                  const void *X, size_t x_stride, int64_t T, float *Y, int64_t ldy) {
-    if (wtype != MN_TYPE_Q4_1 && wtype != MN_TYPE_Q4_0 && wtype != MN_TYPE_Q8_0) return 0;
-    const int64_t nb = K / MN_QK;
+    plan2 P = {wtype, 0, 0, 0, 0, K / MN_QK, 0};
+    switch (wtype) {
+    case MN_TYPE_Q4_1: P.wblk = 20, P.wqs = 4, P.ablk = 36, P.aqs = 4; break;
+    case MN_TYPE_Q4_0: P.wblk = 18, P.wqs = 2, P.ablk = 34, P.aqs = 2; break;
+    case MN_TYPE_Q8_0: P.wblk = 34, P.wqs = 2, P.ablk = 34, P.aqs = 2; break;
+    default: return 0;
+    }
+    if (K <= 0 || K % MN_QK) return 0;
+    P.ng = (P.nb + 7) / 8;
+    const size_t a_bytes = (size_t)P.ng * G2_ABYTES, w_bytes = (size_t)P.ng * G2_WBYTES;
+    int64_t tc = (int64_t)((512u << 10) / a_bytes) & ~(int64_t)1;
+    if (tc < 2) tc = 2;
+    if (tc > T) tc = T;
+    int64_t rblk = (int64_t)((16u << 10) / w_bytes) & ~(int64_t)1;
+    if (rblk < 2) rblk = 2;
+    uint8_t *abuf = mn_quant_scratch((size_t)tc * a_bytes + (size_t)rblk * w_bytes);
+    if (!abuf) return 0;
+    uint8_t *wbuf = abuf + (size_t)tc * a_bytes;
+    void (*const(*tab)[2])(const plan2 *, const uint8_t *, size_t, const uint8_t *, size_t, float *) =
+        wtype == MN_TYPE_Q4_1 ? t2q41_tab : wtype == MN_TYPE_Q4_0 ? t2q40_tab : t2q80_tab;
     const uint8_t *w = W, *x = X;
-    for (int64_t t0 = 0; t0 < T; t0 += GEMM_TT) {
-        const int tt = (int)(T - t0 < GEMM_TT ? T - t0 : GEMM_TT);
-        const uint8_t *xt = x + (size_t)t0 * x_stride;
-        for (int64_t r = r0; r < r1; r++) {
-            float out[GEMM_TT];
-            const void *wr = w + (size_t)r * w_stride;
-            if (wtype == MN_TYPE_Q4_1) gemm_row_q4_1(nb, wr, xt, x_stride, tt, out);
-            else if (wtype == MN_TYPE_Q4_0) gemm_row_q4_0(nb, wr, xt, x_stride, tt, out);
-            else gemm_row_q8_0(nb, wr, xt, x_stride, tt, out);
-            for (int t = 0; t < tt; t++) Y[(t0 + t) * ldy + r] = out[t];
+    for (int64_t c0 = 0; c0 < T; c0 += tc) {
+        const int64_t nt = T - c0 < tc ? T - c0 : tc;
+        if (wtype != MN_TYPE_Q8_0)
+            for (int64_t t = 0; t < nt; t++) act_repack2(&P, x + (size_t)(c0 + t) * x_stride, abuf + (size_t)t * a_bytes);
+        else /* Q8_0 activations: same transposed layout, no aux */
+            for (int64_t t = 0; t < nt; t++) {
+                plan2 Q = P;
+                Q.wtype = MN_TYPE_Q4_0; /* aux is computed but unused */
+                act_repack2(&Q, x + (size_t)(c0 + t) * x_stride, abuf + (size_t)t * a_bytes);
+            }
+        if (nt <= 3) {
+            float *Yc = Y + c0 * ldy;
+            if (wtype == MN_TYPE_Q4_1) d2q41(&P, w, w_stride, r0, r1, abuf, a_bytes, (int)nt, Yc, ldy);
+            else if (wtype == MN_TYPE_Q4_0) d2q40(&P, w, w_stride, r0, r1, abuf, a_bytes, (int)nt, Yc, ldy);
+            else d2q80(&P, w, w_stride, r0, r1, abuf, a_bytes, (int)nt, Yc, ldy);
+            continue;
+        }
+        for (int64_t rb = r0; rb < r1; rb += rblk) {
+            const int64_t re = rb + rblk < r1 ? rb + rblk : r1;
+            for (int64_t r = rb; r < re; r++) w_repack2(&P, w + (size_t)r * w_stride, wbuf + (size_t)(r - rb) * w_bytes);
+            for (int64_t t = 0; t < nt; t += 2) {
+                const int TT = nt - t >= 2 ? 2 : 1;
+                for (int64_t r = rb; r < re; r += 2) {
+                    const int R = re - r >= 2 ? 2 : 1;
+                    float out[4];
+                    tab[R - 1][TT - 1](&P, wbuf + (size_t)(r - rb) * w_bytes, w_bytes, abuf + (size_t)t * a_bytes,
+                                       a_bytes, out);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < R; i++)
+                        for (int j = 0; j < TT; j++) Y[(c0 + t + j) * ldy + r + i] = out[i * 2 + j];
+                }
+            }
         }
     }
     return 1;

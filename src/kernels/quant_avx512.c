@@ -22,9 +22,13 @@
  * activations, the lane's initial accumulator -k*sum(a) that turns unsigned
  * weights back into signed ones (Q4_0: w = q - 8, k = 8; Q8_0: weights are
  * fed as w ^ 0x80 = w + 128, k = 128). Integer sums stay exact.
- * Small T: each weight group is unpacked in registers and used for all
- * tokens. Larger T: a tile of 4 rows is unpacked once into an L1 buffer and
- * a 4x4 (rows x tokens) micro-kernel streams the activations.
+ * Scales are gathered (vpgatherdd) or permuted out of the loaded blocks.
+ * T <= 3: each weight group is unpacked in registers and used for all tokens
+ * (with a software prefetch ~2 KiB ahead: decode streams weights from DRAM).
+ * Larger T: a block of rows (~32 KiB unpacked) is unpacked once into an L1
+ * buffer and a 4x3 (rows x tokens) micro-kernel with 12 independent vpdpbusd
+ * chains runs over it, each 3-token activation slice staying in L1; 16
+ * accumulators are reduced together by one shuffle tree (hsum16).
  */
 #include <immintrin.h>
 
@@ -63,14 +67,6 @@ typedef struct {
 static ALWAYS_INLINE __m512i nib_lo(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
 static ALWAYS_INLINE __m512i nib_hi(__m512i v) {
     return _mm512_and_si512(_mm512_srli_epi32(v, 4), _mm512_set1_epi8(0x0F));
-}
-/* pi(l) = 4*(l%4) + l/4 as a permute index (G16 lane order). */
-static ALWAYS_INLINE __m512i idx_g16(void) {
-    return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-}
-/* G8 lane l -> block 2*(l%4) + l/8. */
-static ALWAYS_INLINE __m512i idx_g8(void) {
-    return _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
 }
 /* pair: lanes 0-7 <- element a, 8-15 <- element b of a small vector */
 static ALWAYS_INLINE __m512i idx_pair(int a, int b) {
@@ -118,12 +114,9 @@ static ALWAYS_INLINE void wg16_q4_0(const uint8_t *p, wgroup *g) {
         g->v[i] = nib_lo(Z[i]);
         g->v[4 + i] = nib_hi(Z[i]);
     }
-    const __m256i h0 = _mm256_setr_epi16(
-        (short)mn_rd16(p), (short)mn_rd16(p + 18), (short)mn_rd16(p + 36), (short)mn_rd16(p + 54),
-        (short)mn_rd16(p + 72), (short)mn_rd16(p + 90), (short)mn_rd16(p + 108), (short)mn_rd16(p + 126),
-        (short)mn_rd16(p + 144), (short)mn_rd16(p + 162), (short)mn_rd16(p + 180), (short)mn_rd16(p + 198),
-        (short)mn_rd16(p + 216), (short)mn_rd16(p + 234), (short)mn_rd16(p + 252), (short)mn_rd16(p + 270));
-    g->dw = _mm512_permutexvar_ps(idx_g16(), _mm512_cvtph_ps(h0));
+    /* d of block pi(l) = 4*(l%4) + l/4, read as the dword at 18*pi(l) */
+    const __m512i off = _mm512_setr_epi32(0, 72, 144, 216, 18, 90, 162, 234, 36, 108, 180, 252, 54, 126, 198, 270);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(off, p, 1)));
     g->mw = _mm512_setzero_ps();
 }
 /* 8 Q8_0 blocks (34 bytes each), weights fed as w ^ 0x80. */
@@ -135,10 +128,9 @@ static ALWAYS_INLINE void wg8_q8_0(const uint8_t *p, wgroup *g) {
     const __m512i x80 = _mm512_set1_epi8((char)0x80);
     #pragma GCC unroll 8
     for (int i = 0; i < 4; i++) g->v[i] = _mm512_xor_si512(P[i], x80);
-    const __m128i h = _mm_setr_epi16((short)mn_rd16(p), (short)mn_rd16(p + 34), (short)mn_rd16(p + 68),
-                                     (short)mn_rd16(p + 102), (short)mn_rd16(p + 136), (short)mn_rd16(p + 170),
-                                     (short)mn_rd16(p + 204), (short)mn_rd16(p + 238));
-    g->dw = _mm512_permutexvar_ps(idx_g8(), _mm512_castps256_ps512(_mm256_cvtph_ps(h)));
+    /* d of block 2*(l%4) + l/8, read as the dword at 34*block */
+    const __m512i off = _mm512_setr_epi32(0, 68, 136, 204, 0, 68, 136, 204, 34, 102, 170, 238, 34, 102, 170, 238);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(off, p, 1)));
     g->mw = _mm512_setzero_ps();
 }
 /* 2 (or 1, n==1) blocks in one vector. */
@@ -237,11 +229,10 @@ static int make_plan(int wtype, int64_t K, plan *P) {
 /* ---------------------------------------------------- activation repack */
 
 /* Scales of the activation blocks whose indices are listed per lane
- * (-1: lane unused): dav = d, aux = s * sdiv (Q8_1 only). */
+ * (-1: lane unused): dav = d, aux = s * sdiv (Q8_1 only). Pair/single groups. */
 static ALWAYS_INLINE void act_scales(const plan *P, const uint8_t *x, const int *blk, float sdiv,
                                      uint8_t *dav, uint8_t *aux) {
     float d[16], s[16];
-    #pragma GCC unroll 8
     for (int l = 0; l < 16; l++) {
         d[l] = s[l] = 0.0f;
         if (blk[l] < 0) continue;
@@ -251,6 +242,17 @@ static ALWAYS_INLINE void act_scales(const plan *P, const uint8_t *x, const int 
     }
     memcpy(dav, d, 64);
     if (!P->init_mul) memcpy(aux, s, 64);
+}
+/* Same for main groups, every lane used: one gather of the leading dword
+ * (d, and s for Q8_1) of each lane's block. */
+static ALWAYS_INLINE void act_scales_g(const plan *P, const uint8_t *x, const int *blk, float sdiv, uint8_t *dav,
+                                       uint8_t *aux) {
+    const __m512i off = _mm512_mullo_epi32(_mm512_loadu_si512(blk), _mm512_set1_epi32(P->ablk));
+    const __m512i g = _mm512_i32gather_epi32(off, x, 1);
+    st512f(dav, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)));
+    if (!P->init_mul)
+        st512f(aux, _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16))),
+                                  _mm512_set1_ps(sdiv)));
 }
 /* aux = init_mul * (per-lane sum of the nv vectors' bytes) */
 static ALWAYS_INLINE void act_init(const plan *P, const uint8_t *q, int nv, uint8_t *aux) {
@@ -285,7 +287,7 @@ static void act_repack(const plan *P, const uint8_t *x, uint8_t *o) {
                 st512(o + 64 * i, lo[i]);
                 st512(o + 64 * (4 + i), hi[i]);
             }
-            act_scales(P, x, blk16, 1.0f, o + 8 * 64, o + 9 * 64);
+            act_scales_g(P, x, blk16, 1.0f, o + 8 * 64, o + 9 * 64);
             if (P->init_mul) act_init(P, o, 8, o + 9 * 64);
             o += agroup_bytes(8);
             x += 16 * ab;
@@ -296,7 +298,7 @@ static void act_repack(const plan *P, const uint8_t *x, uint8_t *o) {
             tr4(&E[0], &E[1], &E[2], &E[3]);
             #pragma GCC unroll 8
             for (int i = 0; i < 4; i++) st512(o + 64 * i, E[i]);
-            act_scales(P, x, blk8, 0.5f, o + 4 * 64, o + 5 * 64);
+            act_scales_g(P, x, blk8, 0.5f, o + 4 * 64, o + 5 * 64);
             if (P->init_mul) act_init(P, o, 4, o + 5 * 64);
             o += agroup_bytes(4);
             x += 8 * ab;
@@ -510,18 +512,20 @@ static ALWAYS_INLINE void tile(int wtype, int R, int TT, const plan *P, const ui
                      int64_t t0) {                                                                        \
         tile(WT, R, TT, P, wbuf, A, Y, ldy, r, t0);                                                      \
     }
+/* Tile: 4 rows x TILE_T tokens: 4*3 integer + 4*3 float accumulators + 4
+ * weight vectors + 1 activation vector fit the 32 zmm registers. */
+#define TILE_T 3
+/* Instances for R in {1, 4} and TT in 1..TILE_T (= 3). */
 #define TILE_SET(pfx, WT)                 \
     TILE_FN(pfx##_4_1, WT, 4, 1)          \
     TILE_FN(pfx##_4_2, WT, 4, 2)          \
     TILE_FN(pfx##_4_3, WT, 4, 3)          \
-    TILE_FN(pfx##_4_4, WT, 4, 4)          \
     TILE_FN(pfx##_1_1, WT, 1, 1)          \
     TILE_FN(pfx##_1_2, WT, 1, 2)          \
     TILE_FN(pfx##_1_3, WT, 1, 3)          \
-    TILE_FN(pfx##_1_4, WT, 1, 4)          \
-    static void (*const pfx##_tab[2][4])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, \
+    static void (*const pfx##_tab[2][3])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, \
                                          int64_t, int64_t) = {                                          \
-        {pfx##_1_1, pfx##_1_2, pfx##_1_3, pfx##_1_4}, {pfx##_4_1, pfx##_4_2, pfx##_4_3, pfx##_4_4}};
+        {pfx##_1_1, pfx##_1_2, pfx##_1_3}, {pfx##_4_1, pfx##_4_2, pfx##_4_3}};
 
 TILE_SET(tq41, MN_TYPE_Q4_1)
 TILE_SET(tq40, MN_TYPE_Q4_0)
@@ -538,9 +542,6 @@ DIRECT_FN(direct_q41, MN_TYPE_Q4_1)
 DIRECT_FN(direct_q40, MN_TYPE_Q4_0)
 DIRECT_FN(direct_q80, MN_TYPE_Q8_0)
 
-/* Tile: 4 rows x TILE_T tokens: 4*3 integer + 4*3 float accumulators + 4
- * weight vectors + 1 activation vector fit the 32 zmm registers. */
-#define TILE_T 3
 /* Tokens at most this many use the register-only path. */
 #define DIRECT_MAX_T 3
 /* Repacked activations kept per pass (they are streamed once per 4 rows). */
@@ -561,7 +562,7 @@ int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t
     if (!scratch) return 0;
     uint8_t *abuf = scratch, *wbuf = scratch + (size_t)tc * P.a_bytes;
     const uint8_t *w = W, *x = X;
-    void (*const(*tab)[4])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, int64_t, int64_t) =
+    void (*const(*tab)[3])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, int64_t, int64_t) =
         wtype == MN_TYPE_Q4_1 ? tq41_tab : wtype == MN_TYPE_Q4_0 ? tq40_tab : tq80_tab;
 
     for (int64_t c0 = 0; c0 < T; c0 += tc) {
