@@ -5,8 +5,10 @@
 # enabling it; the AVX-512/VNNI kernels are what llama.cpp uses for this model anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+make --no-print-directory all >/dev/null
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-T=${T:-2}; P=${P:-512}; N=${N:-128}; R=${R:-3}
+T=${T:-2}; P=${P:-512}; N=${N:-128}; R=${R:-3}; OUT=${OUT:-bench/last-run.jsonl}
+: > "$OUT"
 if ! python3 -c "import llama_cpp" 2>/dev/null; then
   echo "bench: installing llama-cpp-python==0.3.36 (source build)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=ON \
@@ -15,8 +17,7 @@ if ! python3 -c "import llama_cpp" 2>/dev/null; then
     python3 -m pip install --quiet llama-cpp-python==0.3.36
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%F)"
-echo "mnemo ISA: $(MNEMO_VERBOSE=1 ./mnemo bench -p 1 -n 0 -r 1 2>&1 | grep -o 'isa [a-z0-9]*' || true)"
 for i in 1 2; do  # alternate the two engines so drift in machine load hits both
-  ./mnemo bench -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a /tmp/mnemo-bench.jsonl
-  python3 bench/llamacpp_bench.py -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a /tmp/mnemo-bench.jsonl
+  ./mnemo bench -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a "$OUT"
+  python3 bench/llamacpp_bench.py -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a "$OUT"
 done

@@ -29,6 +29,8 @@ enum {
 const char *mn_last_error(void);
 /* Short description of a status code. */
 const char *mn_strerror(int code);
+/* The instruction set the kernels were dispatched to: "avx512", "avx2" or "scalar". */
+const char *mn_cpu_isa_name(void);
 
 /* ---------------------------------------------------------------- models */
 typedef struct mn_model mn_model;

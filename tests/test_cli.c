@@ -72,6 +72,21 @@ int main(void) {
     rc2 = run("generate -p \"Once upon a time\" -n 6 --temp 0.9 --seed 7 -q", out2, sizeof out2);
     CHECK(rc == 0 && !strcmp(out, out2), "same seed, same text");
 
+    /* ppl --json: one JSON object with ppl, tokens and seconds */
+    rc = run("ppl -f ../shared/data/eval/books/pg3261-news-from-nowhere.txt --ctx 128 --max-tokens 512 --json -t 2",
+             out, sizeof out);
+    double ppl = 0;
+    long toks = 0;
+    const char *pp = strstr(out, "\"ppl\": "), *pt = strstr(out, "\"tokens\": ");
+    CHECK(rc == 0 && pp && pt && strstr(out, "\"seconds\": "), "ppl --json: %d %s", rc, out);
+    if (pp && pt) {
+        sscanf(pp + 7, "%lf", &ppl);
+        sscanf(pt + 10, "%ld", &toks);
+    }
+    CHECK(ppl > 2 && ppl < 200 && toks == 4 * 63, "ppl %g over %ld tokens", ppl, toks);
+    rc = run("ppl -f tests/test.h --ctx 4096", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "at least"), "ppl on a too-short text: %d %s", rc, out);
+
     /* a prompt longer than the context is refused, not truncated silently */
     rc = run("generate -p \"one two three four five six seven eight nine ten\" -c 8 -n 4", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "context"), "overlong prompt: %d %s", rc, out);

@@ -99,13 +99,13 @@ int cmd_bench(int argc, char **argv) {
         char desc[512];
         mn_model_describe(m, desc, sizeof desc);
         if (json) {
-            printf("{\"model\": \"%s\", \"threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"reps\": %ld, "
+            printf("{\"engine\": \"mnemo\", \"isa\": \"%s\", \"model\": \"%s\", \"threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"reps\": %ld, "
                    "\"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
                    "\"peak_rss_mib\": %.1f}\n",
-                   mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, ppm, pps, tgm, tgs,
+                   mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, ppm, pps, tgm, tgs,
                    rss / 1024.0);
         } else {
-            printf("%s\nthreads %d\n", desc, mn_context_n_threads(ctx));
+            printf("%s\nthreads %d, kernels %s\n", desc, mn_context_n_threads(ctx), mn_cpu_isa_name());
             if (n_prompt > 0) printf("pp%-5ld %9.2f +/- %.2f tok/s\n", n_prompt, ppm, pps);
             if (n_gen > 0) printf("tg%-5ld %9.2f +/- %.2f tok/s\n", n_gen, tgm, tgs);
             printf("peak RSS %.1f MiB\n", rss / 1024.0);

@@ -269,3 +269,5 @@ int mn_model_describe(const mn_model *m, char *buf, size_t cap) {
                     mn_type_layout_get(m->layers[0].wq.type)->name, mn_type_layout_get(m->tok_embd.type)->name,
                     m->output.data == m->tok_embd.data ? " (tied output)" : "");
 }
+
+const char *mn_cpu_isa_name(void) { return mn_isa_name(mn_cpu_isa()); }
