@@ -112,6 +112,50 @@ typedef void (*mn_ppl_progress_fn)(void *user, int64_t windows, int64_t tokens, 
 int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, int32_t stride, int32_t bos,
                   mn_ppl_progress_fn progress, void *user, mn_ppl_result *res);
 
+/* ------------------------------------------------- long-context streams
+ * A stream feeds an unbounded token sequence through a context, evicting KV
+ * cells as its mode requires so that the cache stays bounded:
+ *   FULL      keep everything (an error once the context is full);
+ *   TRUNCATE  keep the last `window` tokens;
+ *   SINKS     keep the first n_sinks tokens and the most recent ones, `window`
+ *             cells in all (StreamingLLM).
+ * Kept cells are re-positioned to stay contiguous from 0 (RoPE is relative,
+ * so the recent tokens keep their distances to each other), which keeps every
+ * position inside the model's trained range however long the stream runs. */
+typedef enum {
+    MN_MODE_FULL = 0,
+    MN_MODE_TRUNCATE = 1,
+    MN_MODE_SINKS = 2,
+} mn_mode;
+
+typedef struct {
+    mn_mode mode;
+    int32_t window;  /* cells kept by TRUNCATE/SINKS; <= 0: the context size */
+    int32_t n_sinks; /* SINKS: leading tokens kept (default 4) */
+} mn_stream_params;
+
+typedef struct mn_stream mn_stream;
+mn_stream_params mn_stream_default_params(void);
+/* Parses "full", "truncate", "sinks"; -1 if unknown. */
+int mn_mode_parse(const char *name);
+const char *mn_mode_name(mn_mode mode);
+/* The stream uses (and clears) ctx's KV cache; ctx must outlive it. */
+int mn_stream_create(mn_context *ctx, const mn_stream_params *p, mn_stream **out);
+void mn_stream_free(mn_stream *s);
+void mn_stream_reset(mn_stream *s);
+/* Feeds n tokens (any n: they are split so each piece fits the window after
+ * eviction). logits as in mn_decode; with logits_all every row is returned. */
+int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, int logits_all);
+/* Tokens fed since creation/reset, and tokens evicted from the cache. */
+int64_t mn_stream_n_seen(const mn_stream *s);
+int64_t mn_stream_n_evicted(const mn_stream *s);
+
+/* Perplexity of ids[0..n) read as one stream: fed in pieces of `chunk` tokens,
+ * every token from index score_from (>= 1) on is scored with the logits of the
+ * token before it. Resets the stream first. */
+int mn_stream_perplexity(mn_stream *s, const int32_t *ids, int64_t n, int32_t chunk, int64_t score_from,
+                         mn_ppl_progress_fn progress, void *user, mn_ppl_result *res);
+
 /* ------------------------------------------------------------- tokenizer
  * The tokenizer of a model: mn_model_tokenizer(model). */
 enum { MN_TOKEN_NONE = -1 };

@@ -28,8 +28,9 @@ PY
 fi
 echo "model: $MODEL ok"
 
-VOCABS="ggml-vocab-llama-spm.gguf ggml-vocab-llama-bpe.gguf ggml-vocab-gpt-2.gguf"
-if [ ! -f .cache/vocab/.done-$LCP_VER ]; then
+VOCABS=""
+for v in llama-spm llama-bpe gpt-2; do VOCABS="$VOCABS ggml-vocab-$v.gguf ggml-vocab-$v.gguf.inp ggml-vocab-$v.gguf.out"; done
+if [ ! -f .cache/vocab/.done2-$LCP_VER ]; then
   mkdir -p .cache/vocab .cache/dl
   echo "vocab: pip download llama-cpp-python==$LCP_VER (source, for its test vocabularies)"
   $PIP download --quiet --no-deps --no-binary :all: --no-build-isolation -d .cache/dl "llama-cpp-python==$LCP_VER" 2>/dev/null \
@@ -48,6 +49,6 @@ with tarfile.open(tgz) as t:
 if want: sys.exit('vocab: missing from sdist: ' + ' '.join(sorted(want)))
 PY
   rm -f .cache/dl/llama_cpp_python-*.tar.gz
-  touch .cache/vocab/.done-$LCP_VER
+  touch .cache/vocab/.done2-$LCP_VER
 fi
 echo "vocab: .cache/vocab ok"

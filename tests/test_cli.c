@@ -87,6 +87,20 @@ int main(void) {
     rc = run("ppl -f tests/test.h --ctx 4096", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "at least"), "ppl on a too-short text: %d %s", rc, out);
 
+    /* long-context modes: generation runs past a 24-cell window; ppl reports the mode */
+    rc = run("generate -p \"Once upon a time\" -n 60 --temp 0 -q --mode sinks --window 24", out, sizeof out);
+    CHECK(rc == 0 && strlen(out) > 100, "generate --mode sinks: %d '%s'", rc, out);
+    rc = run("generate -p \"Once upon a time\" -n 60 --temp 0 -q -c 24", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "context full"), "plain context stops when full: %d '%s'", rc, out);
+    rc = run("ppl -f ../shared/data/eval/books/pg14851.txt --mode truncate --window 64 --max-tokens 300 --json",
+             out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"mode\": \"truncate\"") && strstr(out, "\"tokens\": 299"), "ppl --mode: %d %s",
+          rc, out);
+    rc = run("ppl -f ../shared/data/eval/books/pg14851.txt --mode full --ctx 128 --max-tokens 300", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "--mode truncate|sinks"), "full mode too long: %d %s", rc, out);
+    rc = run("ppl -f tests/test.h --mode memory", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "not yet implemented"), "memory mode: %d %s", rc, out);
+
     /* a prompt longer than the context is refused, not truncated silently */
     rc = run("generate -p \"one two three four five six seven eight nine ten\" -c 8 -n 4", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "context"), "overlong prompt: %d %s", rc, out);

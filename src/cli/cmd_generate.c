@@ -14,6 +14,8 @@ typedef struct {
     long n_predict, n_ctx, threads, seed, top_k, last_n;
     double temp, top_p, min_p, repeat;
     int raw, no_special, quiet;
+    int mode;          /* -1: plain context; else an mn_mode */
+    long window, sinks;
 } gen_opts;
 
 static void gen_defaults(gen_opts *o) {
@@ -29,6 +31,9 @@ static void gen_defaults(gen_opts *o) {
     o->min_p = sp.min_p;
     o->repeat = sp.repeat_penalty;
     o->last_n = sp.repeat_last_n;
+    o->mode = -1;
+    o->window = 1024;
+    o->sinks = 4;
 }
 
 static const char *SAMPLING_HELP =
@@ -88,9 +93,15 @@ static int parse_common(const char *cmd, gen_opts *o, int argc, char **argv, int
 typedef struct {
     mn_model *m;
     mn_context *ctx;
+    mn_stream *stream; /* NULL: plain context */
     mn_sampler *smp;
     float *logits;
 } session;
+
+/* Runs tokens through the stream if there is one (it evicts as its mode says). */
+static int session_feed(session *s, const int32_t *ids, int32_t n) {
+    return s->stream ? mn_stream_feed(s->stream, ids, n, s->logits, 0) : mn_decode(s->ctx, ids, n, s->logits, 0);
+}
 
 static int session_open(const gen_opts *o, session *s) {
     memset(s, 0, sizeof *s);
@@ -98,7 +109,15 @@ static int session_open(const gen_opts *o, session *s) {
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)o->n_ctx;
     cp.n_threads = (int)o->threads;
+    if (o->mode > MN_MODE_FULL) cp.n_ctx = (int32_t)o->window;
     if (mn_context_create(s->m, &cp, &s->ctx)) return cli_fail("cannot create context");
+    if (o->mode >= 0) {
+        mn_stream_params stp = mn_stream_default_params();
+        stp.mode = (mn_mode)o->mode;
+        stp.window = o->mode > MN_MODE_FULL ? (int32_t)o->window : 0;
+        stp.n_sinks = (int32_t)o->sinks;
+        if (mn_stream_create(s->ctx, &stp, &s->stream)) return cli_fail("stream");
+    }
     mn_sampler_params sp = mn_sampler_default_params();
     sp.temperature = (float)o->temp;
     sp.top_k = (int32_t)o->top_k;
@@ -115,6 +134,7 @@ static int session_open(const gen_opts *o, session *s) {
 
 static void session_close(session *s) {
     free(s->logits);
+    mn_stream_free(s->stream);
     mn_sampler_free(s->smp);
     mn_context_free(s->ctx);
     mn_model_free(s->m);
@@ -127,7 +147,7 @@ static int run_generation(session *s, const int32_t *ids, int64_t n, long n_pred
     const mn_tokenizer *tok = mn_model_tokenizer(s->m);
     double t0 = cli_now();
     for (int64_t i = 0; i < n; i++) mn_sampler_accept(s->smp, ids[i]);
-    if (n > 0 && mn_decode(s->ctx, ids, (int32_t)n, s->logits, 0)) return cli_fail("prompt");
+    if (n > 0 && session_feed(s, ids, (int32_t)n)) return cli_fail("prompt");
     double t1 = cli_now();
     int64_t g = 0;
     char piece[256];
@@ -138,12 +158,13 @@ static int run_generation(session *s, const int32_t *ids, int64_t n, long n_pred
         int len = cli_piece(tok, id, piece, sizeof piece);
         if (len > 0) fwrite(piece, 1, (size_t)len, stdout);
         fflush(stdout);
-        if (mn_kv_n_cells(s->ctx) >= mn_context_n_ctx(s->ctx)) {
-            fprintf(stderr, "\nmnemo: context full (%d tokens); stopping\n", mn_context_n_ctx(s->ctx));
+        if (!s->stream && mn_kv_n_cells(s->ctx) >= mn_context_n_ctx(s->ctx)) {
+            fprintf(stderr, "\nmnemo: context full (%d tokens); stopping (--mode sinks keeps going)\n",
+                    mn_context_n_ctx(s->ctx));
             g++;
             break;
         }
-        if (mn_decode(s->ctx, &id, 1, s->logits, 0)) return cli_fail("decode");
+        if (session_feed(s, &id, 1)) return cli_fail("decode");
     }
     *n_gen = g;
     *t_prompt = t1 - t0;
@@ -162,6 +183,10 @@ int cmd_generate(int argc, char **argv) {
                    "  -p TEXT           the prompt\n"
                    "  -f FILE           read the prompt from FILE\n"
                    "  --no-special      treat special-token text like <|im_start|> as plain text\n"
+                   "  --mode M          full | truncate | sinks: how the cache is bounded when the prompt plus\n"
+                   "                    output outgrow it (truncate keeps the last --window tokens; sinks also\n"
+                   "                    keeps the first --sinks, default 4; both run for any length)\n"
+                   "  --window N        cells kept by truncate/sinks (default 1024)\n"
                    "  -q                no timing summary on stderr\n%s",
                    SAMPLING_HELP);
             return 0;
@@ -175,6 +200,16 @@ int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             if (i + 1 >= argc) return cli_usage_error("generate", "-f needs a value");
             o.prompt_file = argv[++i];
+        } else if (!strcmp(a, "--mode")) {
+            if (i + 1 >= argc || (o.mode = mn_mode_parse(argv[i + 1])) < 0)
+                return cli_usage_error("generate", "--mode must be full, truncate or sinks");
+            i++;
+        } else if (!strcmp(a, "--window")) {
+            if (cli_parse_int("generate", a, i + 1 < argc ? argv[i + 1] : NULL, 8, 1 << 22, &o.window)) return 2;
+            i++;
+        } else if (!strcmp(a, "--sinks")) {
+            if (cli_parse_int("generate", a, i + 1 < argc ? argv[i + 1] : NULL, 0, 1 << 20, &o.sinks)) return 2;
+            i++;
         } else if (!strcmp(a, "--no-special")) {
             o.no_special = 1;
         } else if (!strcmp(a, "-q")) {
@@ -198,7 +233,7 @@ int cmd_generate(int argc, char **argv) {
     int64_t n = 0;
     if (!rc) rc = cli_tokenize(s.m, text, len, mn_tokenizer_adds_bos(mn_model_tokenizer(s.m)), !o.no_special, &ids, &n);
     if (!rc && n == 0) rc = cli_usage_error("generate", "the prompt is empty");
-    if (!rc && n >= mn_context_n_ctx(s.ctx)) {
+    if (!rc && !s.stream && n >= mn_context_n_ctx(s.ctx)) {
         fprintf(stderr, "mnemo: the prompt has %lld tokens but the context holds %d; use a larger -c or a shorter prompt\n",
                 (long long)n, mn_context_n_ctx(s.ctx));
         rc = 1;

@@ -11,19 +11,83 @@ static void progress(void *user, int64_t windows, int64_t tokens, double ppl) {
     fflush(stderr);
 }
 
+/* Long-context perplexity: the whole text as one stream under a mode. */
+static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, long n_ctx, long window, long sinks,
+                      long chunk, long score_from, long threads, int json) {
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = (mn_mode)mode;
+    sp.n_sinks = (int32_t)sinks;
+    if (mode == MN_MODE_FULL) {
+        if (!n_ctx) n_ctx = n < mn_model_n_ctx_train(m) ? (long)n : mn_model_n_ctx_train(m);
+        if (n > n_ctx) {
+            fprintf(stderr,
+                    "mnemo: full attention holds %ld tokens but the text has %lld; use --max-tokens %ld, a larger "
+                    "--ctx, or --mode truncate|sinks\n",
+                    n_ctx, (long long)n, n_ctx);
+            return 1;
+        }
+        sp.window = (int32_t)n_ctx;
+    } else {
+        n_ctx = window;
+        sp.window = (int32_t)window;
+    }
+    if (!chunk) chunk = sp.window / 8 > 0 ? sp.window / 8 : 1;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = (int32_t)n_ctx;
+    cp.n_batch = (int32_t)(chunk < 512 ? chunk : 512);
+    cp.n_threads = (int)threads;
+    mn_context *ctx;
+    if (mn_context_create(m, &cp, &ctx)) return cli_fail("context");
+    mn_stream *s;
+    if (mn_stream_create(ctx, &sp, &s)) {
+        mn_context_free(ctx);
+        return cli_fail("stream");
+    }
+    mn_ppl_result res;
+    double t0 = cli_now();
+    int rc = 0;
+    if (mn_stream_perplexity(s, ids, n, (int32_t)chunk, score_from, json ? NULL : progress, NULL, &res)) {
+        rc = cli_fail("perplexity");
+    } else {
+        double secs = cli_now() - t0;
+        size_t kv = mn_context_kv_bytes(ctx);
+        if (json)
+            printf("{\"mode\": \"%s\", \"window\": %d, \"sinks\": %d, \"chunk\": %ld, \"ppl\": %.6f, "
+                   "\"ppl_err\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"text_tokens\": %lld, \"seconds\": %.3f, "
+                   "\"kv_bytes\": %zu}\n",
+                   mn_mode_name(sp.mode), sp.window, mode == MN_MODE_SINKS ? sp.n_sinks : 0, chunk, res.ppl,
+                   res.ppl_err, res.nll, (long long)res.tokens, (long long)n, secs, kv);
+        else
+            fprintf(stderr, "\n%s (window %d): ppl = %.4f +/- %.4f over %lld tokens in %.1f s, KV %.1f MiB\n",
+                    mn_mode_name(sp.mode), sp.window, res.ppl, res.ppl_err, (long long)res.tokens, secs,
+                    kv / 1048576.0);
+    }
+    mn_stream_free(s);
+    mn_context_free(ctx);
+    return rc;
+}
+
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
     long n_ctx = 512, stride = 0, threads = 0, max_tokens = 0, batch = 512;
-    int json = 0;
+    long window = 1024, chunk = 0, sinks = 4, score_from = 1;
+    int json = 0, mode = -1, ctx_given = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: mnemo ppl [-m FILE] -f TEXTFILE [--ctx N] [--stride S] [--json]\n\n"
+            printf("usage: mnemo ppl [-m FILE] -f TEXTFILE [--ctx N] [--stride S] [--mode M --window N] [--json]\n\n"
                    "Perplexity of the model on TEXTFILE, computed as llama-perplexity does: windows of N\n"
                    "tokens, each scored on its second half.\n\n"
                    "  --ctx N         window length (default 512)\n"
                    "  --stride S      window start spacing (default N); S < N/2 scores the last S tokens\n"
+                   "\nLong-context modes (the text is read as one stream; every token after --score-from\n"
+                   "is scored once):\n"
+                   "  --mode M        full | truncate | sinks (attention sinks + recent window)\n"
+                   "  --window N      cells kept by truncate/sinks (default 1024)\n"
+                   "  --sinks K       leading tokens kept in sinks mode (default 4)\n"
+                   "  --chunk C       tokens fed per step (default window/8; 1 = token by token)\n"
+                   "  --score-from I  first token index scored (default 1)\n\n"
                    "  --max-tokens N  only use the first N tokens of the text\n"
                    "  -b N            batch size (default 512)\n"
                    "  --json          print one JSON object {ppl, tokens, seconds, ...}\n"
@@ -40,6 +104,24 @@ int cmd_ppl(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) {
             if (cli_parse_int("ppl", a, v, 4, 1 << 22, &n_ctx)) return 2;
+            ctx_given = 1;
+            i++;
+        } else if (!strcmp(a, "--mode")) {
+            if (!v || (mode = mn_mode_parse(v)) < 0)
+                return cli_usage_error("ppl", "--mode must be full, truncate or sinks%s",
+                                       v && !strcmp(v, "memory") ? " (memory mode needs an adapter: not yet implemented)" : "");
+            i++;
+        } else if (!strcmp(a, "--window")) {
+            if (cli_parse_int("ppl", a, v, 8, 1 << 22, &window)) return 2;
+            i++;
+        } else if (!strcmp(a, "--sinks")) {
+            if (cli_parse_int("ppl", a, v, 0, 1 << 20, &sinks)) return 2;
+            i++;
+        } else if (!strcmp(a, "--chunk")) {
+            if (cli_parse_int("ppl", a, v, 1, 1 << 22, &chunk)) return 2;
+            i++;
+        } else if (!strcmp(a, "--score-from")) {
+            if (cli_parse_int("ppl", a, v, 1, 1L << 40, &score_from)) return 2;
             i++;
         } else if (!strcmp(a, "--stride")) {
             if (cli_parse_int("ppl", a, v, 1, 1 << 22, &stride)) return 2;
@@ -84,6 +166,12 @@ int cmd_ppl(int argc, char **argv) {
         return 1;
     }
     if (max_tokens && n > max_tokens) n = max_tokens;
+    if (mode >= 0) {
+        rc = stream_ppl(m, ids, n, mode, ctx_given ? n_ctx : 0, window, sinks, chunk, score_from, threads, json);
+        free(ids);
+        mn_model_free(m);
+        return rc;
+    }
     if (n < 2 * n_ctx) {
         fprintf(stderr, "mnemo: the text has %lld tokens; ppl needs at least 2 x --ctx = %ld\n", (long long)n,
                 2 * n_ctx);
