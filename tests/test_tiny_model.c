@@ -17,6 +17,7 @@
 #include "core/gguf.h"
 #include "kernels/quant.h"
 #include "mnemo.h"
+#include "model/forward.h"
 #include "test.h"
 
 enum { C = 256, H = 4, D = 64, F = 512, V = 260, NL = 2, T = 9 };
@@ -153,6 +154,22 @@ static int write_model(const char *path) {
     return rc;
 }
 
+/* optional LoRA deltas on Q and V of every layer (rank R, scale LS) */
+enum { R = 4 };
+static const double LS = 0.5;
+static int lora_on;
+static float la_q[NL][R * C], lb_q[NL][H * D * R], la_v[NL][R * C], lb_v[NL][H * D * R];
+
+static void lora_d(const float *a, const float *b, int n_out, const double *x, double *y) {
+    double u[R];
+    for (int k = 0; k < R; k++) {
+        u[k] = 0;
+        for (int i = 0; i < C; i++) u[k] += (double)a[k * C + i] * x[i];
+    }
+    for (int o = 0; o < n_out; o++)
+        for (int k = 0; k < R; k++) y[o] += LS * b[o * R + k] * u[k];
+}
+
 static void matvec(const dmat *m, const double *x, double *y) {
     for (int64_t r = 0; r < m->rows; r++) {
         double s = 0;
@@ -189,6 +206,10 @@ static void reference(const int32_t *ids, double *logits /* (T, V) */, int rope_
             matvec(&L[l].wq, xn, q[t]);
             matvec(&L[l].wk, xn, k[t]);
             matvec(&L[l].wv, xn, v[t]);
+            if (lora_on) {
+                lora_d(la_q[l], lb_q[l], H * D, xn, q[t]);
+                lora_d(la_v[l], lb_v[l], KH * D, xn, v[t]);
+            }
             for (int h = 0; h < H; h++) rope_d(q[t] + h * D, t, rope_mode);
             for (int h = 0; h < KH; h++) rope_d(k[t] + h * D, t, rope_mode);
         }
@@ -277,6 +298,54 @@ static void run_config(int kh, double rope_scale) {
         CHECK(e < 0.15, "engine vs double reference: %.4f", e);
         mn_context_free(c);
     }
+    /* LoRA on Q and V of every layer: engine (f32 deltas) vs the reference */
+    for (int l = 0; l < NL; l++)
+        for (int i = 0; i < R * C; i++) {
+            la_q[l][i] = (float)(nrand() / sqrt(C));
+            la_v[l][i] = (float)(nrand() / sqrt(C));
+        }
+    for (int l = 0; l < NL; l++)
+        for (int i = 0; i < H * D * R; i++) {
+            lb_q[l][i] = (float)(nrand() * 0.5);
+            lb_v[l][i] = (float)(nrand() * 0.5);
+        }
+    mn_lora lq[NL], lv[NL];
+    for (int l = 0; l < NL; l++) {
+        lq[l] = (mn_lora){la_q[l], lb_q[l], R};
+        lv[l] = (mn_lora){la_v[l], lb_v[l], R};
+    }
+    mn_lora_set set = {.scale = (float)LS, .q = lq, .v = lv};
+    {
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = 32;
+        cp.n_threads = 2;
+        mn_context *c;
+        CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+        CHECK(mn_context_set_lora(c, &set) == 0, "set lora: %s", mn_last_error());
+        CHECK(mn_decode(c, ids, T, lg, 1) == 0, "decode with LoRA");
+        lora_on = 1;
+        reference(ids, bad, 0);
+        lora_on = 0;
+        double e_lora = rel_err(lg, bad, (int64_t)T * V), e_plain = rel_err(lg, ref, (int64_t)T * V);
+        printf("  with LoRA on Q,V: vs LoRA reference %.4f, vs plain reference %.3f\n", e_lora, e_plain);
+        CHECK(e_lora < 0.15, "LoRA forward vs reference: %.4f", e_lora);
+        CHECK(e_plain > 0.3, "LoRA had too little effect to be tested (%.3f)", e_plain);
+        mn_context_set_lora(c, NULL);
+        mn_kv_clear(c);
+        mn_decode(c, ids, T, lg, 1);
+        CHECK(rel_err(lg, ref, (int64_t)T * V) < 0.15, "removing the LoRA restores the model");
+        mn_context_free(c);
+    }
+    reference(ids, ref, 0);
+    {
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = 32;
+        mn_context *c;
+        mn_context_create(m, &cp, &c);
+        mn_decode(c, ids, T, lg, 1);
+        mn_context_free(c);
+    }
+
     /* the comparison has teeth: plausible bugs land far outside the tolerance */
     reference(ids, bad, 1);
     double e_norope = rel_err(lg, bad, (int64_t)T * V);

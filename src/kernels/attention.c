@@ -5,11 +5,15 @@
 #include <string.h>
 
 void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                          const uint16_t *V, size_t ld, float *out, float *scratch) {
+                          const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
     for (int g = 0; g < G; g++) {
         float *s = scratch + (int64_t)g * n;
         float mx = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
+            if (mask && !mask[j]) {
+                s[j] = -INFINITY;
+                continue;
+            }
             const uint16_t *k = K + (size_t)j * ld;
             float d = 0;
             for (int i = 0; i < D; i++) d += q[(int64_t)g * D + i] * mn_fp16_to_fp32(k[i]);
@@ -22,6 +26,7 @@ void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, 
         float *o = out + (int64_t)g * D;
         memset(o, 0, sizeof(float) * (size_t)D);
         for (int64_t j = 0; j < n; j++) {
+            if (mask && !mask[j]) continue;
             const uint16_t *v = V + (size_t)j * ld;
             float p = s[j] * inv;
             for (int i = 0; i < D; i++) o[i] += p * mn_fp16_to_fp32(v[i]);

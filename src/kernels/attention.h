@@ -17,17 +17,18 @@
 #include "kernels/quant.h"
 
 typedef void (*mn_attn_group_fn)(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                                 const uint16_t *V, size_t ld, float *out, float *scratch);
+                                 const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 
-/* out[g] = sum_j softmax_j(scale * q[g].K_j) V_j for g < G. D must be a multiple of 16. */
+/* out[g] = sum_j softmax_j(scale * q[g].K_j) V_j for g < G, over the rows j < n
+ * with mask[j] != 0 (mask NULL: all n rows). At least one row must be visible. */
 mn_attn_group_fn mn_attn_group_get(void);
 mn_attn_group_fn mn_attn_group_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
 
 void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                          const uint16_t *V, size_t ld, float *out, float *scratch);
+                          const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                        const uint16_t *V, size_t ld, float *out, float *scratch);
+                        const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                          const uint16_t *V, size_t ld, float *out, float *scratch);
+                          const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 
 #endif

@@ -15,15 +15,19 @@ static inline float hsum256(__m256 v) {
 }
 
 void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                        const uint16_t *V, size_t ld, float *out, float *scratch) {
+                        const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
     if (G > GMAX || D % 8 || D > 256) {
-        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, out, scratch);
+        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
         return;
     }
     float mx[GMAX];
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
     /* scores: each K row converted once, dotted with all G queries */
     for (int64_t j = 0; j < n; j++) {
+        if (mask && !mask[j]) {
+            for (int g = 0; g < G; g++) scratch[(int64_t)g * n + j] = -INFINITY;
+            continue;
+        }
         const uint16_t *k = K + (size_t)j * ld;
         __m256 acc[GMAX];
         for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
@@ -46,6 +50,7 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
     /* values: each V row converted once, accumulated into all G outputs */
     for (int g = 0; g < G; g++) memset(out + (int64_t)g * D, 0, sizeof(float) * (size_t)D);
     for (int64_t j = 0; j < n; j++) {
+        if (mask && !mask[j]) continue;
         const uint16_t *v = V + (size_t)j * ld;
         for (int i = 0; i < D; i += 8) {
             __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));

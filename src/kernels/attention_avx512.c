@@ -12,9 +12,9 @@
 #define GMAX 16
 
 void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                          const uint16_t *V, size_t ld, float *out, float *scratch) {
+                          const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
     if (G > GMAX || D % 16 || D > 256) {
-        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, out, scratch);
+        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
         return;
     }
     const int nv = D / 16;
@@ -24,6 +24,10 @@ void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, 
     float mx[GMAX];
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
     for (int64_t j = 0; j < n; j++) {
+        if (mask && !mask[j]) {
+            for (int g = 0; g < G; g++) scratch[(int64_t)g * n + j] = -INFINITY;
+            continue;
+        }
         const uint16_t *k = K + (size_t)j * ld;
         __m512 kc[16];
         for (int c = 0; c < nv; c++) kc[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c * 16)));
@@ -45,6 +49,7 @@ void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, 
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) acc[g][c] = _mm512_setzero_ps();
     for (int64_t j = 0; j < n; j++) {
+        if (mask && !mask[j]) continue;
         const uint16_t *v = V + (size_t)j * ld;
         __m512 vc[16];
         for (int c = 0; c < nv; c++) vc[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + c * 16)));

@@ -25,6 +25,7 @@
 
 #include "error.h"
 #include "model.h"
+#include "forward.h"
 #include "kernels/attention.h"
 #include "threadpool.h"
 
@@ -52,6 +53,13 @@ struct mn_context {
     float *rope_cs; /* (T, D/2, 2) cos, sin */
     float *scores;  /* (n_threads, G, n_ctx) */
     mn_attn_group_fn attn;
+    float *lora_u;  /* (T, max rank) scratch for LoRA */
+    int32_t lora_cap;
+    const mn_lora_set *lora;
+    /* the batch being run (mask geometry) */
+    const uint8_t *mask;
+    int64_t mask_ld;     /* row length of mask */
+    int64_t mask_row0;   /* batch index of this piece's first token */
     float *logits;  /* (V) last-token logits */
     /* quantised copies of the current activation, one per vec_dot_type in use */
     struct {
@@ -209,9 +217,42 @@ static void attn_worker(void *arg, int ith, int nth) {
         int64_t t = p / K;
         int kh = (int)(p % K);
         int64_t off = t * HD + (int64_t)kh * G * D;
+        const uint8_t *mrow = c->mask ? c->mask + (c->mask_row0 + t) * c->mask_ld : NULL;
         attn(G, D, a->n_past + t + 1, c->q + off, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD,
-             c->att + off, sc);
+             mrow, c->att + off, sc);
     }
+}
+
+/* y[t] += scale * B (A x[t]) for the tokens of this thread. */
+typedef struct {
+    mn_context *c;
+    const mn_lora *lo;
+    const float *x;
+    int64_t n_in, n_out, T;
+    float *y;
+    float scale;
+} lora_task;
+
+static void lora_worker(void *arg, int ith, int nth) {
+    lora_task *a = arg;
+    const mn_vec_ops *vo = mn_vec_get();
+    const int32_t r = a->lo->rank;
+    long lo, hi;
+    mn_split((long)a->T, ith, nth, 1, &lo, &hi);
+    for (long t = lo; t < hi; t++) {
+        float *u = a->c->lora_u + (int64_t)t * a->c->lora_cap;
+        for (int32_t k = 0; k < r; k++) u[k] = a->scale * vo->dot_f32(a->n_in, a->lo->a + (int64_t)k * a->n_in, a->x + t * a->n_in);
+        float *y = a->y + t * a->n_out;
+        for (int64_t o = 0; o < a->n_out; o++) y[o] += vo->dot_f32(r, a->lo->b + o * r, u);
+    }
+}
+
+static void apply_lora(mn_context *c, const mn_lora *lo, const float *x, int64_t n_in, float *y, int64_t n_out,
+                       int64_t T) {
+    if (!lo || !lo->a || lo->rank <= 0) return;
+    lora_task t = {c, lo, x, n_in, n_out, T, y, c->lora->scale};
+    if (T >= 4) mn_threadpool_run(c->pool, lora_worker, &t);
+    else lora_worker(&t, 0, 1);
 }
 
 typedef struct {
@@ -307,6 +348,7 @@ void mn_context_free(mn_context *c) {
     free(c->rope_cs);
     free(c->scores);
     free(c->logits);
+    free(c->lora_u);
     for (int i = 0; i < N_XQ_SLOTS; i++) free(c->xq[i].buf);
     free(c);
 }
@@ -417,10 +459,11 @@ int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
 
 /* ------------------------------------------------------------------------ */
 
-/* One batch of T <= n_batch tokens (or embeddings) through every layer.
- * logits: NULL, (V) for the last token, or (T, V) when all != 0. */
-static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd, int64_t T, float *logits,
-                         int all) {
+/* One piece of T <= n_batch tokens of batch b, starting at batch index i0,
+ * through every layer. logits: NULL, (V) for the last token, or (T, V). */
+static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T, float *logits, int all) {
+    const int32_t *tokens = b->tokens ? b->tokens + i0 : NULL;
+    const float *embd = b->embd ? b->embd + i0 * c->m->hp.n_embd : NULL;
     const mn_model *m = c->m;
     const mn_hparams *hp = &m->hp;
     const int64_t C = hp->n_embd, F = hp->n_ff, H = hp->n_head, K = hp->n_head_kv, D = hp->head_dim,
@@ -436,14 +479,22 @@ static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd
         } else {
             memcpy(c->x + t * C, embd + t * C, sizeof(float) * (size_t)C);
         }
-        rope_table(c->rope_cs + t * D, (float)(pos0 + t), (int)D, hp->rope_base, hp->rope_freq_scale);
-        c->cell_pos[n_past + t] = pos0 + (int32_t)t;
+        int32_t p = b->pos ? b->pos[i0 + t] : pos0 + (int32_t)t;
+        rope_table(c->rope_cs + t * D, (float)p, (int)D, hp->rope_base, hp->rope_freq_scale);
+        c->cell_pos[n_past + t] = p;
     }
+    c->mask_row0 = i0;
 
     for (int l = 0; l < hp->n_layer; l++) {
         const mn_layer *L = &m->layers[l];
         /* attention block */
         for (int64_t t = 0; t < T; t++) rmsnorm(c->xn + t * C, c->x + t * C, L->attn_norm, C, hp->norm_eps);
+        if (b->capture_xn)
+            for (int32_t k = 0; k < b->n_capture; k++) {
+                int64_t t = b->capture_idx[k] - i0;
+                if (t >= 0 && t < T)
+                    memcpy(b->capture_xn + ((int64_t)l * b->n_capture + k) * C, c->xn + t * C, sizeof(float) * (size_t)C);
+            }
         invalidate_xq(c);
         gemm_task g = {.n_jobs = 3, .T = T};
         size_t st;
@@ -455,6 +506,11 @@ static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd
         xq = activation_for(c, &L->wv, c->xn, T, C, &st);
         g.jobs[2] = (gemm_job){&L->wv, xq, st, c->vn, KD};
         mn_threadpool_run(c->pool, gemm_worker, &g);
+        if (c->lora) {
+            if (c->lora->q) apply_lora(c, &c->lora->q[l], c->xn, C, c->q, HD, T);
+            if (c->lora->k) apply_lora(c, &c->lora->k[l], c->xn, C, c->kn, KD, T);
+            if (c->lora->v) apply_lora(c, &c->lora->v[l], c->xn, C, c->vn, KD, T);
+        }
 
         uint16_t *kc = c->kcache + ((int64_t)l * c->n_ctx + n_past) * KD;
         uint16_t *vc = c->vcache + ((int64_t)l * c->n_ctx + n_past) * KD;
@@ -473,6 +529,7 @@ static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd
         xq = activation_for(c, &L->wo, c->att, T, HD, &st);
         g.jobs[0] = (gemm_job){&L->wo, xq, st, c->tmp, C};
         mn_threadpool_run(c->pool, gemm_worker, &g);
+        if (c->lora && c->lora->o) apply_lora(c, &c->lora->o[l], c->att, HD, c->tmp, C, T);
         for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
 
         /* feed-forward block */
@@ -496,6 +553,11 @@ static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd
     }
     c->n_cells += (int32_t)T;
     c->n_decoded += T;
+    if (b->capture_out)
+        for (int32_t k = 0; k < b->n_capture; k++) {
+            int64_t t = b->capture_idx[k] - i0;
+            if (t >= 0 && t < T) rmsnorm(b->capture_out + (int64_t)k * C, c->x + t * C, m->output_norm, C, hp->norm_eps);
+        }
 
     if (!logits) return MN_OK;
     /* final norm and output projection, only for the rows that need logits */
@@ -510,38 +572,82 @@ static int forward_batch(mn_context *c, const int32_t *tokens, const float *embd
     return MN_OK;
 }
 
-static int decode_common(mn_context *c, const int32_t *tokens, const float *embd, int32_t n, float *logits,
-                         int all) {
+int mn_decode_batch(mn_context *c, const mn_batch *b, float *logits, int all) {
     const mn_hparams *hp = &c->m->hp;
+    const int32_t n = b->n;
     if (n <= 0) return mn_error(MN_EINVAL, "nothing to decode (%d tokens)", n);
+    if (!b->tokens == !b->embd) return mn_error(MN_EINVAL, "a batch needs exactly one of tokens and embeddings");
     if ((int64_t)c->n_cells + n > c->n_ctx)
         return mn_error(MN_ERANGE, "%d tokens do not fit in the context: %d of %d positions are used", n,
                         c->n_cells, c->n_ctx);
-    if (tokens)
+    if (b->tokens)
         for (int32_t i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-                return mn_error(MN_EINVAL, "token id %d at index %d is outside the vocabulary (%d)", tokens[i], i,
+            if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+                return mn_error(MN_EINVAL, "token id %d at index %d is outside the vocabulary (%d)", b->tokens[i], i,
                                 hp->n_vocab);
-    for (int32_t i0 = 0; i0 < n; i0 += c->n_batch) {
+    const int64_t ld = (int64_t)c->n_cells + n;
+    if (b->mask)
+        for (int32_t i = 0; i < n; i++) {
+            const uint8_t *row = b->mask + (int64_t)i * ld;
+            int any = 0;
+            for (int64_t j = 0; j < ld; j++) {
+                if (!row[j]) continue;
+                if (j > c->n_cells + i)
+                    return mn_error(MN_EINVAL, "mask lets batch token %d see the later cell %lld", i, (long long)j);
+                any = 1;
+            }
+            if (!any) return mn_error(MN_EINVAL, "mask leaves batch token %d nothing to attend to", i);
+        }
+    if (b->n_capture < 0 || (b->n_capture && !b->capture_idx))
+        return mn_error(MN_EINVAL, "bad capture list");
+    for (int32_t k = 0; k < b->n_capture; k++)
+        if (b->capture_idx[k] < 0 || b->capture_idx[k] >= n)
+            return mn_error(MN_EINVAL, "capture index %d outside the batch of %d", b->capture_idx[k], n);
+    c->mask = b->mask;
+    c->mask_ld = ld;
+    int rc = MN_OK;
+    for (int32_t i0 = 0; i0 < n && !rc; i0 += c->n_batch) {
         int32_t nb = n - i0 < c->n_batch ? n - i0 : c->n_batch;
         float *lg = NULL;
         if (logits && all) lg = logits + (int64_t)i0 * hp->n_vocab;
         else if (logits && i0 + nb == n) lg = logits;
-        int rc = forward_batch(c, tokens ? tokens + i0 : NULL, embd ? embd + (int64_t)i0 * hp->n_embd : NULL, nb,
-                               lg, all);
-        if (rc) return rc;
+        rc = forward_batch(c, b, i0, nb, lg, all);
     }
-    return MN_OK;
+    c->mask = NULL;
+    return rc;
 }
 
 int mn_decode(mn_context *c, const int32_t *tokens, int32_t n, float *logits, int logits_all) {
     if (!tokens) return mn_error(MN_EINVAL, "no tokens");
-    return decode_common(c, tokens, NULL, n, logits, logits_all);
+    mn_batch b = {.n = n, .tokens = tokens};
+    return mn_decode_batch(c, &b, logits, logits_all);
 }
 
 int mn_decode_embd(mn_context *c, const float *embd, int32_t n, float *logits, int logits_all) {
     if (!embd) return mn_error(MN_EINVAL, "no embeddings");
-    return decode_common(c, NULL, embd, n, logits, logits_all);
+    mn_batch b = {.n = n, .embd = embd};
+    return mn_decode_batch(c, &b, logits, logits_all);
+}
+
+int mn_context_set_lora(mn_context *c, const mn_lora_set *set) {
+    c->lora = NULL;
+    if (!set) return MN_OK;
+    int32_t rmax = 0;
+    const mn_lora *lists[4] = {set->q, set->k, set->v, set->o};
+    for (int k = 0; k < 4; k++)
+        for (int l = 0; lists[k] && l < c->m->hp.n_layer; l++) {
+            if (lists[k][l].rank < 0 || (lists[k][l].rank > 0 && (!lists[k][l].a || !lists[k][l].b)))
+                return mn_error(MN_EINVAL, "LoRA for layer %d: missing matrices", l);
+            if (lists[k][l].rank > rmax) rmax = lists[k][l].rank;
+        }
+    if (rmax > c->lora_cap) {
+        float *u = realloc(c->lora_u, sizeof(float) * (size_t)rmax * (size_t)c->n_batch);
+        if (!u) return mn_error(MN_ENOMEM, "out of memory for LoRA scratch");
+        c->lora_u = u;
+        c->lora_cap = rmax;
+    }
+    c->lora = set;
+    return MN_OK;
 }
 
 float *mn_context_logits_buffer(mn_context *c) { return c->logits; }

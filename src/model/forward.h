@@ -1,0 +1,56 @@
+/* forward.h - the forward pass's extension points for the memory layers.
+ *
+ * mn_decode covers plain causal text. The compressors also need: explicit
+ * positions per token (UIO memory token i sits at (i+1)*l/m), arbitrary
+ * visibility within a batch (memory tokens see only the segment prefix before
+ * them and themselves; beacon attention patterns), the per-layer normalised
+ * attention inputs of chosen tokens (UIO's memory), the final hidden states
+ * (summary embeddings), and LoRA deltas on the attention projections (UIO's
+ * encoder and transfer head). These are library-internal.
+ *
+ * Shapes: T batch tokens, N cells before the batch, C n_embd, L n_layer.
+ */
+#ifndef MN_FORWARD_H
+#define MN_FORWARD_H
+
+#include <stdint.h>
+
+#include "mnemo.h"
+
+typedef struct {
+    int32_t n;             /* T */
+    const int32_t *tokens; /* (T) ids, or NULL when embd is set */
+    const float *embd;     /* (T, C) input embeddings, or NULL */
+    const int32_t *pos;    /* (T) positions; NULL: continue after the last cell */
+    /* (T, N + T) visibility: mask[i*(N+T) + j] != 0 if batch token i attends to
+     * cell j (cells of earlier batch tokens follow the N old ones). NULL: every
+     * old cell plus causal within the batch. A token may not see later batch
+     * tokens (the batch is processed in order, in pieces). */
+    const uint8_t *mask;
+    int32_t n_capture;         /* tokens whose activations are copied out */
+    const int32_t *capture_idx;/* (n_capture) batch indices */
+    float *capture_xn;         /* (L, n_capture, C): normalised attention input per layer, or NULL */
+    float *capture_out;        /* (n_capture, C): final hidden state after the output norm, or NULL */
+} mn_batch;
+
+/* Runs a batch; logits as in mn_decode. The batch's cells are appended. */
+int mn_decode_batch(mn_context *c, const mn_batch *b, float *logits, int logits_all);
+
+/* A low-rank delta W' = W + scale * B A on one projection: A is (rank, n_in)
+ * row-major (n_in contiguous; GGUF ne = [n_in, rank]), B is (n_out, rank). */
+typedef struct {
+    const float *a, *b;
+    int32_t rank;
+} mn_lora;
+
+/* Per-layer deltas for Q, K, V, O (each an array of n_layer, or NULL). */
+typedef struct {
+    float scale;
+    const mn_lora *q, *k, *v, *o;
+} mn_lora_set;
+
+/* Installs deltas applied by every following forward pass (NULL removes
+ * them). The set and its matrices must outlive their use. */
+int mn_context_set_lora(mn_context *c, const mn_lora_set *set);
+
+#endif
