@@ -629,6 +629,59 @@ int mn_decode_embd(mn_context *c, const float *embd, int32_t n, float *logits, i
     return mn_decode_batch(c, &b, logits, logits_all);
 }
 
+int mn_context_project(mn_context *c, int layer, char which, const float *x, int32_t T, float *y, int with_lora,
+                       const mn_lora_set *lora) {
+    const mn_hparams *hp = &c->m->hp;
+    if (layer < 0 || layer >= hp->n_layer) return mn_error(MN_EINVAL, "layer %d out of range", layer);
+    if (T <= 0 || T > c->n_batch) return mn_error(MN_EINVAL, "project: %d rows (batch size %d)", T, c->n_batch);
+    const mn_layer *L = &c->m->layers[layer];
+    const mn_weight *w;
+    const mn_lora *lo = NULL;
+    switch (which) {
+    case 'q': w = &L->wq; lo = lora && lora->q ? &lora->q[layer] : NULL; break;
+    case 'k': w = &L->wk; lo = lora && lora->k ? &lora->k[layer] : NULL; break;
+    case 'v': w = &L->wv; lo = lora && lora->v ? &lora->v[layer] : NULL; break;
+    case 'o': w = &L->wo; lo = lora && lora->o ? &lora->o[layer] : NULL; break;
+    default: return mn_error(MN_EINVAL, "unknown projection '%c'", which);
+    }
+    invalidate_xq(c);
+    size_t st;
+    const void *xq = activation_for(c, w, x, T, w->ne0, &st);
+    gemm_task g = {.n_jobs = 1, .T = T};
+    g.jobs[0] = (gemm_job){w, xq, st, y, w->ne1};
+    mn_threadpool_run(c->pool, gemm_worker, &g);
+    invalidate_xq(c);
+    if (with_lora && lo && lo->rank > 0) {
+        if (lo->rank > c->lora_cap) {
+            float *u = realloc(c->lora_u, sizeof(float) * (size_t)lo->rank * (size_t)c->n_batch);
+            if (!u) return mn_error(MN_ENOMEM, "out of memory for LoRA scratch");
+            c->lora_u = u;
+            c->lora_cap = lo->rank;
+        }
+        const mn_lora_set *saved = c->lora;
+        c->lora = lora; /* apply_lora reads the scale from the installed set */
+        apply_lora(c, lo, x, w->ne0, y, w->ne1, T);
+        c->lora = saved;
+    }
+    return MN_OK;
+}
+
+int mn_context_params_kv_dim(const mn_context *c, int32_t *kd) {
+    *kd = (int32_t)c->KD;
+    return MN_OK;
+}
+
+int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out) {
+    const int64_t C = m->hp.n_embd;
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= m->hp.n_vocab)
+            return mn_error(MN_EINVAL, "token id %d outside the vocabulary (%d)", ids[i], m->hp.n_vocab);
+        m->tok_embd.qt->to_float((const char *)m->tok_embd.data + (size_t)ids[i] * m->tok_embd.row_bytes, out + i * C,
+                                 C);
+    }
+    return MN_OK;
+}
+
 int mn_context_set_lora(mn_context *c, const mn_lora_set *set) {
     c->lora = NULL;
     if (!set) return MN_OK;

@@ -53,4 +53,17 @@ typedef struct {
  * them). The set and its matrices must outlive their use. */
 int mn_context_set_lora(mn_context *c, const mn_lora_set *set);
 
+/* y (T, n_out) = the layer's projection `which` ('q','k','v','o') applied to the
+ * rows x (T, n_in), plus the installed LoRA delta for it when `with_lora`.
+ * T <= n_batch. No RoPE. Used by the transfer head to map captured
+ * activations to memory keys and values. */
+int mn_context_project(mn_context *c, int layer, char which, const float *x, int32_t T, float *y, int with_lora,
+                       const mn_lora_set *lora);
+
+/* Width of one cell's key (n_head_kv * head_dim). */
+int mn_context_params_kv_dim(const mn_context *c, int32_t *kd);
+
+/* Dequantised input embeddings of n tokens into out (n, C). */
+int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out);
+
 #endif

@@ -1,0 +1,111 @@
+/* uio.c - UIO-LLMs segment encoder and transfer head (see uio.h). */
+#include "memory/uio.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+struct mn_uio {
+    const mn_model *model;
+    mn_uio_params p;
+    mn_context *ctx;
+    int32_t C, L, KD;
+    float *embd;      /* (l + m, C) encoder input */
+    int32_t *pos;     /* (l + m) */
+    uint8_t *mask;    /* (l + m, l + m) */
+    int32_t *cap_idx; /* (m) */
+    float *cap;       /* (L, m, C) */
+};
+
+int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_uio **out) {
+    *out = NULL;
+    if (p->l <= 0 || p->m <= 0 || p->m > p->l)
+        return mn_error(MN_EINVAL, "UIO needs 0 < m <= l (got l %d, m %d)", p->l, p->m);
+    if (p->l % p->m) return mn_error(MN_EINVAL, "ratio: %d memory tokens do not divide a segment of %d", p->m, p->l);
+    if (!p->mem_embd) return mn_error(MN_EINVAL, "UIO needs a memory-token embedding");
+    if (p->l > mn_model_n_ctx_train(m))
+        return mn_error(MN_EINVAL, "segment of %d exceeds the model's context %d", p->l, mn_model_n_ctx_train(m));
+    mn_uio *u = calloc(1, sizeof *u);
+    if (!u) return mn_error(MN_ENOMEM, "out of memory");
+    u->model = m;
+    u->p = *p;
+    u->C = mn_model_n_embd(m);
+    u->L = mn_model_n_layer(m);
+    const int32_t T = p->l + p->m;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = T;
+    cp.n_batch = T; /* one piece: the whole segment plus its memory tokens */
+    cp.n_threads = n_threads;
+    int rc = mn_context_create(m, &cp, &u->ctx);
+    if (rc) {
+        free(u);
+        return rc;
+    }
+    u->embd = malloc(sizeof(float) * (size_t)T * (size_t)u->C);
+    u->pos = malloc(sizeof(int32_t) * (size_t)T);
+    u->mask = calloc((size_t)T * (size_t)T, 1);
+    u->cap_idx = malloc(sizeof(int32_t) * (size_t)p->m);
+    u->cap = malloc(sizeof(float) * (size_t)u->L * (size_t)p->m * (size_t)u->C);
+    if (!u->embd || !u->pos || !u->mask || !u->cap_idx || !u->cap) {
+        mn_uio_free(u);
+        return mn_error(MN_ENOMEM, "out of memory for a UIO encoder (segment %d)", p->l);
+    }
+    /* positions and the stepwise-coverage mask never change */
+    const int32_t stride = p->l / p->m;
+    for (int32_t i = 0; i < p->l; i++) u->pos[i] = i;
+    for (int32_t i = 0; i < p->m; i++) {
+        u->pos[p->l + i] = (i + 1) * stride;
+        u->cap_idx[i] = p->l + i;
+    }
+    for (int32_t i = 0; i < T; i++) {
+        uint8_t *row = u->mask + (size_t)i * (size_t)T;
+        if (i < p->l) {
+            memset(row, 1, (size_t)i + 1);
+        } else {
+            memset(row, 1, (size_t)u->pos[i]); /* segment tokens at positions < (i+1)*l/m */
+            row[i] = 1;
+        }
+    }
+    for (int32_t i = 0; i < p->m; i++)
+        memcpy(u->embd + (size_t)(p->l + i) * u->C, p->mem_embd, sizeof(float) * (size_t)u->C);
+    if ((rc = mn_context_params_kv_dim(u->ctx, &u->KD))) {
+        mn_uio_free(u);
+        return rc;
+    }
+    *out = u;
+    return MN_OK;
+}
+
+void mn_uio_free(mn_uio *u) {
+    if (!u) return;
+    mn_context_free(u->ctx);
+    free(u->embd);
+    free(u->pos);
+    free(u->mask);
+    free(u->cap_idx);
+    free(u->cap);
+    free(u);
+}
+
+mn_context *mn_uio_context(mn_uio *u) { return u->ctx; }
+
+int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v) {
+    const mn_uio_params *p = &u->p;
+    int rc = mn_model_embed(u->model, seg, p->l, u->embd);
+    if (rc) return rc;
+    mn_kv_clear(u->ctx);
+    if ((rc = mn_context_set_lora(u->ctx, p->encoder))) return rc;
+    mn_batch b = {.n = p->l + p->m, .embd = u->embd, .pos = u->pos, .mask = u->mask, .n_capture = p->m,
+                  .capture_idx = u->cap_idx, .capture_xn = u->cap};
+    rc = mn_decode_batch(u->ctx, &b, NULL, 0);
+    mn_context_set_lora(u->ctx, NULL);
+    if (rc) return rc;
+    /* transfer head: memory keys/values from the captured normalised inputs */
+    for (int32_t l = 0; l < u->L && !rc; l++) {
+        const float *x = u->cap + (size_t)l * p->m * u->C;
+        rc = mn_context_project(u->ctx, l, 'k', x, p->m, k + (size_t)l * p->m * u->KD, 1, p->transfer);
+        if (!rc) rc = mn_context_project(u->ctx, l, 'v', x, p->m, v + (size_t)l * p->m * u->KD, 1, p->transfer);
+    }
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* uio.h - the UIO-LLMs compressor: a segment of l tokens becomes m memory slots.
+ *
+ * Encoder = the base model with LoRA on W_Q, W_V. The segment is followed by m
+ * memory tokens that share one learned embedding; memory token i sits at
+ * position (i+1)*l/m and attends to the segment tokens before that position
+ * and to itself (stepwise coverage); segment tokens are plain causal. At every
+ * layer the memory tokens' normalised attention inputs are captured; the
+ * transfer head (LoRA on W_K, W_V) maps them to the memory keys and values that
+ * the decoder (the unchanged base model) reads as extra KV cells.
+ *
+ * Shapes: l segment, m memory tokens, L layers, C n_embd, KD kv dim.
+ */
+#ifndef MN_UIO_H
+#define MN_UIO_H
+
+#include <stdint.h>
+
+#include "mnemo.h"
+#include "model/forward.h"
+
+typedef struct {
+    int32_t l, m;                /* segment length, memory tokens; m divides l */
+    const float *mem_embd;       /* (C) memory-token embedding */
+    const mn_lora_set *encoder;  /* LoRA on Q, V during encoding; NULL: none */
+    const mn_lora_set *transfer; /* LoRA on K, V of the transfer head; NULL: none */
+} mn_uio_params;
+
+typedef struct mn_uio mn_uio;
+
+/* An encoder with its own context (l + m cells) and n_threads threads. The
+ * model and the parameters' arrays must outlive it. */
+int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_uio **out);
+void mn_uio_free(mn_uio *u);
+/* Encodes seg[0..l) into k, v: (L, m, KD) each, keys WITHOUT RoPE (place them
+ * with mn_kv_append(..., k_has_rope = 0) at the memory slots' positions). */
+int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v);
+/* The encoder's context (its cache holds the last encoded segment). */
+mn_context *mn_uio_context(mn_uio *u);
+
+#endif

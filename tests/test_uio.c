@@ -1,0 +1,124 @@
+/* test_uio.c - UIO segment compression plumbing (memory/uio.h).
+ *
+ * With no LoRA the transfer head is the base W_K, W_V, so the memory keys and
+ * values of a segment must equal the K/V the encoder itself cached for its
+ * memory tokens (keys rotated to the tokens' positions): this pins the capture
+ * point (normalised attention input), the projections and the positions.
+ * Also: one-thread and two-thread compression give identical memory; the
+ * transfer-head LoRA changes keys only where it is installed; the decoder reads
+ * the memory as KV cells; bad shapes are refused.
+ */
+#include <stdint.h>
+
+#include "mnemo.h"
+#include "memory/uio.h"
+#include "test.h"
+
+enum { LSEG = 64, MTOK = 8, KDIM = 192 };
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        mx = fmax(mx, fabs((double)b[i]));
+    }
+    return d / (mx > 0 ? mx : 1);
+}
+
+int main(void) {
+    const char *path = test_model_path();
+    if (!path) {
+        printf("skip: no model\n");
+        TEST_MAIN_END();
+    }
+    mn_model *m;
+    CHECK(mn_model_load(path, &m) == 0, "load");
+    const int32_t C = mn_model_n_embd(m), L = mn_model_n_layer(m);
+    float *mem_embd = malloc(sizeof(float) * (size_t)C);
+    int32_t eos = mn_token_eos(mn_model_tokenizer(m));
+    CHECK(mn_model_embed(m, &eos, 1, mem_embd) == 0, "EOS embedding");
+    int32_t seg[LSEG];
+    for (int i = 0; i < LSEG; i++) seg[i] = 300 + 41 * i;
+
+    mn_uio_params p = {.l = LSEG, .m = MTOK, .mem_embd = mem_embd};
+    mn_uio *u1, *u2;
+    CHECK(mn_uio_create(m, &p, 1, &u1) == 0, "create: %s", mn_last_error());
+    CHECK(mn_uio_create(m, &p, 2, &u2) == 0, "create 2 threads");
+    const size_t nkv = (size_t)L * MTOK * KDIM;
+    float *k1 = malloc(sizeof(float) * nkv), *v1 = malloc(sizeof(float) * nkv);
+    float *k2 = malloc(sizeof(float) * nkv), *v2 = malloc(sizeof(float) * nkv);
+    CHECK(mn_uio_compress(u1, seg, k1, v1) == 0, "compress: %s", mn_last_error());
+    CHECK(mn_uio_compress(u2, seg, k2, v2) == 0, "compress 2 threads");
+    CHECK(!memcmp(k1, k2, sizeof(float) * nkv) && !memcmp(v1, v2, sizeof(float) * nkv),
+          "one-thread and two-thread compression differ");
+
+    /* the encoder's own cells for the memory tokens (l .. l+m-1) */
+    float *kr = malloc(sizeof(float) * nkv), *vr = malloc(sizeof(float) * nkv);
+    CHECK(mn_kv_read(mn_uio_context(u1), LSEG, MTOK, kr, vr) == 0, "read encoder cells");
+    CHECK(mn_kv_pos(mn_uio_context(u1), LSEG) == LSEG / MTOK, "memory token 0 at position l/m");
+    /* rotate the memory keys to the same positions through a decoder context */
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 128;
+    cp.n_threads = 2;
+    mn_context *dec;
+    CHECK(mn_context_create(m, &cp, &dec) == 0, "decoder");
+    int32_t mpos[MTOK];
+    for (int i = 0; i < MTOK; i++) mpos[i] = (i + 1) * (LSEG / MTOK);
+    CHECK(mn_kv_append(dec, MTOK, mpos, k1, v1, 0) == 0, "append");
+    float *kd = malloc(sizeof(float) * nkv), *vd = malloc(sizeof(float) * nkv);
+    mn_kv_read(dec, 0, MTOK, kd, vd);
+    double ek = rel_diff(kd, kr, nkv), ev = rel_diff(vd, vr, nkv);
+    printf("  transfer head (no LoRA) vs encoder's own memory-token K/V: keys %.2g, values %.2g (relative)\n", ek,
+           ev);
+    CHECK(ek < 2e-3 && ev < 2e-3, "memory K/V differ from the encoder's: %.3g %.3g", ek, ev);
+
+    /* a transfer-head LoRA on K (layer 3 only) changes exactly those keys */
+    mn_lora *lk = calloc((size_t)L, sizeof *lk);
+    int R = 4;
+    float *A = malloc(sizeof(float) * (size_t)R * C), *B = malloc(sizeof(float) * (size_t)KDIM * R);
+    for (int i = 0; i < R * C; i++) A[i] = (float)((i % 7) - 3) * 0.01f;
+    for (int i = 0; i < KDIM * R; i++) B[i] = (float)((i % 5) - 2) * 0.1f;
+    lk[3] = (mn_lora){A, B, R};
+    mn_lora_set tr = {.scale = 2.0f, .k = lk};
+    mn_uio_params p2 = p;
+    p2.transfer = &tr;
+    mn_uio *u3;
+    CHECK(mn_uio_create(m, &p2, 2, &u3) == 0, "create with transfer LoRA");
+    CHECK(mn_uio_compress(u3, seg, k2, v2) == 0, "compress with transfer LoRA");
+    size_t per = (size_t)MTOK * KDIM;
+    int others_same = !memcmp(k2, k1, sizeof(float) * 3 * per) &&
+                      !memcmp(k2 + 4 * per, k1 + 4 * per, sizeof(float) * (nkv - 4 * per)) &&
+                      !memcmp(v2, v1, sizeof(float) * nkv);
+    CHECK(others_same, "transfer LoRA on layer 3 keys changed something else");
+    CHECK(rel_diff(k2 + 3 * per, k1 + 3 * per, per) > 1e-3, "transfer LoRA had no effect");
+    mn_uio_free(u3);
+
+    /* the decoder reads memory cells, then local tokens after them */
+    mn_kv_clear(dec);
+    int32_t slots[MTOK];
+    for (int i = 0; i < MTOK; i++) slots[i] = i;
+    CHECK(mn_kv_append(dec, MTOK, slots, k1, v1, 0) == 0, "memory at slots 0..m-1");
+    float *logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(m));
+    CHECK(mn_decode(dec, seg, 8, logits, 0) == 0 && mn_kv_pos(dec, MTOK) == MTOK, "local tokens after memory");
+    int finite = 1;
+    for (int i = 0; i < mn_model_n_vocab(m); i++) finite &= isfinite(logits[i]);
+    CHECK(finite, "logits finite");
+    CHECK(mn_context_kv_bytes(dec) == (size_t)(MTOK + 8) * L * KDIM * 4, "kv bytes");
+
+    /* shapes */
+    mn_uio *bad = NULL;
+    mn_uio_params pb = p;
+    pb.m = 7;
+    CHECK(mn_uio_create(m, &pb, 1, &bad) == MN_EINVAL && !bad && strstr(mn_last_error(), "divide"), "m must divide l");
+    pb = p;
+    pb.mem_embd = NULL;
+    CHECK(mn_uio_create(m, &pb, 1, &bad) == MN_EINVAL, "embedding required");
+
+    free(lk), free(A), free(B), free(logits);
+    free(k1), free(v1), free(k2), free(v2), free(kr), free(vr), free(kd), free(vd), free(mem_embd);
+    mn_context_free(dec);
+    mn_uio_free(u1);
+    mn_uio_free(u2);
+    mn_model_free(m);
+    TEST_MAIN_END();
+}
