@@ -126,6 +126,7 @@ typedef enum {
     MN_MODE_FULL = 0,
     MN_MODE_TRUNCATE = 1,
     MN_MODE_SINKS = 2,
+    MN_MODE_MEMORY = 3, /* compressed memory (needs a compressor attached) */
 } mn_mode;
 
 typedef struct {
@@ -136,7 +137,7 @@ typedef struct {
 
 typedef struct mn_stream mn_stream;
 mn_stream_params mn_stream_default_params(void);
-/* Parses "full", "truncate", "sinks"; -1 if unknown. */
+/* Parses "full", "truncate", "sinks", "memory"; -1 if unknown. */
 int mn_mode_parse(const char *name);
 const char *mn_mode_name(mn_mode mode);
 /* The stream uses (and clears) ctx's KV cache; ctx must outlive it. */

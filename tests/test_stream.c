@@ -55,7 +55,7 @@ int main(void) {
     sp.mode = MN_MODE_SINKS;
     sp.window = 4;
     CHECK(mn_stream_create(c, &sp, &s) == MN_EINVAL, "sinks fill the window");
-    CHECK(mn_mode_parse("sinks") == MN_MODE_SINKS && mn_mode_parse("memory") == -1, "mode names");
+    CHECK(mn_mode_parse("sinks") == MN_MODE_SINKS && mn_mode_parse("memory") == MN_MODE_MEMORY && mn_mode_parse("x") == -1, "mode names");
 
     /* exactness: full-mode stream ppl (pieces of 48) == one decode of all tokens */
     const int64_t N = 240;

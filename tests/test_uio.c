@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "mnemo.h"
+#include "memory/memory.h"
 #include "memory/uio.h"
 #include "test.h"
 
@@ -104,6 +105,51 @@ int main(void) {
     for (int i = 0; i < mn_model_n_vocab(m); i++) finite &= isfinite(logits[i]);
     CHECK(finite, "logits finite");
     CHECK(mn_context_kv_bytes(dec) == (size_t)(MTOK + 8) * L * KDIM * 4, "kv bytes");
+
+    /* memory-mode stream: 300 tokens through segments of 64 -> 4 segments compressed */
+    {
+        mn_context_params sc = mn_context_default_params();
+        sc.n_ctx = 128;
+        sc.n_threads = 2;
+        mn_context *c;
+        CHECK(mn_context_create(m, &sc, &c) == 0, "stream context");
+        mn_stream_params sp = mn_stream_default_params();
+        sp.mode = MN_MODE_MEMORY;
+        mn_stream *s;
+        CHECK(mn_stream_create(c, &sp, &s) == 0, "memory stream");
+        int32_t ids[300];
+        for (int i = 0; i < 300; i++) ids[i] = 1000 + (i * 37) % 20000;
+        CHECK(mn_stream_feed(s, ids, 10, NULL, 0) == MN_EINVAL, "memory mode without a compressor");
+        CHECK(mn_stream_attach_uio(s, &p, 2) == 0, "attach: %s", mn_last_error());
+        int ok = 1;
+        for (int i = 0; i < 300 && ok; i += 30) ok = mn_stream_feed(s, ids + i, 30, NULL, 0) == 0;
+        CHECK(ok, "feed: %s", mn_last_error());
+        int32_t cells = mn_kv_n_cells(c);
+        CHECK(mn_stream_n_memory(s) == 4 * MTOK && cells == 4 * MTOK + (300 - 4 * LSEG), "memory %d cells %d",
+              mn_stream_n_memory(s), cells);
+        int contiguous = 1;
+        for (int32_t j = 0; j < cells; j++) contiguous &= mn_kv_pos(c, j) == j;
+        CHECK(contiguous, "memory slots then local tokens at contiguous positions");
+        /* the first segment's memory equals compressing it directly */
+        float *kk = malloc(sizeof(float) * nkv);
+        mn_kv_read(c, 0, MTOK, kk, NULL);
+        mn_uio_compress(u1, ids, k2, v2);
+        mn_kv_clear(dec);
+        mn_kv_append(dec, MTOK, slots, k2, v2, 0);
+        mn_kv_read(dec, 0, MTOK, kd, NULL);
+        CHECK(!memcmp(kk, kd, sizeof(float) * nkv), "streamed memory differs from direct compression");
+        free(kk);
+        mn_ppl_result r;
+        CHECK(mn_stream_perplexity(s, ids, 300, 25, 1, NULL, NULL, &r) == 0 && isfinite(r.ppl), "memory-mode ppl");
+        /* the position budget: a context of l + m + ... fills up */
+        int32_t many[2000];
+        for (int i = 0; i < 2000; i++) many[i] = ids[i % 300];
+        mn_stream_reset(s);
+        CHECK(mn_stream_feed(s, many, 2000, NULL, 0) == MN_ERANGE && strstr(mn_last_error(), "budget"), "budget: %s",
+              mn_last_error());
+        mn_stream_free(s);
+        mn_context_free(c);
+    }
 
     /* shapes */
     mn_uio *bad = NULL;

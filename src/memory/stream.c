@@ -15,12 +15,21 @@
 #include <string.h>
 
 #include "error.h"
+#include "memory/memory.h"
 #include "mnemo.h"
 
 struct mn_stream {
     mn_context *ctx;
     mn_stream_params p;
     int64_t n_seen, n_evicted;
+    /* memory mode */
+    mn_uio *uio;
+    int32_t seg_l, seg_m;
+    int32_t *local;      /* (l) ids of the local tokens not yet compressed */
+    int32_t n_local;
+    int32_t n_memory;    /* memory cells at the front of the cache */
+    float *mk, *mv;      /* (L, m, KD) scratch for one segment's memory */
+    int32_t *mpos;       /* (m) */
 };
 
 mn_stream_params mn_stream_default_params(void) {
@@ -28,21 +37,21 @@ mn_stream_params mn_stream_default_params(void) {
     return p;
 }
 
-static const char *const k_mode_names[] = {"full", "truncate", "sinks"};
+static const char *const k_mode_names[] = {"full", "truncate", "sinks", "memory"};
 
 int mn_mode_parse(const char *name) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (name && !strcmp(name, k_mode_names[i])) return i;
     return -1;
 }
 
-const char *mn_mode_name(mn_mode mode) { return (unsigned)mode < 3 ? k_mode_names[mode] : "unknown"; }
+const char *mn_mode_name(mn_mode mode) { return (unsigned)mode < 4 ? k_mode_names[mode] : "unknown"; }
 
 int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream **out) {
     *out = NULL;
     mn_stream_params p = params ? *params : mn_stream_default_params();
     const int32_t n_ctx = mn_context_n_ctx(ctx);
-    if ((unsigned)p.mode > MN_MODE_SINKS) return mn_error(MN_EINVAL, "unknown stream mode %d", (int)p.mode);
+    if ((unsigned)p.mode > MN_MODE_MEMORY) return mn_error(MN_EINVAL, "unknown stream mode %d", (int)p.mode);
     if (p.window <= 0) p.window = n_ctx;
     if (p.window > n_ctx)
         return mn_error(MN_EINVAL, "window %d exceeds the context size %d", p.window, n_ctx);
@@ -58,11 +67,70 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
     return MN_OK;
 }
 
-void mn_stream_free(mn_stream *s) { free(s); }
+void mn_stream_free(mn_stream *s) {
+    if (!s) return;
+    mn_uio_free(s->uio);
+    free(s->local);
+    free(s->mk);
+    free(s->mv);
+    free(s->mpos);
+    free(s);
+}
 
 void mn_stream_reset(mn_stream *s) {
     mn_kv_clear(s->ctx);
     s->n_seen = s->n_evicted = 0;
+    s->n_local = s->n_memory = 0;
+}
+
+int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
+    if (s->p.mode != MN_MODE_MEMORY) return mn_error(MN_EINVAL, "a compressor needs a stream in memory mode");
+    const mn_model *m = mn_context_model(s->ctx);
+    if (mn_context_n_ctx(s->ctx) < p->l + p->m)
+        return mn_error(MN_EINVAL, "the context (%d cells) cannot hold a segment of %d plus its memory",
+                        mn_context_n_ctx(s->ctx), p->l);
+    mn_uio *u;
+    int rc = mn_uio_create(m, p, n_threads, &u);
+    if (rc) return rc;
+    int32_t kd;
+    mn_context_params_kv_dim(s->ctx, &kd);
+    size_t n = (size_t)mn_model_n_layer(m) * (size_t)p->m * (size_t)kd;
+    int32_t *local = malloc(sizeof(int32_t) * (size_t)p->l);
+    float *mk = malloc(sizeof(float) * n), *mv = malloc(sizeof(float) * n);
+    int32_t *mpos = malloc(sizeof(int32_t) * (size_t)p->m);
+    if (!local || !mk || !mv || !mpos) {
+        free(local), free(mk), free(mv), free(mpos);
+        mn_uio_free(u);
+        return mn_error(MN_ENOMEM, "out of memory");
+    }
+    mn_uio_free(s->uio);
+    free(s->local), free(s->mk), free(s->mv), free(s->mpos);
+    s->uio = u;
+    s->seg_l = p->l;
+    s->seg_m = p->m;
+    s->local = local;
+    s->mk = mk;
+    s->mv = mv;
+    s->mpos = mpos;
+    mn_stream_reset(s);
+    return MN_OK;
+}
+
+int32_t mn_stream_n_memory(const mn_stream *s) { return s->n_memory; }
+
+/* The l local tokens become m memory cells at the next positions; their raw
+ * cells (all cells after the memory) are dropped. */
+static int compress_local(mn_stream *s) {
+    int rc = mn_uio_compress(s->uio, s->local, s->mk, s->mv);
+    if (rc) return rc;
+    if ((rc = mn_kv_drop(s->ctx, s->n_memory, mn_kv_n_cells(s->ctx)))) return rc;
+    int32_t p0 = s->n_memory ? mn_kv_pos(s->ctx, s->n_memory - 1) + 1 : 0;
+    for (int32_t i = 0; i < s->seg_m; i++) s->mpos[i] = p0 + i;
+    if ((rc = mn_kv_append(s->ctx, s->seg_m, s->mpos, s->mk, s->mv, 0))) return rc;
+    s->n_memory += s->seg_m;
+    s->n_evicted += s->seg_l;
+    s->n_local = 0;
+    return MN_OK;
 }
 
 int64_t mn_stream_n_seen(const mn_stream *s) { return s->n_seen; }
@@ -98,6 +166,29 @@ static int evict(mn_stream *s, int32_t need) {
 int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, int logits_all) {
     if (n <= 0 || !ids) return mn_error(MN_EINVAL, "nothing to feed");
     const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx));
+    if (s->p.mode == MN_MODE_MEMORY) {
+        if (!s->uio) return mn_error(MN_EINVAL, "memory mode needs a compressor (an adapter)");
+        for (int32_t i = 0; i < n;) {
+            int32_t p = s->seg_l - s->n_local;
+            if (p > n - i) p = n - i;
+            if (mn_kv_n_cells(s->ctx) + p > mn_context_n_ctx(s->ctx))
+                return mn_error(MN_ERANGE,
+                                "memory of %d slots plus %d local tokens exceeds the context of %d; the position "
+                                "budget is spent (use a larger ratio or context)",
+                                s->n_memory, s->n_local + p, mn_context_n_ctx(s->ctx));
+            float *lg = NULL;
+            if (logits && logits_all) lg = logits + (size_t)i * (size_t)V;
+            else if (logits && i + p == n) lg = logits;
+            int rc = mn_decode(s->ctx, ids + i, p, lg, logits_all);
+            if (rc) return rc;
+            memcpy(s->local + s->n_local, ids + i, sizeof(int32_t) * (size_t)p);
+            s->n_local += p;
+            s->n_seen += p;
+            i += p;
+            if (s->n_local == s->seg_l && (rc = compress_local(s))) return rc;
+        }
+        return MN_OK;
+    }
     /* pieces no longer than the part of the window that eviction can free */
     const int32_t max_piece = s->p.mode == MN_MODE_FULL ? n : s->p.window - s->p.n_sinks;
     for (int32_t i = 0; i < n;) {
@@ -120,7 +211,7 @@ int mn_stream_perplexity(mn_stream *s, const int32_t *ids, int64_t n, int32_t ch
     if (chunk <= 0) return mn_error(MN_EINVAL, "chunk must be positive");
     if (score_from < 1) score_from = 1;
     if (n <= score_from) return mn_error(MN_ERANGE, "nothing to score: %lld tokens", (long long)n);
-    if (s->p.mode != MN_MODE_FULL && chunk > s->p.window - s->p.n_sinks)
+    if ((s->p.mode == MN_MODE_TRUNCATE || s->p.mode == MN_MODE_SINKS) && chunk > s->p.window - s->p.n_sinks)
         chunk = s->p.window - s->p.n_sinks;
     const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx));
     float *logits = malloc(sizeof(float) * (size_t)V * (size_t)chunk);
