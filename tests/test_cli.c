@@ -3,6 +3,7 @@
  * `make`) through the shell; MNEMO_BIN overrides the path. */
 #include <stdint.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -99,7 +100,27 @@ int main(void) {
     rc = run("ppl -f ../shared/data/eval/books/pg14851.txt --mode full --ctx 128 --max-tokens 300", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "--mode truncate|sinks"), "full mode too long: %d %s", rc, out);
     rc = run("ppl -f tests/test.h --mode memory", out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "not yet implemented"), "memory mode: %d %s", rc, out);
+    CHECK(rc == 2 && strstr(out, "needs -a ADAPTER"), "memory mode without adapter: %d %s", rc, out);
+    /* a fresh UIO adapter (segment 64, ratio 8) through memory-mode perplexity */
+    char apath[] = "/tmp/mnemo-cli-adapter-XXXXXX";
+    int afd = mkstemp(apath);
+    close(afd);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "adapter init --compressor uio --segment 64 --ratio 8 --rank 8 --alpha 16 -o %s", apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0, "adapter init: %d %s", rc, out);
+    snprintf(cmd, sizeof cmd, "adapter info %s", apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "uio"), "adapter info: %d %s", rc, out);
+    snprintf(cmd, sizeof cmd,
+             "ppl -f ../shared/data/eval/books/pg14851.txt --mode memory -a %s --max-tokens 300 --json -t 2", apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"mode\": \"memory\"") && strstr(out, "\"tokens\": 299"), "ppl memory: %d %s",
+          rc, out);
+    snprintf(cmd, sizeof cmd, "ppl -m /tmp/nonexistent.gguf -f tests/test.h --mode memory -a %s", apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 1, "missing model with adapter: %d", rc);
+    unlink(apath);
 
     /* a prompt longer than the context is refused, not truncated silently */
     rc = run("generate -p \"one two three four five six seven eight nine ten\" -c 8 -n 4", out, sizeof out);

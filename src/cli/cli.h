@@ -43,5 +43,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_adapter(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "memory/memory.h"
 
 static void progress(void *user, int64_t windows, int64_t tokens, double ppl) {
     fprintf(stderr, "\r[%lld] ppl %.4f after %lld tokens", (long long)windows, ppl, (long long)tokens);
@@ -12,12 +13,27 @@ static void progress(void *user, int64_t windows, int64_t tokens, double ppl) {
 }
 
 /* Long-context perplexity: the whole text as one stream under a mode. */
-static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, long n_ctx, long window, long sinks,
-                      long chunk, long score_from, long threads, int json) {
+static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, const char *adapter_path, long n_ctx,
+                      long window, long sinks, long chunk, long score_from, long threads, int json) {
     mn_stream_params sp = mn_stream_default_params();
     sp.mode = (mn_mode)mode;
     sp.n_sinks = (int32_t)sinks;
-    if (mode == MN_MODE_FULL) {
+    mn_adapter *ad = NULL;
+    mn_uio_binding bind;
+    memset(&bind, 0, sizeof bind);
+    if (mode == MN_MODE_MEMORY) {
+        if (mn_adapter_load(m, adapter_path, &ad)) return cli_fail("adapter");
+        if (mn_uio_bind(m, ad, &bind)) {
+            mn_adapter_free(ad);
+            return cli_fail("adapter");
+        }
+        /* memory for every full segment plus one segment of local tokens */
+        const int64_t l = bind.params.l, mm = bind.params.m;
+        int64_t need = (n / l) * mm + l + mm;
+        n_ctx = need < mn_model_n_ctx_train(m) ? (long)need : mn_model_n_ctx_train(m);
+        sp.window = (int32_t)n_ctx;
+        if (!chunk) chunk = l / 4 > 0 ? l / 4 : 1;
+    } else if (mode == MN_MODE_FULL) {
         if (!n_ctx) n_ctx = n < mn_model_n_ctx_train(m) ? (long)n : mn_model_n_ctx_train(m);
         if (n > n_ctx) {
             fprintf(stderr,
@@ -38,10 +54,14 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, long
     cp.n_threads = (int)threads;
     mn_context *ctx;
     if (mn_context_create(m, &cp, &ctx)) return cli_fail("context");
-    mn_stream *s;
-    if (mn_stream_create(ctx, &sp, &s)) {
+    mn_stream *s = NULL;
+    if (mn_stream_create(ctx, &sp, &s) || (ad && mn_stream_attach_uio(s, &bind.params, (int)threads))) {
+        int rc = cli_fail("stream");
+        mn_stream_free(s);
         mn_context_free(ctx);
-        return cli_fail("stream");
+        mn_uio_unbind(&bind);
+        mn_adapter_free(ad);
+        return rc;
     }
     mn_ppl_result res;
     double t0 = cli_now();
@@ -64,6 +84,8 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, long
     }
     mn_stream_free(s);
     mn_context_free(ctx);
+    mn_uio_unbind(&bind);
+    mn_adapter_free(ad);
     return rc;
 }
 
@@ -72,6 +94,7 @@ int cmd_ppl(int argc, char **argv) {
     long n_ctx = 512, stride = 0, threads = 0, max_tokens = 0, batch = 512;
     long window = 1024, chunk = 0, sinks = 4, score_from = 1;
     int json = 0, mode = -1, ctx_given = 0;
+    const char *adapter = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -83,7 +106,8 @@ int cmd_ppl(int argc, char **argv) {
                    "  --stride S      window start spacing (default N); S < N/2 scores the last S tokens\n"
                    "\nLong-context modes (the text is read as one stream; every token after --score-from\n"
                    "is scored once):\n"
-                   "  --mode M        full | truncate | sinks (attention sinks + recent window)\n"
+                   "  --mode M        full | truncate | sinks (attention sinks + recent window) | memory\n"
+                   "  -a ADAPTER      compressor adapter for --mode memory (UIO; see 'mnemo adapter init')\n"
                    "  --window N      cells kept by truncate/sinks (default 1024)\n"
                    "  --sinks K       leading tokens kept in sinks mode (default 4)\n"
                    "  --chunk C       tokens fed per step (default window/8; 1 = token by token)\n"
@@ -108,8 +132,11 @@ int cmd_ppl(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--mode")) {
             if (!v || (mode = mn_mode_parse(v)) < 0)
-                return cli_usage_error("ppl", "--mode must be full, truncate or sinks%s",
-                                       v && !strcmp(v, "memory") ? " (memory mode needs an adapter: not yet implemented)" : "");
+                return cli_usage_error("ppl", "--mode must be full, truncate, sinks or memory");
+            i++;
+        } else if (!strcmp(a, "-a") || !strcmp(a, "--adapter")) {
+            if (!v) return cli_usage_error("ppl", "-a needs a value");
+            adapter = v;
             i++;
         } else if (!strcmp(a, "--window")) {
             if (cli_parse_int("ppl", a, v, 8, 1 << 22, &window)) return 2;
@@ -142,6 +169,9 @@ int cmd_ppl(int argc, char **argv) {
         }
     }
     if (!file) return cli_usage_error("ppl", "give the text with -f TEXTFILE");
+    if (mode == MN_MODE_MEMORY && !adapter)
+        return cli_usage_error("ppl", "--mode memory needs -a ADAPTER (make one with 'mnemo adapter init')");
+    if (adapter && mode != MN_MODE_MEMORY) return cli_usage_error("ppl", "-a ADAPTER is used with --mode memory");
     if (stride == 0) stride = n_ctx;
     if (stride > n_ctx) return cli_usage_error("ppl", "--stride must not exceed --ctx");
     char *text;
@@ -167,7 +197,8 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (max_tokens && n > max_tokens) n = max_tokens;
     if (mode >= 0) {
-        rc = stream_ppl(m, ids, n, mode, ctx_given ? n_ctx : 0, window, sinks, chunk, score_from, threads, json);
+        rc = stream_ppl(m, ids, n, mode, adapter, ctx_given ? n_ctx : 0, window, sinks, chunk, score_from, threads,
+                        json);
         free(ids);
         mn_model_free(m);
         return rc;

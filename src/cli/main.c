@@ -15,6 +15,7 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of the model on a text file (llama-perplexity protocol)"},
     {"bench", cmd_bench, "prefill and decode speed, peak memory"},
     {"convert", cmd_convert, "write a copy of a model with f32 or f16 matrices"},
+    {"adapter", cmd_adapter, "write (init) or inspect (info) a compressor adapter file"},
 };
 
 static void usage(FILE *f) {

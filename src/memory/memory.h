@@ -9,8 +9,21 @@
 #ifndef MN_MEMORY_H
 #define MN_MEMORY_H
 
+#include "memory/adapter.h"
 #include "memory/uio.h"
 #include "mnemo.h"
+
+/* UIO parameters viewing a loaded UIO adapter (its tensors, no copies). */
+typedef struct {
+    mn_lora *enc_q, *enc_v, *mem_k, *mem_v; /* per layer */
+    mn_lora_set encoder, transfer;
+    mn_uio_params params;
+} mn_uio_binding;
+
+/* Fails clearly for another compressor kind or another model. The adapter
+ * must outlive the binding. */
+int mn_uio_bind(const mn_model *m, const mn_adapter *a, mn_uio_binding *b);
+void mn_uio_unbind(mn_uio_binding *b);
 
 /* Attaches a UIO encoder (its own context and n_threads threads) to a stream
  * created with mode MN_MODE_MEMORY. The parameters' arrays must outlive it. */
