@@ -1,0 +1,524 @@
+/* memfile.c - memory files (see memfile.h for the byte layout). */
+#include "memory/memfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "kernels/quant.h"
+
+static const char k_magic[8] = {'M', 'N', 'E', 'M', 'O', 'M', 'E', 'M'};
+
+/* header field offsets */
+enum {
+    O_MAGIC = 0,
+    O_VERSION = 8,
+    O_HSIZE = 12,
+    O_KIND = 16,
+    O_ETYPE = 20,
+    O_NLAYER = 24,
+    O_DIM = 28,
+    O_SLOTS = 32,
+    O_FLAGS = 36,
+    O_NTOK = 40,
+    O_MHASH = 48,
+    O_AHASH = 56,
+    O_RATIO = 64,
+    O_RES0 = 68,
+    O_CREATED = 72,
+    O_PBYTES = 80,
+    O_PSUM = 88,
+    O_MNAME = 96,
+    O_COMP = 160,
+    O_TITLE = 224,
+    O_RES1 = 480,
+    O_HSUM = 504,
+};
+
+struct mn_memfile {
+    mn_memfile_info info;
+    const uint8_t *base; /* start of the file bytes */
+    size_t size;
+    int mapped;          /* base is our mmap */
+    const uint8_t *payload;
+    size_t payload_bytes;
+};
+
+uint64_t mn_memfile_fnv1a64(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static size_t elem_size(int t) { return t == MN_MEMFILE_F16 ? 2 : 4; }
+
+/* Elements per block and bytes of the payload, with overflow checks (the
+ * dimensions are already within their limits, so this cannot overflow on
+ * 64-bit hosts, but stays correct on 32-bit ones). Returns 0 on overflow. */
+static int payload_size(int kind, uint64_t n_layer, uint64_t m, uint64_t dim, int etype, uint64_t *block_elems,
+                        uint64_t *bytes) {
+    uint64_t e, b;
+    if (kind == MN_MEMFILE_EMBD) n_layer = 1;
+    if (__builtin_mul_overflow(n_layer, m, &e) || __builtin_mul_overflow(e, dim, &e)) return 0;
+    if (__builtin_mul_overflow(e, (uint64_t)(kind == MN_MEMFILE_KV ? 2 : 1), &b)) return 0;
+    if (__builtin_mul_overflow(b, (uint64_t)elem_size(etype), &b)) return 0;
+    if (b > (uint64_t)SIZE_MAX) return 0;
+    *block_elems = e;
+    *bytes = b;
+    return 1;
+}
+
+size_t mn_memfile_block_elems(const mn_memfile_info *info) {
+    if (!info || (info->kind != MN_MEMFILE_KV && info->kind != MN_MEMFILE_EMBD)) return 0;
+    if (info->n_layer < 0 || info->dim < 0 || info->n_slots < 0) return 0;
+    uint64_t e, b;
+    if (!payload_size(info->kind, (uint64_t)info->n_layer, (uint64_t)info->n_slots, (uint64_t)info->dim,
+                      MN_MEMFILE_F32, &e, &b))
+        return 0;
+    return (size_t)e;
+}
+
+/* ------------------------------------------------------------------ write */
+
+/* Copies s into a zeroed field of `cap` bytes; 0 if it does not fit. */
+static int put_name(uint8_t *field, size_t cap, const char *s) {
+    size_t n = strnlen(s, cap);
+    if (n >= cap) return 0;
+    memcpy(field, s, n);
+    return 1;
+}
+
+/* Title: truncated to cap-1 bytes at a UTF-8 character boundary. */
+static void put_title(uint8_t *field, size_t cap, const char *s) {
+    size_t n = strnlen(s, cap);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((uint8_t)s[n] & 0xC0) == 0x80) n--; /* s[n] would start the cut-off part */
+    }
+    memcpy(field, s, n);
+}
+
+static int validate_info(const mn_memfile_info *in, int etype) {
+    if (in->kind != MN_MEMFILE_KV && in->kind != MN_MEMFILE_EMBD)
+        return mn_error(MN_EINVAL, "memory file: kind %d is neither KV (1) nor embedding (2)", (int)in->kind);
+    if (etype != MN_MEMFILE_F32 && etype != MN_MEMFILE_F16)
+        return mn_error(MN_EINVAL, "memory file: element type %d is neither f32 (0) nor f16 (1)", etype);
+    if (in->kind == MN_MEMFILE_KV && (in->n_layer < 1 || in->n_layer > MN_MEMFILE_MAX_LAYER))
+        return mn_error(MN_EINVAL, "memory file: n_layer %d outside 1..%d", (int)in->n_layer, MN_MEMFILE_MAX_LAYER);
+    if (in->kind == MN_MEMFILE_EMBD && in->n_layer != 0)
+        return mn_error(MN_EINVAL, "memory file: an embedding memory has n_layer 0, not %d", (int)in->n_layer);
+    if (in->dim < 1 || in->dim > MN_MEMFILE_MAX_DIM)
+        return mn_error(MN_EINVAL, "memory file: dim %d outside 1..%d", (int)in->dim, MN_MEMFILE_MAX_DIM);
+    if (in->n_slots < 0 || in->n_slots > MN_MEMFILE_MAX_SLOTS)
+        return mn_error(MN_EINVAL, "memory file: %d slots outside 0..%d", (int)in->n_slots, MN_MEMFILE_MAX_SLOTS);
+    if (in->flags & ~(uint32_t)MN_MEMFILE_K_ROPE)
+        return mn_error(MN_EINVAL, "memory file: unknown flags 0x%x", (unsigned)in->flags);
+    if (in->kind == MN_MEMFILE_EMBD && in->flags)
+        return mn_error(MN_EINVAL, "memory file: flags are for KV memories only");
+    if (in->n_tokens < 0) return mn_error(MN_EINVAL, "memory file: negative token count");
+    if (!isfinite(in->ratio) || in->ratio < 0)
+        return mn_error(MN_EINVAL, "memory file: ratio %g must be finite and >= 0", (double)in->ratio);
+    if (strnlen(in->model_name, MN_MEMFILE_NAME_CAP) >= MN_MEMFILE_NAME_CAP ||
+        strnlen(in->compressor, MN_MEMFILE_NAME_CAP) >= MN_MEMFILE_NAME_CAP)
+        return mn_error(MN_EINVAL, "memory file: model and compressor names are limited to %d bytes",
+                        MN_MEMFILE_NAME_CAP - 1);
+    return 0;
+}
+
+/* Checks the data before anything is written: finite, and within f16 range for f16. */
+static int check_data(const float *x, size_t n, int etype, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        float f = x[i];
+        if (!isfinite(f))
+            return mn_error(MN_ERANGE, "memory file: %s element %zu is not finite (%g)", what, i, (double)f);
+        if (etype == MN_MEMFILE_F16 && !isfinite(mn_fp16_to_fp32(mn_fp32_to_fp16(f))))
+            return mn_error(MN_ERANGE, "memory file: %s element %zu (%g) does not fit in f16; write f32 instead",
+                            what, i, (double)f);
+    }
+    return 0;
+}
+
+/* Converts and writes n elements of x, hashing what is written. */
+static int emit_block(FILE *f, const float *x, size_t n, int etype, uint64_t *h) {
+    enum { CH = 16384 };
+    uint8_t buf[CH * 4];
+    for (size_t i = 0; i < n; i += CH) {
+        size_t c = n - i < CH ? n - i : CH, nb;
+        if (etype == MN_MEMFILE_F16) {
+            for (size_t j = 0; j < c; j++) {
+                uint16_t v = mn_fp32_to_fp16(x[i + j]);
+                buf[2 * j] = (uint8_t)v;
+                buf[2 * j + 1] = (uint8_t)(v >> 8);
+            }
+            nb = 2 * c;
+        } else {
+            memcpy(buf, x + i, 4 * c); /* little-endian host */
+            nb = 4 * c;
+        }
+        *h = mn_memfile_fnv1a64(*h, buf, nb);
+        if (fwrite(buf, 1, nb, f) != nb) return 0;
+    }
+    return 1;
+}
+
+int mn_memfile_write(const char *path, const mn_memfile_info *info, const float *k, const float *v, int elem_type) {
+    if (!path || !info) return mn_error(MN_EINVAL, "memory file: NULL path or info");
+    int rc = validate_info(info, elem_type);
+    if (rc) return rc;
+    uint64_t be, pbytes;
+    if (!payload_size(info->kind, (uint64_t)info->n_layer, (uint64_t)info->n_slots, (uint64_t)info->dim, elem_type,
+                      &be, &pbytes))
+        return mn_error(MN_ERANGE, "memory file: payload size overflows");
+    if (be && !k) return mn_error(MN_EINVAL, "memory file: NULL %s data", info->kind == MN_MEMFILE_KV ? "K" : "embedding");
+    if (info->kind == MN_MEMFILE_KV && be && !v) return mn_error(MN_EINVAL, "memory file: NULL V data");
+    if (info->kind == MN_MEMFILE_EMBD && v) return mn_error(MN_EINVAL, "memory file: an embedding memory takes no V");
+    if ((rc = check_data(k, (size_t)be, elem_type, info->kind == MN_MEMFILE_KV ? "K" : "embedding"))) return rc;
+    if (info->kind == MN_MEMFILE_KV && (rc = check_data(v, (size_t)be, elem_type, "V"))) return rc;
+
+    uint8_t h[MN_MEMFILE_HEADER_SIZE];
+    memset(h, 0, sizeof h);
+    memcpy(h + O_MAGIC, k_magic, 8);
+    put_u32(h + O_VERSION, MN_MEMFILE_VERSION);
+    put_u32(h + O_HSIZE, MN_MEMFILE_HEADER_SIZE);
+    put_u32(h + O_KIND, (uint32_t)info->kind);
+    put_u32(h + O_ETYPE, (uint32_t)elem_type);
+    put_u32(h + O_NLAYER, (uint32_t)info->n_layer);
+    put_u32(h + O_DIM, (uint32_t)info->dim);
+    put_u32(h + O_SLOTS, (uint32_t)info->n_slots);
+    put_u32(h + O_FLAGS, info->flags);
+    put_u64(h + O_NTOK, (uint64_t)info->n_tokens);
+    put_u64(h + O_MHASH, info->model_hash);
+    put_u64(h + O_AHASH, info->adapter_hash);
+    uint32_t rbits;
+    memcpy(&rbits, &info->ratio, 4);
+    put_u32(h + O_RATIO, rbits);
+    put_u64(h + O_CREATED, (uint64_t)(info->created ? info->created : (int64_t)time(NULL)));
+    put_u64(h + O_PBYTES, pbytes);
+    put_name(h + O_MNAME, MN_MEMFILE_NAME_CAP, info->model_name);
+    put_name(h + O_COMP, MN_MEMFILE_NAME_CAP, info->compressor);
+    put_title(h + O_TITLE, MN_MEMFILE_TITLE_CAP, info->title);
+
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 16);
+    if (!tmp) return mn_error(MN_ENOMEM, "memory file: out of memory");
+    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        rc = mn_error(MN_EIO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(e));
+        free(tmp);
+        return rc;
+    }
+    (void)fchmod(fd, 0644);
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return mn_error(MN_EIO, "%s: fdopen failed: %s", path, strerror(e));
+    }
+    errno = 0;
+    uint64_t sum = MN_FNV64_INIT;
+    int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
+    if (ok) ok = emit_block(f, k, (size_t)be, elem_type, &sum);
+    if (ok && info->kind == MN_MEMFILE_KV) ok = emit_block(f, v, (size_t)be, elem_type, &sum);
+    if (ok) {
+        put_u64(h + O_PSUM, sum);
+        put_u64(h + O_HSUM, mn_memfile_fnv1a64(MN_FNV64_INIT, h, O_HSUM));
+        ok = fseek(f, 0, SEEK_SET) == 0 && fwrite(h, 1, sizeof h, f) == sizeof h;
+    }
+    if (ok && fflush(f) != 0) ok = 0;
+    if (ok && fsync(fd) != 0) ok = 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        free(tmp);
+        return mn_error(MN_EIO, "%s: writing memory file failed: %s", path, e ? strerror(e) : "short write");
+    }
+    free(tmp);
+    /* make the rename durable (best effort) */
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t dl = (size_t)(slash - path);
+        if (dl == 0) dl = 1;
+        if (dl >= sizeof dir) return 0;
+        memcpy(dir, path, dl);
+        dir[dl] = 0;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------- open */
+
+/* A NUL-terminated string within a fixed field; copies it into dst (same cap). */
+static int get_name(const uint8_t *field, size_t cap, char *dst, const char *what) {
+    const uint8_t *z = memchr(field, 0, cap);
+    if (!z) return mn_error(MN_EFORMAT, "memory file: %s field is not NUL-terminated", what);
+    size_t n = (size_t)(z - field);
+    for (size_t i = n; i < cap; i++)
+        if (field[i]) return mn_error(MN_EFORMAT, "memory file: %s field has bytes after its NUL", what);
+    memcpy(dst, field, n);
+    dst[n] = 0;
+    return 0;
+}
+
+static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
+    if (size == 0) return mn_error(MN_EFORMAT, "memory file: empty file");
+    size_t nm = size < 8 ? size : 8;
+    if (memcmp(b, k_magic, nm) != 0)
+        return mn_error(MN_EFORMAT, "not a mnemo memory file (magic is not 'MNEMOMEM')");
+    if (size < MN_MEMFILE_HEADER_SIZE)
+        return mn_error(MN_EFORMAT, "memory file: truncated: %zu bytes, the header alone is %d", size,
+                        MN_MEMFILE_HEADER_SIZE);
+    uint32_t ver = get_u32(b + O_VERSION);
+    if (ver != MN_MEMFILE_VERSION)
+        return mn_error(MN_EUNSUPPORTED, "memory file: format version %u is not supported (this build reads %d)",
+                        (unsigned)ver, MN_MEMFILE_VERSION);
+    uint32_t hs = get_u32(b + O_HSIZE);
+    if (hs != MN_MEMFILE_HEADER_SIZE)
+        return mn_error(MN_EFORMAT, "memory file: header size %u, version 1 has %d", (unsigned)hs,
+                        MN_MEMFILE_HEADER_SIZE);
+    mn_memfile_info *in = &mf->info;
+    uint32_t kind = get_u32(b + O_KIND), et = get_u32(b + O_ETYPE), nl = get_u32(b + O_NLAYER);
+    uint32_t dim = get_u32(b + O_DIM), m = get_u32(b + O_SLOTS), flags = get_u32(b + O_FLAGS);
+    if (kind != MN_MEMFILE_KV && kind != MN_MEMFILE_EMBD)
+        return mn_error(MN_EFORMAT, "memory file: kind %u is neither KV (1) nor embedding (2)", (unsigned)kind);
+    if (et != MN_MEMFILE_F32 && et != MN_MEMFILE_F16)
+        return mn_error(MN_EFORMAT, "memory file: element type %u is neither f32 (0) nor f16 (1)", (unsigned)et);
+    if (kind == MN_MEMFILE_KV && (nl < 1 || nl > MN_MEMFILE_MAX_LAYER))
+        return mn_error(MN_EFORMAT, "memory file: n_layer %u outside 1..%d", (unsigned)nl, MN_MEMFILE_MAX_LAYER);
+    if (kind == MN_MEMFILE_EMBD && nl != 0)
+        return mn_error(MN_EFORMAT, "memory file: embedding memory with n_layer %u (must be 0)", (unsigned)nl);
+    if (dim < 1 || dim > MN_MEMFILE_MAX_DIM)
+        return mn_error(MN_EFORMAT, "memory file: dim %u outside 1..%d", (unsigned)dim, MN_MEMFILE_MAX_DIM);
+    if (m > MN_MEMFILE_MAX_SLOTS)
+        return mn_error(MN_EFORMAT, "memory file: %u slots, more than the limit %d", (unsigned)m,
+                        MN_MEMFILE_MAX_SLOTS);
+    if (flags & ~(uint32_t)MN_MEMFILE_K_ROPE)
+        return mn_error(MN_EFORMAT, "memory file: unknown flags 0x%x", (unsigned)flags);
+    if (kind == MN_MEMFILE_EMBD && flags)
+        return mn_error(MN_EFORMAT, "memory file: flags 0x%x on an embedding memory", (unsigned)flags);
+    uint64_t ntok = get_u64(b + O_NTOK);
+    if (ntok > (uint64_t)INT64_MAX)
+        return mn_error(MN_EFORMAT, "memory file: token count %llu out of range", (unsigned long long)ntok);
+    uint32_t rbits = get_u32(b + O_RATIO);
+    float ratio;
+    memcpy(&ratio, &rbits, 4);
+    if (!isfinite(ratio) || ratio < 0)
+        return mn_error(MN_EFORMAT, "memory file: ratio %g must be finite and >= 0", (double)ratio);
+    if (get_u32(b + O_RES0) != 0) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+    for (int i = O_RES1; i < O_HSUM; i++)
+        if (b[i]) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+
+    uint64_t be, want;
+    if (!payload_size((int)kind, nl, m, dim, (int)et, &be, &want))
+        return mn_error(MN_EFORMAT, "memory file: payload size overflows");
+    uint64_t pbytes = get_u64(b + O_PBYTES);
+    if (pbytes != want)
+        return mn_error(MN_EFORMAT, "memory file: header says %llu payload bytes, the shape (%u x %u x %u) needs %llu",
+                        (unsigned long long)pbytes, (unsigned)nl, (unsigned)m, (unsigned)dim,
+                        (unsigned long long)want);
+    uint64_t avail = (uint64_t)size - MN_MEMFILE_HEADER_SIZE;
+    if (avail < want)
+        return mn_error(MN_EFORMAT, "memory file: truncated: %zu bytes, the header promises %llu", size,
+                        (unsigned long long)(want + MN_MEMFILE_HEADER_SIZE));
+    if (avail > want)
+        return mn_error(MN_EFORMAT, "memory file: %llu unexpected bytes after the payload",
+                        (unsigned long long)(avail - want));
+
+    int rc;
+    if ((rc = get_name(b + O_MNAME, MN_MEMFILE_NAME_CAP, in->model_name, "model name"))) return rc;
+    if ((rc = get_name(b + O_COMP, MN_MEMFILE_NAME_CAP, in->compressor, "compressor name"))) return rc;
+    if ((rc = get_name(b + O_TITLE, MN_MEMFILE_TITLE_CAP, in->title, "title"))) return rc;
+
+    uint64_t hsum = mn_memfile_fnv1a64(MN_FNV64_INIT, b, O_HSUM);
+    if (hsum != get_u64(b + O_HSUM))
+        return mn_error(MN_EFORMAT, "memory file: header checksum mismatch (stored %016llx, computed %016llx): "
+                                    "the file is corrupt",
+                        (unsigned long long)get_u64(b + O_HSUM), (unsigned long long)hsum);
+    uint64_t psum = mn_memfile_fnv1a64(MN_FNV64_INIT, b + MN_MEMFILE_HEADER_SIZE, (size_t)want);
+    if (psum != get_u64(b + O_PSUM))
+        return mn_error(MN_EFORMAT, "memory file: payload checksum mismatch (stored %016llx, computed %016llx): "
+                                    "the file is corrupt",
+                        (unsigned long long)get_u64(b + O_PSUM), (unsigned long long)psum);
+
+    in->kind = (mn_memfile_kind)kind;
+    in->elem_type = (int)et;
+    in->n_layer = (int32_t)nl;
+    in->dim = (int32_t)dim;
+    in->n_slots = (int32_t)m;
+    in->flags = flags;
+    in->n_tokens = (int64_t)ntok;
+    in->model_hash = get_u64(b + O_MHASH);
+    in->adapter_hash = get_u64(b + O_AHASH);
+    in->ratio = ratio;
+    in->created = (int64_t)get_u64(b + O_CREATED);
+    in->checksum = psum;
+    mf->payload = b + MN_MEMFILE_HEADER_SIZE;
+    mf->payload_bytes = (size_t)want;
+    return 0;
+}
+
+int mn_memfile_open_memory(const void *data, size_t size, mn_memfile **out) {
+    if (!out) return mn_error(MN_EINVAL, "memory file: NULL out");
+    *out = NULL;
+    if (!data && size) return mn_error(MN_EINVAL, "memory file: NULL data");
+    mn_memfile *mf = calloc(1, sizeof *mf);
+    if (!mf) return mn_error(MN_ENOMEM, "memory file: out of memory");
+    mf->base = data;
+    mf->size = size;
+    int rc = parse(data, size, mf);
+    if (rc) {
+        free(mf);
+        return rc;
+    }
+    *out = mf;
+    return 0;
+}
+
+int mn_memfile_open(const char *path, mn_memfile **out) {
+    if (!out) return mn_error(MN_EINVAL, "memory file: NULL out");
+    *out = NULL;
+    if (!path) return mn_error(MN_EINVAL, "memory file: NULL path");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return mn_error(e == ENOENT ? MN_ENOTFOUND : MN_EIO, "%s: cannot open memory file: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mn_error(MN_EIO, "%s: stat failed: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mn_error(MN_EIO, "%s: not a regular file%s", path, S_ISDIR(st.st_mode) ? " (a directory)" : "");
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return mn_error(MN_EFORMAT, "%s: file too large", path);
+    }
+    size_t size = (size_t)st.st_size;
+    if (size == 0) {
+        close(fd);
+        return mn_error(MN_EFORMAT, "%s: memory file: empty file", path);
+    }
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) return mn_error(MN_EIO, "%s: mmap failed: %s", path, strerror(e));
+    mn_memfile *mf = calloc(1, sizeof *mf);
+    if (!mf) {
+        munmap(p, size);
+        return mn_error(MN_ENOMEM, "memory file: out of memory");
+    }
+    mf->base = p;
+    mf->size = size;
+    mf->mapped = 1;
+    int rc = parse(p, size, mf);
+    if (rc) {
+        munmap(p, size);
+        free(mf);
+        return mn_error_prefix(rc, path);
+    }
+    *out = mf;
+    return 0;
+}
+
+void mn_memfile_free(mn_memfile *mf) {
+    if (!mf) return;
+    if (mf->mapped) munmap((void *)mf->base, mf->size);
+    free(mf);
+}
+
+const mn_memfile_info *mn_memfile_get_info(const mn_memfile *mf) { return mf ? &mf->info : NULL; }
+
+const void *mn_memfile_payload(const mn_memfile *mf, size_t *nbytes) {
+    if (nbytes) *nbytes = mf ? mf->payload_bytes : 0;
+    return mf ? mf->payload : NULL;
+}
+
+static void convert(const uint8_t *src, size_t n, int etype, float *dst) {
+    if (etype == MN_MEMFILE_F16) {
+        for (size_t i = 0; i < n; i++) dst[i] = mn_fp16_to_fp32((uint16_t)(src[2 * i] | (src[2 * i + 1] << 8)));
+    } else if (n) {
+        memcpy(dst, src, 4 * n); /* little-endian host */
+    }
+}
+
+int mn_memfile_read_kv(const mn_memfile *mf, float *k, float *v) {
+    if (!mf) return mn_error(MN_EINVAL, "memory file: NULL handle");
+    if (mf->info.kind != MN_MEMFILE_KV)
+        return mn_error(MN_EINVAL, "memory file holds embeddings, not KV memory (use mn_memfile_read_embd)");
+    size_t n = mf->payload_bytes / 2 / elem_size(mf->info.elem_type);
+    size_t half = mf->payload_bytes / 2;
+    if (k) convert(mf->payload, n, mf->info.elem_type, k);
+    if (v) convert(mf->payload + half, n, mf->info.elem_type, v);
+    return 0;
+}
+
+int mn_memfile_read_embd(const mn_memfile *mf, float *embd) {
+    if (!mf || !embd) return mn_error(MN_EINVAL, "memory file: NULL argument");
+    if (mf->info.kind != MN_MEMFILE_EMBD)
+        return mn_error(MN_EINVAL, "memory file holds KV memory, not embeddings (use mn_memfile_read_kv)");
+    convert(mf->payload, mf->payload_bytes / elem_size(mf->info.elem_type), mf->info.elem_type, embd);
+    return 0;
+}
+
+int mn_memfile_check_model(const mn_memfile *mf, uint64_t model_hash, uint64_t adapter_hash) {
+    if (!mf) return mn_error(MN_EINVAL, "memory file: NULL handle");
+    const mn_memfile_info *in = &mf->info;
+    if (in->model_hash != model_hash)
+        return mn_error(MN_EINVAL,
+                        "memory file was made with model '%s' (hash %016llx), not this one (hash %016llx)",
+                        in->model_name, (unsigned long long)in->model_hash, (unsigned long long)model_hash);
+    if (in->adapter_hash != adapter_hash)
+        return mn_error(MN_EINVAL,
+                        "memory file was made with the '%s' adapter (hash %016llx), not the one loaded (hash %016llx%s)",
+                        in->compressor, (unsigned long long)in->adapter_hash, (unsigned long long)adapter_hash,
+                        adapter_hash ? "" : ": none");
+    return 0;
+}
