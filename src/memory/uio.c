@@ -51,24 +51,6 @@ int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_u
         mn_uio_free(u);
         return mn_error(MN_ENOMEM, "out of memory for a UIO encoder (segment %d)", p->l);
     }
-    /* positions and the stepwise-coverage mask never change */
-    const int32_t stride = p->l / p->m;
-    for (int32_t i = 0; i < p->l; i++) u->pos[i] = i;
-    for (int32_t i = 0; i < p->m; i++) {
-        u->pos[p->l + i] = (i + 1) * stride;
-        u->cap_idx[i] = p->l + i;
-    }
-    for (int32_t i = 0; i < T; i++) {
-        uint8_t *row = u->mask + (size_t)i * (size_t)T;
-        if (i < p->l) {
-            memset(row, 1, (size_t)i + 1);
-        } else {
-            memset(row, 1, (size_t)u->pos[i]); /* segment tokens at positions < (i+1)*l/m */
-            row[i] = 1;
-        }
-    }
-    for (int32_t i = 0; i < p->m; i++)
-        memcpy(u->embd + (size_t)(p->l + i) * u->C, p->mem_embd, sizeof(float) * (size_t)u->C);
     if ((rc = mn_context_params_kv_dim(u->ctx, &u->KD))) {
         mn_uio_free(u);
         return rc;
@@ -90,22 +72,53 @@ void mn_uio_free(mn_uio *u) {
 
 mn_context *mn_uio_context(mn_uio *u) { return u->ctx; }
 
-int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v) {
+/* Lays out r segment tokens followed by mm memory tokens: positions, the
+ * stepwise-coverage mask and the memory-token embeddings. */
+static void layout(mn_uio *u, int32_t r, int32_t mm) {
+    const int32_t T = r + mm, stride = u->p.l / u->p.m;
+    for (int32_t i = 0; i < r; i++) u->pos[i] = i;
+    for (int32_t i = 0; i < mm; i++) {
+        u->pos[r + i] = (i + 1) * stride;
+        u->cap_idx[i] = r + i;
+        memcpy(u->embd + (size_t)(r + i) * u->C, u->p.mem_embd, sizeof(float) * (size_t)u->C);
+    }
+    memset(u->mask, 0, (size_t)T * (size_t)T);
+    for (int32_t i = 0; i < T; i++) {
+        uint8_t *row = u->mask + (size_t)i * (size_t)T;
+        if (i < r) {
+            memset(row, 1, (size_t)i + 1);
+        } else {
+            int32_t vis = u->pos[i] < r ? u->pos[i] : r; /* segment tokens before the memory token */
+            memset(row, 1, (size_t)vis);
+            row[i] = 1;
+        }
+    }
+}
+
+int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float *v, int32_t *m_out) {
     const mn_uio_params *p = &u->p;
-    int rc = mn_model_embed(u->model, seg, p->l, u->embd);
+    if (r <= 0 || r > p->l) return mn_error(MN_EINVAL, "a segment holds 1..%d tokens, not %d", p->l, r);
+    const int32_t stride = p->l / p->m, mm = (r + stride - 1) / stride;
+    int rc = mn_model_embed(u->model, seg, r, u->embd);
     if (rc) return rc;
+    layout(u, r, mm);
     mn_kv_clear(u->ctx);
     if ((rc = mn_context_set_lora(u->ctx, p->encoder))) return rc;
-    mn_batch b = {.n = p->l + p->m, .embd = u->embd, .pos = u->pos, .mask = u->mask, .n_capture = p->m,
+    mn_batch b = {.n = r + mm, .embd = u->embd, .pos = u->pos, .mask = u->mask, .n_capture = mm,
                   .capture_idx = u->cap_idx, .capture_xn = u->cap};
     rc = mn_decode_batch(u->ctx, &b, NULL, 0);
     mn_context_set_lora(u->ctx, NULL);
     if (rc) return rc;
     /* transfer head: memory keys/values from the captured normalised inputs */
     for (int32_t l = 0; l < u->L && !rc; l++) {
-        const float *x = u->cap + (size_t)l * p->m * u->C;
-        rc = mn_context_project(u->ctx, l, 'k', x, p->m, k + (size_t)l * p->m * u->KD, 1, p->transfer);
-        if (!rc) rc = mn_context_project(u->ctx, l, 'v', x, p->m, v + (size_t)l * p->m * u->KD, 1, p->transfer);
+        const float *x = u->cap + (size_t)l * mm * u->C;
+        rc = mn_context_project(u->ctx, l, 'k', x, mm, k + (size_t)l * mm * u->KD, 1, p->transfer);
+        if (!rc) rc = mn_context_project(u->ctx, l, 'v', x, mm, v + (size_t)l * mm * u->KD, 1, p->transfer);
     }
+    if (!rc && m_out) *m_out = mm;
     return rc;
+}
+
+int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v) {
+    return mn_uio_compress_n(u, seg, u->p.l, k, v, NULL);
 }

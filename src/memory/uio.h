@@ -34,6 +34,10 @@ void mn_uio_free(mn_uio *u);
 /* Encodes seg[0..l) into k, v: (L, m, KD) each, keys WITHOUT RoPE (place them
  * with mn_kv_append(..., k_has_rope = 0) at the memory slots' positions). */
 int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v);
+/* A final partial segment of r <= l tokens: its ceil(r / (l/m)) memory tokens
+ * keep their usual positions and see the tokens before them (so nothing of a
+ * document's tail is dropped). k, v: (L, *m_out, KD). */
+int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float *v, int32_t *m_out);
 /* The encoder's context (its cache holds the last encoded segment). */
 mn_context *mn_uio_context(mn_uio *u);
 

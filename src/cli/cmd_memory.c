@@ -1,0 +1,278 @@
+/* cmd_memory.c - `mnemo compress` (document -> memory file) and `mnemo ask`
+ * (answer from a memory file, or compress a document and answer in one step). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "memory/memfile.h"
+#include "memory/memory.h"
+
+typedef struct {
+    const char *model, *adapter, *doc, *mem, *out, *question, *title;
+    long threads, n_predict, seed;
+    double temp;
+    int f32, quiet;
+} mem_opts;
+
+static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 256;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define STR(flag, field)                                                   \
+    if (!strcmp(a, flag)) {                                               \
+        if (!v) return cli_usage_error(cmd, "%s needs a value", a);       \
+        o->field = v;                                                     \
+        i++;                                                              \
+        continue;                                                         \
+    }
+        STR("-m", model) STR("-a", adapter) STR("-f", doc) STR("--doc", doc) STR("--mem", mem) STR("-o", out)
+        STR("--title", title)
+#undef STR
+        if (!strcmp(a, "-t")) {
+            if (cli_parse_int(cmd, a, v, 0, 512, &o->threads)) return 2;
+            i++;
+        } else if (!strcmp(a, "-n")) {
+            if (cli_parse_int(cmd, a, v, 1, 1 << 20, &o->n_predict)) return 2;
+            i++;
+        } else if (!strcmp(a, "--seed")) {
+            if (cli_parse_int(cmd, a, v, 0, 0x7fffffffL, &o->seed)) return 2;
+            i++;
+        } else if (!strcmp(a, "--temp")) {
+            if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
+            i++;
+        } else if (!strcmp(a, "--f32")) {
+            o->f32 = 1;
+        } else if (!strcmp(a, "-q")) {
+            o->quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option '%s'", a);
+        } else if (!o->question) {
+            o->question = a;
+        } else {
+            return cli_usage_error(cmd, "one question only (quote it)");
+        }
+    }
+    return 0;
+}
+
+/* Model, adapter and its UIO binding. */
+typedef struct {
+    mn_model *m;
+    mn_adapter *ad;
+    mn_uio_binding b;
+} loaded;
+
+static int load_all(const mem_opts *o, loaded *L) {
+    memset(L, 0, sizeof *L);
+    if (cli_load_model(o->model, &L->m)) return 1;
+    if (mn_adapter_load(L->m, o->adapter, &L->ad)) return cli_fail("adapter");
+    if (mn_uio_bind(L->m, L->ad, &L->b)) return cli_fail("adapter");
+    return 0;
+}
+
+static void unload(loaded *L) {
+    mn_uio_unbind(&L->b);
+    mn_adapter_free(L->ad);
+    mn_model_free(L->m);
+}
+
+/* Tokenizes and compresses a document file. */
+static int compress_file(const mem_opts *o, loaded *L, float **k, float **v, int32_t *M, int64_t *n_tok,
+                         double *secs) {
+    char *text;
+    size_t len;
+    if (cli_read_file(o->doc, &text, &len)) return 1;
+    int32_t *ids;
+    int64_t n;
+    int rc = cli_tokenize(L->m, text, len, 1, 0, &ids, &n);
+    free(text);
+    if (rc) return rc;
+    if (n == 0) {
+        free(ids);
+        fprintf(stderr, "mnemo: '%s' has no text to compress\n", o->doc);
+        return 1;
+    }
+    double t0 = cli_now();
+    rc = mn_uio_compress_doc(L->m, &L->b.params, ids, n, (int)o->threads, k, v, M);
+    *secs = cli_now() - t0;
+    free(ids);
+    *n_tok = n;
+    return rc ? cli_fail("compress") : 0;
+}
+
+int cmd_compress(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: mnemo compress [-m MODEL] -a ADAPTER -f DOC -o DOC.mem [--f32] [-t N] [--title T]\n\n"
+                   "Compresses a document into a memory file (per-layer memory K/V, f16 by default) with a UIO\n"
+                   "adapter; segments are compressed in parallel on -t threads. 'mnemo ask --mem DOC.mem'\n"
+                   "then answers questions without reading the document again.\n");
+            return 0;
+        }
+    mem_opts o;
+    int rc = parse("compress", &o, argc, argv);
+    if (rc) return rc;
+    if (!o.adapter || !o.doc || !o.out) return cli_usage_error("compress", "needs -a ADAPTER, -f DOC and -o OUT");
+    if (o.question) return cli_usage_error("compress", "unexpected argument '%s'", o.question);
+    loaded L;
+    if (load_all(&o, &L)) {
+        unload(&L);
+        return 1;
+    }
+    float *k = NULL, *v = NULL;
+    int32_t M = 0;
+    int64_t n = 0;
+    double secs = 0;
+    rc = compress_file(&o, &L, &k, &v, &M, &n, &secs);
+    if (!rc) {
+        mn_memfile_info info;
+        memset(&info, 0, sizeof info);
+        info.kind = MN_MEMFILE_KV;
+        info.n_layer = mn_model_n_layer(L.m);
+        mn_context *tmp;
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = 1, cp.n_batch = 1, cp.n_threads = 1;
+        mn_context_create(L.m, &cp, &tmp);
+        mn_context_params_kv_dim(tmp, &info.dim);
+        mn_context_free(tmp);
+        info.n_slots = M;
+        info.n_tokens = n;
+        info.model_hash = mn_model_hash(L.m);
+        info.adapter_hash = mn_adapter_hash(L.ad);
+        info.ratio = (float)L.b.params.l / (float)L.b.params.m;
+        snprintf(info.model_name, sizeof info.model_name, "%s", mn_model_name(L.m));
+        snprintf(info.compressor, sizeof info.compressor, "uio");
+        snprintf(info.title, sizeof info.title, "%s", o.title ? o.title : o.doc);
+        if (mn_memfile_write(o.out, &info, k, v, o.f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16)) {
+            rc = cli_fail("write memory file");
+        } else {
+            struct stat st;
+            stat(o.out, &st);
+            fprintf(stderr, "mnemo: %lld tokens -> %d memory slots (x%.1f) in %.2f s (%.0f tok/s), %s: %.1f MiB\n",
+                    (long long)n, M, (double)n / M, secs, n / (secs > 0 ? secs : 1e-9), o.out,
+                    st.st_size / 1048576.0);
+        }
+    }
+    free(k);
+    free(v);
+    unload(&L);
+    return rc;
+}
+
+int cmd_ask(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: mnemo ask [-m MODEL] -a ADAPTER (--mem DOC.mem | --doc FILE) \"question\" [-n N] [--temp T]\n\n"
+                   "Answers a question from a document's compressed memory: --mem loads a memory file made\n"
+                   "by 'mnemo compress' (memory-mapped; the document is not read), --doc compresses FILE first.\n"
+                   "The memory occupies the first KV positions; the question follows in the chat template.\n"
+                   "  -n N       most answer tokens (default 256)\n"
+                   "  --temp T   sampling temperature (default 0: greedy)\n");
+            return 0;
+        }
+    mem_opts o;
+    int rc = parse("ask", &o, argc, argv);
+    if (rc) return rc;
+    if (!o.adapter || (!o.mem == !o.doc) || !o.question)
+        return cli_usage_error("ask", "needs -a ADAPTER, one of --mem FILE / --doc FILE, and a question");
+    loaded L;
+    if (load_all(&o, &L)) {
+        unload(&L);
+        return 1;
+    }
+    float *k = NULL, *v = NULL;
+    int32_t M = 0;
+    int64_t n_doc = 0;
+    double t_start = cli_now(), secs = 0;
+    mn_memfile *mf = NULL;
+    if (o.mem) {
+        if (mn_memfile_open(o.mem, &mf)) rc = cli_fail("memory file");
+        else if (mn_memfile_check_model(mf, mn_model_hash(L.m), mn_adapter_hash(L.ad))) rc = cli_fail(o.mem);
+        else if (mn_memfile_get_info(mf)->kind != MN_MEMFILE_KV) rc = cli_fail("not a KV memory file");
+        if (!rc) {
+            const mn_memfile_info *in = mn_memfile_get_info(mf);
+            M = in->n_slots;
+            n_doc = in->n_tokens;
+            size_t e = mn_memfile_block_elems(in);
+            k = malloc(sizeof(float) * e);
+            v = malloc(sizeof(float) * e);
+            if (!k || !v || mn_memfile_read_kv(mf, k, v)) rc = cli_fail("memory file");
+        }
+    } else {
+        rc = compress_file(&o, &L, &k, &v, &M, &n_doc, &secs);
+    }
+    mn_context *ctx = NULL;
+    mn_sampler *smp = NULL;
+    int32_t *ids = NULL;
+    char *prompt = NULL;
+    float *logits = NULL;
+    if (!rc) {
+        const mn_tokenizer *tok = mn_model_tokenizer(L.m);
+        mn_chat_msg msg = {"user", o.question};
+        int64_t n = 0;
+        if (mn_chat_format(tok, &msg, 1, 1, &prompt)) rc = cli_fail("chat template");
+        else rc = cli_tokenize(L.m, prompt, strlen(prompt), 1, 1, &ids, &n);
+        int64_t need = (int64_t)M + n + o.n_predict + 1;
+        if (!rc && need > mn_model_n_ctx_train(L.m)) {
+            fprintf(stderr, "mnemo: %d memory slots + question + answer (%lld) exceed the model's %d positions\n", M,
+                    (long long)need, mn_model_n_ctx_train(L.m));
+            rc = 1;
+        }
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = (int32_t)need;
+        cp.n_threads = (int)o.threads;
+        mn_sampler_params sp = mn_sampler_default_params();
+        sp.temperature = (float)o.temp;
+        sp.seed = (uint64_t)o.seed;
+        if (!rc && mn_context_create(L.m, &cp, &ctx)) rc = cli_fail("context");
+        if (!rc && mn_sampler_create(&sp, mn_model_n_vocab(L.m), &smp)) rc = cli_fail("sampler");
+        int32_t *pos = rc ? NULL : malloc(sizeof(int32_t) * (size_t)(M > 0 ? M : 1));
+        if (!rc && !pos) rc = cli_fail("out of memory");
+        if (!rc) {
+            for (int32_t i = 0; i < M; i++) pos[i] = i;
+            if (M > 0 && mn_kv_append(ctx, M, pos, k, v, 0)) rc = cli_fail("memory");
+        }
+        free(pos);
+        logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));
+        double t_ttft = 0;
+        int64_t g = 0;
+        if (!rc && (!logits || mn_decode(ctx, ids, (int32_t)n, logits, 0))) rc = cli_fail("decode");
+        if (!rc) {
+            t_ttft = cli_now() - t_start;
+            char piece[256];
+            for (; g < o.n_predict; g++) {
+                int32_t id = mn_sampler_sample(smp, logits);
+                mn_sampler_accept(smp, id);
+                if (mn_token_is_eog(tok, id)) break;
+                int len = cli_piece(tok, id, piece, sizeof piece);
+                fwrite(piece, 1, (size_t)len, stdout);
+                fflush(stdout);
+                if (mn_decode(ctx, &id, 1, logits, 0)) {
+                    rc = cli_fail("decode");
+                    break;
+                }
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+        if (!rc && !o.quiet)
+            fprintf(stderr,
+                    "[document %lld tokens -> %d memory slots (KV %.1f MiB); %s%.2f s to first token; %lld answer "
+                    "tokens in %.2f s total]\n",
+                    (long long)n_doc, M, mn_context_kv_bytes(ctx) / 1048576.0,
+                    o.doc ? "compressed in-process; " : "", t_ttft, (long long)g, cli_now() - t_start);
+    }
+    free(logits);
+    free(prompt);
+    free(ids);
+    mn_sampler_free(smp);
+    mn_context_free(ctx);
+    mn_memfile_free(mf);
+    free(k);
+    free(v);
+    unload(&L);
+    return rc;
+}
