@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 
 #define GGUF_DEFAULT_ALIGNMENT 32u
 #define GGUF_MAX_DEPTH 8          /* array-of-array nesting levels accepted */
@@ -1263,39 +1264,5 @@ int mn_gguf_writer_write(mn_gguf_writer *w, const char *path) {
     }
     errno = 0;
     int ok = writer_emit(w, f, align);
-    if (ok && fflush(f) != 0) ok = 0;
-    if (ok && fsync(fd) != 0) ok = 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return mn_error(MN_EIO, "%s: writing GGUF failed: %s", path, e ? strerror(e) : "short write");
-    }
-    free(tmp);
-    /* Make the rename durable: fsync the containing directory (best effort). */
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) {
-        snprintf(dir, sizeof dir, ".");
-    } else {
-        size_t dl = (size_t)(slash - path);
-        if (dl == 0) dl = 1;
-        if (dl >= sizeof dir) return 0;
-        memcpy(dir, path, dl);
-        dir[dl] = 0;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return mn_file_commit(f, fd, tmp, path, ok, ok ? 0 : errno, "writing GGUF");
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "fileio.h"
 #include "kernels/quant.h"
 
 static const char k_magic[8] = {'M', 'N', 'E', 'M', 'O', 'M', 'E', 'M'};
@@ -253,41 +254,7 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
         put_u64(h + O_HSUM, mn_memfile_fnv1a64(MN_FNV64_INIT, h, O_HSUM));
         ok = fseek(f, 0, SEEK_SET) == 0 && fwrite(h, 1, sizeof h, f) == sizeof h;
     }
-    if (ok && fflush(f) != 0) ok = 0;
-    if (ok && fsync(fd) != 0) ok = 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        free(tmp);
-        return mn_error(MN_EIO, "%s: writing memory file failed: %s", path, e ? strerror(e) : "short write");
-    }
-    free(tmp);
-    /* make the rename durable (best effort) */
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) {
-        snprintf(dir, sizeof dir, ".");
-    } else {
-        size_t dl = (size_t)(slash - path);
-        if (dl == 0) dl = 1;
-        if (dl >= sizeof dir) return 0;
-        memcpy(dir, path, dl);
-        dir[dl] = 0;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return mn_file_commit(f, fd, tmp, path, ok, ok ? 0 : errno, "writing memory file");
 }
 
 /* ------------------------------------------------------------------- open */

@@ -1,0 +1,43 @@
+/* fileio.c - durable file replacement (see fileio.h). */
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+int mn_file_commit(FILE *f, int fd, char *tmp, const char *path, int ok, int err, const char *what) {
+    int e = err;
+    errno = 0;
+    if (ok && fflush(f) != 0) ok = 0, e = errno;
+    if (ok && fsync(fd) != 0) ok = 0, e = errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
+        unlink(tmp);
+        free(tmp);
+        return mn_error(MN_EIO, "%s: %s failed: %s", path, what, e ? strerror(e) : "short write");
+    }
+    free(tmp);
+    /* make the rename durable: fsync the containing directory (best effort) */
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t dl = (size_t)(slash - path);
+        if (dl == 0) dl = 1;
+        if (dl >= sizeof dir) return 0;
+        memcpy(dir, path, dl);
+        dir[dl] = 0;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
