@@ -117,6 +117,12 @@ int main(void) {
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"mode\": \"memory\"") && strstr(out, "\"tokens\": 299"), "ppl memory: %d %s",
           rc, out);
+    snprintf(cmd, sizeof cmd, "generate -p \"Once upon a time\" -n 80 --temp 0 -q --mode memory -a %s", apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strlen(out) > 20, "generate --mode memory: %d %s", rc, out);
+    rc = run("generate -p hi --mode memory", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "go together"), "memory mode needs -a: %d %s", rc, out);
+
     /* compress a document, then answer from the memory file; a damaged file is refused */
     char mpath[] = "/tmp/mnemo-cli-mem-XXXXXX";
     int mfd = mkstemp(mpath);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "memory/memory.h"
 
 typedef struct {
     const char *model;
@@ -16,6 +17,7 @@ typedef struct {
     int raw, no_special, quiet;
     int mode;          /* -1: plain context; else an mn_mode */
     long window, sinks;
+    const char *adapter; /* --mode memory */
 } gen_opts;
 
 static void gen_defaults(gen_opts *o) {
@@ -94,6 +96,8 @@ typedef struct {
     mn_model *m;
     mn_context *ctx;
     mn_stream *stream; /* NULL: plain context */
+    mn_adapter *ad;    /* memory mode */
+    mn_uio_binding bind;
     mn_sampler *smp;
     float *logits;
 } session;
@@ -117,6 +121,11 @@ static int session_open(const gen_opts *o, session *s) {
         stp.window = o->mode > MN_MODE_FULL ? (int32_t)o->window : 0;
         stp.n_sinks = (int32_t)o->sinks;
         if (mn_stream_create(s->ctx, &stp, &s->stream)) return cli_fail("stream");
+        if (o->mode == MN_MODE_MEMORY) {
+            if (mn_adapter_load(s->m, o->adapter, &s->ad) || mn_uio_bind(s->m, s->ad, &s->bind) ||
+                mn_stream_attach_uio(s->stream, &s->bind.params, (int)o->threads))
+                return cli_fail("adapter");
+        }
     }
     mn_sampler_params sp = mn_sampler_default_params();
     sp.temperature = (float)o->temp;
@@ -135,6 +144,8 @@ static int session_open(const gen_opts *o, session *s) {
 static void session_close(session *s) {
     free(s->logits);
     mn_stream_free(s->stream);
+    mn_uio_unbind(&s->bind);
+    mn_adapter_free(s->ad);
     mn_sampler_free(s->smp);
     mn_context_free(s->ctx);
     mn_model_free(s->m);
@@ -187,6 +198,8 @@ int cmd_generate(int argc, char **argv) {
                    "                    output outgrow it (truncate keeps the last --window tokens; sinks also\n"
                    "                    keeps the first --sinks, default 4; both run for any length)\n"
                    "  --window N        cells kept by truncate/sinks (default 1024)\n"
+                   "  --mode memory -a ADAPTER  compress every full segment of the prompt and output into\n"
+                   "                    memory slots with a UIO adapter (see 'mnemo adapter init')\n"
                    "  -q                no timing summary on stderr\n%s",
                    SAMPLING_HELP);
             return 0;
@@ -202,8 +215,11 @@ int cmd_generate(int argc, char **argv) {
             o.prompt_file = argv[++i];
         } else if (!strcmp(a, "--mode")) {
             if (i + 1 >= argc || (o.mode = mn_mode_parse(argv[i + 1])) < 0)
-                return cli_usage_error("generate", "--mode must be full, truncate or sinks");
+                return cli_usage_error("generate", "--mode must be full, truncate, sinks or memory");
             i++;
+        } else if (!strcmp(a, "-a") || !strcmp(a, "--adapter")) {
+            if (i + 1 >= argc) return cli_usage_error("generate", "-a needs a value");
+            o.adapter = argv[++i];
         } else if (!strcmp(a, "--window")) {
             if (cli_parse_int("generate", a, i + 1 < argc ? argv[i + 1] : NULL, 8, 1 << 22, &o.window)) return 2;
             i++;
@@ -219,6 +235,8 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (!o.prompt && !o.prompt_file) return cli_usage_error("generate", "give a prompt with -p TEXT or -f FILE");
+    if ((o.mode == MN_MODE_MEMORY) != (o.adapter != NULL))
+        return cli_usage_error("generate", "--mode memory and -a ADAPTER go together");
     char *text = NULL;
     size_t len;
     if (o.prompt_file) {
