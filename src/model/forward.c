@@ -60,7 +60,6 @@ struct mn_context {
     const uint8_t *mask;
     int64_t mask_ld;     /* row length of mask */
     int64_t mask_row0;   /* batch index of this piece's first token */
-    float *logits;  /* (V) last-token logits */
     /* quantised copies of the current activation, one per vec_dot_type in use */
     struct {
         void *buf;
@@ -69,7 +68,6 @@ struct mn_context {
         size_t stride;
     } xq[N_XQ_SLOTS];
     size_t xq_cap;       /* bytes per slot */
-    int64_t n_decoded;   /* statistics */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -315,7 +313,6 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * (size_t)(hp->n_head / hp->n_head_kv) * (size_t)c->n_ctx,
                         sizeof(float), &ok);
     c->attn = mn_attn_group_get();
-    c->logits = xcalloc((size_t)hp->n_vocab, sizeof(float), &ok);
     /* Largest activation row in any vec_dot type: a K-quant or Q8 row of max(C, F, HD). */
     int64_t Kmax = CF > HD ? CF : HD;
     size_t row_max = (size_t)Kmax * 4; /* f32 is the widest per element */
@@ -347,7 +344,6 @@ void mn_context_free(mn_context *c) {
     free(c->tmp);
     free(c->rope_cs);
     free(c->scores);
-    free(c->logits);
     free(c->lora_u);
     for (int i = 0; i < N_XQ_SLOTS; i++) free(c->xq[i].buf);
     free(c);
@@ -552,7 +548,6 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
         for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
     }
     c->n_cells += (int32_t)T;
-    c->n_decoded += T;
     if (b->capture_out)
         for (int32_t k = 0; k < b->n_capture; k++) {
             int64_t t = b->capture_idx[k] - i0;
@@ -703,4 +698,3 @@ int mn_context_set_lora(mn_context *c, const mn_lora_set *set) {
     return MN_OK;
 }
 
-float *mn_context_logits_buffer(mn_context *c) { return c->logits; }
