@@ -132,7 +132,8 @@ typedef enum {
 typedef struct {
     mn_mode mode;
     int32_t window;  /* cells kept by TRUNCATE/SINKS; <= 0: the context size */
-    int32_t n_sinks; /* SINKS: leading tokens kept (default 4) */
+    int32_t n_sinks; /* SINKS and MEMORY: leading tokens kept raw (default 4; 0 in
+                        MEMORY gives UIO's published [memory | local] layout) */
 } mn_stream_params;
 
 typedef struct mn_stream mn_stream;

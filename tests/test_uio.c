@@ -115,6 +115,7 @@ int main(void) {
         CHECK(mn_context_create(m, &sc, &c) == 0, "stream context");
         mn_stream_params sp = mn_stream_default_params();
         sp.mode = MN_MODE_MEMORY;
+        sp.n_sinks = 0; /* the published UIO layout: [memory | local] */
         mn_stream *s;
         CHECK(mn_stream_create(c, &sp, &s) == 0, "memory stream");
         int32_t ids[300];
@@ -141,6 +142,24 @@ int main(void) {
         free(kk);
         mn_ppl_result r;
         CHECK(mn_stream_perplexity(s, ids, 300, 25, 1, NULL, NULL, &r) == 0 && isfinite(r.ppl), "memory-mode ppl");
+        /* with 4 sink tokens: [4 raw | memory | local], contiguous; the sinks are
+         * exactly the first 4 tokens' cells */
+        mn_stream_free(s);
+        sp.n_sinks = 4;
+        CHECK(mn_stream_create(c, &sp, &s) == 0 && mn_stream_attach_uio(s, &p, 2) == 0, "memory stream + sinks");
+        ok = mn_stream_feed(s, ids, 300, NULL, 0) == 0;
+        cells = mn_kv_n_cells(c);
+        CHECK(ok && cells == 4 + 4 * MTOK + (300 - 4 * LSEG), "cells with sinks %d", cells);
+        contiguous = 1;
+        for (int32_t j = 0; j < cells; j++) contiguous &= mn_kv_pos(c, j) == j;
+        CHECK(contiguous, "sinks, memory, local at contiguous positions");
+        float *ks = malloc(sizeof(float) * (size_t)L * 4 * KDIM), *kf = malloc(sizeof(float) * (size_t)L * 4 * KDIM);
+        mn_kv_read(c, 0, 4, ks, NULL);
+        mn_kv_clear(dec);
+        mn_decode(dec, ids, 4, NULL, 0);
+        mn_kv_read(dec, 0, 4, kf, NULL);
+        CHECK(!memcmp(ks, kf, sizeof(float) * (size_t)L * 4 * KDIM), "sink cells are the first tokens' own");
+        free(ks), free(kf);
         /* the position budget: a context of l + m + ... fills up */
         int32_t many[2000];
         for (int i = 0; i < 2000; i++) many[i] = ids[i % 300];

@@ -14,7 +14,8 @@ static void progress(void *user, int64_t windows, int64_t tokens, double ppl) {
 
 /* Long-context perplexity: the whole text as one stream under a mode. */
 static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, const char *adapter_path, long n_ctx,
-                      long window, long sinks, long chunk, long score_from, long threads, int json) {
+                      long window, long sinks, long chunk, long score_from, long threads,
+                      int json) {
     mn_stream_params sp = mn_stream_default_params();
     sp.mode = (mn_mode)mode;
     sp.n_sinks = (int32_t)sinks;
@@ -29,9 +30,10 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
         }
         /* memory for every full segment plus one segment of local tokens */
         const int64_t l = bind.params.l, mm = bind.params.m;
-        int64_t need = (n / l) * mm + l + mm;
+        int64_t need = (n / l) * mm + l + mm + sinks;
         n_ctx = need < mn_model_n_ctx_train(m) ? (long)need : mn_model_n_ctx_train(m);
         sp.window = (int32_t)n_ctx;
+        sp.n_sinks = (int32_t)sinks;
         if (!chunk) chunk = l / 4 > 0 ? l / 4 : 1;
     } else if (mode == MN_MODE_FULL) {
         if (!n_ctx) n_ctx = n < mn_model_n_ctx_train(m) ? (long)n : mn_model_n_ctx_train(m);
@@ -75,7 +77,8 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
             printf("{\"mode\": \"%s\", \"window\": %d, \"sinks\": %d, \"chunk\": %ld, \"ppl\": %.6f, "
                    "\"ppl_err\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"text_tokens\": %lld, \"seconds\": %.3f, "
                    "\"kv_bytes\": %zu}\n",
-                   mn_mode_name(sp.mode), sp.window, mode == MN_MODE_SINKS ? sp.n_sinks : 0, chunk, res.ppl,
+                   mn_mode_name(sp.mode), sp.window, mode == MN_MODE_SINKS || mode == MN_MODE_MEMORY ? sp.n_sinks : 0,
+                   chunk, res.ppl,
                    res.ppl_err, res.nll, (long long)res.tokens, (long long)n, secs, kv);
         else
             fprintf(stderr, "\n%s (window %d): ppl = %.4f +/- %.4f over %lld tokens in %.1f s, KV %.1f MiB\n",
@@ -109,7 +112,7 @@ int cmd_ppl(int argc, char **argv) {
                    "  --mode M        full | truncate | sinks (attention sinks + recent window) | memory\n"
                    "  -a ADAPTER      compressor adapter for --mode memory (UIO; see 'mnemo adapter init')\n"
                    "  --window N      cells kept by truncate/sinks (default 1024)\n"
-                   "  --sinks K       leading tokens kept in sinks mode (default 4)\n"
+                   "  --sinks K       leading tokens kept raw in sinks and memory modes (default 4)\n"
                    "  --chunk C       tokens fed per step (default window/8; 1 = token by token)\n"
                    "  --score-from I  first token index scored (default 1)\n\n"
                    "  --max-tokens N  only use the first N tokens of the text\n"
@@ -197,8 +200,8 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (max_tokens && n > max_tokens) n = max_tokens;
     if (mode >= 0) {
-        rc = stream_ppl(m, ids, n, mode, adapter, ctx_given ? n_ctx : 0, window, sinks, chunk, score_from, threads,
-                        json);
+        rc = stream_ppl(m, ids, n, mode, adapter, ctx_given ? n_ctx : 0, window, sinks, chunk,
+                        score_from, threads, json);
         free(ids);
         mn_model_free(m);
         return rc;

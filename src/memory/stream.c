@@ -27,7 +27,8 @@ struct mn_stream {
     int32_t seg_l, seg_m;
     int32_t *local;      /* (l) ids of the local tokens not yet compressed */
     int32_t n_local;
-    int32_t n_memory;    /* memory cells at the front of the cache */
+    int32_t n_memory;    /* memory cells, after the sink cells */
+    int32_t n_sink_cells;/* memory mode: leading raw tokens kept (set at the first compression) */
     float *mk, *mv;      /* (L, m, KD) scratch for one segment's memory */
     int32_t *mpos;       /* (m) */
 };
@@ -55,7 +56,7 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
     if (p.window <= 0) p.window = n_ctx;
     if (p.window > n_ctx)
         return mn_error(MN_EINVAL, "window %d exceeds the context size %d", p.window, n_ctx);
-    if (p.mode != MN_MODE_SINKS) p.n_sinks = 0;
+    if (p.mode != MN_MODE_SINKS && p.mode != MN_MODE_MEMORY) p.n_sinks = 0;
     if (p.n_sinks < 0 || p.n_sinks >= p.window)
         return mn_error(MN_EINVAL, "%d sink tokens do not leave room in a window of %d", p.n_sinks, p.window);
     mn_stream *s = calloc(1, sizeof *s);
@@ -80,7 +81,7 @@ void mn_stream_free(mn_stream *s) {
 void mn_stream_reset(mn_stream *s) {
     mn_kv_clear(s->ctx);
     s->n_seen = s->n_evicted = 0;
-    s->n_local = s->n_memory = 0;
+    s->n_local = s->n_memory = s->n_sink_cells = 0;
 }
 
 int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
@@ -119,16 +120,22 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
 int32_t mn_stream_n_memory(const mn_stream *s) { return s->n_memory; }
 
 /* The l local tokens become m memory cells at the next positions; their raw
- * cells (all cells after the memory) are dropped. */
+ * cells (all cells after the sinks and the memory) are dropped. With n_sinks,
+ * the stream's first tokens stay as raw cells ahead of the memory: SmolLM2-like
+ * models park attention on their first positions, which memory slots would
+ * otherwise occupy. */
 static int compress_local(mn_stream *s) {
     int rc = mn_uio_compress(s->uio, s->local, s->mk, s->mv);
     if (rc) return rc;
-    if ((rc = mn_kv_drop(s->ctx, s->n_memory, mn_kv_n_cells(s->ctx)))) return rc;
-    int32_t p0 = s->n_memory ? mn_kv_pos(s->ctx, s->n_memory - 1) + 1 : 0;
+    if (s->n_memory == 0 && s->n_sink_cells == 0)
+        s->n_sink_cells = s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l;
+    const int32_t keep = s->n_sink_cells + s->n_memory;
+    if ((rc = mn_kv_drop(s->ctx, keep, mn_kv_n_cells(s->ctx)))) return rc;
+    int32_t p0 = keep ? mn_kv_pos(s->ctx, keep - 1) + 1 : 0;
     for (int32_t i = 0; i < s->seg_m; i++) s->mpos[i] = p0 + i;
     if ((rc = mn_kv_append(s->ctx, s->seg_m, s->mpos, s->mk, s->mv, 0))) return rc;
     s->n_memory += s->seg_m;
-    s->n_evicted += s->seg_l;
+    s->n_evicted += s->seg_l - (s->n_memory == s->seg_m ? s->n_sink_cells : 0);
     s->n_local = 0;
     return MN_OK;
 }
