@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "memory/memfile.h"
 #include "memory/memory.h"
+#include "model/forward.h"
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title;
@@ -132,12 +133,7 @@ int cmd_compress(int argc, char **argv) {
         memset(&info, 0, sizeof info);
         info.kind = MN_MEMFILE_KV;
         info.n_layer = mn_model_n_layer(L.m);
-        mn_context *tmp;
-        mn_context_params cp = mn_context_default_params();
-        cp.n_ctx = 1, cp.n_batch = 1, cp.n_threads = 1;
-        mn_context_create(L.m, &cp, &tmp);
-        mn_context_params_kv_dim(tmp, &info.dim);
-        mn_context_free(tmp);
+        info.dim = mn_model_kv_dim(L.m);
         info.n_slots = M;
         info.n_tokens = n;
         info.model_hash = mn_model_hash(L.m);

@@ -5,9 +5,36 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+
+int mn_file_create_temp(const char *path, FILE **f, int *fd, char **tmp) {
+    size_t pl = strlen(path);
+    char *t = malloc(pl + 16);
+    if (!t) return mn_error(MN_ENOMEM, "%s: out of memory", path);
+    snprintf(t, pl + 16, "%s.tmp.XXXXXX", path);
+    int d = mkstemp(t);
+    if (d < 0) {
+        int rc = mn_error(MN_EIO, "%s: cannot create temporary file %s: %s", path, t, strerror(errno));
+        free(t);
+        return rc;
+    }
+    (void)fchmod(d, 0644);
+    FILE *h = fdopen(d, "wb");
+    if (!h) {
+        int e = errno;
+        close(d);
+        unlink(t);
+        free(t);
+        return mn_error(MN_EIO, "%s: fdopen failed: %s", path, strerror(e));
+    }
+    *f = h;
+    *fd = d;
+    *tmp = t;
+    return MN_OK;
+}
 
 int mn_file_commit(FILE *f, int fd, char *tmp, const char *path, int ok, int err, const char *what) {
     int e = err;

@@ -7,6 +7,11 @@
 
 #include <stdio.h>
 
+/* Creates the temporary file "<path>.tmp.XXXXXX" (mode 0644) and opens it for
+ * writing: *f, its descriptor *fd and its malloc'd name *tmp, all handed to
+ * mn_file_commit afterwards. MN_EIO/MN_ENOMEM with a message on failure. */
+int mn_file_create_temp(const char *path, FILE **f, int *fd, char **tmp);
+
 /* Finishes a temporary file f (descriptor fd, name tmp, which is freed):
  * when ok, flushes, fsyncs and renames it to path; otherwise, or if any of
  * that fails, removes it and returns MN_EIO with "<path>: <what> failed: ...".

@@ -1242,26 +1242,11 @@ int mn_gguf_writer_write(mn_gguf_writer *w, const char *path) {
         off += (w->ts[i].nbytes + align - 1) / align * align;
     }
 
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return mn_error(MN_ENOMEM, "gguf writer: out of memory");
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        int rc = mn_error(MN_EIO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(e));
-        free(tmp);
-        return rc;
-    }
-    (void)fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return mn_error(MN_EIO, "%s: fdopen failed: %s", path, strerror(e));
-    }
+    FILE *f;
+    int fd;
+    char *tmp;
+    int frc = mn_file_create_temp(path, &f, &fd, &tmp);
+    if (frc) return frc;
     errno = 0;
     int ok = writer_emit(w, f, align);
     return mn_file_commit(f, fd, tmp, path, ok, ok ? 0 : errno, "writing GGUF");

@@ -224,26 +224,11 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
     put_name(h + O_COMP, MN_MEMFILE_NAME_CAP, info->compressor);
     put_title(h + O_TITLE, MN_MEMFILE_TITLE_CAP, info->title);
 
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return mn_error(MN_ENOMEM, "memory file: out of memory");
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        rc = mn_error(MN_EIO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(e));
-        free(tmp);
-        return rc;
-    }
-    (void)fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return mn_error(MN_EIO, "%s: fdopen failed: %s", path, strerror(e));
-    }
+    FILE *f;
+    int fd;
+    char *tmp;
+    int frc = mn_file_create_temp(path, &f, &fd, &tmp);
+    if (frc) return frc;
     errno = 0;
     uint64_t sum = MN_FNV64_INIT;
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;

@@ -131,18 +131,7 @@ int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
     const int64_t M = full * p->m + (rem + stride - 1) / stride;
     if (M > (1 << 24)) return mn_error(MN_ERANGE, "document too long: %lld memory slots", (long long)M);
     const int32_t L = mn_model_n_layer(m);
-    int32_t kd = 0;
-    {
-        mn_context *tmp;
-        mn_context_params cp = mn_context_default_params();
-        cp.n_ctx = 1;
-        cp.n_batch = 1;
-        cp.n_threads = 1;
-        int rc = mn_context_create(m, &cp, &tmp);
-        if (rc) return rc;
-        mn_context_params_kv_dim(tmp, &kd);
-        mn_context_free(tmp);
-    }
+    const int32_t kd = mn_model_kv_dim(m);
     const size_t total = (size_t)L * (size_t)M * (size_t)kd;
     float *k = malloc(sizeof(float) * total), *v = malloc(sizeof(float) * total);
     if (!k || !v) {

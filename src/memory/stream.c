@@ -93,8 +93,7 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
     mn_uio *u;
     int rc = mn_uio_create(m, p, n_threads, &u);
     if (rc) return rc;
-    int32_t kd;
-    mn_context_params_kv_dim(s->ctx, &kd);
+    const int32_t kd = mn_model_kv_dim(m);
     size_t n = (size_t)mn_model_n_layer(m) * (size_t)p->m * (size_t)kd;
     int32_t *local = malloc(sizeof(int32_t) * (size_t)p->l);
     float *mk = malloc(sizeof(float) * n), *mv = malloc(sizeof(float) * n);

@@ -51,10 +51,7 @@ int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_u
         mn_uio_free(u);
         return mn_error(MN_ENOMEM, "out of memory for a UIO encoder (segment %d)", p->l);
     }
-    if ((rc = mn_context_params_kv_dim(u->ctx, &u->KD))) {
-        mn_uio_free(u);
-        return rc;
-    }
+    u->KD = mn_model_kv_dim(m);
     *out = u;
     return MN_OK;
 }

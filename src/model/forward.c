@@ -661,10 +661,7 @@ int mn_context_project(mn_context *c, int layer, char which, const float *x, int
     return MN_OK;
 }
 
-int mn_context_params_kv_dim(const mn_context *c, int32_t *kd) {
-    *kd = (int32_t)c->KD;
-    return MN_OK;
-}
+int32_t mn_model_kv_dim(const mn_model *m) { return m->hp.n_head_kv * m->hp.head_dim; }
 
 int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out) {
     const int64_t C = m->hp.n_embd;

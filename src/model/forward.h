@@ -60,8 +60,8 @@ int mn_context_set_lora(mn_context *c, const mn_lora_set *set);
 int mn_context_project(mn_context *c, int layer, char which, const float *x, int32_t T, float *y, int with_lora,
                        const mn_lora_set *lora);
 
-/* Width of one cell's key (n_head_kv * head_dim). */
-int mn_context_params_kv_dim(const mn_context *c, int32_t *kd);
+/* Width of one cell's key or value (n_head_kv * head_dim). */
+int32_t mn_model_kv_dim(const mn_model *m);
 
 /* Dequantised input embeddings of n tokens into out (n, C). */
 int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out);
