@@ -8,13 +8,15 @@ SAN      ?=
 CFLAGS   ?=
 ALL_CFLAGS = $(OPT) -g $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
             -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -pthread $(CFLAGS)
-LDLIBS   = -lm -pthread $(SAN)
+# OpenBLAS: training GEMMs; SQLite: the document store; libmicrohttpd + cJSON: the server.
+LDLIBS   = -lopenblas -lsqlite3 -lmicrohttpd -lcjson -lm -pthread $(SAN)
 BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/kernels/*.c src/model/*.c src/memory/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/kernels/*.c src/model/*.c src/memory/*.c \
+                                src/train/*.c src/store/*.c src/server/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
