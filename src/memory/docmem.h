@@ -1,0 +1,55 @@
+/* docmem.h - a document's compressed memory, whatever the compressor.
+ *
+ * The LLoCO path (`mnemo compress`, `mnemo ask`, the document store and the
+ * server) works with this one type, so it does not care whether the adapter is
+ * UIO (memory K/V from the transfer head), Activation Beacon (the beacons' K/V)
+ * or summary embeddings (last-layer states prepended as input embeddings).
+ *
+ * Shapes: L n_layer, KD kv dim (n_head_kv * head_dim), C n_embd.
+ */
+#ifndef MN_DOCMEM_H
+#define MN_DOCMEM_H
+
+#include <stdint.h>
+
+#include "memory/adapter.h"
+#include "mnemo.h"
+
+typedef enum { MN_DOCMEM_KV = 0, MN_DOCMEM_EMBD = 1 } mn_docmem_kind;
+
+typedef struct {
+    mn_docmem_kind kind;
+    int32_t n_slots;  /* KV cells, or embeddings */
+    int64_t n_tokens; /* document tokens that were compressed */
+    int32_t n_layer;  /* KV: L; EMBD: 1 */
+    int32_t dim;      /* KV: KD; EMBD: C */
+    /* KV: k, v are (L, n_slots, KD), keys WITHOUT RoPE (placed at their
+     * positions when primed). EMBD: k is (n_slots, C), v is NULL. */
+    float *k, *v;
+    void *owner_; /* internal: what backs k/v (heap or a mapped file) */
+} mn_docmem;
+
+/* Compresses ids[0..n) with adapter a (any compressor) on n_threads threads
+ * (<= 0: all cores). The same result for any thread count. The document's tail
+ * is kept (a final partial segment), nothing is dropped. */
+int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
+                       mn_docmem *out);
+
+/* Frees what backs d and zeroes it (safe on a zeroed struct). */
+void mn_docmem_release(mn_docmem *d);
+
+/* Memory files (memfile.h): f16 unless f32; written atomically; the model's and
+ * the adapter's hashes are recorded. Loading maps the file, checks the header,
+ * the checksums and that model and adapter are the ones that wrote it (a clear
+ * error otherwise) and converts to f32. */
+int mn_docmem_save(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32);
+int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_docmem *out);
+
+/* Places n memories, in order, into the empty context c as the reader's prefix:
+ * KV slots appended at consecutive positions, embeddings decoded as input
+ * embeddings; plus whatever raw prefix the adapter's layout keeps. *n_pos_out
+ * gets the position the first question token takes. MN_ERANGE when they do
+ * not fit the context, MN_EINVAL for a memory of another kind or shape. */
+int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, int32_t *n_pos_out);
+
+#endif

@@ -1,0 +1,365 @@
+/* tmodel.c - training forward and backward of the Llama block (see tmodel.h).
+ *
+ * Activation checkpointing: the forward keeps only x_l, the input of every
+ * layer (L+1 rows of T*C). The backward walks the layers top-down, recomputes
+ * layer l's forward from x_l into the one-layer scratch, then runs its backward.
+ * Cost: one extra forward; memory: (L+1)*T*C + one layer's activations, so a
+ * 4K-token pass of SmolLM2-135M holds ~0.3 GB of checkpoints.
+ *
+ * A layer (pre-norm), with optional LoRA on q, k, v, o:
+ *   xn = rmsnorm(x) ; q, k, v = xn Wq^T, xn Wk^T, xn Wv^T ; RoPE(q, k)
+ *   a = attention(q, [prefix k | k], [prefix v | v]) ; x1 = x + a Wo^T
+ *   xn2 = rmsnorm(x1) ; x2 = x1 + (silu(xn2 Wg^T) * xn2 Wu^T) Wd^T
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model/model.h"
+#include "train/tmodel.h"
+
+typedef struct {
+    real *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+} tlayer;
+
+struct TN(mn_tmodel) {
+    mn_tdims d;
+    float rope_base, rope_freq_scale, eps;
+    real *tok_embd, *out, *out_norm; /* out may alias tok_embd */
+    tlayer *layers;
+    real *blob;
+};
+
+/* One layer's recomputed activations plus the gradient buffers. */
+struct TN(mn_tws) {
+    int32_t max_T, max_N, max_r;
+    real *xs;                              /* (L+1, T, C) layer inputs */
+    real *xn, *inv, *q, *kc, *vc, *att, *lse, *x1, *xn2, *inv2, *g, *u, *h;
+    real *uq, *uk, *uv, *uo;               /* (T, r) LoRA intermediates */
+    real *dx, *dxn, *dq, *dkc, *dvc, *datt, *dg, *du, *dh, *dlr;
+    real *xf, *invf;                       /* final norm */
+    real *attn_scratch;                    /* 2 * T * (N + T) */
+    real *head_scratch;                    /* HEAD_CHUNK * V */
+    real *blob;
+};
+
+#define HEAD_CHUNK 64
+
+static int64_t weight_elems(const mn_weight *w) { return w->ne0 * w->ne1; }
+
+static void dequant(real *dst, const mn_weight *w, float *row) {
+    for (int64_t r = 0; r < w->ne1; r++) {
+        w->qt->to_float((const char *)w->data + (size_t)r * w->row_bytes, row, w->ne0);
+        for (int64_t i = 0; i < w->ne0; i++) dst[r * w->ne0 + i] = (real)row[i];
+    }
+}
+
+int TN(mn_tmodel_create)(const mn_model *m, TN(mn_tmodel) * *out) {
+    *out = NULL;
+    const mn_hparams *hp = &m->hp;
+    if (hp->n_rot != hp->head_dim)
+        return mn_error(MN_EUNSUPPORTED, "training needs rope over the whole head (n_rot %d, head_dim %d)", hp->n_rot,
+                        hp->head_dim);
+    TN(mn_tmodel) *tm = calloc(1, sizeof *tm);
+    if (!tm) return mn_error(MN_ENOMEM, "out of memory");
+    mn_tdims *d = &tm->d;
+    d->n_embd = hp->n_embd, d->n_layer = hp->n_layer, d->n_head = hp->n_head, d->n_head_kv = hp->n_head_kv;
+    d->head_dim = hp->head_dim, d->n_ff = hp->n_ff, d->n_vocab = hp->n_vocab;
+    d->kv_dim = hp->n_head_kv * hp->head_dim;
+    tm->rope_base = hp->rope_base, tm->rope_freq_scale = hp->rope_freq_scale, tm->eps = hp->norm_eps;
+    const int tied = m->output.data == m->tok_embd.data;
+    int64_t total = weight_elems(&m->tok_embd) + (tied ? 0 : weight_elems(&m->output)) + d->n_embd;
+    for (int l = 0; l < d->n_layer; l++) {
+        const mn_layer *L = &m->layers[l];
+        total += 2 * (int64_t)d->n_embd + weight_elems(&L->wq) + weight_elems(&L->wk) + weight_elems(&L->wv) +
+                 weight_elems(&L->wo) + weight_elems(&L->w_gate) + weight_elems(&L->w_up) + weight_elems(&L->w_down);
+    }
+    tm->blob = malloc(sizeof(real) * (size_t)total);
+    tm->layers = calloc((size_t)d->n_layer, sizeof(tlayer));
+    float *row = malloc(sizeof(float) * (size_t)(d->n_ff > d->n_embd ? d->n_ff : d->n_embd) * 4 + 4096);
+    if (!tm->blob || !tm->layers || !row) {
+        free(row);
+        TN(mn_tmodel_free)(tm);
+        return mn_error(MN_ENOMEM, "out of memory for the training copy of the weights (%.2f GB)",
+                        (double)total * sizeof(real) / 1e9);
+    }
+    real *p = tm->blob;
+#define TAKE(dst, w) (dst = p, dequant(p, (w), row), p += weight_elems(w))
+    TAKE(tm->tok_embd, &m->tok_embd);
+    if (tied) tm->out = tm->tok_embd;
+    else TAKE(tm->out, &m->output);
+    tm->out_norm = p;
+    for (int i = 0; i < d->n_embd; i++) *p++ = (real)m->output_norm[i];
+    for (int l = 0; l < d->n_layer; l++) {
+        const mn_layer *L = &m->layers[l];
+        tlayer *t = &tm->layers[l];
+        t->attn_norm = p;
+        for (int i = 0; i < d->n_embd; i++) *p++ = (real)L->attn_norm[i];
+        t->ffn_norm = p;
+        for (int i = 0; i < d->n_embd; i++) *p++ = (real)L->ffn_norm[i];
+        TAKE(t->wq, &L->wq);
+        TAKE(t->wk, &L->wk);
+        TAKE(t->wv, &L->wv);
+        TAKE(t->wo, &L->wo);
+        TAKE(t->wg, &L->w_gate);
+        TAKE(t->wu, &L->w_up);
+        TAKE(t->wd, &L->w_down);
+    }
+#undef TAKE
+    free(row);
+    *out = tm;
+    return MN_OK;
+}
+
+void TN(mn_tmodel_free)(TN(mn_tmodel) * tm) {
+    if (!tm) return;
+    free(tm->blob);
+    free(tm->layers);
+    free(tm);
+}
+
+const mn_tdims *TN(mn_tmodel_dims)(const TN(mn_tmodel) * tm) { return &tm->d; }
+
+void TN(mn_tmodel_embed)(const TN(mn_tmodel) * tm, const int32_t *ids, int32_t n, real *out) {
+    const int C = tm->d.n_embd;
+    for (int32_t i = 0; i < n; i++) memcpy(out + (int64_t)i * C, tm->tok_embd + (int64_t)ids[i] * C, sizeof(real) * C);
+}
+
+const real *TN(mn_tmodel_weight)(const TN(mn_tmodel) * tm, int layer, char which) {
+    if (layer < 0 || layer >= tm->d.n_layer) return NULL;
+    const tlayer *t = &tm->layers[layer];
+    switch (which) {
+    case 'q': return t->wq;
+    case 'k': return t->wk;
+    case 'v': return t->wv;
+    case 'o': return t->wo;
+    default: return NULL;
+    }
+}
+
+int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, TN(mn_tws) * *out) {
+    *out = NULL;
+    if (max_T <= 0 || max_N < 0 || max_r < 0) return mn_error(MN_EINVAL, "bad workspace size");
+    const mn_tdims *d = &tm->d;
+    const int64_t T = max_T, C = d->n_embd, HD = (int64_t)d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
+    const int64_t NC = (int64_t)max_N + max_T, R = max_r > 0 ? max_r : 1;
+    const int64_t sizes[] = {
+        (d->n_layer + 1) * T * C,                                   /* xs */
+        T * C, T, T * HD, NC * KD, NC * KD, T * HD, T * d->n_head,  /* xn inv q kc vc att lse */
+        T * C, T * C, T, T * F, T * F, T * F,                       /* x1 xn2 inv2 g u h */
+        T * R, T * R, T * R, T * R,                                 /* uq uk uv uo */
+        T * C, T * C, T * HD, NC * KD, NC * KD, T * HD, T * F, T * F, T * F, T * R, /* grads */
+        T * C, T,                                                   /* xf invf */
+        2 * T * NC, (int64_t)HEAD_CHUNK * d->n_vocab,
+    };
+    int64_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
+    TN(mn_tws) *ws = calloc(1, sizeof *ws);
+    if (!ws) return mn_error(MN_ENOMEM, "out of memory");
+    ws->blob = malloc(sizeof(real) * (size_t)total);
+    if (!ws->blob) {
+        free(ws);
+        return mn_error(MN_ENOMEM, "out of memory for a training workspace of %.2f GB",
+                        (double)total * sizeof(real) / 1e9);
+    }
+    ws->max_T = max_T, ws->max_N = max_N, ws->max_r = max_r;
+    real **dst[] = {&ws->xs, &ws->xn, &ws->inv, &ws->q, &ws->kc, &ws->vc, &ws->att, &ws->lse, &ws->x1,
+                    &ws->xn2, &ws->inv2, &ws->g, &ws->u, &ws->h, &ws->uq, &ws->uk, &ws->uv, &ws->uo,
+                    &ws->dx, &ws->dxn, &ws->dq, &ws->dkc, &ws->dvc, &ws->datt, &ws->dg, &ws->du, &ws->dh,
+                    &ws->dlr, &ws->xf, &ws->invf, &ws->attn_scratch, &ws->head_scratch};
+    real *p = ws->blob;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *dst[i] = p;
+        p += sizes[i];
+    }
+    *out = ws;
+    return MN_OK;
+}
+
+void TN(mn_tws_free)(TN(mn_tws) * ws) {
+    if (!ws) return;
+    free(ws->blob);
+    free(ws);
+}
+
+static int check_pass(const TN(mn_tmodel) * tm, const TN(mn_tws) * ws, const TN(mn_tpass) * p) {
+    if (p->T <= 0 || p->T > ws->max_T || p->N < 0 || p->N > ws->max_N)
+        return mn_error(MN_EINVAL, "pass of %d tokens over %d cells exceeds the workspace (%d, %d)", p->T, p->N,
+                        ws->max_T, ws->max_N);
+    const TN(mn_tlora) *lo = p->lora;
+    if (lo) {
+        const TN(mn_tlora_w) *sets[4] = {lo->q, lo->k, lo->v, lo->o};
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; sets[s] && l < tm->d.n_layer; l++)
+                if (sets[s][l].rank > ws->max_r || sets[s][l].rank < 0)
+                    return mn_error(MN_EINVAL, "LoRA rank %d exceeds the workspace's %d", sets[s][l].rank, ws->max_r);
+    }
+    if (p->N > 0 && (!p->pk || !p->pv)) return mn_error(MN_EINVAL, "prefix cells without keys/values");
+    return MN_OK;
+}
+
+static const TN(mn_tlora_w) * lora_at(const TN(mn_tlora) * lo, char which, int l) {
+    if (!lo) return NULL;
+    const TN(mn_tlora_w) *set = which == 'q' ? lo->q : which == 'k' ? lo->k : which == 'v' ? lo->v : lo->o;
+    return set && set[l].rank > 0 ? &set[l] : NULL;
+}
+
+static void proj_fwd(real *y, real *u, const real *x, const real *w, const TN(mn_tlora_w) * lw, real s, int T, int K,
+                     int N) {
+    TN(mn_op_matmul_fwd)(y, x, w, T, K, N, 0);
+    if (lw) TN(mn_op_lora_fwd)(y, u, x, lw->a, lw->b, T, K, N, lw->rank, s);
+}
+
+static void proj_bwd(real *dx, real *du, const real *dy, const real *x, const real *u, const real *w,
+                     const TN(mn_tlora_w) * lw, real s, int T, int K, int N) {
+    TN(mn_op_matmul_bwd)(dx, dy, w, T, K, N);
+    if (lw) TN(mn_op_lora_bwd)(dx, lw->da, lw->db, du, dy, x, u, lw->a, lw->b, T, K, N, lw->rank, s);
+}
+
+/* Layer l forward from ws->xs[l]; writes ws->xs[l+1] unless `top` (the last
+ * layer of a head-less pass, which only needs its captured xn and K/V). */
+static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, int l, int top) {
+    const mn_tdims *d = &tm->d;
+    const tlayer *W = &tm->layers[l];
+    const int T = p->T, N = p->N, C = d->n_embd, HD = d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
+    const real s = p->lora ? p->lora->scale : 0;
+    const real *x = ws->xs + (int64_t)l * ws->max_T * C;
+    TN(mn_op_rmsnorm_fwd)(ws->xn, ws->inv, x, W->attn_norm, T, C, tm->eps);
+    for (int i = 0; i < p->n_cap; i++)
+        memcpy(p->cap_xn + ((int64_t)l * p->n_cap + i) * C, ws->xn + (int64_t)p->cap[i] * C, sizeof(real) * C);
+    if (top && !p->out_k) return;
+    real *k = ws->kc + (int64_t)N * KD, *v = ws->vc + (int64_t)N * KD;
+    proj_fwd(k, ws->uk, ws->xn, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
+    proj_fwd(v, ws->uv, ws->xn, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
+    TN(mn_op_rope_fwd)(k, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+    if (p->out_k) {
+        memcpy(p->out_k + (int64_t)l * T * KD, k, sizeof(real) * (size_t)T * KD);
+        memcpy(p->out_v + (int64_t)l * T * KD, v, sizeof(real) * (size_t)T * KD);
+    }
+    if (top) return;
+    proj_fwd(ws->q, ws->uq, ws->xn, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
+    TN(mn_op_rope_fwd)(ws->q, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+    if (N) {
+        memcpy(ws->kc, p->pk + (int64_t)l * N * KD, sizeof(real) * (size_t)N * KD);
+        memcpy(ws->vc, p->pv + (int64_t)l * N * KD, sizeof(real) * (size_t)N * KD);
+    }
+    const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
+    TN(mn_op_attn_fwd)(ws->att, ws->lse, ws->q, ws->kc, ws->vc, &sh, ws->attn_scratch);
+    memcpy(ws->x1, x, sizeof(real) * (size_t)T * C);
+    TN(mn_op_matmul_fwd)(ws->x1, ws->att, W->wo, T, HD, C, 1);
+    const TN(mn_tlora_w) *lo = lora_at(p->lora, 'o', l);
+    if (lo) TN(mn_op_lora_fwd)(ws->x1, ws->uo, ws->att, lo->a, lo->b, T, HD, C, lo->rank, s);
+    TN(mn_op_rmsnorm_fwd)(ws->xn2, ws->inv2, ws->x1, W->ffn_norm, T, C, tm->eps);
+    TN(mn_op_matmul_fwd)(ws->g, ws->xn2, W->wg, T, C, F, 0);
+    TN(mn_op_matmul_fwd)(ws->u, ws->xn2, W->wu, T, C, F, 0);
+    TN(mn_op_swiglu_fwd)(ws->h, ws->g, ws->u, (int64_t)T * F);
+    real *xo = ws->xs + (int64_t)(l + 1) * ws->max_T * C;
+    memcpy(xo, ws->x1, sizeof(real) * (size_t)T * C);
+    TN(mn_op_matmul_fwd)(xo, ws->h, W->wd, T, F, C, 1);
+}
+
+/* ws->dx holds dL/d(output of layer l) (ignored when top); on return it holds
+ * dL/d(input of layer l). Needs layer_fwd(l) just before. */
+static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, int l, int top) {
+    const mn_tdims *d = &tm->d;
+    const tlayer *W = &tm->layers[l];
+    const int T = p->T, N = p->N, C = d->n_embd, HD = d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
+    const real s = p->lora ? p->lora->scale : 0;
+    const real *x = ws->xs + (int64_t)l * ws->max_T * C;
+    memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
+    if (top) {
+        memset(ws->dx, 0, sizeof(real) * (size_t)T * C);
+    } else {
+        /* FFN branch: x2 = x1 + ffn(x1) */
+        memset(ws->dh, 0, sizeof(real) * (size_t)T * F);
+        TN(mn_op_matmul_bwd)(ws->dh, ws->dx, W->wd, T, F, C);
+        TN(mn_op_swiglu_bwd)(ws->dg, ws->du, ws->dh, ws->g, ws->u, (int64_t)T * F);
+        real *dxn2 = ws->dxn; /* reused: zero now, the attention branch needs it after */
+        TN(mn_op_matmul_bwd)(dxn2, ws->dg, W->wg, T, C, F);
+        TN(mn_op_matmul_bwd)(dxn2, ws->du, W->wu, T, C, F);
+        TN(mn_op_rmsnorm_bwd)(ws->dx, dxn2, ws->x1, W->ffn_norm, ws->inv2, T, C);
+        memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
+        /* attention branch: x1 = x + att Wo^T */
+        memset(ws->datt, 0, sizeof(real) * (size_t)T * HD);
+        proj_bwd(ws->datt, ws->dlr, ws->dx, ws->att, ws->uo, W->wo, lora_at(p->lora, 'o', l), s, T, HD, C);
+        memset(ws->dkc, 0, sizeof(real) * (size_t)(N + T) * KD);
+        memset(ws->dvc, 0, sizeof(real) * (size_t)(N + T) * KD);
+        const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
+        TN(mn_op_attn_bwd)(ws->dq, ws->dkc, ws->dvc, ws->datt, ws->q, ws->kc, ws->vc, ws->att, ws->lse, &sh,
+                           ws->attn_scratch);
+        if (N && p->dpk) {
+            real *gk = p->dpk + (int64_t)l * N * KD, *gv = p->dpv + (int64_t)l * N * KD;
+            for (int64_t i = 0; i < (int64_t)N * KD; i++) gk[i] += ws->dkc[i], gv[i] += ws->dvc[i];
+        }
+        TN(mn_op_rope_bwd)(ws->dq, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+        proj_bwd(ws->dxn, ws->dlr, ws->dq, ws->xn, ws->uq, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
+        real *dk = ws->dkc + (int64_t)N * KD, *dv = ws->dvc + (int64_t)N * KD;
+        TN(mn_op_rope_bwd)(dk, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+        proj_bwd(ws->dxn, ws->dlr, dk, ws->xn, ws->uk, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
+        proj_bwd(ws->dxn, ws->dlr, dv, ws->xn, ws->uv, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
+    }
+    if (p->dcap_xn)
+        for (int i = 0; i < p->n_cap; i++) {
+            const real *g = p->dcap_xn + ((int64_t)l * p->n_cap + i) * C;
+            real *dst = ws->dxn + (int64_t)p->cap[i] * C;
+            for (int c = 0; c < C; c++) dst[c] += g[c];
+        }
+    TN(mn_op_rmsnorm_bwd)(ws->dx, ws->dxn, x, W->attn_norm, ws->inv, T, C);
+}
+
+static int has_head(const TN(mn_tpass) * p) { return p->targets || p->teacher; }
+
+int TN(mn_tmodel_forward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, double *loss) {
+    int rc = check_pass(tm, ws, p);
+    if (rc) return rc;
+    const mn_tdims *d = &tm->d;
+    const int C = d->n_embd, L = d->n_layer, head = has_head(p);
+    memcpy(ws->xs, p->x, sizeof(real) * (size_t)p->T * C);
+    for (int l = 0; l < L; l++) layer_fwd(tm, ws, p, l, !head && l == L - 1);
+    double ls = 0;
+    if (head) {
+        const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
+        TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, p->T, C, tm->eps);
+        ls = TN(mn_op_head)(NULL, ws->xf, tm->out, p->T, C, d->n_vocab, p->targets, p->teacher, p->ce_w, p->kl_w, 0,
+                            ws->head_scratch, HEAD_CHUNK);
+    }
+    if (loss) *loss = ls;
+    return MN_OK;
+}
+
+int TN(mn_tmodel_backward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, real dscale) {
+    int rc = check_pass(tm, ws, p);
+    if (rc) return rc;
+    const mn_tdims *d = &tm->d;
+    const int C = d->n_embd, L = d->n_layer, head = has_head(p), T = p->T;
+    if (head) {
+        const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
+        TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, T, C, tm->eps);
+        TN(mn_op_head)(ws->dxn, ws->xf, tm->out, T, C, d->n_vocab, p->targets, p->teacher, p->ce_w, p->kl_w, dscale,
+                       ws->head_scratch, HEAD_CHUNK);
+        memset(ws->dx, 0, sizeof(real) * (size_t)T * C);
+        TN(mn_op_rmsnorm_bwd)(ws->dx, ws->dxn, xL, tm->out_norm, ws->invf, T, C);
+    }
+    for (int l = L - 1; l >= 0; l--) {
+        const int top = !head && l == L - 1;
+        layer_fwd(tm, ws, p, l, top);
+        layer_bwd(tm, ws, p, l, top);
+    }
+    if (p->dx) memcpy(p->dx, ws->dx, sizeof(real) * (size_t)T * C);
+    return MN_OK;
+}
+
+int TN(mn_tmodel_logprobs)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const real *x, const int32_t *pos, int32_t T,
+                           real *lp) {
+    TN(mn_tpass) p = {.T = T, .x = x, .pos = pos};
+    const mn_tdims *d = &tm->d;
+    const int C = d->n_embd, L = d->n_layer;
+    int rc = check_pass(tm, ws, &p);
+    if (rc) return rc;
+    memcpy(ws->xs, x, sizeof(real) * (size_t)T * C);
+    for (int l = 0; l < L; l++) layer_fwd(tm, ws, &p, l, 0);
+    const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
+    TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, T, C, tm->eps);
+    TN(mn_op_logprobs)(lp, ws->xf, tm->out, T, C, d->n_vocab);
+    return MN_OK;
+}

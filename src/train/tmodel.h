@@ -1,0 +1,96 @@
+/* tmodel.h - the base model as training sees it: frozen weights, a forward
+ * pass that keeps only each layer's input, and a backward pass that recomputes
+ * one layer at a time (activation checkpointing) and returns gradients for the
+ * LoRA deltas, the prefix (memory) K/V cells, captured activations and the
+ * input embeddings. The base weights never get gradients.
+ *
+ * Compiled as float and as double (real.h). Shapes: T tokens, N prefix cells,
+ * C n_embd, L layers, KD = n_head_kv * head_dim, HD = n_head * head_dim,
+ * F n_ff, V vocab, r LoRA rank.
+ */
+#include <stdint.h>
+
+#include "mnemo.h"
+#include "train/ops.h"
+
+#ifndef MN_TDIMS_ONCE
+#define MN_TDIMS_ONCE
+typedef struct {
+    int32_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, kv_dim;
+} mn_tdims;
+#endif
+
+#if (defined(MN_REAL_F64) && !defined(MN_TMODEL_H_F64)) || (!defined(MN_REAL_F64) && !defined(MN_TMODEL_H_F32))
+#ifdef MN_REAL_F64
+#define MN_TMODEL_H_F64
+#else
+#define MN_TMODEL_H_F32
+#endif
+
+/* One LoRA delta with its gradient: A (r, n_in), B (n_out, r). */
+typedef struct {
+    const real *a, *b;
+    real *da, *db; /* accumulated; NULL: this delta is not trained */
+    int32_t rank;
+} TN(mn_tlora_w);
+
+/* Per-layer deltas on the attention projections; q, k, v, o are arrays of L or NULL. */
+typedef struct {
+    real scale;
+    const TN(mn_tlora_w) * q, *k, *v, *o;
+} TN(mn_tlora);
+
+typedef struct TN(mn_tmodel) TN(mn_tmodel);
+
+/* Dequantises every weight of m into `real` (SmolLM2-135M: 0.54 GB as float).
+ * The model may be freed afterwards. */
+int TN(mn_tmodel_create)(const mn_model *m, TN(mn_tmodel) * *out);
+void TN(mn_tmodel_free)(TN(mn_tmodel) * tm);
+
+const mn_tdims *TN(mn_tmodel_dims)(const TN(mn_tmodel) * tm);
+/* Input embeddings of n tokens: out (n, C). */
+void TN(mn_tmodel_embed)(const TN(mn_tmodel) * tm, const int32_t *ids, int32_t n, real *out);
+/* Frozen K or V projection of layer l ('k' or 'v'): y (T, KD) = x (T, C) W^T. */
+const real *TN(mn_tmodel_weight)(const TN(mn_tmodel) * tm, int layer, char which);
+
+/* One pass over T tokens that may read N prefix cells (memory, sinks). */
+typedef struct {
+    int32_t T;
+    const real *x;        /* (T, C) input embeddings */
+    const int32_t *pos;   /* (T) positions */
+    int32_t N;            /* prefix cells */
+    const real *pk, *pv;  /* (L, N, KD): keys after RoPE, values */
+    real *dpk, *dpv;      /* (L, N, KD) gradients, accumulated; NULL: not needed */
+    const uint8_t *mask;  /* (T, N + T) visibility; NULL: prefix + causal */
+    const TN(mn_tlora) * lora; /* NULL: none */
+    /* capture of the normalised attention inputs of some tokens (UIO memory) */
+    int32_t n_cap;
+    const int32_t *cap;   /* (n_cap) token indices */
+    real *cap_xn;         /* (L, n_cap, C) written by the forward */
+    const real *dcap_xn;  /* (L, n_cap, C) their gradient, read by the backward; NULL: zero */
+    real *out_k, *out_v;  /* (L, T, KD) keys after RoPE and values of the batch, or NULL */
+    /* the head: without targets and teacher the last layer stops after what is captured */
+    const int32_t *targets; /* (T) next-token ids, -1 = no loss at this row; NULL: no CE */
+    const real *teacher;    /* (T, V) teacher log-probs for a KL term, or NULL */
+    real ce_w, kl_w;
+    real *dx;             /* (T, C) gradient of x written by the backward, or NULL */
+} TN(mn_tpass);
+
+/* Workspace for passes of up to max_T tokens over up to max_N prefix cells and
+ * LoRA rank up to max_r. Nothing is allocated per pass. */
+typedef struct TN(mn_tws) TN(mn_tws);
+int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, TN(mn_tws) * *out);
+void TN(mn_tws_free)(TN(mn_tws) * ws);
+
+/* Forward: returns the summed loss (0 without a head) and keeps each layer's
+ * input in ws for the backward. */
+int TN(mn_tmodel_forward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, double *loss);
+/* Backward of the last forward on ws (same p): dscale multiplies the loss's
+ * gradient. Accumulates LoRA, prefix and capture-driven gradients. */
+int TN(mn_tmodel_backward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, real dscale);
+
+/* Teacher log-probabilities (T, V) of the plain model reading x at pos. */
+int TN(mn_tmodel_logprobs)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const real *x, const int32_t *pos, int32_t T,
+                           real *lp);
+
+#endif
