@@ -137,6 +137,11 @@ const real *TN(mn_tmodel_weight)(const TN(mn_tmodel) * tm, int layer, char which
     }
 }
 
+void TN(mn_tmodel_rope)(const TN(mn_tmodel) * tm, real *x, const int32_t *pos, int T, int nh, int inverse) {
+    if (inverse) TN(mn_op_rope_bwd)(x, pos, T, nh, tm->d.head_dim, tm->rope_base, tm->rope_freq_scale);
+    else TN(mn_op_rope_fwd)(x, pos, T, nh, tm->d.head_dim, tm->rope_base, tm->rope_freq_scale);
+}
+
 int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, TN(mn_tws) * *out) {
     *out = NULL;
     if (max_T <= 0 || max_N < 0 || max_r < 0) return mn_error(MN_EINVAL, "bad workspace size");
@@ -195,6 +200,7 @@ static int check_pass(const TN(mn_tmodel) * tm, const TN(mn_tws) * ws, const TN(
                     return mn_error(MN_EINVAL, "LoRA rank %d exceeds the workspace's %d", sets[s][l].rank, ws->max_r);
     }
     if (p->N > 0 && (!p->pk || !p->pv)) return mn_error(MN_EINVAL, "prefix cells without keys/values");
+    if (p->N_stride && p->N_stride < p->N) return mn_error(MN_EINVAL, "prefix stride %d < %d cells", p->N_stride, p->N);
     return MN_OK;
 }
 
@@ -240,8 +246,9 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     proj_fwd(ws->q, ws->uq, ws->xn, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
     TN(mn_op_rope_fwd)(ws->q, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
     if (N) {
-        memcpy(ws->kc, p->pk + (int64_t)l * N * KD, sizeof(real) * (size_t)N * KD);
-        memcpy(ws->vc, p->pv + (int64_t)l * N * KD, sizeof(real) * (size_t)N * KD);
+        const int64_t off = (int64_t)l * (p->N_stride ? p->N_stride : N) * KD;
+        memcpy(ws->kc, p->pk + off, sizeof(real) * (size_t)N * KD);
+        memcpy(ws->vc, p->pv + off, sizeof(real) * (size_t)N * KD);
     }
     const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
     TN(mn_op_attn_fwd)(ws->att, ws->lse, ws->q, ws->kc, ws->vc, &sh, ws->attn_scratch);
@@ -288,7 +295,8 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
         TN(mn_op_attn_bwd)(ws->dq, ws->dkc, ws->dvc, ws->datt, ws->q, ws->kc, ws->vc, ws->att, ws->lse, &sh,
                            ws->attn_scratch);
         if (N && p->dpk) {
-            real *gk = p->dpk + (int64_t)l * N * KD, *gv = p->dpv + (int64_t)l * N * KD;
+            const int64_t off = (int64_t)l * (p->N_stride ? p->N_stride : N) * KD;
+            real *gk = p->dpk + off, *gv = p->dpv + off;
             for (int64_t i = 0; i < (int64_t)N * KD; i++) gk[i] += ws->dkc[i], gv[i] += ws->dvc[i];
         }
         TN(mn_op_rope_bwd)(ws->dq, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);

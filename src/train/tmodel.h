@@ -53,14 +53,19 @@ void TN(mn_tmodel_embed)(const TN(mn_tmodel) * tm, const int32_t *ids, int32_t n
 /* Frozen K or V projection of layer l ('k' or 'v'): y (T, KD) = x (T, C) W^T. */
 const real *TN(mn_tmodel_weight)(const TN(mn_tmodel) * tm, int layer, char which);
 
+/* RoPE of the model on x (T, nh * head_dim) in place at positions pos; the
+ * backward (inverse rotation) when `inverse`. */
+void TN(mn_tmodel_rope)(const TN(mn_tmodel) * tm, real *x, const int32_t *pos, int T, int nh, int inverse);
+
 /* One pass over T tokens that may read N prefix cells (memory, sinks). */
 typedef struct {
     int32_t T;
     const real *x;        /* (T, C) input embeddings */
     const int32_t *pos;   /* (T) positions */
     int32_t N;            /* prefix cells */
-    const real *pk, *pv;  /* (L, N, KD): keys after RoPE, values */
-    real *dpk, *dpv;      /* (L, N, KD) gradients, accumulated; NULL: not needed */
+    int32_t N_stride;     /* cells per layer in pk, pv, dpk, dpv (>= N; 0: N) */
+    const real *pk, *pv;  /* (L, N_stride, KD): keys after RoPE, values; the first N cells are read */
+    real *dpk, *dpv;      /* same layout, gradients accumulated; NULL: not needed */
     const uint8_t *mask;  /* (T, N + T) visibility; NULL: prefix + causal */
     const TN(mn_tlora) * lora; /* NULL: none */
     /* capture of the normalised attention inputs of some tokens (UIO memory) */
