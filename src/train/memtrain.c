@@ -56,7 +56,7 @@ struct TN(mn_uio_trainer) {
     const TN(mn_tmodel) * tm;
     TN(mn_uio_tparams) p;
     mn_tdims d;
-    int32_t max_seg, S, Nmax, r;
+    int32_t max_seg, S, Nmax, r, max_m;
     TN(mn_tws) * ws;   /* encoder and decoder passes */
     TN(mn_tws) * tws;  /* teacher passes over whole windows (kl_w > 0) */
     real *teacher;     /* (max_seg * l, V) */
@@ -144,11 +144,24 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
                     &tr->dpv, &tr->gk, &tr->gv, &tr->dcap, &tr->tk, &tr->tu};
     real *q = tr->blob;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) *dst[i] = q, q += sizes[i];
-    /* the encoder's layout is the same for every segment: segment tokens at
-     * 0..l-1 (causal), memory token j at (j+1) l/m seeing the segment tokens
-     * before that position and itself, as the inference encoder (uio.c) */
-    const int32_t stride = p->l / p->m;
-    for (int32_t j = 0; j < p->m; j++) tr->cap[j] = p->l + j;
+    tr->max_m = p->m;
+    TN(mn_uio_trainer_set_m)(tr, p->m);
+    *out = tr;
+    return MN_OK;
+}
+
+/* The encoder's layout, the same for every segment: segment tokens at 0..l-1
+ * (causal), memory token j at (j+1) l/m seeing the segment tokens before that
+ * position and itself, as the inference encoder (uio.c). */
+int TN(mn_uio_trainer_set_m)(TN(mn_uio_trainer) * tr, int32_t m) {
+    const int64_t l = tr->p.l, T = l + m;
+    if (m <= 0 || m > tr->max_m || l % m)
+        return mn_error(MN_EINVAL, "%d memory slots: need a divisor of %lld up to %d", m, (long long)l, tr->max_m);
+    tr->p.m = m;
+    tr->Nmax = tr->p.n_sinks + (tr->max_seg - 1) * m;
+    const int32_t stride = (int32_t)(l / m);
+    for (int32_t j = 0; j < m; j++) tr->cap[j] = (int32_t)l + j;
+    memset(tr->mask, 0, (size_t)(T * T));
     for (int64_t i = 0; i < T; i++) {
         uint8_t *row = tr->mask + i * T;
         if (i < l) memset(row, 1, (size_t)i + 1);
@@ -158,7 +171,6 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
             row[i] = 1;
         }
     }
-    *out = tr;
     return MN_OK;
 }
 

@@ -50,7 +50,7 @@ typedef struct {
 
 /* The trainable parameters (caller-owned; gradients accumulate into d*). */
 typedef struct {
-    int32_t l, m;       /* segment length, memory slots per segment; m divides l */
+    int32_t l, m;       /* segment length, memory slots per segment (the most, see set_m); m divides l */
     int32_t n_sinks;    /* leading raw tokens of the window ahead of the memory (0..l) */
     const real *mem_embd;
     real *d_mem_embd;   /* (C) */
@@ -66,6 +66,10 @@ typedef struct TN(mn_uio_trainer) TN(mn_uio_trainer);
 int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams) * p, int32_t max_seg,
                               TN(mn_uio_trainer) * *out);
 void TN(mn_uio_trainer_free)(TN(mn_uio_trainer) * tr);
+
+/* Switches the number of memory slots per segment to m (m divides l and is
+ * at most the m given at creation): training on a mixture of ratios. */
+int TN(mn_uio_trainer_set_m)(TN(mn_uio_trainer) * tr, int32_t m);
 
 /* One window ids[0 .. n_seg * l): accumulates into the parameters' gradients
  * the `mode` estimate of the gradient of (loss / n_scored). tau: memories that

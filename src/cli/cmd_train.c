@@ -1,0 +1,172 @@
+/* cmd_train.c - `mnemo train`: trains a compressor adapter on text files. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "train/train.h"
+
+#define CMD "train"
+
+static void usage(void) {
+    printf("usage: mnemo train [-m MODEL] -a INIT_ADAPTER --data GLOB -o OUT_ADAPTER [options]\n\n"
+           "Trains the adapter's parameters (LoRA matrices, memory-token embedding) with the base\n"
+           "model frozen: windows of N segments; each segment after the first is predicted by the\n"
+           "model reading the memories of the ones before it.\n\n"
+           "  --compressor C   uio (the compressor the adapter must be; beacon/summary: not yet)\n"
+           "  --ratios LIST    ratios sampled per step, e.g. 4,8,16 (default: the adapter's)\n"
+           "  --segment L      must equal the adapter's segment (set it at 'adapter init')\n"
+           "  --segments N     segments per window (default 4)\n"
+           "  --bptt MODE      full | tbptt | incremental | reservoir | unbiased (default incremental)\n"
+           "  --tau T          memories that receive gradient (default 2)\n"
+           "  --steps S        optimizer steps (default 100)\n"
+           "  --batch B        windows per step (default 1)\n"
+           "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
+           "                   cosine decay to 0.1 LR; --wd WD (0.01), --clip C (1.0)\n"
+           "  --distill [W]    add KL to the model reading the raw window (weight W, default 1)\n"
+           "  --sinks N        raw leading tokens ahead of the memory (default 4, as at inference)\n"
+           "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
+           "  --eval-every K   validation every K steps (default 50), --eval-windows N (4)\n"
+           "  --resume CKPT    continue a run exactly (same settings)\n"
+           "  --cache DIR      tokenised-data cache (default .cache/train)\n"
+           "  --seed S, -t N   seed (default 1), threads (default all cores)\n");
+}
+
+static int parse_list(const char *s, mn_train_config *c) {
+    int n = 0;
+    const char *p = s;
+    while (p && *p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 1 || v > 1 << 20 || (*end && *end != ',') || n >= MN_ADAPTER_MAX_RATIOS)
+            return cli_usage_error(CMD, "--ratios expects up to %d positive integers separated by commas, got '%s'",
+                                   MN_ADAPTER_MAX_RATIOS, s);
+        c->ratios[n++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (!n) return cli_usage_error(CMD, "--ratios needs a value");
+    c->n_ratios = n;
+    return 0;
+}
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int progress(const mn_train_progress *p, void *ud) {
+    (void)ud;
+    char val[32] = "-";
+    if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
+    fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s\n",
+            (long long)p->step, (long long)p->steps, p->ratio, p->loss, val, p->lr, p->grad_norm, p->tokens_per_s,
+            p->eta_s, p->checkpointed ? "  [ckpt]" : "");
+    return g_stop ? 1 : 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    mn_train_config c = mn_train_default_config();
+    const char *model = NULL;
+    long v;
+    double f;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED()                                                          \
+    do {                                                                \
+        if (!val) return cli_usage_error(CMD, "%s needs a value", a);  \
+        i++;                                                            \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage();
+            return 0;
+        }
+#define STR_OPT(name, dst)         \
+    else if (!strcmp(a, name)) {   \
+        NEED();                    \
+        dst = val;                 \
+    }
+        STR_OPT("-m", model)
+        STR_OPT("-a", c.adapter_in)
+        STR_OPT("--data", c.data_glob)
+        STR_OPT("-o", c.out)
+        STR_OPT("--resume", c.resume)
+        STR_OPT("--cache", c.cache_dir)
+        else if (!strcmp(a, "--compressor")) {
+            NEED();
+            if (strcmp(val, "uio") && strcmp(val, "beacon") && strcmp(val, "summary"))
+                return cli_usage_error(CMD, "--compressor is uio, beacon or summary, not '%s'", val);
+            if (strcmp(val, "uio")) {
+                fprintf(stderr, "mnemo train: training the %s compressor is not implemented yet (uio is)\n", val);
+                return 1;
+            }
+        } else if (!strcmp(a, "--ratios")) {
+            NEED();
+            if (parse_list(val, &c)) return 2;
+        } else if (!strcmp(a, "--bptt")) {
+            NEED();
+            int mm = mn_bptt_parse(val);
+            if (mm < 0) return cli_usage_error(CMD, "--bptt is full, tbptt, incremental, reservoir or unbiased");
+            c.bptt = (mn_bptt_mode)mm;
+        } else if (!strcmp(a, "--distill")) {
+            c.kl_w = 1;
+            if (val && val[0] != '-') {
+                i++;
+                if (cli_parse_float(CMD, a, val, 0, 100, &f)) return 2;
+                c.kl_w = (float)f;
+            }
+        }
+#define INT_OPT(name, lo, hi, dst)                                        \
+    else if (!strcmp(a, name)) {                                          \
+        NEED();                                                           \
+        if (cli_parse_int(CMD, name, val, lo, hi, &v)) return 2;          \
+        dst = v;                                                          \
+    }
+#define FLT_OPT(name, lo, hi, dst)                                        \
+    else if (!strcmp(a, name)) {                                          \
+        NEED();                                                           \
+        if (cli_parse_float(CMD, name, val, lo, hi, &f)) return 2;        \
+        dst = (float)f;                                                   \
+    }
+        INT_OPT("--segment", 1, 1 << 20, c.segment)
+        INT_OPT("--segments", 2, 4096, c.n_seg)
+        INT_OPT("--tau", 1, 4096, c.tau)
+        INT_OPT("--steps", 1, 1000000000L, c.steps)
+        INT_OPT("--batch", 1, 4096, c.batch)
+        INT_OPT("--warmup", 0, 1000000000L, c.warmup)
+        INT_OPT("--sinks", 0, 1 << 20, c.n_sinks)
+        INT_OPT("--ckpt-every", 0, 1000000000L, c.ckpt_every)
+        INT_OPT("--eval-every", 0, 1000000000L, c.eval_every)
+        INT_OPT("--eval-windows", 0, 100000, c.eval_windows)
+        INT_OPT("--seed", 0, 0x7fffffffL, c.seed)
+        INT_OPT("-t", 1, 1024, c.n_threads)
+        FLT_OPT("--lr", 1e-9, 10, c.lr)
+        FLT_OPT("--wd", 0, 10, c.weight_decay)
+        FLT_OPT("--clip", 0, 1e9, c.clip)
+        else return cli_usage_error(CMD, "unknown option '%s'", a);
+#undef INT_OPT
+#undef STR_OPT
+#undef FLT_OPT
+#undef NEED
+    }
+    if (!c.adapter_in && !c.resume) return cli_usage_error(CMD, "-a INIT_ADAPTER is required");
+    if (!c.adapter_in) c.adapter_in = c.resume;
+    if (!c.data_glob) return cli_usage_error(CMD, "--data GLOB is required");
+    if (!c.out) return cli_usage_error(CMD, "-o OUT_ADAPTER is required");
+    mn_model *m = NULL;
+    if (cli_load_model(model, &m)) return 1;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    const double t0 = cli_now();
+    int rc = mn_train_run(m, &c, progress, NULL);
+    mn_model_free(m);
+    if (rc) return cli_fail("train");
+    fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB)%s\n", c.out, cli_now() - t0, cli_peak_rss_kib() / 1024.0,
+            g_stop ? " - stopped early; --resume continues" : "");
+    return 0;
+}

@@ -1,0 +1,287 @@
+/* train.c - the training loop (see train.h). */
+#include "train/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "threadpool.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/optim.h"
+
+mn_train_config mn_train_default_config(void) {
+    mn_train_config c = {0};
+    c.cache_dir = ".cache/train";
+    c.n_seg = 4;
+    c.bptt = MN_BPTT_INCREMENTAL;
+    c.tau = 2;
+    c.steps = 100;
+    c.batch = 1;
+    c.lr = 1e-3f;
+    c.weight_decay = 0.01f;
+    c.clip = 1.0f;
+    c.warmup = 10;
+    c.n_sinks = 4;
+    c.ckpt_every = 50;
+    c.eval_every = 50;
+    c.eval_windows = 4;
+    c.val_frac = 0.02;
+    c.seed = 1;
+    return c;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The adapter's tensors as the trainer's parameters, each with a gradient. */
+typedef struct {
+    int L;
+    mn_tlora_w *enc_q, *enc_v, *mem_k, *mem_v;
+    float *mem_embd, *d_mem_embd;
+    float **grads; /* per adapter tensor */
+    int n;
+} binding;
+
+static void unbind(binding *b) {
+    for (int i = 0; b->grads && i < b->n; i++) free(b->grads[i]);
+    free(b->grads);
+    free(b->enc_q), free(b->enc_v), free(b->mem_k), free(b->mem_v);
+    memset(b, 0, sizeof *b);
+}
+
+/* Registers every tensor with the optimizer (weight decay on LoRA matrices,
+ * not on the memory embedding) and points the LoRA views at them. */
+static int bind(mn_adapter *a, int L, mn_adamw *opt, binding *b) {
+    memset(b, 0, sizeof *b);
+    b->L = L;
+    b->n = mn_adapter_n_tensors(a);
+    b->grads = calloc((size_t)b->n, sizeof(float *));
+    b->enc_q = calloc((size_t)L, sizeof(mn_tlora_w)), b->enc_v = calloc((size_t)L, sizeof(mn_tlora_w));
+    b->mem_k = calloc((size_t)L, sizeof(mn_tlora_w)), b->mem_v = calloc((size_t)L, sizeof(mn_tlora_w));
+    if (!b->grads || !b->enc_q || !b->enc_v || !b->mem_k || !b->mem_v) return mn_error(MN_ENOMEM, "out of memory");
+    for (int i = 0; i < b->n; i++) {
+        const char *name;
+        int nd;
+        int64_t ne[2];
+        const float *data;
+        mn_adapter_tensor_at(a, i, &name, &nd, ne, &data);
+        const int64_t n = ne[0] * (nd > 1 ? ne[1] : 1);
+        float *p = mn_adapter_tensor_data_mut(a, i);
+        float *g = calloc((size_t)n, sizeof(float));
+        if (!g) return mn_error(MN_ENOMEM, "out of memory");
+        b->grads[i] = g;
+        int layer = -1, decay = 1;
+        char proj = 0, ab = 0;
+        mn_tlora_w *set = NULL;
+        if (!strcmp(name, "mem.embd")) {
+            b->mem_embd = p, b->d_mem_embd = g, decay = 0;
+        } else if (sscanf(name, "mem.blk.%d.attn_%c.weight.lora_%c", &layer, &proj, &ab) == 3) {
+            set = proj == 'k' ? b->mem_k : proj == 'v' ? b->mem_v : NULL;
+        } else if (sscanf(name, "blk.%d.attn_%c.weight.lora_%c", &layer, &proj, &ab) == 3) {
+            set = proj == 'q' ? b->enc_q : proj == 'v' ? b->enc_v : NULL;
+        }
+        if (strcmp(name, "mem.embd") && (!set || layer < 0 || layer >= L || (ab != 'a' && ab != 'b')))
+            return mn_error(MN_EUNSUPPORTED, "adapter tensor %s: the trainer handles UIO adapters only", name);
+        if (set) {
+            if (ab == 'a') set[layer].a = p, set[layer].da = g, set[layer].rank = (int32_t)ne[1];
+            else set[layer].b = p, set[layer].db = g;
+        }
+        int rc = mn_adamw_add(opt, name, p, g, n, decay);
+        if (rc) return rc;
+    }
+    if (!b->mem_embd) return mn_error(MN_EFORMAT, "adapter has no mem.embd");
+    for (int l = 0; l < L; l++)
+        if (!b->enc_q[l].a || !b->enc_q[l].b || !b->enc_v[l].a || !b->enc_v[l].b || !b->mem_k[l].a ||
+            !b->mem_k[l].b || !b->mem_v[l].a || !b->mem_v[l].b)
+            return mn_error(MN_EFORMAT, "adapter lacks a LoRA matrix of layer %d", l);
+    return MN_OK;
+}
+
+static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "data=%s l=%d n_seg=%d ratios=", c->data_glob, l, c->n_seg);
+    for (int i = 0; i < c->n_ratios && n > 0 && (size_t)n < cap; i++)
+        n += snprintf(buf + n, cap - (size_t)n, "%s%d", i ? "," : "", c->ratios[i]);
+    if (n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n,
+                 " bptt=%s tau=%d steps=%lld batch=%d lr=%g wd=%g clip=%g warmup=%lld kl=%g sinks=%d seed=%llu",
+                 mn_bptt_name(c->bptt), c->tau, (long long)c->steps, c->batch, (double)c->lr,
+                 (double)c->weight_decay, (double)c->clip, (long long)c->warmup, (double)c->kl_w, c->n_sinks,
+                 (unsigned long long)c->seed);
+}
+
+static int check_config(const mn_train_config *c, const mn_adapter_params *ap, const mn_model *m) {
+    if (!c->adapter_in || !c->data_glob || !c->out) return mn_error(MN_EINVAL, "adapter, data and output are needed");
+    if (ap->compressor != MN_COMP_UIO)
+        return mn_error(MN_EUNSUPPORTED, "training the %s compressor is not implemented yet (uio is)",
+                        mn_compressor_name(ap->compressor));
+    if (c->segment && c->segment != ap->segment)
+        return mn_error(MN_EINVAL, "--segment %d differs from the adapter's segment %d (initialise the adapter with it)",
+                        c->segment, ap->segment);
+    if (c->n_seg < 2 || c->n_seg > 4096) return mn_error(MN_EINVAL, "--segments must be 2..4096, not %d", c->n_seg);
+    if (c->steps < 1 || c->batch < 1) return mn_error(MN_EINVAL, "--steps and --batch must be positive");
+    if (c->bptt != MN_BPTT_FULL && (c->tau < 1 || c->tau >= c->n_seg))
+        return mn_error(MN_EINVAL, "--tau must be 1..%d for %d segments", c->n_seg - 1, c->n_seg);
+    if (!(c->lr > 0) || c->weight_decay < 0 || c->kl_w < 0) return mn_error(MN_EINVAL, "bad lr, weight decay or kl");
+    if (c->n_sinks < 0 || c->n_sinks > ap->segment) return mn_error(MN_EINVAL, "bad --sinks %d", c->n_sinks);
+    for (int i = 0; i < c->n_ratios; i++)
+        if (c->ratios[i] < 1 || ap->segment % c->ratios[i])
+            return mn_error(MN_EINVAL, "ratio %d does not divide the segment %d", c->ratios[i], ap->segment);
+    if (c->kl_w > 0 && (int64_t)c->n_seg * ap->segment > mn_model_n_ctx_train(m))
+        return mn_error(MN_EINVAL,
+                        "distillation's teacher reads the whole window: %d x %d tokens exceed the model's context %d",
+                        c->n_seg, ap->segment, mn_model_n_ctx_train(m));
+    return MN_OK;
+}
+
+typedef struct {
+    mn_adapter *a;
+    mn_adamw *opt;
+    binding b;
+    mn_tmodel *tm;
+    mn_uio_trainer *tr;
+    mn_dataset *data;
+    int32_t *ids;
+} run_state;
+
+static void release(run_state *s) {
+    mn_uio_trainer_free(s->tr);
+    mn_tmodel_free(s->tm);
+    mn_dataset_free(s->data);
+    unbind(&s->b);
+    mn_adamw_free(s->opt);
+    mn_adapter_free(s->a);
+    free(s->ids);
+}
+
+static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_t m_default, int64_t nv) {
+    double loss = 0;
+    int64_t n = 0;
+    mn_uio_trainer_set_m(s->tr, m_default);
+    for (int64_t w = 0; w < nv; w++) {
+        if (mn_dataset_val_window(s->data, w, c->n_seg * l, s->ids)) break;
+        mn_tstep_stats st;
+        if (mn_uio_trainer_step(s->tr, s->ids, c->n_seg, MN_BPTT_FULL, 0, NULL, 0, &st)) return NAN;
+        loss += st.loss, n += st.n_scored;
+    }
+    return n ? loss / (double)n : NAN;
+}
+
+int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, void *ud) {
+    mn_train_config c = *cfg;
+    run_state s = {0};
+    int rc = mn_adapter_load(m, c.resume ? c.resume : c.adapter_in, &s.a);
+    if (rc) return mn_error_prefix(rc, c.resume ? c.resume : c.adapter_in);
+    const mn_adapter_params ap = *mn_adapter_config(s.a);
+    if ((rc = check_config(&c, &ap, m))) goto done;
+    const int32_t l = ap.segment;
+    if (c.n_ratios == 0) c.n_ratios = 1, c.ratios[0] = ap.ratio;
+    int32_t min_ratio = ap.ratio; /* validation runs at the adapter's own ratio */
+    for (int i = 0; i < c.n_ratios; i++) min_ratio = c.ratios[i] < min_ratio ? c.ratios[i] : min_ratio;
+    const int nth = c.n_threads > 0 ? c.n_threads : mn_cpu_count();
+    openblas_set_num_threads(nth);
+
+    mn_adamw_params op = mn_adamw_default_params();
+    op.lr = c.lr, op.weight_decay = c.weight_decay, op.clip_norm = c.clip, op.warmup = c.warmup, op.total = c.steps;
+    if ((rc = mn_adamw_create(&op, &s.opt))) goto done;
+    if ((rc = bind(s.a, mn_model_n_layer(m), s.opt, &s.b))) goto done;
+
+    mn_train_state st = {0};
+    char conf[sizeof st.config];
+    config_text(&c, l, conf, sizeof conf);
+    mn_rng_seed(&st.rng, c.seed);
+    st.loss_ema = NAN;
+    if (c.resume) {
+        mn_adapter *a2 = NULL;
+        if ((rc = mn_checkpoint_load(c.resume, m, &a2, s.opt, &st))) {
+            mn_error_prefix(rc, c.resume);
+            goto done;
+        }
+        mn_adapter_free(a2);
+        if (strcmp(st.config, conf)) {
+            rc = mn_error(MN_EINVAL, "%s was written with other settings (%s), not (%s)", c.resume, st.config, conf);
+            goto done;
+        }
+    }
+    snprintf(st.config, sizeof st.config, "%s", conf);
+
+    if ((rc = mn_tmodel_create(m, &s.tm))) goto done;
+    mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .mem_embd = s.b.mem_embd,
+                         .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w};
+    const float lscale = mn_adapter_lora_scale(s.a);
+    tp.enc = (mn_tlora){lscale, s.b.enc_q, NULL, s.b.enc_v, NULL};
+    tp.xfer = (mn_tlora){lscale, NULL, s.b.mem_k, s.b.mem_v, NULL};
+    if ((rc = mn_uio_trainer_create(s.tm, &tp, c.n_seg, &s.tr))) goto done;
+    if ((rc = mn_dataset_open(m, c.data_glob, c.cache_dir, c.val_frac, &s.data))) goto done;
+    const int32_t W = c.n_seg * l;
+    s.ids = malloc(sizeof(int32_t) * (size_t)W);
+    if (!s.ids) {
+        rc = mn_error(MN_ENOMEM, "out of memory");
+        goto done;
+    }
+    int64_t nv = mn_dataset_n_val_windows(s.data, W);
+    if (nv > c.eval_windows) nv = c.eval_windows;
+
+    char ckpt_buf[4096];
+    const char *ckpt = c.ckpt;
+    if (!ckpt) {
+        snprintf(ckpt_buf, sizeof ckpt_buf, "%s.ckpt", c.out);
+        ckpt = ckpt_buf;
+    }
+    const double t0 = now_s();
+    const int64_t first = st.step;
+    double val = NAN;
+    int stop = 0;
+    while (st.step < c.steps && !stop) {
+        mn_adamw_zero_grad(s.opt);
+        const int32_t ratio = c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
+        if ((rc = mn_uio_trainer_set_m(s.tr, l / ratio))) goto done;
+        double loss = 0;
+        int64_t scored = 0, flops = 0;
+        for (int bi = 0; bi < c.batch; bi++) {
+            if ((rc = mn_dataset_sample(s.data, &st.rng, W, s.ids))) goto done;
+            mn_tstep_stats ss;
+            if ((rc = mn_uio_trainer_step(s.tr, s.ids, c.n_seg, c.bptt, c.tau, &st.rng, 1, &ss))) goto done;
+            loss += ss.loss, scored += ss.n_scored, flops += ss.flops;
+        }
+        /* each window's gradient is of its mean loss: average over the batch */
+        if (c.batch > 1)
+            for (int i = 0; i < s.b.n; i++) {
+                const char *name;
+                int64_t n;
+                float *p, *mm, *vv;
+                mn_adamw_tensor(s.opt, i, &name, &n, &p, &mm, &vv);
+                for (int64_t e = 0; e < n; e++) s.b.grads[i][e] /= (float)c.batch;
+            }
+        mn_train_progress pr = {0};
+        pr.lr = mn_adamw_lr_at(s.opt, st.step);
+        float gn = 0;
+        if ((rc = mn_adamw_step(s.opt, &gn))) goto done;
+        st.step++;
+        pr.loss = loss / (double)scored;
+        st.loss_ema = isnan(st.loss_ema) ? pr.loss : 0.9 * st.loss_ema + 0.1 * pr.loss;
+        if ((c.eval_every > 0 && st.step % c.eval_every == 0) || st.step == c.steps)
+            val = validate(&s, &c, l, l / ap.ratio, nv);
+        if (c.ckpt_every > 0 && (st.step % c.ckpt_every == 0 || st.step == c.steps)) {
+            if ((rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
+            pr.checkpointed = 1;
+        }
+        const double el = now_s() - t0;
+        pr.step = st.step, pr.steps = c.steps, pr.ratio = ratio, pr.val_loss = val, pr.grad_norm = gn;
+        pr.tokens_per_s = (double)(st.step - first) * c.batch * W / el;
+        pr.eta_s = el / (double)(st.step - first) * (double)(c.steps - st.step);
+        pr.flops_per_token = (double)flops / ((double)c.batch * W);
+        if (cb && cb(&pr, ud)) stop = 1;
+    }
+    if (stop && c.ckpt_every > 0 && (rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
+    rc = mn_adapter_save(s.a, c.out);
+done:
+    release(&s);
+    return rc;
+}
