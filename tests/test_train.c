@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "memory/adapter.h"
+#include "threadpool.h"
 #include "test.h"
 #include "tiny_llama.h"
 #include "train/memtrain.h"
@@ -111,6 +112,14 @@ static void test_passkey(mn_model *m) {
         mn_adamw_step(opt, NULL);
     }
     const double after = eval_keys(tr, 0), wrong = eval_keys(tr, 1);
+    /* the ops split GEMMs and loops over a pool: same numbers as one thread */
+    mn_threadpool *pool = NULL;
+    CHECK(mn_threadpool_create(2, &pool) == 0, "pool");
+    mn_op_set_pool(pool);
+    const double after2 = eval_keys(tr, 0);
+    mn_op_set_pool(NULL);
+    mn_threadpool_free(pool);
+    CHECK(fabs(after2 - after) <= 1e-5 * fabs(after), "2 threads give loss %.9g, 1 thread %.9g", after2, after);
     printf("passkey: loss %.3f before, %.3f after training (chance given the key set: %.3f); "
            "with another key's memory %.3f\n",
            before, after, log((double)NKEYS), wrong);

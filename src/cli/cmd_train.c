@@ -59,8 +59,13 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+typedef struct {
+    double flops_per_token, tokens_per_s;
+} last_step;
+
 static int progress(const mn_train_progress *p, void *ud) {
-    (void)ud;
+    last_step *ls = ud;
+    ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
     char val[32] = "-";
     if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
     fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s\n",
@@ -163,10 +168,12 @@ int cmd_train(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     const double t0 = cli_now();
-    int rc = mn_train_run(m, &c, progress, NULL);
+    last_step ls = {0};
+    int rc = mn_train_run(m, &c, progress, &ls);
     mn_model_free(m);
     if (rc) return cli_fail("train");
-    fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB)%s\n", c.out, cli_now() - t0, cli_peak_rss_kib() / 1024.0,
-            g_stop ? " - stopped early; --resume continues" : "");
+    fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB, %.2f GFLOP per window token, %.1f GFLOP/s)%s\n", c.out,
+            cli_now() - t0, cli_peak_rss_kib() / 1024.0, ls.flops_per_token / 1e9,
+            ls.flops_per_token * ls.tokens_per_s / 1e9, g_stop ? " - stopped early; --resume continues" : "");
     return 0;
 }

@@ -1,20 +1,78 @@
 /* ops.c - training ops: each forward directly above its backward.
  *
  * Compiled twice (see real.h): float for training, double for the gradient
- * tests. Every matrix product goes through BLAS (OpenBLAS: its own threads and
- * its own AVX-512/AVX2 kernels chosen at run time), including attention, which
- * is done head by head as two GEMMs with the (T, NC) score block in between;
- * the elementwise parts are plain loops. Shapes are in ops.h.
+ * tests. Every matrix product goes through BLAS (OpenBLAS's AVX-512/AVX2
+ * kernels, chosen by OpenBLAS at run time), including attention, which is done
+ * head by head as GEMMs with the (T, NC) score block in between. Threads are
+ * ours, not OpenBLAS's: with a pool set, each GEMM is split into row (or column)
+ * blocks run by single-threaded BLAS calls on the pool's threads, and the
+ * elementwise loops are split by rows the same way, so no second set of
+ * threads spins while the other works (on 2 cores OpenBLAS's idle threads
+ * yielding cost a third of the time). Splits are static: results depend on
+ * the thread count only, never on timing. Shapes are in ops.h.
  */
 #include <stdatomic.h>
 #include <string.h>
 
+#include "threadpool.h"
 #include "train/ops.h"
 
 static _Atomic int64_t g_flops;
+static mn_threadpool *g_pool;
+static _Thread_local int g_in_pool; /* a worker runs its part serially */
 
 int64_t TN(mn_op_flops)(void) { return atomic_load(&g_flops); }
 void TN(mn_op_flops_reset)(void) { atomic_store(&g_flops, 0); }
+void TN(mn_op_set_pool)(mn_threadpool *pool) { g_pool = pool; }
+
+/* ---- parallel loops ---- */
+typedef void (*rows_fn)(void *ctx, int64_t i0, int64_t i1);
+typedef struct {
+    rows_fn fn;
+    void *ctx;
+    int64_t n, align;
+} pfor_job;
+
+static void pfor_worker(void *arg, int ith, int nth) {
+    const pfor_job *j = arg;
+    long lo, hi;
+    mn_split((long)j->n, ith, nth, (long)j->align, &lo, &hi);
+    g_in_pool = 1;
+    if (hi > lo) j->fn(j->ctx, lo, hi);
+    g_in_pool = 0;
+}
+
+/* fn over [0, n) in static parts, one per pool thread */
+static void pfor(int64_t n, int64_t align, rows_fn fn, void *ctx) {
+    if (!g_pool || g_in_pool || n < 2 || mn_threadpool_size(g_pool) < 2) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    pfor_job j = {fn, ctx, n, align};
+    mn_threadpool_run(g_pool, pfor_worker, &j);
+}
+
+typedef struct {
+    int ta, tb, M, N, K, split_n;
+    real alpha, beta;
+    const real *A, *B;
+    real *C;
+    int lda, ldb, ldc;
+} gemm_job;
+
+static void gemm_rows(void *arg, int64_t i0, int64_t i1) {
+    const gemm_job *j = arg;
+    const int n = (int)(i1 - i0);
+    if (!j->split_n) {
+        const real *A = j->A + (j->ta ? i0 : i0 * j->lda);
+        GEMM(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, n, j->N, j->K,
+             j->alpha, A, j->lda, j->B, j->ldb, j->beta, j->C + i0 * j->ldc, j->ldc);
+    } else {
+        const real *B = j->B + (j->tb ? i0 * j->ldb : i0);
+        GEMM(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, j->M, n, j->K,
+             j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + i0, j->ldc);
+    }
+}
 
 /* C (M,N) = alpha * op(A) op(B) + beta C, row-major; counts 2MNK. */
 static void gemm(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda, const real *B, int ldb,
@@ -26,9 +84,11 @@ static void gemm(int ta, int tb, int M, int N, int K, real alpha, const real *A,
         }
         return;
     }
-    GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
-         ldb, beta, C, ldc);
     atomic_fetch_add(&g_flops, 2 * (int64_t)M * N * K);
+    gemm_job j = {ta, tb, M, N, K, N > M, alpha, beta, A, B, C, lda, ldb, ldc};
+    /* small products are not worth a dispatch */
+    if ((int64_t)M * N * K < (1 << 17)) gemm_rows(&j, 0, j.split_n ? N : M);
+    else pfor(j.split_n ? N : M, 16, gemm_rows, &j);
 }
 
 /* ---- matmul with a frozen weight ---------------------------------------- */
@@ -59,51 +119,85 @@ void TN(mn_op_lora_bwd)(real *dx, real *da, real *db, real *du, const real *dy, 
 
 /* ---- RMSNorm ------------------------------------------------------------- */
 
-void TN(mn_op_rmsnorm_fwd)(real *y, real *inv, const real *x, const real *w, int T, int C, real eps) {
-    for (int t = 0; t < T; t++) {
-        const real *xt = x + (int64_t)t * C;
-        real *yt = y + (int64_t)t * C;
+typedef struct {
+    real *y, *inv, *dx;
+    const real *x, *w, *dy, *cinv;
+    int C;
+    real eps;
+} norm_job;
+
+static void rmsnorm_fwd_rows(void *arg, int64_t t0, int64_t t1) {
+    const norm_job *j = arg;
+    const int C = j->C;
+    for (int64_t t = t0; t < t1; t++) {
+        const real *xt = j->x + t * C;
+        real *yt = j->y + t * C;
         double ss = 0;
         for (int i = 0; i < C; i++) ss += (double)xt[i] * xt[i];
-        real r = (real)(1.0 / sqrt(ss / C + (double)eps));
-        inv[t] = r;
-        for (int i = 0; i < C; i++) yt[i] = xt[i] * r * w[i];
+        const real r = (real)(1.0 / sqrt(ss / C + (double)j->eps));
+        j->inv[t] = r;
+        for (int i = 0; i < C; i++) yt[i] = xt[i] * r * j->w[i];
     }
+}
+
+void TN(mn_op_rmsnorm_fwd)(real *y, real *inv, const real *x, const real *w, int T, int C, real eps) {
+    norm_job j = {.y = y, .inv = inv, .x = x, .w = w, .C = C, .eps = eps};
+    pfor(T, 1, rmsnorm_fwd_rows, &j);
 }
 
 /* y_i = w_i x_i r with r = (mean x^2 + eps)^-1/2, dr/dx_j = -r^3 x_j / C, so
  * dx_j = r w_j dy_j - (r^3 / C) x_j sum_i dy_i w_i x_i. */
-void TN(mn_op_rmsnorm_bwd)(real *dx, const real *dy, const real *x, const real *w, const real *inv, int T, int C) {
-    for (int t = 0; t < T; t++) {
-        const real *xt = x + (int64_t)t * C, *dyt = dy + (int64_t)t * C;
-        real *dxt = dx + (int64_t)t * C;
-        const real r = inv[t];
+static void rmsnorm_bwd_rows(void *arg, int64_t t0, int64_t t1) {
+    const norm_job *j = arg;
+    const int C = j->C;
+    for (int64_t t = t0; t < t1; t++) {
+        const real *xt = j->x + t * C, *dyt = j->dy + t * C;
+        real *dxt = j->dx + t * C;
+        const real r = j->cinv[t];
         double dot = 0;
-        for (int i = 0; i < C; i++) dot += (double)dyt[i] * w[i] * xt[i];
+        for (int i = 0; i < C; i++) dot += (double)dyt[i] * j->w[i] * xt[i];
         const real c = (real)(dot * r * r * r / C);
-        for (int i = 0; i < C; i++) dxt[i] += r * w[i] * dyt[i] - c * xt[i];
+        for (int i = 0; i < C; i++) dxt[i] += r * j->w[i] * dyt[i] - c * xt[i];
     }
+}
+
+void TN(mn_op_rmsnorm_bwd)(real *dx, const real *dy, const real *x, const real *w, const real *inv, int T, int C) {
+    norm_job j = {.dx = dx, .dy = dy, .x = x, .w = w, .cinv = inv, .C = C};
+    pfor(T, 1, rmsnorm_bwd_rows, &j);
 }
 
 /* ---- RoPE ------------------------------------------------------------------ */
 
+typedef struct {
+    real *x;
+    const int32_t *pos;
+    int nh, D;
+    real theta_scale, freq_scale, sign;
+} rope_job;
+
 /* The angle recurrence matches the inference engine (forward.c) in float. */
-static void rope(real *x, const int32_t *pos, int T, int nh, int D, float base, float freq_scale, real sign) {
-    const real theta_scale = (real)pow((double)base, -2.0 / D);
-    for (int t = 0; t < T; t++) {
-        real theta = (real)pos[t];
+static void rope_rows(void *arg, int64_t t0, int64_t t1) {
+    const rope_job *j = arg;
+    const int D = j->D, nh = j->nh;
+    for (int64_t t = t0; t < t1; t++) {
+        real theta = (real)j->pos[t];
         for (int i = 0; i < D / 2; i++) {
-            const real ang = (real)freq_scale * theta;
-            const real c = (real)cos((double)ang), s = sign * (real)sin((double)ang);
+            const real ang = j->freq_scale * theta;
+            const real c = RCOS(ang), s = j->sign * RSIN(ang);
             for (int h = 0; h < nh; h++) {
-                real *v = x + ((int64_t)t * nh + h) * D;
+                real *v = j->x + (t * nh + h) * D;
                 const real a = v[2 * i], b = v[2 * i + 1];
                 v[2 * i] = a * c - b * s;
                 v[2 * i + 1] = a * s + b * c;
             }
-            theta *= theta_scale;
+            theta *= j->theta_scale;
         }
     }
+}
+
+static void rope(real *x, const int32_t *pos, int T, int nh, int D, float base, float freq_scale, real sign) {
+    rope_job j = {x, pos, nh, D, (real)pow((double)base, -2.0 / D), (real)freq_scale, sign};
+    pfor(T, 1, rope_rows, &j);
 }
 
 void TN(mn_op_rope_fwd)(real *x, const int32_t *pos, int T, int nh, int D, float base, float freq_scale) {
@@ -117,58 +211,111 @@ void TN(mn_op_rope_bwd)(real *dx, const int32_t *pos, int T, int nh, int D, floa
 
 /* ---- SwiGLU ---------------------------------------------------------------- */
 
-static inline real sigm(real x) { return (real)(1.0 / (1.0 + exp(-(double)x))); }
+typedef struct {
+    real *h, *dg, *du;
+    const real *g, *u, *dh;
+} glu_job;
+
+static inline real sigm(real x) { return 1 / (1 + REXP(-x)); }
+
+static void swiglu_fwd_rows(void *arg, int64_t i0, int64_t i1) {
+    const glu_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) j->h[i] = j->g[i] * sigm(j->g[i]) * j->u[i];
+}
 
 void TN(mn_op_swiglu_fwd)(real *h, const real *g, const real *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) h[i] = g[i] * sigm(g[i]) * u[i];
+    glu_job j = {.h = h, .g = g, .u = u};
+    pfor(n, 64, swiglu_fwd_rows, &j);
 }
 
 /* silu'(g) = sigma(g) (1 + g (1 - sigma(g))). */
-void TN(mn_op_swiglu_bwd)(real *dg, real *du, const real *dh, const real *g, const real *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const real sg = sigm(g[i]);
-        du[i] = dh[i] * g[i] * sg;
-        dg[i] = dh[i] * u[i] * sg * (1 + g[i] * (1 - sg));
+static void swiglu_bwd_rows(void *arg, int64_t i0, int64_t i1) {
+    const glu_job *j = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        const real g = j->g[i], sg = sigm(g);
+        j->du[i] = j->dh[i] * g * sg;
+        j->dg[i] = j->dh[i] * j->u[i] * sg * (1 + g * (1 - sg));
     }
+}
+
+void TN(mn_op_swiglu_bwd)(real *dg, real *du, const real *dh, const real *g, const real *u, int64_t n) {
+    glu_job j = {.dg = dg, .du = du, .dh = dh, .g = g, .u = u};
+    pfor(n, 64, swiglu_bwd_rows, &j);
 }
 
 /* ---- attention ---------------------------------------------------------------- */
 
-static inline int visible(const mn_attn_shape *s, int i, int j) {
-    if (s->mask) return s->mask[(int64_t)i * (s->N + s->T) + j] != 0;
+static inline int visible(const mn_attn_shape *s, int64_t i, int64_t j) {
+    if (s->mask) return s->mask[i * (s->N + s->T) + j] != 0;
     return j < s->N || j - s->N <= i;
 }
 
-/* S (T, NC) = scale q_h k_g^T, then masked entries become -inf. */
-static void scores(real *S, const real *q, const real *k, const mn_attn_shape *s, int h) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, g = h / (s->H / s->G);
-    const real scale = (real)(1.0 / sqrt((double)s->D));
-    gemm(0, 1, s->T, NC, s->D, scale, q + (int64_t)h * s->D, HD, k + (int64_t)g * s->D, GD, 0, S, NC);
-    for (int i = 0; i < s->T; i++)
-        for (int j = 0; j < NC; j++)
-            if (!visible(s, i, j)) S[(int64_t)i * NC + j] = -INFINITY;
+typedef struct {
+    const mn_attn_shape *s;
+    real *P, *dS, *lse;
+    const real *o, *dO;
+    int h;
+} soft_job;
+
+/* rows of the score block -> probabilities (masked entries 0), lse kept */
+static void softmax_rows(void *arg, int64_t i0, int64_t i1) {
+    const soft_job *j = arg;
+    const mn_attn_shape *s = j->s;
+    const int64_t NC = s->N + s->T;
+    for (int64_t i = i0; i < i1; i++) {
+        real *row = j->P + i * NC;
+        real mx = -INFINITY;
+        for (int64_t c = 0; c < NC; c++) {
+            if (!visible(s, i, c)) row[c] = -INFINITY;
+            mx = row[c] > mx ? row[c] : mx;
+        }
+        double sum = 0;
+        for (int64_t c = 0; c < NC; c++) {
+            row[c] = row[c] == -INFINITY ? 0 : REXP(row[c] - mx);
+            sum += row[c];
+        }
+        const real is = (real)(1.0 / sum);
+        for (int64_t c = 0; c < NC; c++) row[c] *= is;
+        j->lse[i * s->H + j->h] = mx + (real)log(sum);
+    }
 }
 
 void TN(mn_op_attn_fwd)(real *o, real *lse, const real *q, const real *k, const real *v, const mn_attn_shape *s,
                         real *scratch) {
     const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D;
+    const real scale = (real)(1.0 / sqrt((double)s->D));
     for (int h = 0; h < s->H; h++) {
         const int g = h / (s->H / s->G);
-        scores(scratch, q, k, s, h);
-        for (int i = 0; i < s->T; i++) {
-            real *row = scratch + (int64_t)i * NC;
-            real mx = -INFINITY;
-            for (int j = 0; j < NC; j++) mx = row[j] > mx ? row[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < NC; j++) {
-                row[j] = row[j] == -INFINITY ? 0 : (real)exp((double)(row[j] - mx));
-                sum += row[j];
-            }
-            const real is = (real)(1.0 / sum);
-            for (int j = 0; j < NC; j++) row[j] *= is;
-            lse[(int64_t)i * s->H + h] = mx + (real)log(sum);
-        }
+        gemm(0, 1, s->T, NC, s->D, scale, q + (int64_t)h * s->D, HD, k + (int64_t)g * s->D, GD, 0, scratch, NC);
+        soft_job j = {.s = s, .P = scratch, .lse = lse, .h = h};
+        pfor(s->T, 1, softmax_rows, &j);
         gemm(0, 0, s->T, s->D, NC, 1, scratch, NC, v + (int64_t)g * s->D, GD, 0, o + (int64_t)h * s->D, HD);
+    }
+}
+
+/* scores -> P = exp(S - lse) (masked 0); dS (holding dO V^T) -> P o (dS - dO.O) */
+static void probs_rows(void *arg, int64_t i0, int64_t i1) {
+    const soft_job *j = arg;
+    const mn_attn_shape *s = j->s;
+    const int64_t NC = s->N + s->T;
+    for (int64_t i = i0; i < i1; i++) {
+        real *row = j->P + i * NC;
+        const real l = j->lse[i * s->H + j->h];
+        for (int64_t c = 0; c < NC; c++) row[c] = visible(s, i, c) ? REXP(row[c] - l) : 0;
+    }
+}
+
+static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
+    const soft_job *j = arg;
+    const mn_attn_shape *s = j->s;
+    const int64_t NC = s->N + s->T, HD = (int64_t)s->H * s->D;
+    for (int64_t i = i0; i < i1; i++) {
+        const real *oi = j->o + i * HD + (int64_t)j->h * s->D, *doi = j->dO + i * HD;
+        double dd = 0;
+        for (int d = 0; d < s->D; d++) dd += (double)oi[d] * doi[d];
+        real *ds = j->dS + i * NC;
+        const real *p = j->P + i * NC;
+        for (int64_t c = 0; c < NC; c++) ds[c] = p[c] * (ds[c] - (real)dd);
     }
 }
 
@@ -182,22 +329,12 @@ void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const re
     real *P = scratch, *dS = scratch + (int64_t)s->T * NC;
     for (int h = 0; h < s->H; h++) {
         const int g = h / (s->H / s->G);
-        scores(P, q, k, s, h);
-        for (int i = 0; i < s->T; i++) {
-            real *row = P + (int64_t)i * NC;
-            const real l = lse[(int64_t)i * s->H + h];
-            for (int j = 0; j < NC; j++) row[j] = row[j] == -INFINITY ? 0 : (real)exp((double)(row[j] - l));
-        }
         const real *dO = dout + (int64_t)h * s->D;
+        gemm(0, 1, s->T, NC, s->D, scale, q + (int64_t)h * s->D, HD, k + (int64_t)g * s->D, GD, 0, P, NC);
+        soft_job j = {.s = s, .P = P, .dS = dS, .lse = (real *)lse, .o = o, .dO = dO, .h = h};
+        pfor(s->T, 1, probs_rows, &j);
         gemm(0, 1, s->T, NC, s->D, 1, dO, HD, v + (int64_t)g * s->D, GD, 0, dS, NC);
-        for (int i = 0; i < s->T; i++) {
-            const real *oi = o + (int64_t)i * HD + (int64_t)h * s->D, *doi = dO + (int64_t)i * HD;
-            double dd = 0;
-            for (int d = 0; d < s->D; d++) dd += (double)oi[d] * doi[d];
-            real *ds = dS + (int64_t)i * NC;
-            const real *p = P + (int64_t)i * NC;
-            for (int j = 0; j < NC; j++) ds[j] = p[j] * (ds[j] - (real)dd);
-        }
+        pfor(s->T, 1, dscore_rows, &j);
         gemm(0, 0, s->T, s->D, NC, scale, dS, NC, k + (int64_t)g * s->D, GD, 0, dq + (int64_t)h * s->D, HD);
         gemm(1, 0, NC, s->D, s->T, scale, dS, NC, q + (int64_t)h * s->D, HD, 1, dk + (int64_t)g * s->D, GD);
         gemm(1, 0, NC, s->D, s->T, 1, P, NC, dO, HD, 1, dv + (int64_t)g * s->D, GD);
@@ -206,60 +343,86 @@ void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const re
 
 /* ---- head: logits, cross-entropy, distillation ------------------------------- */
 
-/* row (V) logits -> log-softmax in place; returns nothing. */
+/* row (V) logits -> log-softmax in place */
 static void log_softmax(real *row, int V) {
     real mx = row[0];
     for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
     double sum = 0;
-    for (int j = 0; j < V; j++) sum += exp((double)(row[j] - mx));
+    for (int j = 0; j < V; j++) sum += REXP(row[j] - mx);
     const real l = mx + (real)log(sum);
     for (int j = 0; j < V; j++) row[j] -= l;
 }
 
+typedef struct {
+    real *scratch;
+    double *row_loss;
+    const int32_t *targets;
+    const real *teacher;
+    real ce_w, kl_w, dscale;
+    int t0, V, grad;
+} head_job;
+
 /* CE: d(-lp[y])/dz = p - onehot(y). KL(p_T || q) = sum p_T (lp_T - lq):
- * d/dz = q - p_T. */
+ * d/dz = q - p_T. Rows without a loss get a zero gradient. */
+static void head_rows(void *arg, int64_t i0, int64_t i1) {
+    const head_job *j = arg;
+    const int V = j->V;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t t = j->t0 + i;
+        real *row = j->scratch + i * V;
+        const int y = j->targets ? j->targets[t] : -1;
+        const int use_kl = j->teacher && j->kl_w != 0 && (!j->targets || y >= 0);
+        j->row_loss[i] = 0;
+        if (y < 0 && !use_kl) {
+            memset(row, 0, sizeof(real) * (size_t)V);
+            continue;
+        }
+        log_softmax(row, V);
+        double loss = 0;
+        if (y >= 0 && j->ce_w != 0) loss -= (double)j->ce_w * row[y];
+        const real *tp = use_kl ? j->teacher + t * V : NULL;
+        if (tp) {
+            double kl = 0;
+            for (int c = 0; c < V; c++) {
+                const double pt = exp((double)tp[c]);
+                if (pt > 0) kl += pt * ((double)tp[c] - row[c]);
+            }
+            loss += (double)j->kl_w * kl;
+        }
+        j->row_loss[i] = loss;
+        if (!j->grad) continue;
+        const real cw = y >= 0 ? j->ce_w : 0, kw = tp ? j->kl_w : 0;
+        for (int c = 0; c < V; c++) {
+            real g = (cw + kw) * REXP(row[c]);
+            if (tp) g -= kw * REXP(tp[c]);
+            row[c] = j->dscale * g;
+        }
+        if (y >= 0) row[y] -= j->dscale * cw;
+    }
+}
+
 double TN(mn_op_head)(real *dx, const real *x, const real *w, int T, int C, int V, const int32_t *targets,
                       const real *teacher, real ce_w, real kl_w, real dscale, real *scratch, int chunk) {
-    double loss = 0;
+    double loss = 0, row_loss[256];
+    if (chunk > 256) chunk = 256;
     for (int t0 = 0; t0 < T; t0 += chunk) {
         const int n = T - t0 < chunk ? T - t0 : chunk;
         gemm(0, 1, n, V, C, 1, x + (int64_t)t0 * C, C, w, C, 0, scratch, V);
-        for (int i = 0; i < n; i++) {
-            const int t = t0 + i;
-            real *row = scratch + (int64_t)i * V;
-            const int y = targets ? targets[t] : -1;
-            const int use_kl = teacher && kl_w != 0 && (!targets || y >= 0);
-            if (y < 0 && !use_kl) {
-                memset(row, 0, sizeof(real) * (size_t)V);
-                continue;
-            }
-            log_softmax(row, V);
-            if (y >= 0 && ce_w != 0) loss -= (double)ce_w * row[y];
-            const real *tp = use_kl ? teacher + (int64_t)t * V : NULL;
-            if (tp) {
-                double kl = 0;
-                for (int j = 0; j < V; j++) {
-                    const double pt = exp((double)tp[j]);
-                    if (pt > 0) kl += pt * ((double)tp[j] - row[j]);
-                }
-                loss += (double)kl_w * kl;
-            }
-            if (!dx) continue;
-            const real cw = y >= 0 ? ce_w : 0, kw = tp ? kl_w : 0;
-            for (int j = 0; j < V; j++) {
-                const real q = (real)exp((double)row[j]);
-                real g = (cw + kw) * q;
-                if (tp) g -= kw * (real)exp((double)tp[j]);
-                row[j] = dscale * g;
-            }
-            if (y >= 0) row[y] -= dscale * cw;
-        }
+        head_job j = {scratch, row_loss, targets, teacher, ce_w, kl_w, dscale, t0, V, dx != NULL};
+        pfor(n, 1, head_rows, &j);
+        for (int i = 0; i < n; i++) loss += row_loss[i]; /* in row order: thread-count independent */
         if (dx) gemm(0, 0, n, C, V, 1, scratch, V, w, C, 0, dx + (int64_t)t0 * C, C);
     }
     return loss;
 }
 
+static void log_softmax_rows(void *arg, int64_t i0, int64_t i1) {
+    const head_job *j = arg;
+    for (int64_t t = i0; t < i1; t++) log_softmax(j->scratch + t * j->V, j->V);
+}
+
 void TN(mn_op_logprobs)(real *lp, const real *x, const real *w, int T, int C, int V) {
     gemm(0, 1, T, V, C, 1, x, C, w, C, 0, lp, V);
-    for (int t = 0; t < T; t++) log_softmax(lp + (int64_t)t * V, V);
+    head_job j = {.scratch = lp, .V = V};
+    pfor(T, 1, log_softmax_rows, &j);
 }

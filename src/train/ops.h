@@ -24,6 +24,11 @@
 int64_t TN(mn_op_flops)(void);
 void TN(mn_op_flops_reset)(void);
 
+/* Threads for the ops (NULL: the calling thread only). BLAS itself should be
+ * single-threaded (openblas_set_num_threads(1)): the ops split the work. */
+struct mn_threadpool;
+void TN(mn_op_set_pool)(struct mn_threadpool *pool);
+
 /* y (T,N) = x (T,K) W^T, or += when accumulate. */
 void TN(mn_op_matmul_fwd)(real *y, const real *x, const real *w, int T, int K, int N, int accumulate);
 /* dx (T,K) += dy (T,N) W: the frozen weight gets no gradient. */

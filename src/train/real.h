@@ -23,3 +23,24 @@ typedef float real;
 #define TN(x) x
 #define GEMM cblas_sgemm
 #endif
+
+/* the math functions at the type's precision (expf for float: the softmax
+ * loops are bound by them) */
+#undef REXP
+#undef RLOG
+#undef RSQRT
+#undef RCOS
+#undef RSIN
+#ifdef MN_REAL_F64
+#define REXP exp
+#define RLOG log
+#define RSQRT sqrt
+#define RCOS cos
+#define RSIN sin
+#else
+#define REXP expf
+#define RLOG logf
+#define RSQRT sqrtf
+#define RCOS cosf
+#define RSIN sinf
+#endif

@@ -148,6 +148,7 @@ typedef struct {
     mn_uio_trainer *tr;
     mn_dataset *data;
     int32_t *ids;
+    mn_threadpool *pool;
 } run_state;
 
 static void release(run_state *s) {
@@ -158,6 +159,8 @@ static void release(run_state *s) {
     mn_adamw_free(s->opt);
     mn_adapter_free(s->a);
     free(s->ids);
+    mn_op_set_pool(NULL);
+    mn_threadpool_free(s->pool);
 }
 
 static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_t m_default, int64_t nv) {
@@ -185,7 +188,10 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     int32_t min_ratio = ap.ratio; /* validation runs at the adapter's own ratio */
     for (int i = 0; i < c.n_ratios; i++) min_ratio = c.ratios[i] < min_ratio ? c.ratios[i] : min_ratio;
     const int nth = c.n_threads > 0 ? c.n_threads : mn_cpu_count();
-    openblas_set_num_threads(nth);
+    /* our pool splits every GEMM and loop; BLAS runs single-threaded inside */
+    openblas_set_num_threads(1);
+    if ((rc = mn_threadpool_create(nth, &s.pool))) goto done;
+    mn_op_set_pool(s.pool);
 
     mn_adamw_params op = mn_adamw_default_params();
     op.lr = c.lr, op.weight_decay = c.weight_decay, op.clip_norm = c.clip, op.warmup = c.warmup, op.total = c.steps;
