@@ -179,14 +179,16 @@ static void test_head(void) {
 static mn_tmodel_f64 *TM;
 static mn_tws_f64 *WS;
 static mn_tpass_f64 P;
-static double *PK, *PV, *XIN, *CAP, *RCAP;
+static double *PK, *PV, *XIN, *CAP, *RCAP, *COUT, *RCOUT;
 enum { PT = 6, PN = 3, PR = 2 };
 
 static double loss_pass(void) {
     double l = 0;
     mn_tmodel_forward_f64(TM, WS, &P, &l);
     const mn_tdims *d = mn_tmodel_dims_f64(TM);
-    return l + dot(CAP, RCAP, (int64_t)d->n_layer * P.n_cap * d->n_embd);
+    if (P.cap_xn) l += dot(CAP, RCAP, (int64_t)d->n_layer * P.n_cap * d->n_embd);
+    if (P.cap_out) l += dot(COUT, RCOUT, (int64_t)P.n_cap * d->n_embd);
+    return l;
 }
 
 static void test_pass(const char *dir) {
@@ -224,11 +226,14 @@ static void test_pass(const char *dir) {
     CAP = alloc(L * 2 * C), RCAP = alloc(L * 2 * C);
     fill(RCAP, L * 2 * C, 1);
     double *teacher = alloc(PT * TINY_VOCAB);
-    for (int t = 0; t < PT; t++)
-        for (int j = 0; j < TINY_VOCAB; j++) teacher[t * TINY_VOCAB + j] = -log((double)TINY_VOCAB);
+    for (int t = 0; t < PT; t++) { /* random log-probabilities */
+        double z = 0;
+        for (int j = 0; j < TINY_VOCAB; j++) z += exp(teacher[t * TINY_VOCAB + j] = 0.5 * nrand());
+        for (int j = 0; j < TINY_VOCAB; j++) teacher[t * TINY_VOCAB + j] -= log(z);
+    }
     P = (mn_tpass_f64){.T = PT, .x = XIN, .pos = pos, .N = PN, .pk = PK, .pv = PV, .dpk = dpk, .dpv = dpv,
                        .lora = &lora, .n_cap = 2, .cap = cap, .cap_xn = CAP, .dcap_xn = RCAP, .targets = tgt,
-                       .teacher = teacher, .ce_w = 1, .kl_w = 0.3, .dx = dxin};
+                       .teacher = teacher, .teacher_row0 = 2, .ce_w = 1, .kl_w = 0.3, .dx = dxin};
     double l0 = loss_pass();
     CHECK(isfinite(l0), "pass loss %g", l0);
     CHECK(mn_tmodel_backward_f64(TM, WS, &P, 1) == 0, "backward: %s", mn_last_error());
@@ -258,6 +263,17 @@ static void test_pass(const char *dir) {
     double nz = 0;
     for (int i = 0; i < PR * C; i++) nz += fabs(lda[0][1][i]);
     CHECK(nz == 0, "top layer's q LoRA got gradient %g in a head-less pass", nz);
+
+    /* a summary encoder: final hidden states captured, only they carry loss */
+    COUT = alloc(2 * C), RCOUT = alloc(2 * C);
+    fill(RCOUT, 2 * C, 1);
+    memset(dxin, 0, sizeof(double) * PT * C);
+    P.cap_xn = NULL, P.dcap_xn = NULL, P.cap_out = COUT, P.dcap_out = RCOUT;
+    loss_pass();
+    CHECK(mn_tmodel_backward_f64(TM, WS, &P, 1) == 0, "backward: %s", mn_last_error());
+    FD_CHECK(XIN, dxin, PT * C, loss_pass, "summary pass d input");
+    FD_CHECK(la[0][1], lda[0][1], PR * C, loss_pass, "summary pass LoRA q layer 1 A");
+    free(COUT), free(RCOUT);
 
     for (int s = 0; s < 4; s++)
         for (int l = 0; l < L; l++) free(la[s][l]), free(lb[s][l]), free(lda[s][l]), free(ldb[s][l]);

@@ -137,6 +137,13 @@ static int stop_at_2(const mn_train_progress *p, void *ud) {
     return p->step == 2;
 }
 
+static int record_loss(const mn_train_progress *p, void *ud) {
+    double **fl = ud;
+    if (p->step == 1) *fl[0] = p->val_loss;
+    *fl[1] = p->val_loss;
+    return 0;
+}
+
 static void write_text(const char *path) {
     FILE *f = fopen(path, "w");
     uint64_t r = 99;
@@ -182,6 +189,22 @@ static void test_resume(mn_model *m) {
           mn_last_error());
     c.ratios[1] = 8, c.tau = 3;
     CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EINVAL, "tau 3 of 3 segments accepted");
+    /* a summary adapter trains through the same loop; its loss moves */
+    ap = mn_adapter_default_params(MN_COMP_SUMMARY);
+    ap.segment = 16, ap.ratio = 4, ap.rank = 4, ap.alpha = 8;
+    char sad[700];
+    snprintf(sad, sizeof sad, "%s/summary.gguf", g_dir);
+    CHECK(mn_adapter_init(m, &ap, &a) == 0 && mn_adapter_save(a, sad) == 0, "summary adapter: %s", mn_last_error());
+    mn_adapter_free(a);
+    c.adapter_in = sad, c.tau = 1, c.steps = 3, c.ckpt_every = 0, c.out = out2;
+    double first = NAN, last = NAN;
+    c.eval_every = 1;
+    CHECK(mn_train_run(m, &c, record_loss, (double *[]){&first, &last}) == 0, "summary training: %s",
+          mn_last_error());
+    CHECK(isfinite(first) && isfinite(last) && first != last, "summary training loss %g -> %g", first, last);
+    mn_adapter *trained = NULL;
+    CHECK(mn_adapter_load(m, out2, &trained) == 0, "trained summary adapter loads: %s", mn_last_error());
+    mn_adapter_free(trained);
 }
 
 /* ---- 3. the CLI: SIGKILL, then --resume ---- */

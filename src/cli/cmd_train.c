@@ -16,7 +16,7 @@ static void usage(void) {
            "Trains the adapter's parameters (LoRA matrices, memory-token embedding) with the base\n"
            "model frozen: windows of N segments; each segment after the first is predicted by the\n"
            "model reading the memories of the ones before it.\n\n"
-           "  --compressor C   uio (the compressor the adapter must be; beacon/summary: not yet)\n"
+           "  --compressor C   uio or summary: must be the adapter's (beacon: not implemented yet)\n"
            "  --ratios LIST    ratios sampled per step, e.g. 4,8,16 (default: the adapter's)\n"
            "  --segment L      must equal the adapter's segment (set it at 'adapter init')\n"
            "  --segments N     segments per window (default 4)\n"
@@ -76,7 +76,7 @@ static int progress(const mn_train_progress *p, void *ud) {
 
 int cmd_train(int argc, char **argv) {
     mn_train_config c = mn_train_default_config();
-    const char *model = NULL;
+    const char *model = NULL, *compressor = NULL;
     long v;
     double f;
     for (int i = 0; i < argc; i++) {
@@ -106,10 +106,12 @@ int cmd_train(int argc, char **argv) {
             NEED();
             if (strcmp(val, "uio") && strcmp(val, "beacon") && strcmp(val, "summary"))
                 return cli_usage_error(CMD, "--compressor is uio, beacon or summary, not '%s'", val);
-            if (strcmp(val, "uio")) {
-                fprintf(stderr, "mnemo train: training the %s compressor is not implemented yet (uio is)\n", val);
+            if (!strcmp(val, "beacon")) {
+                fprintf(stderr, "mnemo train: training the beacon compressor is not implemented yet (uio and "
+                                "summary are)\n");
                 return 1;
             }
+            compressor = val;
         } else if (!strcmp(a, "--ratios")) {
             NEED();
             if (parse_list(val, &c)) return 2;
@@ -165,6 +167,16 @@ int cmd_train(int argc, char **argv) {
     if (!c.out) return cli_usage_error(CMD, "-o OUT_ADAPTER is required");
     mn_model *m = NULL;
     if (cli_load_model(model, &m)) return 1;
+    if (compressor) { /* an explicit --compressor must name the adapter's */
+        mn_adapter_info info;
+        if (mn_adapter_read_info(c.resume ? c.resume : c.adapter_in, &info) == 0 &&
+            strcmp(mn_compressor_name(info.params.compressor), compressor)) {
+            fprintf(stderr, "mnemo train: --compressor %s, but %s is a %s adapter\n", compressor, c.adapter_in,
+                    mn_compressor_name(info.params.compressor));
+            mn_model_free(m);
+            return 1;
+        }
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     const double t0 = cli_now();

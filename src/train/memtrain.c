@@ -69,6 +69,8 @@ struct TN(mn_uio_trainer) {
     real *pk, *pv;     /* (L, Nmax, KD): sinks, then memories 1..n-1 */
     real *dpk, *dpv, *gk, *gv;
     real *dcap;        /* (L, m, C) */
+    real *ge;          /* (max_seg, m, C) summary: accumulated gradients of the embeddings */
+    int32_t max_T;     /* longest pass */
     real *tk, *tu;     /* (m, KD), (m, r) transfer scratch */
     uint8_t *pending;  /* (max_seg) memory i has gradient waiting in g */
     int32_t *res;      /* (tau) reservoir */
@@ -117,23 +119,28 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
     tr->Nmax = p->n_sinks + (max_seg - 1) * p->m;
     const int32_t re = max_rank(&p->enc, d->n_layer), rx = max_rank(&p->xfer, d->n_layer);
     tr->r = re > rx ? re : rx;
-    int rc = TN(mn_tws_create)(tm, (int32_t)(T > p->n_sinks ? T : p->n_sinks), tr->Nmax, re, &tr->ws);
+    /* a summary decoder reads sinks, every earlier memory's rows and a segment */
+    const int64_t Tdec = p->summary ? (int64_t)p->n_sinks + (int64_t)(max_seg - 1) * m + l : l;
+    int64_t maxT = T > Tdec ? T : Tdec;
+    if (maxT < p->n_sinks) maxT = p->n_sinks;
+    tr->max_T = (int32_t)maxT;
+    int rc = TN(mn_tws_create)(tm, tr->max_T, p->summary ? 0 : tr->Nmax, re, &tr->ws);
     if (!rc && p->kl_w != 0) rc = TN(mn_tws_create)(tm, max_seg * p->l, 0, 0, &tr->tws);
     if (rc) {
         TN(mn_uio_trainer_free)(tr);
         return rc;
     }
     const int64_t cells = L * tr->Nmax * KD, Tt = (int64_t)max_seg * l, R = tr->r > 0 ? tr->r : 1;
-    const int64_t sizes[] = {p->kl_w != 0 ? Tt * d->n_vocab : 0, p->kl_w != 0 ? Tt * C : 0, T * C, T * C,
+    const int64_t sizes[] = {p->kl_w != 0 ? Tt * d->n_vocab : 0, p->kl_w != 0 ? Tt * C : 0, maxT * C, maxT * C,
                              (int64_t)max_seg * L * m * C, cells, cells, cells, cells, cells, cells, L * m * C,
-                             m * KD, m * R};
+                             m * KD, m * R, (int64_t)max_seg * m * C};
     int64_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
     tr->blob = calloc((size_t)total, sizeof(real));
-    tr->pos = malloc(sizeof(int32_t) * (size_t)(Tt > T ? Tt : T));
+    tr->pos = malloc(sizeof(int32_t) * (size_t)(Tt > maxT ? Tt : maxT));
     tr->mask = calloc((size_t)(T * T), 1);
     tr->cap = malloc(sizeof(int32_t) * (size_t)m);
-    tr->tgt = malloc(sizeof(int32_t) * (size_t)l);
+    tr->tgt = malloc(sizeof(int32_t) * (size_t)maxT);
     tr->pending = calloc((size_t)max_seg, 1);
     tr->res = malloc(sizeof(int32_t) * (size_t)max_seg);
     if (!tr->blob || !tr->pos || !tr->mask || !tr->cap || !tr->tgt || !tr->pending || !tr->res) {
@@ -141,7 +148,7 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
         return mn_error(MN_ENOMEM, "out of memory for the memory trainer");
     }
     real **dst[] = {&tr->teacher, &tr->tx, &tr->x, &tr->dx, &tr->caps, &tr->pk, &tr->pv, &tr->dpk,
-                    &tr->dpv, &tr->gk, &tr->gv, &tr->dcap, &tr->tk, &tr->tu};
+                    &tr->dpv, &tr->gk, &tr->gv, &tr->dcap, &tr->tk, &tr->tu, &tr->ge};
     real *q = tr->blob;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) *dst[i] = q, q += sizes[i];
     tr->max_m = p->m;
@@ -180,6 +187,18 @@ static const real *lora_a(const TN(mn_tlora) * lo, char w, int l, const TN(mn_tl
     return *lw ? (*lw)->a : NULL;
 }
 
+/* The encoder pass of memory i: UIO captures each layer's normalised input
+ * of the memory tokens, summary their final hidden states. */
+static TN(mn_tpass) enc_pass(TN(mn_uio_trainer) * tr, int32_t i) {
+    const TN(mn_uio_tparams) *p = &tr->p;
+    const int32_t C = tr->d.n_embd, m = p->m;
+    TN(mn_tpass) ps = {.T = p->l + m, .x = tr->x, .pos = tr->pos, .mask = tr->mask, .lora = &p->enc, .n_cap = m,
+                       .cap = tr->cap, .dx = tr->dx};
+    if (p->summary) ps.cap_out = tr->caps + (int64_t)i * m * C, ps.dcap_out = tr->dcap;
+    else ps.cap_xn = tr->caps + (int64_t)i * tr->d.n_layer * m * C, ps.dcap_xn = tr->dcap;
+    return ps;
+}
+
 /* Encoder forward of segment seg (l ids) into caps[i]. */
 static int encode(TN(mn_uio_trainer) * tr, const int32_t *seg, int32_t i, mn_tstep_stats *st) {
     const TN(mn_uio_tparams) *p = &tr->p;
@@ -188,9 +207,7 @@ static int encode(TN(mn_uio_trainer) * tr, const int32_t *seg, int32_t i, mn_tst
     for (int32_t j = 0; j < m; j++) memcpy(tr->x + (int64_t)(l + j) * C, p->mem_embd, sizeof(real) * (size_t)C);
     for (int32_t j = 0; j < l; j++) tr->pos[j] = j;
     for (int32_t j = 0; j < m; j++) tr->pos[l + j] = (j + 1) * stride;
-    TN(mn_tpass) ps = {.T = l + m, .x = tr->x, .pos = tr->pos, .mask = tr->mask, .lora = &p->enc, .n_cap = m,
-                       .cap = tr->cap,
-                       .cap_xn = tr->caps + (int64_t)i * tr->d.n_layer * m * C, .dcap_xn = tr->dcap, .dx = tr->dx};
+    TN(mn_tpass) ps = enc_pass(tr, i);
     st->enc_forwards++;
     return TN(mn_tmodel_forward)(tr->tm, tr->ws, &ps, NULL);
 }
@@ -226,7 +243,11 @@ static int backprop_memory(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t 
     const int32_t C = d->n_embd, KD = d->kv_dim, m = p->m, l = p->l, c0 = tr->S + i * m;
     memset(tr->dcap, 0, sizeof(real) * (size_t)d->n_layer * m * C);
     for (int32_t j = 0; j < m; j++) tr->pos[j] = c0 + j;
-    for (int ly = 0; ly < d->n_layer; ly++) {
+    if (p->summary) { /* the embeddings' gradient is the final states' */
+        memcpy(tr->dcap, tr->ge + (int64_t)i * m * C, sizeof(real) * (size_t)m * C);
+        memset(tr->ge + (int64_t)i * m * C, 0, sizeof(real) * (size_t)m * C);
+    }
+    for (int ly = 0; !p->summary && ly < d->n_layer; ly++) {
         const real *cap = tr->caps + ((int64_t)i * d->n_layer + ly) * m * C;
         real *dcap = tr->dcap + (int64_t)ly * m * C;
         const int64_t off = ((int64_t)ly * tr->Nmax + c0) * KD;
@@ -245,7 +266,7 @@ static int backprop_memory(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t 
             }
         }
     }
-    for (int ly = 0; ly < d->n_layer; ly++) {
+    for (int ly = 0; !p->summary && ly < d->n_layer; ly++) {
         const int64_t off = ((int64_t)ly * tr->Nmax + c0) * KD;
         memset(tr->gk + off, 0, sizeof(real) * (size_t)m * KD);
         memset(tr->gv + off, 0, sizeof(real) * (size_t)m * KD);
@@ -255,9 +276,7 @@ static int backprop_memory(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t 
      * since), then backward from dcap */
     int rc = encode(tr, ids + (int64_t)i * l, i, st);
     if (rc) return rc;
-    TN(mn_tpass) ps = {.T = l + m, .x = tr->x, .pos = tr->pos, .mask = tr->mask, .lora = &p->enc, .n_cap = m,
-                       .cap = tr->cap, .cap_xn = tr->caps + (int64_t)i * d->n_layer * m * C, .dcap_xn = tr->dcap,
-                       .dx = tr->dx};
+    TN(mn_tpass) ps = enc_pass(tr, i);
     if ((rc = TN(mn_tmodel_backward)(tr->tm, tr->ws, &ps, 1))) return rc;
     st->enc_backwards++;
     if (p->d_mem_embd)
@@ -290,25 +309,34 @@ static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int g
                   mn_tstep_stats *st) {
     const TN(mn_uio_tparams) *p = &tr->p;
     const mn_tdims *d = &tr->d;
-    const int32_t l = p->l, KD = d->kv_dim, N = tr->S + ti * p->m;
+    const int32_t l = p->l, KD = d->kv_dim, C = d->n_embd, N = tr->S + ti * p->m;
     const int32_t *seg = ids + (int64_t)ti * l;
-    TN(mn_tmodel_embed)(tr->tm, seg, l, tr->x);
+    /* UIO: the segment's rows after N prefix cells. Summary: N rows of sinks
+     * and memory embeddings, then the segment, in one causal pass. */
+    const int32_t r0 = p->summary ? N : 0, T = r0 + l;
+    if (p->summary) {
+        TN(mn_tmodel_embed)(tr->tm, ids, tr->S, tr->x);
+        memcpy(tr->x + (int64_t)tr->S * C, tr->caps, sizeof(real) * (size_t)ti * p->m * C);
+        for (int32_t j = 0; j < r0; j++) tr->pos[j] = j, tr->tgt[j] = -1;
+    }
+    TN(mn_tmodel_embed)(tr->tm, seg, l, tr->x + (int64_t)r0 * C);
     for (int32_t j = 0; j < l; j++) {
-        tr->pos[j] = N + j;
-        tr->tgt[j] = j + 1 < l ? seg[j + 1] : -1;
+        tr->pos[r0 + j] = N + j;
+        tr->tgt[r0 + j] = j + 1 < l ? seg[j + 1] : -1;
     }
     const int kl = grad && p->kl_w != 0;
-    TN(mn_tpass) ps = {.T = l, .x = tr->x, .pos = tr->pos, .N = N, .N_stride = tr->Nmax, .pk = tr->pk,
-                       .pv = tr->pv, .dpk = tr->dpk, .dpv = tr->dpv, .targets = tr->tgt,
-                       .teacher = kl ? tr->teacher + (int64_t)ti * l * d->n_vocab : NULL,
+    TN(mn_tpass) ps = {.T = T, .x = tr->x, .pos = tr->pos, .targets = tr->tgt,
+                       .teacher = kl ? tr->teacher + (int64_t)ti * l * d->n_vocab : NULL, .teacher_row0 = r0,
                        .ce_w = grad ? p->ce_w : 1, .kl_w = kl ? p->kl_w : 0};
+    if (p->summary) ps.dx = tr->dx;
+    else ps.N = N, ps.N_stride = tr->Nmax, ps.pk = tr->pk, ps.pv = tr->pv, ps.dpk = tr->dpk, ps.dpv = tr->dpv;
     double loss = 0;
     int rc = TN(mn_tmodel_forward)(tr->tm, tr->ws, &ps, &loss);
     if (rc) return rc;
     st->loss += loss;
     st->n_scored += l - 1;
     if (!grad) return MN_OK;
-    for (int ly = 0; ly < d->n_layer; ly++) {
+    for (int ly = 0; !p->summary && ly < d->n_layer; ly++) {
         memset(tr->dpk + (int64_t)ly * tr->Nmax * KD, 0, sizeof(real) * (size_t)N * KD);
         memset(tr->dpv + (int64_t)ly * tr->Nmax * KD, 0, sizeof(real) * (size_t)N * KD);
     }
@@ -318,8 +346,13 @@ static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int g
 /* g_i += w dJ_t/dm_i */
 static void accumulate(TN(mn_uio_trainer) * tr, int32_t i, real w) {
     const mn_tdims *d = &tr->d;
-    const int32_t KD = d->kv_dim, m = tr->p.m, c0 = tr->S + i * m;
-    for (int ly = 0; ly < d->n_layer; ly++) {
+    const int32_t KD = d->kv_dim, m = tr->p.m, c0 = tr->S + i * m, C = d->n_embd;
+    if (tr->p.summary) { /* the memory's rows of the decoder's input gradient */
+        real *g = tr->ge + (int64_t)i * m * C;
+        const real *dx = tr->dx + (int64_t)c0 * C;
+        for (int64_t e = 0; e < (int64_t)m * C; e++) g[e] += w * dx[e];
+    }
+    for (int ly = 0; !tr->p.summary && ly < d->n_layer; ly++) {
         const int64_t off = ((int64_t)ly * tr->Nmax + c0) * KD;
         for (int64_t e = 0; e < (int64_t)m * KD; e++) {
             tr->gk[off + e] += w * tr->dpk[off + e];
@@ -351,15 +384,16 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
         for (int32_t j = 0; j < Tt; j++) tr->pos[j] = j;
         if ((rc = TN(mn_tmodel_logprobs)(tr->tm, tr->tws, tr->tx, tr->pos, Tt, tr->teacher))) return rc;
     }
-    if ((rc = sinks(tr, ids))) return rc;
+    if (!p->summary && (rc = sinks(tr, ids))) return rc;
     for (int32_t i = 0; i + 1 < n_seg; i++) {
         if ((rc = encode(tr, ids + (int64_t)i * l, i, st))) return rc;
-        transfer_fwd(tr, i);
+        if (!p->summary) transfer_fwd(tr, i);
     }
     const int64_t cells = (int64_t)d->n_layer * tr->Nmax * d->kv_dim;
     memset(tr->gk, 0, sizeof(real) * (size_t)cells);
     memset(tr->gv, 0, sizeof(real) * (size_t)cells);
     memset(tr->pending, 0, (size_t)tr->max_seg);
+    memset(tr->ge, 0, sizeof(real) * (size_t)tr->max_seg * tr->max_m * d->n_embd);
     const real dscale = (real)(1.0 / ((double)(n_seg - 1) * (l - 1)));
     const int res_mode = mode == MN_BPTT_RESERVOIR || mode == MN_BPTT_UNBIASED;
     int32_t n_res = 0;

@@ -12,6 +12,10 @@
  * The modes differ in which dJ_t/dm_i enter g_i and in when the encoder of
  * segment i is back-propagated (see memtrain.c for each mode).
  *
+ * The summary-embedding compressor trains through the same chain: m_i is then
+ * the m final hidden states of segment i's memory tokens, which the decoder
+ * reads as input rows [sinks | m_1 .. m_{t-1} | x_t] instead of as K/V cells.
+ *
  * Compiled as float and double (real.h). Shapes: L layers, C n_embd, KD kv dim.
  */
 #include <stdint.h>
@@ -57,6 +61,8 @@ typedef struct {
     TN(mn_tlora) enc;   /* encoder LoRA: q and v used */
     TN(mn_tlora) xfer;  /* transfer head LoRA: k and v used */
     real ce_w, kl_w;    /* loss weights: next-token CE, KL to the full-context teacher */
+    int summary;        /* 0: UIO KV memory (transfer head); 1: summary embeddings (the
+                         * memory tokens' final states are the decoder's input rows) */
 } TN(mn_uio_tparams);
 
 typedef struct TN(mn_uio_trainer) TN(mn_uio_trainer);

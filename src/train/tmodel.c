@@ -231,7 +231,7 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     const real s = p->lora ? p->lora->scale : 0;
     const real *x = ws->xs + (int64_t)l * ws->max_T * C;
     TN(mn_op_rmsnorm_fwd)(ws->xn, ws->inv, x, W->attn_norm, T, C, tm->eps);
-    for (int i = 0; i < p->n_cap; i++)
+    for (int i = 0; p->cap_xn && i < p->n_cap; i++)
         memcpy(p->cap_xn + ((int64_t)l * p->n_cap + i) * C, ws->xn + (int64_t)p->cap[i] * C, sizeof(real) * C);
     if (top && !p->out_k) return;
     real *k = ws->kc + (int64_t)N * KD, *v = ws->vc + (int64_t)N * KD;
@@ -306,7 +306,7 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
         proj_bwd(ws->dxn, ws->dlr, dk, ws->xn, ws->uk, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
         proj_bwd(ws->dxn, ws->dlr, dv, ws->xn, ws->uv, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
     }
-    if (p->dcap_xn)
+    if (p->dcap_xn && p->cap_xn)
         for (int i = 0; i < p->n_cap; i++) {
             const real *g = p->dcap_xn + ((int64_t)l * p->n_cap + i) * C;
             real *dst = ws->dxn + (int64_t)p->cap[i] * C;
@@ -316,20 +316,38 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
 }
 
 static int has_head(const TN(mn_tpass) * p) { return p->targets || p->teacher; }
+/* passes that need the last layer's output, not just its captured input */
+static int full_stack(const TN(mn_tpass) * p) { return has_head(p) || p->cap_out; }
+
+/* the head over rows [0, r0) without and [r0, T) with the teacher */
+static double head(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, real *dx, real dscale) {
+    const int C = tm->d.n_embd, V = tm->d.n_vocab, T = p->T;
+    const int r0 = p->teacher ? (p->teacher_row0 < T ? p->teacher_row0 : T) : T;
+    double loss = 0;
+    if (r0 > 0)
+        loss += TN(mn_op_head)(dx, ws->xf, tm->out, r0, C, V, p->targets, NULL, p->ce_w, 0, dscale, ws->head_scratch,
+                               HEAD_CHUNK);
+    if (r0 < T)
+        loss += TN(mn_op_head)(dx ? dx + (int64_t)r0 * C : NULL, ws->xf + (int64_t)r0 * C, tm->out, T - r0, C, V,
+                               p->targets ? p->targets + r0 : NULL, p->teacher, p->ce_w, p->kl_w, dscale,
+                               ws->head_scratch, HEAD_CHUNK);
+    return loss;
+}
 
 int TN(mn_tmodel_forward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, double *loss) {
     int rc = check_pass(tm, ws, p);
     if (rc) return rc;
     const mn_tdims *d = &tm->d;
-    const int C = d->n_embd, L = d->n_layer, head = has_head(p);
+    const int C = d->n_embd, L = d->n_layer, full = full_stack(p);
     memcpy(ws->xs, p->x, sizeof(real) * (size_t)p->T * C);
-    for (int l = 0; l < L; l++) layer_fwd(tm, ws, p, l, !head && l == L - 1);
+    for (int l = 0; l < L; l++) layer_fwd(tm, ws, p, l, !full && l == L - 1);
     double ls = 0;
-    if (head) {
+    if (full) {
         const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
         TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, p->T, C, tm->eps);
-        ls = TN(mn_op_head)(NULL, ws->xf, tm->out, p->T, C, d->n_vocab, p->targets, p->teacher, p->ce_w, p->kl_w, 0,
-                            ws->head_scratch, HEAD_CHUNK);
+        if (has_head(p)) ls = head(tm, ws, p, NULL, 0);
+        for (int i = 0; p->cap_out && i < p->n_cap; i++)
+            memcpy(p->cap_out + (int64_t)i * C, ws->xf + (int64_t)p->cap[i] * C, sizeof(real) * (size_t)C);
     }
     if (loss) *loss = ls;
     return MN_OK;
@@ -339,17 +357,22 @@ int TN(mn_tmodel_backward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(m
     int rc = check_pass(tm, ws, p);
     if (rc) return rc;
     const mn_tdims *d = &tm->d;
-    const int C = d->n_embd, L = d->n_layer, head = has_head(p), T = p->T;
-    if (head) {
+    const int C = d->n_embd, L = d->n_layer, full = full_stack(p), T = p->T;
+    if (full) {
         const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
         TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, T, C, tm->eps);
-        TN(mn_op_head)(ws->dxn, ws->xf, tm->out, T, C, d->n_vocab, p->targets, p->teacher, p->ce_w, p->kl_w, dscale,
-                       ws->head_scratch, HEAD_CHUNK);
+        if (has_head(p)) head(tm, ws, p, ws->dxn, dscale);
+        else memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
+        for (int i = 0; p->cap_out && p->dcap_out && i < p->n_cap; i++) {
+            real *dst = ws->dxn + (int64_t)p->cap[i] * C;
+            const real *g = p->dcap_out + (int64_t)i * C;
+            for (int c = 0; c < C; c++) dst[c] += g[c];
+        }
         memset(ws->dx, 0, sizeof(real) * (size_t)T * C);
         TN(mn_op_rmsnorm_bwd)(ws->dx, ws->dxn, xL, tm->out_norm, ws->invf, T, C);
     }
     for (int l = L - 1; l >= 0; l--) {
-        const int top = !head && l == L - 1;
+        const int top = !full && l == L - 1;
         layer_fwd(tm, ws, p, l, top);
         layer_bwd(tm, ws, p, l, top);
     }

@@ -74,9 +74,13 @@ typedef struct {
     real *cap_xn;         /* (L, n_cap, C) written by the forward */
     const real *dcap_xn;  /* (L, n_cap, C) their gradient, read by the backward; NULL: zero */
     real *out_k, *out_v;  /* (L, T, KD) keys after RoPE and values of the batch, or NULL */
-    /* the head: without targets and teacher the last layer stops after what is captured */
+    /* capture of final hidden states after the output norm (summary embeddings) */
+    real *cap_out;        /* (n_cap, C) written by the forward, or NULL */
+    const real *dcap_out; /* (n_cap, C) their gradient, read by the backward */
+    /* the head: without targets, teacher and cap_out the last layer stops after what is captured */
     const int32_t *targets; /* (T) next-token ids, -1 = no loss at this row; NULL: no CE */
-    const real *teacher;    /* (T, V) teacher log-probs for a KL term, or NULL */
+    const real *teacher;    /* (T - teacher_row0, V) teacher log-probs for a KL term, or NULL */
+    int32_t teacher_row0;   /* the pass row that teacher row 0 belongs to (rows before: no KL) */
     real ce_w, kl_w;
     real *dx;             /* (T, C) gradient of x written by the backward, or NULL */
 } TN(mn_tpass);

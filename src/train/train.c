@@ -58,7 +58,7 @@ static void unbind(binding *b) {
 
 /* Registers every tensor with the optimizer (weight decay on LoRA matrices,
  * not on the memory embedding) and points the LoRA views at them. */
-static int bind(mn_adapter *a, int L, mn_adamw *opt, binding *b) {
+static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
     memset(b, 0, sizeof *b);
     b->L = L;
     b->n = mn_adapter_n_tensors(a);
@@ -88,7 +88,7 @@ static int bind(mn_adapter *a, int L, mn_adamw *opt, binding *b) {
             set = proj == 'q' ? b->enc_q : proj == 'v' ? b->enc_v : NULL;
         }
         if (strcmp(name, "mem.embd") && (!set || layer < 0 || layer >= L || (ab != 'a' && ab != 'b')))
-            return mn_error(MN_EUNSUPPORTED, "adapter tensor %s: the trainer handles UIO adapters only", name);
+            return mn_error(MN_EUNSUPPORTED, "adapter tensor %s: not a UIO or summary parameter", name);
         if (set) {
             if (ab == 'a') set[layer].a = p, set[layer].da = g, set[layer].rank = (int32_t)ne[1];
             else set[layer].b = p, set[layer].db = g;
@@ -98,8 +98,8 @@ static int bind(mn_adapter *a, int L, mn_adamw *opt, binding *b) {
     }
     if (!b->mem_embd) return mn_error(MN_EFORMAT, "adapter has no mem.embd");
     for (int l = 0; l < L; l++)
-        if (!b->enc_q[l].a || !b->enc_q[l].b || !b->enc_v[l].a || !b->enc_v[l].b || !b->mem_k[l].a ||
-            !b->mem_k[l].b || !b->mem_v[l].a || !b->mem_v[l].b)
+        if (!b->enc_q[l].a || !b->enc_q[l].b || !b->enc_v[l].a || !b->enc_v[l].b ||
+            (!summary && (!b->mem_k[l].a || !b->mem_k[l].b || !b->mem_v[l].a || !b->mem_v[l].b)))
             return mn_error(MN_EFORMAT, "adapter lacks a LoRA matrix of layer %d", l);
     return MN_OK;
 }
@@ -118,9 +118,8 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
 
 static int check_config(const mn_train_config *c, const mn_adapter_params *ap, const mn_model *m) {
     if (!c->adapter_in || !c->data_glob || !c->out) return mn_error(MN_EINVAL, "adapter, data and output are needed");
-    if (ap->compressor != MN_COMP_UIO)
-        return mn_error(MN_EUNSUPPORTED, "training the %s compressor is not implemented yet (uio is)",
-                        mn_compressor_name(ap->compressor));
+    if (ap->compressor == MN_COMP_BEACON)
+        return mn_error(MN_EUNSUPPORTED, "training the beacon compressor is not implemented yet (uio and summary are)");
     if (c->segment && c->segment != ap->segment)
         return mn_error(MN_EINVAL, "--segment %d differs from the adapter's segment %d (initialise the adapter with it)",
                         c->segment, ap->segment);
@@ -196,7 +195,8 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     mn_adamw_params op = mn_adamw_default_params();
     op.lr = c.lr, op.weight_decay = c.weight_decay, op.clip_norm = c.clip, op.warmup = c.warmup, op.total = c.steps;
     if ((rc = mn_adamw_create(&op, &s.opt))) goto done;
-    if ((rc = bind(s.a, mn_model_n_layer(m), s.opt, &s.b))) goto done;
+    const int summary = ap.compressor == MN_COMP_SUMMARY;
+    if ((rc = bind(s.a, mn_model_n_layer(m), summary, s.opt, &s.b))) goto done;
 
     mn_train_state st = {0};
     char conf[sizeof st.config];
@@ -219,7 +219,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
 
     if ((rc = mn_tmodel_create(m, &s.tm))) goto done;
     mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .mem_embd = s.b.mem_embd,
-                         .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w};
+                         .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w, .summary = summary};
     const float lscale = mn_adapter_lora_scale(s.a);
     tp.enc = (mn_tlora){lscale, s.b.enc_q, NULL, s.b.enc_v, NULL};
     tp.xfer = (mn_tlora){lscale, NULL, s.b.mem_k, s.b.mem_v, NULL};
@@ -244,6 +244,8 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     const int64_t first = st.step;
     double val = NAN;
     int stop = 0;
+    /* where a fresh run starts from: the untrained adapter's validation loss */
+    if (!c.resume && c.eval_every > 0) val = validate(&s, &c, l, l / ap.ratio, nv);
     while (st.step < c.steps && !stop) {
         mn_adamw_zero_grad(s.opt);
         const int32_t ratio = c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
