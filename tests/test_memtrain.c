@@ -111,6 +111,53 @@ static double proj(const double *g, const double *r) {
     return s;
 }
 
+/* LLoCO fine-tuning: a decoder LoRA trained with the compressor frozen. */
+static void test_decoder_lora(int summary) {
+    const int n = 3;
+    double *pa = calloc((size_t)L * 2 * (RK * C + HD * RK), sizeof(double));
+    double *ga = calloc((size_t)L * 2 * (RK * C + HD * RK), sizeof(double));
+    mn_tlora_w_f64 dq[8], dv[8];
+    double *p = pa, *g = ga;
+    for (int l = 0; l < L; l++) {
+        dq[l] = (mn_tlora_w_f64){p, p + RK * C, g, g + RK * C, RK};
+        p += RK * C + HD * RK, g += RK * C + HD * RK;
+        dv[l] = (mn_tlora_w_f64){p, p + RK * C, g, g + RK * C, RK};
+        p += RK * C + KD * RK, g += RK * C + KD * RK;
+    }
+    const int64_t np = p - pa;
+    for (int64_t i = 0; i < np; i++) pa[i] = 0.4 * nrand();
+    mn_uio_tparams_f64 q = PRM;
+    q.summary = summary, q.kl_w = 0, q.freeze_memory = 1;
+    q.dec = (mn_tlora_f64){0.5, dq, NULL, dv, NULL};
+    mn_uio_trainer_f64 *tr = NULL;
+    CHECK(mn_uio_trainer_create_f64(TM, &q, MAXSEG, &tr) == 0, "trainer: %s", mn_last_error());
+    mn_tstep_stats st;
+    memset(GRAD, 0, sizeof(double) * (size_t)NPARAM);
+    CHECK(mn_uio_trainer_step_f64(tr, IDS, n, MN_BPTT_FULL, 0, NULL, 1, &st) == 0, "step: %s", mn_last_error());
+    CHECK(st.enc_backwards == 0, "a frozen compressor ran %lld encoder backwards", (long long)st.enc_backwards);
+    double gz = 0;
+    for (int64_t i = 0; i < NPARAM; i++) gz += fabs(GRAD[i]);
+    CHECK(gz == 0, "a frozen compressor got gradient %g", gz);
+    double *an = malloc(sizeof(double) * (size_t)np);
+    memcpy(an, ga, sizeof(double) * (size_t)np);
+    double maxd = 0, maxan = 0;
+    for (int64_t i = 0; i < np; i++) {
+        const double x0 = pa[i], h = 1e-5;
+        pa[i] = x0 + h;
+        mn_uio_trainer_step_f64(tr, IDS, n, MN_BPTT_FULL, 0, NULL, 1, &st);
+        const double lp = st.loss / st.n_scored;
+        pa[i] = x0 - h;
+        mn_uio_trainer_step_f64(tr, IDS, n, MN_BPTT_FULL, 0, NULL, 1, &st);
+        const double lm = st.loss / st.n_scored;
+        pa[i] = x0;
+        maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - an[i])), maxan = fmax(maxan, fabs(an[i]));
+    }
+    CHECK(maxd / maxan < 1e-6, "decoder LoRA gradient vs finite differences (%s): %.3g",
+          summary ? "summary" : "UIO", maxd / maxan);
+    mn_uio_trainer_free_f64(tr);
+    free(pa), free(ga), free(an);
+}
+
 /* Steps 1-4 for the UIO (KV) memory or the summary-embedding memory. */
 static void suite(int summary) {
     printf("--- %s memory ---\n", summary ? "summary" : "UIO");
@@ -206,6 +253,8 @@ int main(void) {
     for (int i = 0; i < MAXSEG * LS; i++) IDS[i] = (int32_t)(urand() * 256);
     suite(0);
     suite(1);
+    test_decoder_lora(0);
+    test_decoder_lora(1);
 
     /* 5. bad arguments are errors, not crashes */
     mn_tstep_stats st;

@@ -117,7 +117,8 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
     tr->max_seg = max_seg;
     tr->S = p->n_sinks;
     tr->Nmax = p->n_sinks + (max_seg - 1) * p->m;
-    const int32_t re = max_rank(&p->enc, d->n_layer), rx = max_rank(&p->xfer, d->n_layer);
+    const int32_t re0 = max_rank(&p->enc, d->n_layer), rx = max_rank(&p->xfer, d->n_layer),
+                  rd = max_rank(&p->dec, d->n_layer), re = re0 > rd ? re0 : rd;
     tr->r = re > rx ? re : rx;
     /* a summary decoder reads sinks, every earlier memory's rows and a segment */
     const int64_t Tdec = p->summary ? (int64_t)p->n_sinks + (int64_t)(max_seg - 1) * m + l : l;
@@ -325,7 +326,8 @@ static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int g
         tr->tgt[r0 + j] = j + 1 < l ? seg[j + 1] : -1;
     }
     const int kl = grad && p->kl_w != 0;
-    TN(mn_tpass) ps = {.T = T, .x = tr->x, .pos = tr->pos, .targets = tr->tgt,
+    const int has_dec = p->dec.q || p->dec.k || p->dec.v || p->dec.o;
+    TN(mn_tpass) ps = {.T = T, .x = tr->x, .pos = tr->pos, .targets = tr->tgt, .lora = has_dec ? &p->dec : NULL,
                        .teacher = kl ? tr->teacher + (int64_t)ti * l * d->n_vocab : NULL, .teacher_row0 = r0,
                        .ce_w = grad ? p->ce_w : 1, .kl_w = kl ? p->kl_w : 0};
     if (p->summary) ps.dx = tr->dx;
@@ -411,7 +413,7 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
             }
         }
         if ((rc = decode(tr, ids, ti, grad, dscale, st))) break;
-        if (!grad) continue;
+        if (!grad || p->freeze_memory) continue;
         if (mode == MN_BPTT_FULL) {
             for (int32_t i = 0; i < ti; i++) accumulate(tr, i, 1);
         } else if (mode == MN_BPTT_TBPTT || mode == MN_BPTT_INCREMENTAL) {

@@ -63,6 +63,10 @@ typedef struct {
     real ce_w, kl_w;    /* loss weights: next-token CE, KL to the full-context teacher */
     int summary;        /* 0: UIO KV memory (transfer head); 1: summary embeddings (the
                          * memory tokens' final states are the decoder's input rows) */
+    /* LLoCO's in-domain fine-tuning: a LoRA on the decoder (the base model
+     * reading memory + text); its gradient comes from every J_t directly */
+    TN(mn_tlora) dec;   /* all NULL: the decoder stays frozen */
+    int freeze_memory;  /* the compressor's parameters get no gradient (no encoder backward) */
 } TN(mn_uio_tparams);
 
 typedef struct TN(mn_uio_trainer) TN(mn_uio_trainer);
