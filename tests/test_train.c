@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "memory/adapter.h"
+#include "model/lora.h"
 #include "threadpool.h"
 #include "test.h"
 #include "tiny_llama.h"
@@ -205,6 +206,29 @@ static void test_resume(mn_model *m) {
     mn_adapter *trained = NULL;
     CHECK(mn_adapter_load(m, out2, &trained) == 0, "trained summary adapter loads: %s", mn_last_error());
     mn_adapter_free(trained);
+
+    /* fine-tuning: a decoder LoRA trains over the frozen compressor */
+    char dec[700];
+    snprintf(dec, sizeof dec, "%s/dec.gguf", g_dir);
+    c.adapter_in = out1, c.out = NULL, c.dec_out = dec, c.steps = 4, c.eval_every = 2, c.lr = 1e-2f;
+    first = last = NAN;
+    CHECK(mn_train_run(m, &c, record_loss, (double *[]){&first, &last}) == 0, "fine-tuning: %s", mn_last_error());
+    mn_lora_file *lf = NULL;
+    CHECK(mn_lora_file_load(m, dec, &lf) == 0, "fine-tuned LoRA loads: %s", mn_last_error());
+    double bsum = 0;
+    for (int i = 0; lf && i < mn_lora_file_n_tensors(lf); i++) {
+        const char *name;
+        int64_t n;
+        float *d;
+        mn_lora_file_tensor(lf, i, &name, &n, &d);
+        if (strstr(name, "lora_b"))
+            for (int64_t e = 0; e < n; e++) bsum += fabs(d[e]);
+    }
+    CHECK(bsum > 0, "fine-tuning left the decoder LoRA at its initial B = 0");
+    CHECK(isfinite(last) && last != first, "fine-tuning validation loss %g -> %g", first, last);
+    mn_lora_file_free(lf);
+    c.resume = dec;
+    CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EUNSUPPORTED, "fine-tuning with --resume should be refused");
 }
 
 /* ---- 3. the CLI: SIGKILL, then --resume ---- */

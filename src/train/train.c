@@ -11,6 +11,7 @@
 #include "threadpool.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "model/lora.h"
 #include "train/optim.h"
 
 mn_train_config mn_train_default_config(void) {
@@ -31,6 +32,9 @@ mn_train_config mn_train_default_config(void) {
     c.eval_windows = 4;
     c.val_frac = 0.02;
     c.seed = 1;
+    c.dec_targets = "qv";
+    c.dec_rank = 8;
+    c.dec_alpha = 16;
     return c;
 }
 
@@ -93,7 +97,7 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
             if (ab == 'a') set[layer].a = p, set[layer].da = g, set[layer].rank = (int32_t)ne[1];
             else set[layer].b = p, set[layer].db = g;
         }
-        int rc = mn_adamw_add(opt, name, p, g, n, decay);
+        int rc = opt ? mn_adamw_add(opt, name, p, g, n, decay) : MN_OK;
         if (rc) return rc;
     }
     if (!b->mem_embd) return mn_error(MN_EFORMAT, "adapter has no mem.embd");
@@ -117,7 +121,8 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
 }
 
 static int check_config(const mn_train_config *c, const mn_adapter_params *ap, const mn_model *m) {
-    if (!c->adapter_in || !c->data_glob || !c->out) return mn_error(MN_EINVAL, "adapter, data and output are needed");
+    if (!c->adapter_in || !c->data_glob || (!c->out && !c->dec_out))
+        return mn_error(MN_EINVAL, "adapter, data and output are needed");
     if (ap->compressor == MN_COMP_BEACON)
         return mn_error(MN_EUNSUPPORTED, "training the beacon compressor is not implemented yet (uio and summary are)");
     if (c->segment && c->segment != ap->segment)
@@ -148,6 +153,9 @@ typedef struct {
     mn_dataset *data;
     int32_t *ids;
     mn_threadpool *pool;
+    mn_lora_file *dec;            /* fine-tuning: the decoder LoRA */
+    mn_tlora_w *dec_w[4];         /* its views with gradients, per target */
+    float **dec_g;
 } run_state;
 
 static void release(run_state *s) {
@@ -160,6 +168,40 @@ static void release(run_state *s) {
     free(s->ids);
     mn_op_set_pool(NULL);
     mn_threadpool_free(s->pool);
+    for (int i = 0; s->dec && s->dec_g && i < mn_lora_file_n_tensors(s->dec); i++) free(s->dec_g[i]);
+    free(s->dec_g);
+    for (int k = 0; k < 4; k++) free(s->dec_w[k]);
+    mn_lora_file_free(s->dec);
+}
+
+/* The decoder LoRA as trainer views, every tensor registered for AdamW. */
+static int bind_decoder(run_state *s, const mn_model *m, const mn_train_config *c, mn_tlora *out) {
+    int rc = c->dec_init ? mn_lora_file_load(m, c->dec_init, &s->dec)
+                         : mn_lora_file_init(m, c->dec_targets, c->dec_rank, c->dec_alpha, c->seed, &s->dec);
+    if (rc) return rc;
+    const mn_lora_set *set = mn_lora_file_set(s->dec);
+    const mn_lora *views[4] = {set->q, set->k, set->v, set->o};
+    const int L = mn_model_n_layer(m), n = mn_lora_file_n_tensors(s->dec);
+    s->dec_g = calloc((size_t)n, sizeof(float *));
+    if (!s->dec_g) return mn_error(MN_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) { /* tensors are in target order, per layer A then B */
+        const char *name;
+        int64_t ne;
+        float *data;
+        mn_lora_file_tensor(s->dec, i, &name, &ne, &data);
+        if (!(s->dec_g[i] = calloc((size_t)ne, sizeof(float)))) return mn_error(MN_ENOMEM, "out of memory");
+        if ((rc = mn_adamw_add(s->opt, name, data, s->dec_g[i], ne, 1))) return rc;
+    }
+    int i = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!views[k]) continue;
+        if (!(s->dec_w[k] = calloc((size_t)L, sizeof(mn_tlora_w)))) return mn_error(MN_ENOMEM, "out of memory");
+        for (int l = 0; l < L; l++, i += 2)
+            s->dec_w[k][l] = (mn_tlora_w){views[k][l].a, views[k][l].b, s->dec_g[i], s->dec_g[i + 1],
+                                          views[k][l].rank};
+    }
+    *out = (mn_tlora){set->scale, s->dec_w[0], s->dec_w[1], s->dec_w[2], s->dec_w[3]};
+    return MN_OK;
 }
 
 static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_t m_default, int64_t nv) {
@@ -178,6 +220,8 @@ static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_
 int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, void *ud) {
     mn_train_config c = *cfg;
     run_state s = {0};
+    if (c.dec_out && c.resume)
+        return mn_error(MN_EUNSUPPORTED, "fine-tuning a decoder LoRA does not checkpoint or resume yet");
     int rc = mn_adapter_load(m, c.resume ? c.resume : c.adapter_in, &s.a);
     if (rc) return mn_error_prefix(rc, c.resume ? c.resume : c.adapter_in);
     const mn_adapter_params ap = *mn_adapter_config(s.a);
@@ -195,8 +239,11 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     mn_adamw_params op = mn_adamw_default_params();
     op.lr = c.lr, op.weight_decay = c.weight_decay, op.clip_norm = c.clip, op.warmup = c.warmup, op.total = c.steps;
     if ((rc = mn_adamw_create(&op, &s.opt))) goto done;
-    const int summary = ap.compressor == MN_COMP_SUMMARY;
-    if ((rc = bind(s.a, mn_model_n_layer(m), summary, s.opt, &s.b))) goto done;
+    const int summary = ap.compressor == MN_COMP_SUMMARY, finetune = c.dec_out != NULL;
+    if (finetune) c.ckpt_every = 0;
+    if ((rc = bind(s.a, mn_model_n_layer(m), summary, finetune ? NULL : s.opt, &s.b))) goto done;
+    mn_tlora dec = {0};
+    if (finetune && (rc = bind_decoder(&s, m, &c, &dec))) goto done;
 
     mn_train_state st = {0};
     char conf[sizeof st.config];
@@ -223,6 +270,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     const float lscale = mn_adapter_lora_scale(s.a);
     tp.enc = (mn_tlora){lscale, s.b.enc_q, NULL, s.b.enc_v, NULL};
     tp.xfer = (mn_tlora){lscale, NULL, s.b.mem_k, s.b.mem_v, NULL};
+    tp.dec = dec, tp.freeze_memory = finetune;
     if ((rc = mn_uio_trainer_create(s.tm, &tp, c.n_seg, &s.tr))) goto done;
     if ((rc = mn_dataset_open(m, c.data_glob, c.cache_dir, c.val_frac, &s.data))) goto done;
     const int32_t W = c.n_seg * l;
@@ -237,7 +285,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     char ckpt_buf[4096];
     const char *ckpt = c.ckpt;
     if (!ckpt) {
-        snprintf(ckpt_buf, sizeof ckpt_buf, "%s.ckpt", c.out);
+        snprintf(ckpt_buf, sizeof ckpt_buf, "%s.ckpt", c.out ? c.out : c.dec_out);
         ckpt = ckpt_buf;
     }
     const double t0 = now_s();
@@ -260,12 +308,12 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         }
         /* each window's gradient is of its mean loss: average over the batch */
         if (c.batch > 1)
-            for (int i = 0; i < s.b.n; i++) {
+            for (int i = 0; i < (finetune ? mn_lora_file_n_tensors(s.dec) : s.b.n); i++) {
                 const char *name;
                 int64_t n;
-                float *p, *mm, *vv;
+                float *p, *mm, *vv, *g = finetune ? s.dec_g[i] : s.b.grads[i];
                 mn_adamw_tensor(s.opt, i, &name, &n, &p, &mm, &vv);
-                for (int64_t e = 0; e < n; e++) s.b.grads[i][e] /= (float)c.batch;
+                for (int64_t e = 0; e < n; e++) g[e] /= (float)c.batch;
             }
         mn_train_progress pr = {0};
         pr.lr = mn_adamw_lr_at(s.opt, st.step);
@@ -288,7 +336,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         if (cb && cb(&pr, ud)) stop = 1;
     }
     if (stop && c.ckpt_every > 0 && (rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
-    rc = mn_adapter_save(s.a, c.out);
+    rc = finetune ? mn_lora_file_save(s.dec, c.dec_out) : mn_adapter_save(s.a, c.out);
 done:
     release(&s);
     return rc;

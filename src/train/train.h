@@ -43,6 +43,13 @@ typedef struct {
     double val_frac;
     uint64_t seed;
     int n_threads;          /* <= 0: all cores */
+    /* fine-tuning (LLoCO): with dec_out set, the adapter is frozen and a LoRA
+     * on the decoder trains instead (no checkpoints in this mode) */
+    const char *dec_out;     /* the decoder LoRA file to write */
+    const char *dec_init;    /* start from this decoder LoRA, or NULL: a fresh one */
+    const char *dec_targets; /* subset of "qkvo" (default "qv") */
+    int32_t dec_rank;        /* default 8 */
+    float dec_alpha;         /* default 16 */
 } mn_train_config;
 
 /* n_seg 4, bptt incremental, tau 2, steps 100, batch 1, lr 1e-3, wd 0.01,
