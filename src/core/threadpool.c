@@ -139,5 +139,11 @@ void mn_threadpool_run(mn_threadpool *p, mn_task_fn fn, void *arg) {
     if (atomic_load(&p->n_sleeping) > 0) pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) MN_PAUSE();
+    /* a worker that is late was usually preempted (more runnable threads than
+     * cores): after the spin budget, give it the core instead of burning it */
+    int spins = 0;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        if (++spins < SPIN_ITERS) MN_PAUSE();
+        else sched_yield();
+    }
 }
