@@ -274,45 +274,8 @@ int mn_adapter_save(const mn_adapter *a, const char *path) {
     if (!a || !path) return mn_error(MN_EINVAL, "adapter save: no adapter or path");
     mn_gguf_writer *w = mn_gguf_writer_create();
     if (!w) return mn_error(MN_ENOMEM, "out of memory");
-    const mn_adapter_params *p = &a->p;
-    int rc = 0;
-    rc |= mn_gguf_writer_set_str(w, "general.architecture", ARCH);
-    char nm[192];
-    snprintf(nm, sizeof nm, "mnemo %s adapter for %s", mn_compressor_name(p->compressor), a->base_name);
-    rc |= mn_gguf_writer_set_str(w, "general.name", nm);
-    rc |= mn_gguf_writer_set_str(w, "adapter.type", "lora");
-    rc |= mn_gguf_writer_set_f32(w, "adapter.lora.alpha", has_lora(p->compressor) ? p->alpha : 0.0f);
-    rc |= mn_gguf_writer_set_str(w, "mnemo.compressor", mn_compressor_name(p->compressor));
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.segment", (uint32_t)p->segment);
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.n_mem", (uint32_t)a->n_mem);
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.ratio", (uint32_t)p->ratio);
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.lora.rank", (uint32_t)(has_lora(p->compressor) ? p->rank : 0));
-    if (p->compressor == MN_COMP_BEACON) {
-        rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.placement", mn_beacon_placement_name(p->placement));
-        rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.attention", mn_beacon_attention_name(p->attention));
-        rc |= mn_gguf_writer_set_bool(w, "mnemo.beacon.attend_prev", p->attend_prev);
-        rc |= mn_gguf_writer_set_u32(w, "mnemo.beacon.sinks", (uint32_t)p->sinks);
-        rc |= mn_gguf_writer_set_bool(w, "mnemo.beacon.proj_o", p->proj_o);
-        uint32_t r[MN_ADAPTER_MAX_RATIOS];
-        for (int i = 0; i < p->n_ratios; i++) r[i] = (uint32_t)p->ratios[i];
-        rc |= mn_gguf_writer_set_arr(w, "mnemo.beacon.ratios", MN_GGUF_UINT32, (uint64_t)p->n_ratios, r);
-    }
-    rc |= mn_gguf_writer_set_str(w, "mnemo.base.name", a->base_name);
-    rc |= mn_gguf_writer_set_u64(w, "mnemo.base.hash", a->base_hash);
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_embd", (uint32_t)a->n_embd);
-    rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_layer", (uint32_t)a->n_layer);
-    if (rc) {
-        mn_gguf_writer_free(w);
-        return mn_error(MN_ENOMEM, "adapter save: cannot set metadata");
-    }
-    for (int i = 0; i < a->n_t; i++) {
-        const ad_tensor *t = &a->t[i];
-        if ((rc = mn_gguf_writer_add_tensor(w, t->name, MN_TYPE_F32, t->n_dims, t->ne, a->buf + t->off))) {
-            mn_gguf_writer_free(w);
-            return rc;
-        }
-    }
-    rc = mn_gguf_writer_write(w, path);
+    int rc = mn_adapter_write_into(a, w);
+    if (!rc) rc = mn_gguf_writer_write(w, path);
     mn_gguf_writer_free(w);
     if (rc) mn_error_prefix(rc, path);
     return rc;
@@ -449,16 +412,24 @@ static const char *type_name(int type) {
 
 /* Every expected tensor present, F32, exact shape; nothing else; no truncated padding. */
 static int read_tensors(const mn_gguf *g, mn_adapter *a) {
-    int64_t nt = mn_gguf_n_tensors(g);
+    int64_t nt = mn_gguf_n_tensors(g), n_opt = 0;
+    size_t end = 0;
     for (int64_t i = 0; i < nt; i++) {
         const mn_gguf_tensor *t = mn_gguf_tensor_at(g, i);
         int known = 0;
         for (int j = 0; j < a->n_t && !known; j++) known = !strcmp(a->t[j].name, t->name);
+        if (!known && !strncmp(t->name, "opt.", 4)) {
+            /* optimizer state of a training checkpoint (train/checkpoint.h): not part of the adapter, but its
+             * bytes count for the end-of-data check below */
+            size_t te = (size_t)((const char *)t->data - (const char *)mn_gguf_base(g)) + t->nbytes;
+            if (te > end) end = te;
+            n_opt++;
+            continue;
+        }
         if (!known)
             return mn_error(MN_EFORMAT, "adapter: unexpected tensor '%s' for a %s adapter", t->name,
                             mn_compressor_name(a->p.compressor));
     }
-    size_t end = 0;
     for (int j = 0; j < a->n_t; j++) {
         const ad_tensor *e = &a->t[j];
         const mn_gguf_tensor *t = mn_gguf_find_tensor(g, e->name);
@@ -479,7 +450,8 @@ static int read_tensors(const mn_gguf *g, mn_adapter *a) {
         size_t te = (size_t)((const char *)t->data - (const char *)mn_gguf_base(g)) + t->nbytes;
         if (te > end) end = te;
     }
-    if (nt != a->n_t) return mn_error(MN_EFORMAT, "adapter: %" PRId64 " tensors, expected %d", nt, a->n_t);
+    if (nt - n_opt != a->n_t)
+        return mn_error(MN_EFORMAT, "adapter: %" PRId64 " tensors, expected %d", nt - n_opt, a->n_t);
     /* the writer pads the last tensor to the alignment: a shorter file lost its tail */
     uint32_t align = 32;
     if (mn_gguf_find_key(g, "general.alignment") >= 0) mn_gguf_get_u32(g, "general.alignment", &align);
@@ -498,30 +470,7 @@ int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out) {
     mn_gguf *g;
     int rc = mn_gguf_open(path, &g); /* its messages name the path */
     if (rc) return rc;
-    mn_adapter_info info;
-    mn_adapter *a = NULL;
-    if ((rc = read_meta(g, &info))) goto done;
-    if (info.base_hash != m->weights_hash) {
-        rc = mn_error(MN_EINVAL, "adapter was made for model '%s' (hash %016" PRIx64 "), not '%s' (hash %016" PRIx64
-                                 ")",
-                      info.base_name, info.base_hash, m->name, m->weights_hash);
-        goto done;
-    }
-    if (info.base_n_embd != m->hp.n_embd || info.base_n_layer != m->hp.n_layer) {
-        rc = mn_error(MN_EINVAL, "adapter is for n_embd %d, n_layer %d; the model has %d, %d", (int)info.base_n_embd,
-                      (int)info.base_n_layer, (int)m->hp.n_embd, (int)m->hp.n_layer);
-        goto done;
-    }
-    if ((rc = layout(m, &info.params, &a))) goto done;
-    snprintf(a->base_name, sizeof a->base_name, "%s", info.base_name);
-    rc = read_tensors(g, a);
-done:
-    if (rc) {
-        mn_adapter_free(a);
-        mn_error_prefix(rc, path);
-    } else {
-        *out = a;
-    }
+    if ((rc = mn_adapter_load_gguf(m, g, out))) mn_error_prefix(rc, path);
     mn_gguf_free(g);
     return rc;
 }
@@ -570,4 +519,76 @@ int mn_adapter_tensor_at(const mn_adapter *a, int i, const char **name, int *n_d
     if (ne) ne[0] = t->ne[0], ne[1] = t->ne[1];
     if (data) *data = a->buf + t->off;
     return MN_OK;
+}
+
+/* ------------------------------------------------- training checkpoints */
+float *mn_adapter_tensor_data_mut(mn_adapter *a, int i) {
+    return a && i >= 0 && i < a->n_t ? a->buf + a->t[i].off : NULL;
+}
+
+int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w) {
+    if (!a || !w) return mn_error(MN_EINVAL, "adapter save: no adapter or writer");
+    const mn_adapter_params *p = &a->p;
+    int rc = 0;
+    rc |= mn_gguf_writer_set_str(w, "general.architecture", ARCH);
+    char nm[192];
+    snprintf(nm, sizeof nm, "mnemo %s adapter for %s", mn_compressor_name(p->compressor), a->base_name);
+    rc |= mn_gguf_writer_set_str(w, "general.name", nm);
+    rc |= mn_gguf_writer_set_str(w, "adapter.type", "lora");
+    rc |= mn_gguf_writer_set_f32(w, "adapter.lora.alpha", has_lora(p->compressor) ? p->alpha : 0.0f);
+    rc |= mn_gguf_writer_set_str(w, "mnemo.compressor", mn_compressor_name(p->compressor));
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.segment", (uint32_t)p->segment);
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.n_mem", (uint32_t)a->n_mem);
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.ratio", (uint32_t)p->ratio);
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.lora.rank", (uint32_t)(has_lora(p->compressor) ? p->rank : 0));
+    if (p->compressor == MN_COMP_BEACON) {
+        rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.placement", mn_beacon_placement_name(p->placement));
+        rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.attention", mn_beacon_attention_name(p->attention));
+        rc |= mn_gguf_writer_set_bool(w, "mnemo.beacon.attend_prev", p->attend_prev);
+        rc |= mn_gguf_writer_set_u32(w, "mnemo.beacon.sinks", (uint32_t)p->sinks);
+        rc |= mn_gguf_writer_set_bool(w, "mnemo.beacon.proj_o", p->proj_o);
+        uint32_t r[MN_ADAPTER_MAX_RATIOS];
+        for (int i = 0; i < p->n_ratios; i++) r[i] = (uint32_t)p->ratios[i];
+        rc |= mn_gguf_writer_set_arr(w, "mnemo.beacon.ratios", MN_GGUF_UINT32, (uint64_t)p->n_ratios, r);
+    }
+    rc |= mn_gguf_writer_set_str(w, "mnemo.base.name", a->base_name);
+    rc |= mn_gguf_writer_set_u64(w, "mnemo.base.hash", a->base_hash);
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_embd", (uint32_t)a->n_embd);
+    rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_layer", (uint32_t)a->n_layer);
+    if (rc) return mn_error(MN_ENOMEM, "adapter save: cannot set metadata");
+    for (int i = 0; i < a->n_t; i++) {
+        const ad_tensor *t = &a->t[i];
+        if ((rc = mn_gguf_writer_add_tensor(w, t->name, MN_TYPE_F32, t->n_dims, t->ne, a->buf + t->off))) return rc;
+    }
+    return MN_OK;
+}
+
+int mn_adapter_load_gguf(const mn_model *m, const mn_gguf *g, mn_adapter **out) {
+    if (!out) return mn_error(MN_EINVAL, "adapter load: no output");
+    *out = NULL;
+    if (!m || !g) return mn_error(MN_EINVAL, "adapter load: no model or file");
+    mn_adapter_info info;
+    mn_adapter *a = NULL;
+    int rc;
+    if ((rc = read_meta(g, &info))) goto done;
+    if (info.base_hash != m->weights_hash) {
+        rc = mn_error(MN_EINVAL, "adapter was made for model '%s' (hash %016" PRIx64 "), not '%s' (hash %016" PRIx64
+                                 ")",
+                      info.base_name, info.base_hash, m->name, m->weights_hash);
+        goto done;
+    }
+    if (info.base_n_embd != m->hp.n_embd || info.base_n_layer != m->hp.n_layer) {
+        rc = mn_error(MN_EINVAL, "adapter is for n_embd %d, n_layer %d; the model has %d, %d", (int)info.base_n_embd,
+                      (int)info.base_n_layer, (int)m->hp.n_embd, (int)m->hp.n_layer);
+        goto done;
+    }
+    if ((rc = layout(m, &info.params, &a))) goto done;
+    snprintf(a->base_name, sizeof a->base_name, "%s", info.base_name);
+    rc = read_tensors(g, a);
+done:
+    if (rc)
+        mn_adapter_free(a);
+    else
+        *out = a;
+    return rc;
 }

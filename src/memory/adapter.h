@@ -147,4 +147,20 @@ int mn_adapter_n_tensors(const mn_adapter *a);
 int mn_adapter_tensor_at(const mn_adapter *a, int i, const char **name, int *n_dims, int64_t ne[2],
                          const float **data);
 
+/* --- training: the adapter's tensors are the trainer's fp32 master parameters ---
+ * A training checkpoint (train/checkpoint.h) is an adapter file plus "opt.*"
+ * tensors and "train.*" keys; mn_adapter_load ignores both (but still counts the
+ * opt.* bytes in its truncation check), so a checkpoint also loads as an adapter.
+ * Any other unexpected tensor is still refused. */
+typedef struct mn_gguf_writer mn_gguf_writer;
+typedef struct mn_gguf mn_gguf;
+/* Tensor i's data (ne[0]*ne[1] floats), writable in place; NULL out of range. */
+float *mn_adapter_tensor_data_mut(mn_adapter *a, int i);
+/* Adds exactly what mn_adapter_save writes (metadata, then the tensors in
+ * order) to w, so a caller can add more keys/tensors before writing. */
+int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w);
+/* mn_adapter_load on a GGUF the caller opened (and frees); messages do not
+ * name the path. */
+int mn_adapter_load_gguf(const mn_model *m, const mn_gguf *g, mn_adapter **out);
+
 #endif
