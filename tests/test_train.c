@@ -121,6 +121,10 @@ static void test_passkey(mn_model *m) {
     mn_op_set_pool(NULL);
     mn_threadpool_free(pool);
     CHECK(fabs(after2 - after) <= 1e-5 * fabs(after), "2 threads give loss %.9g, 1 thread %.9g", after2, after);
+    mn_uio_trainer_no_memory(tr, 1);
+    const double nomem = eval_keys(tr, 0);
+    mn_uio_trainer_no_memory(tr, 0);
+    CHECK(nomem > log((double)NKEYS), "without the memory the passkey loss %.3f should be above chance", nomem);
     printf("passkey: loss %.3f before, %.3f after training (chance given the key set: %.3f); "
            "with another key's memory %.3f\n",
            before, after, log((double)NKEYS), wrong);

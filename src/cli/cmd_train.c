@@ -66,6 +66,9 @@ typedef struct {
 static int progress(const mn_train_progress *p, void *ud) {
     last_step *ls = ud;
     ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
+    if (p->step == 1 && !isnan(p->val_no_memory))
+        fprintf(stderr, "validation loss of the decoder reading no memory (sinks + segment only): %.4f\n",
+                p->val_no_memory);
     char val[32] = "-";
     if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
     fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s\n",

@@ -71,6 +71,7 @@ struct TN(mn_uio_trainer) {
     real *dcap;        /* (L, m, C) */
     real *ge;          /* (max_seg, m, C) summary: accumulated gradients of the embeddings */
     int32_t max_T;     /* longest pass */
+    int no_memory;     /* ablation: decoders see the sinks only */
     real *tk, *tu;     /* (m, KD), (m, r) transfer scratch */
     uint8_t *pending;  /* (max_seg) memory i has gradient waiting in g */
     int32_t *res;      /* (tau) reservoir */
@@ -310,7 +311,7 @@ static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int g
                   mn_tstep_stats *st) {
     const TN(mn_uio_tparams) *p = &tr->p;
     const mn_tdims *d = &tr->d;
-    const int32_t l = p->l, KD = d->kv_dim, C = d->n_embd, N = tr->S + ti * p->m;
+    const int32_t l = p->l, KD = d->kv_dim, C = d->n_embd, N = tr->S + (tr->no_memory ? 0 : ti * p->m);
     const int32_t *seg = ids + (int64_t)ti * l;
     /* UIO: the segment's rows after N prefix cells. Summary: N rows of sinks
      * and memory embeddings, then the segment, in one causal pass. */
@@ -345,6 +346,8 @@ static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int g
     return TN(mn_tmodel_backward)(tr->tm, tr->ws, &ps, dscale);
 }
 
+void TN(mn_uio_trainer_no_memory)(TN(mn_uio_trainer) * tr, int on) { tr->no_memory = on; }
+
 /* g_i += w dJ_t/dm_i */
 static void accumulate(TN(mn_uio_trainer) * tr, int32_t i, real w) {
     const mn_tdims *d = &tr->d;
@@ -374,6 +377,7 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
         return mn_error(MN_EINVAL, "a window of %d segments (2..%d)", n_seg, tr->max_seg);
     if ((unsigned)mode > MN_BPTT_UNBIASED) return mn_error(MN_EINVAL, "unknown gradient mode %d", (int)mode);
     if (mode != MN_BPTT_FULL && tau < 1) return mn_error(MN_EINVAL, "%s needs tau >= 1", mn_bptt_name(mode));
+    if (tr->no_memory && grad) return mn_error(MN_EINVAL, "the no-memory ablation is for evaluation only");
     if ((mode == MN_BPTT_RESERVOIR || mode == MN_BPTT_UNBIASED) && grad && !rng)
         return mn_error(MN_EINVAL, "%s needs a random generator", mn_bptt_name(mode));
     for (int64_t i = 0; i < (int64_t)n_seg * l; i++)

@@ -81,6 +81,11 @@ void TN(mn_uio_trainer_free)(TN(mn_uio_trainer) * tr);
  * at most the m given at creation): training on a mixture of ratios. */
 int TN(mn_uio_trainer_set_m)(TN(mn_uio_trainer) * tr, int32_t m);
 
+/* Ablation for validation: with `on`, decoders read the sinks only, no
+ * memory (positions as if the memory were not there): the loss a memory has
+ * to beat. */
+void TN(mn_uio_trainer_no_memory)(TN(mn_uio_trainer) * tr, int on);
+
 /* One window ids[0 .. n_seg * l): accumulates into the parameters' gradients
  * the `mode` estimate of the gradient of (loss / n_scored). tau: memories that
  * receive gradient (tbptt, incremental, reservoir, unbiased); rng: the

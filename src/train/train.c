@@ -292,8 +292,15 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     const int64_t first = st.step;
     double val = NAN;
     int stop = 0;
-    /* where a fresh run starts from: the untrained adapter's validation loss */
-    if (!c.resume && c.eval_every > 0) val = validate(&s, &c, l, l / ap.ratio, nv);
+    /* what the memory has to beat: the decoder reading no memory at all; and
+     * where a fresh run starts from: the untrained adapter's loss */
+    double val_nomem = NAN;
+    if (c.eval_every > 0) {
+        mn_uio_trainer_no_memory(s.tr, 1);
+        val_nomem = validate(&s, &c, l, l / ap.ratio, nv);
+        mn_uio_trainer_no_memory(s.tr, 0);
+        if (!c.resume) val = validate(&s, &c, l, l / ap.ratio, nv);
+    }
     while (st.step < c.steps && !stop) {
         mn_adamw_zero_grad(s.opt);
         const int32_t ratio = c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
@@ -330,6 +337,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         }
         const double el = now_s() - t0;
         pr.step = st.step, pr.steps = c.steps, pr.ratio = ratio, pr.val_loss = val, pr.grad_norm = gn;
+        pr.val_no_memory = val_nomem;
         pr.tokens_per_s = (double)(st.step - first) * c.batch * W / el;
         pr.eta_s = el / (double)(st.step - first) * (double)(c.steps - st.step);
         pr.flops_per_token = (double)flops / ((double)c.batch * W);

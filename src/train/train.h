@@ -62,6 +62,7 @@ typedef struct {
     int32_t ratio;            /* this step's ratio */
     double loss;              /* this step's mean loss per scored token */
     double val_loss;          /* latest validation CE per token (NAN before the first) */
+    double val_no_memory;     /* validation CE with the decoder reading no memory (NAN: not run) */
     double lr, grad_norm;
     double tokens_per_s;      /* window tokens per second, this run */
     double eta_s;
