@@ -63,9 +63,9 @@ typedef struct {
     double flops_per_token, tokens_per_s;
 } last_step;
 
-static int progress(const mn_train_progress *p, void *ud) {
+int cli_train_progress(const struct mn_train_progress *p, void *ud) {
     last_step *ls = ud;
-    ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
+    if (ls) ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
     if (p->step == 1 && !isnan(p->val_no_memory))
         fprintf(stderr, "validation loss of the decoder reading no memory (sinks + segment only): %.4f\n",
                 p->val_no_memory);
@@ -184,7 +184,7 @@ int cmd_train(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     const double t0 = cli_now();
     last_step ls = {0};
-    int rc = mn_train_run(m, &c, progress, &ls);
+    int rc = mn_train_run(m, &c, cli_train_progress, &ls);
     mn_model_free(m);
     if (rc) return cli_fail("train");
     fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB, %.2f GFLOP per window token, %.1f GFLOP/s)%s\n", c.out,

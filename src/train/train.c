@@ -130,7 +130,7 @@ static int check_config(const mn_train_config *c, const mn_adapter_params *ap, c
                         c->segment, ap->segment);
     if (c->n_seg < 2 || c->n_seg > 4096) return mn_error(MN_EINVAL, "--segments must be 2..4096, not %d", c->n_seg);
     if (c->steps < 1 || c->batch < 1) return mn_error(MN_EINVAL, "--steps and --batch must be positive");
-    if (c->bptt != MN_BPTT_FULL && (c->tau < 1 || c->tau >= c->n_seg))
+    if (!c->dec_out && c->bptt != MN_BPTT_FULL && (c->tau < 1 || c->tau >= c->n_seg))
         return mn_error(MN_EINVAL, "--tau must be 1..%d for %d segments", c->n_seg - 1, c->n_seg);
     if (!(c->lr > 0) || c->weight_decay < 0 || c->kl_w < 0) return mn_error(MN_EINVAL, "bad lr, weight decay or kl");
     if (c->n_sinks < 0 || c->n_sinks > ap->segment) return mn_error(MN_EINVAL, "bad --sinks %d", c->n_sinks);

@@ -57,7 +57,7 @@ typedef struct {
  * val_frac 0.02, seed 1, cache ".cache/train". */
 mn_train_config mn_train_default_config(void);
 
-typedef struct {
+typedef struct mn_train_progress {
     int64_t step, steps;      /* steps done, total */
     int32_t ratio;            /* this step's ratio */
     double loss;              /* this step's mean loss per scored token */

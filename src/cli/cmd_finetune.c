@@ -1,0 +1,166 @@
+/* cmd_finetune.c - `mnemo finetune`: LLoCO's in-domain tuning. A LoRA on the
+ * decoder learns, over one document group of a store, to predict each
+ * segment of its documents' text from the compressed memory of what precedes
+ * it (the compressor adapter stays frozen). The LoRA is written next to the
+ * store's memories and recorded as the group's adapter, which answering then
+ * installs per request. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "store/sha256.h"
+#include "store/store.h"
+#include "train/train.h"
+
+#define CMD "finetune"
+
+static void usage(void) {
+    printf("usage: mnemo finetune --db FILE --group G [-a ADAPTER] [-m MODEL] [-o LORA.gguf] [options]\n\n"
+           "Trains a decoder LoRA for one document group on its documents' text, each segment\n"
+           "read after the compressed memory of the earlier ones (the compressor adapter -a is\n"
+           "frozen; default: the one the store's memories were made with), and records it as the\n"
+           "group's adapter in the store.\n\n"
+           "  -o FILE        the LoRA (default: <db>.mem/lora-<group>.gguf)\n"
+           "  --rank R       LoRA rank (default 8), --alpha A (16), --targets qkvo subset (qv)\n"
+           "  --steps S      (default 100), --segments N (4), --batch B (1), --lr LR (1e-3),\n"
+           "  --bptt MODE, --tau T, --warmup N, --eval-every K, --seed S, -t N: as for 'mnemo train'\n");
+}
+
+static int write_group_texts(mn_store *s, const char *group, const char *dir, int *n_docs) {
+    mn_store_doc *docs = NULL;
+    int64_t n = 0;
+    int rc = mn_store_list(s, 0, &docs, &n);
+    if (rc) return cli_fail("store");
+    *n_docs = 0;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        if (strcmp(docs[i].group, group)) continue;
+        char *text = NULL;
+        size_t len = 0;
+        if (mn_store_chunk_text(s, docs[i].id, &text, &len)) {
+            rc = cli_fail("store");
+            break;
+        }
+        char path[MN_STORE_PATH_CAP + 64];
+        snprintf(path, sizeof path, "%s/doc-%lld.txt", dir, (long long)docs[i].id);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(text, 1, len, f) != len || fclose(f)) {
+            fprintf(stderr, "mnemo finetune: cannot write %s: %s\n", path, strerror(errno));
+            rc = 1;
+        }
+        free(text);
+        (*n_docs)++;
+    }
+    free(docs);
+    return rc;
+}
+
+int cmd_finetune(int argc, char **argv) {
+    mn_train_config c = mn_train_default_config();
+    c.ckpt_every = 0;
+    const char *db = NULL, *group = NULL, *model = NULL, *out = NULL;
+    long v;
+    double f;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage();
+            return 0;
+        }
+        if (!val) return cli_usage_error(CMD, "unknown option or missing value: '%s'", a);
+        i++;
+        if (!strcmp(a, "--db")) db = val;
+        else if (!strcmp(a, "--group")) group = val;
+        else if (!strcmp(a, "-m")) model = val;
+        else if (!strcmp(a, "-a")) c.adapter_in = val;
+        else if (!strcmp(a, "-o")) out = val;
+        else if (!strcmp(a, "--targets")) c.dec_targets = val;
+        else if (!strcmp(a, "--bptt")) {
+            int mm = mn_bptt_parse(val);
+            if (mm < 0) return cli_usage_error(CMD, "--bptt is full, tbptt, incremental, reservoir or unbiased");
+            c.bptt = (mn_bptt_mode)mm;
+        }
+#define INT_OPT(name, lo, hi, dst)                                     \
+    else if (!strcmp(a, name)) {                                       \
+        if (cli_parse_int(CMD, name, val, lo, hi, &v)) return 2;       \
+        dst = v;                                                       \
+    }
+#define FLT_OPT(name, lo, hi, dst)                                     \
+    else if (!strcmp(a, name)) {                                       \
+        if (cli_parse_float(CMD, name, val, lo, hi, &f)) return 2;     \
+        dst = (float)f;                                                \
+    }
+        INT_OPT("--rank", 1, 4096, c.dec_rank)
+        INT_OPT("--steps", 1, 1000000000L, c.steps)
+        INT_OPT("--segments", 2, 4096, c.n_seg)
+        INT_OPT("--batch", 1, 4096, c.batch)
+        INT_OPT("--tau", 1, 4096, c.tau)
+        INT_OPT("--warmup", 0, 1000000000L, c.warmup)
+        INT_OPT("--eval-every", 0, 1000000000L, c.eval_every)
+        INT_OPT("--seed", 0, 0x7fffffffL, c.seed)
+        INT_OPT("-t", 1, 1024, c.n_threads)
+        FLT_OPT("--alpha", 1e-6, 1e6, c.dec_alpha)
+        FLT_OPT("--lr", 1e-9, 10, c.lr)
+        else return cli_usage_error(CMD, "unknown option '%s'", a);
+#undef INT_OPT
+#undef FLT_OPT
+    }
+    if (!db || !group) return cli_usage_error(CMD, "--db and --group are required");
+    mn_store *s = NULL;
+    if (mn_store_open_sqlite(db, 0, &s)) return cli_fail(db);
+    char ad_buf[MN_STORE_PATH_CAP];
+    if (!c.adapter_in) { /* the compressor the store's memories were made with */
+        if (mn_store_meta_get(s, "adapter_path", ad_buf, sizeof ad_buf)) {
+            mn_store_close(s);
+            return cli_usage_error(CMD, "-a ADAPTER is required (the store records none)");
+        }
+        c.adapter_in = ad_buf;
+    }
+    mn_store_group g;
+    if (mn_store_group_get(s, group, &g)) {
+        mn_store_close(s);
+        return cli_fail("group");
+    }
+    char dir[MN_STORE_PATH_CAP], out_buf[MN_STORE_PATH_CAP + 64], cache[MN_STORE_PATH_CAP + 16],
+        glob[MN_STORE_PATH_CAP + 16];
+    snprintf(dir, sizeof dir, "%s/finetune-%s", mn_store_mem_dir(s), group);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(glob, sizeof glob, "%s/doc-*.txt", dir);
+    if (!out) {
+        snprintf(out_buf, sizeof out_buf, "%s/lora-%s.gguf", mn_store_mem_dir(s), group);
+        out = out_buf;
+    }
+    int rc = 0, n_docs = 0;
+    if (mkdir(dir, 0755) && errno != EEXIST) {
+        fprintf(stderr, "mnemo finetune: cannot create %s: %s\n", dir, strerror(errno));
+        rc = 1;
+    }
+    if (!rc) rc = write_group_texts(s, group, dir, &n_docs);
+    if (!rc && n_docs == 0) {
+        fprintf(stderr, "mnemo finetune: group '%s' has no documents\n", group);
+        rc = 1;
+    }
+    mn_model *m = NULL;
+    if (!rc && cli_load_model(model, &m)) rc = 1;
+    if (!rc) {
+        c.data_glob = glob, c.cache_dir = cache, c.dec_out = out;
+        fprintf(stderr, "fine-tuning a decoder LoRA for group '%s' on %d documents\n", group, n_docs);
+        if (mn_train_run(m, &c, cli_train_progress, NULL)) rc = cli_fail("finetune");
+    }
+    if (!rc) { /* record it: the group's answers now use this LoRA */
+        char *bytes = NULL, sha[65];
+        size_t len = 0;
+        if (cli_read_file(out, &bytes, &len)) rc = 1;
+        else {
+            mn_sha256_hex(bytes, len, sha);
+            free(bytes);
+            if (mn_store_group_set_adapter(s, group, out, sha)) rc = cli_fail("store");
+            else printf("group '%s': decoder LoRA %s (sha256 %.16s...)\n", group, out, sha);
+        }
+    }
+    mn_model_free(m);
+    mn_store_close(s);
+    return rc;
+}
