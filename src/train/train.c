@@ -329,7 +329,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         st.step++;
         pr.loss = loss / (double)scored;
         st.loss_ema = isnan(st.loss_ema) ? pr.loss : 0.9 * st.loss_ema + 0.1 * pr.loss;
-        if ((c.eval_every > 0 && st.step % c.eval_every == 0) || st.step == c.steps)
+        if (c.eval_every > 0 && (st.step % c.eval_every == 0 || st.step == c.steps))
             val = validate(&s, &c, l, l / ap.ratio, nv);
         if (c.ckpt_every > 0 && (st.step % c.ckpt_every == 0 || st.step == c.steps)) {
             if ((rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
