@@ -19,6 +19,7 @@
 #include "mnemo.h"
 #include "model/forward.h"
 #include "test.h"
+#include "tiny_llama.h"
 
 enum { C = 256, H = 4, D = 64, F = 512, V = 260, NL = 2, T = 9 };
 static const float EPS = 1e-5f, THETA = 10000.0f;
@@ -67,37 +68,6 @@ static void add_norm(mn_gguf_writer *w, const char *name, double *out) {
     mn_gguf_writer_add_tensor(w, name, MN_TYPE_F32, 1, ne, f);
 }
 
-/* GPT-2 byte-level vocabulary: each byte's printable stand-in, then 4 specials. */
-static void add_vocab(mn_gguf_writer *w) {
-    static char store[V][8];
-    const char *toks[V];
-    int32_t types[V];
-    int n = 0;
-    for (int b = 0; b < 256; b++) {
-        int cp = b;
-        if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) cp = 256 + n++;
-        char *s = store[b];
-        if (cp < 0x80) {
-            s[0] = (char)cp, s[1] = 0;
-        } else {
-            s[0] = (char)(0xC0 | (cp >> 6)), s[1] = (char)(0x80 | (cp & 0x3F)), s[2] = 0;
-        }
-        toks[b] = s;
-        types[b] = 1;
-    }
-    const char *sp[4] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"};
-    for (int i = 0; i < 4; i++) toks[256 + i] = sp[i], types[256 + i] = 3;
-    mn_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
-    mn_gguf_writer_set_str(w, "tokenizer.ggml.pre", "gpt2");
-    mn_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", V, toks, NULL);
-    mn_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", MN_GGUF_INT32, V, types);
-    const char *merges[1] = {"a b"};
-    mn_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", 1, merges, NULL);
-    mn_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 256);
-    mn_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 258);
-    mn_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0);
-}
-
 typedef struct {
     double attn_norm[C], ffn_norm[C];
     dmat wq, wk, wv, wo, wg, wu, wd;
@@ -126,7 +96,7 @@ static int write_model(const char *path) {
         mn_gguf_writer_set_str(w, "llama.rope.scaling.type", "linear");
         mn_gguf_writer_set_f32(w, "llama.rope.scaling.factor", (float)ROPE_SCALE);
     }
-    add_vocab(w);
+    tiny_vocab_write(w);
     int ti = 0;
     add_matrix(w, "token_embd.weight", k_types[ti++ % NTYPES], C, V, 1.0, &E);
     add_matrix(w, "output.weight", k_types[ti++ % NTYPES], C, V, 0.1, &OUT);

@@ -20,16 +20,16 @@ typedef struct {
 
 #define TINY_VOCAB 260
 
-static uint64_t tiny_rng_;
-static double tiny_urand_(void) {
+static uint64_t tiny_rng_ __attribute__((unused));
+static inline double tiny_urand_(void) {
     tiny_rng_ ^= tiny_rng_ << 13, tiny_rng_ ^= tiny_rng_ >> 7, tiny_rng_ ^= tiny_rng_ << 17;
     return (double)(tiny_rng_ >> 11) / 9007199254740992.0;
 }
-static double tiny_nrand_(void) {
+static inline double tiny_nrand_(void) {
     return sqrt(-2 * log(tiny_urand_() + 1e-300)) * cos(6.283185307179586 * tiny_urand_());
 }
 
-static void tiny_add_f32_(mn_gguf_writer *w, const char *name, int64_t cols, int64_t rows, double sd, double mean) {
+static inline void tiny_add_f32_(mn_gguf_writer *w, const char *name, int64_t cols, int64_t rows, double sd, double mean) {
     float *f = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int64_t i = 0; i < rows * cols; i++) f[i] = (float)(mean + tiny_nrand_() * sd);
     int64_t ne[2] = {cols, rows};
@@ -37,8 +37,9 @@ static void tiny_add_f32_(mn_gguf_writer *w, const char *name, int64_t cols, int
     free(f);
 }
 
-/* GPT-2 byte-level vocabulary: each byte's printable stand-in, then 4 specials. */
-static void tiny_add_vocab_(mn_gguf_writer *w) {
+/* GPT-2 byte-level vocabulary: each byte's printable stand-in, then 4 specials
+ * (EOS 258). Shared by every test that writes a tiny model. */
+static inline void tiny_vocab_write(mn_gguf_writer *w) {
     static char store[256][8];
     const char *toks[TINY_VOCAB];
     int32_t types[TINY_VOCAB];
@@ -66,7 +67,7 @@ static void tiny_add_vocab_(mn_gguf_writer *w) {
 }
 
 /* Writes the model to path; 0 or an MN_E* code. Head dim = n_embd / n_head. */
-static int tiny_llama_write(const tiny_llama *t, const char *path) {
+static inline int tiny_llama_write(const tiny_llama *t, const char *path) {
     tiny_rng_ = t->seed ? t->seed : 0x9E3779B97F4A7C15ull;
     const int C = t->n_embd, D = C / t->n_head, HD = t->n_head * D, KD = t->n_head_kv * D, F = t->n_ff;
     mn_gguf_writer *w = mn_gguf_writer_create();
@@ -80,7 +81,7 @@ static int tiny_llama_write(const tiny_llama *t, const char *path) {
     mn_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)t->n_head_kv);
     mn_gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
     mn_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    tiny_add_vocab_(w);
+    tiny_vocab_write(w);
     const double s = t->w_scale > 0 ? t->w_scale : 1.0;
     tiny_add_f32_(w, "token_embd.weight", C, TINY_VOCAB, 1.0, 0);
     tiny_add_f32_(w, "output.weight", C, TINY_VOCAB, s / sqrt(C), 0);
