@@ -1,12 +1,14 @@
 /* cmd_memory.c - `mnemo compress` (document -> memory file) and `mnemo ask`
- * (answer from a memory file, or compress a document and answer in one step). */
+ * (answer from a memory file, or compress a document and answer in one step).
+ * Both go through docmem.h, so any compressor works: UIO and beacon memories
+ * are K/V cells, summary memories are embeddings read as soft tokens. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "memory/memfile.h"
+#include "memory/docmem.h"
 #include "memory/memory.h"
 #include "model/forward.h"
 
@@ -59,30 +61,26 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
     return 0;
 }
 
-/* Model, adapter and its UIO binding. */
+/* Model and adapter. */
 typedef struct {
     mn_model *m;
     mn_adapter *ad;
-    mn_uio_binding b;
 } loaded;
 
 static int load_all(const mem_opts *o, loaded *L) {
     memset(L, 0, sizeof *L);
     if (cli_load_model(o->model, &L->m)) return 1;
     if (mn_adapter_load(L->m, o->adapter, &L->ad)) return cli_fail("adapter");
-    if (mn_uio_bind(L->m, L->ad, &L->b)) return cli_fail("adapter");
     return 0;
 }
 
 static void unload(loaded *L) {
-    mn_uio_unbind(&L->b);
     mn_adapter_free(L->ad);
     mn_model_free(L->m);
 }
 
 /* Tokenizes and compresses a document file. */
-static int compress_file(const mem_opts *o, loaded *L, float **k, float **v, int32_t *M, int64_t *n_tok,
-                         double *secs) {
+static int compress_file(const mem_opts *o, loaded *L, mn_docmem *d, double *secs) {
     char *text;
     size_t len;
     if (cli_read_file(o->doc, &text, &len)) return 1;
@@ -97,10 +95,9 @@ static int compress_file(const mem_opts *o, loaded *L, float **k, float **v, int
         return 1;
     }
     double t0 = cli_now();
-    rc = mn_uio_compress_doc(L->m, &L->b.params, ids, n, (int)o->threads, k, v, M);
+    rc = mn_docmem_compress(L->m, L->ad, ids, n, (int)o->threads, d);
     *secs = cli_now() - t0;
     free(ids);
-    *n_tok = n;
     return rc ? cli_fail("compress") : 0;
 }
 
@@ -108,9 +105,10 @@ int cmd_compress(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: mnemo compress [-m MODEL] -a ADAPTER -f DOC -o DOC.mem [--f32] [-t N] [--title T]\n\n"
-                   "Compresses a document into a memory file (per-layer memory K/V, f16 by default) with a UIO\n"
-                   "adapter; segments are compressed in parallel on -t threads. 'mnemo ask --mem DOC.mem'\n"
-                   "then answers questions without reading the document again.\n");
+                   "Compresses a document into a memory file (f16 by default) with any compressor adapter:\n"
+                   "UIO (per-layer memory K/V; segments compressed in parallel on -t threads), Activation\n"
+                   "Beacon (the beacons' K/V, windows in order) or summary (embeddings read as soft tokens).\n"
+                   "'mnemo ask --mem DOC.mem' then answers questions without reading the document again.\n");
             return 0;
         }
     mem_opts o;
@@ -123,37 +121,24 @@ int cmd_compress(int argc, char **argv) {
         unload(&L);
         return 1;
     }
-    float *k = NULL, *v = NULL;
-    int32_t M = 0;
-    int64_t n = 0;
+    mn_docmem d;
+    memset(&d, 0, sizeof d);
     double secs = 0;
-    rc = compress_file(&o, &L, &k, &v, &M, &n, &secs);
+    rc = compress_file(&o, &L, &d, &secs);
     if (!rc) {
-        mn_memfile_info info;
-        memset(&info, 0, sizeof info);
-        info.kind = MN_MEMFILE_KV;
-        info.n_layer = mn_model_n_layer(L.m);
-        info.dim = mn_model_kv_dim(L.m);
-        info.n_slots = M;
-        info.n_tokens = n;
-        info.model_hash = mn_model_hash(L.m);
-        info.adapter_hash = mn_adapter_hash(L.ad);
-        info.ratio = (float)L.b.params.l / (float)L.b.params.m;
-        snprintf(info.model_name, sizeof info.model_name, "%s", mn_model_name(L.m));
-        snprintf(info.compressor, sizeof info.compressor, "uio");
-        snprintf(info.title, sizeof info.title, "%s", o.title ? o.title : o.doc);
-        if (mn_memfile_write(o.out, &info, k, v, o.f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16)) {
+        if (mn_docmem_save_titled(&d, L.m, L.ad, o.out, o.f32, o.title ? o.title : o.doc)) {
             rc = cli_fail("write memory file");
         } else {
             struct stat st;
             stat(o.out, &st);
-            fprintf(stderr, "mnemo: %lld tokens -> %d memory slots (x%.1f) in %.2f s (%.0f tok/s), %s: %.1f MiB\n",
-                    (long long)n, M, (double)n / M, secs, n / (secs > 0 ? secs : 1e-9), o.out,
-                    st.st_size / 1048576.0);
+            const int64_t n = d.n_tokens;
+            const int32_t M = d.n_slots;
+            fprintf(stderr, "mnemo: %lld tokens -> %d %s (x%.1f) in %.2f s (%.0f tok/s), %s: %.1f MiB\n",
+                    (long long)n, M, d.kind == MN_DOCMEM_KV ? "memory slots" : "summary embeddings",
+                    (double)n / (M ? M : 1), secs, n / (secs > 0 ? secs : 1e-9), o.out, st.st_size / 1048576.0);
         }
     }
-    free(k);
-    free(v);
+    mn_docmem_release(&d);
     unload(&L);
     return rc;
 }
@@ -179,27 +164,16 @@ int cmd_ask(int argc, char **argv) {
         unload(&L);
         return 1;
     }
-    float *k = NULL, *v = NULL;
-    int32_t M = 0;
-    int64_t n_doc = 0;
+    mn_docmem d;
+    memset(&d, 0, sizeof d);
     double t_start = cli_now(), secs = 0;
-    mn_memfile *mf = NULL;
     if (o.mem) {
-        if (mn_memfile_open(o.mem, &mf)) rc = cli_fail("memory file");
-        else if (mn_memfile_check_model(mf, mn_model_hash(L.m), mn_adapter_hash(L.ad))) rc = cli_fail(o.mem);
-        else if (mn_memfile_get_info(mf)->kind != MN_MEMFILE_KV) rc = cli_fail("not a KV memory file");
-        if (!rc) {
-            const mn_memfile_info *in = mn_memfile_get_info(mf);
-            M = in->n_slots;
-            n_doc = in->n_tokens;
-            size_t e = mn_memfile_block_elems(in);
-            k = malloc(sizeof(float) * e);
-            v = malloc(sizeof(float) * e);
-            if (!k || !v || mn_memfile_read_kv(mf, k, v)) rc = cli_fail("memory file");
-        }
+        if (mn_docmem_load(o.mem, L.m, L.ad, &d)) rc = cli_fail("memory file");
     } else {
-        rc = compress_file(&o, &L, &k, &v, &M, &n_doc, &secs);
+        rc = compress_file(&o, &L, &d, &secs);
     }
+    const int32_t M = d.n_slots;
+    const int64_t n_doc = d.n_tokens;
     mn_context *ctx = NULL;
     mn_sampler *smp = NULL;
     int32_t *ids = NULL;
@@ -225,13 +199,8 @@ int cmd_ask(int argc, char **argv) {
         sp.seed = (uint64_t)o.seed;
         if (!rc && mn_context_create(L.m, &cp, &ctx)) rc = cli_fail("context");
         if (!rc && mn_sampler_create(&sp, mn_model_n_vocab(L.m), &smp)) rc = cli_fail("sampler");
-        int32_t *pos = rc ? NULL : malloc(sizeof(int32_t) * (size_t)(M > 0 ? M : 1));
-        if (!rc && !pos) rc = cli_fail("out of memory");
-        if (!rc) {
-            for (int32_t i = 0; i < M; i++) pos[i] = i;
-            if (M > 0 && mn_kv_append(ctx, M, pos, k, v, 0)) rc = cli_fail("memory");
-        }
-        free(pos);
+        const mn_docmem *mems[1] = {&d};
+        if (!rc && mn_docmem_prime(ctx, L.ad, mems, 1, NULL)) rc = cli_fail("memory");
         logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));
         double t_ttft = 0;
         int64_t g = 0;
@@ -266,9 +235,7 @@ int cmd_ask(int argc, char **argv) {
     free(ids);
     mn_sampler_free(smp);
     mn_context_free(ctx);
-    mn_memfile_free(mf);
-    free(k);
-    free(v);
+    mn_docmem_release(&d);
     unload(&L);
     return rc;
 }

@@ -14,27 +14,35 @@ static void progress(void *user, int64_t windows, int64_t tokens, double ppl) {
 
 /* Long-context perplexity: the whole text as one stream under a mode. */
 static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, const char *adapter_path, long n_ctx,
-                      long window, long sinks, long chunk, long score_from, long threads,
-                      int json) {
+                      long window, long sinks, int sinks_given, long chunk, long score_from, long threads,
+                      long max_memory, int json) {
     mn_stream_params sp = mn_stream_default_params();
     sp.mode = (mn_mode)mode;
     sp.n_sinks = (int32_t)sinks;
     mn_adapter *ad = NULL;
-    mn_uio_binding bind;
+    mn_memory_binding bind;
     memset(&bind, 0, sizeof bind);
     if (mode == MN_MODE_MEMORY) {
         if (mn_adapter_load(m, adapter_path, &ad)) return cli_fail("adapter");
-        if (mn_uio_bind(m, ad, &bind)) {
+        if (mn_memory_bind(m, ad, &bind)) {
             mn_adapter_free(ad);
             return cli_fail("adapter");
         }
-        /* memory for every full segment plus one segment of local tokens */
-        const int64_t l = bind.params.l, mm = bind.params.m;
-        int64_t need = (n / l) * mm + l + mm + sinks;
-        n_ctx = need < mn_model_n_ctx_train(m) ? (long)need : mn_model_n_ctx_train(m);
+        /* a beacon adapter keeps the raw sinks it was made with, unless --sinks says otherwise */
+        if (bind.kind == MN_COMP_BEACON) {
+            if (sinks_given) bind.beacon.params.sinks = (int32_t)sinks;
+            sinks = bind.beacon.params.sinks;
+        }
+        /* memory for the whole text plus one segment/window of local tokens;
+         * --ctx may go past the trained positions (for timing) */
+        long need = mn_memory_n_ctx(&bind, n, (int32_t)sinks);
+        if (!n_ctx) n_ctx = need < mn_model_n_ctx_train(m) ? need : mn_model_n_ctx_train(m);
         sp.window = (int32_t)n_ctx;
         sp.n_sinks = (int32_t)sinks;
-        if (!chunk) chunk = l / 4 > 0 ? l / 4 : 1;
+        int32_t seg = bind.kind == MN_COMP_BEACON ? bind.beacon.params.window
+                      : bind.kind == MN_COMP_UIO  ? bind.uio.params.l
+                                                  : bind.summary.params.l;
+        if (!chunk) chunk = seg / 4 > 0 ? seg / 4 : 1;
     } else if (mode == MN_MODE_FULL) {
         if (!n_ctx) n_ctx = n < mn_model_n_ctx_train(m) ? (long)n : mn_model_n_ctx_train(m);
         if (n > n_ctx) {
@@ -57,11 +65,12 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
     mn_context *ctx;
     if (mn_context_create(m, &cp, &ctx)) return cli_fail("context");
     mn_stream *s = NULL;
-    if (mn_stream_create(ctx, &sp, &s) || (ad && mn_stream_attach_uio(s, &bind.params, (int)threads))) {
+    if (mn_stream_create(ctx, &sp, &s) || (ad && mn_stream_attach(s, &bind, (int)threads)) ||
+        mn_stream_set_memory_cap(s, (int32_t)max_memory)) {
         int rc = cli_fail("stream");
         mn_stream_free(s);
         mn_context_free(ctx);
-        mn_uio_unbind(&bind);
+        mn_memory_unbind(&bind);
         mn_adapter_free(ad);
         return rc;
     }
@@ -76,10 +85,11 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
         if (json)
             printf("{\"mode\": \"%s\", \"window\": %d, \"sinks\": %d, \"chunk\": %ld, \"ppl\": %.6f, "
                    "\"ppl_err\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"text_tokens\": %lld, \"seconds\": %.3f, "
-                   "\"kv_bytes\": %zu}\n",
+                   "\"kv_bytes\": %zu, \"compressor\": \"%s\", \"memory_slots\": %d, \"peak_rss_kib\": %ld}\n",
                    mn_mode_name(sp.mode), sp.window, mode == MN_MODE_SINKS || mode == MN_MODE_MEMORY ? sp.n_sinks : 0,
                    chunk, res.ppl,
-                   res.ppl_err, res.nll, (long long)res.tokens, (long long)n, secs, kv);
+                   res.ppl_err, res.nll, (long long)res.tokens, (long long)n, secs, kv,
+                   ad ? mn_compressor_name(bind.kind) : "none", mn_stream_n_memory(s), cli_peak_rss_kib());
         else
             fprintf(stderr, "\n%s (window %d): ppl = %.4f +/- %.4f over %lld tokens in %.1f s, KV %.1f MiB\n",
                     mn_mode_name(sp.mode), sp.window, res.ppl, res.ppl_err, (long long)res.tokens, secs,
@@ -87,7 +97,7 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
     }
     mn_stream_free(s);
     mn_context_free(ctx);
-    mn_uio_unbind(&bind);
+    mn_memory_unbind(&bind);
     mn_adapter_free(ad);
     return rc;
 }
@@ -95,8 +105,8 @@ static int stream_ppl(mn_model *m, const int32_t *ids, int64_t n, int mode, cons
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
     long n_ctx = 512, stride = 0, threads = 0, max_tokens = 0, batch = 512;
-    long window = 1024, chunk = 0, sinks = 4, score_from = 1;
-    int json = 0, mode = -1, ctx_given = 0;
+    long window = 1024, chunk = 0, sinks = 4, score_from = 1, max_memory = 0;
+    int json = 0, mode = -1, ctx_given = 0, sinks_given = 0;
     const char *adapter = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -110,10 +120,14 @@ int cmd_ppl(int argc, char **argv) {
                    "\nLong-context modes (the text is read as one stream; every token after --score-from\n"
                    "is scored once):\n"
                    "  --mode M        full | truncate | sinks (attention sinks + recent window) | memory\n"
-                   "  -a ADAPTER      compressor adapter for --mode memory (UIO; see 'mnemo adapter init')\n"
+                   "  -a ADAPTER      compressor adapter for --mode memory (UIO, beacon or summary; see\n"
+                   "                  'mnemo adapter init'); --ctx then sets the cells (default: what the\n"
+                   "                  text needs, at most the model's trained context)\n"
                    "  --window N      cells kept by truncate/sinks (default 1024)\n"
-                   "  --sinks K       leading tokens kept raw in sinks and memory modes (default 4)\n"
+                   "  --sinks K       leading tokens kept raw in sinks and memory modes (default 4; a beacon\n"
+                   "                  adapter's own sink count unless given)\n"
                    "  --chunk C       tokens fed per step (default window/8; 1 = token by token)\n"
+                   "  --max-memory N  memory mode: keep only the newest N memory slots (default: all)\n"
                    "  --score-from I  first token index scored (default 1)\n\n"
                    "  --max-tokens N  only use the first N tokens of the text\n"
                    "  -b N            batch size (default 512)\n"
@@ -146,6 +160,10 @@ int cmd_ppl(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--sinks")) {
             if (cli_parse_int("ppl", a, v, 0, 1 << 20, &sinks)) return 2;
+            sinks_given = 1;
+            i++;
+        } else if (!strcmp(a, "--max-memory")) {
+            if (cli_parse_int("ppl", a, v, 0, 1 << 22, &max_memory)) return 2;
             i++;
         } else if (!strcmp(a, "--chunk")) {
             if (cli_parse_int("ppl", a, v, 1, 1 << 22, &chunk)) return 2;
@@ -200,8 +218,8 @@ int cmd_ppl(int argc, char **argv) {
     }
     if (max_tokens && n > max_tokens) n = max_tokens;
     if (mode >= 0) {
-        rc = stream_ppl(m, ids, n, mode, adapter, ctx_given ? n_ctx : 0, window, sinks, chunk,
-                        score_from, threads, json);
+        rc = stream_ppl(m, ids, n, mode, adapter, ctx_given ? n_ctx : 0, window, sinks, sinks_given, chunk,
+                        score_from, threads, max_memory, json);
         free(ids);
         mn_model_free(m);
         return rc;

@@ -44,6 +44,10 @@ void mn_docmem_release(mn_docmem *d);
  * error otherwise) and converts to f32. */
 int mn_docmem_save(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32);
 int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_docmem *out);
+/* mn_docmem_save with a title recorded in the file (cut at 255 bytes, on a
+ * UTF-8 character boundary; NULL: none). */
+int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32,
+                          const char *title);
 
 /* Places n memories, in order, into the empty context c as the reader's prefix:
  * KV slots appended at consecutive positions, embeddings decoded as input

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "memory/memfile.h"
+#include "memory/summary.h"
 #include "threadpool.h"
 
 /* LoRA views of one adapter target for every layer (rank 0 where absent). */
@@ -33,8 +34,7 @@ int mn_uio_bind(const mn_model *m, const mn_adapter *a, mn_uio_binding *b) {
     memset(b, 0, sizeof *b);
     const mn_adapter_params *cfg = mn_adapter_config(a);
     if (cfg->compressor != MN_COMP_UIO)
-        return mn_error(MN_EUNSUPPORTED, "memory mode runs UIO adapters; this one is '%s' (not yet supported)",
-                        mn_compressor_name(cfg->compressor));
+        return mn_error(MN_EINVAL, "expected a UIO adapter, this one is '%s'", mn_compressor_name(cfg->compressor));
     if (mn_adapter_base_hash(a) != mn_model_hash(m))
         return mn_error(MN_EINVAL, "adapter was made for another model ('%s')", mn_adapter_base_name(a));
     const int L = mn_model_n_layer(m);
@@ -65,6 +65,17 @@ void mn_uio_unbind(mn_uio_binding *b) {
 
 uint64_t mn_adapter_hash(const mn_adapter *a) {
     uint64_t h = MN_FNV64_INIT;
+    /* the configuration shapes the memory as much as the tensors do (two
+     * beacon adapters can hold the same matrices with other ratios/schemes) */
+    const mn_adapter_params *p = mn_adapter_config(a);
+    int32_t cfg[8 + MN_ADAPTER_MAX_RATIOS] = {(int32_t)p->compressor, p->segment, p->ratio, p->rank};
+    if (p->compressor == MN_COMP_BEACON) {
+        cfg[4] = (int32_t)p->placement, cfg[5] = (int32_t)p->attention, cfg[6] = p->attend_prev * 2 + p->proj_o;
+        cfg[7] = p->sinks;
+        for (int i = 0; i < p->n_ratios; i++) cfg[8 + i] = p->ratios[i];
+    }
+    h = mn_memfile_fnv1a64(h, cfg, sizeof cfg);
+    h = mn_memfile_fnv1a64(h, &p->alpha, sizeof p->alpha);
     for (int i = 0; i < mn_adapter_n_tensors(a); i++) {
         const char *name;
         int nd;
@@ -88,6 +99,7 @@ typedef struct {
     int n_workers, id;
     int32_t KD;
     float *k, *v;
+    float *e; /* summary mode: (M, C) final hidden states instead of k, v */
     int32_t M;
     int rc;
     char err[256];
@@ -107,6 +119,11 @@ static void *doc_worker(void *arg) {
     if (!k || !v) j->rc = mn_error(MN_ENOMEM, "out of memory");
     for (int64_t s = j->id; s < n_seg && !j->rc; s += j->n_workers) {
         int32_t r = (int32_t)(j->n - s * l < l ? j->n - s * l : l), ms;
+        if (j->e) {
+            const size_t C = (size_t)mn_model_n_embd(j->m);
+            j->rc = mn_uio_encode_out(u, j->ids + s * l, r, j->e + (size_t)s * (size_t)j->p->m * C, &ms);
+            continue;
+        }
         if ((j->rc = mn_uio_compress_n(u, j->ids + s * l, r, k, v, &ms))) break;
         /* scatter (L, ms, KD) into the document's (L, M, KD) at slot s*m */
         for (int32_t li = 0; li < L; li++) {
@@ -122,19 +139,28 @@ static void *doc_worker(void *arg) {
     return NULL;
 }
 
-int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                        float **k_out, float **v_out, int32_t *M_out) {
-    *k_out = *v_out = NULL;
+/* Both document modes: memory K/V (k_out, v_out) or final hidden states (e_out). */
+static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
+                        float **k_out, float **v_out, float **e_out, int32_t *M_out) {
     *M_out = 0;
     if (n <= 0) return mn_error(MN_EINVAL, "nothing to compress");
+    if (p->m <= 0 || p->l <= 0 || p->l % p->m)
+        return mn_error(MN_EINVAL, "ratio: %d memory tokens do not divide a segment of %d", p->m, p->l);
     const int64_t l = p->l, stride = p->l / p->m, full = n / l, rem = n - full * l;
     const int64_t M = full * p->m + (rem + stride - 1) / stride;
     if (M > (1 << 24)) return mn_error(MN_ERANGE, "document too long: %lld memory slots", (long long)M);
     const int32_t L = mn_model_n_layer(m);
     const int32_t kd = mn_model_kv_dim(m);
     const size_t total = (size_t)L * (size_t)M * (size_t)kd;
-    float *k = malloc(sizeof(float) * total), *v = malloc(sizeof(float) * total);
-    if (!k || !v) {
+    float *k = NULL, *v = NULL, *e = NULL;
+    if (e_out) {
+        e = malloc(sizeof(float) * (size_t)M * (size_t)mn_model_n_embd(m));
+        if (!e) return mn_error(MN_ENOMEM, "out of memory for %lld summary embeddings", (long long)M);
+    } else {
+        k = malloc(sizeof(float) * total);
+        v = malloc(sizeof(float) * total);
+    }
+    if (!e_out && (!k || !v)) {
         free(k);
         free(v);
         return mn_error(MN_ENOMEM, "out of memory for %lld memory slots", (long long)M);
@@ -145,11 +171,11 @@ int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
     doc_job *jobs = calloc((size_t)n_threads, sizeof *jobs);
     pthread_t *tids = calloc((size_t)n_threads, sizeof *tids);
     if (!jobs || !tids) {
-        free(k), free(v), free(jobs), free(tids);
+        free(k), free(v), free(e), free(jobs), free(tids);
         return mn_error(MN_ENOMEM, "out of memory");
     }
     for (int i = 0; i < n_threads; i++) {
-        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, (int32_t)M, 0, {0}};
+        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, e, (int32_t)M, 0, {0}};
         if (i > 0 && pthread_create(&tids[i], NULL, doc_worker, &jobs[i])) {
             jobs[i].rc = mn_error(MN_ENOMEM, "cannot start a compression thread");
             snprintf(jobs[i].err, sizeof jobs[i].err, "%s", mn_last_error());
@@ -167,10 +193,66 @@ int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
     if (rc) {
         free(k);
         free(v);
+        free(e);
         return rc;
     }
-    *k_out = k;
-    *v_out = v;
+    if (e_out) *e_out = e;
+    else *k_out = k, *v_out = v;
     *M_out = (int32_t)M;
     return MN_OK;
+}
+
+int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
+                        float **k_out, float **v_out, int32_t *M_out) {
+    *k_out = *v_out = NULL;
+    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, M_out);
+}
+
+int mn_uio_encode_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
+                      float **e_out, int32_t *M_out) {
+    *e_out = NULL;
+    return compress_doc(m, p, ids, n, n_threads, NULL, NULL, e_out, M_out);
+}
+
+/* ------------------------------------------------------------ any compressor */
+
+int mn_memory_bind(const mn_model *m, const mn_adapter *a, mn_memory_binding *b) {
+    memset(b, 0, sizeof *b);
+    b->kind = mn_adapter_config(a)->compressor;
+    switch (b->kind) {
+    case MN_COMP_UIO: return mn_uio_bind(m, a, &b->uio);
+    case MN_COMP_BEACON: return mn_beacon_bind(m, a, &b->beacon);
+    case MN_COMP_SUMMARY: return mn_summary_bind(m, a, &b->summary);
+    }
+    return mn_error(MN_EINVAL, "unknown compressor %d", (int)b->kind);
+}
+
+void mn_memory_unbind(mn_memory_binding *b) {
+    if (b->kind == MN_COMP_UIO) mn_uio_unbind(&b->uio);
+    else if (b->kind == MN_COMP_BEACON) mn_beacon_unbind(&b->beacon);
+    else if (b->kind == MN_COMP_SUMMARY) mn_summary_unbind(&b->summary);
+    memset(b, 0, sizeof *b);
+}
+
+int mn_stream_attach(mn_stream *s, const mn_memory_binding *b, int n_threads) {
+    switch (b->kind) {
+    case MN_COMP_UIO: return mn_stream_attach_uio(s, &b->uio.params, n_threads);
+    case MN_COMP_BEACON: return mn_stream_attach_beacon(s, &b->beacon.params);
+    case MN_COMP_SUMMARY: return mn_stream_attach_summary(s, &b->summary.params, n_threads);
+    }
+    return mn_error(MN_EINVAL, "unknown compressor %d", (int)b->kind);
+}
+
+int32_t mn_memory_n_ctx(const mn_memory_binding *b, int64_t n_tokens, int32_t n_sinks) {
+    int64_t need;
+    if (b->kind == MN_COMP_BEACON) {
+        const mn_beacon_params *p = &b->beacon.params;
+        int32_t amin = p->ratio;
+        for (int i = 0; i < p->n_ratios; i++) amin = p->ratios[i] < amin ? p->ratios[i] : amin;
+        need = (int64_t)p->sinks + (n_tokens / p->window) * (p->window / p->ratio) + p->window + p->window / amin + 1;
+    } else {
+        const mn_uio_params *p = b->kind == MN_COMP_UIO ? &b->uio.params : &b->summary.params;
+        need = (n_tokens / p->l) * p->m + p->l + p->m + n_sinks;
+    }
+    return need > (1 << 22) ? (1 << 22) : (int32_t)need;
 }

@@ -1,15 +1,25 @@
-/* memory.h - attaching a compressor to a stream (MN_MODE_MEMORY).
+/* memory.h - attaching a compressor to a stream (MN_MODE_MEMORY), and the
+ * per-compressor document compression behind docmem.h.
  *
- * In memory mode the stream keeps [memory slots | local tokens] in its context:
- * local tokens are decoded normally; when l of them have accumulated they are
- * compressed into m memory slots appended after the existing ones (positions
- * continue), and their raw cells are dropped. The cache therefore never holds
- * more than memory + l cells, and memory grows by l/ratio per segment.
+ * In memory mode the stream keeps [raw sinks | memory slots | local tokens] in
+ * its context, at contiguous positions:
+ *   UIO      local tokens are decoded normally; when l have accumulated an
+ *            encoder (own context) turns them into m memory K/V slots appended
+ *            after the existing ones, and their raw cells are dropped;
+ *   summary  the same, but the m slots are the encoder's summary embeddings,
+ *            decoded into the context as input embeddings (their cells);
+ *   beacon   the stream's own context runs Activation Beacon's sliding window:
+ *            each full window leaves W/ratio beacon cells (beacon.h).
+ * The cache therefore never holds more than sinks + memory + one segment /
+ * window, and memory grows by l/ratio per segment unless bounded with
+ * mn_stream_set_memory_cap.
  */
 #ifndef MN_MEMORY_H
 #define MN_MEMORY_H
 
 #include "memory/adapter.h"
+#include "memory/beacon.h"
+#include "memory/summary.h"
 #include "memory/uio.h"
 #include "mnemo.h"
 
@@ -25,8 +35,9 @@ typedef struct {
 int mn_uio_bind(const mn_model *m, const mn_adapter *a, mn_uio_binding *b);
 void mn_uio_unbind(mn_uio_binding *b);
 
-/* Identity of an adapter's parameters (FNV-1a 64 over names, shapes, values);
- * memory files record it. */
+/* Identity of an adapter: FNV-1a 64 over its configuration (compressor,
+ * segment, ratio, rank, alpha, beacon scheme) and its tensors' names, shapes
+ * and values; memory files record it. */
 uint64_t mn_adapter_hash(const mn_adapter *a);
 
 /* Compresses a whole document: segments of l tokens (the last may be shorter)
@@ -40,7 +51,49 @@ int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
  * created with mode MN_MODE_MEMORY. The parameters' arrays must outlive it. */
 int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads);
 
-/* Memory slots currently held. */
+/* The same encoder with the memory tokens' final hidden states as output
+ * (summary embeddings): *e_out (M, C) malloc'd. */
+int mn_uio_encode_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
+                      float **e_out, int32_t *M_out);
+
+/* Attaches an Activation Beacon compressor: it runs in the stream's own
+ * context (beacons attend to the stream's cells), keeping [raw sinks |
+ * beacons | current window]; the adapter's sinks are used, not the stream's.
+ * The parameters' arrays must outlive it. */
+int mn_stream_attach_beacon(mn_stream *s, const mn_beacon_params *p);
+/* Attaches a summary-embedding encoder (UIO's encoder, own context and
+ * n_threads threads): each full segment of l local tokens becomes m
+ * embeddings decoded into the stream's context after the memory, and the
+ * segment's raw cells are dropped. */
+int mn_stream_attach_summary(mn_stream *s, const mn_uio_params *p, int n_threads);
+/* The stream's beacon compressor (NULL unless one is attached), e.g. to set
+ * the ratio of the next windows. */
+mn_beacon *mn_stream_beacon(mn_stream *s);
+
+/* Bounds the memory to max_slots slots (0: no bound, the default): after each
+ * compression the oldest slots are dropped and the rest re-positioned after
+ * the sinks (StreamingLLM's eviction applied to memory), so cache size and cost
+ * per token stay flat for any length; the dropped context is lost. */
+int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots);
+
+/* Memory slots currently held (UIO slots, beacons, or summary embeddings). */
 int32_t mn_stream_n_memory(const mn_stream *s);
+
+/* Any compressor's parameters viewing a loaded adapter: one of the bindings,
+ * by adapter kind. The adapter must outlive the binding. */
+typedef struct {
+    mn_compressor kind;
+    mn_uio_binding uio;
+    mn_beacon_binding beacon;
+    mn_summary_binding summary;
+} mn_memory_binding;
+
+int mn_memory_bind(const mn_model *m, const mn_adapter *a, mn_memory_binding *b);
+void mn_memory_unbind(mn_memory_binding *b);
+/* Attaches the bound compressor to a memory-mode stream. */
+int mn_stream_attach(mn_stream *s, const mn_memory_binding *b, int n_threads);
+/* Context cells a memory-mode stream needs to read n_tokens tokens (memory
+ * for all of them plus one segment/window of local tokens and n_sinks). */
+int32_t mn_memory_n_ctx(const mn_memory_binding *b, int64_t n_tokens, int32_t n_sinks);
 
 #endif

@@ -1,4 +1,5 @@
-/* stream.c - bounded-cache token streams: full, truncation, attention sinks.
+/* stream.c - bounded-cache token streams: full, truncation, attention sinks,
+ * and compressed memory (UIO, summary embeddings, Activation Beacon; memory.h).
  *
  * These are the baselines every compressed-memory mode is compared with, and
  * the eviction machinery the memory modes reuse: before a piece of p tokens is
@@ -16,18 +17,23 @@
 
 #include "error.h"
 #include "memory/memory.h"
+#include "memory/summary.h"
 #include "mnemo.h"
 
 struct mn_stream {
     mn_context *ctx;
     mn_stream_params p;
     int64_t n_seen, n_evicted;
-    /* memory mode */
+    /* memory mode: a UIO or summary encoder (uio, with summary set), or beacons */
     mn_uio *uio;
+    int summary;         /* the encoder's output is summary embeddings */
+    float *se;           /* (m, C) summary embeddings of one segment */
+    mn_beacon *beacon;
     int32_t seg_l, seg_m;
     int32_t *local;      /* (l) ids of the local tokens not yet compressed */
     int32_t n_local;
     int32_t n_memory;    /* memory cells, after the sink cells */
+    int32_t mem_cap;     /* most memory cells kept (oldest dropped first); 0: no bound */
     int32_t n_sink_cells;/* memory mode: leading raw tokens kept (set at the first compression) */
     float *mk, *mv;      /* (L, m, KD) scratch for one segment's memory */
     int32_t *mpos;       /* (m) */
@@ -68,20 +74,55 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
     return MN_OK;
 }
 
+/* Frees whatever compressor is attached. */
+static void detach(mn_stream *s) {
+    mn_uio_free(s->uio);
+    mn_beacon_free(s->beacon);
+    free(s->local), free(s->mk), free(s->mv), free(s->mpos), free(s->se);
+    s->uio = NULL;
+    s->beacon = NULL;
+    s->local = s->mpos = NULL;
+    s->mk = s->mv = s->se = NULL;
+    s->summary = 0;
+}
+
 void mn_stream_free(mn_stream *s) {
     if (!s) return;
-    mn_uio_free(s->uio);
-    free(s->local);
-    free(s->mk);
-    free(s->mv);
-    free(s->mpos);
+    detach(s);
     free(s);
 }
 
 void mn_stream_reset(mn_stream *s) {
     mn_kv_clear(s->ctx);
+    if (s->beacon) mn_beacon_reset(s->beacon);
     s->n_seen = s->n_evicted = 0;
     s->n_local = s->n_memory = s->n_sink_cells = 0;
+}
+
+mn_beacon *mn_stream_beacon(mn_stream *s) { return s->beacon; }
+
+int mn_stream_attach_beacon(mn_stream *s, const mn_beacon_params *p) {
+    if (s->p.mode != MN_MODE_MEMORY) return mn_error(MN_EINVAL, "a compressor needs a stream in memory mode");
+    mn_beacon *b;
+    int rc = mn_beacon_create(s->ctx, p, 0, &b);
+    if (rc) return rc;
+    detach(s);
+    s->beacon = b;
+    mn_beacon_set_memory_cap(b, s->mem_cap);
+    mn_stream_reset(s);
+    return MN_OK;
+}
+
+int mn_stream_attach_summary(mn_stream *s, const mn_uio_params *p, int n_threads) {
+    int rc = mn_stream_attach_uio(s, p, n_threads);
+    if (rc) return rc;
+    s->se = malloc(sizeof(float) * (size_t)p->m * (size_t)mn_model_n_embd(mn_context_model(s->ctx)));
+    if (!s->se) {
+        detach(s);
+        return mn_error(MN_ENOMEM, "out of memory");
+    }
+    s->summary = 1;
+    return MN_OK;
 }
 
 int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
@@ -103,8 +144,7 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
         mn_uio_free(u);
         return mn_error(MN_ENOMEM, "out of memory");
     }
-    mn_uio_free(s->uio);
-    free(s->local), free(s->mk), free(s->mv), free(s->mpos);
+    detach(s);
     s->uio = u;
     s->seg_l = p->l;
     s->seg_m = p->m;
@@ -116,7 +156,7 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
     return MN_OK;
 }
 
-int32_t mn_stream_n_memory(const mn_stream *s) { return s->n_memory; }
+int32_t mn_stream_n_memory(const mn_stream *s) { return s->beacon ? mn_beacon_n_memory(s->beacon) : s->n_memory; }
 
 /* The l local tokens become m memory cells at the next positions; their raw
  * cells (all cells after the sinks and the memory) are dropped. With n_sinks,
@@ -124,18 +164,40 @@ int32_t mn_stream_n_memory(const mn_stream *s) { return s->n_memory; }
  * models park attention on their first positions, which memory slots would
  * otherwise occupy. */
 static int compress_local(mn_stream *s) {
-    int rc = mn_uio_compress(s->uio, s->local, s->mk, s->mv);
+    int rc = s->summary ? mn_uio_encode_out(s->uio, s->local, s->seg_l, s->se, NULL)
+                        : mn_uio_compress(s->uio, s->local, s->mk, s->mv);
     if (rc) return rc;
     if (s->n_memory == 0 && s->n_sink_cells == 0)
         s->n_sink_cells = s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l;
     const int32_t keep = s->n_sink_cells + s->n_memory;
     if ((rc = mn_kv_drop(s->ctx, keep, mn_kv_n_cells(s->ctx)))) return rc;
     int32_t p0 = keep ? mn_kv_pos(s->ctx, keep - 1) + 1 : 0;
-    for (int32_t i = 0; i < s->seg_m; i++) s->mpos[i] = p0 + i;
-    if ((rc = mn_kv_append(s->ctx, s->seg_m, s->mpos, s->mk, s->mv, 0))) return rc;
+    if (s->summary) {
+        /* the embeddings are decoded like tokens after the memory (positions
+         * continue from the last kept cell) */
+        if ((rc = mn_summary_prime(s->ctx, s->se, s->seg_m))) return rc;
+    } else {
+        for (int32_t i = 0; i < s->seg_m; i++) s->mpos[i] = p0 + i;
+        if ((rc = mn_kv_append(s->ctx, s->seg_m, s->mpos, s->mk, s->mv, 0))) return rc;
+    }
     s->n_memory += s->seg_m;
     s->n_evicted += s->seg_l - (s->n_memory == s->seg_m ? s->n_sink_cells : 0);
     s->n_local = 0;
+    if (s->mem_cap > 0 && s->n_memory > s->mem_cap) {
+        /* StreamingLLM applied to the memory: the oldest slots go, the rest
+         * move down to follow the sinks */
+        const int32_t ex = s->n_memory - s->mem_cap, s0 = s->n_sink_cells;
+        if ((rc = mn_kv_drop(s->ctx, s0, s0 + ex)) || (rc = mn_kv_shift(s->ctx, s0, mn_kv_n_cells(s->ctx), -ex)))
+            return rc;
+        s->n_memory -= ex;
+    }
+    return MN_OK;
+}
+
+int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots) {
+    if (max_slots < 0) return mn_error(MN_EINVAL, "memory cap %d must be >= 0", max_slots);
+    s->mem_cap = max_slots;
+    if (s->beacon) mn_beacon_set_memory_cap(s->beacon, max_slots);
     return MN_OK;
 }
 
@@ -172,6 +234,13 @@ static int evict(mn_stream *s, int32_t need) {
 int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, int logits_all) {
     if (n <= 0 || !ids) return mn_error(MN_EINVAL, "nothing to feed");
     const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx));
+    if (s->p.mode == MN_MODE_MEMORY && s->beacon) {
+        int rc = mn_beacon_feed(s->beacon, ids, n, logits, logits_all);
+        if (rc) return rc;
+        s->n_seen += n;
+        s->n_evicted = s->n_seen - mn_beacon_n_local(s->beacon) - mn_beacon_n_sinks(s->beacon);
+        return MN_OK;
+    }
     if (s->p.mode == MN_MODE_MEMORY) {
         if (!s->uio) return mn_error(MN_EINVAL, "memory mode needs a compressor (an adapter)");
         for (int32_t i = 0; i < n;) {

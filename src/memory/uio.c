@@ -92,7 +92,10 @@ static void layout(mn_uio *u, int32_t r, int32_t mm) {
     }
 }
 
-int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float *v, int32_t *m_out) {
+/* Runs the encoder over r segment tokens and their memory tokens, capturing
+ * the memory tokens' per-layer normalised attention inputs (into u->cap), or
+ * their final hidden states into `out` when out is not NULL. */
+static int encode(mn_uio *u, const int32_t *seg, int32_t r, float *out, int32_t *mm_out) {
     const mn_uio_params *p = &u->p;
     if (r <= 0 || r > p->l) return mn_error(MN_EINVAL, "a segment holds 1..%d tokens, not %d", p->l, r);
     const int32_t stride = p->l / p->m, mm = (r + stride - 1) / stride;
@@ -102,9 +105,25 @@ int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float 
     mn_kv_clear(u->ctx);
     if ((rc = mn_context_set_lora(u->ctx, p->encoder))) return rc;
     mn_batch b = {.n = r + mm, .embd = u->embd, .pos = u->pos, .mask = u->mask, .n_capture = mm,
-                  .capture_idx = u->cap_idx, .capture_xn = u->cap};
+                  .capture_idx = u->cap_idx, .capture_xn = out ? NULL : u->cap, .capture_out = out};
     rc = mn_decode_batch(u->ctx, &b, NULL, 0);
     mn_context_set_lora(u->ctx, NULL);
+    *mm_out = mm;
+    return rc;
+}
+
+int mn_uio_encode_out(mn_uio *u, const int32_t *seg, int32_t r, float *out, int32_t *m_out) {
+    int32_t mm = 0;
+    if (!out) return mn_error(MN_EINVAL, "no output buffer");
+    int rc = encode(u, seg, r, out, &mm);
+    if (!rc && m_out) *m_out = mm;
+    return rc;
+}
+
+int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float *v, int32_t *m_out) {
+    const mn_uio_params *p = &u->p;
+    int32_t mm = 0;
+    int rc = encode(u, seg, r, NULL, &mm);
     if (rc) return rc;
     /* transfer head: memory keys/values from the captured normalised inputs */
     for (int32_t l = 0; l < u->L && !rc; l++) {

@@ -38,6 +38,10 @@ int mn_uio_compress(mn_uio *u, const int32_t *seg, float *k, float *v);
  * keep their usual positions and see the tokens before them (so nothing of a
  * document's tail is dropped). k, v: (L, *m_out, KD). */
 int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float *v, int32_t *m_out);
+/* The same encoder (layout, positions, coverage, encoder LoRA) with the
+ * memory tokens' FINAL hidden states (after the output norm) as output:
+ * out (*m_out, C), *m_out = ceil(r / (l/m)). The summary compressor's step. */
+int mn_uio_encode_out(mn_uio *u, const int32_t *seg, int32_t r, float *out, int32_t *m_out);
 /* The encoder's context (its cache holds the last encoded segment). */
 mn_context *mn_uio_context(mn_uio *u);
 

@@ -266,6 +266,42 @@ static void swiglu_worker(void *arg, int ith, int nth) {
     for (long i = lo; i < hi; i++) s->c->xn[i] = silu(s->c->gate[i]) * s->c->up[i];
 }
 
+/* Alternative f32 projections for flagged tokens (beacons): y[t] = W x[t]
+ * for the tokens with flag[t], output rows split across threads so every
+ * element is one dot product whatever the thread count. */
+typedef struct {
+    const float *w;      /* (n_out, n_in) */
+    const float *x;      /* (T, n_in) */
+    const uint8_t *flag; /* (T) */
+    int64_t n_in, n_out, T;
+    float *y;            /* (T, ldy) */
+    int64_t ldy;
+} alt_task;
+
+static void alt_worker(void *arg, int ith, int nth) {
+    alt_task *a = arg;
+    const mn_vec_ops *vo = mn_vec_get();
+    long lo, hi;
+    mn_split((long)a->n_out, ith, nth, 8, &lo, &hi);
+    for (int64_t t = 0; t < a->T; t++) {
+        if (!a->flag[t]) continue;
+        const float *x = a->x + t * a->n_in;
+        float *y = a->y + t * a->ldy;
+        for (long o = lo; o < hi; o++) y[o] = vo->dot_f32(a->n_in, a->w + (int64_t)o * a->n_in, x);
+    }
+}
+
+static void apply_alt(mn_context *c, const float *w, const uint8_t *flag, const float *x, int64_t n_in, float *y,
+                      int64_t n_out, int64_t T) {
+    if (!w) return;
+    int64_t nf = 0;
+    for (int64_t t = 0; t < T; t++) nf += flag[t] != 0;
+    if (!nf) return;
+    alt_task a = {w, x, flag, n_in, n_out, T, y, n_out};
+    if (nf * n_out * n_in >= (1 << 16)) mn_threadpool_run(c->pool, alt_worker, &a);
+    else alt_worker(&a, 0, 1);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void *xcalloc(size_t n, size_t sz, int *ok) {
@@ -456,8 +492,10 @@ int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
 /* ------------------------------------------------------------------------ */
 
 /* One piece of T <= n_batch tokens of batch b, starting at batch index i0,
- * through every layer. logits: NULL, (V) for the last token, or (T, V). */
-static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T, float *logits, int all) {
+ * through every layer. logits: NULL, (V) for the last token (or for row
+ * only_row >= 0 of the piece), or (T, V) (or the rows b->logits_mask flags). */
+static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T, float *logits, int all,
+                         int64_t only_row) {
     const int32_t *tokens = b->tokens ? b->tokens + i0 : NULL;
     const float *embd = b->embd ? b->embd + i0 * c->m->hp.n_embd : NULL;
     const mn_model *m = c->m;
@@ -507,6 +545,21 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
             if (c->lora->k) apply_lora(c, &c->lora->k[l], c->xn, C, c->kn, KD, T);
             if (c->lora->v) apply_lora(c, &c->lora->v[l], c->xn, C, c->vn, KD, T);
         }
+        const uint8_t *alt = b->alt && b->alt_proj ? b->alt + i0 : NULL;
+        if (alt) {
+            const mn_proj_set *ap = b->alt_proj;
+            if (ap->q) apply_alt(c, ap->q[l], alt, c->xn, C, c->q, HD, T);
+            if (ap->k) apply_alt(c, ap->k[l], alt, c->xn, C, c->kn, KD, T);
+            if (ap->v) apply_alt(c, ap->v[l], alt, c->xn, C, c->vn, KD, T);
+        }
+        if (b->capture_k || b->capture_v)
+            for (int32_t k = 0; k < b->n_capture; k++) {
+                int64_t t = b->capture_idx[k] - i0;
+                if (t < 0 || t >= T) continue;
+                size_t dst = ((size_t)l * (size_t)b->n_capture + (size_t)k) * (size_t)KD;
+                if (b->capture_k) memcpy(b->capture_k + dst, c->kn + t * KD, sizeof(float) * (size_t)KD);
+                if (b->capture_v) memcpy(b->capture_v + dst, c->vn + t * KD, sizeof(float) * (size_t)KD);
+            }
 
         uint16_t *kc = c->kcache + ((int64_t)l * c->n_ctx + n_past) * KD;
         uint16_t *vc = c->vcache + ((int64_t)l * c->n_ctx + n_past) * KD;
@@ -526,6 +579,7 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
         g.jobs[0] = (gemm_job){&L->wo, xq, st, c->tmp, C};
         mn_threadpool_run(c->pool, gemm_worker, &g);
         if (c->lora && c->lora->o) apply_lora(c, &c->lora->o[l], c->att, HD, c->tmp, C, T);
+        if (alt && b->alt_proj->o) apply_alt(c, b->alt_proj->o[l], alt, c->att, HD, c->tmp, C, T);
         for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
 
         /* feed-forward block */
@@ -556,8 +610,15 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
 
     if (!logits) return MN_OK;
     /* final norm and output projection, only for the rows that need logits */
-    int64_t t0 = all ? 0 : T - 1, nt = all ? T : 1;
-    for (int64_t t = t0; t < T; t++) rmsnorm(c->xn + (t - t0) * C, c->x + t * C, m->output_norm, C, hp->norm_eps);
+    int64_t nt = 0;
+    if (b->logits_mask && all) {
+        for (int64_t t = 0; t < T; t++)
+            if (b->logits_mask[i0 + t]) rmsnorm(c->xn + nt++ * C, c->x + t * C, m->output_norm, C, hp->norm_eps);
+    } else {
+        int64_t t0 = only_row >= 0 ? only_row : all ? 0 : T - 1, t1 = all ? T : t0 + 1;
+        for (int64_t t = t0; t < t1; t++) rmsnorm(c->xn + nt++ * C, c->x + t * C, m->output_norm, C, hp->norm_eps);
+    }
+    if (nt == 0) return MN_OK;
     invalidate_xq(c);
     size_t st;
     const void *xq = activation_for(c, &m->output, c->xn, nt, C, &st);
@@ -598,15 +659,31 @@ int mn_decode_batch(mn_context *c, const mn_batch *b, float *logits, int all) {
     for (int32_t k = 0; k < b->n_capture; k++)
         if (b->capture_idx[k] < 0 || b->capture_idx[k] >= n)
             return mn_error(MN_EINVAL, "capture index %d outside the batch of %d", b->capture_idx[k], n);
+    if ((b->capture_k || b->capture_v) && !b->n_capture) return mn_error(MN_EINVAL, "K/V capture without a capture list");
+    /* with a logits mask: the last flagged token (single-row logits) */
+    int64_t last_flag = -1;
+    if (b->logits_mask && !all)
+        for (int32_t i = 0; i < n; i++)
+            if (b->logits_mask[i]) last_flag = i;
     c->mask = b->mask;
     c->mask_ld = ld;
     int rc = MN_OK;
+    int64_t rows_done = 0; /* logits rows already written (masked, all) */
     for (int32_t i0 = 0; i0 < n && !rc; i0 += c->n_batch) {
         int32_t nb = n - i0 < c->n_batch ? n - i0 : c->n_batch;
         float *lg = NULL;
-        if (logits && all) lg = logits + (int64_t)i0 * hp->n_vocab;
-        else if (logits && i0 + nb == n) lg = logits;
-        rc = forward_batch(c, b, i0, nb, lg, all);
+        int64_t only = -1;
+        if (logits && all && b->logits_mask) {
+            lg = logits + rows_done * hp->n_vocab;
+            for (int32_t t = 0; t < nb; t++) rows_done += b->logits_mask[i0 + t] != 0;
+        } else if (logits && all) {
+            lg = logits + (int64_t)i0 * hp->n_vocab;
+        } else if (logits && b->logits_mask) {
+            if (last_flag >= i0 && last_flag < i0 + nb) lg = logits, only = last_flag - i0;
+        } else if (logits && i0 + nb == n) {
+            lg = logits;
+        }
+        rc = forward_batch(c, b, i0, nb, lg, all, only);
     }
     c->mask = NULL;
     return rc;

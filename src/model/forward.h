@@ -31,7 +31,25 @@ typedef struct {
     const int32_t *capture_idx;/* (n_capture) batch indices */
     float *capture_xn;         /* (L, n_capture, C): normalised attention input per layer, or NULL */
     float *capture_out;        /* (n_capture, C): final hidden state after the output norm, or NULL */
+    /* (L, n_capture, KD): the captured tokens' keys BEFORE RoPE and their
+     * values, in f32 as computed (not rounded to the cache's f16), or NULL */
+    float *capture_k, *capture_v;
+    /* (T) flags: tokens that use the alternative projections `alt_proj`
+     * (Activation Beacon's beacon tokens), or NULL */
+    const uint8_t *alt;
+    const struct mn_proj_set *alt_proj;
+    /* (T) flags, or NULL: logits only for flagged tokens, packed in batch
+     * order when logits_all, else for the last flagged token */
+    const uint8_t *logits_mask;
 } mn_batch;
+
+/* Per-layer f32 matrices replacing the base Q, K, V, O projections for the
+ * tokens a batch flags: each an array of n_layer pointers to (n_out rows of
+ * n_in) floats, laid out like the base matrix; the array or an entry may be
+ * NULL (the base matrix is used). LoRA deltas are not applied to them. */
+typedef struct mn_proj_set {
+    const float *const *q, *const *k, *const *v, *const *o;
+} mn_proj_set;
 
 /* Runs a batch; logits as in mn_decode. The batch's cells are appended. */
 int mn_decode_batch(mn_context *c, const mn_batch *b, float *logits, int logits_all);

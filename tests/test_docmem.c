@@ -1,0 +1,207 @@
+/* test_docmem.c - one document-memory API for every compressor (memory/docmem.h).
+ *
+ * On a tiny random model (tests/tiny_model.h), for UIO, Activation Beacon
+ * (interleave and append) and summary adapters:
+ * - compress -> save (f32) -> load -> prime gives bit-identical logits to
+ *   compress -> prime; f16 files stay close;
+ * - compression on 1 and 3 threads gives identical memories;
+ * - a truncated or corrupted file, another adapter, another model, a memory
+ *   of another kind: each a clear error;
+ * - two memories primed in order occupy consecutive positions, the second's
+ *   cells exactly where it would be placed alone after the first.
+ */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "memory/adapter.h"
+#include "memory/docmem.h"
+#include "model/forward.h"
+#include "tiny_model.h"
+
+static int32_t doc[150];
+
+static mn_adapter *make_adapter(const mn_model *m, mn_compressor kind, mn_beacon_placement place, uint64_t seed) {
+    mn_adapter_params p = mn_adapter_default_params(kind);
+    p.segment = 16;
+    p.ratio = 4;
+    p.seed = seed;
+    if (kind != MN_COMP_BEACON) {
+        p.rank = 4;
+        p.alpha = 8;
+    } else {
+        p.placement = place;
+        p.attend_prev = seed == 1; /* beacon adapters differ by configuration, not by a seed */
+        p.sinks = 2;
+        p.n_ratios = 2;
+        p.ratios[0] = 2;
+        p.ratios[1] = 4;
+    }
+    mn_adapter *a = NULL;
+    CHECK(mn_adapter_init(m, &p, &a) == 0, "adapter init: %s", mn_last_error());
+    return a;
+}
+
+/* Primes mems into a fresh context, decodes a few question tokens, returns logits (V). */
+static int answer(const mn_model *m, const mn_adapter *a, const mn_docmem *const *mems, int n, float *logits) {
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 400;
+    cp.n_threads = 2;
+    mn_context *c;
+    if (mn_context_create(m, &cp, &c)) return -1;
+    int32_t q[5] = {81, 117, 101, 63, 10}, p0 = -1;
+    int rc = mn_docmem_prime(c, a, mems, n, &p0);
+    if (!rc && p0 != mn_kv_next_pos(c)) rc = -99;
+    if (!rc) rc = mn_decode(c, q, 5, logits, 0);
+    mn_context_free(c);
+    return rc;
+}
+
+static void run_kind(const mn_model *m, const mn_model *m2, mn_compressor kind, mn_beacon_placement place) {
+    const char *name = kind == MN_COMP_BEACON ? (place == MN_PLACE_APPEND ? "beacon/append" : "beacon/interleave")
+                                               : mn_compressor_name(kind);
+    printf("  %s\n", name);
+    mn_adapter *a = make_adapter(m, kind, place, 1), *a_other = make_adapter(m, kind, place, 2);
+    mn_docmem d1, d3;
+    CHECK(mn_docmem_compress(m, a, doc, 150, 1, &d1) == 0, "%s: compress: %s", name, mn_last_error());
+    CHECK(mn_docmem_compress(m, a, doc, 150, 3, &d3) == 0, "%s: compress 3 threads", name);
+    /* slots: uio/summary 9 full segments x 4 + ceil(6/4); beacon: 2 sinks + the same */
+    int32_t want = 9 * 4 + 2 + (kind == MN_COMP_BEACON ? 2 : 0);
+    CHECK(d1.n_slots == want && d1.n_tokens == 150, "%s: %d slots, expected %d", name, d1.n_slots, want);
+    CHECK(d1.kind == (kind == MN_COMP_SUMMARY ? MN_DOCMEM_EMBD : MN_DOCMEM_KV), "%s: kind", name);
+    size_t e = (size_t)d1.n_layer * (size_t)d1.n_slots * (size_t)d1.dim;
+    CHECK(d3.n_slots == d1.n_slots && !memcmp(d1.k, d3.k, sizeof(float) * e) &&
+              (!d1.v || !memcmp(d1.v, d3.v, sizeof(float) * e)),
+          "%s: 3-thread compression differs from 1 thread", name);
+
+    const int32_t V = mn_model_n_vocab(m);
+    float *l1 = malloc(sizeof(float) * V), *l2 = malloc(sizeof(float) * V);
+    const mn_docmem *one[1] = {&d1};
+    CHECK(answer(m, a, one, 1, l1) == 0, "%s: prime + decode: %s", name, mn_last_error());
+    char path[] = "/tmp/mnemo-docmem-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK(mn_docmem_save(&d1, m, a, path, 1) == 0, "%s: save: %s", name, mn_last_error());
+    mn_docmem dl;
+    CHECK(mn_docmem_load(path, m, a, &dl) == 0, "%s: load: %s", name, mn_last_error());
+    const mn_docmem *loaded[1] = {&dl};
+    CHECK(dl.n_slots == d1.n_slots && dl.n_tokens == 150 && answer(m, a, loaded, 1, l2) == 0, "%s: loaded prime", name);
+    CHECK(!memcmp(l1, l2, sizeof(float) * V), "%s: f32 file gives other logits than the memory it saved", name);
+    mn_docmem_release(&dl);
+    /* f16 (the default) stays close */
+    CHECK(mn_docmem_save(&d1, m, a, path, 0) == 0 && mn_docmem_load(path, m, a, &dl) == 0, "%s: f16 round trip", name);
+    answer(m, a, loaded, 1, l2);
+    double mx = 0, d = 0;
+    for (int32_t i = 0; i < V; i++) mx = fmax(mx, fabs(l1[i])), d = fmax(d, fabs(l1[i] - l2[i]));
+    CHECK(d / mx < 2e-2, "%s: f16 file logits differ by %.3g", name, d / mx);
+    mn_docmem_release(&dl);
+
+    /* wrong adapter, wrong model, damaged files */
+    mn_docmem_save(&d1, m, a, path, 0);
+    CHECK(mn_docmem_load(path, m, a_other, &dl) == MN_EINVAL && strstr(mn_last_error(), "adapter"),
+          "%s: other adapter: %s", name, mn_last_error());
+    mn_adapter *a2 = make_adapter(m2, kind, place, 1);
+    CHECK(mn_docmem_load(path, m2, a2, &dl) == MN_EINVAL && strstr(mn_last_error(), "model"), "%s: other model: %s",
+          name, mn_last_error());
+    mn_adapter_free(a2);
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 600, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, 600, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+    CHECK(mn_docmem_load(path, m, a, &dl) != 0 && strstr(mn_last_error(), "checksum") && strstr(mn_last_error(), path),
+          "%s: corrupted: %s", name, mn_last_error());
+    mn_docmem_save(&d1, m, a, path, 0);
+    CHECK(truncate(path, 700) == 0, "truncate");
+    CHECK(mn_docmem_load(path, m, a, &dl) != 0 && strstr(mn_last_error(), path), "%s: truncated: %s", name,
+          mn_last_error());
+    CHECK(dl.k == NULL && dl.n_slots == 0, "%s: failed load leaves an empty memory", name);
+    unlink(path);
+
+    /* two memories in order: consecutive positions; the second lands where it would alone */
+    mn_docmem d2;
+    CHECK(mn_docmem_compress(m, a, doc + 50, 40, 2, &d2) == 0, "%s: second doc", name);
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 400;
+    mn_context *c, *c2;
+    mn_context_create(m, &cp, &c);
+    mn_context_create(m, &cp, &c2);
+    const mn_docmem *two[2] = {&d1, &d2};
+    int32_t p0 = -1;
+    CHECK(mn_docmem_prime(c, a, two, 2, &p0) == 0 && p0 == d1.n_slots + d2.n_slots, "%s: prime two: %d", name, p0);
+    int contiguous = mn_kv_n_cells(c) == d1.n_slots + d2.n_slots;
+    for (int32_t j = 0; j < mn_kv_n_cells(c) && contiguous; j++) contiguous = mn_kv_pos(c, j) == j;
+    CHECK(contiguous, "%s: two memories at consecutive positions", name);
+    /* the same second memory after the first, placed by hand */
+    mn_docmem_prime(c2, a, one, 1, NULL);
+    if (d2.kind == MN_DOCMEM_KV) {
+        int32_t *pos = malloc(sizeof(int32_t) * d2.n_slots);
+        for (int32_t j = 0; j < d2.n_slots; j++) pos[j] = d1.n_slots + j;
+        mn_kv_append(c2, d2.n_slots, pos, d2.k, d2.v, 0);
+        free(pos);
+    } else {
+        mn_decode_embd(c2, d2.k, d2.n_slots, NULL, 0);
+    }
+    size_t ce = (size_t)TM_L * (size_t)mn_kv_n_cells(c) * TM_KD;
+    float *ka = malloc(sizeof(float) * ce), *kb = malloc(sizeof(float) * ce);
+    CHECK(mn_kv_n_cells(c2) == mn_kv_n_cells(c), "%s: cells", name);
+    mn_kv_read(c, 0, mn_kv_n_cells(c), ka, NULL);
+    mn_kv_read(c2, 0, mn_kv_n_cells(c), kb, NULL);
+    CHECK(!memcmp(ka, kb, sizeof(float) * ce), "%s: second memory not where it belongs", name);
+    free(ka), free(kb);
+    /* too small a context */
+    mn_context_free(c);
+    cp.n_ctx = d1.n_slots + 1;
+    mn_context_create(m, &cp, &c);
+    CHECK(mn_docmem_prime(c, a, two, 2, NULL) == MN_ERANGE && mn_kv_n_cells(c) == 0, "%s: does not fit", name);
+    mn_context_free(c);
+    mn_context_free(c2);
+    mn_docmem_release(&d2);
+
+    free(l1), free(l2);
+    mn_docmem_release(&d1);
+    mn_docmem_release(&d3);
+    mn_adapter_free(a);
+    mn_adapter_free(a_other);
+}
+
+int main(void) {
+    char p1[64], p2[64];
+    tm_weights w1, w2;
+    CHECK(tm_write(1, p1, &w1) == 0 && tm_write(2, p2, &w2) == 0, "write tiny models");
+    mn_model *m, *m2;
+    CHECK(mn_model_load(p1, &m) == 0 && mn_model_load(p2, &m2) == 0, "load: %s", mn_last_error());
+    for (int i = 0; i < 150; i++) doc[i] = 32 + (i * 37) % 200;
+    run_kind(m, m2, MN_COMP_UIO, 0);
+    run_kind(m, m2, MN_COMP_BEACON, MN_PLACE_INTERLEAVE);
+    run_kind(m, m2, MN_COMP_BEACON, MN_PLACE_APPEND);
+    run_kind(m, m2, MN_COMP_SUMMARY, 0);
+
+    /* a memory of another kind than the adapter's */
+    mn_adapter *au = make_adapter(m, MN_COMP_UIO, 0, 1), *as = make_adapter(m, MN_COMP_SUMMARY, 0, 1);
+    mn_docmem d;
+    CHECK(mn_docmem_compress(m, as, doc, 40, 1, &d) == 0, "summary doc");
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 64;
+    mn_context *c;
+    mn_context_create(m, &cp, &c);
+    const mn_docmem *one[1] = {&d};
+    CHECK(mn_docmem_prime(c, au, one, 1, NULL) == MN_EINVAL && strstr(mn_last_error(), "embedding"),
+          "embedding memory with a UIO adapter: %s", mn_last_error());
+    char path[] = "/tmp/mnemo-docmem-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    mn_docmem_save(&d, m, as, path, 0);
+    mn_docmem dl;
+    CHECK(mn_docmem_load(path, m, au, &dl) == MN_EINVAL, "summary file with a UIO adapter: %s", mn_last_error());
+    CHECK(mn_docmem_compress(m, au, doc, 0, 1, &dl) == MN_EINVAL, "empty document");
+    unlink(path);
+    mn_docmem_release(&d);
+    mn_docmem_release(&d); /* twice is safe */
+    mn_context_free(c);
+    mn_adapter_free(au), mn_adapter_free(as);
+    mn_model_free(m), mn_model_free(m2);
+    tm_free(&w1), tm_free(&w2);
+    unlink(p1), unlink(p2);
+    TEST_MAIN_END();
+}
