@@ -5,9 +5,11 @@ set -u
 build=${1:-build}
 export MNEMO_BIN="$build/mnemo"
 total_pass=0; total_fail=0; crashed=0
-for t in "$build"/tests/test_*; do
-  [ -x "$t" ] || continue
-  out=$("$t" 2>&1); rc=$?
+# Integration tests (tests/integration/test_*.py) print the same line; they run with the project's venv.
+py=python3; [ -x .cache/venv/bin/python ] && py=.cache/venv/bin/python
+for t in "$build"/tests/test_* tests/integration/test_*.py; do
+  [ -f "$t" ] || continue
+  case "$t" in *.py) out=$("$py" "$t" 2>&1); rc=$? ;; *) [ -x "$t" ] || continue; out=$("$t" 2>&1); rc=$? ;; esac
   printf '%s\n' "$out" | grep -E 'FAIL|passed|skip' | sed "s|^|  |"
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -1)
   p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/'); f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')

@@ -14,3 +14,18 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# Integration tests of the server: headless Chromium for the web page (Debian package) and the
+# official openai client (PyPI) in a venv under .cache/, each installed only when missing.
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null; then
+  echo "setup: apt-get install chromium"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+fi
+[ -x .cache/venv/bin/python ] || python3 -m venv .cache/venv
+.cache/venv/bin/python -c "import openai" >/dev/null 2>&1 || .cache/venv/bin/python -m pip install -q openai

@@ -46,5 +46,14 @@ int cmd_convert(int argc, char **argv);
 int cmd_adapter(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_ask(int argc, char **argv);
+int cmd_store(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+
+/* Prints one training progress line (ud: NULL or cmd_train's summary state);
+ * returns non-zero once SIGINT/SIGTERM asked to stop. */
+struct mn_train_progress;
+int cli_train_progress(const struct mn_train_progress *p, void *ud);
 
 #endif

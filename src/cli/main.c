@@ -15,8 +15,12 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of the model on a text file (llama-perplexity protocol)"},
     {"bench", cmd_bench, "prefill and decode speed, peak memory"},
     {"convert", cmd_convert, "write a copy of a model with f32 or f16 matrices"},
-    {"compress", cmd_compress, "compress a document into a memory file (needs a UIO adapter)"},
+    {"compress", cmd_compress, "compress a document into a memory file (UIO, beacon or summary adapter)"},
     {"ask", cmd_ask, "answer a question from a memory file or a document's compressed memory"},
+    {"store", cmd_store, "compressed-document store: add, ls, rm, query, ask (LLoCO)"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server over a document store"},
+    {"train", cmd_train, "train a compressor adapter on text (base model frozen)"},
+    {"finetune", cmd_finetune, "train a decoder LoRA for a store's document group (LLoCO)"},
     {"adapter", cmd_adapter, "write (init) or inspect (info) a compressor adapter file"},
 };
 

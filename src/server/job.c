@@ -1,0 +1,265 @@
+/* job.c - requests in flight and their OpenAI-shaped output (see job.h). */
+#include "server/job.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+job *job_new(job_type t) {
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->type = t;
+    j->refs = 1;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    return j;
+}
+
+void job_ref(job *j) {
+    pthread_mutex_lock(&j->mu);
+    j->refs++;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void job_unref(job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left) return;
+    cJSON_Delete(j->req);
+    free(j->out);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+void job_fail(job *j, int status, const char *type, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->err, sizeof j->err, fmt, ap);
+    va_end(ap);
+    j->http_status = status;
+    j->err_type = type;
+}
+
+static int append(job *j, const char *p, size_t n) {
+    if (j->out_len + n + 1 > j->out_cap) {
+        size_t cap = j->out_cap ? j->out_cap : 1024;
+        while (j->out_len + n + 1 > cap) cap *= 2;
+        char *nb = realloc(j->out, cap);
+        if (!nb) return MN_ENOMEM;
+        j->out = nb;
+        j->out_cap = cap;
+    }
+    memcpy(j->out + j->out_len, p, n);
+    j->out_len += n;
+    j->out[j->out_len] = 0;
+    return 0;
+}
+
+int job_emit_event(job *j, const char *payload) {
+    if (append(j, "data: ", 6) || append(j, payload, strlen(payload)) || append(j, "\n\n", 2)) return MN_ENOMEM;
+    j->started = 1;
+    pthread_cond_broadcast(&j->cv);
+    return 0;
+}
+
+/* Length of the UTF-8 character that starts with byte c (0: not a lead byte). */
+static int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
+    return 0;
+}
+
+/* Whether s[0..n) (n = utf8_len(s[0])) is a well-formed character: no
+ * overlong forms, no surrogates, nothing past U+10FFFF. */
+static int utf8_ok(const unsigned char *s, int n) {
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0) return 0;
+    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0) return 0;
+    if (n == 4 && s[0] == 0xF0 && s[1] < 0x90) return 0;
+    if (n == 4 && s[0] == 0xF4 && s[1] >= 0x90) return 0;
+    return 1;
+}
+
+/* Valid UTF-8 from pend + text into dst (cap >= 3 * (n_pend + len) + 1); keeps
+ * an unfinished tail in pend unless final. */
+static size_t sanitize(job *j, const char *text, size_t len, int final, char *dst) {
+    unsigned char buf[4 + 256];
+    size_t n = 0, o = 0;
+    memcpy(buf, j->pend, j->n_pend);
+    n = j->n_pend;
+    j->n_pend = 0;
+    size_t take = len < sizeof buf - n ? len : sizeof buf - n;
+    memcpy(buf + n, text, take);
+    n += take;
+    for (size_t i = 0; i < n;) {
+        int cl = utf8_len(buf[i]);
+        if (cl == 0) {
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        if (i + (size_t)cl > n) {
+            /* unfinished: keep for the next piece if what is there so far fits */
+            int fine = 1;
+            for (size_t t = i + 1; t < n; t++) fine &= (buf[t] & 0xC0) == 0x80;
+            if (fine && !final) {
+                memcpy(j->pend, buf + i, n - i);
+                j->n_pend = n - i;
+                break;
+            }
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        if (!utf8_ok(buf + i, cl)) {
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        memcpy(dst + o, buf + i, (size_t)cl);
+        o += (size_t)cl;
+        i += (size_t)cl;
+    }
+    dst[o] = 0;
+    return o;
+}
+
+int job_emit_text(job *j, const char *text, size_t len, int final) {
+    if (len > 256) len = 256; /* one token's piece; mn_answer never sends more */
+    char clean[3 * (4 + 256) + 1];
+    size_t n = sanitize(j, text, len, final, clean);
+    if (!j->stream) return append(j, clean, n);
+    if (n == 0) return 0;
+    char *chunk = job_chunk_json(j, clean, n, NULL);
+    if (!chunk) return MN_ENOMEM;
+    int rc = job_emit_event(j, chunk);
+    free(chunk);
+    return rc;
+}
+
+static void add_mnemo(cJSON *o, const job *j) {
+    cJSON *mn = cJSON_AddObjectToObject(o, "mnemo");
+    cJSON *docs = cJSON_AddArrayToObject(mn, "documents");
+    for (int i = 0; i < j->n_used; i++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "id", (double)j->used[i].id);
+        cJSON_AddStringToObject(d, "title", j->used[i].title);
+        cJSON_AddStringToObject(d, "group", j->used[i].group);
+        cJSON_AddNumberToObject(d, "tokens", (double)j->used[i].n_tokens);
+        cJSON_AddNumberToObject(d, "memory_slots", j->used[i].n_slots);
+        cJSON_AddItemToArray(docs, d);
+    }
+    cJSON_AddNumberToObject(mn, "memory_cells", j->st.memory_slots);
+    cJSON_AddNumberToObject(mn, "time_to_first_token", j->st.t_first_token);
+    cJSON_AddNumberToObject(mn, "seconds", j->st.t_total);
+    cJSON_AddStringToObject(mn, "finish", mn_finish_name(j->st.finish));
+}
+
+static void add_usage(cJSON *o, const job *j) {
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->st.prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)j->st.completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(j->st.prompt_tokens + j->st.completion_tokens));
+}
+
+static const char *finish_reason(const job *j) { return j->st.finish == MN_FINISH_STOP ? "stop" : "length"; }
+
+char *job_chunk_json(const job *j, const char *text, size_t len, const char *finish) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", j->model ? j->model : "mnemo");
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    char *tmp = NULL;
+    if (text) {
+        tmp = malloc(len + 1);
+        if (tmp) {
+            memcpy(tmp, text, len);
+            tmp[len] = 0;
+        }
+    }
+    if (j->type == JOB_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (!j->started) cJSON_AddStringToObject(d, "role", "assistant");
+        if (tmp) cJSON_AddStringToObject(d, "content", tmp);
+        else if (!finish) cJSON_AddStringToObject(d, "content", "");
+    } else {
+        cJSON_AddStringToObject(c, "text", tmp ? tmp : "");
+    }
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(ch, c);
+    if (finish) add_mnemo(o, j);
+    free(tmp);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+char *job_response_json(const job *j) {
+    cJSON *o = cJSON_CreateObject();
+    if (j->type == JOB_DOC_ADD) {
+        cJSON_AddNumberToObject(o, "id", (double)j->ing.id);
+        cJSON_AddStringToObject(o, "object", "document");
+        cJSON_AddStringToObject(o, "title", j->title ? j->title : "");
+        cJSON_AddStringToObject(o, "group", j->group ? j->group : MN_STORE_DEFAULT_GROUP);
+        cJSON_AddNumberToObject(o, "tokens", (double)j->ing.n_tokens);
+        cJSON_AddNumberToObject(o, "memory_slots", j->ing.n_slots);
+        cJSON_AddNumberToObject(o, "ratio", j->ing.n_slots ? (double)j->ing.n_tokens / j->ing.n_slots : 0.0);
+        cJSON_AddNumberToObject(o, "bytes", (double)j->ing.mem_bytes);
+        cJSON_AddNumberToObject(o, "chunks", j->ing.n_chunks);
+        cJSON_AddBoolToObject(o, "existed", j->ing.existed);
+        cJSON_AddNumberToObject(o, "seconds", j->ing.seconds);
+    } else {
+        cJSON_AddStringToObject(o, "id", j->id);
+        cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion" : "text_completion");
+        cJSON_AddNumberToObject(o, "created", (double)j->created);
+        cJSON_AddStringToObject(o, "model", j->model ? j->model : "mnemo");
+        cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", 0);
+        if (j->type == JOB_CHAT) {
+            cJSON *msg = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            cJSON_AddStringToObject(msg, "content", j->out ? j->out : "");
+        } else {
+            cJSON_AddStringToObject(c, "text", j->out ? j->out : "");
+        }
+        cJSON_AddStringToObject(c, "finish_reason", finish_reason(j));
+        cJSON_AddItemToArray(ch, c);
+        add_usage(o, j);
+        add_mnemo(o, j);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+const char *job_finish_reason(const job *j) { return finish_reason(j); }
+
+char *job_usage_json(const job *j) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddArrayToObject(o, "choices");
+    add_usage(o, j);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}

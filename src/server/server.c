@@ -1,0 +1,1007 @@
+/* server.c - HTTP front, request queue and inference slots (see server.h).
+ *
+ * Threads: libmicrohttpd runs one thread per connection; those threads parse
+ * and validate a request, put a job on the bounded queue and wait for it (a
+ * streamed job's bytes are handed to MHD as they appear). N slot workers take
+ * jobs off the queue, each with its own mn_context over the shared model.
+ * The store is used under one mutex (SQLite handles are not shared across
+ * threads otherwise); loaded memories are shared through the memory cache.
+ */
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/threadpool.h"
+#include "error.h"
+#include "memory/memory.h"
+#include "server/job.h"
+#include "store/answer.h"
+#include "store/grouplora.h"
+#include "store/embed.h"
+#include "store/ingest.h"
+#include "store/memcache.h"
+#include "store/retrieve.h"
+#include "store/sha256.h"
+
+/* latency histogram bounds, seconds */
+static const double k_buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+#define N_BUCKETS (sizeof k_buckets / sizeof k_buckets[0])
+
+typedef struct {
+    atomic_llong requests[6];  /* by status class: 1xx..5xx, index 1..5 */
+    atomic_llong by_code[600];
+    atomic_llong prompt_tokens, completion_tokens, documents_added;
+    atomic_llong lat_bucket[N_BUCKETS + 1], lat_count;
+    atomic_llong lat_sum_us, ttft_sum_us, ttft_count;
+} metrics;
+
+typedef struct slot {
+    struct mn_server *srv;
+    int idx;
+    pthread_t th;
+    mn_context *ctx;
+    atomic_llong kv_bytes;
+} slot;
+
+struct mn_server {
+    mn_server_params p;
+    const mn_model *m;
+    const mn_adapter *a;
+    mn_store *store;
+    pthread_mutex_t store_mu;
+    mn_memcache *cache;
+    mn_group_loras *loras; /* decoder LoRA per document group */
+    char model_id[128];
+    struct MHD_Daemon *d;
+    int port;
+    slot *slots;
+    /* queue: a ring of waiting jobs */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    job **q;
+    int q_head, q_len;
+    int stopping;
+    atomic_int busy, inflight, draining;
+    metrics mx;
+};
+
+typedef struct {
+    char *body;
+    size_t len, cap;
+    int too_large, status;
+    double t0;
+    job *j;
+    int counted;
+} conn_state;
+
+static double now_s(void) { return mn_answer_now(); }
+
+/* ---------------------------------------------------------------- queue */
+
+static int enqueue(mn_server *s, job *j) {
+    pthread_mutex_lock(&s->q_mu);
+    if (s->stopping || s->q_len >= s->p.queue_cap) {
+        pthread_mutex_unlock(&s->q_mu);
+        return -1;
+    }
+    job_ref(j);
+    s->q[(s->q_head + s->q_len) % s->p.queue_cap] = j;
+    s->q_len++;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    return 0;
+}
+
+static job *dequeue(mn_server *s) {
+    pthread_mutex_lock(&s->q_mu);
+    while (!s->stopping && s->q_len == 0) pthread_cond_wait(&s->q_cv, &s->q_mu);
+    job *j = NULL;
+    if (s->q_len > 0) {
+        j = s->q[s->q_head];
+        s->q_head = (s->q_head + 1) % s->p.queue_cap;
+        s->q_len--;
+    }
+    pthread_mutex_unlock(&s->q_mu);
+    return j;
+}
+
+static int queue_depth(mn_server *s) {
+    pthread_mutex_lock(&s->q_mu);
+    int n = s->q_len;
+    pthread_mutex_unlock(&s->q_mu);
+    return n;
+}
+
+/* -------------------------------------------------------------- workers */
+
+static int on_piece(void *user, const char *text, size_t len) {
+    job *j = user;
+    pthread_mutex_lock(&j->mu);
+    int rc = job_emit_text(j, text, len, 0);
+    int stop = j->cancel;
+    pthread_mutex_unlock(&j->mu);
+    return rc || stop;
+}
+
+static const char *last_user_text(const job *j) {
+    if (j->type == JOB_COMPLETION) return j->prompt;
+    for (int i = j->n_msgs - 1; i >= 0; i--)
+        if (!strcmp(j->msgs[i].role, "user")) return j->msgs[i].content;
+    return j->n_msgs ? j->msgs[j->n_msgs - 1].content : "";
+}
+
+static void run_answer(slot *sl, job *j) {
+    mn_server *s = sl->srv;
+    int64_t ids[64];
+    int n_ids = 0, retrieved = 0;
+    int rc = 0;
+    const int64_t budget = mn_context_n_ctx(sl->ctx) - j->max_tokens - 64;
+    pthread_mutex_lock(&s->store_mu);
+    if (j->retrieve_k > 0) {
+        mn_retrieval_hit hits[64];
+        int nh = 0;
+        rc = mn_retrieve(s->store, sl->ctx, last_user_text(j), j->retrieve_k, hits, &nh);
+        for (int i = 0; i < nh; i++) ids[n_ids++] = hits[i].doc_id;
+        retrieved = 1;
+    } else {
+        for (int i = 0; i < j->n_docs; i++) ids[n_ids++] = j->doc_ids[i];
+    }
+    if (!rc) rc = mn_retrieve_select(s->store, ids, n_ids, retrieved, mn_adapter_hash(s->a), budget, j->used, &j->n_used);
+    /* the best document's group decides the decoder LoRA (mnemo finetune) */
+    const mn_lora_set *lora = NULL;
+    if (!rc && j->n_used > 0) rc = mn_group_loras_get(s->loras, s->store, j->used[0].group, &lora);
+    pthread_mutex_unlock(&s->store_mu);
+    if (rc) {
+        pthread_mutex_lock(&j->mu);
+        job_fail(j, rc == MN_ENOTFOUND ? 404 : rc == MN_ERANGE ? 400 : 500,
+                 rc == MN_ENOTFOUND ? "not_found_error" : rc == MN_ERANGE ? "invalid_request_error" : "server_error",
+                 "%s", mn_last_error());
+        pthread_mutex_unlock(&j->mu);
+        return;
+    }
+    const mn_docmem *mems[JOB_MAX_DOCS];
+    int nm = 0;
+    for (int i = 0; i < j->n_used && !rc; i++) {
+        char p[MN_STORE_PATH_CAP];
+        snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s->store), j->used[i].mem_file);
+        rc = mn_memcache_get(s->cache, j->used[i].id, p, j->used[i].mem_checksum, &mems[nm]);
+        if (!rc) nm++;
+    }
+    if (!rc) {
+        mn_answer_request r;
+        memset(&r, 0, sizeof r);
+        if (j->type == JOB_CHAT) {
+            r.msgs = j->msgs;
+            r.n_msgs = j->n_msgs;
+        } else {
+            r.prompt = j->prompt;
+        }
+        r.mems = mems;
+        r.n_mems = nm;
+        r.lora = lora;
+        r.max_tokens = j->max_tokens;
+        r.sampling = j->sampling;
+        r.ignore_eos = j->ignore_eos;
+        r.deadline = j->deadline;
+        r.cancel = &j->cancel;
+        r.on_piece = on_piece;
+        r.user = j;
+        rc = mn_answer(sl->ctx, s->a, &r, &j->st);
+    }
+    for (int i = 0; i < nm; i++) mn_memcache_put(s->cache, mems[i]);
+    atomic_store(&sl->kv_bytes, (long long)mn_context_kv_bytes(sl->ctx));
+    mn_kv_clear(sl->ctx);
+    pthread_mutex_lock(&j->mu);
+    if (rc) {
+        job_fail(j, rc == MN_ERANGE || rc == MN_EINVAL ? 400 : 500,
+                 rc == MN_ERANGE || rc == MN_EINVAL ? "invalid_request_error" : "server_error", "%s", mn_last_error());
+    } else if (j->st.finish == MN_FINISH_TIMEOUT && !j->started) {
+        job_fail(j, 504, "timeout_error", "the request did not finish within %.0f s", s->p.timeout_s);
+    } else {
+        job_emit_text(j, "", 0, 1);
+        if (j->stream) {
+            char *c = job_chunk_json(j, NULL, 0, job_finish_reason(j));
+            if (c) job_emit_event(j, c);
+            free(c);
+            if (j->include_usage && (c = job_usage_json(j))) {
+                job_emit_event(j, c);
+                free(c);
+            }
+            job_emit_event(j, "[DONE]");
+        }
+        atomic_fetch_add(&s->mx.prompt_tokens, j->st.prompt_tokens);
+        atomic_fetch_add(&s->mx.completion_tokens, j->st.completion_tokens);
+        if (j->st.completion_tokens > 0) {
+            atomic_fetch_add(&s->mx.ttft_sum_us, (long long)(j->st.t_first_token * 1e6));
+            atomic_fetch_add(&s->mx.ttft_count, 1);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void run_doc_add(slot *sl, job *j) {
+    mn_server *s = sl->srv;
+    mn_ingest_doc d = {j->title, "http upload", j->group, j->text, j->text_len};
+    int rc = mn_ingest(s->store, &s->store_mu, s->m, s->a, &d, mn_context_n_threads(sl->ctx), &j->ing);
+    pthread_mutex_lock(&j->mu);
+    if (rc)
+        job_fail(j, rc == MN_EINVAL ? 400 : 500, rc == MN_EINVAL ? "invalid_request_error" : "server_error", "%s",
+                 mn_last_error());
+    else if (!j->ing.existed)
+        atomic_fetch_add(&s->mx.documents_added, 1);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void *worker(void *arg) {
+    slot *sl = arg;
+    mn_server *s = sl->srv;
+    job *j;
+    while ((j = dequeue(s))) {
+        pthread_mutex_lock(&j->mu);
+        int skip = j->cancel || (j->deadline > 0 && now_s() > j->deadline);
+        if (skip && !j->http_status) job_fail(j, 504, "timeout_error", "the request waited past its deadline");
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&j->mu);
+        if (!skip) {
+            atomic_fetch_add(&s->busy, 1);
+            if (j->type == JOB_DOC_ADD) run_doc_add(sl, j);
+            else run_answer(sl, j);
+            atomic_fetch_sub(&s->busy, 1);
+        }
+        pthread_mutex_lock(&j->mu);
+        j->state = JOB_DONE;
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        job_unref(j);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ responses */
+
+static enum MHD_Result send_text(struct MHD_Connection *c, conn_state *cs, int status, const char *type,
+                                 const char *body, size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    if (cs) cs->status = status;
+    return ok;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, conn_state *cs, int status, cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return MHD_NO;
+    enum MHD_Result r = send_text(c, cs, status, "application/json", s, strlen(s));
+    free(s);
+    return r;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, conn_state *cs, int status, const char *type,
+                                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static enum MHD_Result send_error(struct MHD_Connection *c, conn_state *cs, int status, const char *type,
+                                  const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNullToObject(e, "param");
+    cJSON_AddNullToObject(e, "code");
+    return send_json(c, cs, status, o);
+}
+
+/* ---------------------------------------------------- request parsing */
+
+static const char *json_str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Fills the generation options shared by chat and completions; returns an
+ * error message or NULL. */
+static const char *parse_common(mn_server *s, job *j, const cJSON *req, char *msg, size_t cap) {
+    const cJSON *v;
+    j->max_tokens = s->p.max_tokens < 256 ? s->p.max_tokens : 256;
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
+        (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+            v->valuedouble > s->p.max_tokens) {
+            snprintf(msg, cap, "max_tokens must be an integer in [1, %d]", s->p.max_tokens);
+            return msg;
+        }
+        j->max_tokens = (int32_t)v->valuedouble;
+    }
+    j->sampling = mn_sampler_default_params();
+    j->sampling.temperature = 0; /* deterministic unless asked */
+    j->sampling.top_k = 0;
+    j->sampling.min_p = 0;
+    j->sampling.top_p = 1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "temperature")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 2)) {
+            snprintf(msg, cap, "temperature must be a number in [0, 2]");
+            return msg;
+        }
+        j->sampling.temperature = (float)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "top_p")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble <= 1)) {
+            snprintf(msg, cap, "top_p must be a number in (0, 1]");
+            return msg;
+        }
+        j->sampling.top_p = (float)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "seed")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
+            snprintf(msg, cap, "seed must be a non-negative integer");
+            return msg;
+        }
+        j->sampling.seed = (uint64_t)v->valuedouble;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "n")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsNumber(v) && v->valuedouble == 1)) {
+        snprintf(msg, cap, "only n = 1 is supported");
+        return msg;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(req, "stream")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) {
+            snprintf(msg, cap, "stream must be true or false");
+            return msg;
+        }
+        j->stream = cJSON_IsTrue(v);
+    }
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
+    if (cJSON_IsObject(so) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"))) j->include_usage = 1;
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "mnemo");
+    if (mn && !cJSON_IsNull(mn)) {
+        if (!cJSON_IsObject(mn)) {
+            snprintf(msg, cap, "mnemo must be an object");
+            return msg;
+        }
+        const cJSON *docs = cJSON_GetObjectItemCaseSensitive(mn, "documents");
+        if (docs) {
+            if (!cJSON_IsArray(docs) || cJSON_GetArraySize(docs) > JOB_MAX_DOCS) {
+                snprintf(msg, cap, "mnemo.documents must be an array of at most %d document ids", JOB_MAX_DOCS);
+                return msg;
+            }
+            const cJSON *d;
+            cJSON_ArrayForEach(d, docs) {
+                if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble != floor(d->valuedouble)) {
+                    snprintf(msg, cap, "mnemo.documents must hold document ids (positive integers)");
+                    return msg;
+                }
+                j->doc_ids[j->n_docs++] = (int64_t)d->valuedouble;
+            }
+        }
+        if ((v = cJSON_GetObjectItemCaseSensitive(mn, "retrieve"))) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > s->p.max_retrieve ||
+                v->valuedouble != floor(v->valuedouble)) {
+                snprintf(msg, cap, "mnemo.retrieve must be an integer in [1, %d]", s->p.max_retrieve);
+                return msg;
+            }
+            j->retrieve_k = (int)v->valuedouble;
+        }
+        if (j->retrieve_k && j->n_docs) {
+            snprintf(msg, cap, "give mnemo.documents or mnemo.retrieve, not both");
+            return msg;
+        }
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(mn, "ignore_eos"))) j->ignore_eos = 1;
+    }
+    return NULL;
+}
+
+/* Chat message content: a string, or an array of {"type":"text","text":...}
+ * parts, which are joined into a new string kept in the request tree. */
+static const char *message_content(cJSON *m, char *msg, size_t cap, int i) {
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsString(c)) return c->valuestring;
+    if (cJSON_IsArray(c)) {
+        size_t total = 1;
+        cJSON *p;
+        cJSON_ArrayForEach(p, c) {
+            const char *t = json_str(p, "text");
+            if (!t) {
+                snprintf(msg, cap, "messages[%d].content parts must be {\"type\": \"text\", \"text\": ...}", i);
+                return NULL;
+            }
+            total += strlen(t);
+        }
+        char *joined = malloc(total);
+        if (!joined) return NULL;
+        joined[0] = 0;
+        cJSON_ArrayForEach(p, c) strcat(joined, json_str(p, "text"));
+        cJSON *s = cJSON_CreateString(joined);
+        free(joined);
+        if (!s) return NULL;
+        cJSON_ReplaceItemInObjectCaseSensitive(m, "content", s);
+        return s->valuestring;
+    }
+    snprintf(msg, cap, "messages[%d].content must be a string", i);
+    return NULL;
+}
+
+static const char *parse_chat(mn_server *s, job *j, char *msg, size_t cap) {
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j->req, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        snprintf(msg, cap, "messages must be a non-empty array of {\"role\", \"content\"}");
+        return msg;
+    }
+    if (cJSON_GetArraySize(msgs) > JOB_MAX_MSGS) {
+        snprintf(msg, cap, "at most %d messages", JOB_MAX_MSGS);
+        return msg;
+    }
+    int i = 0;
+    cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        const char *role = json_str(m, "role");
+        if (!cJSON_IsObject(m) || !role || (strcmp(role, "system") && strcmp(role, "user") &&
+                                            strcmp(role, "assistant") && strcmp(role, "developer"))) {
+            snprintf(msg, cap, "messages[%d].role must be system, user or assistant", i);
+            return msg;
+        }
+        msg[0] = 0;
+        const char *content = message_content(m, msg, cap, i);
+        if (!content) {
+            if (!msg[0]) snprintf(msg, cap, "out of memory");
+            return msg;
+        }
+        j->msgs[i].role = strcmp(role, "developer") ? role : "system";
+        j->msgs[i].content = content;
+        i++;
+    }
+    j->n_msgs = i;
+    return parse_common(s, j, j->req, msg, cap);
+}
+
+static const char *parse_completion(mn_server *s, job *j, char *msg, size_t cap) {
+    cJSON *p = cJSON_GetObjectItemCaseSensitive(j->req, "prompt");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1) p = cJSON_GetArrayItem(p, 0);
+    if (!cJSON_IsString(p)) {
+        snprintf(msg, cap, "prompt must be a string");
+        return msg;
+    }
+    j->prompt = p->valuestring;
+    return parse_common(s, j, j->req, msg, cap);
+}
+
+/* ------------------------------------------------------------- handlers */
+
+static void new_id(job *j, const char *prefix) {
+    static atomic_ullong counter;
+    unsigned long long n = atomic_fetch_add(&counter, 1);
+    snprintf(j->id, sizeof j->id, "%s-%llx%04llx", prefix, (unsigned long long)time(NULL), n & 0xffff);
+    j->created = (int64_t)time(NULL);
+}
+
+/* Streams the SSE bytes a worker appends to a job. */
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    while (j->out_sent == j->out_len && j->state != JOB_DONE) pthread_cond_wait(&j->cv, &j->mu);
+    ssize_t n;
+    if (j->out_sent < j->out_len) {
+        size_t avail = j->out_len - j->out_sent;
+        n = (ssize_t)(avail < max ? avail : max);
+        memcpy(buf, j->out + j->out_sent, (size_t)n);
+        j->out_sent += (size_t)n;
+    } else {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
+/* Called when MHD is done with a streamed response (finished or the client
+ * left): a job still running is cancelled. */
+static void sse_free(void *cls) {
+    job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    if (j->state != JOB_DONE) j->cancel = 1;
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+}
+
+/* Queues a parsed job and answers the connection from it. */
+static enum MHD_Result submit(mn_server *s, struct MHD_Connection *c, conn_state *cs, job *j, int success_status) {
+    j->t_start = now_s();
+    j->deadline = j->t_start + s->p.timeout_s;
+    j->model = s->model_id;
+    if (atomic_load(&s->draining))
+        return send_error(c, cs, 503, "server_error", "the server is shutting down");
+    if (enqueue(s, j))
+        return send_error(c, cs, 503, "server_overloaded", "all %d slots are busy and the queue (%d) is full; retry "
+                          "later", s->p.n_slots, s->p.queue_cap);
+    pthread_mutex_lock(&j->mu);
+    /* wait for the end, or (streaming) for the first event, so errors found
+     * before any output still get a proper status */
+    while (j->state != JOB_DONE && !(j->stream && j->started)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (now_s() > j->deadline + 5 && j->state != JOB_DONE) {
+            /* the worker notices cancel between tokens; do not wait on it */
+            j->cancel = 1;
+            if (!j->http_status) job_fail(j, 504, "timeout_error", "the request did not finish within %.0f s",
+                                          s->p.timeout_s);
+            break;
+        }
+    }
+    if (j->http_status) {
+        int st = j->http_status;
+        char err[512];
+        const char *type = j->err_type ? j->err_type : "server_error";
+        snprintf(err, sizeof err, "%s", j->err);
+        j->cancel = 1;
+        pthread_mutex_unlock(&j->mu);
+        return send_error(c, cs, st, type, "%s", err);
+    }
+    if (j->stream) {
+        pthread_mutex_unlock(&j->mu);
+        job_ref(j);
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader, j, sse_free);
+        if (!r) {
+            job_unref(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        enum MHD_Result ok = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        cs->status = 200;
+        return ok;
+    }
+    char *body = job_response_json(j);
+    pthread_mutex_unlock(&j->mu);
+    if (!body) return send_error(c, cs, 500, "server_error", "out of memory");
+    enum MHD_Result r = send_text(c, cs, success_status, "application/json", body, strlen(body));
+    free(body);
+    return r;
+}
+
+static cJSON *doc_json(const mn_store_doc *d) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)d->id);
+    cJSON_AddStringToObject(o, "object", "document");
+    cJSON_AddStringToObject(o, "title", d->title);
+    cJSON_AddStringToObject(o, "group", d->group);
+    cJSON_AddStringToObject(o, "sha256", d->sha256);
+    cJSON_AddNumberToObject(o, "tokens", (double)d->n_tokens);
+    cJSON_AddNumberToObject(o, "memory_slots", d->n_slots);
+    cJSON_AddNumberToObject(o, "ratio", d->n_slots > 0 ? (double)d->n_tokens / d->n_slots : 0.0);
+    cJSON_AddNumberToObject(o, "bytes", (double)d->mem_bytes);
+    cJSON_AddNumberToObject(o, "created", (double)d->created);
+    return o;
+}
+
+static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+    mn_store_doc *d = NULL;
+    int64_t n = 0;
+    pthread_mutex_lock(&s->store_mu);
+    int rc = mn_store_list(s->store, mn_adapter_hash(s->a), &d, &n);
+    pthread_mutex_unlock(&s->store_mu);
+    if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *arr = cJSON_AddArrayToObject(o, "data");
+    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, doc_json(&d[i]));
+    free(d);
+    return send_json(c, cs, 200, o);
+}
+
+static int parse_doc_id(const char *s, int64_t *id) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 1) return -1;
+    *id = v;
+    return 0;
+}
+
+static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *ids, int del) {
+    int64_t id;
+    if (parse_doc_id(ids, &id)) return send_error(c, cs, 400, "invalid_request_error", "'%s' is not a document id", ids);
+    pthread_mutex_lock(&s->store_mu);
+    mn_store_doc d;
+    char files[4096];
+    int rc = del ? mn_store_remove(s->store, id, files, sizeof files) : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
+    if (!rc && del)
+        for (char *f = strtok(files, "\n"); f; f = strtok(NULL, "\n")) {
+            char p[MN_STORE_PATH_CAP];
+            snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s->store), f);
+            unlink(p);
+        }
+    pthread_mutex_unlock(&s->store_mu);
+    if (rc == MN_ENOTFOUND) return send_error(c, cs, 404, "not_found_error", "no document with id %lld", (long long)id);
+    if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
+    if (!del) return send_json(c, cs, 200, doc_json(&d));
+    mn_memcache_forget(s->cache, id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)id);
+    cJSON_AddStringToObject(o, "object", "document");
+    cJSON_AddBoolToObject(o, "deleted", 1);
+    return send_json(c, cs, 200, o);
+}
+
+static enum MHD_Result health(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", atomic_load(&s->draining) ? "draining" : "ok");
+    cJSON_AddStringToObject(o, "model", s->model_id);
+    cJSON_AddNumberToObject(o, "slots", s->p.n_slots);
+    cJSON_AddNumberToObject(o, "busy", atomic_load(&s->busy));
+    cJSON_AddNumberToObject(o, "queue", queue_depth(s));
+    return send_json(c, cs, atomic_load(&s->draining) ? 503 : 200, o);
+}
+
+static enum MHD_Result metrics_page(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+    size_t cap = 16384, n = 0;
+    char *b = malloc(cap);
+    if (!b) return MHD_NO;
+#define P(...) n += (size_t)snprintf(b + n, n < cap ? cap - n : 0, __VA_ARGS__)
+    P("# HELP mnemo_requests_total HTTP requests answered, by status code.\n# TYPE mnemo_requests_total counter\n");
+    for (int code = 100; code < 600; code++) {
+        long long v = atomic_load(&s->mx.by_code[code]);
+        if (v) P("mnemo_requests_total{code=\"%d\"} %lld\n", code, v);
+    }
+    P("# HELP mnemo_prompt_tokens_total Prompt tokens decoded.\n# TYPE mnemo_prompt_tokens_total counter\n"
+      "mnemo_prompt_tokens_total %lld\n", (long long)atomic_load(&s->mx.prompt_tokens));
+    P("# HELP mnemo_completion_tokens_total Tokens generated.\n# TYPE mnemo_completion_tokens_total counter\n"
+      "mnemo_completion_tokens_total %lld\n", (long long)atomic_load(&s->mx.completion_tokens));
+    P("# HELP mnemo_documents_added_total Documents compressed into the store.\n"
+      "# TYPE mnemo_documents_added_total counter\nmnemo_documents_added_total %lld\n",
+      (long long)atomic_load(&s->mx.documents_added));
+    P("# HELP mnemo_request_duration_seconds Time from request to response end.\n"
+      "# TYPE mnemo_request_duration_seconds histogram\n");
+    long long cum = 0;
+    for (size_t i = 0; i < N_BUCKETS; i++) {
+        cum += atomic_load(&s->mx.lat_bucket[i]);
+        P("mnemo_request_duration_seconds_bucket{le=\"%g\"} %lld\n", k_buckets[i], cum);
+    }
+    cum += atomic_load(&s->mx.lat_bucket[N_BUCKETS]);
+    P("mnemo_request_duration_seconds_bucket{le=\"+Inf\"} %lld\n", cum);
+    P("mnemo_request_duration_seconds_sum %.6f\nmnemo_request_duration_seconds_count %lld\n",
+      atomic_load(&s->mx.lat_sum_us) / 1e6, (long long)atomic_load(&s->mx.lat_count));
+    P("# HELP mnemo_time_to_first_token_seconds Time from the start of a request's run to its first token.\n"
+      "# TYPE mnemo_time_to_first_token_seconds summary\nmnemo_time_to_first_token_seconds_sum %.6f\n"
+      "mnemo_time_to_first_token_seconds_count %lld\n",
+      atomic_load(&s->mx.ttft_sum_us) / 1e6, (long long)atomic_load(&s->mx.ttft_count));
+    P("# HELP mnemo_queue_depth Requests waiting for a slot.\n# TYPE mnemo_queue_depth gauge\nmnemo_queue_depth %d\n",
+      queue_depth(s));
+    P("# HELP mnemo_slots_busy Slots running a request.\n# TYPE mnemo_slots_busy gauge\nmnemo_slots_busy %d\n",
+      atomic_load(&s->busy));
+    P("# HELP mnemo_slots Inference slots.\n# TYPE mnemo_slots gauge\nmnemo_slots %d\n", s->p.n_slots);
+    long long kv = 0;
+    for (int i = 0; i < s->p.n_slots; i++) kv += atomic_load(&s->slots[i].kv_bytes);
+    P("# HELP mnemo_memory_bytes Bytes held: KV cache cells of the last request per slot, loaded document memories.\n"
+      "# TYPE mnemo_memory_bytes gauge\nmnemo_memory_bytes{kind=\"kv_cache\"} %lld\n"
+      "mnemo_memory_bytes{kind=\"document_memories\"} %zu\n", kv, mn_memcache_bytes(s->cache));
+    P("# HELP mnemo_inflight_requests HTTP requests being handled.\n# TYPE mnemo_inflight_requests gauge\n"
+      "mnemo_inflight_requests %d\n", atomic_load(&s->inflight));
+#undef P
+    if (n >= cap) n = cap - 1;
+    enum MHD_Result r = send_text(c, cs, 200, "text/plain; version=0.0.4", b, n);
+    free(b);
+    return r;
+}
+
+static enum MHD_Result models(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *arr = cJSON_AddArrayToObject(o, "data");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "mnemo");
+    cJSON_AddItemToArray(arr, m);
+    return send_json(c, cs, 200, o);
+}
+
+static int authorized(mn_server *s, struct MHD_Connection *c) {
+    if (!s->p.api_key || !s->p.api_key[0]) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *given = "";
+    if (h && !strncasecmp(h, "Bearer ", 7)) given = h + 7;
+    return mn_secret_equal(given, strlen(given), s->p.api_key, strlen(s->p.api_key));
+}
+
+static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *url,
+                             const char *method) {
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST"),
+        del = !strcmp(method, "DELETE");
+    if (!strcmp(url, "/") && get)
+        return send_text(c, cs, 200, "text/html; charset=utf-8", mn_server_page, strlen(mn_server_page));
+    if (!strcmp(url, "/health") && get) return health(s, c, cs);
+    if (!strcmp(url, "/metrics") && get) return metrics_page(s, c, cs);
+    if (strncmp(url, "/v1/", 4)) return send_error(c, cs, 404, "not_found_error", "no route %s %s", method, url);
+    if (!authorized(s, c)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
+    if (cs->too_large)
+        return send_error(c, cs, 413, "invalid_request_error", "request body over the limit of %zu bytes",
+                          s->p.max_body);
+    if (!strcmp(url, "/v1/models") && get) return models(s, c, cs);
+    if (!strcmp(url, "/v1/documents") && get) return list_documents(s, c, cs);
+    if (!strncmp(url, "/v1/documents/", 14) && (get || del)) return one_document(s, c, cs, url + 14, del);
+    int chat = !strcmp(url, "/v1/chat/completions"), comp = !strcmp(url, "/v1/completions"),
+        doc = !strcmp(url, "/v1/documents");
+    if (!(chat || comp || doc) || !post) {
+        int known = chat || comp || doc || !strcmp(url, "/v1/models") || !strncmp(url, "/v1/documents/", 14);
+        return send_error(c, cs, known ? 405 : 404, known ? "invalid_request_error" : "not_found_error",
+                          "no route %s %s", method, url);
+    }
+    const char *end = NULL;
+    cJSON *req = cJSON_ParseWithLengthOpts(cs->body ? cs->body : "", cs->len, &end, 0);
+    if (!req || !cJSON_IsObject(req)) {
+        size_t at = req || !end || !cs->body ? 0 : (size_t)(end - cs->body);
+        cJSON_Delete(req);
+        if (!cs->len) return send_error(c, cs, 400, "invalid_request_error", "the request needs a JSON body");
+        return send_error(c, cs, 400, "invalid_request_error", "the request body is not a JSON object (%s at byte %zu)",
+                          req ? "not an object" : "parse error", at);
+    }
+    job *j = job_new(chat ? JOB_CHAT : comp ? JOB_COMPLETION : JOB_DOC_ADD);
+    if (!j) {
+        cJSON_Delete(req);
+        return send_error(c, cs, 500, "server_error", "out of memory");
+    }
+    j->req = req;
+    char msg[512];
+    const char *err = NULL;
+    if (doc) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "text");
+        j->title = json_str(req, "title");
+        j->group = json_str(req, "group");
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(req, "group");
+        if (!cJSON_IsString(t) || !t->valuestring[0]) err = "text must be a non-empty string";
+        else if (g && !cJSON_IsNull(g) && !cJSON_IsString(g)) err = "group must be a string";
+        else if (cJSON_GetObjectItemCaseSensitive(req, "title") && !j->title) err = "title must be a string";
+        if (!err) {
+            j->text = t->valuestring;
+            j->text_len = strlen(t->valuestring);
+            if (!j->title || !j->title[0]) j->title = "untitled";
+        }
+    } else {
+        new_id(j, chat ? "chatcmpl" : "cmpl");
+        err = chat ? parse_chat(s, j, msg, sizeof msg) : parse_completion(s, j, msg, sizeof msg);
+        /* unknown documents answer 404 at once, not after a wait in the queue */
+        for (int i = 0; !err && i < j->n_docs; i++) {
+            mn_store_doc d;
+            pthread_mutex_lock(&s->store_mu);
+            int rc = mn_store_get(s->store, j->doc_ids[i], mn_adapter_hash(s->a), &d);
+            pthread_mutex_unlock(&s->store_mu);
+            if (rc == MN_ENOTFOUND || (!rc && d.n_slots < 0)) {
+                enum MHD_Result r = send_error(c, cs, 404, "not_found_error", "%s",
+                                               rc ? mn_last_error() : "document has no memory for this adapter");
+                job_unref(j);
+                return r;
+            }
+        }
+    }
+    if (err) {
+        enum MHD_Result r = send_error(c, cs, 400, "invalid_request_error", "%s", err);
+        job_unref(j);
+        return r;
+    }
+    enum MHD_Result r = submit(s, c, cs, j, doc ? 201 : 200);
+    job_unref(j);
+    return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    mn_server *s = cls;
+    conn_state *cs = *con_cls;
+    if (!cs) {
+        cs = calloc(1, sizeof *cs);
+        if (!cs) return MHD_NO;
+        cs->t0 = now_s();
+        *con_cls = cs;
+        atomic_fetch_add(&s->inflight, 1);
+        cs->counted = 1;
+        /* a declared length over the limit is refused before reading the body */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
+            cs->too_large = 1;
+            if (!authorized(s, c)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
+            return send_error(c, cs, 413, "invalid_request_error", "request body over the limit of %zu bytes",
+                              s->p.max_body);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cs->too_large && cs->len + *upload_size > s->p.max_body) {
+            cs->too_large = 1;
+            free(cs->body);
+            cs->body = NULL;
+            cs->len = cs->cap = 0;
+        }
+        if (!cs->too_large) {
+            if (cs->len + *upload_size + 1 > cs->cap) {
+                size_t cap = cs->cap ? cs->cap : 4096;
+                while (cs->len + *upload_size + 1 > cap) cap *= 2;
+                char *nb = realloc(cs->body, cap);
+                if (!nb) return MHD_NO;
+                cs->body = nb;
+                cs->cap = cap;
+            }
+            memcpy(cs->body + cs->len, upload, *upload_size);
+            cs->len += *upload_size;
+            cs->body[cs->len] = 0;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (cs->status) return MHD_YES; /* already answered (early 413) */
+    return route(s, c, cs, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    mn_server *s = cls;
+    conn_state *cs = *con_cls;
+    if (!cs) return;
+    double dt = now_s() - cs->t0;
+    int st = cs->status ? cs->status : 500;
+    if (st >= 100 && st < 600) atomic_fetch_add(&s->mx.by_code[st], 1);
+    size_t b = 0;
+    while (b < N_BUCKETS && dt > k_buckets[b]) b++;
+    atomic_fetch_add(&s->mx.lat_bucket[b], 1);
+    atomic_fetch_add(&s->mx.lat_count, 1);
+    atomic_fetch_add(&s->mx.lat_sum_us, (long long)(dt * 1e6));
+    if (cs->counted) atomic_fetch_sub(&s->inflight, 1);
+    free(cs->body);
+    free(cs);
+    *con_cls = NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+mn_server_params mn_server_default_params(void) {
+    mn_server_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 8080;
+    p.n_slots = 2;
+    p.queue_cap = 16;
+    p.max_body = 8u << 20;
+    p.max_tokens = 1024;
+    p.max_retrieve = 8;
+    p.timeout_s = 300;
+    p.cache_bytes = (size_t)1 << 30;
+    return p;
+}
+
+static void free_server(mn_server *s) {
+    if (!s) return;
+    if (s->slots) {
+        for (int i = 0; i < s->p.n_slots; i++) mn_context_free(s->slots[i].ctx);
+        free(s->slots);
+    }
+    mn_memcache_free(s->cache);
+    mn_group_loras_free(s->loras);
+    free(s->q);
+    pthread_mutex_destroy(&s->store_mu);
+    pthread_mutex_destroy(&s->q_mu);
+    pthread_cond_destroy(&s->q_cv);
+    free(s);
+}
+
+int mn_server_start(const mn_model *m, const mn_adapter *a, mn_store *st, const mn_server_params *p,
+                    mn_server **out) {
+    *out = NULL;
+    if (p->n_slots < 1 || p->n_slots > 256) return mn_error(MN_EINVAL, "slots must be in [1, 256]");
+    if (p->queue_cap < 1) return mn_error(MN_EINVAL, "queue must hold at least one request");
+    if (p->port < 0 || p->port > 65535) return mn_error(MN_EINVAL, "port %d out of range", p->port);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)p->port);
+    if (inet_pton(AF_INET, p->host ? p->host : "127.0.0.1", &addr.sin_addr) != 1)
+        return mn_error(MN_EINVAL, "host '%s' is not an IPv4 address", p->host);
+    mn_server *s = calloc(1, sizeof *s);
+    if (!s) return mn_error(MN_ENOMEM, "out of memory");
+    s->p = *p;
+    s->m = m;
+    s->a = a;
+    s->store = st;
+    pthread_mutex_init(&s->store_mu, NULL);
+    pthread_mutex_init(&s->q_mu, NULL);
+    pthread_cond_init(&s->q_cv, NULL);
+    snprintf(s->model_id, sizeof s->model_id, "%s", p->model_id && p->model_id[0] ? p->model_id : mn_model_name(m));
+    int rc = 0;
+    if (!(s->q = calloc((size_t)p->queue_cap, sizeof *s->q)) || !(s->slots = calloc((size_t)p->n_slots, sizeof *s->slots)))
+        rc = mn_error(MN_ENOMEM, "out of memory");
+    if (!rc) rc = mn_memcache_create(m, a, p->cache_bytes, &s->cache);
+    if (!rc) rc = mn_group_loras_create(m, &s->loras);
+    int threads = p->n_threads > 0 ? p->n_threads : mn_cpu_count() / p->n_slots;
+    if (threads < 1) threads = 1;
+    for (int i = 0; i < p->n_slots && !rc; i++) {
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = p->n_ctx > 0 ? p->n_ctx : mn_model_n_ctx_train(m);
+        cp.n_threads = threads;
+        s->slots[i].srv = s;
+        s->slots[i].idx = i;
+        rc = mn_context_create(m, &cp, &s->slots[i].ctx);
+    }
+    if (rc) {
+        free_server(s);
+        return rc;
+    }
+    s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC, 0, NULL,
+                            NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, 512u,
+                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
+    if (!s->d) {
+        rc = mn_error(MN_EIO, "cannot listen on %s:%d (%s)", p->host, p->port,
+                      errno ? strerror(errno) : "port in use?");
+        free_server(s);
+        return rc;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : p->port;
+    int started = 0;
+    for (int i = 0; i < p->n_slots; i++)
+        if (pthread_create(&s->slots[i].th, NULL, worker, &s->slots[i]) == 0) started++;
+    if (started != p->n_slots) {
+        /* cannot run partially: stop what started */
+        pthread_mutex_lock(&s->q_mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->q_cv);
+        pthread_mutex_unlock(&s->q_mu);
+        for (int i = 0; i < started; i++) pthread_join(s->slots[i].th, NULL);
+        MHD_stop_daemon(s->d);
+        free_server(s);
+        return mn_error(MN_ENOMEM, "cannot start the slot threads");
+    }
+    *out = s;
+    return 0;
+}
+
+int mn_server_port(const mn_server *s) { return s->port; }
+
+void mn_server_stop(mn_server *s, double drain_s) {
+    if (!s) return;
+    atomic_store(&s->draining, 1);
+    MHD_quiesce_daemon(s->d); /* no new connections; the ones open finish */
+    double until = now_s() + drain_s;
+    while (now_s() < until && (atomic_load(&s->inflight) > 0 || queue_depth(s) > 0 || atomic_load(&s->busy) > 0))
+        usleep(20000);
+    pthread_mutex_lock(&s->q_mu);
+    s->stopping = 1;
+    /* whatever is still queued after the drain limit is answered 503 */
+    while (s->q_len > 0) {
+        job *j = s->q[s->q_head];
+        s->q_head = (s->q_head + 1) % s->p.queue_cap;
+        s->q_len--;
+        pthread_mutex_lock(&j->mu);
+        job_fail(j, 503, "server_error", "the server is shutting down");
+        j->state = JOB_DONE;
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        job_unref(j);
+    }
+    pthread_cond_broadcast(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    for (int i = 0; i < s->p.n_slots; i++) pthread_join(s->slots[i].th, NULL);
+    MHD_stop_daemon(s->d);
+    free_server(s);
+}

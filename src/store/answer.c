@@ -1,0 +1,149 @@
+/* answer.c - the shared answer loop (see answer.h). */
+#include "store/answer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+/* Prompt tokens decoded per call: small enough that a cancel or deadline is
+ * noticed within a fraction of a second of prefill. */
+#define PREFILL_PIECE 256
+
+double mn_answer_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *mn_finish_name(mn_finish f) {
+    switch (f) {
+    case MN_FINISH_STOP: return "stop";
+    case MN_FINISH_LENGTH: return "length";
+    case MN_FINISH_CANCELLED: return "cancelled";
+    case MN_FINISH_TIMEOUT: return "timeout";
+    }
+    return "?";
+}
+
+static int tokenize_all(const mn_tokenizer *tok, const char *text, int parse_special, int32_t **ids, int64_t *n) {
+    size_t len = strlen(text);
+    int64_t cap = (int64_t)len + 16, got = 0;
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!buf) return mn_error(MN_ENOMEM, "out of memory tokenizing the prompt");
+    int rc = mn_tokenize(tok, text, len, 1, parse_special, buf, cap, &got);
+    if (rc == MN_ERANGE && got > cap) {
+        int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
+        if (!nb) {
+            free(buf);
+            return mn_error(MN_ENOMEM, "out of memory tokenizing the prompt");
+        }
+        buf = nb;
+        cap = got;
+        rc = mn_tokenize(tok, text, len, 1, parse_special, buf, cap, &got);
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *ids = buf;
+    *n = got;
+    return 0;
+}
+
+static int stopped(const mn_answer_request *r, mn_answer_stats *st) {
+    if (r->cancel && *r->cancel) {
+        st->finish = MN_FINISH_CANCELLED;
+        return 1;
+    }
+    if (r->deadline > 0 && mn_answer_now() > r->deadline) {
+        st->finish = MN_FINISH_TIMEOUT;
+        return 1;
+    }
+    return 0;
+}
+
+int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn_answer_stats *st) {
+    const double t0 = mn_answer_now();
+    memset(st, 0, sizeof *st);
+    if (!c || !r || (!r->msgs && !r->prompt) || (r->n_mems > 0 && !a) || r->max_tokens <= 0)
+        return mn_error(MN_EINVAL, "answer: bad request");
+    const mn_model *m = mn_context_model(c);
+    const mn_tokenizer *tok = mn_model_tokenizer(m);
+    const int32_t V = mn_model_n_vocab(m);
+    char *prompt = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    float *logits = NULL;
+    mn_sampler *smp = NULL;
+    int rc;
+    mn_kv_clear(c);
+    mn_context_set_lora(c, NULL);
+    if (r->msgs) {
+        if ((rc = mn_chat_format(tok, r->msgs, r->n_msgs, 1, &prompt))) goto done;
+        rc = tokenize_all(tok, prompt, 1, &ids, &n);
+    } else {
+        rc = tokenize_all(tok, r->prompt, 0, &ids, &n);
+    }
+    if (rc) goto done;
+    if (r->n_mems > 0 && (rc = mn_docmem_prime(c, a, r->mems, r->n_mems, NULL))) goto done;
+    st->memory_slots = mn_kv_n_cells(c);
+    st->prompt_tokens = n;
+    const int64_t room = (int64_t)mn_context_n_ctx(c) - mn_kv_n_cells(c) - n;
+    if (room < 1) {
+        rc = mn_error(MN_ERANGE, "%lld prompt tokens after %d memory cells leave no room in the context of %d",
+                      (long long)n, mn_kv_n_cells(c), mn_context_n_ctx(c));
+        goto done;
+    }
+    const int64_t max_new = r->max_tokens < room ? r->max_tokens : room;
+    if ((rc = mn_sampler_create(&r->sampling, V, &smp))) goto done;
+    if (!(logits = malloc(sizeof(float) * (size_t)V))) {
+        rc = mn_error(MN_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (r->lora && (rc = mn_context_set_lora(c, r->lora))) goto done;
+    for (int64_t i = 0; i < n; i += PREFILL_PIECE) {
+        if (stopped(r, st)) goto done;
+        int32_t piece = (int32_t)(n - i < PREFILL_PIECE ? n - i : PREFILL_PIECE);
+        if ((rc = mn_decode(c, ids + i, piece, i + piece == n ? logits : NULL, 0))) goto done;
+    }
+    for (int64_t i = 0; i < n; i++) mn_sampler_accept(smp, ids[i]);
+    st->finish = MN_FINISH_LENGTH;
+    char piece[256];
+    for (int64_t g = 0; g < max_new; g++) {
+        if (stopped(r, st)) break;
+        int32_t id = mn_sampler_sample(smp, logits);
+        if (id < 0) {
+            rc = id;
+            break;
+        }
+        if (g == 0) st->t_first_token = mn_answer_now() - t0;
+        mn_sampler_accept(smp, id);
+        if (!r->ignore_eos && mn_token_is_eog(tok, id)) {
+            st->finish = MN_FINISH_STOP;
+            break;
+        }
+        st->completion_tokens++;
+        size_t len = 0;
+        const char *p = mn_token_piece(tok, id, 0, &len);
+        if (len > sizeof piece) len = sizeof piece;
+        if (len && r->on_piece) {
+            memcpy(piece, p, len);
+            if (r->on_piece(r->user, piece, len)) {
+                st->finish = MN_FINISH_CANCELLED;
+                break;
+            }
+        }
+        if (g + 1 < max_new && (rc = mn_decode(c, &id, 1, logits, 0))) break;
+    }
+done:
+    st->kv_bytes = mn_context_kv_bytes(c);
+    mn_context_set_lora(c, NULL);
+    st->t_total = mn_answer_now() - t0;
+    free(logits);
+    free(prompt);
+    free(ids);
+    mn_sampler_free(smp);
+    return rc;
+}

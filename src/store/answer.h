@@ -1,0 +1,68 @@
+/* answer.h - answering from compressed memories: the one generation loop the
+ * LLoCO path shares (`mnemo store ask` and the HTTP server).
+ *
+ * The context's cache is cleared and primed with the memories (in order, as
+ * the reader's prefix: docmem.h), the group's decoder LoRA (if any) is
+ * installed for this request only, the prompt (chat messages through the
+ * model's template, or a raw prompt) is decoded in pieces so a cancel or a
+ * deadline is noticed during a long prefill, and tokens are sampled until an
+ * end-of-generation token, max_tokens, a cancel or the deadline. Each piece
+ * of text goes to on_piece as soon as it is sampled (raw bytes: a multi-byte
+ * character may arrive split over two calls).
+ */
+#ifndef MN_ANSWER_H
+#define MN_ANSWER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memory/docmem.h"
+#include "mnemo.h"
+#include "model/forward.h"
+
+/* Non-zero return stops generation (finish = CANCELLED). */
+typedef int (*mn_answer_piece_fn)(void *user, const char *text, size_t len);
+
+typedef struct {
+    const mn_chat_msg *msgs; /* chat: rendered with the model's template */
+    int n_msgs;
+    const char *prompt;      /* raw prompt (completions) when msgs is NULL */
+    const mn_docmem *const *mems; /* memories primed ahead of the prompt */
+    int n_mems;
+    const mn_lora_set *lora; /* decoder LoRA for this request, or NULL */
+    int32_t max_tokens;      /* > 0; clamped to what the context leaves */
+    mn_sampler_params sampling;
+    int ignore_eos;          /* keep generating past end-of-generation tokens (benchmarks) */
+    double deadline;         /* mn_answer_now() seconds; 0: none */
+    const volatile int *cancel; /* polled between pieces and tokens; NULL: none */
+    mn_answer_piece_fn on_piece;
+    void *user;
+} mn_answer_request;
+
+typedef enum {
+    MN_FINISH_STOP = 0,   /* end-of-generation token */
+    MN_FINISH_LENGTH = 1, /* max_tokens or the context's end */
+    MN_FINISH_CANCELLED = 2,
+    MN_FINISH_TIMEOUT = 3,
+} mn_finish;
+
+typedef struct {
+    int64_t prompt_tokens, completion_tokens;
+    int32_t memory_slots;   /* cells the memories (and their raw prefix) took */
+    double t_first_token;   /* seconds from the call to the first sampled token */
+    double t_total;
+    size_t kv_bytes;        /* cache bytes at the end */
+    mn_finish finish;
+} mn_answer_stats;
+
+/* Runs one request on context c (its cache is replaced). a is the compressor
+ * adapter the memories were made with (may be NULL when n_mems is 0).
+ * MN_ERANGE when the memories and the prompt do not fit the context. */
+int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn_answer_stats *st);
+
+/* Monotonic seconds, the clock of `deadline`. */
+double mn_answer_now(void);
+
+const char *mn_finish_name(mn_finish f); /* "stop", "length", "cancelled", "timeout" */
+
+#endif

@@ -1,0 +1,53 @@
+/* ingest.h - adding a document to the store: hash, tokenize, cut into chunks
+ * (BM25 text + dense embeddings, embed.h), compress with the compressor
+ * adapter (docmem.h), write the memory file, then record everything in one
+ * store transaction.
+ *
+ * Order matters for crash safety: the memory file is complete on disk
+ * (written atomically) before the transaction that refers to it, so a kill at
+ * any point leaves either no trace in the store or the whole document; a
+ * memory file without its row is garbage that mn_store_gc() removes. Text that
+ * is already stored with a memory for this adapter costs only its hash.
+ */
+#ifndef MN_INGEST_H
+#define MN_INGEST_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memory/adapter.h"
+#include "mnemo.h"
+#include "store/store.h"
+
+typedef struct {
+    const char *title, *source, *group; /* group NULL: "default" */
+    const char *text;
+    size_t len;
+} mn_ingest_doc;
+
+typedef struct {
+    int64_t id;
+    int existed;       /* the text was already stored with a memory for this adapter */
+    int64_t n_tokens;
+    int32_t n_slots;   /* memory slots (KV cells or embeddings) */
+    int32_t n_chunks;
+    int64_t mem_bytes; /* memory file size */
+    double seconds;
+} mn_ingest_result;
+
+/* Ingests one document. store_lock (optional) is held around every store
+ * call, so several threads may ingest into one handle; the heavy work runs
+ * outside it on n_threads threads (<= 0: all cores). */
+int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const mn_adapter *a,
+              const mn_ingest_doc *doc, int n_threads, mn_ingest_result *out);
+
+/* Ties the store to the model its embeddings and memories come from: records
+ * the model's hash on first use, refuses another model later (MN_EINVAL
+ * naming both). */
+int mn_ingest_bind_model(mn_store *s, const mn_model *m);
+
+/* Name of a document's memory file for an adapter: "<sha256>-<adapter hash>.mem". */
+void mn_ingest_mem_name(const char *sha256, uint64_t adapter_hash, char *out, size_t cap);
+
+#endif

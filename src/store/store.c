@@ -1,0 +1,123 @@
+/* store.c - the backend-independent half of the document store (store.h):
+ * dispatch through the operations table, plus the memory-file housekeeping
+ * that works the same for every backend (garbage collection, verification). */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "memory/memfile.h"
+#include "store/store.h"
+
+void mn_store_close(mn_store *s) {
+    if (s) s->ops->close(s);
+}
+
+const char *mn_store_mem_dir(mn_store *s) { return s->ops->mem_dir(s); }
+int mn_store_find_sha(mn_store *s, const char *sha256, int64_t *id) { return s->ops->find_sha(s, sha256, id); }
+int mn_store_add(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *existed) {
+    return s->ops->add(s, d, id, existed);
+}
+int mn_store_get(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *out) {
+    return s->ops->get(s, id, adapter_hash, out);
+}
+int mn_store_list(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n) {
+    return s->ops->list(s, adapter_hash, out, n);
+}
+int mn_store_remove(mn_store *s, int64_t id, char *mem_files, size_t cap) {
+    return s->ops->remove(s, id, mem_files, cap);
+}
+int mn_store_search_bm25(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n) {
+    return s->ops->search_bm25(s, query, k, hits, n);
+}
+int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n) {
+    return s->ops->search_dense(s, q, dim, k, hits, n);
+}
+int mn_store_chunk_text(mn_store *s, int64_t doc_id, char **text, size_t *len) {
+    return s->ops->chunk_text(s, doc_id, text, len);
+}
+int mn_store_group_set_adapter(mn_store *s, const char *group, const char *path, const char *sha256) {
+    return s->ops->group_set_adapter(s, group, path, sha256);
+}
+int mn_store_group_get(mn_store *s, const char *group, mn_store_group *out) { return s->ops->group_get(s, group, out); }
+int mn_store_groups(mn_store *s, mn_store_group **out, int64_t *n) { return s->ops->groups(s, out, n); }
+int mn_store_meta_get(mn_store *s, const char *key, char *val, size_t cap) { return s->ops->meta_get(s, key, val, cap); }
+int mn_store_meta_set(mn_store *s, const char *key, const char *val) { return s->ops->meta_set(s, key, val); }
+int mn_store_mem_files(mn_store *s, char ***names, uint64_t **checksums, int64_t *n) {
+    return s->ops->mem_files(s, names, checksums, n);
+}
+int mn_store_check(mn_store *s, char *report, size_t cap) { return s->ops->check(s, report, cap); }
+
+static void free_names(char **names, int64_t n) {
+    for (int64_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int mn_store_gc(mn_store *s, double min_age_s, int *n_removed) {
+    if (n_removed) *n_removed = 0;
+    char **names;
+    int64_t n;
+    int rc = mn_store_mem_files(s, &names, NULL, &n);
+    if (rc) return rc;
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    const char *dir = mn_store_mem_dir(s);
+    DIR *d = opendir(dir);
+    if (!d) {
+        free_names(names, n);
+        return errno == ENOENT ? 0 : mn_error(MN_EIO, "cannot list %s: %s", dir, strerror(errno));
+    }
+    struct dirent *e;
+    time_t now = time(NULL);
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        const char *key = e->d_name;
+        if (bsearch(&key, names, (size_t)n, sizeof *names, cmp_str)) continue;
+        char p[MN_STORE_PATH_CAP];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) || !S_ISREG(st.st_mode)) continue;
+        if (difftime(now, st.st_mtime) < min_age_s) continue;
+        if (unlink(p) == 0 && n_removed) (*n_removed)++;
+    }
+    closedir(d);
+    free_names(names, n);
+    return 0;
+}
+
+int mn_store_verify_files(mn_store *s, char *report, size_t cap) {
+    if (cap) report[0] = 0;
+    size_t used = 0;
+    int bad = 0;
+    char **names;
+    uint64_t *sums;
+    int64_t n;
+    int rc = mn_store_mem_files(s, &names, &sums, &n);
+    if (rc) return rc;
+    for (int64_t i = 0; i < n; i++) {
+        char p[MN_STORE_PATH_CAP], why[512] = "";
+        snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s), names[i]);
+        mn_memfile *mf = NULL;
+        /* open validates the header and the payload against its checksum;
+         * the store's record then ties the file to the commit that made it */
+        if (mn_memfile_open(p, &mf)) snprintf(why, sizeof why, "%s", mn_last_error());
+        else if (mn_memfile_get_info(mf)->checksum != sums[i])
+            snprintf(why, sizeof why, "checksum %016llx, the store recorded %016llx",
+                     (unsigned long long)mn_memfile_get_info(mf)->checksum, (unsigned long long)sums[i]);
+        mn_memfile_free(mf);
+        if (why[0]) {
+            bad++;
+            if (used + 1 < cap) used += (size_t)snprintf(report + used, cap - used, "%s: %s\n", names[i], why);
+            if (used >= cap) used = cap ? cap - 1 : 0;
+        }
+    }
+    free_names(names, n);
+    free(sums);
+    return bad ? mn_error(MN_EFORMAT, "%d memory file(s) missing or damaged", bad) : 0;
+}

@@ -1,0 +1,171 @@
+/* store.h - the document store of the LLoCO path: documents, their compressed
+ * memories, document groups with an optional decoder adapter each, chunk text
+ * for BM25 retrieval and chunk embeddings for dense retrieval.
+ *
+ * The store is an interface: a table of operations (mn_store_ops) behind an
+ * opaque handle, so a server database can replace the SQLite file later
+ * without touching the ingest pipeline, `mnemo store` or the HTTP server.
+ * mn_store_open_sqlite() is the one backend today (store_sqlite.c).
+ *
+ * Memories themselves are memory files (memory/docmem.h) in a directory the
+ * backend owns (mn_store_mem_dir); the store records each file's name, size
+ * and payload checksum, and refers to it only once the file is complete, so a
+ * process killed mid-ingest leaves at worst an unreferenced file that
+ * mn_store_gc() removes.
+ *
+ * Every write is one transaction. Documents are identified by the SHA-256 of
+ * their text: adding a text that is already stored is a no-op that returns the
+ * existing id. Errors follow mnemo.h. A handle is not thread-safe; callers
+ * sharing one serialise access.
+ */
+#ifndef MN_STORE_H
+#define MN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+#define MN_STORE_TITLE_CAP 256
+#define MN_STORE_SOURCE_CAP 1024
+#define MN_STORE_GROUP_CAP 64
+#define MN_STORE_NAME_CAP 128 /* memory file names, relative to the memory directory */
+#define MN_STORE_PATH_CAP 4096
+#define MN_STORE_DEFAULT_GROUP "default"
+
+typedef struct mn_store mn_store;
+
+/* One document as listed; the memory fields describe its memory for the
+ * adapter asked about (n_slots -1 and an empty mem_file when it has none). */
+typedef struct {
+    int64_t id;
+    char title[MN_STORE_TITLE_CAP];
+    char source[MN_STORE_SOURCE_CAP];
+    char sha256[65];
+    char group[MN_STORE_GROUP_CAP];
+    int64_t n_tokens;
+    int64_t n_chunks;
+    int64_t created; /* unix seconds */
+    int32_t n_slots;
+    int64_t mem_bytes;
+    uint64_t mem_checksum;
+    char mem_file[MN_STORE_NAME_CAP];
+} mn_store_doc;
+
+/* A document to add: its chunks (text, and optionally one embedding each of
+ * `dim` floats, rows of chunk_vec) and its memory file for adapter_hash. */
+typedef struct {
+    const char *title, *source, *sha256, *group; /* group NULL: "default" */
+    int64_t n_tokens;
+    int32_t n_chunks;
+    const char *const *chunk_text;
+    const float *chunk_vec; /* (n_chunks, dim) or NULL */
+    int32_t dim;
+    uint64_t adapter_hash;
+    const char *mem_file; /* name inside mn_store_mem_dir */
+    int32_t n_slots;
+    int64_t mem_bytes;
+    uint64_t mem_checksum;
+} mn_store_new_doc;
+
+typedef struct {
+    int64_t doc_id;
+    double score; /* larger is better; BM25: -bm25(), dense: cosine */
+} mn_store_hit;
+
+typedef struct {
+    char name[MN_STORE_GROUP_CAP];
+    char adapter_path[MN_STORE_PATH_CAP]; /* "" when the group has no decoder adapter */
+    char adapter_sha256[65];
+    int64_t n_docs;
+} mn_store_group;
+
+/* The backend's operations; every one returns 0 or a negative MN_E* code. */
+typedef struct {
+    const char *name;
+    void (*close)(mn_store *s);
+    const char *(*mem_dir)(mn_store *s);
+    int (*find_sha)(mn_store *s, const char *sha256, int64_t *id);
+    int (*add)(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *existed);
+    int (*get)(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *out);
+    int (*list)(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n);
+    int (*remove)(mn_store *s, int64_t id, char *mem_files, size_t cap);
+    int (*search_bm25)(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n);
+    int (*search_dense)(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n);
+    int (*chunk_text)(mn_store *s, int64_t doc_id, char **text, size_t *len);
+    int (*group_set_adapter)(mn_store *s, const char *group, const char *path, const char *sha256);
+    int (*group_get)(mn_store *s, const char *group, mn_store_group *out);
+    int (*groups)(mn_store *s, mn_store_group **out, int64_t *n);
+    int (*meta_get)(mn_store *s, const char *key, char *val, size_t cap);
+    int (*meta_set)(mn_store *s, const char *key, const char *val);
+    int (*mem_files)(mn_store *s, char ***names, uint64_t **checksums, int64_t *n);
+    int (*check)(mn_store *s, char *report, size_t cap);
+} mn_store_ops;
+
+/* Backends start their handle struct with this. */
+struct mn_store {
+    const mn_store_ops *ops;
+};
+
+enum { MN_STORE_READONLY = 1, MN_STORE_CREATE = 2 };
+
+/* Opens (MN_STORE_CREATE: creating if missing) the SQLite store at path; its
+ * memory files live in "<path>.mem/". A file that is not a SQLite database,
+ * or a database that is not a mnemo store, is MN_EFORMAT with a message. */
+int mn_store_open_sqlite(const char *path, int flags, mn_store **out);
+/* NULL is a no-op. */
+void mn_store_close(mn_store *s);
+
+/* Directory of the memory files (absolute or relative to the working dir). */
+const char *mn_store_mem_dir(mn_store *s);
+/* MN_ENOTFOUND when no document has this text hash. */
+int mn_store_find_sha(mn_store *s, const char *sha256, int64_t *id);
+/* Adds a document with its chunks and memory in one transaction. A text
+ * already stored (same sha256) changes nothing (*existed = 1, *id = its id);
+ * if that document lacks a memory for d->adapter_hash the memory is added.
+ * The group row is created when new. */
+int mn_store_add(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *existed);
+/* MN_ENOTFOUND for an unknown id. */
+int mn_store_get(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *out);
+/* All documents by id (malloc'd array, caller frees). */
+int mn_store_list(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n);
+/* Removes a document, its chunks and its memory records in one transaction.
+ * mem_files (optional) gets the memory file names it referenced, separated
+ * by '\n', for the caller to delete after the commit. MN_ENOTFOUND if unknown. */
+int mn_store_remove(mn_store *s, int64_t id, char *mem_files, size_t cap);
+/* Top k documents for a free-text query by FTS5 BM25 over chunk text (a
+ * document scores as its best chunk). Words are matched as OR-ed terms, so
+ * any text is a valid query. *n gets the hit count (<= k). */
+int mn_store_search_bm25(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n);
+/* Top k documents by cosine similarity between q (dim floats) and their chunk
+ * embeddings (a document scores as its best chunk). MN_EINVAL for a dim that
+ * differs from the stored embeddings'. */
+int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n);
+/* The document's text (its chunks concatenated), malloc'd, NUL-terminated. */
+int mn_store_chunk_text(mn_store *s, int64_t doc_id, char **text, size_t *len);
+/* Records the decoder adapter file of a group (path "" clears it); creates
+ * the group if needed. */
+int mn_store_group_set_adapter(mn_store *s, const char *group, const char *path, const char *sha256);
+/* MN_ENOTFOUND for an unknown group. */
+int mn_store_group_get(mn_store *s, const char *group, mn_store_group *out);
+int mn_store_groups(mn_store *s, mn_store_group **out, int64_t *n);
+/* Store-wide facts (model hash, embedding dim, ...). get: MN_ENOTFOUND when unset. */
+int mn_store_meta_get(mn_store *s, const char *key, char *val, size_t cap);
+int mn_store_meta_set(mn_store *s, const char *key, const char *val);
+/* Every memory file name referenced (malloc'd array of malloc'd strings),
+ * and (checksums optional) the payload checksum recorded for each. */
+int mn_store_mem_files(mn_store *s, char ***names, uint64_t **checksums, int64_t *n);
+/* Database consistency check (SQLite: PRAGMA integrity_check); a short
+ * report goes to `report`; MN_EFORMAT when it finds damage. */
+int mn_store_check(mn_store *s, char *report, size_t cap);
+
+/* Deletes files in the memory directory that no document refers to (left by
+ * an ingest that was killed before its commit) and older than min_age_s
+ * seconds (so a concurrent writer's file that is about to be committed
+ * survives). *n_removed (optional) gets the count. */
+int mn_store_gc(mn_store *s, double min_age_s, int *n_removed);
+/* Verifies that every referenced memory file exists with the recorded size
+ * and checksum; report lists the problems. MN_EFORMAT if any. */
+int mn_store_verify_files(mn_store *s, char *report, size_t cap);
+
+#endif

