@@ -1,0 +1,337 @@
+/* test_store.c - the document store (src/store): add / list / get / remove,
+ * the same-text no-op, groups, BM25 and dense ranking, fused retrieval with
+ * the model's own embeddings, memory-file verification and garbage
+ * collection, and clear errors for files that are not stores. */
+#include <sqlite3.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "memory/memfile.h"
+#include "store/embed.h"
+#include "store/retrieve.h"
+#include "store/sha256.h"
+#include "store/store.h"
+#include "test.h"
+
+static char g_dir[256];
+
+static void path_in(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", g_dir, name); }
+
+static const char *k_docs[3][2] = {
+    {"volcanoes", "Volcanoes erupt when magma rises through the crust. Lava flows, ash clouds and pyroclastic "
+                  "surges follow an eruption; the magma chamber empties and the caldera collapses."},
+    {"bread", "Bread is baked from flour, water, salt and yeast. The dough is kneaded, left to rise, shaped "
+              "into loaves and baked in a hot oven until the crust is brown."},
+    {"chess", "In chess each player moves sixteen pieces: the king, the queen, two rooks, two bishops, two "
+              "knights and eight pawns. Checkmate ends the game."},
+};
+
+/* One-hot-ish vectors so the dense ranking is known exactly. */
+static void vec_for(int doc, float *v, int dim) {
+    for (int i = 0; i < dim; i++) v[i] = 0.01f * (float)((i * 7 + doc) % 5);
+    v[doc] = 1.0f;
+}
+
+static int add_doc(mn_store *s, int i, const char *group, const char *mem_file, int64_t *id, int *existed) {
+    char sha[65];
+    mn_sha256_hex(k_docs[i][1], strlen(k_docs[i][1]), sha);
+    float v[8];
+    vec_for(i, v, 8);
+    const char *chunks[1] = {k_docs[i][1]};
+    mn_store_new_doc d = {0};
+    d.title = k_docs[i][0];
+    d.source = "test";
+    d.sha256 = sha;
+    d.group = group;
+    d.n_tokens = 30 + i;
+    d.n_chunks = 1;
+    d.chunk_text = chunks;
+    d.chunk_vec = v;
+    d.dim = 8;
+    d.adapter_hash = 0xabcdef0123456789ull;
+    d.mem_file = mem_file;
+    d.n_slots = 4;
+    d.mem_bytes = 1000;
+    d.mem_checksum = 0;
+    if (mem_file) {
+        /* a real memory file, so verification has something to check */
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s), mem_file);
+        mn_memfile_info info = {0};
+        info.kind = MN_MEMFILE_EMBD;
+        info.dim = 4;
+        info.n_slots = 2;
+        info.n_tokens = 30;
+        float e[8] = {1, 2, 3, 4, 5, 6, 7, (float)i};
+        if (mn_memfile_write(p, &info, e, NULL, MN_MEMFILE_F32)) return -100;
+        mn_memfile *mf;
+        if (mn_memfile_open(p, &mf)) return -101;
+        d.mem_checksum = mn_memfile_get_info(mf)->checksum;
+        mn_memfile_free(mf);
+    }
+    return mn_store_add(s, &d, id, existed);
+}
+
+static void test_basic(void) {
+    char db[512];
+    path_in(db, sizeof db, "basic.db");
+    mn_store *s = NULL;
+    int rc = mn_store_open_sqlite(db, 0, &s);
+    CHECK(rc == MN_ENOTFOUND && strstr(mn_last_error(), "no such file"), "open without create: %d %s", rc,
+          mn_last_error());
+    rc = mn_store_open_sqlite(db, MN_STORE_CREATE, &s);
+    CHECK(rc == 0 && s, "create: %s", mn_last_error());
+    if (rc) return;
+    int64_t ids[3];
+    int existed = -1;
+    for (int i = 0; i < 3; i++) {
+        char mf[64];
+        snprintf(mf, sizeof mf, "doc%d.mem", i);
+        rc = add_doc(s, i, i == 2 ? "games" : NULL, mf, &ids[i], &existed);
+        CHECK(rc == 0 && existed == 0, "add %d: %d %s", i, rc, mn_last_error());
+    }
+    CHECK(ids[0] != ids[1] && ids[1] != ids[2], "distinct ids");
+    int64_t again = -1;
+    rc = add_doc(s, 1, NULL, "doc1.mem", &again, &existed);
+    CHECK(rc == 0 && existed == 1 && again == ids[1], "same text is a no-op: %d existed %d id %lld", rc, existed,
+          (long long)again);
+    mn_store_doc *docs = NULL;
+    int64_t n = 0;
+    rc = mn_store_list(s, 0xabcdef0123456789ull, &docs, &n);
+    CHECK(rc == 0 && n == 3, "list: %d n=%lld", rc, (long long)n);
+    if (n == 3) {
+        CHECK(!strcmp(docs[0].title, "volcanoes") && docs[0].n_tokens == 30 && docs[0].n_chunks == 1 &&
+                  docs[0].n_slots == 4 && !strcmp(docs[0].mem_file, "doc0.mem"),
+              "doc 0 fields: %s %lld %lld %d %s", docs[0].title, (long long)docs[0].n_tokens,
+              (long long)docs[0].n_chunks, docs[0].n_slots, docs[0].mem_file);
+        CHECK(!strcmp(docs[0].group, "default") && !strcmp(docs[2].group, "games"), "groups: %s %s", docs[0].group,
+              docs[2].group);
+        CHECK(strlen(docs[1].sha256) == 64, "sha stored");
+    }
+    free(docs);
+    /* another adapter's view: the documents exist, their memories do not */
+    mn_store_doc d;
+    rc = mn_store_get(s, ids[0], 42, &d);
+    CHECK(rc == 0 && d.n_slots == -1 && d.mem_file[0] == 0, "other adapter: %d slots %d", rc, d.n_slots);
+    rc = mn_store_get(s, 999999, 0, &d);
+    CHECK(rc == MN_ENOTFOUND, "unknown id: %d", rc);
+
+    /* BM25 ranking */
+    mn_store_hit hits[4];
+    int nh = 0;
+    rc = mn_store_search_bm25(s, "How does the magma of an eruption reach the crust?", 3, hits, &nh);
+    CHECK(rc == 0 && nh >= 1 && hits[0].doc_id == ids[0], "bm25 volcano: %d n=%d top=%lld", rc, nh,
+          nh ? (long long)hits[0].doc_id : -1LL);
+    rc = mn_store_search_bm25(s, "which pieces does a chess player move? (queen AND \"king\" NEAR/2 -)", 3, hits, &nh);
+    CHECK(rc == 0 && nh >= 1 && hits[0].doc_id == ids[2], "bm25 chess with query syntax chars: %d %s", rc,
+          mn_last_error());
+    rc = mn_store_search_bm25(s, "yeast dough oven", 1, hits, &nh);
+    CHECK(rc == 0 && nh == 1 && hits[0].doc_id == ids[1], "bm25 bread k=1: n=%d", nh);
+    rc = mn_store_search_bm25(s, "?!", 3, hits, &nh);
+    CHECK(rc == 0 && nh == 0, "no words, no hits");
+    rc = mn_store_search_bm25(s, "zeppelin", 3, hits, &nh);
+    CHECK(rc == 0 && nh == 0, "unmatched word: %d", nh);
+
+    /* dense ranking */
+    float q[8];
+    vec_for(1, q, 8);
+    rc = mn_store_search_dense(s, q, 8, 3, hits, &nh);
+    CHECK(rc == 0 && nh == 3 && hits[0].doc_id == ids[1] && hits[0].score > hits[1].score &&
+              hits[0].score > 0.99,
+          "dense: %d n=%d top=%lld %.3f", rc, nh, nh ? (long long)hits[0].doc_id : -1LL, nh ? hits[0].score : 0.0);
+    rc = mn_store_search_dense(s, q, 7, 3, hits, &nh);
+    CHECK(rc == MN_EINVAL && strstr(mn_last_error(), "wide"), "dense dim mismatch: %d %s", rc, mn_last_error());
+
+    /* groups and adapters */
+    rc = mn_store_group_set_adapter(s, "games", "/x/games.lora.gguf", "ab");
+    mn_store_group g;
+    CHECK(rc == 0 && mn_store_group_get(s, "games", &g) == 0 && !strcmp(g.adapter_path, "/x/games.lora.gguf") &&
+              g.n_docs == 1,
+          "group adapter: %d %s", rc, mn_last_error());
+    CHECK(mn_store_group_get(s, "nope", &g) == MN_ENOTFOUND, "unknown group");
+    rc = mn_store_group_set_adapter(s, "bad group!", "", "");
+    CHECK(rc == MN_EINVAL, "bad group name: %d", rc);
+
+    /* text round trip and files */
+    char *text = NULL;
+    size_t tl = 0;
+    rc = mn_store_chunk_text(s, ids[2], &text, &tl);
+    CHECK(rc == 0 && text && !strcmp(text, k_docs[2][1]), "chunk text");
+    free(text);
+    char rep[1024];
+    CHECK(mn_store_verify_files(s, rep, sizeof rep) == 0, "verify: %s", rep);
+    char p[512];
+    snprintf(p, sizeof p, "%s/doc1.mem", mn_store_mem_dir(s));
+    FILE *f = fopen(p, "r+b");
+    if (f) {
+        fseek(f, 520, SEEK_SET);
+        fputc(0x55, f);
+        fclose(f);
+    }
+    rc = mn_store_verify_files(s, rep, sizeof rep);
+    CHECK(rc == MN_EFORMAT && strstr(rep, "doc1.mem"), "damaged memory file found: %d %s", rc, rep);
+    snprintf(p, sizeof p, "%s/orphan.mem", mn_store_mem_dir(s));
+    f = fopen(p, "wb");
+    if (f) fclose(f);
+    int removed = -1;
+    CHECK(mn_store_gc(s, 3600, &removed) == 0 && removed == 0 && access(p, F_OK) == 0, "gc keeps young orphans");
+    CHECK(mn_store_gc(s, 0, &removed) == 0 && removed == 1 && access(p, F_OK) != 0, "gc removes orphans: %d",
+          removed);
+
+    /* remove */
+    char files[256];
+    rc = mn_store_remove(s, ids[1], files, sizeof files);
+    CHECK(rc == 0 && !strcmp(files, "doc1.mem\n"), "remove: %d '%s'", rc, files);
+    rc = mn_store_remove(s, ids[1], files, sizeof files);
+    CHECK(rc == MN_ENOTFOUND, "remove twice: %d", rc);
+    rc = mn_store_search_bm25(s, "yeast dough oven", 3, hits, &nh);
+    CHECK(rc == 0 && nh == 0, "removed doc leaves the FTS index: n=%d", nh);
+    CHECK(mn_store_check(s, rep, sizeof rep) == 0, "integrity: %s", rep);
+    mn_store_close(s);
+
+    /* reopen read-only: data persisted */
+    rc = mn_store_open_sqlite(db, MN_STORE_READONLY, &s);
+    CHECK(rc == 0, "reopen ro: %s", mn_last_error());
+    if (!rc) {
+        CHECK(mn_store_list(s, 0, &docs, &n) == 0 && n == 2, "2 docs after reopen: %lld", (long long)n);
+        free(docs);
+        CHECK(add_doc(s, 1, NULL, NULL, &again, &existed) == MN_EINVAL, "read-only refuses writes");
+        mn_store_close(s);
+    }
+}
+
+static void test_bad_files(void) {
+    char p[512];
+    path_in(p, sizeof p, "garbage.db");
+    FILE *f = fopen(p, "wb");
+    for (int i = 0; i < 4096; i++) fputc((i * 131) & 0xff, f);
+    fclose(f);
+    mn_store *s = NULL;
+    int rc = mn_store_open_sqlite(p, MN_STORE_CREATE, &s);
+    CHECK(rc == MN_EFORMAT && !s && strstr(mn_last_error(), "not a database"), "garbage file: %d %s", rc,
+          mn_last_error());
+    /* a real store whose pages get overwritten */
+    path_in(p, sizeof p, "damaged.db");
+    rc = mn_store_open_sqlite(p, MN_STORE_CREATE, &s);
+    CHECK(rc == 0, "create");
+    if (!rc) {
+        int64_t id;
+        int ex;
+        for (int i = 0; i < 3; i++) add_doc(s, i, NULL, NULL, &id, &ex);
+        mn_store_close(s);
+    }
+    /* fold the WAL into the main file first so the damage hits real pages */
+    rc = mn_store_open_sqlite(p, 0, &s);
+    mn_store_close(s);
+    f = fopen(p, "r+b");
+    if (f) {
+        fseek(f, 0, SEEK_SET);
+        fputs("this is no longer SQLite", f);
+        fclose(f);
+    }
+    rc = mn_store_open_sqlite(p, 0, &s);
+    CHECK(rc == MN_EFORMAT && strstr(mn_last_error(), "damaged.db"), "damaged header: %d %s", rc, mn_last_error());
+    if (!rc) mn_store_close(s);
+    /* a SQLite database of something else */
+    path_in(p, sizeof p, "other.db");
+    sqlite3 *db = NULL;
+    if (sqlite3_open(p, &db) == SQLITE_OK) sqlite3_exec(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1)", 0, 0, 0);
+    sqlite3_close(db);
+    rc = mn_store_open_sqlite(p, MN_STORE_CREATE, &s);
+    CHECK(rc == MN_EFORMAT && strstr(mn_last_error(), "not a mnemo store"), "foreign db: %d %s", rc, mn_last_error());
+    if (!rc) mn_store_close(s);
+}
+
+/* Fused retrieval with the model's real embeddings: a question that shares
+ * words and meaning with one document ranks it first. */
+static void test_model_retrieval(void) {
+    const char *mp = test_model_path();
+    if (!mp || getenv("MN_SANITIZED")) {
+        printf("skip: model retrieval (%s)\n", mp ? "sanitized build" : "no model");
+        return;
+    }
+    mn_model *m;
+    if (mn_model_load(mp, &m)) {
+        CHECK(0, "model: %s", mn_last_error());
+        return;
+    }
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = MN_EMBED_CHUNK;
+    mn_context *c = NULL;
+    CHECK(mn_context_create(m, &cp, &c) == 0, "ctx");
+    char db[512];
+    path_in(db, sizeof db, "model.db");
+    mn_store *s = NULL;
+    CHECK(mn_store_open_sqlite(db, MN_STORE_CREATE, &s) == 0, "create");
+    const mn_tokenizer *tok = mn_model_tokenizer(m);
+    int32_t C = mn_model_n_embd(m);
+    int64_t ids[3];
+    for (int i = 0; i < 3 && s && c; i++) {
+        int32_t t[256];
+        int64_t nt = 0;
+        mn_tokenize(tok, k_docs[i][1], strlen(k_docs[i][1]), 0, 0, t, 256, &nt);
+        float *v = malloc(sizeof(float) * (size_t)C);
+        int rc = mn_embed_tokens(c, t, (int32_t)nt, v);
+        CHECK(rc == 0, "embed: %s", mn_last_error());
+        double nn = 0;
+        for (int j = 0; j < C; j++) nn += (double)v[j] * v[j];
+        CHECK_NEAR(nn, 1.0, 1e-4, "unit norm");
+        char sha[65];
+        mn_sha256_hex(k_docs[i][1], strlen(k_docs[i][1]), sha);
+        const char *ch[1] = {k_docs[i][1]};
+        mn_store_new_doc d = {0};
+        d.title = k_docs[i][0];
+        d.sha256 = sha;
+        d.n_tokens = nt;
+        d.n_chunks = 1;
+        d.chunk_text = ch;
+        d.chunk_vec = v;
+        d.dim = C;
+        int ex;
+        CHECK(mn_store_add(s, &d, &ids[i], &ex) == 0, "add: %s", mn_last_error());
+        free(v);
+    }
+    if (s && c) {
+        /* dense alone: a passage of a document finds it */
+        const char *passage = "The dough is kneaded, left to rise, shaped into loaves";
+        int32_t t[64];
+        int64_t nt;
+        mn_tokenize(tok, passage, strlen(passage), 0, 0, t, 64, &nt);
+        float *q = malloc(sizeof(float) * (size_t)C);
+        mn_embed_tokens(c, t, (int32_t)nt, q);
+        mn_store_hit h[3];
+        int nh = 0;
+        CHECK(mn_store_search_dense(s, q, C, 3, h, &nh) == 0 && nh == 3 && h[0].doc_id == ids[1],
+              "dense (model) picks bread: top %lld", nh ? (long long)h[0].doc_id : -1LL);
+        free(q);
+        mn_retrieval_hit r[3];
+        int nr = 0;
+        int rc = mn_retrieve(s, c, "Which pieces does each chess player have?", 3, r, &nr);
+        CHECK(rc == 0 && nr >= 1 && r[0].doc_id == ids[2] && r[0].rank_bm25 == 1,
+              "fused retrieval picks chess: %d n=%d top=%lld", rc, nr, nr ? (long long)r[0].doc_id : -1LL);
+        rc = mn_retrieve(s, c, "zzz qqq", 2, r, &nr);
+        CHECK(rc == 0 && nr == 2 && r[0].rank_bm25 == 0 && r[0].rank_dense == 1, "dense-only fallback: n=%d", nr);
+    }
+    mn_store_close(s);
+    mn_context_free(c);
+    mn_model_free(m);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/mnemo_test_store_%d", (int)getpid());
+    mkdir(g_dir, 0755);
+    char sha[65];
+    mn_sha256_hex("abc", 3, sha);
+    CHECK(!strcmp(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "sha256(abc) %s", sha);
+    CHECK(mn_secret_equal("key1", 4, "key1", 4) && !mn_secret_equal("key1", 4, "key2", 4) &&
+              !mn_secret_equal("key1", 4, "key10", 5),
+          "secret compare");
+    test_basic();
+    test_bad_files();
+    test_model_retrieval();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    TEST_MAIN_END();
+}
