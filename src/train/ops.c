@@ -101,6 +101,10 @@ void TN(mn_op_matmul_bwd)(real *dx, const real *dy, const real *w, int T, int K,
     gemm(0, 0, T, K, N, 1, dy, N, w, K, 1, dx, K);
 }
 
+void TN(mn_op_matmul_dw)(real *dw, const real *dy, const real *x, int T, int K, int N) {
+    gemm(1, 0, N, K, T, 1, dy, N, x, K, 1, dw, K);
+}
+
 /* ---- LoRA: W' = W + s B A ----------------------------------------------- */
 
 void TN(mn_op_lora_fwd)(real *y, real *u, const real *x, const real *a, const real *b, int T, int K, int N, int r,

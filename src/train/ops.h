@@ -33,6 +33,8 @@ void TN(mn_op_set_pool)(struct mn_threadpool *pool);
 void TN(mn_op_matmul_fwd)(real *y, const real *x, const real *w, int T, int K, int N, int accumulate);
 /* dx (T,K) += dy (T,N) W: the frozen weight gets no gradient. */
 void TN(mn_op_matmul_bwd)(real *dx, const real *dy, const real *w, int T, int K, int N);
+/* dw (N,K) += dy (T,N)^T x (T,K): the gradient of a trained full matrix. */
+void TN(mn_op_matmul_dw)(real *dw, const real *dy, const real *x, int T, int K, int N);
 
 /* LoRA delta: u (T,r) = x A^T, y (T,N) += s u B^T; A (r,K), B (N,r). */
 void TN(mn_op_lora_fwd)(real *y, real *u, const real *x, const real *a, const real *b, int T, int K, int N, int r,

@@ -201,6 +201,11 @@ static int check_pass(const TN(mn_tmodel) * tm, const TN(mn_tws) * ws, const TN(
     }
     if (p->N > 0 && (!p->pk || !p->pv)) return mn_error(MN_EINVAL, "prefix cells without keys/values");
     if (p->N_stride && p->N_stride < p->N) return mn_error(MN_EINVAL, "prefix stride %d < %d cells", p->N_stride, p->N);
+    if (p->n_alt < 0 || p->n_alt > p->T || (p->n_alt && (!p->alt || !p->alt_rows || !p->alt_buf)))
+        return mn_error(MN_EINVAL, "bad alt-projection rows (%d)", p->n_alt);
+    if (p->n_alt && p->lora) return mn_error(MN_EUNSUPPORTED, "alt-projection rows together with a LoRA");
+    for (int i = 0; i < p->n_alt; i++)
+        if (p->alt_rows[i] < 0 || p->alt_rows[i] >= p->T) return mn_error(MN_EINVAL, "alt row %d out of range", p->alt_rows[i]);
     return MN_OK;
 }
 
@@ -224,6 +229,45 @@ static void proj_bwd(real *dx, real *du, const real *dy, const real *x, const re
 
 /* Layer l forward from ws->xs[l]; writes ws->xs[l+1] unless `top` (the last
  * layer of a head-less pass, which only needs its captured xn and K/V). */
+/* Alt rows (beacons): y[r] = x[r] W^T (+ add[r]) for each alt row r, over
+ * what the base projection wrote. x (T, K), y (T, N), W (N, K). */
+static void alt_fwd(const TN(mn_tpass) * p, real *y, const real *x, const real *w, const real *add, int K, int N) {
+    const int n = p->n_alt;
+    if (!w || n <= 0) return;
+    real *xa = p->alt_buf, *ya = xa + (int64_t)n * K;
+    for (int i = 0; i < n; i++) memcpy(xa + (int64_t)i * K, x + (int64_t)p->alt_rows[i] * K, sizeof(real) * K);
+    TN(mn_op_matmul_fwd)(ya, xa, w, n, K, N, 0);
+    for (int i = 0; i < n; i++) {
+        real *yr = y + (int64_t)p->alt_rows[i] * N;
+        const real *src = ya + (int64_t)i * N, *ar = add ? add + (int64_t)p->alt_rows[i] * N : NULL;
+        for (int j = 0; j < N; j++) yr[j] = src[j] + (ar ? ar[j] : 0);
+    }
+}
+
+/* Its backward: dx[r] += dy[r] W, dW += dy[r]^T x[r] over the alt rows; with
+ * `take`, dy's alt rows are zeroed afterwards so the base projection's
+ * backward (run next over all rows) leaves them alone. */
+static void alt_bwd(const TN(mn_tpass) * p, real *dx, real *dy, const real *x, const real *w, real *dw, int K, int N,
+                    int take) {
+    const int n = p->n_alt;
+    if (!w || n <= 0) return;
+    real *xa = p->alt_buf, *dya = xa + (int64_t)n * K, *dxa = dya + (int64_t)n * N;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = p->alt_rows[i];
+        memcpy(xa + (int64_t)i * K, x + r * K, sizeof(real) * K);
+        memcpy(dya + (int64_t)i * N, dy + r * N, sizeof(real) * N);
+        if (take) memset(dy + r * N, 0, sizeof(real) * N);
+    }
+    memset(dxa, 0, sizeof(real) * (size_t)n * K);
+    TN(mn_op_matmul_bwd)(dxa, dya, w, n, K, N);
+    if (dw) TN(mn_op_matmul_dw)(dw, dya, xa, n, K, N);
+    for (int i = 0; i < n; i++) {
+        real *dr = dx + (int64_t)p->alt_rows[i] * K;
+        const real *src = dxa + (int64_t)i * K;
+        for (int j = 0; j < K; j++) dr[j] += src[j];
+    }
+}
+
 static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, int l, int top) {
     const mn_tdims *d = &tm->d;
     const tlayer *W = &tm->layers[l];
@@ -233,10 +277,12 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     TN(mn_op_rmsnorm_fwd)(ws->xn, ws->inv, x, W->attn_norm, T, C, tm->eps);
     for (int i = 0; p->cap_xn && i < p->n_cap; i++)
         memcpy(p->cap_xn + ((int64_t)l * p->n_cap + i) * C, ws->xn + (int64_t)p->cap[i] * C, sizeof(real) * C);
-    if (top && !p->out_k) return;
+    if (top && !p->out_k && !p->dout_k && !p->dout_v) return;
+    const TN(mn_talt_w) *A = p->n_alt > 0 ? &p->alt[l] : NULL;
     real *k = ws->kc + (int64_t)N * KD, *v = ws->vc + (int64_t)N * KD;
     proj_fwd(k, ws->uk, ws->xn, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
     proj_fwd(v, ws->uv, ws->xn, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
+    if (A) alt_fwd(p, k, ws->xn, A->k, NULL, C, KD), alt_fwd(p, v, ws->xn, A->v, NULL, C, KD);
     TN(mn_op_rope_fwd)(k, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
     if (p->out_k) {
         memcpy(p->out_k + (int64_t)l * T * KD, k, sizeof(real) * (size_t)T * KD);
@@ -244,6 +290,7 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     }
     if (top) return;
     proj_fwd(ws->q, ws->uq, ws->xn, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
+    if (A) alt_fwd(p, ws->q, ws->xn, A->q, NULL, C, HD);
     TN(mn_op_rope_fwd)(ws->q, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
     if (N) {
         const int64_t off = (int64_t)l * (p->N_stride ? p->N_stride : N) * KD;
@@ -256,6 +303,7 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     TN(mn_op_matmul_fwd)(ws->x1, ws->att, W->wo, T, HD, C, 1);
     const TN(mn_tlora_w) *lo = lora_at(p->lora, 'o', l);
     if (lo) TN(mn_op_lora_fwd)(ws->x1, ws->uo, ws->att, lo->a, lo->b, T, HD, C, lo->rank, s);
+    if (A) alt_fwd(p, ws->x1, ws->att, A->o, x, HD, C); /* x1[r] = x[r] + att[r] Wo'^T */
     TN(mn_op_rmsnorm_fwd)(ws->xn2, ws->inv2, ws->x1, W->ffn_norm, T, C, tm->eps);
     TN(mn_op_matmul_fwd)(ws->g, ws->xn2, W->wg, T, C, F, 0);
     TN(mn_op_matmul_fwd)(ws->u, ws->xn2, W->wu, T, C, F, 0);
@@ -274,8 +322,15 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     const real s = p->lora ? p->lora->scale : 0;
     const real *x = ws->xs + (int64_t)l * ws->max_T * C;
     memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
+    const TN(mn_talt_w) *A = p->n_alt > 0 ? &p->alt[l] : NULL;
+    const int kv_grad = !top || p->dout_k || p->dout_v; /* the batch's K/V receive gradient */
+    real *dk = ws->dkc + (int64_t)N * KD, *dv = ws->dvc + (int64_t)N * KD;
     if (top) {
         memset(ws->dx, 0, sizeof(real) * (size_t)T * C);
+        if (kv_grad) {
+            memset(dk, 0, sizeof(real) * (size_t)T * KD);
+            memset(dv, 0, sizeof(real) * (size_t)T * KD);
+        }
     } else {
         /* FFN branch: x2 = x1 + ffn(x1) */
         memset(ws->dh, 0, sizeof(real) * (size_t)T * F);
@@ -286,9 +341,13 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
         TN(mn_op_matmul_bwd)(dxn2, ws->du, W->wu, T, C, F);
         TN(mn_op_rmsnorm_bwd)(ws->dx, dxn2, ws->x1, W->ffn_norm, ws->inv2, T, C);
         memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
-        /* attention branch: x1 = x + att Wo^T */
+        /* attention branch: x1 = x + att Wo^T (alt rows: their own Wo) */
         memset(ws->datt, 0, sizeof(real) * (size_t)T * HD);
         proj_bwd(ws->datt, ws->dlr, ws->dx, ws->att, ws->uo, W->wo, lora_at(p->lora, 'o', l), s, T, HD, C);
+        if (A && A->o) {
+            for (int i = 0; i < p->n_alt; i++) memset(ws->datt + (int64_t)p->alt_rows[i] * HD, 0, sizeof(real) * HD);
+            alt_bwd(p, ws->datt, ws->dx, ws->att, A->o, A->d_o, HD, C, 0);
+        }
         memset(ws->dkc, 0, sizeof(real) * (size_t)(N + T) * KD);
         memset(ws->dvc, 0, sizeof(real) * (size_t)(N + T) * KD);
         const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
@@ -300,9 +359,16 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
             for (int64_t i = 0; i < (int64_t)N * KD; i++) gk[i] += ws->dkc[i], gv[i] += ws->dvc[i];
         }
         TN(mn_op_rope_bwd)(ws->dq, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+        if (A) alt_bwd(p, ws->dxn, ws->dq, ws->xn, A->q, A->dq, C, HD, 1);
         proj_bwd(ws->dxn, ws->dlr, ws->dq, ws->xn, ws->uq, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
-        real *dk = ws->dkc + (int64_t)N * KD, *dv = ws->dvc + (int64_t)N * KD;
+    }
+    if (kv_grad) {
+        /* later readers of this batch's K/V (out_k is after RoPE, like dk here) */
+        const int64_t o = (int64_t)l * T * KD;
+        for (int64_t i = 0; p->dout_k && i < (int64_t)T * KD; i++) dk[i] += p->dout_k[o + i];
+        for (int64_t i = 0; p->dout_v && i < (int64_t)T * KD; i++) dv[i] += p->dout_v[o + i];
         TN(mn_op_rope_bwd)(dk, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+        if (A) alt_bwd(p, ws->dxn, dk, ws->xn, A->k, A->dk, C, KD, 1), alt_bwd(p, ws->dxn, dv, ws->xn, A->v, A->dv, C, KD, 1);
         proj_bwd(ws->dxn, ws->dlr, dk, ws->xn, ws->uk, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
         proj_bwd(ws->dxn, ws->dlr, dv, ws->xn, ws->uv, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
     }

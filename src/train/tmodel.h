@@ -40,6 +40,15 @@ typedef struct {
     const TN(mn_tlora_w) * q, *k, *v, *o;
 } TN(mn_tlora);
 
+/* A layer's own attention projections for some rows (Activation Beacon's
+ * beacon tokens): full matrices laid out like the base's, q (HD, C), k and v
+ * (KD, C), o (C, HD); a NULL matrix means the base's. Gradients accumulate
+ * into d*, NULL: not trained. */
+typedef struct {
+    const real *q, *k, *v, *o;
+    real *dq, *dk, *dv, *d_o;
+} TN(mn_talt_w);
+
 typedef struct TN(mn_tmodel) TN(mn_tmodel);
 
 /* Dequantises every weight of m into `real` (SmolLM2-135M: 0.54 GB as float).
@@ -83,6 +92,14 @@ typedef struct {
     int32_t teacher_row0;   /* the pass row that teacher row 0 belongs to (rows before: no KL) */
     real ce_w, kl_w;
     real *dx;             /* (T, C) gradient of x written by the backward, or NULL */
+    /* rows with their own Q/K/V(/O) projections (beacons; not with lora) */
+    int32_t n_alt;
+    const int32_t *alt_rows;    /* (n_alt) row indices */
+    const TN(mn_talt_w) * alt;  /* (L) */
+    real *alt_buf;              /* scratch: 3 * n_alt * max(C, HD) reals */
+    /* gradients of out_k (keys after RoPE) and out_v from later uses of the
+     * batch's K/V (a beacon chain), read by the backward; NULL: zero */
+    const real *dout_k, *dout_v; /* (L, T, KD) */
 } TN(mn_tpass);
 
 /* Workspace for passes of up to max_T tokens over up to max_N prefix cells and
