@@ -3,14 +3,19 @@
  * segment of its documents' text from the compressed memory of what precedes
  * it (the compressor adapter stays frozen). The LoRA is written next to the
  * store's memories and recorded as the group's adapter, which answering then
- * installs per request. */
+ * installs per request. With --qa, question-answer pairs join the text: the
+ * decoder reads a document's stored memory and the question exactly as
+ * answering lays them out, and learns the answer (store/qaset.h). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "memory/adapter.h"
+#include "store/qaset.h"
 #include "store/sha256.h"
 #include "store/store.h"
 #include "train/train.h"
@@ -26,7 +31,14 @@ static void usage(void) {
            "  -o FILE        the LoRA (default: <db>.mem/lora-<group>.gguf)\n"
            "  --rank R       LoRA rank (default 8), --alpha A (16), --targets qkvo subset (qv)\n"
            "  --steps S      (default 100), --segments N (4), --batch B (1), --lr LR (1e-3),\n"
-           "  --bptt MODE, --tau T, --warmup N, --eval-every K, --seed S, -t N: as for 'mnemo train'\n");
+           "  --bptt MODE, --tau T, --warmup N, --eval-every K, --seed S, -t N: as for 'mnemo train'\n"
+           "  --qa FILE      question-answer pairs, one JSON object a line:\n"
+           "                   {\"doc\": ID or \"title\", \"question\": \"...\", \"answer\": \"...\"}\n"
+           "                 the decoder reads that document's stored memory and the question in the\n"
+           "                 chat template answering uses; the loss is on the answer's tokens only.\n"
+           "                 Every line is checked before training (errors name FILE:LINE).\n"
+           "  --qa-mix F     share of steps on QA pairs, spread evenly (default 0.5: text and QA\n"
+           "                 steps alternate; 1: QA only); a QA step draws --batch pairs at random\n");
 }
 
 static int write_group_texts(mn_store *s, const char *group, const char *dir, int *n_docs) {
@@ -57,10 +69,22 @@ static int write_group_texts(mn_store *s, const char *group, const char *dir, in
     return rc;
 }
 
+/* Like `mnemo train`'s progress line, saying which kind of step ran and the
+ * QA loss (answer tokens, over the pairs) when there are pairs. */
+static int progress(const mn_train_progress *p, void *ud) {
+    const int has_qa = *(const int *)ud;
+    char val[32] = "-", qa[32] = "";
+    if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
+    if (has_qa) snprintf(qa, sizeof qa, isnan(p->val_qa) ? "  qa -" : "  qa %.4f", p->val_qa);
+    fprintf(stderr, "step %5lld/%lld  %-4s  loss %.4f  val %s%s  lr %.2e  |g| %.3f  ETA %.0fs\n", (long long)p->step,
+            (long long)p->steps, p->qa_step ? "qa" : "text", p->loss, val, qa, p->lr, p->grad_norm, p->eta_s);
+    return 0;
+}
+
 int cmd_finetune(int argc, char **argv) {
     mn_train_config c = mn_train_default_config();
     c.ckpt_every = 0;
-    const char *db = NULL, *group = NULL, *model = NULL, *out = NULL;
+    const char *db = NULL, *group = NULL, *model = NULL, *out = NULL, *qa_path = NULL;
     long v;
     double f;
     for (int i = 0; i < argc; i++) {
@@ -77,6 +101,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!strcmp(a, "-a")) c.adapter_in = val;
         else if (!strcmp(a, "-o")) out = val;
         else if (!strcmp(a, "--targets")) c.dec_targets = val;
+        else if (!strcmp(a, "--qa")) qa_path = val;
         else if (!strcmp(a, "--bptt")) {
             int mm = mn_bptt_parse(val);
             if (mm < 0) return cli_usage_error(CMD, "--bptt is full, tbptt, incremental, reservoir or unbiased");
@@ -103,6 +128,7 @@ int cmd_finetune(int argc, char **argv) {
         INT_OPT("-t", 1, 1024, c.n_threads)
         FLT_OPT("--alpha", 1e-6, 1e6, c.dec_alpha)
         FLT_OPT("--lr", 1e-9, 10, c.lr)
+        FLT_OPT("--qa-mix", 1e-6, 1, c.qa_mix)
         else return cli_usage_error(CMD, "unknown option '%s'", a);
 #undef INT_OPT
 #undef FLT_OPT
@@ -144,10 +170,22 @@ int cmd_finetune(int argc, char **argv) {
     }
     mn_model *m = NULL;
     if (!rc && cli_load_model(model, &m)) rc = 1;
+    mn_adapter *ad = NULL;
+    mn_qaset *qs = NULL;
+    if (!rc && qa_path) { /* every pair checked, its memory loaded, before training */
+        if (mn_adapter_load(m, c.adapter_in, &ad)) rc = cli_fail(c.adapter_in);
+        else if (mn_qaset_load(s, m, ad, group, qa_path, &qs)) rc = cli_fail("--qa");
+        else {
+            c.qa = mn_qaset_examples(qs, &c.n_qa);
+            fprintf(stderr, "%d question-answer pairs over %d documents; %.0f%% of the steps\n", c.n_qa,
+                    mn_qaset_n_docs(qs), 100.0 * c.qa_mix);
+        }
+    }
+    int has_qa = qs != NULL;
     if (!rc) {
         c.data_glob = glob, c.cache_dir = cache, c.dec_out = out;
         fprintf(stderr, "fine-tuning a decoder LoRA for group '%s' on %d documents\n", group, n_docs);
-        if (mn_train_run(m, &c, cli_train_progress, NULL)) rc = cli_fail("finetune");
+        if (mn_train_run(m, &c, progress, &has_qa)) rc = cli_fail("finetune");
     }
     if (!rc) { /* record it: the group's answers now use this LoRA */
         char *bytes = NULL, sha[65];
@@ -160,6 +198,8 @@ int cmd_finetune(int argc, char **argv) {
             else printf("group '%s': decoder LoRA %s (sha256 %.16s...)\n", group, out, sha);
         }
     }
+    mn_qaset_free(qs);
+    mn_adapter_free(ad);
     mn_model_free(m);
     mn_store_close(s);
     return rc;

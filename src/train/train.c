@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "threadpool.h"
+#include "train/beacontrain.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "model/lora.h"
@@ -35,6 +36,7 @@ mn_train_config mn_train_default_config(void) {
     c.dec_targets = "qv";
     c.dec_rank = 8;
     c.dec_alpha = 16;
+    c.qa_mix = 0.5f;
     return c;
 }
 
@@ -48,6 +50,7 @@ static double now_s(void) {
 typedef struct {
     int L;
     mn_tlora_w *enc_q, *enc_v, *mem_k, *mem_v;
+    mn_talt_w *bproj; /* beacon: per layer Q, K, V (O) with gradients */
     float *mem_embd, *d_mem_embd;
     float **grads; /* per adapter tensor */
     int n;
@@ -56,7 +59,7 @@ typedef struct {
 static void unbind(binding *b) {
     for (int i = 0; b->grads && i < b->n; i++) free(b->grads[i]);
     free(b->grads);
-    free(b->enc_q), free(b->enc_v), free(b->mem_k), free(b->mem_v);
+    free(b->enc_q), free(b->enc_v), free(b->mem_k), free(b->mem_v), free(b->bproj);
     memset(b, 0, sizeof *b);
 }
 
@@ -69,7 +72,10 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
     b->grads = calloc((size_t)b->n, sizeof(float *));
     b->enc_q = calloc((size_t)L, sizeof(mn_tlora_w)), b->enc_v = calloc((size_t)L, sizeof(mn_tlora_w));
     b->mem_k = calloc((size_t)L, sizeof(mn_tlora_w)), b->mem_v = calloc((size_t)L, sizeof(mn_tlora_w));
-    if (!b->grads || !b->enc_q || !b->enc_v || !b->mem_k || !b->mem_v) return mn_error(MN_ENOMEM, "out of memory");
+    b->bproj = calloc((size_t)L, sizeof(mn_talt_w));
+    if (!b->grads || !b->enc_q || !b->enc_v || !b->mem_k || !b->mem_v || !b->bproj)
+        return mn_error(MN_ENOMEM, "out of memory");
+    const int beacon = mn_adapter_config(a)->compressor == MN_COMP_BEACON;
     for (int i = 0; i < b->n; i++) {
         const char *name;
         int nd;
@@ -81,7 +87,8 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
         float *g = calloc((size_t)n, sizeof(float));
         if (!g) return mn_error(MN_ENOMEM, "out of memory");
         b->grads[i] = g;
-        int layer = -1, decay = 1;
+        int layer = -1, decay = 1, bcn = 0;
+        char bw[16];
         char proj = 0, ab = 0;
         mn_tlora_w *set = NULL;
         if (!strcmp(name, "mem.embd")) {
@@ -91,7 +98,18 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
         } else if (sscanf(name, "blk.%d.attn_%c.weight.lora_%c", &layer, &proj, &ab) == 3) {
             set = proj == 'q' ? b->enc_q : proj == 'v' ? b->enc_v : NULL;
         }
-        if (strcmp(name, "mem.embd") && (!set || layer < 0 || layer >= L || (ab != 'a' && ab != 'b')))
+        if (beacon && sscanf(name, "beacon.blk.%d.attn_%15[a-z].weight", &layer, bw) == 2 && layer >= 0 &&
+            layer < L) {
+            /* full matrices that start as the base's: decay toward zero would undo that */
+            mn_talt_w *pw = &b->bproj[layer];
+            bcn = 1, decay = 0;
+            if (!strcmp(bw, "q")) pw->q = p, pw->dq = g;
+            else if (!strcmp(bw, "k")) pw->k = p, pw->dk = g;
+            else if (!strcmp(bw, "v")) pw->v = p, pw->dv = g;
+            else if (!strcmp(bw, "output")) pw->o = p, pw->d_o = g;
+            else bcn = 0;
+        }
+        if (!bcn && strcmp(name, "mem.embd") && (!set || layer < 0 || layer >= L || (ab != 'a' && ab != 'b')))
             return mn_error(MN_EUNSUPPORTED, "adapter tensor %s: not a UIO or summary parameter", name);
         if (set) {
             if (ab == 'a') set[layer].a = p, set[layer].da = g, set[layer].rank = (int32_t)ne[1];
@@ -101,7 +119,10 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
         if (rc) return rc;
     }
     if (!b->mem_embd) return mn_error(MN_EFORMAT, "adapter has no mem.embd");
-    for (int l = 0; l < L; l++)
+    for (int l = 0; beacon && l < L; l++)
+        if (!b->bproj[l].q || !b->bproj[l].k || !b->bproj[l].v)
+            return mn_error(MN_EFORMAT, "adapter lacks a beacon projection of layer %d", l);
+    for (int l = 0; !beacon && l < L; l++)
         if (!b->enc_q[l].a || !b->enc_q[l].b || !b->enc_v[l].a || !b->enc_v[l].b ||
             (!summary && (!b->mem_k[l].a || !b->mem_k[l].b || !b->mem_v[l].a || !b->mem_v[l].b)))
             return mn_error(MN_EFORMAT, "adapter lacks a LoRA matrix of layer %d", l);
@@ -123,8 +144,19 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
 static int check_config(const mn_train_config *c, const mn_adapter_params *ap, const mn_model *m) {
     if (!c->adapter_in || !c->data_glob || (!c->out && !c->dec_out))
         return mn_error(MN_EINVAL, "adapter, data and output are needed");
-    if (ap->compressor == MN_COMP_BEACON)
-        return mn_error(MN_EUNSUPPORTED, "training the beacon compressor is not implemented yet (uio and summary are)");
+    if (ap->compressor == MN_COMP_BEACON) {
+        if (c->dec_out) return mn_error(MN_EUNSUPPORTED, "decoder fine-tuning over a beacon compressor is not supported");
+        if (c->bptt != MN_BPTT_FULL && c->bptt != MN_BPTT_TBPTT)
+            return mn_error(MN_EUNSUPPORTED,
+                            "beacon training supports --bptt full or tbptt, not %s (a beacon window reads the earlier "
+                            "memories, so the one-backward-per-segment schedules are not exact)",
+                            mn_bptt_name(c->bptt));
+        for (int i = 0; i < c->n_ratios; i++) {
+            int ok = c->ratios[i] == ap->ratio;
+            for (int j = 0; j < ap->n_ratios; j++) ok |= c->ratios[i] == ap->ratios[j];
+            if (!ok) return mn_error(MN_EINVAL, "ratio %d is not in the beacon adapter's ratio set", c->ratios[i]);
+        }
+    }
     if (c->segment && c->segment != ap->segment)
         return mn_error(MN_EINVAL, "--segment %d differs from the adapter's segment %d (initialise the adapter with it)",
                         c->segment, ap->segment);
@@ -137,6 +169,10 @@ static int check_config(const mn_train_config *c, const mn_adapter_params *ap, c
     for (int i = 0; i < c->n_ratios; i++)
         if (c->ratios[i] < 1 || ap->segment % c->ratios[i])
             return mn_error(MN_EINVAL, "ratio %d does not divide the segment %d", c->ratios[i], ap->segment);
+    if (c->n_qa > 0 && (!c->dec_out || !c->qa))
+        return mn_error(MN_EINVAL, "question-answer pairs train a decoder LoRA: fine-tuning only");
+    if (c->n_qa > 0 && !(c->qa_mix > 0 && c->qa_mix <= 1))
+        return mn_error(MN_EINVAL, "the QA share of steps must be in (0, 1], not %g", (double)c->qa_mix);
     if (c->kl_w > 0 && (int64_t)c->n_seg * ap->segment > mn_model_n_ctx_train(m))
         return mn_error(MN_EINVAL,
                         "distillation's teacher reads the whole window: %d x %d tokens exceed the model's context %d",
@@ -150,16 +186,20 @@ typedef struct {
     binding b;
     mn_tmodel *tm;
     mn_uio_trainer *tr;
+    mn_beacon_trainer *btr;       /* beacon compressor (instead of tr) */
     mn_dataset *data;
     int32_t *ids;
     mn_threadpool *pool;
     mn_lora_file *dec;            /* fine-tuning: the decoder LoRA */
     mn_tlora_w *dec_w[4];         /* its views with gradients, per target */
     float **dec_g;
+    mn_qa_trainer *qa;            /* fine-tuning on QA pairs */
 } run_state;
 
 static void release(run_state *s) {
+    mn_qa_trainer_free(s->qa);
     mn_uio_trainer_free(s->tr);
+    mn_beacon_trainer_free(s->btr);
     mn_tmodel_free(s->tm);
     mn_dataset_free(s->data);
     unbind(&s->b);
@@ -204,15 +244,50 @@ static int bind_decoder(run_state *s, const mn_model *m, const mn_train_config *
     return MN_OK;
 }
 
+/* The chain being trained: UIO or summary memory (tr), or beacons (btr). */
+static int chain_set_ratio(run_state *s, int32_t l, int32_t ratio) {
+    return s->btr ? mn_beacon_trainer_set_ratio(s->btr, ratio) : mn_uio_trainer_set_m(s->tr, l / ratio);
+}
+
+static void chain_no_memory(run_state *s, int on) {
+    if (s->btr) mn_beacon_trainer_no_memory(s->btr, on);
+    else mn_uio_trainer_no_memory(s->tr, on);
+}
+
+static int chain_step(run_state *s, const int32_t *ids, int32_t n, mn_bptt_mode mode, int32_t tau, mn_rng *rng,
+                      int grad, mn_tstep_stats *st) {
+    return s->btr ? mn_beacon_trainer_step(s->btr, ids, n, mode, tau, grad, st)
+                  : mn_uio_trainer_step(s->tr, ids, n, mode, tau, rng, grad, st);
+}
+
 static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_t m_default, int64_t nv) {
     double loss = 0;
     int64_t n = 0;
-    mn_uio_trainer_set_m(s->tr, m_default);
+    chain_set_ratio(s, l, l / m_default);
     for (int64_t w = 0; w < nv; w++) {
         if (mn_dataset_val_window(s->data, w, c->n_seg * l, s->ids)) break;
         mn_tstep_stats st;
-        if (mn_uio_trainer_step(s->tr, s->ids, c->n_seg, MN_BPTT_FULL, 0, NULL, 0, &st)) return NAN;
+        if (chain_step(s, s->ids, c->n_seg, MN_BPTT_FULL, 0, NULL, 0, &st)) return NAN;
         loss += st.loss, n += st.n_scored;
+    }
+    return n ? loss / (double)n : NAN;
+}
+
+/* Whether step s (0-based) trains on QA pairs: a share `mix` of the steps,
+ * spread evenly. */
+static int qa_turn(int64_t s, float mix) { return floor((double)(s + 1) * mix) > floor((double)s * mix); }
+
+#define QA_EVAL_MAX 64
+
+/* Mean answer-token CE over the first QA_EVAL_MAX pairs, no gradient. */
+static double validate_qa(run_state *s, const mn_train_config *c, const mn_tlora *dec) {
+    double loss = 0;
+    int64_t n = 0;
+    for (int32_t i = 0; i < c->n_qa && i < QA_EVAL_MAX; i++) {
+        double l = 0;
+        int64_t k = 0;
+        if (mn_qa_trainer_step(s->qa, &c->qa[i], dec, 0, 0, &l, &k)) return NAN;
+        loss += l, n += k;
     }
     return n ? loss / (double)n : NAN;
 }
@@ -271,7 +346,15 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     tp.enc = (mn_tlora){lscale, s.b.enc_q, NULL, s.b.enc_v, NULL};
     tp.xfer = (mn_tlora){lscale, NULL, s.b.mem_k, s.b.mem_v, NULL};
     tp.dec = dec, tp.freeze_memory = finetune;
-    if ((rc = mn_uio_trainer_create(s.tm, &tp, c.n_seg, &s.tr))) goto done;
+    if (ap.compressor == MN_COMP_BEACON) {
+        /* the adapter's own layout and sinks: exactly what inference will run */
+        mn_beacon_tparams bp = {.window = l, .ratio = min_ratio, .placement = ap.placement,
+                                .attention = ap.attention, .attend_prev = ap.attend_prev, .sinks = ap.sinks,
+                                .embd = s.b.mem_embd, .d_embd = s.b.d_mem_embd, .proj = s.b.bproj, .ce_w = 1,
+                                .kl_w = c.kl_w};
+        if ((rc = mn_beacon_trainer_create(s.tm, &bp, c.n_seg, &s.btr))) goto done;
+    } else if ((rc = mn_uio_trainer_create(s.tm, &tp, c.n_seg, &s.tr))) goto done;
+    if (c.n_qa > 0 && (rc = mn_qa_trainer_create(s.tm, c.qa, c.n_qa, mn_lora_file_rank(s.dec), &s.qa))) goto done;
     if ((rc = mn_dataset_open(m, c.data_glob, c.cache_dir, c.val_frac, &s.data))) goto done;
     const int32_t W = c.n_seg * l;
     s.ids = malloc(sizeof(int32_t) * (size_t)W);
@@ -296,21 +379,33 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
      * where a fresh run starts from: the untrained adapter's loss */
     double val_nomem = NAN;
     if (c.eval_every > 0) {
-        mn_uio_trainer_no_memory(s.tr, 1);
+        chain_no_memory(&s, 1);
         val_nomem = validate(&s, &c, l, l / ap.ratio, nv);
-        mn_uio_trainer_no_memory(s.tr, 0);
+        chain_no_memory(&s, 0);
         if (!c.resume) val = validate(&s, &c, l, l / ap.ratio, nv);
     }
+    double val_qa = c.n_qa > 0 && c.eval_every > 0 ? validate_qa(&s, &c, &dec) : NAN;
     while (st.step < c.steps && !stop) {
         mn_adamw_zero_grad(s.opt);
-        const int32_t ratio = c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
-        if ((rc = mn_uio_trainer_set_m(s.tr, l / ratio))) goto done;
+        const int qa_step = c.n_qa > 0 && qa_turn(st.step, c.qa_mix);
+        const int32_t ratio =
+            qa_step ? 0 : c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
+        if (!qa_step && (rc = chain_set_ratio(&s, l, ratio))) goto done;
         double loss = 0;
         int64_t scored = 0, flops = 0;
-        for (int bi = 0; bi < c.batch; bi++) {
+        for (int bi = 0; qa_step && bi < c.batch; bi++) { /* each pair's mean answer-token loss */
+            const mn_qa_example *e = &c.qa[mn_rng_below(&st.rng, (uint64_t)c.n_qa)];
+            const int64_t f0 = mn_op_flops();
+            double ql = 0;
+            int64_t qn = 0;
+            if ((rc = mn_qa_trainer_step(s.qa, e, &dec, 1, 1.0f / (float)(e->n_ids - e->n_prompt), &ql, &qn)))
+                goto done;
+            loss += ql, scored += qn, flops += mn_op_flops() - f0;
+        }
+        for (int bi = 0; !qa_step && bi < c.batch; bi++) {
             if ((rc = mn_dataset_sample(s.data, &st.rng, W, s.ids))) goto done;
             mn_tstep_stats ss;
-            if ((rc = mn_uio_trainer_step(s.tr, s.ids, c.n_seg, c.bptt, c.tau, &st.rng, 1, &ss))) goto done;
+            if ((rc = chain_step(&s, s.ids, c.n_seg, c.bptt, c.tau, &st.rng, 1, &ss))) goto done;
             loss += ss.loss, scored += ss.n_scored, flops += ss.flops;
         }
         /* each window's gradient is of its mean loss: average over the batch */
@@ -330,14 +425,14 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         pr.loss = loss / (double)scored;
         st.loss_ema = isnan(st.loss_ema) ? pr.loss : 0.9 * st.loss_ema + 0.1 * pr.loss;
         if (c.eval_every > 0 && (st.step % c.eval_every == 0 || st.step == c.steps))
-            val = validate(&s, &c, l, l / ap.ratio, nv);
+            val = validate(&s, &c, l, l / ap.ratio, nv), val_qa = c.n_qa > 0 ? validate_qa(&s, &c, &dec) : NAN;
         if (c.ckpt_every > 0 && (st.step % c.ckpt_every == 0 || st.step == c.steps)) {
             if ((rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
             pr.checkpointed = 1;
         }
         const double el = now_s() - t0;
         pr.step = st.step, pr.steps = c.steps, pr.ratio = ratio, pr.val_loss = val, pr.grad_norm = gn;
-        pr.val_no_memory = val_nomem;
+        pr.val_no_memory = val_nomem, pr.qa_step = qa_step, pr.val_qa = val_qa;
         pr.tokens_per_s = (double)(st.step - first) * c.batch * W / el;
         pr.eta_s = el / (double)(st.step - first) * (double)(c.steps - st.step);
         pr.flops_per_token = (double)flops / ((double)c.batch * W);

@@ -18,6 +18,7 @@
 #include "memory/adapter.h"
 #include "mnemo.h"
 #include "train/memtrain.h"
+#include "train/qatrain.h"
 
 typedef struct {
     const char *adapter_in; /* initial adapter (from `adapter init` or an earlier run) */
@@ -50,6 +51,14 @@ typedef struct {
     const char *dec_targets; /* subset of "qkvo" (default "qv") */
     int32_t dec_rank;        /* default 8 */
     float dec_alpha;         /* default 16 */
+    /* fine-tuning on question-answer pairs (qatrain.h; store/qaset.h reads
+     * them): with n_qa > 0, a fraction qa_mix of the steps, spread evenly
+     * (step s is a QA step when floor((s+1) qa_mix) > floor(s qa_mix): 0.5
+     * alternates text, QA, text, ...), trains on `batch` pairs drawn at
+     * random instead of text windows; 1: QA only */
+    const mn_qa_example *qa; /* borrowed, n_qa of them */
+    int32_t n_qa;
+    float qa_mix;            /* (0, 1], default 0.5 */
 } mn_train_config;
 
 /* n_seg 4, bptt incremental, tau 2, steps 100, batch 1, lr 1e-3, wd 0.01,
@@ -68,6 +77,9 @@ typedef struct mn_train_progress {
     double eta_s;
     double flops_per_token;   /* counted FLOPs per window token, this step */
     int checkpointed;         /* a checkpoint was written after this step */
+    int qa_step;              /* this step trained on QA pairs (loss: per answer token) */
+    double val_qa;            /* mean answer-token CE over the QA pairs (the first 64), no
+                               * gradient; NAN without pairs or before the first evaluation */
 } mn_train_progress;
 
 /* Called after every step; a non-zero return stops training (after saving). */
