@@ -16,18 +16,20 @@ static void usage(void) {
            "Trains the adapter's parameters (LoRA matrices, memory-token embedding) with the base\n"
            "model frozen: windows of N segments; each segment after the first is predicted by the\n"
            "model reading the memories of the ones before it.\n\n"
-           "  --compressor C   uio or summary: must be the adapter's (beacon: not implemented yet)\n"
+           "  --compressor C   uio, beacon or summary: must be the adapter's\n"
            "  --ratios LIST    ratios sampled per step, e.g. 4,8,16 (default: the adapter's)\n"
            "  --segment L      must equal the adapter's segment (set it at 'adapter init')\n"
            "  --segments N     segments per window (default 4)\n"
-           "  --bptt MODE      full | tbptt | incremental | reservoir | unbiased (default incremental)\n"
+           "  --bptt MODE      full | tbptt | incremental | reservoir | unbiased (default incremental;\n"
+           "                   beacon: full or tbptt, default tbptt)\n"
            "  --tau T          memories that receive gradient (default 2)\n"
            "  --steps S        optimizer steps (default 100)\n"
            "  --batch B        windows per step (default 1)\n"
            "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
            "                   cosine decay to 0.1 LR; --wd WD (0.01), --clip C (1.0)\n"
            "  --distill [W]    add KL to the model reading the raw window (weight W, default 1)\n"
-           "  --sinks N        raw leading tokens ahead of the memory (default 4, as at inference)\n"
+           "  --sinks N        raw leading tokens ahead of the memory (default 4, as at inference;\n"
+           "                   beacon: the adapter's own)\n"
            "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
            "  --eval-every K   validation every K steps (default 50), --eval-windows N (4)\n"
            "  --resume CKPT    continue a run exactly (same settings)\n"
@@ -80,6 +82,7 @@ int cli_train_progress(const struct mn_train_progress *p, void *ud) {
 int cmd_train(int argc, char **argv) {
     mn_train_config c = mn_train_default_config();
     const char *model = NULL, *compressor = NULL;
+    int bptt_set = 0;
     long v;
     double f;
     for (int i = 0; i < argc; i++) {
@@ -109,11 +112,6 @@ int cmd_train(int argc, char **argv) {
             NEED();
             if (strcmp(val, "uio") && strcmp(val, "beacon") && strcmp(val, "summary"))
                 return cli_usage_error(CMD, "--compressor is uio, beacon or summary, not '%s'", val);
-            if (!strcmp(val, "beacon")) {
-                fprintf(stderr, "mnemo train: training the beacon compressor is not implemented yet (uio and "
-                                "summary are)\n");
-                return 1;
-            }
             compressor = val;
         } else if (!strcmp(a, "--ratios")) {
             NEED();
@@ -123,6 +121,7 @@ int cmd_train(int argc, char **argv) {
             int mm = mn_bptt_parse(val);
             if (mm < 0) return cli_usage_error(CMD, "--bptt is full, tbptt, incremental, reservoir or unbiased");
             c.bptt = (mn_bptt_mode)mm;
+            bptt_set = 1;
         } else if (!strcmp(a, "--distill")) {
             c.kl_w = 1;
             if (val && val[0] != '-') {
@@ -170,10 +169,12 @@ int cmd_train(int argc, char **argv) {
     if (!c.out) return cli_usage_error(CMD, "-o OUT_ADAPTER is required");
     mn_model *m = NULL;
     if (cli_load_model(model, &m)) return 1;
+    mn_adapter_info info;
+    const int have_info = mn_adapter_read_info(c.resume ? c.resume : c.adapter_in, &info) == 0;
+    /* beacon windows read earlier memories: only full and tbptt are exact there */
+    if (have_info && info.params.compressor == MN_COMP_BEACON && !bptt_set) c.bptt = MN_BPTT_TBPTT;
     if (compressor) { /* an explicit --compressor must name the adapter's */
-        mn_adapter_info info;
-        if (mn_adapter_read_info(c.resume ? c.resume : c.adapter_in, &info) == 0 &&
-            strcmp(mn_compressor_name(info.params.compressor), compressor)) {
+        if (have_info && strcmp(mn_compressor_name(info.params.compressor), compressor)) {
             fprintf(stderr, "mnemo train: --compressor %s, but %s is a %s adapter\n", compressor, c.adapter_in,
                     mn_compressor_name(info.params.compressor));
             mn_model_free(m);
