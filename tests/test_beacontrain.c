@@ -9,8 +9,15 @@
  *    finite differences over 3 windows (CE, then CE + KL), for two layouts.
  * 3. tbptt with tau >= windows - 1 equals full; tau 1 differs; window
  *    backwards counted.
- * 4. A short real run: mn_train_run (float) on a beacon adapter lowers the
- *    validation loss, and the adapter it writes runs in the inference engine.
+ * 4. unbiased (randomized truncation with inverse weights) and reservoir (the
+ *    same draws, unweighted): with a truncation that always covers the chain
+ *    both equal full; with tau 1, the mean of many draws of unbiased matches
+ *    full within a bound computed from their spread (every coordinate, and
+ *    along full - tbptt(1)), while tbptt(1) and reservoir are off by many
+ *    standard errors; their window backwards match the expected count.
+ * 5. A short real run: mn_train_run (float) on a beacon adapter lowers the
+ *    validation loss, and the adapter it writes runs in the inference engine;
+ *    reservoir and unbiased run through it too.
  */
 #define MN_REAL_F64
 #include <string.h>
@@ -70,10 +77,11 @@ static double rel_diff(const double *a, const double *b, int64_t n) {
     return num / fmax(den, 1e-300);
 }
 
-static double grad_of(mn_beacon_trainer_f64 *tr, mn_bptt_mode mode, int n, int tau, double *out, mn_tstep_stats *st) {
+static double grad_of(mn_beacon_trainer_f64 *tr, mn_bptt_mode mode, int n, int tau, mn_rng *rng, double *out,
+                      mn_tstep_stats *st) {
     memset(GRAD, 0, sizeof(double) * (size_t)NPARAM);
     mn_tstep_stats s;
-    int rc = mn_beacon_trainer_step_f64(tr, IDS, n, mode, tau, 1, &s);
+    int rc = mn_beacon_trainer_step_f64(tr, IDS, n, mode, tau, rng, 1, &s);
     CHECK(rc == 0, "step: %s", mn_last_error());
     if (out) memcpy(out, GRAD, sizeof(double) * (size_t)NPARAM);
     if (st) *st = s;
@@ -89,16 +97,16 @@ static void test_fd(mn_beacon_placement place, mn_beacon_attention attn, int ap,
     CHECK(mn_beacon_trainer_create_f64(TM, &q, MAXWIN, &tr) == 0, "trainer: %s", mn_last_error());
     const int n = 3;
     double *an = malloc(sizeof(double) * (size_t)NPARAM);
-    grad_of(tr, MN_BPTT_FULL, n, 0, an, NULL);
+    grad_of(tr, MN_BPTT_FULL, n, 0, NULL, an, NULL);
     const double h = 1e-5;
     double maxd = 0, maxan = 0;
     int64_t nonzero = 0;
     for (int64_t i = 0; i < NPARAM; i++) {
         const double x0 = THETA[i];
         THETA[i] = x0 + h;
-        const double lp = grad_of(tr, MN_BPTT_FULL, n, 0, NULL, NULL);
+        const double lp = grad_of(tr, MN_BPTT_FULL, n, 0, NULL, NULL, NULL);
         THETA[i] = x0 - h;
-        const double lm = grad_of(tr, MN_BPTT_FULL, n, 0, NULL, NULL);
+        const double lm = grad_of(tr, MN_BPTT_FULL, n, 0, NULL, NULL, NULL);
         THETA[i] = x0;
         maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - an[i]));
         maxan = fmax(maxan, fabs(an[i]));
@@ -126,14 +134,14 @@ static void test_tbptt(void) {
     const int n = MAXWIN;
     double *gf = malloc(sizeof(double) * (size_t)NPARAM), *g1 = malloc(sizeof(double) * (size_t)NPARAM);
     mn_tstep_stats sf, s1;
-    grad_of(tr, MN_BPTT_FULL, n, 0, gf, &sf);
+    grad_of(tr, MN_BPTT_FULL, n, 0, NULL, gf, &sf);
     CHECK(sf.enc_backwards == n, "full runs each of %d windows backward once, not %lld", n, (long long)sf.enc_backwards);
     for (int tau = n - 1; tau <= n + 1; tau++) {
-        grad_of(tr, MN_BPTT_TBPTT, n, tau, g1, &s1);
+        grad_of(tr, MN_BPTT_TBPTT, n, tau, NULL, g1, &s1);
         CHECK(rel_diff(g1, gf, NPARAM) < 1e-10, "tbptt(tau=%d) vs full: %.3g", tau, rel_diff(g1, gf, NPARAM));
     }
     for (int tau = 1; tau <= 2; tau++) {
-        grad_of(tr, MN_BPTT_TBPTT, n, tau, g1, &s1);
+        grad_of(tr, MN_BPTT_TBPTT, n, tau, NULL, g1, &s1);
         int64_t expect = 0;
         for (int t = 1; t < n; t++) expect += 1 + (t < tau ? t : tau);
         CHECK(s1.enc_backwards == expect, "tbptt tau %d: %lld window backwards, expected %lld", tau,
@@ -144,13 +152,130 @@ static void test_tbptt(void) {
         CHECK(dl > 1e-4, "tbptt(%d) should differ from full, differs by %.3g", tau, dl);
     }
     mn_tstep_stats st;
-    CHECK(mn_beacon_trainer_step_f64(tr, IDS, n, MN_BPTT_INCREMENTAL, 2, 1, &st) == MN_EUNSUPPORTED,
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, n, MN_BPTT_INCREMENTAL, 2, NULL, 1, &st) == MN_EUNSUPPORTED,
           "incremental should be refused for beacons");
-    CHECK(mn_beacon_trainer_step_f64(tr, IDS, 1, MN_BPTT_FULL, 0, 1, &st) == MN_EINVAL, "1 window accepted");
-    CHECK(mn_beacon_trainer_step_f64(tr, IDS, MAXWIN + 1, MN_BPTT_FULL, 0, 1, &st) == MN_EINVAL,
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, 1, MN_BPTT_FULL, 0, NULL, 1, &st) == MN_EINVAL, "1 window accepted");
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, MAXWIN + 1, MN_BPTT_FULL, 0, NULL, 1, &st) == MN_EINVAL,
           "too many windows accepted");
-    CHECK(mn_beacon_trainer_step_f64(tr, IDS, 3, MN_BPTT_TBPTT, 0, 1, &st) == MN_EINVAL, "tau 0 accepted");
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, 3, MN_BPTT_TBPTT, 0, NULL, 1, &st) == MN_EINVAL, "tau 0 accepted");
     free(gf), free(g1);
+    mn_beacon_trainer_free_f64(tr);
+}
+
+/* ---- 4. unbiased (randomized truncation) and reservoir (the same, unweighted) ---- */
+
+typedef struct {
+    double *mean, *se; /* (NPARAM) per coordinate */
+    double pmean, pse; /* the projection on a direction r */
+    double bw;         /* window backwards per draw */
+} sampled;
+
+/* S sampled gradients of `mode` with tau: per-coordinate mean and standard
+ * error, those of the projection on r, the mean number of window backwards */
+static void sample_mode(mn_beacon_trainer_f64 *tr, mn_bptt_mode mode, int n, int tau, int S, mn_rng *rng,
+                        const double *r, sampled *out) {
+    double *g = malloc(sizeof(double) * (size_t)NPARAM), *s2 = calloc((size_t)NPARAM, sizeof(double));
+    double *mean = out->mean, *se = out->se, nb = 0, ps = 0, ps2 = 0;
+    memset(mean, 0, sizeof(double) * (size_t)NPARAM);
+    for (int k = 0; k < S; k++) {
+        mn_tstep_stats st;
+        grad_of(tr, mode, n, tau, rng, g, &st);
+        nb += (double)st.enc_backwards;
+        double z = 0;
+        for (int64_t i = 0; i < NPARAM; i++) mean[i] += g[i], s2[i] += g[i] * g[i], z += r[i] * g[i];
+        ps += z, ps2 += z * z;
+    }
+    for (int64_t i = 0; i < NPARAM; i++) {
+        mean[i] /= S;
+        se[i] = sqrt(fmax(s2[i] / S - mean[i] * mean[i], 0) / (S - 1));
+    }
+    out->pmean = ps / S;
+    out->pse = sqrt(fmax(ps2 / S - out->pmean * out->pmean, 0) / (S - 1));
+    out->bw = nb / S;
+    free(g), free(s2);
+}
+
+static double proj(const double *g, const double *r) {
+    double s = 0;
+    for (int64_t i = 0; i < NPARAM; i++) s += g[i] * r[i];
+    return s;
+}
+
+/* max over coordinates of |a - b| / (se + eps): how many standard errors the
+ * worst coordinate is off; eps keeps coordinates the sampling cannot move
+ * (se 0, equal up to rounding) out of it */
+static double max_z(const double *a, const double *b, const double *se, double eps) {
+    double z = 0;
+    for (int64_t i = 0; i < NPARAM; i++) z = fmax(z, fabs(a[i] - b[i]) / (se[i] + eps));
+    return z;
+}
+
+static void test_unbiased(void) {
+    mn_beacon_tparams_f64 q = PRM;
+    q.window = BW, q.ratio = 2, q.placement = MN_PLACE_INTERLEAVE, q.attention = MN_BATTN_FULL_COVERAGE;
+    q.attend_prev = 1, q.sinks = 1, q.ce_w = 1, q.kl_w = 0;
+    mn_beacon_trainer_f64 *tr;
+    CHECK(mn_beacon_trainer_create_f64(TM, &q, MAXWIN, &tr) == 0, "trainer: %s", mn_last_error());
+    const int n = MAXWIN;
+    const size_t nbytes = sizeof(double) * (size_t)NPARAM;
+    double *gf = malloc(nbytes), *g1 = malloc(nbytes), *mean = malloc(nbytes), *se = malloc(nbytes),
+           *mres = malloc(nbytes), *seres = malloc(nbytes), *r = malloc(nbytes);
+    mn_tstep_stats sf, s1, s2;
+    mn_rng rng;
+    mn_rng_seed(&rng, 4242);
+    grad_of(tr, MN_BPTT_FULL, n, 0, NULL, gf, &sf);
+    /* a truncation that always covers the chain is full, draw for draw */
+    for (int mode = MN_BPTT_RESERVOIR; mode <= MN_BPTT_UNBIASED; mode++)
+        for (int k = 0; k < 3; k++) {
+            grad_of(tr, MN_BPTT_TBPTT, n, n - 1, NULL, NULL, &s1);
+            grad_of(tr, (mn_bptt_mode)mode, n, n - 1 + k, &rng, g1, &s2);
+            CHECK(rel_diff(g1, gf, NPARAM) < 1e-10 && s2.enc_backwards == s1.enc_backwards,
+                  "%s(tau %d) vs full: %.3g, %lld window backwards (tbptt %lld)", mn_bptt_name((mn_bptt_mode)mode),
+                  n - 1 + k, rel_diff(g1, gf, NPARAM), (long long)s2.enc_backwards, (long long)s1.enc_backwards);
+        }
+    /* tau 1: tbptt drops every term older than one window; r: the unit
+     * direction of what it drops (full - tbptt(1)), where bias shows */
+    const int tau = 1, S = 600;
+    double gmax = 0, rn = 0;
+    grad_of(tr, MN_BPTT_TBPTT, n, tau, NULL, g1, &s1);
+    for (int64_t i = 0; i < NPARAM; i++) gmax = fmax(gmax, fabs(gf[i])), rn += (gf[i] - g1[i]) * (gf[i] - g1[i]);
+    rn = sqrt(rn);
+    for (int64_t i = 0; i < NPARAM; i++) r[i] = (gf[i] - g1[i]) / rn;
+    const double eps = 1e-9 * gmax;
+    sampled su = {mean, se, 0, 0, 0}, sr = {mres, seres, 0, 0, 0};
+    sample_mode(tr, MN_BPTT_UNBIASED, n, tau, S, &rng, r, &su);
+    sample_mode(tr, MN_BPTT_RESERVOIR, n, tau, S, &rng, r, &sr);
+    const double z_unb = max_z(mean, gf, se, eps), z_tbptt = max_z(g1, gf, se, eps),
+                 z_res = max_z(mres, gf, seres, eps);
+    const double pf = proj(gf, r), pt = proj(g1, r);
+    printf("  tau %d, %d draws each: worst coordinate's |mean - full| / se: unbiased %.2f, reservoir %.1f; "
+           "tbptt(1) in unbiased's se: %.1f\n",
+           tau, S, z_unb, z_res, z_tbptt);
+    printf("  along full - tbptt(1) (norm %.3g): full %.5f, unbiased %.5f +- %.5f (%.2f se), reservoir %.5f +- "
+           "%.5f (%.1f se), tbptt %.5f\n",
+           rn, pf, su.pmean, su.pse, fabs(su.pmean - pf) / su.pse, sr.pmean, sr.pse, fabs(sr.pmean - pf) / sr.pse, pt);
+    /* E[backwards] = sum_t (1 + E[min(K_t, t)]), P(K_t >= k) = 1 (k <= tau), 2^-(k - tau) */
+    double expect = 0;
+    for (int t = 1; t < n; t++) {
+        double e = 1;
+        for (int k = 1; k <= t; k++) e += k <= tau ? 1 : ldexp(1, -(k - tau));
+        expect += e;
+    }
+    printf("  window backwards per step: unbiased %.2f, reservoir %.2f (expected %.4g), tbptt(1) %lld, "
+           "tbptt(2) 14, full %lld\n",
+           su.bw, sr.bw, expect, (long long)s1.enc_backwards, (long long)sf.enc_backwards);
+    CHECK(z_unb < 5, "unbiased mean is %.2f standard errors from full on its worst coordinate", z_unb);
+    CHECK(fabs(su.pmean - pf) < 4 * su.pse, "unbiased mean projection %.5f is %.2f se from full's %.5f", su.pmean,
+          fabs(su.pmean - pf) / su.pse, pf);
+    CHECK(z_tbptt > 20, "tbptt(1) should be measurably biased: %.2f standard errors", z_tbptt);
+    CHECK(z_res > 8 && fabs(sr.pmean - pf) > 8 * sr.pse, "reservoir should be measurably biased: %.2f / %.2f se",
+          z_res, fabs(sr.pmean - pf) / sr.pse);
+    CHECK(fabs(su.bw - expect) < 0.25 && fabs(sr.bw - expect) < 0.25, "window backwards %.3f / %.3f, expected %.4g",
+          su.bw, sr.bw, expect);
+    mn_tstep_stats st;
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, n, MN_BPTT_UNBIASED, 1, NULL, 1, &st) == MN_EINVAL, "no rng accepted");
+    CHECK(mn_beacon_trainer_step_f64(tr, IDS, n, MN_BPTT_UNBIASED, 0, &rng, 1, &st) == MN_EINVAL, "tau 0 accepted");
+    free(gf), free(g1), free(mean), free(se), free(mres), free(seres), free(r);
     mn_beacon_trainer_free_f64(tr);
 }
 
@@ -233,13 +358,13 @@ static void test_parity(const mn_model *m) {
                     mn_beacon_trainer_f64 *tr = NULL;
                     mn_tstep_stats st = {0};
                     CHECK(mn_beacon_trainer_create_f64(TM, &tp, PN, &tr) == 0 &&
-                              mn_beacon_trainer_step_f64(tr, ids, PN, MN_BPTT_FULL, 0, 0, &st) == 0,
+                              mn_beacon_trainer_step_f64(tr, ids, PN, MN_BPTT_FULL, 0, NULL, 0, &st) == 0,
                           "trainer: %s", mn_last_error());
                     const double tl = st.n_scored ? st.loss / (double)st.n_scored : NAN;
                     /* teeth: the same windows with no memory score differently */
                     mn_tstep_stats s0 = {0};
                     mn_beacon_trainer_no_memory_f64(tr, 1);
-                    mn_beacon_trainer_step_f64(tr, ids, PN, MN_BPTT_FULL, 0, 0, &s0);
+                    mn_beacon_trainer_step_f64(tr, ids, PN, MN_BPTT_FULL, 0, NULL, 0, &s0);
                     const double nl = s0.loss / (double)s0.n_scored;
                     const double err = fabs(tl - ce);
                     worst = fmax(worst, err);
@@ -261,7 +386,7 @@ static void test_parity(const mn_model *m) {
     free(logits);
 }
 
-/* ---- 4. real run ---- */
+/* ---- 5. real run ---- */
 typedef struct {
     double first_val, last_val, last_loss;
     int steps;
@@ -316,6 +441,14 @@ static void test_real_run(const mn_model *m, const char *dir) {
     mn_context_free(ctx);
     if (a) mn_beacon_unbind(&bb);
     mn_adapter_free(a);
+    /* the sampled modes run through mn_train_run (their draws from the run's generator) */
+    for (int mode = MN_BPTT_RESERVOIR; mode <= MN_BPTT_UNBIASED; mode++) {
+        snprintf(a1, sizeof a1, "%s/b2.gguf", dir);
+        c.out = a1, c.bptt = (mn_bptt_mode)mode, c.steps = 3, c.eval_every = 0;
+        run_log r2 = {0};
+        CHECK(mn_train_run(m, &c, on_step, &r2) == 0 && r2.steps == 3 && isfinite(r2.last_loss),
+              "beacon training with --bptt %s: %s", mn_bptt_name((mn_bptt_mode)mode), mn_last_error());
+    }
 }
 
 int main(void) {
@@ -340,6 +473,8 @@ int main(void) {
     test_fd(MN_PLACE_INTERLEAVE, MN_BATTN_STEP_EXPANSION, 0, 0.5);
     printf("--- tbptt ---\n");
     test_tbptt();
+    printf("--- unbiased and reservoir ---\n");
+    test_unbiased();
     printf("--- a real run ---\n");
     test_real_run(m, dir);
     mn_model_free(m);

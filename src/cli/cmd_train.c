@@ -21,8 +21,9 @@ static void usage(void) {
            "  --segment L      must equal the adapter's segment (set it at 'adapter init')\n"
            "  --segments N     segments per window (default 4)\n"
            "  --bptt MODE      full | tbptt | incremental | reservoir | unbiased (default incremental;\n"
-           "                   beacon: full or tbptt, default tbptt)\n"
-           "  --tau T          memories that receive gradient (default 2)\n"
+           "                   beacon: all but incremental, default tbptt)\n"
+           "  --tau T          memories that receive gradient (default 2; beacon reservoir and\n"
+           "                   unbiased: the last T always, older ones with halving probability)\n"
            "  --steps S        optimizer steps (default 100)\n"
            "  --batch B        windows per step (default 1)\n"
            "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
@@ -171,7 +172,7 @@ int cmd_train(int argc, char **argv) {
     if (cli_load_model(model, &m)) return 1;
     mn_adapter_info info;
     const int have_info = mn_adapter_read_info(c.resume ? c.resume : c.adapter_in, &info) == 0;
-    /* beacon windows read earlier memories: only full and tbptt are exact there */
+    /* beacon windows read earlier memories: incremental does not apply there */
     if (have_info && info.params.compressor == MN_COMP_BEACON && !bptt_set) c.bptt = MN_BPTT_TBPTT;
     if (compressor) { /* an explicit --compressor must name the adapter's */
         if (have_info && strcmp(mn_compressor_name(info.params.compressor), compressor)) {

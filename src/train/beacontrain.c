@@ -22,14 +22,55 @@
  * (tmodel's dout_k, dout_v), which carries it on to the beacon projections,
  * the embedding and the memories window i read.
  *
- * Why not UIO's incremental/reservoir schedules: they back-propagate each
- * encoder once from the sum of the gradients its memory received, which is
- * exact because a UIO encoder reads only its own segment. A beacon window
- * reads every earlier memory, so the gradient it passes on to m_{i-1} would
- * have to be truncated differently for each J_t that contributed to g_i; one
- * backward cannot do that, and tbptt's exact truncation costs up to tau
- * window backwards per scored window.
+ * Why not UIO's incremental schedule: it back-propagates each encoder once
+ * from the sum of the gradients its memory received, which is exact because a
+ * UIO encoder reads only its own segment. A beacon window reads every earlier
+ * memory, so the gradient it passes on to m_{i-1} would have to be truncated
+ * differently for each J_t that contributed to g_i; one backward cannot do
+ * that, and tbptt's exact truncation costs up to tau window backwards per
+ * scored window.
+ *
+ * unbiased: randomized truncation (Tallec & Ollivier, "Unbiasing truncated
+ * backpropagation through time", 2017). Write the exact gradient as
+ *     dL/dtheta = sum_t [ d_theta J_t + sum_{i<t} G_{t,i} d_theta m_i ],
+ * d_theta: the direct (one-window) derivative with the memories read held
+ * fixed, G_{t,i} = dJ_t/dm_i the total derivative through every later memory:
+ *     G_{t,i} = d_{m_i} J_t + sum_{i<j<t} G_{t,j} d_{m_i} m_j.
+ * Every path from J_t to m_i runs through memories between i and t only, so a
+ * backward truncated at memory lo (tbptt's, memories < lo held constant)
+ * yields G_{t,i} exactly for every i >= lo; tbptt(tau) is the sum above with
+ * the terms i < t - tau dropped: its bias. Instead draw for each J_t a
+ * truncation length K_t (independently of the forward, which the sampling does
+ * not touch) with q_k = P(K_t >= k) > 0 for every k, go back to lo = t - K_t
+ * (capped at 0), and weight the term of memory i = t - k by 1/q_k:
+ *     E[ 1{K_t >= k} / q_k ] G_{t,t-k} d_theta m_{t-k} = G_{t,t-k} d_theta m_{t-k}
+ * for every (t, k), because G and d_theta m are fixed vectors; summing,
+ * E[estimate] = dL/dtheta exactly. The distribution: K_t = tau + G, G the
+ * number of heads before the first tail of a fair coin, so q_k = 1 for
+ * k <= tau and 2^-(k - tau) beyond: the last tau memories are exact (tbptt's
+ * gradient is always in there), older ones are reached with halving
+ * probability and doubling weight (exact powers of two), E[K_t] = tau + 1, so
+ * the cost is at most one window backward per scored window above tbptt's;
+ * the variance grows with how much gradient crosses more than tau windows.
+ * With tau >= n - 1 every K_t covers the whole chain and the estimate is
+ * full's, draw for draw.
+ * The weights within one J_t's backward: g_i holds w_{t-i} G_{t,i}, w_k = 1/q_k
+ * (so window i's backward from it adds w_{t-i} G_{t,i} d_theta m_i, its
+ * term); the gradient that backward sends to an older memory h is scaled by
+ * w_{t-h} / w_{t-i} on the way into g_h, so g_h ends as w_{t-h} G_{t,h}
+ * (backward is linear in the injected gradient).
+ *
+ * reservoir: the same draws without the weights (w_k = 1): random-length
+ * truncation as usually practised, biased towards short range by the factor
+ * q_k on memory t - k, as UIO's published reservoir down-weights old memories
+ * by their inclusion probability. UIO's reservoir itself does not carry over:
+ * a memory outside the sample cuts every path through it, and in this chain
+ * the path J_t -> m_{t-1} -> ... -> m_i runs through t - i memories, which a
+ * reservoir of tau holds together with probability 0 once t - i > tau, so no
+ * inverse weight can restore it; nor does sampling old memories save work,
+ * since reaching m_i costs the backwards of every window between anyway.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,33 +358,50 @@ static int window_backward(TN(mn_beacon_trainer) * tr, const int32_t *ids, int32
     return MN_OK;
 }
 
-/* g_i += dJ/dm_i from the last backward (memory i was read by it) */
-static void accumulate(TN(mn_beacon_trainer) * tr, int32_t i) {
+/* g_i += w dJ/dm_i from the last backward (memory i was read by it) */
+static void accumulate(TN(mn_beacon_trainer) * tr, int32_t i, real w) {
     const mn_tdims *d = &tr->d;
     const int32_t KD = d->kv_dim;
     int32_t c0, c1;
     unit_cells(tr, i, &c0, &c1);
     for (int l = 0; l < d->n_layer; l++) {
         const int64_t off = ((int64_t)l * tr->Nmax + c0) * KD, n = (int64_t)(c1 - c0) * KD;
-        for (int64_t e = 0; e < n; e++) tr->gk[off + e] += tr->dpk[off + e], tr->gv[off + e] += tr->dpv[off + e];
+        for (int64_t e = 0; e < n; e++)
+            tr->gk[off + e] += w * tr->dpk[off + e], tr->gv[off + e] += w * tr->dpv[off + e];
     }
     tr->pending[i] = 1;
 }
 
+/* w_k = 1 / P(K >= k): unbiased's weight on memory t - k (1 in other modes) */
+static real inv_q(mn_bptt_mode mode, int32_t tau, int32_t k) {
+    return mode == MN_BPTT_UNBIASED && k > tau ? (real)ldexp(1.0, k - tau) : 1;
+}
+
+/* unbiased / reservoir: K = tau + (heads before the first tail), drawn only
+ * as far as the chain goes (K >= t reaches m_0 whatever the rest would be) */
+static int32_t draw_truncation(mn_rng *rng, int32_t tau, int32_t t) {
+    int32_t k = tau;
+    while (k < t && (mn_rng_next(rng) >> 63)) k++;
+    return k;
+}
+
 int TN(mn_beacon_trainer_step)(TN(mn_beacon_trainer) * tr, const int32_t *ids, int32_t n_win, mn_bptt_mode mode,
-                               int32_t tau, int grad, mn_tstep_stats *st) {
+                               int32_t tau, mn_rng *rng, int grad, mn_tstep_stats *st) {
     memset(st, 0, sizeof *st);
     const TN(mn_beacon_tparams) *p = &tr->p;
     const mn_tdims *d = &tr->d;
     const int32_t W = p->window;
     if (n_win < 2 || n_win > tr->max_win)
         return mn_error(MN_EINVAL, "a training window of %d beacon windows (2..%d)", n_win, tr->max_win);
-    if (mode != MN_BPTT_FULL && mode != MN_BPTT_TBPTT)
+    if ((unsigned)mode > MN_BPTT_UNBIASED) return mn_error(MN_EINVAL, "unknown gradient mode %d", (int)mode);
+    if (mode == MN_BPTT_INCREMENTAL)
         return mn_error(MN_EUNSUPPORTED,
-                        "beacon training supports --bptt full and tbptt, not %s (a beacon window reads the earlier "
-                        "memories, so UIO's one-backward-per-encoder schedules are not exact)",
-                        mn_bptt_name(mode));
-    if (mode == MN_BPTT_TBPTT && tau < 1) return mn_error(MN_EINVAL, "tbptt needs tau >= 1");
+                        "beacon training supports --bptt full, tbptt, reservoir and unbiased, not incremental (a "
+                        "beacon window reads the earlier memories, so one backward per window cannot give each "
+                        "loss its own truncation)");
+    const int sampled = mode == MN_BPTT_RESERVOIR || mode == MN_BPTT_UNBIASED;
+    if (mode != MN_BPTT_FULL && tau < 1) return mn_error(MN_EINVAL, "%s needs tau >= 1", mn_bptt_name(mode));
+    if (sampled && grad && !rng) return mn_error(MN_EINVAL, "%s needs a random generator", mn_bptt_name(mode));
     if (tr->no_memory && grad) return mn_error(MN_EINVAL, "the no-memory ablation is for evaluation only");
     for (int64_t i = 0; i < (int64_t)n_win * W; i++)
         if (ids[i] < 0 || ids[i] >= d->n_vocab) return mn_error(MN_EINVAL, "token id %d out of range", ids[i]);
@@ -382,17 +440,20 @@ int TN(mn_beacon_trainer_step)(TN(mn_beacon_trainer) * tr, const int32_t *ids, i
             const int scored = t >= 1, inject = tr->pending[t];
             if (!scored && !inject) continue;
             if ((rc = window_backward(tr, ids, t, scored, inject, dscale, st))) break;
-            for (int32_t i = 0; i < t; i++) accumulate(tr, i);
+            for (int32_t i = 0; i < t; i++) accumulate(tr, i, 1);
         }
     } else {
+        /* per J_t: its backward, then the windows of memories lo..t-1 newest
+         * first, each from J_t's gradient alone (g_i holds w(t - i) G_{t,i}) */
         for (int32_t t = 1; t < n_win && !rc; t++) {
-            const int32_t lo = t - tau < 0 ? 0 : t - tau; /* memories lo..t-1 carry J_t's gradient */
+            const int32_t K = sampled ? draw_truncation(rng, tau, t) : tau;
+            const int32_t lo = t - K < 0 ? 0 : t - K; /* memories lo..t-1 carry J_t's gradient */
             if ((rc = window_backward(tr, ids, t, 1, 0, dscale, st))) break;
-            for (int32_t i = lo; i < t; i++) accumulate(tr, i);
+            for (int32_t i = lo; i < t; i++) accumulate(tr, i, inv_q(mode, tau, t - i));
             for (int32_t i = t - 1; i >= lo && !rc; i--) {
                 if (!tr->pending[i]) continue;
                 if ((rc = window_backward(tr, ids, i, 0, 1, dscale, st))) break;
-                for (int32_t k = lo; k < i; k++) accumulate(tr, k);
+                for (int32_t h = lo; h < i; h++) accumulate(tr, h, inv_q(mode, tau, t - h) / inv_q(mode, tau, t - i));
             }
         }
     }

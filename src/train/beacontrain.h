@@ -18,9 +18,16 @@
  *   tbptt  J_t's gradient flows back through at most tau memories: memories
  *          older than t - tau are constants for J_t (classic truncated BPTT;
  *          up to tau + 1 window backwards per scored window). tau >= n - 1 is full.
- * incremental, reservoir and unbiased are refused: UIO's "one encoder backward
- * per segment" ordering is exact only when the encoder does not read earlier
- * memories, which beacons do (see beacontrain.c).
+ *   unbiased  randomized truncation (Tallec & Ollivier): J_t's gradient flows
+ *          back K_t = tau + G memories, G geometric (P(G >= j) = 2^-j), and the
+ *          gradient reaching memory t - k is scaled by 1 / P(K_t >= k); its
+ *          expectation is exactly full's, at about tbptt(tau + 1)'s cost.
+ *   reservoir  the same random truncation without the 1/P weights: the biased
+ *          "variable-length BPTT" kept for comparison, as UIO's published
+ *          reservoir is kept beside mnemo's unbiased one (beacons have no
+ *          reservoir: see beacontrain.c for why it does not carry over).
+ * incremental is refused: UIO's "one encoder backward per segment" ordering is
+ * exact only when the encoder does not read earlier memories, which beacons do.
  *
  * Compiled as float and double (real.h). Shapes: L layers, C n_embd, KD kv dim,
  * HD n_head * head_dim, W window, a ratio, nb = W / a beacons per window.
@@ -68,10 +75,12 @@ int TN(mn_beacon_trainer_set_ratio)(TN(mn_beacon_trainer) * tr, int32_t ratio);
 void TN(mn_beacon_trainer_no_memory)(TN(mn_beacon_trainer) * tr, int on);
 
 /* One training window ids[0 .. n_win * W): accumulates the `mode` gradient of
- * (loss / n_scored) into the parameters' gradients (full or tbptt with tau).
- * With grad = 0 only the loss, the plain CE, is computed. st as for UIO
+ * (loss / n_scored) into the parameters' gradients (full, tbptt, reservoir or
+ * unbiased with tau; rng: the truncation lengths of reservoir and unbiased,
+ * one draw sequence per scored window, else unused and may be NULL). With
+ * grad = 0 only the loss, the plain CE, is computed. st as for UIO
  * (enc_forwards / enc_backwards count window passes). */
 int TN(mn_beacon_trainer_step)(TN(mn_beacon_trainer) * tr, const int32_t *ids, int32_t n_win, mn_bptt_mode mode,
-                               int32_t tau, int grad, mn_tstep_stats *st);
+                               int32_t tau, mn_rng *rng, int grad, mn_tstep_stats *st);
 
 #endif

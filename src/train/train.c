@@ -146,11 +146,11 @@ static int check_config(const mn_train_config *c, const mn_adapter_params *ap, c
         return mn_error(MN_EINVAL, "adapter, data and output are needed");
     if (ap->compressor == MN_COMP_BEACON) {
         if (c->dec_out) return mn_error(MN_EUNSUPPORTED, "decoder fine-tuning over a beacon compressor is not supported");
-        if (c->bptt != MN_BPTT_FULL && c->bptt != MN_BPTT_TBPTT)
+        if (c->bptt == MN_BPTT_INCREMENTAL)
             return mn_error(MN_EUNSUPPORTED,
-                            "beacon training supports --bptt full or tbptt, not %s (a beacon window reads the earlier "
-                            "memories, so the one-backward-per-segment schedules are not exact)",
-                            mn_bptt_name(c->bptt));
+                            "beacon training supports --bptt full, tbptt, reservoir or unbiased, not incremental (a "
+                            "beacon window reads the earlier memories, so one backward per window cannot give each "
+                            "loss its own truncation)");
         for (int i = 0; i < c->n_ratios; i++) {
             int ok = c->ratios[i] == ap->ratio;
             for (int j = 0; j < ap->n_ratios; j++) ok |= c->ratios[i] == ap->ratios[j];
@@ -256,7 +256,7 @@ static void chain_no_memory(run_state *s, int on) {
 
 static int chain_step(run_state *s, const int32_t *ids, int32_t n, mn_bptt_mode mode, int32_t tau, mn_rng *rng,
                       int grad, mn_tstep_stats *st) {
-    return s->btr ? mn_beacon_trainer_step(s->btr, ids, n, mode, tau, grad, st)
+    return s->btr ? mn_beacon_trainer_step(s->btr, ids, n, mode, tau, rng, grad, st)
                   : mn_uio_trainer_step(s->tr, ids, n, mode, tau, rng, grad, st);
 }
 
