@@ -4,8 +4,8 @@
  *
  * 2. Parity with answering: for pairs loaded from a store (UIO and summary
  *    memories), the prompt is the one mn_answer builds, and the trainer's
- *    answer loss equals the inference engine's (memory primed, LoRA installed
- *    after it, prompt + answer decoded) on the same LoRA.
+ *    answer loss equals the inference engine's (LoRA installed, memory
+ *    primed, prompt + answer decoded) on the same LoRA.
  * 3. A real run: mn_train_run on QA pairs only makes the QA loss fall; mixed
  *    with text, QA and text steps alternate.
  * 4. Malformed JSONL: each bad line is one error naming FILE:LINE; the CLI
@@ -139,16 +139,15 @@ static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
         const mn_qa_example *e = &ex[i];
         double tl = 0;
         CHECK(mn_qa_trainer_step(tr, e, &dec, 0, 0, &tl, NULL) == 0, "trainer step: %s", mn_last_error());
-        /* the engine: memory primed, then the LoRA, then prompt + answer */
+        /* the engine: the LoRA, then the memory primed, then prompt + answer */
         mn_docmem mem = {.kind = e->kv ? MN_DOCMEM_KV : MN_DOCMEM_EMBD, .n_slots = e->n_mem, .n_layer = e->kv ? L : 1,
                          .dim = e->kv ? mn_model_kv_dim(m) : mn_model_n_embd(m), .k = (float *)e->k,
                          .v = (float *)e->v};
         const mn_docmem *mp = &mem;
         mn_kv_clear(c);
-        mn_context_set_lora(c, NULL);
         float *lg = malloc(sizeof(float) * (size_t)e->n_ids * V);
-        int rc = mn_docmem_prime(c, a, &mp, 1, NULL);
-        if (!rc) rc = mn_context_set_lora(c, set);
+        int rc = mn_context_set_lora(c, set);
+        if (!rc) rc = mn_docmem_prime(c, a, &mp, 1, NULL);
         if (!rc) rc = mn_decode(c, e->ids, e->n_ids, lg, 1);
         CHECK(rc == 0, "engine: %s", mn_last_error());
         double el = 0;

@@ -79,7 +79,10 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     mn_sampler *smp = NULL;
     int rc;
     mn_kv_clear(c);
-    mn_context_set_lora(c, NULL);
+    /* installed before the memory is primed: a summary memory's cells are the
+     * decoder's own reading of the embeddings, so the group's LoRA (trained
+     * that way, train/qatrain.h and memtrain's decoder LoRA) shapes them too */
+    if ((rc = mn_context_set_lora(c, r->lora))) goto done;
     if (r->msgs) {
         if ((rc = mn_chat_format(tok, r->msgs, r->n_msgs, 1, &prompt))) goto done;
         rc = tokenize_all(tok, prompt, 1, &ids, &n);
@@ -102,7 +105,6 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
         rc = mn_error(MN_ENOMEM, "out of memory");
         goto done;
     }
-    if (r->lora && (rc = mn_context_set_lora(c, r->lora))) goto done;
     for (int64_t i = 0; i < n; i += PREFILL_PIECE) {
         if (stopped(r, st)) goto done;
         int32_t piece = (int32_t)(n - i < PREFILL_PIECE ? n - i : PREFILL_PIECE);

@@ -4,9 +4,10 @@
  * The memory is always the pass's prefix of M cells at positions 0..M-1 and
  * the T = n_ids tokens sit at M..M+T-1, as answering lays them out. KV
  * memory: the cells are the memory's K/V, keys rotated at their positions.
- * Embedding memory: the cells are the K/V the base model computes reading the
- * M embeddings (one head-less pass WITHOUT the LoRA: answering primes the
- * memory before it installs the group's LoRA). Row j is scored on ids[j+1]
+ * Embedding memory: the M embeddings are the pass's first M input rows (no
+ * target), so the decoder reads them with its LoRA as answering does (the
+ * group's LoRA is installed before the memory is primed) and the LoRA's
+ * gradient includes its effect on the memory's cells. Row j is scored on ids[j+1]
  * when that token belongs to the answer; rows whose target is -1 contribute
  * neither loss nor gradient (the head skips them): that is the answer mask.
  */
@@ -54,7 +55,7 @@ int TN(mn_qa_trainer_create)(const TN(mn_tmodel) * tm, const mn_qa_example *ex, 
     for (int32_t i = 0; i < n; i++) {
         int rc = check_example(d, &ex[i], i);
         if (rc) return rc;
-        const int32_t T = ex[i].n_ids > ex[i].n_mem ? ex[i].n_ids : ex[i].n_mem;
+        const int32_t T = ex[i].n_ids + (ex[i].kv ? 0 : ex[i].n_mem);
         max_T = T > max_T ? T : max_T;
         max_N = ex[i].n_mem > max_N ? ex[i].n_mem : max_N;
     }
@@ -81,28 +82,29 @@ int TN(mn_qa_trainer_step)(TN(mn_qa_trainer) * tr, const mn_qa_example *e, const
     int rc = check_example(d, e, -1);
     if (rc) return rc;
     const int32_t C = d->n_embd, KD = d->kv_dim, M = e->n_mem, T = e->n_ids;
-    if (T > tr->max_T || M > tr->max_N)
+    if (T + (e->kv ? 0 : M) > tr->max_T || M > tr->max_N)
         return mn_error(MN_EINVAL, "QA example of %d tokens over %d cells exceeds the trainer's (%d, %d)", T, M,
                         tr->max_T, tr->max_N);
+    /* KV memory: a prefix of N = M cells; embedding memory: E = M leading input rows */
+    const int32_t N = e->kv ? M : 0, E = e->kv ? 0 : M;
     for (int32_t j = 0; j < M; j++) tr->pos[j] = j;
     if (e->kv) { /* keys rotated at their positions, as mn_docmem_prime appends them */
         const int64_t n = (int64_t)d->n_layer * M * KD;
         for (int64_t i = 0; i < n; i++) tr->pk[i] = (real)e->k[i], tr->pv[i] = (real)e->v[i];
         for (int l = 0; l < d->n_layer; l++)
             TN(mn_tmodel_rope)(tr->tm, tr->pk + (int64_t)l * M * KD, tr->pos, M, d->n_head_kv, 0);
-    } else if (M > 0) { /* the base model reads the embeddings: their cells, (L, M, KD) */
-        for (int64_t i = 0; i < (int64_t)M * C; i++) tr->x[i] = (real)e->k[i];
-        TN(mn_tpass) mp = {.T = M, .x = tr->x, .pos = tr->pos, .out_k = tr->pk, .out_v = tr->pv};
-        if ((rc = TN(mn_tmodel_forward)(tr->tm, tr->ws, &mp, NULL))) return rc;
+    } else {
+        for (int64_t i = 0; i < (int64_t)E * C; i++) tr->x[i] = (real)e->k[i];
     }
-    TN(mn_tmodel_embed)(tr->tm, e->ids, T, tr->x);
+    TN(mn_tmodel_embed)(tr->tm, e->ids, T, tr->x + (int64_t)E * C);
+    for (int32_t j = 0; j < E; j++) tr->tgt[j] = -1;
     for (int32_t j = 0; j < T; j++) {
-        tr->pos[j] = M + j;
-        tr->tgt[j] = j + 1 >= e->n_prompt && j + 1 < T ? e->ids[j + 1] : -1;
+        tr->pos[E + j] = M + j;
+        tr->tgt[E + j] = j + 1 >= e->n_prompt && j + 1 < T ? e->ids[j + 1] : -1;
     }
     const int has_dec = dec && (dec->q || dec->k || dec->v || dec->o);
-    TN(mn_tpass) ps = {.T = T, .x = tr->x, .pos = tr->pos, .N = M, .pk = tr->pk, .pv = tr->pv, .targets = tr->tgt,
-                       .lora = has_dec ? dec : NULL, .ce_w = 1};
+    TN(mn_tpass) ps = {.T = E + T, .x = tr->x, .pos = tr->pos, .N = N, .pk = tr->pk, .pv = tr->pv,
+                       .targets = tr->tgt, .lora = has_dec ? dec : NULL, .ce_w = 1};
     double ls = 0;
     if ((rc = TN(mn_tmodel_forward)(tr->tm, tr->ws, &ps, &ls))) return rc;
     if (loss) *loss = ls;

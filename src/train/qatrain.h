@@ -9,8 +9,9 @@
  * answering primes (memory/docmem.h): M cells at positions 0..M-1 ahead of
  * the prompt; KV memories give them directly (keys rotated at those
  * positions, as mn_docmem_prime appends them), embedding memories (summary)
- * through the base model reading the embeddings without the LoRA (answering
- * installs the LoRA after priming). Only the decoder LoRA gets gradient.
+ * as the pass's leading input rows, read by the decoder with its LoRA
+ * (answering installs the LoRA before priming). Only the decoder LoRA gets
+ * gradient.
  *
  * Compiled as float and double (real.h). Shapes: L layers, C n_embd, KD kv
  * dim, M memory slots, T prompt + answer tokens.
