@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build/bench
-gcc -O2 -std=c11 -Wall -Wextra -pthread bench/peak.c -o build/bench/peak
+gcc -O3 -std=c11 -Wall -Wextra -pthread bench/peak.c -o build/bench/peak
 exec ./build/bench/peak "$@"
