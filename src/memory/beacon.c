@@ -204,48 +204,41 @@ int32_t mn_beacon_n_local(const mn_beacon *b) { return b->n_raw; }
 
 /* ------------------------------------------------------------ scheme */
 
-static int full_causal_interleave(const mn_beacon *b) {
-    return b->p.placement == MN_PLACE_INTERLEAVE && b->p.attention == MN_BATTN_FULL_COVERAGE;
-}
-
 static int32_t min32(int32_t x, int32_t y) { return x < y ? x : y; }
 
-/* Raw tokens [*lo, *hi) of the window that beacon j sees, r raw tokens being
- * in the window when it runs (interleave: the ones before it). */
-static void cover(const mn_beacon *b, int32_t j, int32_t r, int32_t *lo, int32_t *hi) {
-    const int32_t a = b->a;
-    *lo = 0;
-    *hi = min32((j + 1) * a, r);
-    if (b->p.attention == MN_BATTN_SEGMENTATION) *lo = j * a;
-    else if (b->p.attention == MN_BATTN_FULL_COVERAGE && b->p.placement == MN_PLACE_APPEND) *hi = r;
+static int full_causal_interleave(const mn_beacon_scheme *s) {
+    return s->placement == MN_PLACE_INTERLEAVE && s->attention == MN_BATTN_FULL_COVERAGE;
 }
 
-/* Offset from the window's first position of a raw token or beacon (see beacon.h). */
-static int32_t offset_of(const mn_beacon *b, int32_t kind, int32_t r) {
-    const int32_t a = b->a;
-    if (kind >= 0) return full_causal_interleave(b) ? kind + kind / a : kind;
-    const int32_t j = -kind - 1, ap = b->p.attend_prev ? j : 0;
-    if (b->p.placement == MN_PLACE_INTERLEAVE)
-        return min32((j + 1) * a, r) + (b->p.attention == MN_BATTN_FULL_COVERAGE ? j : 0);
-    switch (b->p.attention) {
+int32_t mn_beacon_offset(const mn_beacon_scheme *s, int32_t kind, int32_t r) {
+    const int32_t a = s->ratio;
+    if (kind >= 0) return full_causal_interleave(s) ? kind + kind / a : kind;
+    const int32_t j = -kind - 1, ap = s->attend_prev ? j : 0;
+    if (s->placement == MN_PLACE_INTERLEAVE)
+        return min32((j + 1) * a, r) + (s->attention == MN_BATTN_FULL_COVERAGE ? j : 0);
+    switch (s->attention) {
     case MN_BATTN_FULL_COVERAGE: return r + j;
     case MN_BATTN_STEP_EXPANSION: return min32((j + 1) * a, r) + ap;
     default: return min32(a, r) + ap;
     }
 }
 
-/* Whether a window token of kind tk sees the window cell of kind ck (an
- * earlier cell or itself). r: raw tokens in the window for beacon tk. */
-static int sees(const mn_beacon *b, int32_t tk, int32_t ck, int32_t r) {
-    if (tk >= 0) return ck >= 0 ? ck <= tk : full_causal_interleave(b);
-    const int32_t j = -tk - 1;
-    if (ck >= 0) {
-        int32_t lo, hi;
-        cover(b, j, r, &lo, &hi);
+int mn_beacon_sees(const mn_beacon_scheme *s, int32_t tk, int32_t ck, int32_t r) {
+    if (tk >= 0) return ck >= 0 ? ck <= tk : full_causal_interleave(s);
+    const int32_t j = -tk - 1, a = s->ratio;
+    if (ck >= 0) { /* the raw tokens [lo, hi) beacon j covers */
+        int32_t lo = 0, hi = min32((j + 1) * a, r);
+        if (s->attention == MN_BATTN_SEGMENTATION) lo = j * a;
+        else if (s->attention == MN_BATTN_FULL_COVERAGE && s->placement == MN_PLACE_APPEND) hi = r;
         return ck >= lo && ck < hi;
     }
     const int32_t jc = -ck - 1;
-    return b->p.attend_prev ? jc <= j : jc == j;
+    return s->attend_prev ? jc <= j : jc == j;
+}
+
+/* The compressor's scheme for the current window's ratio. */
+static mn_beacon_scheme scheme_of(const mn_beacon *b) {
+    return (mn_beacon_scheme){b->p.placement, b->p.attention, b->p.attend_prev, b->a};
 }
 
 /* ------------------------------------------------------------ batches */
@@ -265,11 +258,12 @@ static int run_batch(mn_beacon *b, int32_t T, int32_t r_after, float *logits, in
     if (N + T > mn_context_n_ctx(c)) return budget_error(b, b->n_wcells + T);
     int has_bcn = 0, n_cap = 0;
     const int first = !b->first_done;
+    const mn_beacon_scheme sc = scheme_of(b);
     for (int32_t t = 0; t < T; t++) {
         int32_t k = b->kind[t];
         int32_t r = k < 0 ? min32((-k) * b->a, r_after) : 0; /* interleave: raw tokens before beacon j */
         if (k < 0 && b->p.placement == MN_PLACE_APPEND) r = r_after;
-        b->pos[t] = b->pos0 + offset_of(b, k, r);
+        b->pos[t] = b->pos0 + mn_beacon_offset(&sc, k, r);
         b->alt[t] = k < 0;
         b->lmask[t] = k >= 0;
         has_bcn |= k < 0;
@@ -280,7 +274,7 @@ static int run_batch(mn_beacon *b, int32_t T, int32_t r_after, float *logits, in
         b->wkind[b->n_wcells + t] = k;
     }
     /* the mask is plain causal unless some token must not see an earlier one */
-    int need_mask = !(full_causal_interleave(b) && b->p.attend_prev) &&
+    int need_mask = !(full_causal_interleave(&sc) && b->p.attend_prev) &&
                     (has_bcn || (b->p.placement == MN_PLACE_INTERLEAVE && b->n_bcn > 0));
     if (need_mask) {
         const size_t ld = (size_t)N + (size_t)T, need = ld * (size_t)T;
@@ -296,7 +290,7 @@ static int run_batch(mn_beacon *b, int32_t T, int32_t r_after, float *logits, in
             int32_t r = b->p.placement == MN_PLACE_APPEND ? r_after : min32((-k) * b->a, r_after);
             memset(row, 1, (size_t)w0);
             for (int32_t j = w0; j < (int32_t)ld; j++)
-                row[j] = j <= N + t && sees(b, k, b->wkind[j - w0], r);
+                row[j] = j <= N + t && mn_beacon_sees(&sc, k, b->wkind[j - w0], r);
         }
     }
     mn_batch bt = {.n = T, .pos = b->pos, .mask = need_mask ? b->mask : NULL, .n_capture = n_cap,

@@ -51,6 +51,22 @@
 #include "mnemo.h"
 #include "model/forward.h"
 
+/* The layout rules above as functions, shared by inference and training
+ * (train/beacontrain.c), so the two cannot drift apart. A window cell's kind:
+ * raw token i as i >= 0, beacon j as -(j + 1); r: raw tokens in the window
+ * when a beacon runs (interleave: those before it; append: the window's). */
+typedef struct {
+    mn_beacon_placement placement;
+    mn_beacon_attention attention;
+    int attend_prev;
+    int32_t ratio;
+} mn_beacon_scheme;
+/* Offset of a cell's position from the window's first position. */
+int32_t mn_beacon_offset(const mn_beacon_scheme *s, int32_t kind, int32_t r);
+/* Whether a token of kind tk sees the window cell of kind ck (an earlier
+ * cell or itself). */
+int mn_beacon_sees(const mn_beacon_scheme *s, int32_t tk, int32_t ck, int32_t r);
+
 typedef struct {
     int32_t window;                  /* W */
     int32_t ratio;                   /* a of every window until mn_beacon_set_ratio; divides W */

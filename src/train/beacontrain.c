@@ -75,6 +75,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "memory/beacon.h"
 #include "train/beacontrain.h"
 
 struct TN(mn_beacon_trainer) {
@@ -179,10 +180,6 @@ void TN(mn_beacon_trainer_no_memory)(TN(mn_beacon_trainer) * tr, int on) { tr->n
 
 /* ------------------------------------------------------------ the scheme (beacon.c) */
 
-static int fci(const TN(mn_beacon_trainer) * tr) {
-    return tr->p.placement == MN_PLACE_INTERLEAVE && tr->p.attention == MN_BATTN_FULL_COVERAGE;
-}
-
 static int32_t min32(int32_t x, int32_t y) { return x < y ? x : y; }
 
 /* r: raw tokens in the window when beacon kind runs (beacon.c's run_batch) */
@@ -191,32 +188,9 @@ static int32_t raw_before(const TN(mn_beacon_trainer) * tr, int32_t kind) {
     return tr->p.placement == MN_PLACE_APPEND ? tr->p.window : min32((-kind) * tr->a, tr->p.window);
 }
 
-/* beacon.c's offset_of */
-static int32_t offset_of(const TN(mn_beacon_trainer) * tr, int32_t kind, int32_t r) {
-    const int32_t a = tr->a;
-    if (kind >= 0) return fci(tr) ? kind + kind / a : kind;
-    const int32_t j = -kind - 1, ap = tr->p.attend_prev ? j : 0;
-    if (tr->p.placement == MN_PLACE_INTERLEAVE)
-        return min32((j + 1) * a, r) + (tr->p.attention == MN_BATTN_FULL_COVERAGE ? j : 0);
-    switch (tr->p.attention) {
-    case MN_BATTN_FULL_COVERAGE: return r + j;
-    case MN_BATTN_STEP_EXPANSION: return min32((j + 1) * a, r) + ap;
-    default: return min32(a, r) + ap;
-    }
-}
-
-/* beacon.c's sees (with cover) */
-static int sees(const TN(mn_beacon_trainer) * tr, int32_t tk, int32_t ck, int32_t r) {
-    if (tk >= 0) return ck >= 0 ? ck <= tk : fci(tr);
-    const int32_t j = -tk - 1, a = tr->a;
-    if (ck >= 0) {
-        int32_t lo = 0, hi = min32((j + 1) * a, r);
-        if (tr->p.attention == MN_BATTN_SEGMENTATION) lo = j * a;
-        else if (tr->p.attention == MN_BATTN_FULL_COVERAGE && tr->p.placement == MN_PLACE_APPEND) hi = r;
-        return ck >= lo && ck < hi;
-    }
-    const int32_t jc = -ck - 1;
-    return tr->p.attend_prev ? jc <= j : jc == j;
+/* the layout rules are beacon.c's own (mn_beacon_offset, mn_beacon_sees) */
+static mn_beacon_scheme scheme_of(const TN(mn_beacon_trainer) * tr) {
+    return (mn_beacon_scheme){tr->p.placement, tr->p.attention, tr->p.attend_prev, tr->a};
 }
 
 /* order of a window cell in the cache (interleave: beacon j after raw (j+1)a - 1) */
@@ -248,12 +222,13 @@ static TN(mn_tpass) build(TN(mn_beacon_trainer) * tr, const int32_t *ids, int32_
     const mn_tdims *d = &tr->d;
     const int32_t W = p->window, nb = tr->nb, T = W + nb, C = d->n_embd, KD = d->kv_dim, L = d->n_layer;
     const int32_t N = prefix_of(tr, t), pos0 = N;
+    const mn_beacon_scheme sc = scheme_of(tr);
     const int32_t *seg = ids + (int64_t)t * W;
     for (int32_t r = 0; r < T; r++) {
         const int32_t k = r < nb ? -(r + 1) : r - nb;
         tr->kind[r] = k;
         tr->ord[r] = order_of(tr, k);
-        tr->pos[r] = pos0 + offset_of(tr, k, raw_before(tr, k));
+        tr->pos[r] = pos0 + mn_beacon_offset(&sc, k, raw_before(tr, k));
         tr->tgt[r] = k >= 0 && k + 1 < W ? seg[k + 1] : -1;
     }
     for (int32_t j = 0; j < nb; j++) {
@@ -267,7 +242,7 @@ static TN(mn_tpass) build(TN(mn_beacon_trainer) * tr, const int32_t *ids, int32_
         memset(row, 1, (size_t)N);
         const int32_t ru = raw_before(tr, tr->kind[u]);
         for (int32_t v = 0; v < T; v++)
-            row[N + v] = tr->ord[v] <= tr->ord[u] && sees(tr, tr->kind[u], tr->kind[v], ru);
+            row[N + v] = tr->ord[v] <= tr->ord[u] && mn_beacon_sees(&sc, tr->kind[u], tr->kind[v], ru);
     }
     if (inject) {
         /* g of this window's memory cells -> its rows' K/V after RoPE at the window position */
