@@ -6,8 +6,8 @@
  * and the visibility mask, and those are beacon.c's: a window cell u sees a
  * window cell v when v comes no later than u in the order mn_beacon_feed puts
  * them in the cache (interleave: raw 0..a-1, beacon 0, raw a..; append: the
- * raw tokens, then the beacons) and the scheme lets u see v (beacon.c's
- * `sees`); every prefix cell (sinks, memory) is visible. Beacons first puts
+ * raw tokens, then the beacons) and the scheme lets u see v
+ * (mn_beacon_sees); every prefix cell (sinks, memory) is visible. Beacons first puts
  * the raw rows last, where the distillation teacher's rows go.
  *
  * Memory. The pass gives each row's key after RoPE at its window position p;
