@@ -14,7 +14,9 @@ trap 'rm -rf "$work"' EXIT
 [ -x "$bin" ] || make -s all
 peak=""
 if [ -f bench/peak.sh ]; then
-  peak=$(bash bench/peak.sh "$threads" 2>/dev/null | sed -n 's/.*total \([0-9.]*\) GFLOP\/s.*/\1/p' | tail -1)
+  # the machine's peak: the best ISA's per-core rate by CPU time (robust to other load) x threads
+  peak=$(bash bench/peak.sh "$threads" 2>/dev/null |
+         awk -v t="$threads" '$2 == t && $5 + 0 > best { best = $5 } END { if (best) printf "%.1f", best * t }')
 fi
 $bin adapter init --compressor uio --segment 256 --ratio 8 -o "$work/uio.gguf" >/dev/null
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(date -u +%F)"
