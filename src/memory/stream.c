@@ -254,7 +254,12 @@ int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, i
             float *lg = NULL;
             if (logits && logits_all) lg = logits + (size_t)i * (size_t)V;
             else if (logits && i + p == n) lg = logits;
-            int rc = mn_decode(s->ctx, ids + i, p, lg, logits_all);
+            /* A piece that completes the segment and wants no logits need not
+             * be decoded: compress_local drops the segment's raw cells right
+             * away (unless they are to become the sinks). Reading a long text
+             * then costs the encoder alone, not decoder + encoder. */
+            const int skip = !lg && s->n_local + p == s->seg_l && (s->n_memory > 0 || s->p.n_sinks == 0);
+            int rc = skip ? MN_OK : mn_decode(s->ctx, ids + i, p, lg, logits_all);
             if (rc) return rc;
             memcpy(s->local + s->n_local, ids + i, sizeof(int32_t) * (size_t)p);
             s->n_local += p;
