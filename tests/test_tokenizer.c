@@ -267,7 +267,8 @@ static void test_fixture_file(const char *fixture) {
                   fixture, (long long)n, hex, f[2], f[3]);
             printf("  %s: book %zu bytes -> %lld tokens in %.1f ms (%.2f MB/s)\n", fixture, blen, (long long)n, dt * 1e3,
                    blen / dt / 1e6);
-            if (!sanitized()) CHECK(dt < 1.0, "%s: tokenizing the book took %.2f s", fixture, dt);
+            /* the rate is reported, not asserted: speed belongs to bench/, and a
+             * loaded CI machine must not fail a correctness test */
             /* round trip of the whole book */
             char *back;
             size_t bl;
