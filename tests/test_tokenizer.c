@@ -19,8 +19,6 @@
 #include "model/tokenizer.h"
 #include "test.h"
 
-static int sanitized(void) { return getenv("MN_SANITIZED") != NULL; }
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
