@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput on the default model: UIO adapter, segment 256, ratio 8,
-# windows of 4 segments, each gradient mode; tokens/s, counted FLOPs per token,
-# achieved GFLOP/s, and model FLOP utilisation against the FMA peak measured by
-# bench/peak.sh on the same machine. Usage: bash bench/train.sh [STEPS] [THREADS]
+# windows of 4 segments, each gradient mode, then a beacon adapter (window 256);
+# tokens/s, counted FLOPs per token, achieved GFLOP/s, and model FLOP
+# utilisation against the FMA peak measured by bench/peak.sh on the same machine. Usage: bash bench/train.sh [STEPS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
@@ -21,11 +21,12 @@ fi
 $bin adapter init --compressor uio --segment 256 --ratio 8 -o "$work/uio.gguf" >/dev/null
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(date -u +%F)"
 echo "FMA peak (bench/peak.sh, $threads threads): ${peak:-n/a} GFLOP/s"
-printf '| mode | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n|---|---|---|---|---|---|\n'
-for mode in full tbptt incremental reservoir unbiased; do
-  # one warm-up step caches the tokenised data; the measured run is the last step's rate
-  log=$($bin train -a "$work/uio.gguf" --data "$data" -o "$work/out.gguf" --steps "$steps" --segments 4 \
-        --bptt $mode --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" 2>&1)
+$bin adapter init --compressor beacon --segment 256 --ratio 8 -o "$work/beacon.gguf" >/dev/null
+printf '| compressor | mode | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n|---|---|---|---|---|---|---|\n'
+row() { # compressor adapter mode
+  # the rate of the last of $steps steps (the first also tokenises and caches the data)
+  log=$($bin train -a "$2" --data "$data" -o "$work/out.gguf" --steps "$steps" --segments 4 \
+        --bptt "$3" --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" 2>&1)
   last=$(printf '%s\n' "$log" | grep '^step' | tail -1)
   tps=$(printf '%s' "$last" | sed -n 's/.* \([0-9.]*\) tok\/s.*/\1/p')
   sum=$(printf '%s\n' "$log" | grep '^wrote')
@@ -33,6 +34,9 @@ for mode in full tbptt incremental reservoir unbiased; do
   gfs=$(printf '%s' "$sum" | sed -n 's/.*, \([0-9.]*\) GFLOP\/s).*/\1/p')
   rss=$(printf '%s' "$sum" | sed -n 's/.*peak RSS \([0-9]*\) MiB.*/\1/p')
   mfu=n/a
-  [ -n "$peak" ] && mfu=$(awk -v a="$gfs" -v p="$peak" 'BEGIN { printf "%.0f%%", 100 * a / p }')
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$mode" "$tps" "$gft" "$gfs" "$mfu" "$rss"
-done
+  [ -n "$peak" ] && [ -n "$gfs" ] && mfu=$(awk -v a="$gfs" -v p="$peak" 'BEGIN { printf "%.0f%%", 100 * a / p }')
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$tps" "$gft" "$gfs" "$mfu" "$rss"
+}
+for mode in full tbptt incremental reservoir unbiased; do row uio "$work/uio.gguf" $mode; done
+# beacons: window 256, ratio 8; incremental does not apply to their recurrent chain
+for mode in full tbptt reservoir unbiased; do row beacon "$work/beacon.gguf" $mode; done
