@@ -39,7 +39,7 @@ static void usage(FILE *f) {
 /* OpenBLAS (the training GEMMs) picks its kernels once, when the library is
  * loaded, from the CPU model number; a model newer than the Debian build
  * knows (e.g. Emerald Rapids, family 6 model 207) falls back to the SSE3
- * "Prescott" kernels, about 5x slower than its AVX-512 ones. Its only switch
+ * "Prescott" kernels (training ran 3.1x slower on them here). Its only switch
  * is OPENBLAS_CORETYPE read at load time, so when the choice is older than
  * the ISA mnemo detected, the command re-executes itself once with it set.
  * An explicit OPENBLAS_CORETYPE is left alone. */
