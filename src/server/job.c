@@ -176,15 +176,27 @@ static void add_usage(cJSON *o, const job *j) {
 
 static const char *finish_reason(const job *j) { return j->st.finish == MN_FINISH_STOP ? "stop" : "length"; }
 
-char *job_chunk_json(const job *j, const char *text, size_t len, const char *finish) {
+/* The fields every completion object starts with (OpenAI's layout): id,
+ * object, created, model, and a choices array; *choice (when asked for) is
+ * its one entry, index 0, already in the array. */
+static cJSON *completion_head(const job *j, const char *object, cJSON **choice) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddStringToObject(o, "object", object);
     cJSON_AddNumberToObject(o, "created", (double)j->created);
     cJSON_AddStringToObject(o, "model", j->model ? j->model : "mnemo");
     cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+    if (choice) {
+        *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(*choice, "index", 0);
+        cJSON_AddItemToArray(ch, *choice);
+    }
+    return o;
+}
+
+char *job_chunk_json(const job *j, const char *text, size_t len, const char *finish) {
+    cJSON *c;
+    cJSON *o = completion_head(j, j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion", &c);
     char *tmp = NULL;
     if (text) {
         tmp = malloc(len + 1);
@@ -203,7 +215,6 @@ char *job_chunk_json(const job *j, const char *text, size_t len, const char *fin
     }
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
-    cJSON_AddItemToArray(ch, c);
     if (finish) add_mnemo(o, j);
     free(tmp);
     char *s = cJSON_PrintUnformatted(o);
@@ -212,8 +223,9 @@ char *job_chunk_json(const job *j, const char *text, size_t len, const char *fin
 }
 
 char *job_response_json(const job *j) {
-    cJSON *o = cJSON_CreateObject();
+    cJSON *o;
     if (j->type == JOB_DOC_ADD) {
+        o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "id", (double)j->ing.id);
         cJSON_AddStringToObject(o, "object", "document");
         cJSON_AddStringToObject(o, "title", j->title ? j->title : "");
@@ -226,13 +238,8 @@ char *job_response_json(const job *j) {
         cJSON_AddBoolToObject(o, "existed", j->ing.existed);
         cJSON_AddNumberToObject(o, "seconds", j->ing.seconds);
     } else {
-        cJSON_AddStringToObject(o, "id", j->id);
-        cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion" : "text_completion");
-        cJSON_AddNumberToObject(o, "created", (double)j->created);
-        cJSON_AddStringToObject(o, "model", j->model ? j->model : "mnemo");
-        cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-        cJSON *c = cJSON_CreateObject();
-        cJSON_AddNumberToObject(c, "index", 0);
+        cJSON *c;
+        o = completion_head(j, j->type == JOB_CHAT ? "chat.completion" : "text_completion", &c);
         if (j->type == JOB_CHAT) {
             cJSON *msg = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(msg, "role", "assistant");
@@ -241,7 +248,6 @@ char *job_response_json(const job *j) {
             cJSON_AddStringToObject(c, "text", j->out ? j->out : "");
         }
         cJSON_AddStringToObject(c, "finish_reason", finish_reason(j));
-        cJSON_AddItemToArray(ch, c);
         add_usage(o, j);
         add_mnemo(o, j);
     }
@@ -253,11 +259,7 @@ char *job_response_json(const job *j) {
 const char *job_finish_reason(const job *j) { return finish_reason(j); }
 
 char *job_usage_json(const job *j) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "object", j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
-    cJSON_AddNumberToObject(o, "created", (double)j->created);
-    cJSON_AddArrayToObject(o, "choices");
+    cJSON *o = completion_head(j, j->type == JOB_CHAT ? "chat.completion.chunk" : "text_completion", NULL);
     add_usage(o, j);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
