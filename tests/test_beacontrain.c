@@ -125,10 +125,17 @@ static void test_fd(mn_beacon_placement place, mn_beacon_attention attn, int ap,
 }
 
 /* ---- 3. tbptt ---- */
-static void test_tbptt(void) {
+/* The layout the gradient-mode tests run on: interleaved, full coverage, a
+ * sink, cross-entropy only. */
+static mn_beacon_tparams_f64 chain_params(void) {
     mn_beacon_tparams_f64 q = PRM;
     q.window = BW, q.ratio = 2, q.placement = MN_PLACE_INTERLEAVE, q.attention = MN_BATTN_FULL_COVERAGE;
     q.attend_prev = 1, q.sinks = 1, q.ce_w = 1, q.kl_w = 0;
+    return q;
+}
+
+static void test_tbptt(void) {
+    mn_beacon_tparams_f64 q = chain_params();
     mn_beacon_trainer_f64 *tr;
     CHECK(mn_beacon_trainer_create_f64(TM, &q, MAXWIN, &tr) == 0, "trainer: %s", mn_last_error());
     const int n = MAXWIN;
@@ -211,9 +218,7 @@ static double max_z(const double *a, const double *b, const double *se, double e
 }
 
 static void test_unbiased(void) {
-    mn_beacon_tparams_f64 q = PRM;
-    q.window = BW, q.ratio = 2, q.placement = MN_PLACE_INTERLEAVE, q.attention = MN_BATTN_FULL_COVERAGE;
-    q.attend_prev = 1, q.sinks = 1, q.ce_w = 1, q.kl_w = 0;
+    mn_beacon_tparams_f64 q = chain_params();
     mn_beacon_trainer_f64 *tr;
     CHECK(mn_beacon_trainer_create_f64(TM, &q, MAXWIN, &tr) == 0, "trainer: %s", mn_last_error());
     const int n = MAXWIN;
