@@ -236,6 +236,53 @@ static void suite(int summary) {
     free(gfull), free(g1), free(g2), free(acc), free(r);
 }
 
+/* A raw recent window: decoder t reads [sinks | m_1 .. m_{t-2} | x_{t-1} | x_t]
+ * and is scored on x_t; the chain's gradient is still exact (full vs finite
+ * differences), tbptt covering the chain is full, incremental is tbptt. */
+static void suite_recent(void) {
+    printf("--- UIO memory, recent window of 1 segment ---\n");
+    PRM.summary = 0, PRM.kl_w = 0.5, PRM.recent = 1;
+    mn_uio_trainer_free_f64(TR);
+    CHECK(mn_uio_trainer_create_f64(TM, &PRM, MAXSEG, &TR) == 0, "trainer: %s", mn_last_error());
+    test_full_vs_fd(4);
+    mn_tstep_stats st;
+    CHECK(mn_uio_trainer_step_f64(TR, IDS, 2, MN_BPTT_FULL, 0, NULL, 1, &st) == MN_EINVAL,
+          "2 segments accepted with a recent window of 1 (no memory to read)");
+    const int n = MAXSEG;
+    double *gf = malloc(sizeof(double) * (size_t)NPARAM), *g1 = malloc(sizeof(double) * (size_t)NPARAM),
+           *g2 = malloc(sizeof(double) * (size_t)NPARAM);
+    mn_tstep_stats sf, s1, s2;
+    grad_of(MN_BPTT_FULL, n, 0, NULL, gf, &sf);
+    CHECK(sf.n_scored == (n - 2) * (LS - 1), "scored %lld tokens, expected %d", (long long)sf.n_scored,
+          (n - 2) * (LS - 1));
+    CHECK(sf.enc_backwards == n - 2, "full: %lld encoder backwards, expected %d", (long long)sf.enc_backwards, n - 2);
+    grad_of(MN_BPTT_TBPTT, n, n - 2, NULL, g1, NULL);
+    CHECK(rel_diff(g1, gf, NPARAM) < 1e-10, "recent: tbptt(tau=%d) vs full: %.3g", n - 2, rel_diff(g1, gf, NPARAM));
+    grad_of(MN_BPTT_TBPTT, n, 1, NULL, g1, &s1);
+    grad_of(MN_BPTT_INCREMENTAL, n, 1, NULL, g2, &s2);
+    CHECK(rel_diff(g2, g1, NPARAM) < 1e-10, "recent: incremental vs tbptt: %.3g", rel_diff(g2, g1, NPARAM));
+    CHECK(rel_diff(g1, gf, NPARAM) > 1e-3, "recent: tbptt(1) should differ from full");
+    /* the window really is read: a recent window of 1 scores other losses than none */
+    mn_uio_tparams_f64 q = PRM;
+    q.recent = 0, q.kl_w = 0;
+    mn_uio_trainer_f64 *t0 = NULL;
+    CHECK(mn_uio_trainer_create_f64(TM, &q, MAXSEG, &t0) == 0, "trainer: %s", mn_last_error());
+    mn_tstep_stats a, b;
+    CHECK(mn_uio_trainer_step_f64(t0, IDS + LS, n - 1, MN_BPTT_FULL, 0, NULL, 0, &a) == 0, "step: %s", mn_last_error());
+    mn_uio_trainer_free_f64(t0);
+    q.recent = 1;
+    CHECK(mn_uio_trainer_create_f64(TM, &q, MAXSEG, &t0) == 0, "trainer: %s", mn_last_error());
+    CHECK(mn_uio_trainer_step_f64(t0, IDS, n, MN_BPTT_FULL, 0, NULL, 0, &b) == 0, "step: %s", mn_last_error());
+    CHECK(fabs(a.loss - b.loss) > 1e-6, "the recent segment changed nothing (%.9g vs %.9g)", a.loss, b.loss);
+    mn_uio_trainer_free_f64(t0);
+    q.summary = 1;
+    CHECK(mn_uio_trainer_create_f64(TM, &q, MAXSEG, &t0) == MN_EINVAL, "a recent window accepted for summary");
+    free(gf), free(g1), free(g2);
+    PRM.recent = 0;
+    mn_uio_trainer_free_f64(TR);
+    CHECK(mn_uio_trainer_create_f64(TM, &PRM, MAXSEG, &TR) == 0, "trainer: %s", mn_last_error());
+}
+
 int main(void) {
     char dir[] = "/tmp/mnemo-memtrain-XXXXXX", path[600];
     if (!mkdtemp(dir)) return 1;
@@ -255,6 +302,7 @@ int main(void) {
     suite(1);
     test_decoder_lora(0);
     test_decoder_lora(1);
+    suite_recent();
 
     /* 5. bad arguments are errors, not crashes */
     mn_tstep_stats st;

@@ -31,6 +31,9 @@ static void usage_init(void) {
            "  --rank R          LoRA rank (uio default 128, summary 8; not for beacon)\n"
            "  --alpha A         LoRA alpha (uio default 512, summary 16; not for beacon)\n"
            "  --seed S          seed of the LoRA A initialisation (default 0)\n"
+           "uio only:\n"
+           "  --recent N        segments the decoder keeps raw between the memory and the current\n"
+           "                    segment (default 0: memory, then the current segment)\n"
            "beacon only:\n"
            "  --placement P     interleave (default) or append\n"
            "  --attention A     segmentation, step-expansion or full-coverage (default)\n"
@@ -69,7 +72,7 @@ static int parse_ratios(const char *s, mn_adapter_params *p) {
 
 static int cmd_init(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *comp = NULL, *place = NULL, *attn = NULL, *ratios = NULL;
-    long segment = -1, ratio = -1, rank = -1, sinks = -1;
+    long segment = -1, ratio = -1, rank = -1, sinks = -1, recent = -1;
     double alpha = -1;
     unsigned long long seed = 0;
     int no_attend_prev = 0, proj_o = 0, rc;
@@ -107,6 +110,9 @@ static int cmd_init(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--sinks")) {
             if ((rc = cli_parse_int(CMD_INIT, a, v, 0, MN_ADAPTER_MAX_SEGMENT, &sinks))) return rc;
+            i++;
+        } else if (!strcmp(a, "--recent")) {
+            if ((rc = cli_parse_int(CMD_INIT, a, v, 0, MN_ADAPTER_MAX_RECENT, &recent))) return rc;
             i++;
         } else if (!strcmp(a, "--alpha")) {
             if ((rc = cli_parse_float(CMD_INIT, a, v, 1e-6, 1e6, &alpha))) return rc;
@@ -158,6 +164,10 @@ static int cmd_init(int argc, char **argv) {
                                    "apply to beacon only");
         if (rank >= 0) p.rank = (int32_t)rank;
         if (alpha >= 0) p.alpha = (float)alpha;
+    }
+    if (recent >= 0) {
+        if (p.compressor != MN_COMP_UIO) return cli_usage_error(CMD_INIT, "--recent applies to uio only");
+        p.recent = (int32_t)recent;
     }
     if (segment >= 0) p.segment = (int32_t)segment;
     if (ratio >= 0) p.ratio = (int32_t)ratio;
@@ -219,6 +229,7 @@ static int cmd_info(int argc, char **argv) {
     } else {
         printf("lora:         rank %d, alpha %g (scale %g)\n", (int)p->rank, (double)p->alpha,
                (double)(p->alpha / (float)p->rank));
+        if (p->compressor == MN_COMP_UIO) printf("recent:       %d raw segments beside the memory\n", (int)p->recent);
     }
     printf("base model:   '%s' (hash %016" PRIx64 ", n_embd %d, n_layer %d)\n", in.base_name, in.base_hash,
            (int)in.base_n_embd, (int)in.base_n_layer);

@@ -70,7 +70,7 @@ int cli_train_progress(const struct mn_train_progress *p, void *ud) {
     last_step *ls = ud;
     if (ls) ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
     if (p->step == 1 && !isnan(p->val_no_memory))
-        fprintf(stderr, "validation loss of the decoder reading no memory (sinks + segment only): %.4f\n",
+        fprintf(stderr, "validation loss of the decoder reading no memory (sinks + recent raw segments only): %.4f\n",
                 p->val_no_memory);
     char val[32] = "-";
     if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);

@@ -90,6 +90,9 @@ int mn_adapter_check_params(const mn_adapter_params *p, int32_t n_embd) {
         return mn_error(MN_EINVAL, "adapter: ratio %d out of range [1, segment %d]", (int)p->ratio, (int)p->segment);
     if (p->segment % p->ratio)
         return mn_error(MN_EINVAL, "ratio %d does not divide segment %d", (int)p->ratio, (int)p->segment);
+    if (p->recent < 0 || p->recent > MN_ADAPTER_MAX_RECENT || (p->recent && p->compressor != MN_COMP_UIO))
+        return mn_error(MN_EINVAL, "adapter: recent window of %d segments (0..%d, uio only)", (int)p->recent,
+                        MN_ADAPTER_MAX_RECENT);
     if (has_lora(p->compressor)) {
         if (p->rank < 1 || p->rank > n_embd)
             return mn_error(MN_EINVAL, "adapter: LoRA rank %d out of range [1, n_embd %d]", (int)p->rank,
@@ -338,6 +341,9 @@ static int read_meta(const mn_gguf *g, mn_adapter_info *info) {
         return rc;
     if (mn_gguf_get_f32(g, "adapter.lora.alpha", &p->alpha))
         return mn_error(MN_EFORMAT, "adapter: missing or non-float key 'adapter.lora.alpha'");
+    if (p->compressor == MN_COMP_UIO && mn_gguf_find_key(g, "mnemo.uio.recent") >= 0 &&
+        (rc = get_u32(g, "mnemo.uio.recent", &p->recent)))
+        return rc;
     if (p->compressor == MN_COMP_BEACON) {
         if ((rc = get_str(g, "mnemo.beacon.placement", s, sizeof s))) return rc;
         if ((c = mn_beacon_placement_parse(s)) < 0)
@@ -541,6 +547,7 @@ int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w) {
     rc |= mn_gguf_writer_set_u32(w, "mnemo.n_mem", (uint32_t)a->n_mem);
     rc |= mn_gguf_writer_set_u32(w, "mnemo.ratio", (uint32_t)p->ratio);
     rc |= mn_gguf_writer_set_u32(w, "mnemo.lora.rank", (uint32_t)(has_lora(p->compressor) ? p->rank : 0));
+    if (p->compressor == MN_COMP_UIO) rc |= mn_gguf_writer_set_u32(w, "mnemo.uio.recent", (uint32_t)p->recent);
     if (p->compressor == MN_COMP_BEACON) {
         rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.placement", mn_beacon_placement_name(p->placement));
         rc |= mn_gguf_writer_set_str(w, "mnemo.beacon.attention", mn_beacon_attention_name(p->attention));

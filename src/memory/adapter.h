@@ -15,6 +15,8 @@
  *                          attend_prev (bool), sinks (u32), proj_o (bool),
  *                          ratios (u32 array: the ratio set for training mixtures;
  *                          each must divide segment)
+ *   mnemo.uio.recent       u32  uio only, optional (absent: 0): raw segments the
+ *                          decoder reads between the memory and the current one
  *   mnemo.base.name/hash/n_embd/n_layer   the base model (hash = mn_model_hash)
  *
  * Tensors (all F32; ne[0] is the contiguous dimension, as in GGUF):
@@ -62,6 +64,7 @@ typedef enum { MN_LORA_ENC_Q = 0, MN_LORA_ENC_V = 1, MN_LORA_MEM_K = 2, MN_LORA_
 
 #define MN_ADAPTER_MAX_RATIOS 16
 #define MN_ADAPTER_MAX_SEGMENT (1 << 20)
+#define MN_ADAPTER_MAX_RECENT 64
 
 typedef struct {
     mn_compressor compressor;
@@ -77,6 +80,9 @@ typedef struct {
     int32_t sinks;    /* leading tokens kept raw, 0..segment-1 */
     int proj_o;       /* beacons also have their own output projection */
     int32_t n_ratios; /* 1..MN_ADAPTER_MAX_RATIOS */
+    /* uio only: segments the decoder keeps raw beside the memory, 0..MN_ADAPTER_MAX_RECENT
+     * (the newest complete segments are compressed only when they leave this window) */
+    int32_t recent;
     int32_t ratios[MN_ADAPTER_MAX_RATIOS];
 } mn_adapter_params;
 

@@ -51,7 +51,8 @@ int mn_uio_bind(const mn_model *m, const mn_adapter *a, mn_uio_binding *b) {
                                 .m = mn_adapter_n_mem(a),
                                 .mem_embd = mn_adapter_mem_embd(a),
                                 .encoder = &b->encoder,
-                                .transfer = &b->transfer};
+                                .transfer = &b->transfer,
+                                .recent = cfg->recent};
     return MN_OK;
 }
 
@@ -252,7 +253,7 @@ int32_t mn_memory_n_ctx(const mn_memory_binding *b, int64_t n_tokens, int32_t n_
         need = (int64_t)p->sinks + (n_tokens / p->window) * (p->window / p->ratio) + p->window + p->window / amin + 1;
     } else {
         const mn_uio_params *p = b->kind == MN_COMP_UIO ? &b->uio.params : &b->summary.params;
-        need = (n_tokens / p->l) * p->m + p->l + p->m + n_sinks;
+        need = (n_tokens / p->l) * p->m + (int64_t)(p->recent + 1) * p->l + p->m + n_sinks;
     }
     return need > (1 << 22) ? (1 << 22) : (int32_t)need;
 }

@@ -30,8 +30,10 @@ struct mn_stream {
     float *se;           /* (m, C) summary embeddings of one segment */
     mn_beacon *beacon;
     int32_t seg_l, seg_m;
-    int32_t *local;      /* (l) ids of the local tokens not yet compressed */
+    int32_t *local;      /* ((recent + 1) l) ids of the local tokens not yet compressed */
     int32_t n_local;
+    int32_t recent;      /* complete segments kept raw beside the memory (uio) */
+    int32_t n_dec;       /* recent > 0: local tokens whose raw cells are in the cache (a prefix) */
     int32_t n_memory;    /* memory cells, after the sink cells */
     int32_t mem_cap;     /* most memory cells kept (oldest dropped first); 0: no bound */
     int32_t n_sink_cells;/* memory mode: leading raw tokens kept (set at the first compression) */
@@ -96,7 +98,7 @@ void mn_stream_reset(mn_stream *s) {
     mn_kv_clear(s->ctx);
     if (s->beacon) mn_beacon_reset(s->beacon);
     s->n_seen = s->n_evicted = 0;
-    s->n_local = s->n_memory = s->n_sink_cells = 0;
+    s->n_local = s->n_memory = s->n_sink_cells = s->n_dec = 0;
 }
 
 mn_beacon *mn_stream_beacon(mn_stream *s) { return s->beacon; }
@@ -131,12 +133,13 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
     if (mn_context_n_ctx(s->ctx) < p->l + p->m)
         return mn_error(MN_EINVAL, "the context (%d cells) cannot hold a segment of %d plus its memory",
                         mn_context_n_ctx(s->ctx), p->l);
+    if (p->recent < 0 || p->recent > 64) return mn_error(MN_EINVAL, "recent window of %d segments (0..64)", p->recent);
     mn_uio *u;
     int rc = mn_uio_create(m, p, n_threads, &u);
     if (rc) return rc;
     const int32_t kd = mn_model_kv_dim(m);
     size_t n = (size_t)mn_model_n_layer(m) * (size_t)p->m * (size_t)kd;
-    int32_t *local = malloc(sizeof(int32_t) * (size_t)p->l);
+    int32_t *local = malloc(sizeof(int32_t) * (size_t)p->l * (size_t)(p->recent + 1));
     float *mk = malloc(sizeof(float) * n), *mv = malloc(sizeof(float) * n);
     int32_t *mpos = malloc(sizeof(int32_t) * (size_t)p->m);
     if (!local || !mk || !mv || !mpos) {
@@ -148,6 +151,7 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
     s->uio = u;
     s->seg_l = p->l;
     s->seg_m = p->m;
+    s->recent = p->recent;
     s->local = local;
     s->mk = mk;
     s->mv = mv;
@@ -158,12 +162,23 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
 
 int32_t mn_stream_n_memory(const mn_stream *s) { return s->beacon ? mn_beacon_n_memory(s->beacon) : s->n_memory; }
 
-/* The l local tokens become m memory cells at the next positions; their raw
- * cells (all cells after the sinks and the memory) are dropped. With n_sinks,
- * the stream's first tokens stay as raw cells ahead of the memory: SmolLM2-like
- * models park attention on their first positions, which memory slots would
- * otherwise occupy. */
+/* The oldest l local tokens become m memory cells at the next positions; the
+ * raw cells (all cells after the sinks and the memory) are dropped. With
+ * n_sinks, the stream's first tokens stay as raw cells ahead of the memory:
+ * SmolLM2-like models park attention on their first positions, which memory
+ * slots would otherwise occupy. With a recent window, the younger local
+ * segments stay as tokens and are decoded again after the new memory when
+ * logits are next wanted: the layout training uses. */
 static int compress_local(mn_stream *s) {
+    if (s->recent > 0 && s->n_memory == 0 && s->n_sink_cells == 0 && s->p.n_sinks > 0) {
+        /* the sinks' raw cells: decode them if the lazy stream has not */
+        const int32_t S = s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l;
+        if (s->n_dec < S) {
+            int rc = mn_decode(s->ctx, s->local + s->n_dec, S - s->n_dec, NULL, 0);
+            if (rc) return rc;
+            s->n_dec = S;
+        }
+    }
     int rc = s->summary ? mn_uio_encode_out(s->uio, s->local, s->seg_l, s->se, NULL)
                         : mn_uio_compress(s->uio, s->local, s->mk, s->mv);
     if (rc) return rc;
@@ -182,7 +197,9 @@ static int compress_local(mn_stream *s) {
     }
     s->n_memory += s->seg_m;
     s->n_evicted += s->seg_l - (s->n_memory == s->seg_m ? s->n_sink_cells : 0);
-    s->n_local = 0;
+    s->n_local -= s->seg_l;
+    memmove(s->local, s->local + s->seg_l, sizeof(int32_t) * (size_t)s->n_local);
+    s->n_dec = 0;
     if (s->mem_cap > 0 && s->n_memory > s->mem_cap) {
         /* StreamingLLM applied to the memory: the oldest slots go, the rest
          * move down to follow the sinks */
@@ -231,6 +248,40 @@ static int evict(mn_stream *s, int32_t need) {
     return rc;
 }
 
+/* Memory mode with a recent window: tokens are decoded lazily, only when
+ * logits are wanted, after [sinks | memory] and the local tokens before them
+ * (the segments kept raw, then the current one): reading a long text without
+ * logits costs the encoder alone. */
+static int feed_recent(mn_stream *s, const int32_t *ids, int32_t n, float *logits, int logits_all) {
+    const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx)), cap = (s->recent + 1) * s->seg_l;
+    for (int32_t i = 0; i < n;) {
+        int32_t p = s->seg_l - s->n_local % s->seg_l;
+        if (p > n - i) p = n - i;
+        const int32_t base = s->n_sink_cells + s->n_memory;
+        if (base + s->n_local + p > mn_context_n_ctx(s->ctx))
+            return mn_error(MN_ERANGE,
+                            "memory of %d slots plus %d local tokens exceeds the context of %d; the position "
+                            "budget is spent (use a larger ratio or context)",
+                            s->n_memory, s->n_local + p, mn_context_n_ctx(s->ctx));
+        memcpy(s->local + s->n_local, ids + i, sizeof(int32_t) * (size_t)p);
+        float *lg = NULL;
+        if (logits && logits_all) lg = logits + (size_t)i * (size_t)V;
+        else if (logits && i + p == n) lg = logits;
+        int rc = MN_OK;
+        if (lg) {
+            if (s->n_dec < s->n_local) rc = mn_decode(s->ctx, s->local + s->n_dec, s->n_local - s->n_dec, NULL, 0);
+            if (!rc) rc = mn_decode(s->ctx, ids + i, p, lg, logits_all);
+            if (rc) return rc;
+            s->n_dec = s->n_local + p;
+        }
+        s->n_local += p;
+        s->n_seen += p;
+        i += p;
+        if (s->n_local == cap && (rc = compress_local(s))) return rc;
+    }
+    return MN_OK;
+}
+
 int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, int logits_all) {
     if (n <= 0 || !ids) return mn_error(MN_EINVAL, "nothing to feed");
     const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx));
@@ -240,6 +291,10 @@ int mn_stream_feed(mn_stream *s, const int32_t *ids, int32_t n, float *logits, i
         s->n_seen += n;
         s->n_evicted = s->n_seen - mn_beacon_n_local(s->beacon) - mn_beacon_n_sinks(s->beacon);
         return MN_OK;
+    }
+    if (s->p.mode == MN_MODE_MEMORY && s->recent > 0) {
+        if (!s->uio) return mn_error(MN_EINVAL, "memory mode needs a compressor (an adapter)");
+        return feed_recent(s, ids, n, logits, logits_all);
     }
     if (s->p.mode == MN_MODE_MEMORY) {
         if (!s->uio) return mn_error(MN_EINVAL, "memory mode needs a compressor (an adapter)");

@@ -23,6 +23,7 @@ typedef struct {
     const float *mem_embd;       /* (C) memory-token embedding */
     const mn_lora_set *encoder;  /* LoRA on Q, V during encoding; NULL: none */
     const mn_lora_set *transfer; /* LoRA on K, V of the transfer head; NULL: none */
+    int32_t recent;              /* streams: complete segments kept raw beside the memory */
 } mn_uio_params;
 
 typedef struct mn_uio mn_uio;

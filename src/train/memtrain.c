@@ -108,6 +108,11 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
     if (max_seg < 2) return mn_error(MN_EINVAL, "a training window needs at least 2 segments, not %d", max_seg);
     if (p->n_sinks < 0 || p->n_sinks > p->l) return mn_error(MN_EINVAL, "%d sinks out of 0..%d", p->n_sinks, p->l);
     if (!p->mem_embd) return mn_error(MN_EINVAL, "no memory-token embedding");
+    if (p->recent < 0 || (p->recent > 0 && p->summary))
+        return mn_error(MN_EINVAL, "a raw recent window (%d segments) is for UIO memories", p->recent);
+    if (max_seg < p->recent + 2)
+        return mn_error(MN_EINVAL, "a window of %d segments leaves no memory to read behind %d raw segments",
+                        max_seg, p->recent);
     TN(mn_uio_trainer) *tr = calloc(1, sizeof *tr);
     if (!tr) return mn_error(MN_ENOMEM, "out of memory");
     tr->tm = tm;
@@ -122,7 +127,7 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
                   rd = max_rank(&p->dec, d->n_layer), re = re0 > rd ? re0 : rd;
     tr->r = re > rx ? re : rx;
     /* a summary decoder reads sinks, every earlier memory's rows and a segment */
-    const int64_t Tdec = p->summary ? (int64_t)p->n_sinks + (int64_t)(max_seg - 1) * m + l : l;
+    const int64_t Tdec = p->summary ? (int64_t)p->n_sinks + (int64_t)(max_seg - 1) * m + l : (int64_t)(p->recent + 1) * l;
     int64_t maxT = T > Tdec ? T : Tdec;
     if (maxT < p->n_sinks) maxT = p->n_sinks;
     tr->max_T = (int32_t)maxT;
@@ -305,31 +310,36 @@ static int sinks(TN(mn_uio_trainer) * tr, const int32_t *ids) {
     return MN_OK;
 }
 
-/* Decoder over segment ti (0-based, >= 1) after [sinks | memories 0..ti-1]:
- * adds its loss to st; with grad, leaves dJ/d(prefix cells) in dpk, dpv. */
+/* Decoder over segment ti (0-based, > recent) after [sinks | memories
+ * 0..ti-recent-1 | segments ti-recent..ti-1 raw]: adds its loss (segment ti's
+ * tokens only) to st; with grad, leaves dJ/d(prefix cells) in dpk, dpv. */
 static int decode(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t ti, int grad, real dscale,
                   mn_tstep_stats *st) {
     const TN(mn_uio_tparams) *p = &tr->p;
     const mn_tdims *d = &tr->d;
-    const int32_t l = p->l, KD = d->kv_dim, C = d->n_embd, N = tr->S + (tr->no_memory ? 0 : ti * p->m);
-    const int32_t *seg = ids + (int64_t)ti * l;
-    /* UIO: the segment's rows after N prefix cells. Summary: N rows of sinks
-     * and memory embeddings, then the segment, in one causal pass. */
-    const int32_t r0 = p->summary ? N : 0, T = r0 + l;
+    const int32_t R = p->recent, te = ti - R; /* memories read */
+    const int32_t l = p->l, KD = d->kv_dim, C = d->n_embd, N = tr->S + (tr->no_memory ? 0 : te * p->m);
+    const int32_t *seg = ids + (int64_t)te * l;
+    /* UIO: the recent raw segments and the scored one, rows after N prefix
+     * cells. Summary: N rows of sinks and memory embeddings, then the
+     * segment, in one causal pass. */
+    const int32_t r0 = p->summary ? N : R * l, T = (p->summary ? N : 0) + (R + 1) * l;
     if (p->summary) {
         TN(mn_tmodel_embed)(tr->tm, ids, tr->S, tr->x);
         memcpy(tr->x + (int64_t)tr->S * C, tr->caps, sizeof(real) * (size_t)ti * p->m * C);
         for (int32_t j = 0; j < r0; j++) tr->pos[j] = j, tr->tgt[j] = -1;
     }
-    TN(mn_tmodel_embed)(tr->tm, seg, l, tr->x + (int64_t)r0 * C);
-    for (int32_t j = 0; j < l; j++) {
-        tr->pos[r0 + j] = N + j;
-        tr->tgt[r0 + j] = j + 1 < l ? seg[j + 1] : -1;
+    const int32_t e0 = p->summary ? N : 0; /* first row of token embeddings */
+    TN(mn_tmodel_embed)(tr->tm, seg, (R + 1) * l, tr->x + (int64_t)e0 * C);
+    for (int32_t j = 0; j < (R + 1) * l; j++) {
+        tr->pos[e0 + j] = N + j;
+        tr->tgt[e0 + j] = e0 + j >= r0 && j + 1 < (R + 1) * l ? seg[j + 1] : -1;
     }
     const int kl = grad && p->kl_w != 0;
     const int has_dec = p->dec.q || p->dec.k || p->dec.v || p->dec.o;
     TN(mn_tpass) ps = {.T = T, .x = tr->x, .pos = tr->pos, .targets = tr->tgt, .lora = has_dec ? &p->dec : NULL,
                        .teacher = kl ? tr->teacher + (int64_t)ti * l * d->n_vocab : NULL, .teacher_row0 = r0,
+                       .head_row0 = r0,
                        .ce_w = grad ? p->ce_w : 1, .kl_w = kl ? p->kl_w : 0};
     if (p->summary) ps.dx = tr->dx;
     else ps.N = N, ps.N_stride = tr->Nmax, ps.pk = tr->pk, ps.pv = tr->pv, ps.dpk = tr->dpk, ps.dpv = tr->dpv;
@@ -373,8 +383,9 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
     const TN(mn_uio_tparams) *p = &tr->p;
     const mn_tdims *d = &tr->d;
     const int32_t l = p->l;
-    if (n_seg < 2 || n_seg > tr->max_seg)
-        return mn_error(MN_EINVAL, "a window of %d segments (2..%d)", n_seg, tr->max_seg);
+    const int32_t R = p->recent;
+    if (n_seg < R + 2 || n_seg > tr->max_seg)
+        return mn_error(MN_EINVAL, "a window of %d segments (%d..%d)", n_seg, R + 2, tr->max_seg);
     if ((unsigned)mode > MN_BPTT_UNBIASED) return mn_error(MN_EINVAL, "unknown gradient mode %d", (int)mode);
     if (mode != MN_BPTT_FULL && tau < 1) return mn_error(MN_EINVAL, "%s needs tau >= 1", mn_bptt_name(mode));
     if (tr->no_memory && grad) return mn_error(MN_EINVAL, "the no-memory ablation is for evaluation only");
@@ -391,7 +402,7 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
         if ((rc = TN(mn_tmodel_logprobs)(tr->tm, tr->tws, tr->tx, tr->pos, Tt, tr->teacher))) return rc;
     }
     if (!p->summary && (rc = sinks(tr, ids))) return rc;
-    for (int32_t i = 0; i + 1 < n_seg; i++) {
+    for (int32_t i = 0; i + 1 + R < n_seg; i++) {
         if ((rc = encode(tr, ids + (int64_t)i * l, i, st))) return rc;
         if (!p->summary) transfer_fwd(tr, i);
     }
@@ -400,16 +411,18 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
     memset(tr->gv, 0, sizeof(real) * (size_t)cells);
     memset(tr->pending, 0, (size_t)tr->max_seg);
     memset(tr->ge, 0, sizeof(real) * (size_t)tr->max_seg * tr->max_m * d->n_embd);
-    const real dscale = (real)(1.0 / ((double)(n_seg - 1) * (l - 1)));
+    const real dscale = (real)(1.0 / ((double)(n_seg - 1 - R) * (l - 1)));
     const int res_mode = mode == MN_BPTT_RESERVOIR || mode == MN_BPTT_UNBIASED;
     int32_t n_res = 0;
-    for (int32_t ti = 1; ti < n_seg && !rc; ti++) {
+    /* te: memories decoder ti reads (0..te-1); with R raw segments in
+     * between, the chain below is the plain one in te */
+    for (int32_t ti = 1 + R, te = 1; ti < n_seg && !rc; ti++, te++) {
         if (grad && res_mode) {
-            /* memory ti-1 is offered as the ti-th item (algorithm R) */
-            const int32_t newest = ti - 1;
+            /* memory te-1 is offered as the te-th item (algorithm R) */
+            const int32_t newest = te - 1;
             if (n_res < tau) tr->res[n_res++] = newest;
             else {
-                const uint64_t j = mn_rng_below(rng, (uint64_t)ti);
+                const uint64_t j = mn_rng_below(rng, (uint64_t)te);
                 if (j < (uint64_t)tau) {
                     if (tr->pending[tr->res[j]] && (rc = backprop_memory(tr, ids, tr->res[j], st))) break;
                     tr->res[j] = newest;
@@ -419,22 +432,22 @@ int TN(mn_uio_trainer_step)(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t
         if ((rc = decode(tr, ids, ti, grad, dscale, st))) break;
         if (!grad || p->freeze_memory) continue;
         if (mode == MN_BPTT_FULL) {
-            for (int32_t i = 0; i < ti; i++) accumulate(tr, i, 1);
+            for (int32_t i = 0; i < te; i++) accumulate(tr, i, 1);
         } else if (mode == MN_BPTT_TBPTT || mode == MN_BPTT_INCREMENTAL) {
-            for (int32_t i = ti - tau < 0 ? 0 : ti - tau; i < ti; i++) accumulate(tr, i, 1);
+            for (int32_t i = te - tau < 0 ? 0 : te - tau; i < te; i++) accumulate(tr, i, 1);
         } else {
-            const real w = mode == MN_BPTT_UNBIASED && ti > tau ? (real)ti / (real)tau : 1;
+            const real w = mode == MN_BPTT_UNBIASED && te > tau ? (real)te / (real)tau : 1;
             for (int32_t r = 0; r < n_res; r++) accumulate(tr, tr->res[r], w);
         }
         if (mode == MN_BPTT_TBPTT) {
-            for (int32_t i = 0; i < ti && !rc; i++)
+            for (int32_t i = 0; i < te && !rc; i++)
                 if (tr->pending[i]) rc = backprop_memory(tr, ids, i, st);
         } else if (mode == MN_BPTT_INCREMENTAL) {
-            const int32_t leaving = ti - tau; /* decoder ti+1 reads memories >= ti+1-tau */
+            const int32_t leaving = te - tau; /* the next decoder reads memories >= te+1-tau */
             if (leaving >= 0 && tr->pending[leaving]) rc = backprop_memory(tr, ids, leaving, st);
         }
     }
-    for (int32_t i = 0; grad && i + 1 < n_seg && !rc; i++)
+    for (int32_t i = 0; grad && i + 1 + R < n_seg && !rc; i++)
         if (tr->pending[i]) rc = backprop_memory(tr, ids, i, st);
     st->flops = TN(mn_op_flops)() - f0;
     return rc;

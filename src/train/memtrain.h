@@ -56,6 +56,8 @@ typedef struct {
 typedef struct {
     int32_t l, m;       /* segment length, memory slots per segment (the most, see set_m); m divides l */
     int32_t n_sinks;    /* leading raw tokens of the window ahead of the memory (0..l) */
+    int32_t recent;     /* UIO: the decoder of x_t also reads x_{t-recent}..x_{t-1} raw (after
+                         * [sinks | m_1 .. m_{t-recent-1}]); losses start at t = recent + 1 */
     const real *mem_embd;
     real *d_mem_embd;   /* (C) */
     TN(mn_tlora) enc;   /* encoder LoRA: q and v used */

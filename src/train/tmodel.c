@@ -385,17 +385,24 @@ static int has_head(const TN(mn_tpass) * p) { return p->targets || p->teacher; }
 /* passes that need the last layer's output, not just its captured input */
 static int full_stack(const TN(mn_tpass) * p) { return has_head(p) || p->cap_out; }
 
-/* the head over rows [0, r0) without and [r0, T) with the teacher */
+/* the head over rows [h0, r0) without and [r0, T) with the teacher; rows
+ * before h0 are context (no logits computed, zero gradient) */
 static double head(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, real *dx, real dscale) {
     const int C = tm->d.n_embd, V = tm->d.n_vocab, T = p->T;
-    const int r0 = p->teacher ? (p->teacher_row0 < T ? p->teacher_row0 : T) : T;
+    const int h0 = p->head_row0 > 0 ? (p->head_row0 < T ? p->head_row0 : T) : 0;
+    int r0 = p->teacher ? (p->teacher_row0 < T ? p->teacher_row0 : T) : T;
+    /* teacher rows before h0 are skipped with their rows */
+    const real *teacher = p->teacher && r0 < h0 ? p->teacher + (int64_t)(h0 - r0) * V : p->teacher;
+    if (r0 < h0) r0 = h0;
     double loss = 0;
-    if (r0 > 0)
-        loss += TN(mn_op_head)(dx, ws->xf, tm->out, r0, C, V, p->targets, NULL, p->ce_w, 0, dscale, ws->head_scratch,
+    if (dx && h0 > 0) memset(dx, 0, sizeof(real) * (size_t)h0 * C);
+    if (r0 > h0)
+        loss += TN(mn_op_head)(dx ? dx + (int64_t)h0 * C : NULL, ws->xf + (int64_t)h0 * C, tm->out, r0 - h0, C, V,
+                               p->targets ? p->targets + h0 : NULL, NULL, p->ce_w, 0, dscale, ws->head_scratch,
                                HEAD_CHUNK);
     if (r0 < T)
         loss += TN(mn_op_head)(dx ? dx + (int64_t)r0 * C : NULL, ws->xf + (int64_t)r0 * C, tm->out, T - r0, C, V,
-                               p->targets ? p->targets + r0 : NULL, p->teacher, p->ce_w, p->kl_w, dscale,
+                               p->targets ? p->targets + r0 : NULL, teacher, p->ce_w, p->kl_w, dscale,
                                ws->head_scratch, HEAD_CHUNK);
     return loss;
 }

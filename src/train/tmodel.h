@@ -90,6 +90,7 @@ typedef struct {
     const int32_t *targets; /* (T) next-token ids, -1 = no loss at this row; NULL: no CE */
     const real *teacher;    /* (T - teacher_row0, V) teacher log-probs for a KL term, or NULL */
     int32_t teacher_row0;   /* the pass row that teacher row 0 belongs to (rows before: no KL) */
+    int32_t head_row0;      /* rows before it are context only: no head, no loss (<= teacher_row0) */
     real ce_w, kl_w;
     real *dx;             /* (T, C) gradient of x written by the backward, or NULL */
     /* rows with their own Q/K/V(/O) projections (beacons; not with lora) */

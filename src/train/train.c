@@ -340,7 +340,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     snprintf(st.config, sizeof st.config, "%s", conf);
 
     if ((rc = mn_tmodel_create(m, &s.tm))) goto done;
-    mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .mem_embd = s.b.mem_embd,
+    mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .recent = ap.recent, .mem_embd = s.b.mem_embd,
                          .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w, .summary = summary};
     const float lscale = mn_adapter_lora_scale(s.a);
     tp.enc = (mn_tlora){lscale, s.b.enc_q, NULL, s.b.enc_v, NULL};
