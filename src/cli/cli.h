@@ -50,6 +50,7 @@ int cmd_store(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Prints one training progress line (ud: NULL or cmd_train's summary state);
  * returns non-zero once SIGINT/SIGTERM asked to stop. */

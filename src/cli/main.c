@@ -25,6 +25,7 @@ static const struct {
     {"serve", cmd_serve, "OpenAI-compatible HTTP server over a document store"},
     {"train", cmd_train, "train a compressor adapter on text (base model frozen)"},
     {"finetune", cmd_finetune, "train a decoder LoRA for a store's document group (LLoCO)"},
+    {"eval", cmd_eval, "long-context evaluation: ppl, passkey, qa (JSON lines + a markdown table)"},
     {"adapter", cmd_adapter, "write (init) or inspect (info) a compressor adapter file"},
 };
 

@@ -1,0 +1,993 @@
+/* cmd_eval.c - `mnemo eval TASK`: the long-context evaluation harness.
+ *
+ * Every task reads its text through the same bounded-cache streams the other
+ * commands use (full attention, truncation, attention sinks, compressed
+ * memory), so a row measures exactly what `mnemo ppl/chat --mode M` would do.
+ * Output: one JSON object per result on stdout, then a markdown summary
+ * table; a progress line with an ETA on stderr (runs last minutes to hours).
+ *
+ *   ppl      same scored tokens, growing context: per book a fixed span of
+ *            --score tokens; length L gives the model the L - score tokens
+ *            before it, read through the mode.
+ *   passkey  a random 5-digit key in one of several phrasings hidden at a
+ *            depth of filler text, asked for through the chat template.
+ *   qa       multiple-choice questions over a long document (L-Eval QuALITY
+ *            format), answered by the options' mean token log-likelihood.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "error.h"
+#include "memory/memory.h"
+#include "model/forward.h"
+#include "train/data.h"
+
+#define MAX_ITEMS 64
+#define MAX_ADAPTERS 8
+
+/* ------------------------------------------------------------------ options */
+typedef struct {
+    int mode;          /* mn_mode */
+    int ad;            /* adapter index for memory, else -1 */
+    char label[96];
+} ev_mode;
+
+typedef struct {
+    const char *task;
+    const char *model_path;
+    mn_model *m;
+    const char *ad_path[MAX_ADAPTERS];
+    int n_ad;
+    mn_adapter *ad[MAX_ADAPTERS];
+    mn_memory_binding bind[MAX_ADAPTERS];
+    ev_mode modes[MAX_ITEMS];
+    int n_modes;
+    long lengths[MAX_ITEMS];
+    int n_lengths;
+    long depths[MAX_ITEMS];
+    int n_depths;
+    const char *src;  /* --books DIR, --haystack DIR, --set FILE */
+    long threads, sinks, window, chunk, score, trials, max_docs, max_questions, seed;
+    int window_given;
+} ev_opts;
+
+/* ----------------------------------------------------------------- progress */
+static struct {
+    double total, done, t0, last;
+    const char *what;
+} g_prog;
+
+static void prog_start(const char *what, double total) {
+    g_prog.total = total > 0 ? total : 1;
+    g_prog.done = 0;
+    g_prog.t0 = g_prog.last = cli_now();
+    g_prog.what = what;
+}
+
+static void prog_add(double units, const char *label) {
+    g_prog.done += units;
+    const double now = cli_now();
+    if (now - g_prog.last < 0.5 && g_prog.done < g_prog.total) return;
+    g_prog.last = now;
+    const double f = g_prog.done / g_prog.total, el = now - g_prog.t0;
+    const double eta = f > 0 ? el * (1 - f) / f : 0;
+    char bar[21];
+    int k = (int)(f * 20 + 0.5);
+    for (int i = 0; i < 20; i++) bar[i] = i < k ? '#' : '.';
+    bar[20] = 0;
+    fprintf(stderr, "\r[eval %s] [%s] %5.1f%%  %4.0fs elapsed  ETA %5.0fs  %-40.40s", g_prog.what, bar, 100 * f, el,
+            eta, label ? label : "");
+    fflush(stderr);
+}
+
+static void prog_end(void) {
+    fprintf(stderr, "\r[eval %s] done in %.0f s%-80s\n", g_prog.what, cli_now() - g_prog.t0, "");
+}
+
+/* ------------------------------------------------------------- list parsing */
+static int parse_list(const char *opt, const char *s, long lo, long hi, long *out, int *n) {
+    *n = 0;
+    if (!s || !*s) return cli_usage_error("eval", "%s needs a comma-separated list", opt);
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v < lo || v > hi)
+            return cli_usage_error("eval", "%s expects integers in [%ld, %ld] separated by commas, got '%s'", opt, lo,
+                                   hi, s);
+        if (*n == MAX_ITEMS) return cli_usage_error("eval", "%s takes at most %d values", opt, MAX_ITEMS);
+        out[(*n)++] = v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p) return cli_usage_error("eval", "%s: trailing comma in '%s'", opt, s);
+    }
+    return 0;
+}
+
+static int parse_modes(ev_opts *o, const char *s) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    int seen[4] = {0};
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int md = mn_mode_parse(t);
+        if (md < 0) return cli_usage_error("eval", "--modes: '%s' is not full, truncate, sinks or memory", t);
+        if (seen[md]++) continue;
+    }
+    /* memory first: sinks and truncate windows are matched to its cells */
+    static const int order[4] = {MN_MODE_MEMORY, MN_MODE_FULL, MN_MODE_SINKS, MN_MODE_TRUNCATE};
+    o->n_modes = 0;
+    for (int k = 0; k < 4; k++) {
+        const int md = order[k];
+        if (!seen[md]) continue;
+        if (md == MN_MODE_MEMORY) {
+            for (int a = 0; a < o->n_ad; a++) {
+                ev_mode *e = &o->modes[o->n_modes++];
+                e->mode = md, e->ad = a;
+                const char *b = strrchr(o->ad_path[a], '/');
+                snprintf(e->label, sizeof e->label, "memory:%s", b ? b + 1 : o->ad_path[a]);
+            }
+        } else {
+            ev_mode *e = &o->modes[o->n_modes++];
+            e->mode = md, e->ad = -1;
+            snprintf(e->label, sizeof e->label, "%s", mn_mode_name((mn_mode)md));
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- the streams */
+typedef struct {
+    mn_context *ctx;
+    mn_stream *s;
+    int32_t window; /* truncate/sinks window; memory: cells allocated */
+    int32_t max_cells;
+} ev_run;
+
+static void run_close(ev_run *r) {
+    mn_stream_free(r->s);
+    mn_context_free(r->ctx);
+    memset(r, 0, sizeof *r);
+}
+
+/* A stream for n_tokens of text plus `extra` cells of decoding outside it. */
+static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t window, int32_t extra, ev_run *r) {
+    memset(r, 0, sizeof *r);
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = (mn_mode)em->mode;
+    sp.n_sinks = (int32_t)o->sinks;
+    int64_t n_ctx;
+    if (em->mode == MN_MODE_FULL) n_ctx = n_tokens + extra;
+    else if (em->mode == MN_MODE_MEMORY) {
+        const mn_memory_binding *b = &o->bind[em->ad];
+        if (b->kind == MN_COMP_BEACON) sp.n_sinks = b->beacon.params.sinks;
+        n_ctx = (int64_t)mn_memory_n_ctx(b, n_tokens, sp.n_sinks) + extra;
+    } else n_ctx = (int64_t)window + extra;
+    if (n_ctx > (1 << 22)) return mn_error(MN_ERANGE, "%lld cells do not fit a context", (long long)n_ctx);
+    sp.window = em->mode == MN_MODE_TRUNCATE || em->mode == MN_MODE_SINKS ? window : (int32_t)n_ctx;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = (int32_t)n_ctx;
+    cp.n_batch = 512;
+    cp.n_threads = (int)o->threads;
+    int rc = mn_context_create(o->m, &cp, &r->ctx);
+    if (!rc) rc = mn_stream_create(r->ctx, &sp, &r->s);
+    if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_attach(r->s, &o->bind[em->ad], (int)o->threads);
+    if (rc) run_close(r);
+    r->window = sp.window;
+    return rc;
+}
+
+static void note_cells(ev_run *r) {
+    const int32_t c = mn_kv_n_cells(r->ctx);
+    if (c > r->max_cells) r->max_cells = c;
+}
+
+/* Feeds n tokens without logits, in pieces that report progress. */
+static int run_read(ev_run *r, const int32_t *ids, int64_t n, const char *label) {
+    for (int64_t i = 0; i < n;) {
+        const int32_t p = (int32_t)(n - i < 2048 ? n - i : 2048);
+        int rc = mn_stream_feed(r->s, ids + i, p, NULL, 0);
+        if (rc) return rc;
+        note_cells(r);
+        prog_add(p, label);
+        i += p;
+    }
+    return MN_OK;
+}
+
+static double log_softmax_at(const float *lg, int32_t V, int32_t target) {
+    float mx = lg[0];
+    for (int32_t v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+    double sum = 0;
+    for (int32_t v = 0; v < V; v++) sum += exp((double)(lg[v] - mx));
+    return (double)(lg[target] - mx) - log(sum);
+}
+
+static int32_t argmax(const float *lg, int32_t V) {
+    int32_t b = 0;
+    for (int32_t v = 1; v < V; v++)
+        if (lg[v] > lg[b]) b = v;
+    return b;
+}
+
+static int64_t kv_bytes(const mn_model *m, int64_t cells) {
+    return cells * (int64_t)mn_model_n_layer(m) * (int64_t)mn_model_kv_dim(m) * 2 * 2; /* K and V, f16 */
+}
+
+/* ------------------------------------------------------------------ texts */
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The .txt files of a directory (sorted), or the path itself if it is a file. */
+static int list_texts(const char *src, char ***out, int *n) {
+    *out = NULL, *n = 0;
+    DIR *d = opendir(src);
+    if (!d) {
+        if (access(src, R_OK)) return mn_error(MN_EIO, "cannot read '%s'", src);
+        *out = malloc(sizeof(char *));
+        if (!*out) return mn_error(MN_ENOMEM, "out of memory");
+        (*out)[0] = strdup(src);
+        *n = 1;
+        return MN_OK;
+    }
+    int cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".txt")) continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nb = realloc(*out, sizeof(char *) * (size_t)cap);
+            if (!nb) break;
+            *out = nb;
+        }
+        char *p = malloc(strlen(src) + len + 2);
+        if (!p) break;
+        sprintf(p, "%s/%s", src, e->d_name);
+        (*out)[(*n)++] = p;
+    }
+    closedir(d);
+    if (!*n) return mn_error(MN_EINVAL, "no .txt files in '%s'", src);
+    qsort(*out, (size_t)*n, sizeof(char *), cmp_str);
+    return MN_OK;
+}
+
+static void free_list(char **l, int n) {
+    for (int i = 0; i < n; i++) free(l[i]);
+    free(l);
+}
+
+/* A text file, Gutenberg header/footer and CRs removed, tokenised without BOS. */
+static int load_tokens(const mn_model *m, const char *path, int32_t **ids, int64_t *n) {
+    char *text;
+    size_t len;
+    if (cli_read_file(path, &text, &len)) return 1;
+    len = mn_text_clean(text, len);
+    int rc = cli_tokenize(m, text, len, 0, 0, ids, n);
+    free(text);
+    return rc;
+}
+
+static const char *base_name(const char *p) {
+    const char *b = strrchr(p, '/');
+    return b ? b + 1 : p;
+}
+
+/* Is a full-attention run at this length allowed: within the trained context,
+ * or the first requested length past it. */
+static int full_allowed(const ev_opts *o, long L, int *past) {
+    const long tr = mn_model_n_ctx_train(o->m);
+    *past = L > tr;
+    if (!*past) return 1;
+    long first_past = 0;
+    for (int i = 0; i < o->n_lengths; i++)
+        if (o->lengths[i] > tr && (!first_past || o->lengths[i] < first_past)) first_past = o->lengths[i];
+    return L == first_past;
+}
+
+/* ---------------------------------------------------------------------- ppl */
+typedef struct {
+    double nll_sum[MAX_ITEMS][MAX_ITEMS]; /* [mode][length] */
+    int64_t n[MAX_ITEMS][MAX_ITEMS];
+    int64_t cells[MAX_ITEMS][MAX_ITEMS];
+} ppl_table;
+
+/* Scores ids[L - score .. L) given ids[0 .. L - score) through a mode. */
+static int ppl_one(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t L, int32_t window, const char *label,
+                   double *nll, int64_t *cells, int32_t *mem_slots) {
+    ev_run r;
+    int rc = run_open(o, em, L, window, 0, &r);
+    if (rc) return rc;
+    const int32_t V = mn_model_n_vocab(o->m), S = (int32_t)o->score;
+    int32_t chunk = (int32_t)o->chunk;
+    if ((em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE) && chunk > r.window - (int32_t)o->sinks - 1)
+        chunk = r.window - (int32_t)o->sinks - 1;
+    float *lg = malloc(sizeof(float) * (size_t)V * (size_t)chunk);
+    if (!lg) {
+        run_close(&r);
+        return mn_error(MN_ENOMEM, "out of memory");
+    }
+    /* rows L-S-1 .. L-2 predict the scored tokens L-S .. L-1 */
+    const int64_t ctx_n = L - S - 1;
+    rc = run_read(&r, ids, ctx_n, label);
+    r.max_cells = 0;
+    double sum = 0;
+    for (int64_t i = ctx_n; !rc && i < L - 1;) {
+        const int32_t p = (int32_t)(L - 1 - i < chunk ? L - 1 - i : chunk);
+        if ((rc = mn_stream_feed(r.s, ids + i, p, lg, 1))) break;
+        note_cells(&r);
+        for (int32_t k = 0; k < p; k++) sum -= log_softmax_at(lg + (size_t)k * V, V, ids[i + k + 1]);
+        prog_add(p, label);
+        i += p;
+    }
+    *nll = sum / S;
+    *cells = r.max_cells;
+    *mem_slots = mn_stream_n_memory(r.s);
+    free(lg);
+    run_close(&r);
+    return rc;
+}
+
+static int task_ppl(ev_opts *o) {
+    char **files;
+    int n_files;
+    if (list_texts(o->src, &files, &n_files)) return cli_fail("eval ppl");
+    if (o->max_docs && n_files > o->max_docs) n_files = (int)o->max_docs;
+    /* tokenise first: the plan (and the ETA) needs every book's length */
+    int32_t **tok = calloc((size_t)n_files, sizeof(int32_t *));
+    int64_t *ntok = calloc((size_t)n_files, sizeof(int64_t));
+    double total = 0;
+    long maxL = 0;
+    for (int i = 0; i < o->n_lengths; i++) maxL = o->lengths[i] > maxL ? o->lengths[i] : maxL;
+    for (int f = 0; f < n_files; f++) {
+        if (load_tokens(o->m, files[f], &tok[f], &ntok[f])) {
+            free_list(files, n_files);
+            return 1;
+        }
+        for (int li = 0; li < o->n_lengths; li++)
+            if (o->lengths[li] <= ntok[f]) total += (double)o->lengths[li] * o->n_modes;
+    }
+    ppl_table *tb = calloc(1, sizeof *tb);
+    prog_start("ppl", total);
+    int rc = 0;
+    for (int f = 0; f < n_files && !rc; f++) {
+        /* the scored span: the last `score` tokens of the longest length the book allows */
+        long Lb = 0;
+        for (int li = 0; li < o->n_lengths; li++)
+            if (o->lengths[li] <= ntok[f] && o->lengths[li] > Lb) Lb = o->lengths[li];
+        if (!Lb) {
+            fprintf(stderr, "\nmnemo eval: %s has %lld tokens, shorter than every length; skipped\n", files[f],
+                    (long long)ntok[f]);
+            continue;
+        }
+        for (int li = 0; li < o->n_lengths && !rc; li++) {
+            const long L = o->lengths[li];
+            if (L > ntok[f]) continue;
+            const int32_t *ids = tok[f] + (Lb - L); /* ends where the span ends */
+            int64_t matched = 0;
+            for (int k = 0; k < o->n_modes && !rc; k++) {
+                const ev_mode *em = &o->modes[k];
+                int past = 0;
+                if (em->mode == MN_MODE_FULL && !full_allowed(o, L, &past)) {
+                    prog_add((double)L, NULL);
+                    continue;
+                }
+                int32_t window = (int32_t)o->window;
+                if (!o->window_given && matched) window = (int32_t)matched;
+                char label[160];
+                snprintf(label, sizeof label, "%s L=%ld %s", base_name(files[f]), L, em->label);
+                double nll = 0;
+                int64_t cells = 0;
+                int32_t slots = 0;
+                const double t0 = cli_now();
+                if (ppl_one(o, em, ids, L, window, label, &nll, &cells, &slots)) {
+                    rc = cli_fail(label);
+                    break;
+                }
+                if (em->mode == MN_MODE_MEMORY && !matched) matched = cells;
+                if (em->mode == MN_MODE_MEMORY && cells > mn_model_n_ctx_train(o->m)) past = 1;
+                printf("{\"task\": \"ppl\", \"book\": \"%s\", \"length\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
+                       "\"window\": %d, \"scored\": %ld, \"nll\": %.6f, \"ppl\": %.4f, \"kv_cells\": %lld, "
+                       "\"kv_bytes\": %lld, \"memory_slots\": %d, \"past_trained\": %s, \"seconds\": %.2f}\n",
+                       base_name(files[f]), L, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
+                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
+                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, o->score, nll,
+                       exp(nll), (long long)cells, (long long)kv_bytes(o->m, cells), slots, past ? "true" : "false",
+                       cli_now() - t0);
+                fflush(stdout);
+                tb->nll_sum[k][li] += nll;
+                tb->n[k][li]++;
+                if (cells > tb->cells[k][li]) tb->cells[k][li] = cells;
+            }
+        }
+    }
+    prog_end();
+    if (!rc) {
+        printf("\n| mode |");
+        for (int li = 0; li < o->n_lengths; li++) printf(" %ld |", o->lengths[li]);
+        printf("\n|---|");
+        for (int li = 0; li < o->n_lengths; li++) printf("---|");
+        printf("\n");
+        for (int k = 0; k < o->n_modes; k++) {
+            printf("| %s |", o->modes[k].label);
+            for (int li = 0; li < o->n_lengths; li++) {
+                if (!tb->n[k][li]) printf(" - |");
+                else
+                    printf(" %.2f (%lld cells) |", exp(tb->nll_sum[k][li] / (double)tb->n[k][li]),
+                           (long long)tb->cells[k][li]);
+            }
+            printf("\n");
+        }
+        printf("\nperplexity on the same %ld scored tokens per book (exp of the mean NLL over %d book(s)); "
+               "cells: most KV cells held while scoring\n",
+               o->score, n_files);
+    }
+    for (int f = 0; f < n_files; f++) free(tok[f]);
+    free(tok), free(ntok), free(tb);
+    free_list(files, n_files);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ passkey */
+static const char *const k_needles[] = {
+    "The pass key is %05d. Remember it. %05d is the pass key.",
+    "Here is an important detail: the secret pass key is %05d. Keep the number %05d in mind.",
+    "Note this down, the pass key is %05d. Again, the pass key is %05d.",
+    "Whoever asks for the pass key must be told %05d. The pass key, once more, is %05d.",
+};
+
+static uint64_t g_rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 32);
+}
+
+static int tokenize_str(const mn_model *m, const char *s, int special, int32_t **ids, int64_t *n) {
+    return cli_tokenize(m, s, strlen(s), 0, special, ids, n);
+}
+
+/* Greedy answer of up to max_new tokens after the prompt, read through a mode. */
+static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n, int32_t window, int max_new,
+                    const char *label, char *out, size_t cap, int64_t *cells) {
+    ev_run r;
+    int rc = run_open(o, em, n + max_new, window, 0, &r);
+    if (rc) return rc;
+    const mn_tokenizer *tk = mn_model_tokenizer(o->m);
+    const int32_t V = mn_model_n_vocab(o->m);
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    int32_t *gen = malloc(sizeof(int32_t) * (size_t)max_new);
+    int ng = 0;
+    if (!lg || !gen) rc = mn_error(MN_ENOMEM, "out of memory");
+    if (!rc) rc = run_read(&r, ids, n - 1, label);
+    if (!rc) rc = mn_stream_feed(r.s, ids + n - 1, 1, lg, 0);
+    while (!rc && ng < max_new) {
+        note_cells(&r);
+        const int32_t t = argmax(lg, V);
+        if (mn_token_is_eog(tk, t)) break;
+        gen[ng++] = t;
+        if (ng < max_new) rc = mn_stream_feed(r.s, &t, 1, lg, 0);
+    }
+    size_t got = 0;
+    out[0] = 0;
+    if (!rc && ng && mn_detokenize(tk, gen, ng, 0, out, cap, &got)) out[0] = 0;
+    *cells = r.max_cells;
+    free(lg), free(gen);
+    run_close(&r);
+    return rc;
+}
+
+/* the first run of exactly 5 digits in s, or -1 */
+static long first_key(const char *s) {
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') continue;
+        const char *q = p;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q - p == 5) return strtol(p, NULL, 10);
+        p = q - 1;
+    }
+    return -1;
+}
+
+static int task_passkey(ev_opts *o) {
+    char **files;
+    int n_files;
+    if (list_texts(o->src, &files, &n_files)) return cli_fail("eval passkey");
+    if (o->max_docs && n_files > o->max_docs) n_files = (int)o->max_docs;
+    long maxL = 0;
+    for (int i = 0; i < o->n_lengths; i++) maxL = o->lengths[i] > maxL ? o->lengths[i] : maxL;
+    /* the filler: the essays one after the other, as many as the longest length needs */
+    int32_t *hay = NULL;
+    int64_t nhay = 0;
+    for (int f = 0; f < n_files && nhay < maxL; f++) {
+        int32_t *t;
+        int64_t n;
+        if (load_tokens(o->m, files[f], &t, &n)) {
+            free(hay), free_list(files, n_files);
+            return 1;
+        }
+        int32_t *nh = realloc(hay, sizeof(int32_t) * (size_t)(nhay + n));
+        if (!nh) {
+            free(t), free(hay), free_list(files, n_files);
+            return cli_fail("eval passkey: out of memory");
+        }
+        hay = nh;
+        memcpy(hay + nhay, t, sizeof(int32_t) * (size_t)n);
+        nhay += n;
+        free(t);
+    }
+    free_list(files, n_files);
+    if (nhay < maxL) {
+        free(hay);
+        fprintf(stderr, "mnemo eval passkey: the haystack has %lld tokens, fewer than the longest length %ld\n",
+                (long long)nhay, maxL);
+        return 1;
+    }
+    /* the prompt around the filler, rendered by the model's chat template */
+    const mn_tokenizer *tk = mn_model_tokenizer(o->m);
+    const char *intro = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it; I "
+                        "will quiz you about it.\n\n";
+    const char *question = "\n\nWhat is the pass key? Answer with the 5-digit number.";
+    char *tmpl = NULL;
+    mn_chat_msg msg = {"user", "\x01"};
+    if (mn_chat_format(tk, &msg, 1, 1, &tmpl)) return cli_fail("eval passkey: chat template");
+    char *mark = strchr(tmpl, '\x01');
+    if (!mark) {
+        free(tmpl), free(hay);
+        return cli_fail("eval passkey: chat template lost the message");
+    }
+    *mark = 0;
+    char *pre = malloc(strlen(tmpl) + strlen(intro) + 1), *post = malloc(strlen(question) + strlen(mark + 1) + 32);
+    sprintf(pre, "%s%s", tmpl, intro);
+    sprintf(post, "%s%sThe pass key is", question, mark + 1);
+    free(tmpl);
+    int32_t *pre_ids, *post_ids;
+    int64_t npre, npost;
+    if (tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost)) {
+        free(pre), free(post), free(hay);
+        return 1;
+    }
+    free(pre), free(post);
+    g_rng ^= (uint64_t)o->seed * 0x9E3779B97F4A7C15ull;
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)(maxL + 256));
+    int (*acc)[MAX_ITEMS] = calloc(MAX_ITEMS, sizeof *acc), (*cnt)[MAX_ITEMS] = calloc(MAX_ITEMS, sizeof *cnt);
+    double total = 0;
+    for (int li = 0; li < o->n_lengths; li++) total += (double)o->lengths[li] * o->n_depths * o->trials * o->n_modes;
+    prog_start("passkey", total);
+    int rc = 0;
+    for (int li = 0; li < o->n_lengths && !rc; li++) {
+        const long L = o->lengths[li];
+        for (int di = 0; di < o->n_depths && !rc; di++) {
+            int correct[MAX_ITEMS] = {0}, runs[MAX_ITEMS] = {0};
+            char first_answer[MAX_ITEMS][64];
+            int64_t cells_of[MAX_ITEMS] = {0};
+            memset(first_answer, 0, sizeof first_answer);
+            for (int tr = 0; tr < o->trials && !rc; tr++) {
+                const int key = 10000 + (int)(rnd() % 90000u);
+                char needle[256];
+                snprintf(needle, sizeof needle, k_needles[rnd() % (sizeof k_needles / sizeof *k_needles)], key, key);
+                char nd[300];
+                snprintf(nd, sizeof nd, " %s ", needle);
+                int32_t *nid;
+                int64_t nn;
+                if (tokenize_str(o->m, nd, 0, &nid, &nn)) {
+                    rc = 1;
+                    break;
+                }
+                int64_t fill = L - npre - npost - nn;
+                if (fill < 16) {
+                    free(nid);
+                    rc = cli_usage_error("eval", "length %ld leaves no room for filler", L);
+                    break;
+                }
+                /* a different stretch of the haystack per trial */
+                const int64_t off = nhay > fill ? (int64_t)(rnd() % (uint32_t)(nhay - fill + 1)) : 0;
+                const int64_t at = fill * o->depths[di] / 100;
+                int64_t n = 0;
+                memcpy(prompt + n, pre_ids, sizeof(int32_t) * (size_t)npre), n += npre;
+                memcpy(prompt + n, hay + off, sizeof(int32_t) * (size_t)at), n += at;
+                memcpy(prompt + n, nid, sizeof(int32_t) * (size_t)nn), n += nn;
+                memcpy(prompt + n, hay + off + at, sizeof(int32_t) * (size_t)(fill - at)), n += fill - at;
+                memcpy(prompt + n, post_ids, sizeof(int32_t) * (size_t)npost), n += npost;
+                free(nid);
+                for (int k = 0; k < o->n_modes && !rc; k++) {
+                    const ev_mode *em = &o->modes[k];
+                    int past = 0;
+                    if (em->mode == MN_MODE_FULL && !full_allowed(o, L, &past)) {
+                        prog_add((double)L, NULL);
+                        continue;
+                    }
+                    int32_t window = (int32_t)o->window;
+                    if (!o->window_given && o->modes[0].mode == MN_MODE_MEMORY && cells_of[0])
+                        window = (int32_t)cells_of[0];
+                    char label[160], ans[256];
+                    snprintf(label, sizeof label, "L=%ld depth %ld%% %s", L, o->depths[di], em->label);
+                    int64_t cells = 0;
+                    if (generate(o, em, prompt, n, window, 8, label, ans, sizeof ans, &cells)) {
+                        rc = cli_fail(label);
+                        break;
+                    }
+                    if (cells > cells_of[k]) cells_of[k] = cells;
+                    const int ok = first_key(ans) == key;
+                    correct[k] += ok, runs[k]++;
+                    if (!first_answer[k][0]) {
+                        snprintf(first_answer[k], sizeof first_answer[k], "%s", ans);
+                        for (char *c = first_answer[k]; *c; c++)
+                            if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = ' ';
+                    }
+                }
+            }
+            for (int k = 0; k < o->n_modes && !rc; k++) {
+                if (!runs[k]) continue;
+                const ev_mode *em = &o->modes[k];
+                printf("{\"task\": \"passkey\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
+                       "\"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
+                       "\"example_answer\": \"%s\"}\n",
+                       L, o->depths[di], mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
+                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "", runs[k],
+                       correct[k], (double)correct[k] / runs[k], (long long)cells_of[k], first_answer[k]);
+                fflush(stdout);
+                acc[k][li] += correct[k], cnt[k][li] += runs[k];
+            }
+        }
+    }
+    prog_end();
+    if (!rc) {
+        printf("\n| mode |");
+        for (int li = 0; li < o->n_lengths; li++) printf(" %ld |", o->lengths[li]);
+        printf("\n|---|");
+        for (int li = 0; li < o->n_lengths; li++) printf("---|");
+        printf("\n");
+        for (int k = 0; k < o->n_modes; k++) {
+            printf("| %s |", o->modes[k].label);
+            for (int li = 0; li < o->n_lengths; li++)
+                if (cnt[k][li]) printf(" %.0f%% (%d/%d) |", 100.0 * acc[k][li] / cnt[k][li], acc[k][li], cnt[k][li]);
+                else printf(" - |");
+            printf("\n");
+        }
+        printf("\npasskey exact-digit accuracy over all depths and trials\n");
+    }
+    free(acc), free(cnt), free(prompt), free(pre_ids), free(post_ids), free(hay);
+    return rc;
+}
+
+/* ----------------------------------------------------------------------- qa */
+/* One multiple-choice question: the stem and up to 8 options; gold index. */
+typedef struct {
+    char *stem;
+    char *opt[8];
+    int n_opt, gold;
+} mc_question;
+
+/* QuALITY as L-Eval stores it: "stem\n\n (A) ... \n (B) ..." and gold "(B) ...". */
+static int parse_mc(const char *ins, const char *out, mc_question *q) {
+    memset(q, 0, sizeof *q);
+    const char *a = strstr(ins, "(A)");
+    if (!a || !out) return -1;
+    q->stem = strndup(ins, (size_t)(a - ins));
+    for (int k = 0; k < 8; k++) {
+        char tag[4] = {'(', (char)('A' + k), ')', 0}, next[4] = {'(', (char)('A' + k + 1), ')', 0};
+        const char *s = strstr(ins, tag);
+        if (!s) break;
+        s += 3;
+        const char *e = strstr(s, next);
+        if (!e) e = s + strlen(s);
+        while (*s == ' ') s++;
+        size_t n = (size_t)(e - s);
+        while (n && (s[n - 1] == ' ' || s[n - 1] == '\n')) n--;
+        q->opt[q->n_opt++] = strndup(s, n);
+    }
+    const char *g = strchr(out, '(');
+    q->gold = g && g[1] >= 'A' && g[1] < 'A' + q->n_opt ? g[1] - 'A' : -1;
+    return q->n_opt >= 2 && q->gold >= 0 ? 0 : -1;
+}
+
+static void free_mc(mc_question *q) {
+    free(q->stem);
+    for (int k = 0; k < q->n_opt; k++) free(q->opt[k]);
+}
+
+/* mean log-likelihood of `cont` after the cells already in ctx; the cells it
+ * adds are dropped again */
+static int score_cont(mn_context *ctx, const int32_t *pfx, int64_t npfx, const int32_t *cont, int64_t ncont,
+                      float *lg, int32_t V, double *mean) {
+    const int32_t c0 = mn_kv_n_cells(ctx);
+    int32_t buf[1024];
+    const int64_t n = npfx + ncont;
+    if (n > 1024 || ncont < 1) return mn_error(MN_ERANGE, "question and option of %lld tokens", (long long)n);
+    memcpy(buf, pfx, sizeof(int32_t) * (size_t)npfx);
+    memcpy(buf + npfx, cont, sizeof(int32_t) * (size_t)ncont);
+    int rc = mn_decode(ctx, buf, (int32_t)(n - 1), lg, 1);
+    if (!rc) {
+        double s = 0;
+        for (int64_t j = 0; j < ncont; j++) s += log_softmax_at(lg + (size_t)(npfx - 1 + j) * V, V, cont[j]);
+        *mean = s / (double)ncont;
+    }
+    int rc2 = mn_kv_drop(ctx, c0, mn_kv_n_cells(ctx));
+    return rc ? rc : rc2;
+}
+
+static int task_qa(ev_opts *o) {
+    FILE *f = fopen(o->src, "r");
+    if (!f) {
+        fprintf(stderr, "mnemo eval qa: cannot open '%s'\n", o->src);
+        return 1;
+    }
+    /* read the documents and their questions first, for the plan */
+    typedef struct {
+        int32_t *ids;
+        int64_t n;
+        mc_question *q;
+        int nq;
+    } doc;
+    doc *docs = NULL;
+    int nd = 0, line = 0, rc = 0;
+    double total = 0;
+    char *buf = NULL;
+    size_t cap = 0;
+    while (getline(&buf, &cap, f) > 0 && !rc) {
+        line++;
+        if (o->max_docs && nd >= o->max_docs) break;
+        cJSON *j = cJSON_Parse(buf);
+        cJSON *in = cJSON_GetObjectItem(j, "input"), *ins = cJSON_GetObjectItem(j, "instructions"),
+              *outs = cJSON_GetObjectItem(j, "outputs");
+        if (!cJSON_IsString(in) || !cJSON_IsArray(ins) || !cJSON_IsArray(outs)) {
+            fprintf(stderr, "mnemo eval qa: %s:%d: expected {\"input\": text, \"instructions\": [...], \"outputs\": "
+                            "[...]}\n", o->src, line);
+            cJSON_Delete(j);
+            rc = 1;
+            break;
+        }
+        doc d = {0};
+        const int nq = cJSON_GetArraySize(ins);
+        d.q = calloc((size_t)(nq > 0 ? nq : 1), sizeof(mc_question));
+        for (int k = 0; k < nq && (!o->max_questions || d.nq < o->max_questions); k++) {
+            cJSON *a = cJSON_GetArrayItem(ins, k), *b = cJSON_GetArrayItem(outs, k);
+            if (cJSON_IsString(a) && cJSON_IsString(b) && !parse_mc(a->valuestring, b->valuestring, &d.q[d.nq]))
+                d.nq++;
+            else if (cJSON_IsString(a)) free_mc(&d.q[d.nq]);
+        }
+        const char *t = in->valuestring;
+        if (cli_tokenize(o->m, t, strlen(t), 0, 0, &d.ids, &d.n)) rc = 1;
+        cJSON_Delete(j);
+        if (rc || !d.nq) {
+            free(d.ids), free(d.q);
+            continue;
+        }
+        doc *nd2 = realloc(docs, sizeof(doc) * (size_t)(nd + 1));
+        if (!nd2) {
+            rc = cli_fail("eval qa: out of memory");
+            break;
+        }
+        docs = nd2;
+        docs[nd++] = d;
+        total += (double)d.n * o->n_modes;
+    }
+    free(buf);
+    fclose(f);
+    if (!rc && !nd) {
+        fprintf(stderr, "mnemo eval qa: no multiple-choice questions in '%s'\n", o->src);
+        rc = 1;
+    }
+    const int32_t V = mn_model_n_vocab(o->m);
+    float *lg = malloc(sizeof(float) * (size_t)V * 1024);
+    int right[MAX_ITEMS] = {0}, asked[MAX_ITEMS] = {0};
+    int64_t cells_max[MAX_ITEMS] = {0};
+    prog_start("qa", total);
+    for (int di = 0; di < nd && !rc; di++) {
+        doc *d = &docs[di];
+        int64_t matched = 0;
+        for (int k = 0; k < o->n_modes && !rc; k++) {
+            const ev_mode *em = &o->modes[k];
+            int past = 0;
+            if (em->mode == MN_MODE_FULL && !full_allowed(o, d->n + 1024, &past)) {
+                prog_add((double)d->n, NULL);
+                continue;
+            }
+            int32_t window = (int32_t)o->window;
+            if (!o->window_given && matched) window = (int32_t)matched;
+            char label[160];
+            snprintf(label, sizeof label, "doc %d/%d %s", di + 1, nd, em->label);
+            ev_run r;
+            if (run_open(o, em, d->n, window, 1024, &r)) {
+                rc = cli_fail(label);
+                break;
+            }
+            /* the document through the mode, the last token with logits so a lazy stream has decoded its window */
+            rc = run_read(&r, d->ids, d->n - 1, label);
+            if (!rc) rc = mn_stream_feed(r.s, d->ids + d->n - 1, 1, lg, 0);
+            note_cells(&r);
+            if (em->mode == MN_MODE_MEMORY && !matched) matched = r.max_cells;
+            int ok_doc = 0;
+            for (int qi = 0; qi < d->nq && !rc; qi++) {
+                mc_question *q = &d->q[qi];
+                char *pq = malloc(strlen(q->stem) + 32);
+                sprintf(pq, "\n\nQuestion: %s\nAnswer:", q->stem);
+                int32_t *pid = NULL;
+                int64_t np = 0;
+                if (tokenize_str(o->m, pq, 0, &pid, &np)) rc = 1, pid = NULL;
+                free(pq);
+                double best = -INFINITY;
+                int pick = -1;
+                for (int a = 0; !rc && a < q->n_opt; a++) {
+                    char *co = malloc(strlen(q->opt[a]) + 2);
+                    sprintf(co, " %s", q->opt[a]);
+                    int32_t *cid;
+                    int64_t nc;
+                    double s = 0;
+                    const int tok_rc = tokenize_str(o->m, co, 0, &cid, &nc);
+                    free(co);
+                    if (tok_rc) rc = 1;
+                    else {
+                        if ((rc = score_cont(r.ctx, pid, np, cid, nc, lg, V, &s))) cli_fail(label);
+                        free(cid);
+                    }
+                    if (!rc && s > best) best = s, pick = a;
+                }
+                if (pid) free(pid);
+                pid = NULL;
+                ok_doc += pick == q->gold;
+            }
+            if (!rc) {
+                printf("{\"task\": \"qa\", \"set\": \"%s\", \"doc\": %d, \"doc_tokens\": %lld, \"mode\": \"%s\", "
+                       "\"adapter\": %s%s%s, \"window\": %d, \"questions\": %d, \"correct\": %d, \"kv_cells\": %lld}\n",
+                       base_name(o->src), di, (long long)d->n, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
+                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
+                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, d->nq, ok_doc,
+                       (long long)r.max_cells);
+                fflush(stdout);
+                right[k] += ok_doc, asked[k] += d->nq;
+                if (r.max_cells > cells_max[k]) cells_max[k] = r.max_cells;
+            }
+            run_close(&r);
+        }
+    }
+    prog_end();
+    if (!rc) {
+        printf("\n| mode | accuracy | questions | most KV cells |\n|---|---|---|---|\n");
+        for (int k = 0; k < o->n_modes; k++)
+            if (asked[k])
+                printf("| %s | %.1f%% | %d | %lld |\n", o->modes[k].label, 100.0 * right[k] / asked[k], asked[k],
+                       (long long)cells_max[k]);
+        printf("\nmultiple choice by the options' mean token log-likelihood after the document and question\n");
+    }
+    for (int di = 0; di < nd; di++) {
+        for (int qi = 0; qi < docs[di].nq; qi++) free_mc(&docs[di].q[qi]);
+        free(docs[di].q), free(docs[di].ids);
+    }
+    free(docs), free(lg);
+    return rc;
+}
+
+/* -------------------------------------------------------------------- main */
+static void usage(void) {
+    printf("usage: mnemo eval TASK [options]\n\n"
+           "Long-context evaluation. One JSON line per result on stdout, then a markdown table;\n"
+           "progress with an ETA on stderr.\n\n"
+           "tasks:\n"
+           "  ppl      --books DIR|FILE [--lengths 4096,8192,...] [--score 1024]\n"
+           "           same scored tokens, growing context: per book the last --score tokens of the\n"
+           "           longest length it allows are scored; length L reads the L - score before them\n"
+           "  passkey  --haystack DIR|FILE [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
+           "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
+           "           chat template; exact-digit accuracy\n"
+           "  qa       --set FILE.jsonl [--max-questions N]\n"
+           "           multiple choice (L-Eval QuALITY format) by the options' log-likelihood\n\n"
+           "common options:\n"
+           "  --modes LIST      full,truncate,sinks,memory (default: all; memory needs -a)\n"
+           "  -a ADAPTER        compressor for memory mode; repeat for several (one row each)\n"
+           "  --window N        truncate/sinks cells (default: the memory mode's cells at the same\n"
+           "                    length, so budgets are equal; 1024 without memory)\n"
+           "  --sinks N         leading tokens kept raw by sinks and memory (default 4)\n"
+           "  --chunk N         tokens per scored piece (default 128)\n"
+           "  --max-docs N      only the first N books / essays / documents\n"
+           "  --seed S          passkey keys and placement (default 1)\n"
+           "  -t N              threads (default: all cores)\n"
+           "  -m FILE           model GGUF (default: " MN_DEFAULT_MODEL ")\n\n"
+           "Full attention runs where the model's trained positions allow, plus the first length\n"
+           "past them (marked past_trained).\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+    ev_opts o = {.sinks = 4, .window = 1024, .chunk = 128, .score = 1024, .trials = 2, .seed = 1};
+    const char *modes = "full,truncate,sinks,memory", *lengths = NULL, *depths = "0,25,50,75,100";
+    if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
+        usage();
+        return argc < 1 ? 2 : 0;
+    }
+    o.task = argv[0];
+    if (strcmp(o.task, "ppl") && strcmp(o.task, "passkey") && strcmp(o.task, "qa"))
+        return cli_usage_error("eval", "unknown task '%s' (ppl, passkey or qa)", o.task);
+    int modes_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_V                                                                      \
+    if (!v) return cli_usage_error("eval", "%s needs a value", a);                 \
+    i++;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage();
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            NEED_V o.model_path = v;
+        } else if (!strcmp(a, "-a") || !strcmp(a, "--adapter")) {
+            NEED_V if (o.n_ad == MAX_ADAPTERS) return cli_usage_error("eval", "at most %d adapters", MAX_ADAPTERS);
+            o.ad_path[o.n_ad++] = v;
+        } else if (!strcmp(a, "--books") || !strcmp(a, "--haystack") || !strcmp(a, "--set")) {
+            NEED_V o.src = v;
+        } else if (!strcmp(a, "--modes")) {
+            NEED_V modes = v;
+            modes_given = 1;
+        } else if (!strcmp(a, "--lengths")) {
+            NEED_V lengths = v;
+        } else if (!strcmp(a, "--depths")) {
+            NEED_V depths = v;
+        } else if (!strcmp(a, "--window")) {
+            if (cli_parse_int("eval", a, v, 8, 1 << 22, &o.window)) return 2;
+            o.window_given = 1, i++;
+        } else if (!strcmp(a, "--sinks")) {
+            if (cli_parse_int("eval", a, v, 0, 1 << 16, &o.sinks)) return 2;
+            i++;
+        } else if (!strcmp(a, "--chunk")) {
+            if (cli_parse_int("eval", a, v, 1, 4096, &o.chunk)) return 2;
+            i++;
+        } else if (!strcmp(a, "--score")) {
+            if (cli_parse_int("eval", a, v, 2, 1 << 20, &o.score)) return 2;
+            i++;
+        } else if (!strcmp(a, "--trials")) {
+            if (cli_parse_int("eval", a, v, 1, 100000, &o.trials)) return 2;
+            i++;
+        } else if (!strcmp(a, "--max-docs")) {
+            if (cli_parse_int("eval", a, v, 1, 1 << 20, &o.max_docs)) return 2;
+            i++;
+        } else if (!strcmp(a, "--max-questions")) {
+            if (cli_parse_int("eval", a, v, 1, 1 << 20, &o.max_questions)) return 2;
+            i++;
+        } else if (!strcmp(a, "--seed")) {
+            if (cli_parse_int("eval", a, v, 0, 0x7fffffffL, &o.seed)) return 2;
+            i++;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (cli_parse_int("eval", a, v, 0, 512, &o.threads)) return 2;
+            i++;
+        } else {
+            return cli_usage_error("eval", "unknown option '%s'", a);
+        }
+#undef NEED_V
+    }
+    if (!o.src)
+        return cli_usage_error("eval", "%s needs %s", o.task,
+                               !strcmp(o.task, "ppl") ? "--books DIR" : !strcmp(o.task, "passkey") ? "--haystack DIR" : "--set FILE");
+    if (!lengths) lengths = !strcmp(o.task, "ppl") ? "4096,8192" : "2048,4096";
+    if (parse_list("--lengths", lengths, 64, 1 << 22, o.lengths, &o.n_lengths) ||
+        parse_list("--depths", depths, 0, 100, o.depths, &o.n_depths))
+        return 2;
+    if (!strcmp(o.task, "ppl"))
+        for (int i = 0; i < o.n_lengths; i++)
+            if (o.lengths[i] <= o.score + 1)
+                return cli_usage_error("eval", "length %ld leaves no context before %ld scored tokens", o.lengths[i],
+                                       o.score);
+    if (!o.n_ad && !modes_given) modes = "full,truncate,sinks";
+    if (parse_modes(&o, modes)) return 2;
+    for (int k = 0; k < o.n_modes; k++)
+        if (o.modes[k].mode == MN_MODE_MEMORY && !o.n_ad)
+            return cli_usage_error("eval", "memory mode needs -a ADAPTER");
+    if (!o.n_modes) return cli_usage_error("eval", "no modes to run (memory needs -a ADAPTER)");
+    if (o.sinks >= o.window) return cli_usage_error("eval", "--sinks %ld leaves no room in a window of %ld", o.sinks, o.window);
+    if (cli_load_model(o.model_path, &o.m)) return 1;
+    int rc = 0;
+    for (int a = 0; a < o.n_ad && !rc; a++)
+        if (mn_adapter_load(o.m, o.ad_path[a], &o.ad[a]) || mn_memory_bind(o.m, o.ad[a], &o.bind[a]))
+            rc = cli_fail(o.ad_path[a]);
+    if (!rc) {
+        if (!strcmp(o.task, "ppl")) rc = task_ppl(&o);
+        else if (!strcmp(o.task, "passkey")) rc = task_passkey(&o);
+        else rc = task_qa(&o);
+    }
+    for (int a = 0; a < o.n_ad; a++) {
+        mn_memory_unbind(&o.bind[a]);
+        mn_adapter_free(o.ad[a]);
+    }
+    mn_model_free(o.m);
+    return rc;
+}
