@@ -99,8 +99,12 @@ int main(void) {
           rc, out);
     rc = run("ppl -f ../shared/data/eval/books/pg14851.txt --mode full --ctx 128 --max-tokens 300", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "--mode truncate|sinks"), "full mode too long: %d %s", rc, out);
+    setenv("MNEMO_ADAPTER", "none", 1); /* as if no adapter shipped */
     rc = run("ppl -f tests/test.h --mode memory", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "needs -a ADAPTER"), "memory mode without adapter: %d %s", rc, out);
+    rc = run("generate -p hi --mode memory", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "needs -a ADAPTER"), "memory mode needs -a: %d %s", rc, out);
+    unsetenv("MNEMO_ADAPTER");
     /* a fresh UIO adapter (segment 64, ratio 8) through memory-mode perplexity */
     char apath[] = "/tmp/mnemo-cli-adapter-XXXXXX";
     int afd = mkstemp(apath);
@@ -120,8 +124,8 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "generate -p \"Once upon a time\" -n 80 --temp 0 -q --mode memory -a %s", apath);
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 0 && strlen(out) > 20, "generate --mode memory: %d %s", rc, out);
-    rc = run("generate -p hi --mode memory", out, sizeof out);
-    CHECK(rc == 2 && strstr(out, "go together"), "memory mode needs -a: %d %s", rc, out);
+    rc = run("generate -p hi -a /nonexistent.gguf", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "goes with --mode memory"), "-a without memory mode: %d %s", rc, out);
 
     /* compress a document, then answer from the memory file; a damaged file is refused */
     char mpath[] = "/tmp/mnemo-cli-mem-XXXXXX";

@@ -90,8 +90,12 @@ int main(void) {
     CHECK(run_err("eval", out, sizeof out) == 2, "no task");
     CHECK(run_err("eval frobnicate", out, sizeof out) == 2 && strstr(out, "unknown task"), "unknown task: %s", out);
     CHECK(run_err("eval ppl", out, sizeof out) == 2 && strstr(out, "--books"), "missing --books: %s", out);
+    setenv("MNEMO_ADAPTER", "none", 1); /* as if no adapter shipped */
     CHECK(run_err("eval ppl --books x --modes memory", out, sizeof out) == 2 && strstr(out, "-a ADAPTER"),
           "memory without adapter: %s", out);
+    unsetenv("MNEMO_ADAPTER");
+    CHECK(run_err("eval ppl --books x -a /nonexistent.gguf", out, sizeof out) == 1 && strstr(out, "nonexistent.gguf"),
+          "missing adapter: %s", out);
     CHECK(run_err("eval ppl --books x --lengths 2048,abc", out, sizeof out) == 2 && strstr(out, "--lengths"),
           "bad lengths: %s", out);
     CHECK(run_err("eval ppl --books x --lengths 1000 --score 1024", out, sizeof out) == 2, "length below score");

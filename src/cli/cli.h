@@ -8,6 +8,8 @@
 #include "mnemo.h"
 
 #define MN_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+/* the trained compressor shipped for the default model (UIO, see adapters/README.md) */
+#define MN_DEFAULT_ADAPTER "adapters/SmolLM2-135M-Instruct.uio.gguf"
 
 /* Prints "mnemo: <what>: <last error>" to stderr and returns 1 (the exit status). */
 int cli_fail(const char *what);
@@ -17,6 +19,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Resolves -m: the given path, else $MNEMO_MODEL, else the default model next
  * to the working directory or the executable. */
 const char *cli_model_path(const char *given);
+/* Resolves -a: the given path, else $MNEMO_ADAPTER, else the shipped adapter
+ * (MN_DEFAULT_ADAPTER next to the working directory or the executable), else
+ * NULL ($MNEMO_ADAPTER=none: NULL). The adapter's own check refuses it for
+ * another model. */
+const char *cli_adapter_path(const char *given);
 /* Loads the model at cli_model_path(given), printing a clear error on failure. */
 int cli_load_model(const char *given, mn_model **out);
 

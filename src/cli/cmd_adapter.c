@@ -14,11 +14,13 @@
 
 static void usage_main(FILE *f) {
     fprintf(f, "usage: mnemo adapter init -m MODEL --compressor uio|beacon|summary [options] -o FILE\n"
-               "       mnemo adapter info [-m MODEL] FILE\n\n"
+               "       mnemo adapter info [-m MODEL] FILE\n"
+               "       mnemo adapter set [-m MODEL] FILE --ratio R -o OUT\n\n"
                "An adapter (GGUF) holds a compressor's trainable parameters and configuration for one\n"
                "base model. 'init' writes a fresh one (LoRA B = 0, beacon projections copied from the\n"
                "model), so the memory mechanics can run before any training. 'info' prints an adapter's\n"
-               "configuration and whether it belongs to the model.\n"
+               "configuration and whether it belongs to the model. 'set' writes a copy that runs at\n"
+               "another ratio (the trained parameters serve every ratio they were trained with).\n"
                "Run 'mnemo adapter init --help' or 'mnemo adapter info --help' for the options.\n");
 }
 
@@ -251,6 +253,47 @@ static int cmd_info(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_set(int argc, char **argv) {
+    const char *model = NULL, *in = NULL, *out = NULL;
+    long ratio = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: mnemo adapter set [-m MODEL] FILE --ratio R -o OUT\n\n"
+                   "Writes a copy of the adapter that compresses at ratio R (uio, summary: R divides the\n"
+                   "segment; beacon: R in its ratio set).\n");
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!v) return cli_usage_error("adapter set", "-m needs a value");
+            model = argv[++i];
+        } else if (!strcmp(a, "-o")) {
+            if (!v) return cli_usage_error("adapter set", "-o needs a value");
+            out = argv[++i];
+        } else if (!strcmp(a, "--ratio")) {
+            if (cli_parse_int("adapter set", a, v, 1, MN_ADAPTER_MAX_SEGMENT, &ratio)) return 2;
+            i++;
+        } else if (a[0] == '-') {
+            return cli_usage_error("adapter set", "unknown option '%s'", a);
+        } else if (!in) {
+            in = a;
+        } else {
+            return cli_usage_error("adapter set", "one adapter file, not '%s' too", a);
+        }
+    }
+    if (!in || !out || ratio < 0) return cli_usage_error("adapter set", "needs FILE, --ratio R and -o OUT");
+    mn_model *m;
+    if (cli_load_model(model, &m)) return 1;
+    mn_adapter *a = NULL;
+    int rc = 0;
+    if (mn_adapter_load(m, in, &a)) rc = cli_fail(in);
+    else if (mn_adapter_set_ratio(a, (int32_t)ratio)) rc = cli_fail("adapter set");
+    else if (mn_adapter_save(a, out)) rc = cli_fail("adapter set");
+    else fprintf(stderr, "mnemo: wrote %s (ratio %ld, %d memory tokens per segment)\n", out, ratio, mn_adapter_n_mem(a));
+    mn_adapter_free(a);
+    mn_model_free(m);
+    return rc;
+}
+
 int cmd_adapter(int argc, char **argv) {
     if (argc < 1) {
         usage_main(stderr);
@@ -262,7 +305,8 @@ int cmd_adapter(int argc, char **argv) {
     }
     if (!strcmp(argv[0], "init")) return cmd_init(argc - 1, argv + 1);
     if (!strcmp(argv[0], "info")) return cmd_info(argc - 1, argv + 1);
-    fprintf(stderr, "mnemo adapter: unknown subcommand '%s' (init or info)\n\n", argv[0]);
+    if (!strcmp(argv[0], "set")) return cmd_set(argc - 1, argv + 1);
+    fprintf(stderr, "mnemo adapter: unknown subcommand '%s' (init, info or set)\n\n", argv[0]);
     usage_main(stderr);
     return 2;
 }

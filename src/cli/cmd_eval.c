@@ -967,6 +967,7 @@ int cmd_eval(int argc, char **argv) {
             if (o.lengths[i] <= o.score + 1)
                 return cli_usage_error("eval", "length %ld leaves no context before %ld scored tokens", o.lengths[i],
                                        o.score);
+    if (!o.n_ad && (o.ad_path[0] = cli_adapter_path(NULL))) o.n_ad = 1;
     if (!o.n_ad && !modes_given) modes = "full,truncate,sinks";
     if (parse_modes(&o, modes)) return 2;
     for (int k = 0; k < o.n_modes; k++)

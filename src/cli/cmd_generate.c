@@ -276,8 +276,9 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (!o.prompt && !o.prompt_file) return cli_usage_error("generate", "give a prompt with -p TEXT or -f FILE");
-    if ((o.mode == MN_MODE_MEMORY) != (o.adapter != NULL))
-        return cli_usage_error("generate", "--mode memory and -a ADAPTER go together");
+    if (o.mode == MN_MODE_MEMORY && !(o.adapter = cli_adapter_path(o.adapter)))
+        return cli_usage_error("generate", "--mode memory needs -a ADAPTER (no shipped adapter found)");
+    if (o.mode != MN_MODE_MEMORY && o.adapter) return cli_usage_error("generate", "-a ADAPTER goes with --mode memory");
     char *text = NULL;
     size_t len;
     if (o.prompt_file) {
@@ -455,8 +456,9 @@ int cmd_chat(int argc, char **argv) {
             return cli_usage_error("chat", "unknown option '%s'", a);
         }
     }
-    if ((o.mode == MN_MODE_MEMORY) != (o.adapter != NULL))
-        return cli_usage_error("chat", "--mode memory and -a ADAPTER go together");
+    if (o.mode == MN_MODE_MEMORY && !(o.adapter = cli_adapter_path(o.adapter)))
+        return cli_usage_error("chat", "--mode memory needs -a ADAPTER (no shipped adapter found)");
+    if (o.mode != MN_MODE_MEMORY && o.adapter) return cli_usage_error("chat", "-a ADAPTER goes with --mode memory");
     session s;
     if (session_open(&o, &s)) {
         session_close(&s);

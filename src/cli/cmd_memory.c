@@ -1,20 +1,26 @@
 /* cmd_memory.c - `mnemo compress` (document -> memory file) and `mnemo ask`
- * (answer from a memory file, or compress a document and answer in one step).
- * Both go through docmem.h, so any compressor works: UIO and beacon memories
- * are K/V cells, summary memories are embeddings read as soft tokens. */
+ * (answer from a memory file, or read a document into memory and answer).
+ * Memory files go through docmem.h, so any compressor works: UIO and beacon
+ * memories are K/V cells, summary memories are embeddings read as soft tokens.
+ * `ask --doc` reads the document through a memory stream inside the chat
+ * turn, the layout the compressors are trained on (for UIO with a recent
+ * window: the last segments stay raw beside the memory). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "cli.h"
 #include "memory/docmem.h"
 #include "memory/memory.h"
 #include "model/forward.h"
+#include "train/data.h"
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title;
-    long threads, n_predict, seed;
+    long threads, n_predict, seed, max_tokens;
     double temp;
     int f32, quiet;
 } mem_opts;
@@ -39,6 +45,9 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "-n")) {
             if (cli_parse_int(cmd, a, v, 1, 1 << 20, &o->n_predict)) return 2;
+            i++;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (cli_parse_int(cmd, a, v, 1, 1L << 40, &o->max_tokens)) return 2;
             i++;
         } else if (!strcmp(a, "--seed")) {
             if (cli_parse_int(cmd, a, v, 0, 0x7fffffffL, &o->seed)) return 2;
@@ -114,7 +123,9 @@ int cmd_compress(int argc, char **argv) {
     mem_opts o;
     int rc = parse("compress", &o, argc, argv);
     if (rc) return rc;
-    if (!o.adapter || !o.doc || !o.out) return cli_usage_error("compress", "needs -a ADAPTER, -f DOC and -o OUT");
+    o.adapter = cli_adapter_path(o.adapter);
+    if (!o.adapter || !o.doc || !o.out)
+        return cli_usage_error("compress", "needs -f DOC, -o OUT and -a ADAPTER (no shipped adapter found)");
     if (o.question) return cli_usage_error("compress", "unexpected argument '%s'", o.question);
     loaded L;
     if (load_all(&o, &L)) {
@@ -143,35 +154,162 @@ int cmd_compress(int argc, char **argv) {
     return rc;
 }
 
+/* ask --doc: the chat turn [template | document | question] read through a
+ * memory stream, with progress; then the answer. */
+static int ask_stream(const mem_opts *o, loaded *L) {
+    const double t_start = cli_now();
+    mn_memory_binding bind;
+    if (mn_memory_bind(L->m, L->ad, &bind)) return cli_fail("adapter");
+    char *text = NULL, *tmpl = NULL, *pre = NULL, *post = NULL;
+    int32_t *doc = NULL, *pre_ids = NULL, *post_ids = NULL, *all = NULL;
+    int64_t nd = 0, npre = 0, npost = 0;
+    size_t len;
+    mn_context *ctx = NULL;
+    mn_stream *s = NULL;
+    mn_sampler *smp = NULL;
+    float *logits = NULL;
+    const mn_tokenizer *tok = mn_model_tokenizer(L->m);
+    int rc = cli_read_file(o->doc, &text, &len);
+    if (!rc) {
+        len = mn_text_clean(text, len);
+        rc = cli_tokenize(L->m, text, len, 0, 0, &doc, &nd);
+    }
+    if (!rc && o->max_tokens && nd > o->max_tokens) nd = o->max_tokens;
+    if (!rc && nd == 0) {
+        fprintf(stderr, "mnemo: '%s' has no text to read\n", o->doc);
+        rc = 1;
+    }
+    /* the template around one user message: the document, then the question */
+    mn_chat_msg msg = {"user", "\x01"};
+    char *mark = NULL;
+    if (!rc && (mn_chat_format(tok, &msg, 1, 1, &tmpl) || !(mark = strchr(tmpl, '\x01')))) rc = cli_fail("chat template");
+    if (!rc) {
+        *mark = 0;
+        pre = strdup(tmpl);
+        post = malloc(strlen(o->question) + strlen(mark + 1) + 8);
+        if (!pre || !post) rc = cli_fail("out of memory");
+        else sprintf(post, "\n\n%s%s", o->question, mark + 1);
+    }
+    if (!rc) rc = cli_tokenize(L->m, pre, strlen(pre), 1, 1, &pre_ids, &npre);
+    if (!rc) rc = cli_tokenize(L->m, post, strlen(post), 0, 1, &post_ids, &npost);
+    const int64_t n = npre + nd + npost;
+    if (!rc && !(all = malloc(sizeof(int32_t) * (size_t)n))) rc = cli_fail("out of memory");
+    if (!rc) {
+        memcpy(all, pre_ids, sizeof(int32_t) * (size_t)npre);
+        memcpy(all + npre, doc, sizeof(int32_t) * (size_t)nd);
+        memcpy(all + npre + nd, post_ids, sizeof(int32_t) * (size_t)npost);
+    }
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = MN_MODE_MEMORY;
+    if (bind.kind == MN_COMP_BEACON) sp.n_sinks = bind.beacon.params.sinks;
+    const int64_t need = (int64_t)mn_memory_n_ctx(&bind, n, sp.n_sinks) + o->n_predict + 1;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = (int32_t)(need < (1 << 22) ? need : (1 << 22));
+    cp.n_threads = (int)o->threads;
+    sp.window = cp.n_ctx;
+    if (!rc && (mn_context_create(L->m, &cp, &ctx) || mn_stream_create(ctx, &sp, &s) ||
+                mn_stream_attach(s, &bind, (int)o->threads)))
+        rc = cli_fail("memory stream");
+    const int64_t per_cell = (int64_t)mn_model_n_layer(L->m) * mn_model_kv_dim(L->m) * 4; /* K + V, f16 */
+    const int tty = isatty(2);
+    const double t0 = cli_now();
+    int64_t done = 0;
+    while (!rc && done < npre + nd) {
+        const int32_t p = (int32_t)(npre + nd - done < 2048 ? npre + nd - done : 2048);
+        if ((rc = mn_stream_feed(s, all + done, p, NULL, 0))) {
+            rc = cli_fail("read");
+            break;
+        }
+        done += p;
+        const double el = cli_now() - t0, rate = done / (el > 0 ? el : 1e-9);
+        if (!o->quiet && (tty || done == npre + nd)) {
+            const int64_t cells = (int64_t)mn_stream_n_memory(s) + sp.n_sinks;
+            fprintf(stderr,
+                    "%s[read] %lld/%lld tokens  %.0f tok/s  memory %d slots (%.1f MiB) vs full KV %.1f MiB  ETA %.0fs%s",
+                    tty ? "\r" : "", (long long)done, (long long)(npre + nd), rate, mn_stream_n_memory(s),
+                    cells * per_cell / 1048576.0, done * per_cell / 1048576.0, (npre + nd - done) / rate,
+                    tty ? "   " : "\n");
+        }
+    }
+    const double t_read = cli_now() - t0;
+    if (!rc && !o->quiet && tty) fprintf(stderr, "\n");
+    mn_sampler_params smpp = mn_sampler_default_params();
+    smpp.temperature = (float)o->temp;
+    smpp.seed = (uint64_t)o->seed;
+    const int32_t V = mn_model_n_vocab(L->m);
+    if (!rc && (mn_sampler_create(&smpp, V, &smp) || !(logits = malloc(sizeof(float) * (size_t)V))))
+        rc = cli_fail("sampler");
+    if (!rc && mn_stream_feed(s, all + npre + nd, (int32_t)npost, logits, 0)) rc = cli_fail("question");
+    double t_ttft = cli_now() - t_start;
+    int64_t g = 0;
+    for (char piece[256]; !rc && g < o->n_predict; g++) {
+        int32_t id = mn_sampler_sample(smp, logits);
+        mn_sampler_accept(smp, id);
+        if (mn_token_is_eog(tok, id)) break;
+        int pl = cli_piece(tok, id, piece, sizeof piece);
+        fwrite(piece, 1, (size_t)pl, stdout);
+        fflush(stdout);
+        if (mn_stream_feed(s, &id, 1, logits, 0)) rc = cli_fail("decode");
+    }
+    if (!rc) {
+        printf("\n");
+        fflush(stdout);
+    }
+    if (!rc && !o->quiet) {
+        const int64_t cells = mn_kv_n_cells(ctx);
+        fprintf(stderr,
+                "[document %lld tokens read in %.1f s (%.0f tok/s) -> %d memory slots; KV at the answer %lld cells "
+                "(%.1f MiB) vs %.1f MiB for full attention; %.2f s to first token; %lld answer tokens]\n",
+                (long long)nd, t_read, (npre + nd) / (t_read > 0 ? t_read : 1e-9), mn_stream_n_memory(s),
+                (long long)cells, cells * per_cell / 1048576.0, (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
+    }
+    free(text), free(tmpl), free(pre), free(post), free(doc), free(pre_ids), free(post_ids), free(all), free(logits);
+    mn_sampler_free(smp);
+    mn_stream_free(s);
+    mn_context_free(ctx);
+    mn_memory_unbind(&bind);
+    return rc;
+}
+
 int cmd_ask(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: mnemo ask [-m MODEL] -a ADAPTER (--mem DOC.mem | --doc FILE) \"question\" [-n N] [--temp T]\n\n"
-                   "Answers a question from a document's compressed memory: --mem loads a memory file made\n"
-                   "by 'mnemo compress' (memory-mapped; the document is not read), --doc compresses FILE first.\n"
-                   "The memory occupies the first KV positions; the question follows in the chat template.\n"
-                   "  -n N       most answer tokens (default 256)\n"
-                   "  --temp T   sampling temperature (default 0: greedy)\n");
+            printf("usage: mnemo ask [-m MODEL] [-a ADAPTER] (--mem DOC.mem | --doc FILE) \"question\" [-n N] [--temp T]\n\n"
+                   "Answers a question from a document's compressed memory.\n"
+                   "  --mem FILE        a memory file made by 'mnemo compress' (memory-mapped; the document is\n"
+                   "                    not read): the memory occupies the first KV positions, the question\n"
+                   "                    follows in the chat template\n"
+                   "  --doc FILE        reads FILE into memory inside the chat turn, with progress (ingest\n"
+                   "                    speed, memory size against full attention's KV), then answers\n"
+                   "  --max-tokens N    --doc: only the first N tokens of FILE\n"
+                   "  -a ADAPTER        compressor (default: the adapter shipped for the default model)\n"
+                   "  -n N              most answer tokens (default 256)\n"
+                   "  --temp T          sampling temperature (default 0: greedy)\n"
+                   "  -q                no statistics on stderr\n");
             return 0;
         }
     mem_opts o;
     int rc = parse("ask", &o, argc, argv);
     if (rc) return rc;
+    o.adapter = cli_adapter_path(o.adapter);
     if (!o.adapter || (!o.mem == !o.doc) || !o.question)
-        return cli_usage_error("ask", "needs -a ADAPTER, one of --mem FILE / --doc FILE, and a question");
+        return cli_usage_error("ask", "needs one of --mem FILE / --doc FILE, a question and -a ADAPTER (no shipped "
+                                      "adapter found)");
+    if (o.max_tokens && !o.doc) return cli_usage_error("ask", "--max-tokens goes with --doc");
     loaded L;
     if (load_all(&o, &L)) {
         unload(&L);
         return 1;
     }
+    if (o.doc) {
+        rc = ask_stream(&o, &L);
+        unload(&L);
+        return rc;
+    }
     mn_docmem d;
     memset(&d, 0, sizeof d);
-    double t_start = cli_now(), secs = 0;
-    if (o.mem) {
-        if (mn_docmem_load(o.mem, L.m, L.ad, &d)) rc = cli_fail("memory file");
-    } else {
-        rc = compress_file(&o, &L, &d, &secs);
-    }
+    double t_start = cli_now();
+    if (mn_docmem_load(o.mem, L.m, L.ad, &d)) rc = cli_fail("memory file");
     const int32_t M = d.n_slots;
     const int64_t n_doc = d.n_tokens;
     mn_context *ctx = NULL;
@@ -227,8 +365,8 @@ int cmd_ask(int argc, char **argv) {
             fprintf(stderr,
                     "[document %lld tokens -> %d memory slots (KV %.1f MiB); %s%.2f s to first token; %lld answer "
                     "tokens in %.2f s total]\n",
-                    (long long)n_doc, M, mn_context_kv_bytes(ctx) / 1048576.0,
-                    o.doc ? "compressed in-process; " : "", t_ttft, (long long)g, cli_now() - t_start);
+                    (long long)n_doc, M, mn_context_kv_bytes(ctx) / 1048576.0, "", t_ttft, (long long)g,
+                    cli_now() - t_start);
     }
     free(logits);
     free(prompt);

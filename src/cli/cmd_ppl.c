@@ -190,8 +190,9 @@ int cmd_ppl(int argc, char **argv) {
         }
     }
     if (!file) return cli_usage_error("ppl", "give the text with -f TEXTFILE");
-    if (mode == MN_MODE_MEMORY && !adapter)
-        return cli_usage_error("ppl", "--mode memory needs -a ADAPTER (make one with 'mnemo adapter init')");
+    if (mode == MN_MODE_MEMORY && !(adapter = cli_adapter_path(adapter)))
+        return cli_usage_error("ppl", "--mode memory needs -a ADAPTER (no shipped adapter found; make one with "
+                                      "'mnemo adapter init')");
     if (adapter && mode != MN_MODE_MEMORY) return cli_usage_error("ppl", "-a ADAPTER is used with --mode memory");
     if (stride == 0) stride = n_ctx;
     if (stride > n_ctx) return cli_usage_error("ppl", "--stride must not exceed --ctx");

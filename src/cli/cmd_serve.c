@@ -92,9 +92,10 @@ int cmd_serve(int argc, char **argv) {
     if (mn_store_open_sqlite(db, MN_STORE_CREATE, &s)) return cli_fail("store");
     char abuf[4096];
     if (!adapter && mn_store_meta_get(s, "adapter_path", abuf, sizeof abuf) == 0) adapter = abuf;
+    if (!adapter) adapter = cli_adapter_path(NULL);
     if (!adapter) {
         mn_store_close(s);
-        return cli_usage_error("serve", "needs -a ADAPTER (the store records none yet)");
+        return cli_usage_error("serve", "needs -a ADAPTER (the store records none and no shipped adapter was found)");
     }
     mn_model *m = NULL;
     mn_adapter *ad = NULL;

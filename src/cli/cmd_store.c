@@ -202,16 +202,18 @@ static int store_add(const st_opts *o) {
     if (open_store(o, MN_STORE_CREATE, &s)) return 1;
     char abuf[MN_STORE_PATH_CAP];
     const char *ap = adapter_path(o, s, abuf, sizeof abuf);
+    const int record = o->adapter || !ap; /* a new store remembers its adapter, given or shipped */
+    if (!ap) ap = cli_adapter_path(NULL);
     if (!ap) {
         mn_store_close(s);
-        return cli_usage_error("store add", "a new store needs -a ADAPTER (the compressor; remembered afterwards)");
+        return cli_usage_error("store add", "a new store needs -a ADAPTER (no shipped adapter found)");
     }
     mn_model *m = NULL;
     mn_adapter *a = NULL;
     int rc = cli_load_model(o->model, &m);
     if (!rc && mn_adapter_load(m, ap, &a)) rc = cli_fail("adapter");
     if (!rc && mn_ingest_bind_model(s, m)) rc = cli_fail("store");
-    if (!rc && o->adapter) {
+    if (!rc && record) {
         char abs[PATH_MAX], h[32];
         snprintf(h, sizeof h, "%016llx", (unsigned long long)mn_adapter_hash(a));
         if (mn_store_meta_set(s, "adapter_path", realpath(ap, abs) ? abs : ap) ||

@@ -54,6 +54,26 @@ const char *cli_model_path(const char *given) {
     return MN_DEFAULT_MODEL;
 }
 
+const char *cli_adapter_path(const char *given) {
+    static char buf[PATH_MAX + 64];
+    if (given) return given;
+    const char *env = getenv("MNEMO_ADAPTER");
+    if (env && !strcmp(env, "none")) return NULL; /* no default, as on a checkout without adapters/ */
+    if (env && *env) return env;
+    if (file_exists(MN_DEFAULT_ADAPTER)) return MN_DEFAULT_ADAPTER;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *dir = dirname(exe);
+        snprintf(buf, sizeof buf, "%s/%s", dir, MN_DEFAULT_ADAPTER);
+        if (file_exists(buf)) return buf;
+        snprintf(buf, sizeof buf, "%s/../%s", dir, MN_DEFAULT_ADAPTER);
+        if (file_exists(buf)) return buf;
+    }
+    return NULL;
+}
+
 int cli_load_model(const char *given, mn_model **out) {
     const char *path = cli_model_path(given);
     int rc = mn_model_load(path, out);

@@ -484,6 +484,21 @@ int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out) {
 /* ---------------------------------------------------------- accessors */
 const mn_adapter_params *mn_adapter_config(const mn_adapter *a) { return &a->p; }
 int32_t mn_adapter_n_mem(const mn_adapter *a) { return a->n_mem; }
+int mn_adapter_set_ratio(mn_adapter *a, int32_t ratio) {
+    if (!a) return mn_error(MN_EINVAL, "no adapter");
+    mn_adapter_params p = a->p;
+    p.ratio = ratio;
+    int rc = mn_adapter_check_params(&p, a->n_embd);
+    if (rc) return rc;
+    if (p.compressor == MN_COMP_BEACON) {
+        int in_set = 0;
+        for (int i = 0; i < p.n_ratios; i++) in_set |= p.ratios[i] == ratio;
+        if (!in_set) return mn_error(MN_EINVAL, "ratio %d is not in the beacon adapter's ratio set", (int)ratio);
+    }
+    a->p = p;
+    a->n_mem = p.segment / ratio;
+    return MN_OK;
+}
 const char *mn_adapter_base_name(const mn_adapter *a) { return a->base_name; }
 uint64_t mn_adapter_base_hash(const mn_adapter *a) { return a->base_hash; }
 int64_t mn_adapter_n_params(const mn_adapter *a) { return (int64_t)a->n_floats; }

@@ -134,6 +134,10 @@ int mn_adapter_read_info(const char *path, mn_adapter_info *info);
 /* --- accessors --- */
 const mn_adapter_params *mn_adapter_config(const mn_adapter *a); /* seed: as given to init, 0 after load */
 int32_t mn_adapter_n_mem(const mn_adapter *a);
+/* Changes the ratio the adapter runs at (uio, summary: any divisor of the
+ * segment, memory tokens = segment / ratio; beacon: one of its ratio set).
+ * The parameters do not depend on it: one trained adapter serves several. */
+int mn_adapter_set_ratio(mn_adapter *a, int32_t ratio);
 const char *mn_adapter_base_name(const mn_adapter *a);
 uint64_t mn_adapter_base_hash(const mn_adapter *a);
 int64_t mn_adapter_n_params(const mn_adapter *a);

@@ -40,8 +40,9 @@ def check(cond, what):
     return cond
 
 
-def mnemo(*args, timeout=300):
-    return subprocess.run([BIN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def mnemo(*args, timeout=300, env_extra=None):
+    env = dict(os.environ, **env_extra) if env_extra else None
+    return subprocess.run([BIN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 DOCS = {
@@ -168,8 +169,8 @@ def test_crash_safety(tmp, adapter):
 
 def test_cli(tmp, adapter, files):
     db = os.path.join(tmp, "cli.db")
-    r = mnemo("store", "add", "--db", db, "-m", MODEL, *files)
-    check(r.returncode == 2 and "-a ADAPTER" in r.stderr, "first add needs -a")
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, *files, env_extra={"MNEMO_ADAPTER": "none"})
+    check(r.returncode == 2 and "-a ADAPTER" in r.stderr, "first add needs -a when no adapter ships")
     r = mnemo("store", "add", "--db", db, "-m", MODEL, "-a", adapter, "--group", "g1", *files)
     check(r.returncode == 0 and r.stdout.count("added") == 3, "store add: " + r.stdout + r.stderr)
     check("docs" in r.stderr and "tok/s" in r.stderr and "ETA" in r.stderr, "progress bar on stderr")
