@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 BIN=$(mktemp /tmp/mnemo-bench-XXXXXX)
 cp ./mnemo "$BIN" && chmod 755 "$BIN"
 trap 'rm -f "$BIN"' EXIT
-BOOK=${BOOK:-../shared/data/eval/books/pg16215-jack-sheppard.txt}
+BOOK=${BOOK:-data/eval/books/pg16215-jack-sheppard.txt}
 SIZES=${SIZES:-"8192 32768 131072"}
 MODES=${MODES:-"full sinks uio beacon uio-cap beacon-cap"}
 CAP=${CAP:-2048}

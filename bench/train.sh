@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 steps=${1:-3}
 threads=${2:-$(nproc)}
 bin=./build/mnemo
-data=${MNEMO_TRAIN_DATA:-../shared/data/train/books/*.txt}
+data=${MNEMO_TRAIN_DATA:-data/train/books/*.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 [ -x "$bin" ] || make -s all

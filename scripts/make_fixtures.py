@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 VOCAB_DIR = os.path.join(ROOT, ".cache", "vocab")
-BOOK = os.path.join(ROOT, "..", "shared", "data", "eval", "books", "pg11229.txt")
+BOOK = os.path.join(ROOT, "data", "eval", "books", "pg11229.txt")
 
 # (fixture name, GGUF, replacement tokenizer.ggml.pre or None)
 VOCABS = [

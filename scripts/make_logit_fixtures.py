@@ -15,7 +15,7 @@ from llama_cpp import Llama
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'models/SmolLM2-135M-Instruct.Q4_1.gguf')
 FIX = os.path.join(ROOT, 'tests/fixtures')
-BOOK = os.path.join(ROOT, '../shared/data/eval/books/pg3261-news-from-nowhere.txt')
+BOOK = os.path.join(ROOT, 'data/eval/books/pg3261-news-from-nowhere.txt')
 
 PROMPTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"

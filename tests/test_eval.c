@@ -60,7 +60,7 @@ static double field(const char *out, const char *must1, const char *must2, const
 
 int main(void) {
     if (!test_model_path()) {
-        printf("skip: no model\n");
+        CHECK(0, "the default model is missing (make model fetches it)");
         TEST_MAIN_END();
     }
     char dir[] = "/tmp/mnemo-eval-XXXXXX", book[256], hay[256], ad[256], args[2048];

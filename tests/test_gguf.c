@@ -852,7 +852,7 @@ static void test_bad_files(void) {
 static void test_real_model(void) {
     const char *path = test_model_path();
     if (!path) {
-        printf("skip: real-model GGUF test (model file not found; run `make model`)\n");
+        CHECK(0, "the default model is missing (make model fetches it)");
         return;
     }
     mn_gguf *g = NULL;

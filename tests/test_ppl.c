@@ -30,17 +30,18 @@ static char *slurp(const char *path, size_t *len) {
 
 int main(void) {
     const char *path = test_model_path();
+    CHECK(path != NULL, "the default model is missing (make model fetches it)");
     if (!path || getenv("MN_SANITIZED")) {
-        printf("skip: %s\n", path ? "perplexity parity under sanitizers (runs in the normal build)" : "no model");
+        if (path) printf("skip: perplexity parity under sanitizers (runs in the normal build)\n");
         TEST_MAIN_END();
     }
     size_t flen = 0, blen = 0;
     char *fix = slurp("tests/fixtures/ppl_smollm2.json", &flen);
     CHECK(fix != NULL, "fixture tests/fixtures/ppl_smollm2.json missing");
-    const char *book_path = "../shared/data/eval/books/pg3261-news-from-nowhere.txt";
+    const char *book_path = "data/eval/books/pg3261-news-from-nowhere.txt";
     char *book = slurp(book_path, &blen);
     if (!book) {
-        printf("skip: %s not found\n", book_path);
+        CHECK(0, "%s not found (it is part of the repository)", book_path);
         free(fix);
         TEST_MAIN_END();
     }
