@@ -27,7 +27,7 @@ BIN      := $(BUILD)/mnemo
 
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all setup model run test unit asan ubsan sanitize bench fixtures clean
+.PHONY: all setup model run train-default test unit asan ubsan sanitize bench fixtures clean
 all: $(BIN) $(TESTS) mnemo
 
 mnemo: $(BIN)
@@ -62,8 +62,17 @@ setup:
 model: setup
 	@bash scripts/fetch_model.sh
 
+# The main job: a long eval book read into compressed memory with the shipped adapter
+# (progress, ingest speed, memory against full attention's KV), then a question about a
+# detail from its first page, answered from memory.
+RUN_BOOK := data/eval/books/pg3261-news-from-nowhere.txt
 run: setup model all
-	./mnemo chat -m $(MODEL_FILE) --once "In one sentence, what does a librarian do?" -n 64
+	./mnemo ask -m $(MODEL_FILE) --doc $(RUN_BOOK) --max-tokens 24000 -n 48 \
+	  "At the discussion at the League, at the very beginning of the story, how many persons were present?"
+
+# Trains (or continues training) the shipped adapter with its recipe; see the script.
+train-default: setup model all
+	@bash scripts/train_default.sh
 
 # Unit + parity tests on the normal build, then again under ASan+UBSan.
 test: setup model all

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Makes the plots of docs/results/ from the files there (matplotlib in the project's venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .cache/venv/bin/python ] || python3 -m venv .cache/venv
+.cache/venv/bin/python -c "import matplotlib" 2>/dev/null || .cache/venv/bin/python -m pip install -q matplotlib
+R=docs/results
+args=()
+[ -f $R/ppl.jsonl ] && args+=(--ppl $R/ppl.jsonl)
+[ -f $R/passkey.jsonl ] && args+=(--passkey $R/passkey.jsonl)
+[ -f $R/train-uio.log ] && args+=(--train $R/train-uio.log)
+.cache/venv/bin/python scripts/plot_results.py $R "${args[@]}"
+ls $R/*.png

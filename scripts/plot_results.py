@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Plots for docs/RESULTS.md from `mnemo eval` JSON lines and `mnemo train` logs.
+
+usage: plot_results.py OUTDIR [--ppl ppl.jsonl] [--passkey passkey.jsonl] [--train train.log]
+
+  ppl      perplexity vs context length, one line per mode (same scored tokens; mean NLL over books)
+  passkey  a length x depth heatmap of exact-digit accuracy per mode
+  train    training loss (moving mean) and validation loss against the no-memory baseline
+Needs matplotlib (run through .cache/venv, which scripts/plot.sh sets up).
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def rows(path, task):
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                if r.get("task") == task:
+                    out.append(r)
+    return out
+
+
+def label(r):
+    return r["mode"] + (":" + r["adapter"] if r.get("adapter") else "")
+
+
+def plot_ppl(path, outdir):
+    acc = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in rows(path, "ppl"):
+        acc[label(r)][r["length"]].append(r["nll"])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, by_len in sorted(acc.items()):
+        xs = sorted(by_len)
+        ax.plot(xs, [math.exp(sum(by_len[x]) / len(by_len[x])) for x in xs], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context length (tokens; the last 1,024 are scored)")
+    ax.set_ylabel("perplexity on the scored tokens")
+    ax.set_title("Same scored tokens, growing context")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "ppl_vs_length.png"), dpi=120)
+
+
+def plot_passkey(path, outdir):
+    data = rows(path, "passkey")
+    modes = sorted({label(r) for r in data})
+    if not modes:
+        return
+    lengths = sorted({r["length"] for r in data})
+    depths = sorted({r["depth"] for r in data})
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.2 * len(modes), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], modes):
+        grid = [[float("nan")] * len(lengths) for _ in depths]
+        for r in data:
+            if label(r) == m:
+                grid[depths.index(r["depth"])][lengths.index(r["length"])] = r["accuracy"]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
+        ax.set_xticks(range(len(lengths)), [str(x) for x in lengths], fontsize=7)
+        ax.set_yticks(range(len(depths)), [str(d) for d in depths], fontsize=7)
+        ax.set_xlabel("length")
+        ax.set_ylabel("depth %")
+        ax.set_title(m, fontsize=8)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.savefig(os.path.join(outdir, "passkey_heatmap.png"), dpi=120)
+
+
+def plot_train(path, outdir):
+    step_re = re.compile(r"step\s+(\d+)/\d+\s+ratio\s+(\d+)\s+loss\s+([\d.]+)\s+val\s+([\d.]+|-)")
+    base_re = re.compile(r"no memory.*: ([\d.]+)")
+    steps, loss, vsteps, vals, base = [], [], [], [], None
+    last_val = None
+    with open(path) as f:
+        for line in f:
+            b = base_re.search(line)
+            if b:
+                base = float(b.group(1))
+            m = step_re.search(line)
+            if not m:
+                continue
+            s = int(m.group(1))
+            steps.append(s)
+            loss.append(float(m.group(3)))
+            if m.group(4) != "-" and m.group(4) != last_val:
+                vsteps.append(s)
+                vals.append(float(m.group(4)))
+                last_val = m.group(4)
+    if not steps:
+        return
+    k = 10
+    mov = [sum(loss[max(0, i - k + 1):i + 1]) / (i - max(0, i - k + 1) + 1) for i in range(len(loss))]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(steps, loss, color="0.8", lw=0.8, label="training loss (per step)")
+    ax.plot(steps, mov, color="C0", label=f"training loss ({k}-step mean)")
+    ax.plot(vsteps, vals, "o-", color="C1", label="validation loss (memory)")
+    if base is not None:
+        ax.axhline(base, color="C3", ls="--", label="validation, no memory (sinks + recent window)")
+    ax.set_xlabel("step (1,280-token windows)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "training_uio.png"), dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("outdir")
+    ap.add_argument("--ppl")
+    ap.add_argument("--passkey")
+    ap.add_argument("--train")
+    a = ap.parse_args()
+    os.makedirs(a.outdir, exist_ok=True)
+    if a.ppl:
+        plot_ppl(a.ppl, a.outdir)
+    if a.passkey:
+        plot_passkey(a.passkey, a.outdir)
+    if a.train:
+        plot_train(a.train, a.outdir)
+
+
+if __name__ == "__main__":
+    main()
