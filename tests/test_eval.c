@@ -6,7 +6,7 @@
  * itself, more context must lower the perplexity of full attention while a
  * short truncation window cannot; the sinks window is matched to the memory
  * mode's cells. passkey: full attention finds a key a short window cannot
- * see. Texts are made here, so nothing outside the repository is read.
+ * see. recall: its rows and table. Texts are made here, so nothing outside the repository is read.
  */
 #include <stdint.h>
 #include <sys/wait.h>
@@ -142,6 +142,18 @@ int main(void) {
     CHECK(fa >= 0.66, "full attention found the key in %.2f of trials at 600 tokens", fa);
     CHECK(ta == 0, "a 64-token window found a key 500 tokens back (%.2f)", ta);
     CHECK(strstr(out, "exact-digit accuracy") != NULL, "passkey table");
+
+    /* 5. recall: rows per sample and ratio, accuracies in [0, 1]; ratios must divide the segment */
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 4,8 --samples 2 --generate 1 -a %s -t 2", book, ad);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "eval recall: %d %s", rc, out);
+    const double r0 = field(out, "\"ratio\": null", NULL, "token_accuracy"),
+                 r8 = field(out, "\"ratio\": 8,", NULL, "token_accuracy"), rl = field(out, "\"ratio\": 4,", NULL, "rouge_l");
+    CHECK(r0 >= 0 && r0 <= 1 && r8 >= 0 && r8 <= 1 && rl >= 0 && rl <= 1, "recall values %.3f %.3f %.3f", r0, r8, rl);
+    CHECK(field(out, "\"ratio\": 8,", NULL, "memory_slots") == 16, "ratio 8 of a 128-token segment is 16 slots");
+    CHECK(strstr(out, "| ratio 8 | 16 |") != NULL, "recall table: %s", out);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 3 -a %s", book, ad);
+    CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "does not divide"), "ratio 3: %s", out);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -13,6 +13,10 @@
  *            depth of filler text, asked for through the chat template.
  *   qa       multiple-choice questions over a long document (L-Eval QuALITY
  *            format), answered by the options' mean token log-likelihood.
+ *   recall   the in-context auto-encoding test (ICAE, UIO): the decoder holds
+ *            only [sinks | one segment's memory] and reads the segment back;
+ *            token accuracy under teacher forcing (against the same decoder
+ *            with no memory) and ROUGE-L of a greedy reproduction.
  */
 #include <dirent.h>
 #include <math.h>
@@ -26,6 +30,7 @@
 #include "cli.h"
 #include "error.h"
 #include "memory/memory.h"
+#include "memory/uio.h"
 #include "model/forward.h"
 #include "train/data.h"
 
@@ -50,6 +55,9 @@ typedef struct {
     ev_mode modes[MAX_ITEMS];
     int n_modes;
     long lengths[MAX_ITEMS];
+    long ratios[MAX_ITEMS];
+    int n_ratios;
+    long samples, n_generate;
     int n_lengths;
     long depths[MAX_ITEMS];
     int n_depths;
@@ -861,6 +869,169 @@ static int task_qa(ev_opts *o) {
     return rc;
 }
 
+/* ------------------------------------------------------------------- recall */
+/* ROUGE-L F1 of two token sequences (longest common subsequence). */
+static double rouge_l(const int32_t *a, int na, const int32_t *b, int nb) {
+    if (!na || !nb) return 0;
+    int *prev = calloc((size_t)nb + 1, sizeof(int)), *cur = calloc((size_t)nb + 1, sizeof(int));
+    if (!prev || !cur) {
+        free(prev), free(cur);
+        return NAN;
+    }
+    for (int i = 1; i <= na; i++) {
+        for (int j = 1; j <= nb; j++)
+            cur[j] = a[i - 1] == b[j - 1] ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
+        int *t = prev;
+        prev = cur, cur = t;
+    }
+    const double lcs = prev[nb], p = lcs / nb, r = lcs / na;
+    free(prev), free(cur);
+    return p + r > 0 ? 2 * p * r / (p + r) : 0;
+}
+
+/* One segment read back after [sinks | its memory] (m > 0) or [sinks] alone
+ * (m = 0): teacher-forced accuracy of rows predicting seg[1..l), and with
+ * gen, ROUGE-L of a greedy reproduction of seg[1..l) from seg[0]. */
+static int recall_one(ev_opts *o, mn_uio *u, int32_t m, const int32_t *sinks, int32_t S, const int32_t *seg, int32_t l,
+                      int gen, float *k, float *v, float *lg, int32_t *out, double *acc, double *rouge) {
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = S + m + 2 * l + 2;
+    cp.n_batch = 512;
+    cp.n_threads = (int)o->threads;
+    mn_context *ctx;
+    int rc = mn_context_create(o->m, &cp, &ctx);
+    if (rc) return rc;
+    const int32_t V = mn_model_n_vocab(o->m);
+    if (S) rc = mn_decode(ctx, sinks, S, NULL, 0);
+    if (!rc && m) {
+        rc = mn_uio_compress(u, seg, k, v);
+        int32_t pos[4096];
+        for (int32_t j = 0; j < m && j < 4096; j++) pos[j] = S + j;
+        if (!rc) rc = mn_kv_append(ctx, m, pos, k, v, 0);
+    }
+    const int32_t c0 = mn_kv_n_cells(ctx);
+    if (!rc) rc = mn_decode(ctx, seg, l - 1, lg, 1);
+    int hit = 0;
+    for (int32_t j = 0; !rc && j + 1 < l; j++) hit += argmax(lg + (size_t)j * V, V) == seg[j + 1];
+    *acc = (double)hit / (l - 1);
+    *rouge = NAN;
+    if (!rc && gen) {
+        rc = mn_kv_drop(ctx, c0, mn_kv_n_cells(ctx));
+        if (!rc) rc = mn_decode(ctx, seg, 1, lg, 0);
+        int32_t n = 0;
+        while (!rc && n < l - 1) {
+            const int32_t t = argmax(lg, V);
+            out[n++] = t;
+            if (n < l - 1) rc = mn_decode(ctx, &t, 1, lg, 0);
+        }
+        if (!rc) *rouge = rouge_l(seg + 1, l - 1, out, n);
+    }
+    mn_context_free(ctx);
+    return rc;
+}
+
+static int task_recall(ev_opts *o) {
+    if (o->n_ad != 1 || o->bind[0].kind != MN_COMP_UIO)
+        return cli_usage_error("eval", "recall reads one UIO adapter's memory (give one -a)");
+    char **files;
+    int n_files;
+    if (list_texts(o->src, &files, &n_files)) return cli_fail("eval recall");
+    const mn_uio_params base = o->bind[0].uio.params;
+    const int32_t l = base.l, S = (int32_t)o->sinks, KD = mn_model_kv_dim(o->m), L = mn_model_n_layer(o->m);
+    for (int i = 0; i < o->n_ratios; i++)
+        if (l % o->ratios[i] || l / o->ratios[i] > 4096) {
+            free_list(files, n_files);
+            return cli_usage_error("eval", "ratio %ld does not divide the adapter's segment %d", o->ratios[i], l);
+        }
+    /* samples: segments spread over the books, after their first 2,000 tokens */
+    const int ns = (int)o->samples;
+    int32_t *segs = malloc(sizeof(int32_t) * (size_t)ns * (size_t)l), *snk = malloc(sizeof(int32_t) * (size_t)ns * (S + 1));
+    int got = 0, rc = 0;
+    for (int f = 0; got < ns && f < n_files * ns; f++) {
+        int32_t *t;
+        int64_t n;
+        if (load_tokens(o->m, files[f % n_files], &t, &n)) {
+            rc = 1;
+            break;
+        }
+        const int64_t span = n - 2000 - l;
+        if (span > 0) {
+            const int64_t at = 2000 + span * (f / n_files + 1) / (ns / n_files + 2);
+            memcpy(segs + (size_t)got * l, t + at, sizeof(int32_t) * (size_t)l);
+            memcpy(snk + (size_t)got * (S + 1), t, sizeof(int32_t) * (size_t)S);
+            got++;
+        }
+        free(t);
+    }
+    free_list(files, n_files);
+    const int32_t V = mn_model_n_vocab(o->m), mmax = l; /* m <= l at any ratio */
+    float *k = malloc(sizeof(float) * (size_t)L * mmax * KD), *v = malloc(sizeof(float) * (size_t)L * mmax * KD);
+    float *lg = malloc(sizeof(float) * (size_t)V * (size_t)l);
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)l);
+    if (!rc && (!segs || !snk || !k || !v || !lg || !out)) rc = cli_fail("eval recall: out of memory");
+    if (!rc && got < ns) fprintf(stderr, "mnemo eval recall: only %d segments of %d tokens found\n", got, l);
+    double acc[MAX_ITEMS], rg[MAX_ITEMS], acc0 = 0;
+    int nrg[MAX_ITEMS];
+    prog_start("recall", (double)got * (o->n_ratios + 1) * l);
+    for (int s = 0; !rc && s < got; s++) {
+        double a, r;
+        if ((rc = recall_one(o, NULL, 0, snk + (size_t)s * (S + 1), S, segs + (size_t)s * l, l, 0, k, v, lg, out, &a,
+                             &r))) {
+            rc = cli_fail("eval recall");
+            break;
+        }
+        acc0 += a;
+        printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": null, \"segment\": %d, \"memory_slots\": 0, "
+               "\"token_accuracy\": %.4f}\n", s, l, a);
+        prog_add(l, "no memory");
+    }
+    for (int ri = 0; !rc && ri < o->n_ratios; ri++) {
+        mn_uio_params p = base;
+        p.m = l / (int32_t)o->ratios[ri];
+        mn_uio *u = NULL;
+        if (mn_uio_create(o->m, &p, (int)o->threads, &u)) {
+            rc = cli_fail("eval recall");
+            break;
+        }
+        acc[ri] = rg[ri] = 0, nrg[ri] = 0;
+        for (int s = 0; !rc && s < got; s++) {
+            double a, r;
+            const int gen = s < o->n_generate;
+            char label[64];
+            snprintf(label, sizeof label, "ratio %ld sample %d", o->ratios[ri], s + 1);
+            if ((rc = recall_one(o, u, p.m, snk + (size_t)s * (S + 1), S, segs + (size_t)s * l, l, gen, k, v, lg, out,
+                                 &a, &r))) {
+                rc = cli_fail("eval recall");
+                break;
+            }
+            acc[ri] += a;
+            if (gen) rg[ri] += r, nrg[ri]++;
+            printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": %ld, \"segment\": %d, \"memory_slots\": %d, "
+                   "\"token_accuracy\": %.4f, \"rouge_l\": ",
+                   s, o->ratios[ri], l, p.m, a);
+            if (gen) printf("%.4f}\n", r);
+            else printf("null}\n");
+            fflush(stdout);
+            prog_add(l, label);
+        }
+        mn_uio_free(u);
+    }
+    prog_end();
+    if (!rc && got) {
+        printf("\n| memory | slots | token accuracy | ROUGE-L (greedy) |\n|---|---|---|---|\n");
+        printf("| none (sinks only) | 0 | %.1f%% | - |\n", 100 * acc0 / got);
+        for (int ri = 0; ri < o->n_ratios; ri++) {
+            printf("| ratio %ld | %ld | %.1f%% |", o->ratios[ri], l / o->ratios[ri], 100 * acc[ri] / got);
+            if (nrg[ri]) printf(" %.3f (%d) |\n", rg[ri] / nrg[ri], nrg[ri]);
+            else printf(" - |\n");
+        }
+        printf("\n%d segments of %d tokens read back after their memory; accuracy = next-token argmax under "
+               "teacher forcing\n", got, l);
+    }
+    free(segs), free(snk), free(k), free(v), free(lg), free(out);
+    return rc;
+}
+
 /* -------------------------------------------------------------------- main */
 static void usage(void) {
     printf("usage: mnemo eval TASK [options]\n\n"
@@ -874,7 +1045,10 @@ static void usage(void) {
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
            "           chat template; exact-digit accuracy\n"
            "  qa       --set FILE.jsonl [--max-questions N]\n"
-           "           multiple choice (L-Eval QuALITY format) by the options' log-likelihood\n\n"
+           "           multiple choice (L-Eval QuALITY format) by the options' log-likelihood\n"
+           "  recall   --books DIR|FILE [--ratios 2,4,8,16] [--samples N] [--generate N]\n"
+           "           one segment's memory read back (UIO adapter): token accuracy with and without\n"
+           "           the memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
            "common options:\n"
            "  --modes LIST      full,truncate,sinks,memory (default: all; memory needs -a)\n"
            "  -a ADAPTER        compressor for memory mode; repeat for several (one row each)\n"
@@ -891,15 +1065,17 @@ static void usage(void) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    ev_opts o = {.sinks = 4, .window = 1024, .chunk = 128, .score = 1024, .trials = 2, .seed = 1};
+    ev_opts o = {.sinks = 4, .window = 1024, .chunk = 128, .score = 1024, .trials = 2, .seed = 1, .samples = 8,
+                 .n_generate = 2};
+    const char *ratios = "2,4,8,16";
     const char *modes = "full,truncate,sinks,memory", *lengths = NULL, *depths = "0,25,50,75,100";
     if (argc < 1 || !strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) {
         usage();
         return argc < 1 ? 2 : 0;
     }
     o.task = argv[0];
-    if (strcmp(o.task, "ppl") && strcmp(o.task, "passkey") && strcmp(o.task, "qa"))
-        return cli_usage_error("eval", "unknown task '%s' (ppl, passkey or qa)", o.task);
+    if (strcmp(o.task, "ppl") && strcmp(o.task, "passkey") && strcmp(o.task, "qa") && strcmp(o.task, "recall"))
+        return cli_usage_error("eval", "unknown task '%s' (ppl, passkey, qa or recall)", o.task);
     int modes_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -923,6 +1099,14 @@ int cmd_eval(int argc, char **argv) {
             NEED_V lengths = v;
         } else if (!strcmp(a, "--depths")) {
             NEED_V depths = v;
+        } else if (!strcmp(a, "--ratios")) {
+            NEED_V ratios = v;
+        } else if (!strcmp(a, "--samples")) {
+            if (cli_parse_int("eval", a, v, 1, 100000, &o.samples)) return 2;
+            i++;
+        } else if (!strcmp(a, "--generate")) {
+            if (cli_parse_int("eval", a, v, 0, 100000, &o.n_generate)) return 2;
+            i++;
         } else if (!strcmp(a, "--window")) {
             if (cli_parse_int("eval", a, v, 8, 1 << 22, &o.window)) return 2;
             o.window_given = 1, i++;
@@ -957,10 +1141,11 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!o.src)
         return cli_usage_error("eval", "%s needs %s", o.task,
-                               !strcmp(o.task, "ppl") ? "--books DIR" : !strcmp(o.task, "passkey") ? "--haystack DIR" : "--set FILE");
+                               !strcmp(o.task, "passkey") ? "--haystack DIR" : !strcmp(o.task, "qa") ? "--set FILE" : "--books DIR");
     if (!lengths) lengths = !strcmp(o.task, "ppl") ? "4096,8192" : "2048,4096";
     if (parse_list("--lengths", lengths, 64, 1 << 22, o.lengths, &o.n_lengths) ||
-        parse_list("--depths", depths, 0, 100, o.depths, &o.n_depths))
+        parse_list("--depths", depths, 0, 100, o.depths, &o.n_depths) ||
+        parse_list("--ratios", ratios, 1, 4096, o.ratios, &o.n_ratios))
         return 2;
     if (!strcmp(o.task, "ppl"))
         for (int i = 0; i < o.n_lengths; i++)
@@ -983,6 +1168,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rc) {
         if (!strcmp(o.task, "ppl")) rc = task_ppl(&o);
         else if (!strcmp(o.task, "passkey")) rc = task_passkey(&o);
+        else if (!strcmp(o.task, "recall")) rc = task_recall(&o);
         else rc = task_qa(&o);
     }
     for (int a = 0; a < o.n_ad; a++) {
