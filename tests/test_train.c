@@ -188,7 +188,12 @@ static void test_resume(mn_model *m) {
     /* resuming with other settings is refused */
     c.lr = 0.5f;
     CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EINVAL, "resume with another lr accepted");
-    c.lr = mn_train_default_config().lr, c.resume = NULL;
+    c.lr = mn_train_default_config().lr;
+    /* but a run may be lengthened: from step 4 of 4 on to 6, the schedule re-planned */
+    c.steps = 6;
+    CHECK(mn_train_run(m, &c, NULL, NULL) == 0, "resume with more steps: %s", mn_last_error());
+    CHECK(!same_file(out1, out2), "two more steps changed nothing");
+    c.steps = 4, c.resume = NULL;
     /* a ratio that does not divide the segment, too many tau */
     c.ratios[1] = 5;
     CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EINVAL && strstr(mn_last_error(), "divide"), "ratio 5: %s",

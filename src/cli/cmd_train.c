@@ -33,7 +33,8 @@ static void usage(void) {
            "                   beacon: the adapter's own)\n"
            "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
            "  --eval-every K   validation every K steps (default 50), --eval-windows N (4)\n"
-           "  --resume CKPT    continue a run exactly (same settings)\n"
+           "  --resume CKPT    continue a run exactly (same settings; --steps may differ: the cosine\n"
+           "                   schedule is re-planned from the step reached)\n"
            "  --cache DIR      tokenised-data cache (default .cache/train)\n"
            "  --seed S, -t N   seed (default 1), threads (default all cores)\n");
 }

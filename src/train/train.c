@@ -141,6 +141,24 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
                  (unsigned long long)c->seed);
 }
 
+/* Two config texts equal once their " steps=N" fields are taken out: a run
+ * may be resumed with another length (the cosine schedule is re-planned from
+ * the step reached; nothing in the checkpoint depends on the total). */
+static int same_but_steps(const char *a, const char *b) {
+    char x[2][sizeof(((mn_train_state *)0)->config)];
+    const char *src[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        snprintf(x[k], sizeof x[k], "%s", src[k]);
+        char *p = strstr(x[k], " steps=");
+        if (p) {
+            char *e = p + 7;
+            while (*e && *e != ' ') e++;
+            memmove(p, e, strlen(e) + 1);
+        }
+    }
+    return !strcmp(x[0], x[1]);
+}
+
 static int check_config(const mn_train_config *c, const mn_adapter_params *ap, const mn_model *m) {
     if (!c->adapter_in || !c->data_glob || (!c->out && !c->dec_out))
         return mn_error(MN_EINVAL, "adapter, data and output are needed");
@@ -332,7 +350,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
             goto done;
         }
         mn_adapter_free(a2);
-        if (strcmp(st.config, conf)) {
+        if (!same_but_steps(st.config, conf)) {
             rc = mn_error(MN_EINVAL, "%s was written with other settings (%s), not (%s)", c.resume, st.config, conf);
             goto done;
         }
