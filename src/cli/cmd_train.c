@@ -29,6 +29,9 @@ static void usage(void) {
            "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
            "                   cosine decay to 0.1 LR; --wd WD (0.01), --clip C (1.0)\n"
            "  --distill [W]    add KL to the model reading the raw window (weight W, default 1)\n"
+           "  --synthetic P    rewrite a share P of the windows so the last segment needs an earlier\n"
+           "                   one's memory: half passkeys (needle early, question and answer at the\n"
+           "                   end), half copies (the last segment repeats an earlier one); default 0\n"
            "  --sinks N        raw leading tokens ahead of the memory (default 4, as at inference;\n"
            "                   beacon: the adapter's own)\n"
            "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
@@ -158,6 +161,7 @@ int cmd_train(int argc, char **argv) {
         INT_OPT("-t", 1, 1024, c.n_threads)
         FLT_OPT("--lr", 1e-9, 10, c.lr)
         FLT_OPT("--wd", 0, 10, c.weight_decay)
+        FLT_OPT("--synthetic", 0, 1, c.synth)
         FLT_OPT("--clip", 0, 1e9, c.clip)
         else return cli_usage_error(CMD, "unknown option '%s'", a);
 #undef INT_OPT

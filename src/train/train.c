@@ -11,6 +11,7 @@
 #include "threadpool.h"
 #include "train/beacontrain.h"
 #include "train/checkpoint.h"
+#include "train/synth.h"
 #include "train/data.h"
 #include "model/lora.h"
 #include "train/optim.h"
@@ -139,6 +140,9 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
                  mn_bptt_name(c->bptt), c->tau, (long long)c->steps, c->batch, (double)c->lr,
                  (double)c->weight_decay, (double)c->clip, (long long)c->warmup, (double)c->kl_w, c->n_sinks,
                  (unsigned long long)c->seed);
+    /* only when used, so that runs without it resume from older checkpoints */
+    n = (int)strlen(buf);
+    if (c->synth > 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, " synth=%g", (double)c->synth);
 }
 
 /* Two config texts equal once their " steps=N" fields are taken out: a run
@@ -183,6 +187,7 @@ static int check_config(const mn_train_config *c, const mn_adapter_params *ap, c
     if (!c->dec_out && c->bptt != MN_BPTT_FULL && (c->tau < 1 || c->tau >= c->n_seg))
         return mn_error(MN_EINVAL, "--tau must be 1..%d for %d segments", c->n_seg - 1, c->n_seg);
     if (!(c->lr > 0) || c->weight_decay < 0 || c->kl_w < 0) return mn_error(MN_EINVAL, "bad lr, weight decay or kl");
+    if (!(c->synth >= 0 && c->synth <= 1)) return mn_error(MN_EINVAL, "the synthetic share must be in [0, 1]");
     if (c->n_sinks < 0 || c->n_sinks > ap->segment) return mn_error(MN_EINVAL, "bad --sinks %d", c->n_sinks);
     for (int i = 0; i < c->n_ratios; i++)
         if (c->ratios[i] < 1 || ap->segment % c->ratios[i])
@@ -422,6 +427,11 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         }
         for (int bi = 0; !qa_step && bi < c.batch; bi++) {
             if ((rc = mn_dataset_sample(s.data, &st.rng, W, s.ids))) goto done;
+            if (c.synth > 0 && (double)mn_rng_below(&st.rng, 1000000) < 1e6 * c.synth) {
+                const mn_synth_kind k = mn_rng_below(&st.rng, 2) ? MN_SYNTH_COPY : MN_SYNTH_PASSKEY;
+                if ((rc = mn_synth_window(mn_model_tokenizer(m), &st.rng, k, s.ids, c.n_seg, l, ap.recent, NULL)))
+                    goto done;
+            }
             mn_tstep_stats ss;
             if ((rc = chain_step(&s, s.ids, c.n_seg, c.bptt, c.tau, &st.rng, 1, &ss))) goto done;
             loss += ss.loss, scored += ss.n_scored, flops += ss.flops;

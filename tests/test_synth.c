@@ -1,0 +1,78 @@
+/* test_synth.c - synthetic passkey and copy windows (train/synth.h) with the
+ * default model's tokenizer: the source lands in a segment the last one reads
+ * as memory only, the rest of the window is untouched, the question's answer
+ * is the needle's key, the same seed gives the same window, bad shapes are
+ * refused without touching the window. */
+#include <string.h>
+
+#include "test.h"
+#include "train/synth.h"
+
+enum { L = 64, N = 5 };
+
+static void fill(int32_t *ids) {
+    for (int i = 0; i < N * L; i++) ids[i] = 1000 + i;
+}
+
+static void text_of(const mn_tokenizer *tk, const int32_t *ids, int n, char *out, size_t cap) {
+    size_t got = 0;
+    if (mn_detokenize(tk, ids, n, 0, out, cap, &got)) out[0] = 0;
+}
+
+int main(void) {
+    const char *path = test_model_path();
+    CHECK(path != NULL, "the default model is missing (make model fetches it)");
+    mn_model *m = NULL;
+    if (!path || mn_model_load(path, &m)) TEST_MAIN_END();
+    const mn_tokenizer *tk = mn_model_tokenizer(m);
+    int32_t ids[N * L], orig[N * L], again[N * L];
+    mn_rng rng;
+    int seen_src[N] = {0};
+    for (int recent = 0; recent <= 2; recent++)
+        for (int trial = 0; trial < 40; trial++) {
+            /* copy */
+            fill(ids), memcpy(orig, ids, sizeof ids);
+            mn_rng_seed(&rng, (uint64_t)(trial * 7 + recent));
+            mn_synth_info in;
+            CHECK(mn_synth_window(tk, &rng, MN_SYNTH_COPY, ids, N, L, recent, &in) == 0, "copy: %s", mn_last_error());
+            CHECK(in.source >= 0 && in.source <= N - 2 - recent, "copy source %d read raw with recent %d", in.source,
+                  recent);
+            CHECK(!memcmp(ids + (N - 1) * L, orig + in.source * L, sizeof(int32_t) * L), "last segment is not the copy");
+            CHECK(!memcmp(ids, orig, sizeof(int32_t) * (N - 1) * L), "copy touched the earlier segments");
+            seen_src[in.source]++;
+            /* passkey */
+            fill(ids);
+            mn_rng_seed(&rng, (uint64_t)(trial * 7 + recent));
+            CHECK(mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, ids, N, L, recent, &in) == 0, "passkey: %s",
+                  mn_last_error());
+            CHECK(in.source <= N - 2 - recent && in.needle_at >= in.source * L &&
+                      in.needle_at + in.needle_len <= (in.source + 1) * L,
+                  "needle [%d, +%d) outside memory segment %d", in.needle_at, in.needle_len, in.source);
+            CHECK(in.answer_at > (N - 1) * L, "question starts at %d, before the last segment", in.answer_at);
+            char needle[512], answer[512], key[8];
+            snprintf(key, sizeof key, "%05d", in.key);
+            text_of(tk, ids + in.needle_at, in.needle_len, needle, sizeof needle);
+            text_of(tk, ids + in.answer_at, N * L - in.answer_at, answer, sizeof answer);
+            CHECK(strstr(needle, key) && strstr(needle, "pass key"), "needle '%s' lacks key %s", needle, key);
+            CHECK(strstr(answer, key) && strstr(answer, "pass key"), "answer '%s' lacks key %s", answer, key);
+            for (int i = 0; i < N * L; i++)
+                if ((i < in.needle_at || i >= in.needle_at + in.needle_len) && i < in.answer_at && ids[i] != 1000 + i) {
+                    CHECK(0, "token %d changed outside the needle and the question", i);
+                    break;
+                }
+            /* the same seed, the same window */
+            fill(again);
+            mn_rng_seed(&rng, (uint64_t)(trial * 7 + recent));
+            mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, again, N, L, recent, NULL);
+            CHECK(!memcmp(ids, again, sizeof ids), "same seed, other window");
+        }
+    CHECK(seen_src[0] && seen_src[1] && seen_src[2], "sources not spread: %d %d %d", seen_src[0], seen_src[1],
+          seen_src[2]);
+    /* refused: no memory-only segment; a segment too short for the needle */
+    fill(ids), memcpy(orig, ids, sizeof ids);
+    CHECK(mn_synth_window(tk, &rng, MN_SYNTH_COPY, ids, N, L, N - 1, NULL) == MN_EINVAL, "recent N-1 accepted");
+    CHECK(mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, ids, N, 8, 0, NULL) == MN_EINVAL, "8-token segment accepted");
+    CHECK(!memcmp(ids, orig, sizeof ids), "a refused window was changed");
+    mn_model_free(m);
+    TEST_MAIN_END();
+}
