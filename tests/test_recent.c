@@ -7,7 +7,8 @@
  * only when it leaves the window and decodes the window again after the new
  * memory. Both must give the same loss on every scored token (up to the
  * stream's f16 KV cache), for R = 0, 1, 2, and reading a text without logits
- * must leave the stream in the same state as reading it with logits.
+ * must leave the stream in the same state as reading it with logits. A
+ * prompt within the first segment gives the plain model's logits, bit for bit.
  */
 #include <string.h>
 #include <unistd.h>
@@ -104,6 +105,29 @@ int main(void) {
         if (R > 0) CHECK(fabs(st.loss / scored - prev) > 1e-4, "R %d scores like R 0", R);
         prev = st.loss / (double)scored;
         mn_uio_trainer_free(tr);
+    }
+    /* short prompts unchanged: within the first segment(s) the memory stream is
+     * the plain model, to the bit, with or without a recent window */
+    {
+        const mn_model *mm = m;
+        const int32_t V = mn_model_n_vocab(mm), n = LS - 3;
+        float *a = malloc(sizeof(float) * (size_t)V * n), *b = malloc(sizeof(float) * (size_t)V * n);
+        mn_kv_clear(ctx);
+        CHECK(mn_decode(ctx, ids, n, a, 1) == 0, "plain decode: %s", mn_last_error());
+        for (int R = 0; R <= 1; R++) {
+            mn_stream_params sp = mn_stream_default_params();
+            sp.mode = MN_MODE_MEMORY, sp.n_sinks = SINKS;
+            mn_stream *s = NULL;
+            mn_uio_params up = {.l = LS, .m = MS, .mem_embd = embd, .recent = R};
+            CHECK(mn_stream_create(ctx, &sp, &s) == 0 && mn_stream_attach_uio(s, &up, 1) == 0, "stream: %s",
+                  mn_last_error());
+            CHECK(mn_stream_feed(s, ids, 5, b, 1) == 0 && mn_stream_feed(s, ids + 5, n - 5, b + (size_t)5 * V, 1) == 0,
+                  "feed: %s", mn_last_error());
+            CHECK(!memcmp(a, b, sizeof(float) * (size_t)V * n), "R %d: a prompt within one segment changed the logits",
+                  R);
+            mn_stream_free(s);
+        }
+        free(a), free(b);
     }
     free(embd);
     mn_context_free(ctx);
