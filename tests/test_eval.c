@@ -6,7 +6,8 @@
  * itself, more context must lower the perplexity of full attention while a
  * short truncation window cannot; the sinks window is matched to the memory
  * mode's cells. passkey: full attention finds a key a short window cannot
- * see. recall: its rows and table. Texts are made here, so nothing outside the repository is read.
+ * see. recall: its rows and table. qa: free-form F1 and multiple choice on a
+ * document made here, and a malformed line's clear error. Texts are made here, so nothing outside the repository is read.
  */
 #include <stdint.h>
 #include <sys/wait.h>
@@ -154,6 +155,30 @@ int main(void) {
     CHECK(strstr(out, "| ratio 8 | 16 |") != NULL, "recall table: %s", out);
     snprintf(args, sizeof args, "eval recall --books %s --ratios 3 -a %s", book, ad);
     CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "does not divide"), "ratio 3: %s", out);
+
+    /* 6. qa: a free-form and a multiple-choice question over a short document; a malformed line */
+    char qa[256], bad[256];
+    snprintf(qa, sizeof qa, "%s/qa.jsonl", dir);
+    snprintf(bad, sizeof bad, "%s/bad.jsonl", dir);
+    f = fopen(qa, "w");
+    fprintf(f, "{\"input\": \"Mira keeps bees on the hill above the village. The capital of Zorbia is Quentaville. "
+               "Every spring the bees swarm.\", \"instructions\": [\"What is the capital of Zorbia?\", "
+               "\"Where does Mira keep bees?\\n\\n (A) in the cellar \\n (B) on the hill above the village \\n (C) "
+               "at sea \\n (D) in Quentaville \"], \"outputs\": [\"Quentaville\", \"(B) on the hill above the village\"]}\n");
+    fclose(f);
+    f = fopen(bad, "w");
+    fprintf(f, "{\"input\": 3}\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval qa --set %s --modes full -t 2", qa);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "eval qa: %d %s", rc, out);
+    CHECK(field(out, "\"full\"", NULL, "free_form") == 1 && field(out, "\"full\"", NULL, "questions") == 1,
+          "one free-form and one multiple-choice question: %s", out);
+    CHECK(field(out, "\"full\"", NULL, "f1_sum") > 0.2, "the answer is in the text: F1 %.3f",
+          field(out, "\"full\"", NULL, "f1_sum"));
+    CHECK(strstr(out, "F1 (free-form)") != NULL, "qa table");
+    snprintf(args, sizeof args, "eval qa --set %s --modes full", bad);
+    CHECK(run_err(args, out, sizeof out) == 1 && strstr(out, "bad.jsonl:1"), "malformed line: %s", out);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

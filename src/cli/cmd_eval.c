@@ -11,13 +11,15 @@
  *            before it, read through the mode.
  *   passkey  a random 5-digit key in one of several phrasings hidden at a
  *            depth of filler text, asked for through the chat template.
- *   qa       multiple-choice questions over a long document (L-Eval QuALITY
- *            format), answered by the options' mean token log-likelihood.
+ *   qa       questions over a long document (L-Eval format): multiple choice
+ *            answered by the options' mean token log-likelihood, free-form
+ *            by the SQuAD token F1 of a short greedy answer.
  *   recall   the in-context auto-encoding test (ICAE, UIO): the decoder holds
  *            only [sinks | one segment's memory] and reads the segment back;
  *            token accuracy under teacher forcing (against the same decoder
  *            with no memory) and ROUGE-L of a greedy reproduction.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -662,11 +664,13 @@ static int task_passkey(ev_opts *o) {
 }
 
 /* ----------------------------------------------------------------------- qa */
-/* One multiple-choice question: the stem and up to 8 options; gold index. */
+/* One question: multiple choice (the stem, up to 8 options, the gold index)
+ * or free-form (the stem and the gold answer, n_opt 0). */
 typedef struct {
     char *stem;
     char *opt[8];
     int n_opt, gold;
+    char *answer;
 } mc_question;
 
 /* QuALITY as L-Eval stores it: "stem\n\n (A) ... \n (B) ..." and gold "(B) ...". */
@@ -694,7 +698,71 @@ static int parse_mc(const char *ins, const char *out, mc_question *q) {
 
 static void free_mc(mc_question *q) {
     free(q->stem);
+    free(q->answer);
     for (int k = 0; k < q->n_opt; k++) free(q->opt[k]);
+}
+
+/* SQuAD's answer normalisation: lower case, punctuation removed (not a
+ * break: "don't" is "dont"), articles dropped, split at white space. */
+static int norm_words(const char *s, char words[][32], int cap) {
+    int n = 0, wl = 0;
+    char w[32];
+    for (const char *p = s;; p++) {
+        const unsigned char c = (unsigned char)*p;
+        if (c && !isspace(c)) {
+            if (!ispunct(c) && wl < 31) w[wl++] = (char)tolower(c);
+            continue;
+        }
+        if (wl) {
+            w[wl] = 0;
+            if (strcmp(w, "a") && strcmp(w, "an") && strcmp(w, "the") && n < cap) memcpy(words[n++], w, 32);
+            wl = 0;
+        }
+        if (!c) break;
+    }
+    return n;
+}
+
+/* token-level F1 of a predicted answer against the gold one (SQuAD) */
+static double answer_f1(const char *pred, const char *gold) {
+    static char a[256][32], b[256][32];
+    const int na = norm_words(pred, a, 256), nb = norm_words(gold, b, 256);
+    if (!na || !nb) return na == nb;
+    int used[256] = {0}, common = 0;
+    for (int i = 0; i < na; i++)
+        for (int j = 0; j < nb; j++)
+            if (!used[j] && !strcmp(a[i], b[j])) {
+                used[j] = 1, common++;
+                break;
+            }
+    if (!common) return 0;
+    const double p = (double)common / na, r = (double)common / nb;
+    return 2 * p * r / (p + r);
+}
+
+/* Greedy answer after the cells in ctx and a prompt, up to max_new tokens or
+ * the end of the line; the cells it adds are dropped again. */
+static int answer_free(ev_opts *o, mn_context *ctx, const int32_t *pid, int64_t np, float *lg, int max_new, char *out,
+                       size_t cap) {
+    const int32_t c0 = mn_kv_n_cells(ctx), V = mn_model_n_vocab(o->m);
+    const mn_tokenizer *tk = mn_model_tokenizer(o->m);
+    int32_t gen[128];
+    int ng = 0;
+    int rc = mn_decode(ctx, pid, (int32_t)np, lg, 0);
+    out[0] = 0;
+    while (!rc && ng < max_new && ng < 128) {
+        const int32_t t = argmax(lg, V);
+        if (mn_token_is_eog(tk, t)) break;
+        char piece[64];
+        const int pl = cli_piece(tk, t, piece, sizeof piece);
+        if (ng && memchr(piece, '\n', (size_t)pl)) break;
+        gen[ng++] = t;
+        rc = mn_decode(ctx, &t, 1, lg, 0);
+    }
+    size_t got = 0;
+    if (!rc && ng && mn_detokenize(tk, gen, ng, 0, out, cap, &got)) out[0] = 0;
+    const int rc2 = mn_kv_drop(ctx, c0, mn_kv_n_cells(ctx));
+    return rc ? rc : rc2;
 }
 
 /* mean log-likelihood of `cont` after the cells already in ctx; the cells it
@@ -753,9 +821,16 @@ static int task_qa(ev_opts *o) {
         d.q = calloc((size_t)(nq > 0 ? nq : 1), sizeof(mc_question));
         for (int k = 0; k < nq && (!o->max_questions || d.nq < o->max_questions); k++) {
             cJSON *a = cJSON_GetArrayItem(ins, k), *b = cJSON_GetArrayItem(outs, k);
-            if (cJSON_IsString(a) && cJSON_IsString(b) && !parse_mc(a->valuestring, b->valuestring, &d.q[d.nq]))
+            if (!cJSON_IsString(a) || !cJSON_IsString(b)) continue;
+            if (!parse_mc(a->valuestring, b->valuestring, &d.q[d.nq])) {
                 d.nq++;
-            else if (cJSON_IsString(a)) free_mc(&d.q[d.nq]);
+                continue;
+            }
+            free_mc(&d.q[d.nq]);
+            memset(&d.q[d.nq], 0, sizeof d.q[d.nq]);
+            if (strstr(a->valuestring, "(A)")) continue; /* options without a readable gold letter */
+            d.q[d.nq].stem = strdup(a->valuestring), d.q[d.nq].answer = strdup(b->valuestring);
+            d.nq++;
         }
         const char *t = in->valuestring;
         if (cli_tokenize(o->m, t, strlen(t), 0, 0, &d.ids, &d.n)) rc = 1;
@@ -781,7 +856,8 @@ static int task_qa(ev_opts *o) {
     }
     const int32_t V = mn_model_n_vocab(o->m);
     float *lg = malloc(sizeof(float) * (size_t)V * 1024);
-    int right[MAX_ITEMS] = {0}, asked[MAX_ITEMS] = {0};
+    int right[MAX_ITEMS] = {0}, asked[MAX_ITEMS] = {0}, asked_ff[MAX_ITEMS] = {0};
+    double f1[MAX_ITEMS] = {0};
     int64_t cells_max[MAX_ITEMS] = {0};
     prog_start("qa", total);
     for (int di = 0; di < nd && !rc; di++) {
@@ -808,9 +884,23 @@ static int task_qa(ev_opts *o) {
             if (!rc) rc = mn_stream_feed(r.s, d->ids + d->n - 1, 1, lg, 0);
             note_cells(&r);
             if (em->mode == MN_MODE_MEMORY && !matched) matched = r.max_cells;
-            int ok_doc = 0;
+            int ok_doc = 0, n_mc = 0, n_ff = 0;
+            double f1_doc = 0;
             for (int qi = 0; qi < d->nq && !rc; qi++) {
                 mc_question *q = &d->q[qi];
+                if (!q->n_opt) { /* free-form: a short greedy answer, token F1 */
+                    char *pq = malloc(strlen(q->stem) + 64), ans[512];
+                    sprintf(pq, "\n\nQuestion: %s\nAnswer briefly.\nAnswer:", q->stem);
+                    int32_t *pid = NULL;
+                    int64_t np = 0;
+                    if (tokenize_str(o->m, pq, 0, &pid, &np) || np > 1024 - 48) rc = 1;
+                    free(pq);
+                    if (!rc && (rc = answer_free(o, r.ctx, pid, np, lg, 48, ans, sizeof ans))) cli_fail(label);
+                    free(pid);
+                    if (!rc) f1_doc += answer_f1(ans, q->answer), n_ff++;
+                    continue;
+                }
+                n_mc++;
                 char *pq = malloc(strlen(q->stem) + 32);
                 sprintf(pq, "\n\nQuestion: %s\nAnswer:", q->stem);
                 int32_t *pid = NULL;
@@ -840,13 +930,14 @@ static int task_qa(ev_opts *o) {
             }
             if (!rc) {
                 printf("{\"task\": \"qa\", \"set\": \"%s\", \"doc\": %d, \"doc_tokens\": %lld, \"mode\": \"%s\", "
-                       "\"adapter\": %s%s%s, \"window\": %d, \"questions\": %d, \"correct\": %d, \"kv_cells\": %lld}\n",
+                       "\"adapter\": %s%s%s, \"window\": %d, \"questions\": %d, \"correct\": %d, \"free_form\": %d, "
+                       "\"f1_sum\": %.4f, \"kv_cells\": %lld}\n",
                        base_name(o->src), di, (long long)d->n, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
-                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, d->nq, ok_doc,
-                       (long long)r.max_cells);
+                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, n_mc, ok_doc, n_ff,
+                       f1_doc, (long long)r.max_cells);
                 fflush(stdout);
-                right[k] += ok_doc, asked[k] += d->nq;
+                right[k] += ok_doc, asked[k] += n_mc, f1[k] += f1_doc, asked_ff[k] += n_ff;
                 if (r.max_cells > cells_max[k]) cells_max[k] = r.max_cells;
             }
             run_close(&r);
@@ -854,12 +945,19 @@ static int task_qa(ev_opts *o) {
     }
     prog_end();
     if (!rc) {
-        printf("\n| mode | accuracy | questions | most KV cells |\n|---|---|---|---|\n");
-        for (int k = 0; k < o->n_modes; k++)
-            if (asked[k])
-                printf("| %s | %.1f%% | %d | %lld |\n", o->modes[k].label, 100.0 * right[k] / asked[k], asked[k],
-                       (long long)cells_max[k]);
-        printf("\nmultiple choice by the options' mean token log-likelihood after the document and question\n");
+        printf("\n| mode | accuracy (multiple choice) | F1 (free-form) | questions | most KV cells |\n"
+               "|---|---|---|---|---|\n");
+        for (int k = 0; k < o->n_modes; k++) {
+            if (!asked[k] && !asked_ff[k]) continue;
+            printf("| %s |", o->modes[k].label);
+            if (asked[k]) printf(" %.1f%% |", 100.0 * right[k] / asked[k]);
+            else printf(" - |");
+            if (asked_ff[k]) printf(" %.3f |", f1[k] / asked_ff[k]);
+            else printf(" - |");
+            printf(" %d | %lld |\n", asked[k] + asked_ff[k], (long long)cells_max[k]);
+        }
+        printf("\nmultiple choice by the options' mean token log-likelihood after the document and question; "
+               "free-form: a greedy answer of at most 48 tokens, SQuAD token F1\n");
     }
     for (int di = 0; di < nd; di++) {
         for (int qi = 0; qi < docs[di].nq; qi++) free_mc(&docs[di].q[qi]);
@@ -1045,7 +1143,8 @@ static void usage(void) {
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
            "           chat template; exact-digit accuracy\n"
            "  qa       --set FILE.jsonl [--max-questions N]\n"
-           "           multiple choice (L-Eval QuALITY format) by the options' log-likelihood\n"
+           "           L-Eval format; multiple choice by the options' log-likelihood, free-form\n"
+           "           questions by the token F1 of a short greedy answer\n"
            "  recall   --books DIR|FILE [--ratios 2,4,8,16] [--samples N] [--generate N]\n"
            "           one segment's memory read back (UIO adapter): token accuracy with and without\n"
            "           the memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
