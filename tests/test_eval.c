@@ -20,9 +20,10 @@ static const char *bin(void) {
     return b ? b : "./build/mnemo";
 }
 
-static int run(const char *args, char *out, size_t cap) {
+/* Runs `mnemo ARGS`: its stdout in out, or with err its stderr; the exit status. */
+static int run_as(const char *args, char *out, size_t cap, int err) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", bin(), args);
+    snprintf(cmd, sizeof cmd, "%s %s %s", bin(), args, err ? "2>&1 >/dev/null" : "2>/dev/null");
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t n = fread(out, 1, cap - 1, p);
@@ -30,17 +31,8 @@ static int run(const char *args, char *out, size_t cap) {
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
-
-static int run_err(const char *args, char *out, size_t cap) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", bin(), args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+static int run(const char *args, char *out, size_t cap) { return run_as(args, out, cap, 0); }
+static int run_err(const char *args, char *out, size_t cap) { return run_as(args, out, cap, 1); }
 
 /* the number after "key": in the first JSON row containing all of `must` */
 static double field(const char *out, const char *must1, const char *must2, const char *key) {

@@ -34,24 +34,31 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-const char *cli_model_path(const char *given) {
-    static char buf[PATH_MAX + 64];
-    if (given) return given;
-    const char *env = getenv("MNEMO_MODEL");
-    if (env && *env) return env;
-    if (file_exists(MN_DEFAULT_MODEL)) return MN_DEFAULT_MODEL;
-    /* next to the executable (./mnemo) or one level up (build/mnemo) */
+/* A file shipped with the repository (rel, relative to its root): in the
+ * working directory, next to the executable (./mnemo) or one level up
+ * (build/mnemo); NULL if none. */
+static const char *find_shipped(const char *rel, char *buf, size_t cap) {
+    if (file_exists(rel)) return rel;
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = 0;
         char *dir = dirname(exe);
-        snprintf(buf, sizeof buf, "%s/%s", dir, MN_DEFAULT_MODEL);
+        snprintf(buf, cap, "%s/%s", dir, rel);
         if (file_exists(buf)) return buf;
-        snprintf(buf, sizeof buf, "%s/../%s", dir, MN_DEFAULT_MODEL);
+        snprintf(buf, cap, "%s/../%s", dir, rel);
         if (file_exists(buf)) return buf;
     }
-    return MN_DEFAULT_MODEL;
+    return NULL;
+}
+
+const char *cli_model_path(const char *given) {
+    static char buf[PATH_MAX + 64];
+    if (given) return given;
+    const char *env = getenv("MNEMO_MODEL");
+    if (env && *env) return env;
+    const char *p = find_shipped(MN_DEFAULT_MODEL, buf, sizeof buf);
+    return p ? p : MN_DEFAULT_MODEL;
 }
 
 const char *cli_adapter_path(const char *given) {
@@ -60,18 +67,7 @@ const char *cli_adapter_path(const char *given) {
     const char *env = getenv("MNEMO_ADAPTER");
     if (env && !strcmp(env, "none")) return NULL; /* no default, as on a checkout without adapters/ */
     if (env && *env) return env;
-    if (file_exists(MN_DEFAULT_ADAPTER)) return MN_DEFAULT_ADAPTER;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *dir = dirname(exe);
-        snprintf(buf, sizeof buf, "%s/%s", dir, MN_DEFAULT_ADAPTER);
-        if (file_exists(buf)) return buf;
-        snprintf(buf, sizeof buf, "%s/../%s", dir, MN_DEFAULT_ADAPTER);
-        if (file_exists(buf)) return buf;
-    }
-    return NULL;
+    return find_shipped(MN_DEFAULT_ADAPTER, buf, sizeof buf);
 }
 
 int cli_load_model(const char *given, mn_model **out) {
