@@ -22,15 +22,21 @@
 
 enum { LS = 16, MS = 4, SINKS = 2, NSEG = 6 };
 
-/* sum of -log p(seg[j+1]) over rows j < l-1 of the segments t > R */
-static double stream_loss(mn_context *ctx, const mn_model *m, const float *embd, int R, const int32_t *ids,
-                          int chunked, int32_t *n_mem) {
+/* A memory stream (no LoRA) with a recent window of R segments. */
+static mn_stream *open_stream(mn_context *ctx, const float *embd, int R) {
     mn_stream_params sp = mn_stream_default_params();
     sp.mode = MN_MODE_MEMORY, sp.n_sinks = SINKS;
     mn_stream *s = NULL;
     mn_uio_params up = {.l = LS, .m = MS, .mem_embd = embd, .recent = R};
     CHECK(mn_stream_create(ctx, &sp, &s) == 0 && mn_stream_attach_uio(s, &up, 1) == 0, "stream: %s",
           mn_last_error());
+    return s;
+}
+
+/* sum of -log p(seg[j+1]) over rows j < l-1 of the segments t > R */
+static double stream_loss(mn_context *ctx, const mn_model *m, const float *embd, int R, const int32_t *ids,
+                          int chunked, int32_t *n_mem) {
+    mn_stream *s = open_stream(ctx, embd, R);
     if (!s) return NAN;
     const int32_t V = mn_model_n_vocab(m);
     float *lg = malloc(sizeof(float) * (size_t)LS * (size_t)V);
@@ -109,19 +115,13 @@ int main(void) {
     /* short prompts unchanged: within the first segment(s) the memory stream is
      * the plain model, to the bit, with or without a recent window */
     {
-        const mn_model *mm = m;
-        const int32_t V = mn_model_n_vocab(mm), n = LS - 3;
+        const int32_t V = mn_model_n_vocab(m), n = LS - 3;
         float *a = malloc(sizeof(float) * (size_t)V * n), *b = malloc(sizeof(float) * (size_t)V * n);
         mn_kv_clear(ctx);
         CHECK(mn_decode(ctx, ids, n, a, 1) == 0, "plain decode: %s", mn_last_error());
         for (int R = 0; R <= 1; R++) {
-            mn_stream_params sp = mn_stream_default_params();
-            sp.mode = MN_MODE_MEMORY, sp.n_sinks = SINKS;
-            mn_stream *s = NULL;
-            mn_uio_params up = {.l = LS, .m = MS, .mem_embd = embd, .recent = R};
-            CHECK(mn_stream_create(ctx, &sp, &s) == 0 && mn_stream_attach_uio(s, &up, 1) == 0, "stream: %s",
-                  mn_last_error());
-            CHECK(mn_stream_feed(s, ids, 5, b, 1) == 0 && mn_stream_feed(s, ids + 5, n - 5, b + (size_t)5 * V, 1) == 0,
+            mn_stream *s = open_stream(ctx, embd, R);
+            CHECK(s && mn_stream_feed(s, ids, 5, b, 1) == 0 && mn_stream_feed(s, ids + 5, n - 5, b + (size_t)5 * V, 1) == 0,
                   "feed: %s", mn_last_error());
             CHECK(!memcmp(a, b, sizeof(float) * (size_t)V * n), "R %d: a prompt within one segment changed the logits",
                   R);

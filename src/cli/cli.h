@@ -37,6 +37,12 @@ int cli_parse_float(const char *cmd, const char *opt, const char *s, double lo, 
 double cli_now(void);            /* monotonic seconds */
 long cli_peak_rss_kib(void);     /* peak resident set size of this process */
 
+/* One user turn of the model's chat template around a long text that goes
+ * between: *pre = template head + before, *post = after + template tail (the
+ * assistant turn opened) + reply_prefix; both malloc'd. 0 or an error printed (1). */
+int cli_chat_wrap(const mn_model *m, const char *before, const char *after, const char *reply_prefix, char **pre,
+                  char **post);
+
 /* Tokenizes text into a malloc'd array. */
 int cli_tokenize(const mn_model *m, const char *text, size_t len, int add_bos, int parse_special,
                  int32_t **ids, int64_t *n);

@@ -536,23 +536,14 @@ static int task_passkey(ev_opts *o) {
         return 1;
     }
     /* the prompt around the filler, rendered by the model's chat template */
-    const mn_tokenizer *tk = mn_model_tokenizer(o->m);
     const char *intro = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it; I "
                         "will quiz you about it.\n\n";
     const char *question = "\n\nWhat is the pass key? Answer with the 5-digit number.";
-    char *tmpl = NULL;
-    mn_chat_msg msg = {"user", "\x01"};
-    if (mn_chat_format(tk, &msg, 1, 1, &tmpl)) return cli_fail("eval passkey: chat template");
-    char *mark = strchr(tmpl, '\x01');
-    if (!mark) {
-        free(tmpl), free(hay);
-        return cli_fail("eval passkey: chat template lost the message");
+    char *pre, *post;
+    if (cli_chat_wrap(o->m, intro, question, "The pass key is", &pre, &post)) {
+        free(hay);
+        return 1;
     }
-    *mark = 0;
-    char *pre = malloc(strlen(tmpl) + strlen(intro) + 1), *post = malloc(strlen(question) + strlen(mark + 1) + 32);
-    sprintf(pre, "%s%s", tmpl, intro);
-    sprintf(post, "%s%sThe pass key is", question, mark + 1);
-    free(tmpl);
     int32_t *pre_ids, *post_ids;
     int64_t npre, npost;
     if (tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost)) {

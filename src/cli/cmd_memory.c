@@ -160,7 +160,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     const double t_start = cli_now();
     mn_memory_binding bind;
     if (mn_memory_bind(L->m, L->ad, &bind)) return cli_fail("adapter");
-    char *text = NULL, *tmpl = NULL, *pre = NULL, *post = NULL;
+    char *text = NULL, *pre = NULL, *post = NULL;
     int32_t *doc = NULL, *pre_ids = NULL, *post_ids = NULL, *all = NULL;
     int64_t nd = 0, npre = 0, npost = 0;
     size_t len;
@@ -180,16 +180,13 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         rc = 1;
     }
     /* the template around one user message: the document, then the question */
-    mn_chat_msg msg = {"user", "\x01"};
-    char *mark = NULL;
-    if (!rc && (mn_chat_format(tok, &msg, 1, 1, &tmpl) || !(mark = strchr(tmpl, '\x01')))) rc = cli_fail("chat template");
+    char *after = NULL;
+    if (!rc && !(after = malloc(strlen(o->question) + 3))) rc = cli_fail("out of memory");
     if (!rc) {
-        *mark = 0;
-        pre = strdup(tmpl);
-        post = malloc(strlen(o->question) + strlen(mark + 1) + 8);
-        if (!pre || !post) rc = cli_fail("out of memory");
-        else sprintf(post, "\n\n%s%s", o->question, mark + 1);
+        sprintf(after, "\n\n%s", o->question);
+        rc = cli_chat_wrap(L->m, "", after, "", &pre, &post);
     }
+    free(after);
     if (!rc) rc = cli_tokenize(L->m, pre, strlen(pre), 1, 1, &pre_ids, &npre);
     if (!rc) rc = cli_tokenize(L->m, post, strlen(post), 0, 1, &post_ids, &npost);
     const int64_t n = npre + nd + npost;
@@ -263,7 +260,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 (long long)nd, t_read, (npre + nd) / (t_read > 0 ? t_read : 1e-9), mn_stream_n_memory(s),
                 (long long)cells, cells * per_cell / 1048576.0, (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
     }
-    free(text), free(tmpl), free(pre), free(post), free(doc), free(pre_ids), free(post_ids), free(all), free(logits);
+    free(text), free(pre), free(post), free(doc), free(pre_ids), free(post_ids), free(all), free(logits);
     mn_sampler_free(smp);
     mn_stream_free(s);
     mn_context_free(ctx);

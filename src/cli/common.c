@@ -70,6 +70,30 @@ const char *cli_adapter_path(const char *given) {
     return find_shipped(MN_DEFAULT_ADAPTER, buf, sizeof buf);
 }
 
+int cli_chat_wrap(const mn_model *m, const char *before, const char *after, const char *reply_prefix, char **pre,
+                  char **post) {
+    *pre = *post = NULL;
+    char *tmpl = NULL, *mark = NULL;
+    mn_chat_msg msg = {"user", "\x01"}; /* a marker where the text goes */
+    if (mn_chat_format(mn_model_tokenizer(m), &msg, 1, 1, &tmpl) || !(mark = strchr(tmpl, '\x01'))) {
+        free(tmpl);
+        return cli_fail("chat template");
+    }
+    *mark = 0;
+    *pre = malloc(strlen(tmpl) + strlen(before) + 1);
+    *post = malloc(strlen(after) + strlen(mark + 1) + strlen(reply_prefix) + 1);
+    if (!*pre || !*post) {
+        free(tmpl), free(*pre), free(*post);
+        *pre = *post = NULL;
+        fprintf(stderr, "mnemo: out of memory\n");
+        return 1;
+    }
+    sprintf(*pre, "%s%s", tmpl, before);
+    sprintf(*post, "%s%s%s", after, mark + 1, reply_prefix);
+    free(tmpl);
+    return 0;
+}
+
 int cli_load_model(const char *given, mn_model **out) {
     const char *path = cli_model_path(given);
     int rc = mn_model_load(path, out);
