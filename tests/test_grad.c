@@ -191,7 +191,9 @@ static double loss_pass(void) {
     return l;
 }
 
-static void test_pass(const char *dir) {
+/* keep: the workspace holds every layer's activations and the backward
+ * recomputes none; the gradients must be the same */
+static void test_pass(const char *dir, int keep) {
     char path[512];
     snprintf(path, sizeof path, "%s/tiny.gguf", dir);
     tiny_llama cfg = {.n_embd = 16, .n_head = 4, .n_head_kv = 2, .n_ff = 24, .n_layer = 2, .n_ctx = 128, .seed = 7};
@@ -205,7 +207,7 @@ static void test_pass(const char *dir) {
     mn_model_free(m);
     const mn_tdims *d = mn_tmodel_dims_f64(TM);
     const int C = d->n_embd, L = d->n_layer, KD = d->kv_dim, HD = d->n_head * d->head_dim;
-    CHECK(mn_tws_create_f64(TM, PT, PN, PR, &WS) == 0, "workspace: %s", mn_last_error());
+    CHECK(mn_tws_create_f64(TM, PT, PN, PR, keep, &WS) == 0, "workspace: %s", mn_last_error());
 
     /* LoRA on all four projections, trained */
     mn_tlora_w_f64 lw[4][2];
@@ -288,7 +290,8 @@ int main(void) {
     test_ops();
     test_attention();
     test_head();
-    test_pass(dir);
+    test_pass(dir, 0);
+    test_pass(dir, 1);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

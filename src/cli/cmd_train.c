@@ -37,7 +37,9 @@ static void usage(void) {
            "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
            "  --eval-every K   validation every K steps (default 50), --eval-windows N (4)\n"
            "  --resume CKPT    continue a run exactly (same settings; --steps may differ: the cosine\n"
-           "                   schedule is re-planned from the step reached)\n"
+           "                   schedule is re-planned from the step reached); Ctrl-C or SIGTERM\n"
+           "                   stops after the current step with a checkpoint and exit status\n"
+           "                   128 + signal, so a script does not take the adapter as finished\n"
            "  --cache DIR      tokenised-data cache (default .cache/train)\n"
            "  --seed S, -t N   seed (default 1), threads (default all cores)\n");
 }
@@ -60,11 +62,8 @@ static int parse_list(const char *s, mn_train_config *c) {
     return 0;
 }
 
-static volatile sig_atomic_t g_stop;
-static void on_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
+static volatile sig_atomic_t g_stop; /* the signal that asked to stop, or 0 */
+static void on_signal(int sig) { g_stop = sig; }
 
 typedef struct {
     double flops_per_token, tokens_per_s;
@@ -197,5 +196,7 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB, %.2f GFLOP per window token, %.1f GFLOP/s)%s\n", c.out,
             cli_now() - t0, cli_peak_rss_kib() / 1024.0, ls.flops_per_token / 1e9,
             ls.flops_per_token * ls.tokens_per_s / 1e9, g_stop ? " - stopped early; --resume continues" : "");
-    return 0;
+    /* a run cut short is not a finished one: scripts that go on to use the
+     * adapter must see it (the shell's convention for a signal) */
+    return g_stop ? 128 + g_stop : 0;
 }

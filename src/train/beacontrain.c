@@ -134,8 +134,8 @@ int TN(mn_beacon_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_beacon_tp
     tr->nb_max = (int32_t)nbm;
     tr->Tmax = (int32_t)T;
     tr->Nmax = (int32_t)(p->sinks + (int64_t)max_win * nbm);
-    int rc = TN(mn_tws_create)(tm, tr->Tmax, tr->Nmax, 0, &tr->ws);
-    if (!rc && p->kl_w != 0) rc = TN(mn_tws_create)(tm, max_win * p->window, 0, 0, &tr->tws);
+    int rc = TN(mn_tws_create)(tm, tr->Tmax, tr->Nmax, 0, 1, &tr->ws);
+    if (!rc && p->kl_w != 0) rc = TN(mn_tws_create)(tm, max_win * p->window, 0, 0, 0, &tr->tws);
     if (rc) {
         TN(mn_beacon_trainer_free)(tr);
         return rc;

@@ -42,6 +42,9 @@
 #include "error.h"
 #include "train/memtrain.h"
 
+/* bytes the encoder passes of one window may keep between forward and backward */
+#define MN_ENC_KEEP_BUDGET ((int64_t)3 << 30)
+
 #ifndef MN_REAL_F64
 static const char *const k_bptt_names[] = {"full", "tbptt", "incremental", "reservoir", "unbiased"};
 const char *mn_bptt_name(mn_bptt_mode m) { return (unsigned)m < 5 ? k_bptt_names[m] : "?"; }
@@ -57,7 +60,8 @@ struct TN(mn_uio_trainer) {
     TN(mn_uio_tparams) p;
     mn_tdims d;
     int32_t max_seg, S, Nmax, r, max_m;
-    TN(mn_tws) * ws;   /* encoder and decoder passes */
+    TN(mn_tws) * ws;   /* decoder passes (and encoders without wse) */
+    TN(mn_tws) * *wse; /* (max_seg - 1) encoder passes kept until their backward, or NULL */
     TN(mn_tws) * tws;  /* teacher passes over whole windows (kl_w > 0) */
     real *teacher;     /* (max_seg * l, V) */
     real *tx;          /* (max_seg * l, C) teacher input */
@@ -81,6 +85,8 @@ struct TN(mn_uio_trainer) {
 void TN(mn_uio_trainer_free)(TN(mn_uio_trainer) * tr) {
     if (!tr) return;
     TN(mn_tws_free)(tr->ws);
+    for (int32_t i = 0; tr->wse && i < tr->max_seg - 1; i++) TN(mn_tws_free)(tr->wse[i]);
+    free(tr->wse);
     TN(mn_tws_free)(tr->tws);
     free(tr->blob);
     free(tr->pos);
@@ -131,8 +137,17 @@ int TN(mn_uio_trainer_create)(const TN(mn_tmodel) * tm, const TN(mn_uio_tparams)
     int64_t maxT = T > Tdec ? T : Tdec;
     if (maxT < p->n_sinks) maxT = p->n_sinks;
     tr->max_T = (int32_t)maxT;
-    int rc = TN(mn_tws_create)(tm, tr->max_T, p->summary ? 0 : tr->Nmax, re, &tr->ws);
-    if (!rc && p->kl_w != 0) rc = TN(mn_tws_create)(tm, max_seg * p->l, 0, 0, &tr->tws);
+    int rc = TN(mn_tws_create)(tm, tr->max_T, p->summary ? 0 : tr->Nmax, re, 1, &tr->ws);
+    /* each encoder pass keeps its activations until its backward, which then
+     * recomputes nothing, where that fits a budget (5 segments of 256 on
+     * SmolLM2-135M: 4 x 0.35 GB); beyond it encoders share ws and are run again */
+    const int64_t enc_bytes = TN(mn_tws_bytes)(tm, (int32_t)T, 0, re, 1) * (max_seg - 1);
+    if (!rc && enc_bytes <= MN_ENC_KEEP_BUDGET) {
+        tr->wse = calloc((size_t)max_seg - 1, sizeof *tr->wse);
+        if (!tr->wse) rc = mn_error(MN_ENOMEM, "out of memory");
+        for (int32_t i = 0; !rc && i < max_seg - 1; i++) rc = TN(mn_tws_create)(tm, (int32_t)T, 0, re, 1, &tr->wse[i]);
+    }
+    if (!rc && p->kl_w != 0) rc = TN(mn_tws_create)(tm, max_seg * p->l, 0, 0, 0, &tr->tws);
     if (rc) {
         TN(mn_uio_trainer_free)(tr);
         return rc;
@@ -206,17 +221,25 @@ static TN(mn_tpass) enc_pass(TN(mn_uio_trainer) * tr, int32_t i) {
     return ps;
 }
 
+static TN(mn_tws) * enc_ws(TN(mn_uio_trainer) * tr, int32_t i) { return tr->wse ? tr->wse[i] : tr->ws; }
+
+/* The encoder's positions: segment tokens 0..l-1, memory token j at (j+1) l/m. */
+static void enc_positions(TN(mn_uio_trainer) * tr) {
+    const int32_t l = tr->p.l, m = tr->p.m, stride = l / m;
+    for (int32_t j = 0; j < l; j++) tr->pos[j] = j;
+    for (int32_t j = 0; j < m; j++) tr->pos[l + j] = (j + 1) * stride;
+}
+
 /* Encoder forward of segment seg (l ids) into caps[i]. */
 static int encode(TN(mn_uio_trainer) * tr, const int32_t *seg, int32_t i, mn_tstep_stats *st) {
     const TN(mn_uio_tparams) *p = &tr->p;
-    const int32_t C = tr->d.n_embd, l = p->l, m = p->m, stride = l / m;
+    const int32_t C = tr->d.n_embd, l = p->l, m = p->m;
     TN(mn_tmodel_embed)(tr->tm, seg, l, tr->x);
     for (int32_t j = 0; j < m; j++) memcpy(tr->x + (int64_t)(l + j) * C, p->mem_embd, sizeof(real) * (size_t)C);
-    for (int32_t j = 0; j < l; j++) tr->pos[j] = j;
-    for (int32_t j = 0; j < m; j++) tr->pos[l + j] = (j + 1) * stride;
+    enc_positions(tr);
     TN(mn_tpass) ps = enc_pass(tr, i);
     st->enc_forwards++;
-    return TN(mn_tmodel_forward)(tr->tm, tr->ws, &ps, NULL);
+    return TN(mn_tmodel_forward)(tr->tm, enc_ws(tr, i), &ps, NULL);
 }
 
 /* Memory i (0-based) occupies cells S + i*m .. S + (i+1)*m - 1 of every layer,
@@ -279,12 +302,13 @@ static int backprop_memory(TN(mn_uio_trainer) * tr, const int32_t *ids, int32_t 
         memset(tr->gv + off, 0, sizeof(real) * (size_t)m * KD);
     }
     tr->pending[i] = 0;
-    /* the encoder: forward again (the workspace has served other passes
-     * since), then backward from dcap */
-    int rc = encode(tr, ids + (int64_t)i * l, i, st);
-    if (rc) return rc;
+    /* the encoder: its kept forward, or forward again (the shared workspace
+     * has served other passes since), then backward from dcap */
+    int rc = MN_OK;
+    if (tr->wse) enc_positions(tr);
+    else if ((rc = encode(tr, ids + (int64_t)i * l, i, st))) return rc;
     TN(mn_tpass) ps = enc_pass(tr, i);
-    if ((rc = TN(mn_tmodel_backward)(tr->tm, tr->ws, &ps, 1))) return rc;
+    if ((rc = TN(mn_tmodel_backward)(tr->tm, enc_ws(tr, i), &ps, 1))) return rc;
     st->enc_backwards++;
     if (p->d_mem_embd)
         for (int32_t j = 0; j < m; j++)

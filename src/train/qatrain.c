@@ -67,7 +67,7 @@ int TN(mn_qa_trainer_create)(const TN(mn_tmodel) * tm, const mn_qa_example *ex, 
     tr->pk = malloc(sizeof(real) * cells), tr->pv = malloc(sizeof(real) * cells);
     tr->pos = malloc(sizeof(int32_t) * (size_t)max_T), tr->tgt = malloc(sizeof(int32_t) * (size_t)max_T);
     int rc = !tr->x || !tr->pk || !tr->pv || !tr->pos || !tr->tgt ? mn_error(MN_ENOMEM, "out of memory for QA training")
-                                                                 : TN(mn_tws_create)(tm, max_T, max_N, max_rank, &tr->ws);
+                                                                 : TN(mn_tws_create)(tm, max_T, max_N, max_rank, 1, &tr->ws);
     if (rc) {
         TN(mn_qa_trainer_free)(tr);
         return rc;

@@ -5,6 +5,10 @@
  * layer l's forward from x_l into the one-layer scratch, then runs its backward.
  * Cost: one extra forward; memory: (L+1)*T*C + one layer's activations, so a
  * 4K-token pass of SmolLM2-135M holds ~0.3 GB of checkpoints.
+ * A workspace created with `keep` holds every layer's activations instead
+ * (~30 MB per layer for 512 tokens of SmolLM2-135M) and its backward skips the
+ * recomputation: the trainers' passes are short, so memory is cheaper than the
+ * forward that checkpointing spends again (about a fifth of a training step).
  *
  * A layer (pre-norm), with optional LoRA on q, k, v, o:
  *   xn = rmsnorm(x) ; q, k, v = xn Wq^T, xn Wk^T, xn Wv^T ; RoPE(q, k)
@@ -30,12 +34,20 @@ struct TN(mn_tmodel) {
     real *blob;
 };
 
-/* One layer's recomputed activations plus the gradient buffers. */
+/* A layer's activations as its backward reads them. */
+typedef struct {
+    real *xn, *inv, *q, *kc, *vc, *att, *lse, *x1, *xn2, *inv2, *g, *u, *h;
+    real *uq, *uk, *uv, *uo; /* (T, r) LoRA intermediates */
+} tact;
+
+/* Activations (one layer's, recomputed, or every layer's, kept) plus the
+ * gradient buffers. */
 struct TN(mn_tws) {
     int32_t max_T, max_N, max_r;
+    int keep;                              /* act holds L layers, not one */
+    int fresh;                             /* keep: act is the last forward's */
     real *xs;                              /* (L+1, T, C) layer inputs */
-    real *xn, *inv, *q, *kc, *vc, *att, *lse, *x1, *xn2, *inv2, *g, *u, *h;
-    real *uq, *uk, *uv, *uo;               /* (T, r) LoRA intermediates */
+    tact *act;                             /* (keep ? L : 1) */
     real *dx, *dxn, *dq, *dkc, *dvc, *datt, *dg, *du, *dh, *dlr;
     real *xf, *invf;                       /* final norm */
     real *attn_scratch;                    /* 2 * T * (N + T) */
@@ -142,40 +154,76 @@ void TN(mn_tmodel_rope)(const TN(mn_tmodel) * tm, real *x, const int32_t *pos, i
     else TN(mn_op_rope_fwd)(x, pos, T, nh, tm->d.head_dim, tm->rope_base, tm->rope_freq_scale);
 }
 
-int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, TN(mn_tws) * *out) {
-    *out = NULL;
+/* The workspace's layout: n_act activation sets of act_sizes, then sizes. */
+typedef struct {
+    int64_t act_sizes[17], sizes[15], n_act, total;
+} ws_layout;
+
+static int ws_plan(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, int keep, ws_layout *w) {
     if (max_T <= 0 || max_N < 0 || max_r < 0) return mn_error(MN_EINVAL, "bad workspace size");
     const mn_tdims *d = &tm->d;
     const int64_t T = max_T, C = d->n_embd, HD = (int64_t)d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
     const int64_t NC = (int64_t)max_N + max_T, R = max_r > 0 ? max_r : 1;
-    const int64_t sizes[] = {
-        (d->n_layer + 1) * T * C,                                   /* xs */
+    const int64_t act_sizes[] = {
         T * C, T, T * HD, NC * KD, NC * KD, T * HD, T * d->n_head,  /* xn inv q kc vc att lse */
         T * C, T * C, T, T * F, T * F, T * F,                       /* x1 xn2 inv2 g u h */
         T * R, T * R, T * R, T * R,                                 /* uq uk uv uo */
+    };
+    const int64_t sizes[] = {
+        (d->n_layer + 1) * T * C,                                   /* xs */
         T * C, T * C, T * HD, NC * KD, NC * KD, T * HD, T * F, T * F, T * F, T * R, /* grads */
         T * C, T,                                                   /* xf invf */
         2 * T * NC, (int64_t)HEAD_CHUNK * d->n_vocab,
     };
-    int64_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
+    _Static_assert(sizeof act_sizes == sizeof w->act_sizes && sizeof sizes == sizeof w->sizes, "layout");
+    memcpy(w->act_sizes, act_sizes, sizeof act_sizes);
+    memcpy(w->sizes, sizes, sizeof sizes);
+    w->n_act = keep ? d->n_layer : 1;
+    w->total = 0;
+    for (int i = 0; i < 17; i++) w->total += w->n_act * act_sizes[i];
+    for (int i = 0; i < 15; i++) w->total += sizes[i];
+    return MN_OK;
+}
+
+int64_t TN(mn_tws_bytes)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, int keep) {
+    ws_layout w;
+    return ws_plan(tm, max_T, max_N, max_r, keep, &w) ? -1 : w.total * (int64_t)sizeof(real);
+}
+
+int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, int keep,
+                     TN(mn_tws) * *out) {
+    *out = NULL;
+    ws_layout w;
+    int rc = ws_plan(tm, max_T, max_N, max_r, keep, &w);
+    if (rc) return rc;
+    const int64_t n_act = w.n_act, total = w.total;
+    const int64_t *act_sizes = w.act_sizes, *sizes = w.sizes;
+    const int n_as = 17;
     TN(mn_tws) *ws = calloc(1, sizeof *ws);
-    if (!ws) return mn_error(MN_ENOMEM, "out of memory");
-    ws->blob = malloc(sizeof(real) * (size_t)total);
-    if (!ws->blob) {
+    if (ws) ws->act = calloc((size_t)n_act, sizeof(tact));
+    if (ws) ws->blob = ws->act ? malloc(sizeof(real) * (size_t)total) : NULL;
+    if (!ws || !ws->blob) {
+        if (ws) free(ws->act);
         free(ws);
         return mn_error(MN_ENOMEM, "out of memory for a training workspace of %.2f GB",
                         (double)total * sizeof(real) / 1e9);
     }
-    ws->max_T = max_T, ws->max_N = max_N, ws->max_r = max_r;
-    real **dst[] = {&ws->xs, &ws->xn, &ws->inv, &ws->q, &ws->kc, &ws->vc, &ws->att, &ws->lse, &ws->x1,
-                    &ws->xn2, &ws->inv2, &ws->g, &ws->u, &ws->h, &ws->uq, &ws->uk, &ws->uv, &ws->uo,
-                    &ws->dx, &ws->dxn, &ws->dq, &ws->dkc, &ws->dvc, &ws->datt, &ws->dg, &ws->du, &ws->dh,
-                    &ws->dlr, &ws->xf, &ws->invf, &ws->attn_scratch, &ws->head_scratch};
+    ws->max_T = max_T, ws->max_N = max_N, ws->max_r = max_r, ws->keep = keep != 0;
+    real **dst[] = {&ws->xs, &ws->dx, &ws->dxn, &ws->dq, &ws->dkc, &ws->dvc, &ws->datt, &ws->dg, &ws->du,
+                    &ws->dh, &ws->dlr, &ws->xf, &ws->invf, &ws->attn_scratch, &ws->head_scratch};
     real *p = ws->blob;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    for (int i = 0; i < 15; i++) {
         *dst[i] = p;
         p += sizes[i];
+    }
+    for (int64_t l = 0; l < n_act; l++) {
+        tact *a = &ws->act[l];
+        real **ad[] = {&a->xn, &a->inv, &a->q, &a->kc, &a->vc, &a->att, &a->lse, &a->x1, &a->xn2,
+                       &a->inv2, &a->g, &a->u, &a->h, &a->uq, &a->uk, &a->uv, &a->uo};
+        for (int i = 0; i < n_as; i++) {
+            *ad[i] = p;
+            p += act_sizes[i];
+        }
     }
     *out = ws;
     return MN_OK;
@@ -184,6 +232,7 @@ int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, in
 void TN(mn_tws_free)(TN(mn_tws) * ws) {
     if (!ws) return;
     free(ws->blob);
+    free(ws->act);
     free(ws);
 }
 
@@ -274,43 +323,44 @@ static void layer_fwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     const int T = p->T, N = p->N, C = d->n_embd, HD = d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
     const real s = p->lora ? p->lora->scale : 0;
     const real *x = ws->xs + (int64_t)l * ws->max_T * C;
-    TN(mn_op_rmsnorm_fwd)(ws->xn, ws->inv, x, W->attn_norm, T, C, tm->eps);
+    tact *a = &ws->act[ws->keep ? l : 0];
+    TN(mn_op_rmsnorm_fwd)(a->xn, a->inv, x, W->attn_norm, T, C, tm->eps);
     for (int i = 0; p->cap_xn && i < p->n_cap; i++)
-        memcpy(p->cap_xn + ((int64_t)l * p->n_cap + i) * C, ws->xn + (int64_t)p->cap[i] * C, sizeof(real) * C);
+        memcpy(p->cap_xn + ((int64_t)l * p->n_cap + i) * C, a->xn + (int64_t)p->cap[i] * C, sizeof(real) * C);
     if (top && !p->out_k && !p->dout_k && !p->dout_v) return;
     const TN(mn_talt_w) *A = p->n_alt > 0 ? &p->alt[l] : NULL;
-    real *k = ws->kc + (int64_t)N * KD, *v = ws->vc + (int64_t)N * KD;
-    proj_fwd(k, ws->uk, ws->xn, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
-    proj_fwd(v, ws->uv, ws->xn, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
-    if (A) alt_fwd(p, k, ws->xn, A->k, NULL, C, KD), alt_fwd(p, v, ws->xn, A->v, NULL, C, KD);
+    real *k = a->kc + (int64_t)N * KD, *v = a->vc + (int64_t)N * KD;
+    proj_fwd(k, a->uk, a->xn, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
+    proj_fwd(v, a->uv, a->xn, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
+    if (A) alt_fwd(p, k, a->xn, A->k, NULL, C, KD), alt_fwd(p, v, a->xn, A->v, NULL, C, KD);
     TN(mn_op_rope_fwd)(k, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
     if (p->out_k) {
         memcpy(p->out_k + (int64_t)l * T * KD, k, sizeof(real) * (size_t)T * KD);
         memcpy(p->out_v + (int64_t)l * T * KD, v, sizeof(real) * (size_t)T * KD);
     }
     if (top) return;
-    proj_fwd(ws->q, ws->uq, ws->xn, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
-    if (A) alt_fwd(p, ws->q, ws->xn, A->q, NULL, C, HD);
-    TN(mn_op_rope_fwd)(ws->q, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
+    proj_fwd(a->q, a->uq, a->xn, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
+    if (A) alt_fwd(p, a->q, a->xn, A->q, NULL, C, HD);
+    TN(mn_op_rope_fwd)(a->q, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
     if (N) {
         const int64_t off = (int64_t)l * (p->N_stride ? p->N_stride : N) * KD;
-        memcpy(ws->kc, p->pk + off, sizeof(real) * (size_t)N * KD);
-        memcpy(ws->vc, p->pv + off, sizeof(real) * (size_t)N * KD);
+        memcpy(a->kc, p->pk + off, sizeof(real) * (size_t)N * KD);
+        memcpy(a->vc, p->pv + off, sizeof(real) * (size_t)N * KD);
     }
     const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
-    TN(mn_op_attn_fwd)(ws->att, ws->lse, ws->q, ws->kc, ws->vc, &sh, ws->attn_scratch);
-    memcpy(ws->x1, x, sizeof(real) * (size_t)T * C);
-    TN(mn_op_matmul_fwd)(ws->x1, ws->att, W->wo, T, HD, C, 1);
+    TN(mn_op_attn_fwd)(a->att, a->lse, a->q, a->kc, a->vc, &sh, ws->attn_scratch);
+    memcpy(a->x1, x, sizeof(real) * (size_t)T * C);
+    TN(mn_op_matmul_fwd)(a->x1, a->att, W->wo, T, HD, C, 1);
     const TN(mn_tlora_w) *lo = lora_at(p->lora, 'o', l);
-    if (lo) TN(mn_op_lora_fwd)(ws->x1, ws->uo, ws->att, lo->a, lo->b, T, HD, C, lo->rank, s);
-    if (A) alt_fwd(p, ws->x1, ws->att, A->o, x, HD, C); /* x1[r] = x[r] + att[r] Wo'^T */
-    TN(mn_op_rmsnorm_fwd)(ws->xn2, ws->inv2, ws->x1, W->ffn_norm, T, C, tm->eps);
-    TN(mn_op_matmul_fwd)(ws->g, ws->xn2, W->wg, T, C, F, 0);
-    TN(mn_op_matmul_fwd)(ws->u, ws->xn2, W->wu, T, C, F, 0);
-    TN(mn_op_swiglu_fwd)(ws->h, ws->g, ws->u, (int64_t)T * F);
+    if (lo) TN(mn_op_lora_fwd)(a->x1, a->uo, a->att, lo->a, lo->b, T, HD, C, lo->rank, s);
+    if (A) alt_fwd(p, a->x1, a->att, A->o, x, HD, C); /* x1[r] = x[r] + att[r] Wo'^T */
+    TN(mn_op_rmsnorm_fwd)(a->xn2, a->inv2, a->x1, W->ffn_norm, T, C, tm->eps);
+    TN(mn_op_matmul_fwd)(a->g, a->xn2, W->wg, T, C, F, 0);
+    TN(mn_op_matmul_fwd)(a->u, a->xn2, W->wu, T, C, F, 0);
+    TN(mn_op_swiglu_fwd)(a->h, a->g, a->u, (int64_t)T * F);
     real *xo = ws->xs + (int64_t)(l + 1) * ws->max_T * C;
-    memcpy(xo, ws->x1, sizeof(real) * (size_t)T * C);
-    TN(mn_op_matmul_fwd)(xo, ws->h, W->wd, T, F, C, 1);
+    memcpy(xo, a->x1, sizeof(real) * (size_t)T * C);
+    TN(mn_op_matmul_fwd)(xo, a->h, W->wd, T, F, C, 1);
 }
 
 /* ws->dx holds dL/d(output of layer l) (ignored when top); on return it holds
@@ -321,6 +371,7 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
     const int T = p->T, N = p->N, C = d->n_embd, HD = d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
     const real s = p->lora ? p->lora->scale : 0;
     const real *x = ws->xs + (int64_t)l * ws->max_T * C;
+    tact *a = &ws->act[ws->keep ? l : 0];
     memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
     const TN(mn_talt_w) *A = p->n_alt > 0 ? &p->alt[l] : NULL;
     const int kv_grad = !top || p->dout_k || p->dout_v; /* the batch's K/V receive gradient */
@@ -335,23 +386,23 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
         /* FFN branch: x2 = x1 + ffn(x1) */
         memset(ws->dh, 0, sizeof(real) * (size_t)T * F);
         TN(mn_op_matmul_bwd)(ws->dh, ws->dx, W->wd, T, F, C);
-        TN(mn_op_swiglu_bwd)(ws->dg, ws->du, ws->dh, ws->g, ws->u, (int64_t)T * F);
+        TN(mn_op_swiglu_bwd)(ws->dg, ws->du, ws->dh, a->g, a->u, (int64_t)T * F);
         real *dxn2 = ws->dxn; /* reused: zero now, the attention branch needs it after */
         TN(mn_op_matmul_bwd)(dxn2, ws->dg, W->wg, T, C, F);
         TN(mn_op_matmul_bwd)(dxn2, ws->du, W->wu, T, C, F);
-        TN(mn_op_rmsnorm_bwd)(ws->dx, dxn2, ws->x1, W->ffn_norm, ws->inv2, T, C);
+        TN(mn_op_rmsnorm_bwd)(ws->dx, dxn2, a->x1, W->ffn_norm, a->inv2, T, C);
         memset(ws->dxn, 0, sizeof(real) * (size_t)T * C);
         /* attention branch: x1 = x + att Wo^T (alt rows: their own Wo) */
         memset(ws->datt, 0, sizeof(real) * (size_t)T * HD);
-        proj_bwd(ws->datt, ws->dlr, ws->dx, ws->att, ws->uo, W->wo, lora_at(p->lora, 'o', l), s, T, HD, C);
+        proj_bwd(ws->datt, ws->dlr, ws->dx, a->att, a->uo, W->wo, lora_at(p->lora, 'o', l), s, T, HD, C);
         if (A && A->o) {
             for (int i = 0; i < p->n_alt; i++) memset(ws->datt + (int64_t)p->alt_rows[i] * HD, 0, sizeof(real) * HD);
-            alt_bwd(p, ws->datt, ws->dx, ws->att, A->o, A->d_o, HD, C, 0);
+            alt_bwd(p, ws->datt, ws->dx, a->att, A->o, A->d_o, HD, C, 0);
         }
         memset(ws->dkc, 0, sizeof(real) * (size_t)(N + T) * KD);
         memset(ws->dvc, 0, sizeof(real) * (size_t)(N + T) * KD);
         const mn_attn_shape sh = {T, N, d->n_head, d->n_head_kv, d->head_dim, p->mask};
-        TN(mn_op_attn_bwd)(ws->dq, ws->dkc, ws->dvc, ws->datt, ws->q, ws->kc, ws->vc, ws->att, ws->lse, &sh,
+        TN(mn_op_attn_bwd)(ws->dq, ws->dkc, ws->dvc, ws->datt, a->q, a->kc, a->vc, a->att, a->lse, &sh,
                            ws->attn_scratch);
         if (N && p->dpk) {
             const int64_t off = (int64_t)l * (p->N_stride ? p->N_stride : N) * KD;
@@ -359,8 +410,8 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
             for (int64_t i = 0; i < (int64_t)N * KD; i++) gk[i] += ws->dkc[i], gv[i] += ws->dvc[i];
         }
         TN(mn_op_rope_bwd)(ws->dq, p->pos, T, d->n_head, d->head_dim, tm->rope_base, tm->rope_freq_scale);
-        if (A) alt_bwd(p, ws->dxn, ws->dq, ws->xn, A->q, A->dq, C, HD, 1);
-        proj_bwd(ws->dxn, ws->dlr, ws->dq, ws->xn, ws->uq, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
+        if (A) alt_bwd(p, ws->dxn, ws->dq, a->xn, A->q, A->dq, C, HD, 1);
+        proj_bwd(ws->dxn, ws->dlr, ws->dq, a->xn, a->uq, W->wq, lora_at(p->lora, 'q', l), s, T, C, HD);
     }
     if (kv_grad) {
         /* later readers of this batch's K/V (out_k is after RoPE, like dk here) */
@@ -368,9 +419,9 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
         for (int64_t i = 0; p->dout_k && i < (int64_t)T * KD; i++) dk[i] += p->dout_k[o + i];
         for (int64_t i = 0; p->dout_v && i < (int64_t)T * KD; i++) dv[i] += p->dout_v[o + i];
         TN(mn_op_rope_bwd)(dk, p->pos, T, d->n_head_kv, d->head_dim, tm->rope_base, tm->rope_freq_scale);
-        if (A) alt_bwd(p, ws->dxn, dk, ws->xn, A->k, A->dk, C, KD, 1), alt_bwd(p, ws->dxn, dv, ws->xn, A->v, A->dv, C, KD, 1);
-        proj_bwd(ws->dxn, ws->dlr, dk, ws->xn, ws->uk, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
-        proj_bwd(ws->dxn, ws->dlr, dv, ws->xn, ws->uv, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
+        if (A) alt_bwd(p, ws->dxn, dk, a->xn, A->k, A->dk, C, KD, 1), alt_bwd(p, ws->dxn, dv, a->xn, A->v, A->dv, C, KD, 1);
+        proj_bwd(ws->dxn, ws->dlr, dk, a->xn, a->uk, W->wk, lora_at(p->lora, 'k', l), s, T, C, KD);
+        proj_bwd(ws->dxn, ws->dlr, dv, a->xn, a->uv, W->wv, lora_at(p->lora, 'v', l), s, T, C, KD);
     }
     if (p->dcap_xn && p->cap_xn)
         for (int i = 0; i < p->n_cap; i++) {
@@ -378,7 +429,7 @@ static void layer_bwd(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpa
             real *dst = ws->dxn + (int64_t)p->cap[i] * C;
             for (int c = 0; c < C; c++) dst[c] += g[c];
         }
-    TN(mn_op_rmsnorm_bwd)(ws->dx, ws->dxn, x, W->attn_norm, ws->inv, T, C);
+    TN(mn_op_rmsnorm_bwd)(ws->dx, ws->dxn, x, W->attn_norm, a->inv, T, C);
 }
 
 static int has_head(const TN(mn_tpass) * p) { return p->targets || p->teacher; }
@@ -414,6 +465,7 @@ int TN(mn_tmodel_forward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn
     const int C = d->n_embd, L = d->n_layer, full = full_stack(p);
     memcpy(ws->xs, p->x, sizeof(real) * (size_t)p->T * C);
     for (int l = 0; l < L; l++) layer_fwd(tm, ws, p, l, !full && l == L - 1);
+    ws->fresh = ws->keep;
     double ls = 0;
     if (full) {
         const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
@@ -446,7 +498,7 @@ int TN(mn_tmodel_backward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(m
     }
     for (int l = L - 1; l >= 0; l--) {
         const int top = !full && l == L - 1;
-        layer_fwd(tm, ws, p, l, top);
+        if (!ws->fresh) layer_fwd(tm, ws, p, l, top);
         layer_bwd(tm, ws, p, l, top);
     }
     if (p->dx) memcpy(p->dx, ws->dx, sizeof(real) * (size_t)T * C);
@@ -461,6 +513,7 @@ int TN(mn_tmodel_logprobs)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const real
     int rc = check_pass(tm, ws, &p);
     if (rc) return rc;
     memcpy(ws->xs, x, sizeof(real) * (size_t)T * C);
+    ws->fresh = 0;
     for (int l = 0; l < L; l++) layer_fwd(tm, ws, &p, l, 0);
     const real *xL = ws->xs + (int64_t)L * ws->max_T * C;
     TN(mn_op_rmsnorm_fwd)(ws->xf, ws->invf, xL, tm->out_norm, T, C, tm->eps);

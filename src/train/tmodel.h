@@ -104,13 +104,18 @@ typedef struct {
 } TN(mn_tpass);
 
 /* Workspace for passes of up to max_T tokens over up to max_N prefix cells and
- * LoRA rank up to max_r. Nothing is allocated per pass. */
+ * LoRA rank up to max_r. Nothing is allocated per pass. With `keep` it holds
+ * every layer's activations, so a backward right after its forward recomputes
+ * nothing (same gradients bit for bit, L times the activation memory). */
 typedef struct TN(mn_tws) TN(mn_tws);
-int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, TN(mn_tws) * *out);
+int TN(mn_tws_create)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, int keep,
+                     TN(mn_tws) * *out);
 void TN(mn_tws_free)(TN(mn_tws) * ws);
+/* What such a workspace takes, in bytes (-1: bad sizes). */
+int64_t TN(mn_tws_bytes)(const TN(mn_tmodel) * tm, int32_t max_T, int32_t max_N, int32_t max_r, int keep);
 
 /* Forward: returns the summed loss (0 without a head) and keeps each layer's
- * input in ws for the backward. */
+ * input (with `keep`, all its activations) in ws for the backward. */
 int TN(mn_tmodel_forward)(const TN(mn_tmodel) * tm, TN(mn_tws) * ws, const TN(mn_tpass) * p, double *loss);
 /* Backward of the last forward on ws (same p): dscale multiplies the loss's
  * gradient. Accumulates LoRA, prefix and capture-driven gradients. */
