@@ -8,13 +8,19 @@
  * - a truncated or corrupted file, another adapter, another model, a memory
  *   of another kind: each a clear error;
  * - two memories primed in order occupy consecutive positions, the second's
- *   cells exactly where it would be placed alone after the first.
+ *   cells exactly where it would be placed alone after the first;
+ * - a UIO adapter with a recent window keeps the sinks and the last segments
+ *   raw: the question reads [sinks | memory | recent raw | question] exactly
+ *   as a memory stream reading the document does (the trained layout), through
+ *   a file too (version 2); a short document stays raw entirely.
  */
 #include <stdint.h>
 #include <stdio.h>
 
 #include "memory/adapter.h"
 #include "memory/docmem.h"
+#include "memory/memfile.h"
+#include "memory/memory.h"
 #include "model/forward.h"
 #include "tiny_model.h"
 
@@ -165,6 +171,97 @@ static void run_kind(const mn_model *m, const mn_model *m2, mn_compressor kind, 
     mn_adapter_free(a_other);
 }
 
+/* Logits after question q read by a memory stream over doc[0..n) + q, with
+ * the adapter's own binding, as `ask --doc` reads. */
+static int stream_answer(const mn_model *m, const mn_adapter *a, int32_t n, const int32_t *q, int nq, float *logits) {
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 400, cp.n_threads = 1;
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = MN_MODE_MEMORY, sp.n_sinks = MN_DOCMEM_SINKS;
+    mn_memory_binding b;
+    mn_context *c = NULL;
+    mn_stream *s = NULL;
+    int rc = mn_memory_bind(m, a, &b);
+    if (rc) return rc;
+    if (!(rc = mn_context_create(m, &cp, &c)) && !(rc = mn_stream_create(c, &sp, &s)) &&
+        !(rc = mn_stream_attach(s, &b, 1)) && !(rc = mn_stream_feed(s, doc, n, NULL, 0)))
+        rc = mn_stream_feed(s, q, nq, logits, 0);
+    mn_stream_free(s);
+    mn_context_free(c);
+    mn_memory_unbind(&b);
+    return rc;
+}
+
+static void run_recent(const mn_model *m) {
+    printf("  uio, recent window of 1 segment\n");
+    mn_adapter_params p = mn_adapter_default_params(MN_COMP_UIO);
+    p.segment = 16, p.ratio = 4, p.seed = 3, p.rank = 4, p.alpha = 8, p.recent = 1;
+    mn_adapter *a = NULL;
+    CHECK(mn_adapter_init(m, &p, &a) == 0, "adapter init: %s", mn_last_error());
+    if (!a) return;
+    const int32_t V = mn_model_n_vocab(m), q[5] = {81, 117, 101, 63, 10};
+    float *l1 = malloc(sizeof(float) * V), *l2 = malloc(sizeof(float) * V);
+    /* 150 tokens = 9 segments + 6: segments 0..7 compressed, 4 sinks, segment 8 and the 6 raw */
+    mn_docmem d, dl;
+    CHECK(mn_docmem_compress(m, a, doc, 150, 2, &d) == 0, "compress: %s", mn_last_error());
+    CHECK(d.n_slots == 8 * 4 && d.n_head == 4 && d.n_raw == 4 + 22 && d.n_tokens == 150 &&
+              mn_docmem_cells(&d) == 32 + 26,
+          "layout: %d slots, %d raw (%d leading)", d.n_slots, d.n_raw, d.n_head);
+    CHECK(d.raw && !memcmp(d.raw, doc, 4 * sizeof(int32_t)) && !memcmp(d.raw + 4, doc + 128, 22 * sizeof(int32_t)),
+          "raw tokens are the sinks and the tail");
+    const mn_docmem *one[1] = {&d};
+    CHECK(answer(m, a, one, 1, l1) == 0 && stream_answer(m, a, 150, q, 5, l2) == 0, "answers: %s", mn_last_error());
+    double mx = 0, df = 0;
+    for (int32_t i = 0; i < V; i++) mx = fmax(mx, fabs(l1[i])), df = fmax(df, fabs(l1[i] - l2[i]));
+    CHECK(df <= 1e-4 * mx, "memory vs stream reading the document: logits differ by %.3g (max %.3g)", df, mx);
+    /* through a file: version 2, the same logits */
+    char path[] = "/tmp/mnemo-docmem-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK(mn_docmem_save(&d, m, a, path, 1) == 0 && mn_docmem_load(path, m, a, &dl) == 0, "round trip: %s",
+          mn_last_error());
+    mn_memfile *mf = NULL;
+    CHECK(mn_memfile_open(path, &mf) == 0 && mn_memfile_get_info(mf)->n_raw == 26, "file keeps the raw tokens");
+    mn_memfile_free(mf);
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[12] = {0};
+    CHECK(f && fread(hdr, 1, 12, f) == 12 && hdr[8] == 2, "a file with raw tokens is version 2 (%d)", hdr[8]);
+    if (f) fclose(f);
+    const mn_docmem *loaded[1] = {&dl};
+    CHECK(dl.n_raw == d.n_raw && dl.n_head == 4 && !memcmp(dl.raw, d.raw, sizeof(int32_t) * 26) &&
+              answer(m, a, loaded, 1, l2) == 0 && !memcmp(l1, l2, sizeof(float) * V),
+          "loaded memory answers as the one saved");
+    mn_docmem_release(&dl);
+    /* a memory without raw tokens is still written as version 1 */
+    mn_adapter *a0 = make_adapter(m, MN_COMP_UIO, 0, 1);
+    mn_docmem d0;
+    CHECK(mn_docmem_compress(m, a0, doc, 40, 1, &d0) == 0 && d0.n_raw == 0 && mn_docmem_save(&d0, m, a0, path, 0) == 0,
+          "plain memory: %s", mn_last_error());
+    f = fopen(path, "rb");
+    CHECK(f && fread(hdr, 1, 12, f) == 12 && hdr[8] == 1, "a file without raw tokens stays version 1 (%d)", hdr[8]);
+    if (f) fclose(f);
+    mn_docmem_release(&d0);
+    mn_adapter_free(a0);
+    unlink(path);
+    mn_docmem_release(&d);
+    /* at most R + 1 segments: nothing to compress, the document is read raw */
+    CHECK(mn_docmem_compress(m, a, doc, 30, 1, &d) == 0 && d.n_slots == 0 && d.n_raw == 30 && d.n_head == 0,
+          "short document: %d slots, %d raw", d.n_slots, d.n_raw);
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 64, cp.n_threads = 1;
+    mn_context *c = NULL;
+    CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+    int32_t all[35];
+    memcpy(all, doc, 30 * sizeof(int32_t));
+    memcpy(all + 30, q, 5 * sizeof(int32_t));
+    CHECK(mn_decode(c, all, 35, l2, 0) == 0 && answer(m, a, one, 1, l1) == 0, "plain read: %s", mn_last_error());
+    CHECK(!memcmp(l1, l2, sizeof(float) * V), "a short document's memory is the plain model reading it");
+    mn_context_free(c);
+    mn_docmem_release(&d);
+    free(l1), free(l2);
+    mn_adapter_free(a);
+}
+
 int main(void) {
     char p1[64], p2[64];
     tm_weights w1, w2;
@@ -176,6 +273,7 @@ int main(void) {
     run_kind(m, m2, MN_COMP_BEACON, MN_PLACE_INTERLEAVE);
     run_kind(m, m2, MN_COMP_BEACON, MN_PLACE_APPEND);
     run_kind(m, m2, MN_COMP_SUMMARY, 0);
+    run_recent(m);
 
     /* a memory of another kind than the adapter's */
     mn_adapter *au = make_adapter(m, MN_COMP_UIO, 0, 1), *as = make_adapter(m, MN_COMP_SUMMARY, 0, 1);

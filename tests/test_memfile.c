@@ -307,7 +307,13 @@ static void test_hostile(void) {
         expect_bad_mem(c, n, want_rc, want_msg, label); \
     } while (0)
     FORGE(memcpy(c, "GGUF", 4), MN_EFORMAT, "magic", "bad magic");
-    FORGE(put32(c + 8, 2), MN_EUNSUPPORTED, "version 2", "version 2");
+    FORGE(put32(c + 8, 3), MN_EUNSUPPORTED, "version 3", "version 3");
+    FORGE(put32(c + 8, 0), MN_EUNSUPPORTED, "version 0", "version 0");
+    /* version 2's raw tokens: counted in the payload size, leading ones within them */
+    FORGE(put32(c + 68, 1), MN_EFORMAT, "reserved", "raw tokens in a version 1 file");
+    FORGE((put32(c + 8, 2), put32(c + 68, 3)), MN_EFORMAT, "3 raw tokens", "raw tokens beyond the payload");
+    FORGE((put32(c + 8, 2), put32(c + 68, 1u << 21)), MN_EFORMAT, "limit", "too many raw tokens");
+    FORGE((put32(c + 8, 2), put32(c + 480, 1)), MN_EFORMAT, "leading raw tokens", "leading beyond raw");
     FORGE(put32(c + 8, 0xffffffffu), MN_EUNSUPPORTED, "version", "version max");
     FORGE(put32(c + 12, 4096), MN_EFORMAT, "header size", "header size");
     FORGE(put32(c + 16, 3), MN_EFORMAT, "kind 3", "kind 3");
@@ -324,6 +330,7 @@ static void test_hostile(void) {
     FORGE(put64(c + 40, UINT64_MAX), MN_EFORMAT, "token count", "token count");
     FORGE(put32(c + 64, 0x7fc00000u), MN_EFORMAT, "ratio", "NaN ratio");
     FORGE(c[480] = 1, MN_EFORMAT, "reserved", "reserved");
+    FORGE((put32(c + 8, 2), c[490] = 1), MN_EFORMAT, "reserved", "reserved in version 2");
     FORGE(memset(c + 96, 'A', 64), MN_EFORMAT, "model name", "unterminated name");
     FORGE((c[224] = 0, c[230] = 'x'), MN_EFORMAT, "title", "bytes after NUL");
     /* unforged field change: header checksum */

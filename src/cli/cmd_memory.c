@@ -144,9 +144,13 @@ int cmd_compress(int argc, char **argv) {
             stat(o.out, &st);
             const int64_t n = d.n_tokens;
             const int32_t M = d.n_slots;
-            fprintf(stderr, "mnemo: %lld tokens -> %d %s (x%.1f) in %.2f s (%.0f tok/s), %s: %.1f MiB\n",
-                    (long long)n, M, d.kind == MN_DOCMEM_KV ? "memory slots" : "summary embeddings",
-                    (double)n / (M ? M : 1), secs, n / (secs > 0 ? secs : 1e-9), o.out, st.st_size / 1048576.0);
+            char raw[64] = "";
+            if (d.n_raw > 0) /* sinks and the recent window the adapter was trained to read raw */
+                snprintf(raw, sizeof raw, " + %d raw tokens", d.n_raw);
+            fprintf(stderr, "mnemo: %lld tokens -> %d %s%s (x%.1f) in %.2f s (%.0f tok/s), %s: %.1f MiB\n",
+                    (long long)n, M, d.kind == MN_DOCMEM_KV ? "memory slots" : "summary embeddings", raw,
+                    (double)n / (M + d.n_raw ? M + d.n_raw : 1), secs, n / (secs > 0 ? secs : 1e-9), o.out,
+                    st.st_size / 1048576.0);
         }
     }
     mn_docmem_release(&d);
@@ -320,10 +324,10 @@ int cmd_ask(int argc, char **argv) {
         int64_t n = 0;
         if (mn_chat_format(tok, &msg, 1, 1, &prompt)) rc = cli_fail("chat template");
         else rc = cli_tokenize(L.m, prompt, strlen(prompt), 1, 1, &ids, &n);
-        int64_t need = (int64_t)M + n + o.n_predict + 1;
+        int64_t need = mn_docmem_cells(&d) + n + o.n_predict + 1;
         if (!rc && need > mn_model_n_ctx_train(L.m)) {
-            fprintf(stderr, "mnemo: %d memory slots + question + answer (%lld) exceed the model's %d positions\n", M,
-                    (long long)need, mn_model_n_ctx_train(L.m));
+            fprintf(stderr, "mnemo: %d memory slots, %d raw tokens, question and answer (%lld) exceed the model's %d "
+                    "positions\n", M, d.n_raw, (long long)need, mn_model_n_ctx_train(L.m));
             rc = 1;
         }
         mn_context_params cp = mn_context_default_params();
@@ -360,9 +364,9 @@ int cmd_ask(int argc, char **argv) {
         }
         if (!rc && !o.quiet)
             fprintf(stderr,
-                    "[document %lld tokens -> %d memory slots (KV %.1f MiB); %s%.2f s to first token; %lld answer "
-                    "tokens in %.2f s total]\n",
-                    (long long)n_doc, M, mn_context_kv_bytes(ctx) / 1048576.0, "", t_ttft, (long long)g,
+                    "[document %lld tokens -> %d memory slots + %d raw tokens (KV %.1f MiB); %s%.2f s to first token; "
+                    "%lld answer tokens in %.2f s total]\n",
+                    (long long)n_doc, M, d.n_raw, mn_context_kv_bytes(ctx) / 1048576.0, "", t_ttft, (long long)g,
                     cli_now() - t_start);
     }
     free(logits);

@@ -29,6 +29,7 @@ void mn_docmem_release(mn_docmem *d) {
         free(d->k);
         free(d->v);
     }
+    free(d->raw);
     memset(d, 0, sizeof *d);
 }
 
@@ -42,13 +43,42 @@ int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *id
     if (rc) return rc;
     float *k = NULL, *v = NULL;
     int32_t M = 0;
+    /* UIO with a recent window: sinks and the last segments stay raw */
+    int64_t n_mem = n, n_head = 0;
+    int32_t *raw = NULL;
+    if (b.kind == MN_COMP_UIO && b.uio.params.recent > 0) {
+        const int64_t l = b.uio.params.l, full = n / l, R = b.uio.params.recent;
+        n_mem = full > R ? (full - R) * l : 0;
+        n_head = n_mem > 0 ? (n_mem < MN_DOCMEM_SINKS ? n_mem : MN_DOCMEM_SINKS) : 0;
+        const int64_t n_raw = n_head + (n - n_mem);
+        if (n_raw > MN_MEMFILE_MAX_RAW) {
+            mn_memory_unbind(&b);
+            return mn_error(MN_ERANGE, "%lld raw tokens exceed %d", (long long)n_raw, MN_MEMFILE_MAX_RAW);
+        }
+        raw = malloc(sizeof(int32_t) * (size_t)n_raw);
+        if (!raw) {
+            mn_memory_unbind(&b);
+            return mn_error(MN_ENOMEM, "out of memory");
+        }
+        memcpy(raw, ids, sizeof(int32_t) * (size_t)n_head);
+        memcpy(raw + n_head, ids + n_mem, sizeof(int32_t) * (size_t)(n - n_mem));
+        out->n_raw = (int32_t)n_raw;
+        out->n_head = (int32_t)n_head;
+        out->raw = raw;
+    }
     switch (b.kind) {
-    case MN_COMP_UIO: rc = mn_uio_compress_doc(m, &b.uio.params, ids, n, n_threads, &k, &v, &M); break;
+    case MN_COMP_UIO:
+        rc = n_mem > 0 ? mn_uio_compress_doc(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &M) : MN_OK;
+        break;
     case MN_COMP_BEACON: rc = mn_beacon_compress_doc(m, &b.beacon.params, ids, n, n_threads, &k, &v, &M); break;
     case MN_COMP_SUMMARY: rc = mn_summary_compress_doc(m, &b.summary.params, ids, n, n_threads, &k, &M); break;
     }
     mn_memory_unbind(&b);
-    if (rc) return rc;
+    if (rc) {
+        free(raw);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
     out->kind = kind_of(a);
     out->n_slots = M;
     out->n_tokens = n;
@@ -73,8 +103,15 @@ static int check_shape(const mn_docmem *d, const mn_model *m, const mn_adapter *
                         dim);
     if (d->n_slots < 0 || (need_data && d->n_slots > 0 && (!d->k || (want == MN_DOCMEM_KV && !d->v))))
         return mn_error(MN_EINVAL, "memory without data");
+    if (d->n_raw < 0 || d->n_head < 0 || d->n_head > d->n_raw || (need_data && d->n_raw > 0 && !d->raw))
+        return mn_error(MN_EINVAL, "memory with bad raw tokens (%d, %d leading)", d->n_raw, d->n_head);
+    for (int32_t i = 0; need_data && i < d->n_raw; i++)
+        if (d->raw[i] < 0 || d->raw[i] >= mn_model_n_vocab(m))
+            return mn_error(MN_EINVAL, "memory's raw token %d (id %d) is not in the model's vocabulary", i, d->raw[i]);
     return MN_OK;
 }
+
+int64_t mn_docmem_cells(const mn_docmem *d) { return d ? (int64_t)d->n_slots + d->n_raw : 0; }
 
 int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32,
                           const char *title) {
@@ -88,6 +125,8 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
     info.dim = d->dim;
     info.n_slots = d->n_slots;
     info.n_tokens = d->n_tokens;
+    info.n_raw = d->n_raw;
+    info.n_head = d->n_head;
     info.model_hash = mn_model_hash(m);
     info.adapter_hash = mn_adapter_hash(a);
     info.ratio = (float)mn_adapter_config(a)->ratio;
@@ -103,8 +142,8 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
         memcpy(info.title, title, len);
         info.title[len] = 0;
     }
-    return mn_memfile_write(path, &info, d->k, d->kind == MN_DOCMEM_KV ? d->v : NULL,
-                            f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
+    return mn_memfile_write_raw(path, &info, d->k, d->kind == MN_DOCMEM_KV ? d->v : NULL, d->raw,
+                                f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
 }
 
 int mn_docmem_save(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32) {
@@ -120,6 +159,7 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
     const mn_memfile_info *in = mn_memfile_get_info(mf);
     const char *comp = mn_compressor_name(mn_adapter_config(a)->compressor);
     float *k = NULL, *v = NULL;
+    int32_t *raw = NULL;
     if ((rc = mn_memfile_check_model(mf, mn_model_hash(m), mn_adapter_hash(a)))) goto fail;
     if (strcmp(in->compressor, comp)) {
         rc = mn_error(MN_EINVAL, "memory file was made by the '%s' compressor, the adapter is '%s'", in->compressor,
@@ -133,6 +173,8 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
     mn_docmem d = {.kind = in->kind == MN_MEMFILE_KV ? MN_DOCMEM_KV : MN_DOCMEM_EMBD,
                    .n_slots = in->n_slots,
                    .n_tokens = in->n_tokens,
+                   .n_raw = in->n_raw,
+                   .n_head = in->n_head,
                    .n_layer = in->kind == MN_MEMFILE_KV ? in->n_layer : 1,
                    .dim = in->dim};
     if ((rc = check_shape(&d, m, a, 0))) goto fail;
@@ -145,15 +187,25 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
     }
     rc = d.kind == MN_DOCMEM_KV ? mn_memfile_read_kv(mf, k, v) : mn_memfile_read_embd(mf, k);
     if (rc) goto fail;
-    mn_memfile_free(mf);
+    if (d.n_raw > 0) {
+        if (!(raw = malloc(sizeof(int32_t) * (size_t)d.n_raw))) {
+            rc = mn_error(MN_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if ((rc = mn_memfile_read_raw(mf, raw))) goto fail;
+    }
     d.k = k;
     d.v = v;
+    d.raw = raw;
     d.owner_ = k;
+    if ((rc = check_shape(&d, m, a, 1))) goto fail; /* the raw ids against the vocabulary */
+    mn_memfile_free(mf);
     *out = d;
     return MN_OK;
 fail:
     free(k);
     free(v);
+    free(raw);
     mn_memfile_free(mf);
     return mn_error_prefix(rc, path);
 }
@@ -167,29 +219,30 @@ int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *
         if (!mems[i]) return mn_error(MN_EINVAL, "docmem prime: memory %d is missing", i);
         int rc = check_shape(mems[i], m, a, 1);
         if (rc) return rc;
-        total += mems[i]->n_slots;
+        total += mn_docmem_cells(mems[i]);
     }
     if (total > mn_context_n_ctx(c))
-        return mn_error(MN_ERANGE, "%lld memory slots do not fit the context of %d", (long long)total,
+        return mn_error(MN_ERANGE, "%lld memory cells do not fit the context of %d", (long long)total,
                         mn_context_n_ctx(c));
     int32_t *pos = NULL;
     int rc = MN_OK;
     for (int i = 0; i < n && !rc; i++) {
         const mn_docmem *d = mems[i];
-        if (d->n_slots == 0) continue;
-        if (d->kind == MN_DOCMEM_EMBD) {
+        if (d->n_head > 0 && (rc = mn_decode(c, d->raw, d->n_head, NULL, 0))) break;
+        if (d->n_slots > 0 && d->kind == MN_DOCMEM_EMBD) {
             rc = mn_summary_prime(c, d->k, d->n_slots);
-            continue;
+        } else if (d->n_slots > 0) {
+            int32_t *np = realloc(pos, sizeof(int32_t) * (size_t)d->n_slots);
+            if (!np) {
+                rc = mn_error(MN_ENOMEM, "out of memory");
+                break;
+            }
+            pos = np;
+            const int32_t p0 = mn_kv_next_pos(c);
+            for (int32_t j = 0; j < d->n_slots; j++) pos[j] = p0 + j;
+            rc = mn_kv_append(c, d->n_slots, pos, d->k, d->v, 0);
         }
-        int32_t *np = realloc(pos, sizeof(int32_t) * (size_t)d->n_slots);
-        if (!np) {
-            rc = mn_error(MN_ENOMEM, "out of memory");
-            break;
-        }
-        pos = np;
-        const int32_t p0 = mn_kv_next_pos(c);
-        for (int32_t j = 0; j < d->n_slots; j++) pos[j] = p0 + j;
-        rc = mn_kv_append(c, d->n_slots, pos, d->k, d->v, 0);
+        if (!rc && d->n_raw > d->n_head) rc = mn_decode(c, d->raw + d->n_head, d->n_raw - d->n_head, NULL, 0);
     }
     free(pos);
     if (rc) {

@@ -17,10 +17,21 @@
 
 typedef enum { MN_DOCMEM_KV = 0, MN_DOCMEM_EMBD = 1 } mn_docmem_kind;
 
+/* A UIO adapter with a recent window of R segments was trained reading
+ * [sinks | memories | R segments raw | the segment being read], so its
+ * document memories keep that layout: the first MN_DOCMEM_SINKS tokens and the
+ * last R segments (with a final partial one) stay raw token ids, decoded
+ * around the memory slots when primed; only the segments between are
+ * compressed. A document of at most R + 1 segments stays raw entirely. */
+#define MN_DOCMEM_SINKS 4 /* as the trainer and memory streams default to */
+
 typedef struct {
     mn_docmem_kind kind;
     int32_t n_slots;  /* KV cells, or embeddings */
-    int64_t n_tokens; /* document tokens that were compressed */
+    int64_t n_tokens; /* document tokens (compressed or kept raw) */
+    int32_t n_raw;    /* raw token ids in raw: */
+    int32_t n_head;   /* the first n_head primed before the slots, the rest after them */
+    int32_t *raw;
     int32_t n_layer;  /* KV: L; EMBD: 1 */
     int32_t dim;      /* KV: KD; EMBD: C */
     /* KV: k, v are (L, n_slots, KD), keys WITHOUT RoPE (placed at their
@@ -49,11 +60,14 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
 int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32,
                           const char *title);
 
+/* Cells a primed memory takes: its slots and its raw tokens. */
+int64_t mn_docmem_cells(const mn_docmem *d);
+
 /* Places n memories, in order, into the empty context c as the reader's prefix:
- * KV slots appended at consecutive positions, embeddings decoded as input
- * embeddings; plus whatever raw prefix the adapter's layout keeps. *n_pos_out
- * gets the position the first question token takes. MN_ERANGE when they do
- * not fit the context, MN_EINVAL for a memory of another kind or shape. */
+ * for each, its leading raw tokens decoded, KV slots appended at consecutive
+ * positions (embeddings decoded as input embeddings), its raw tail decoded.
+ * *n_pos_out gets the position the first question token takes. MN_ERANGE when
+ * they do not fit the context, MN_EINVAL for a memory of another kind or shape. */
 int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, int32_t *n_pos_out);
 
 #endif

@@ -33,14 +33,15 @@ enum {
     O_MHASH = 48,
     O_AHASH = 56,
     O_RATIO = 64,
-    O_RES0 = 68,
+    O_NRAW = 68, /* version 2; reserved (0) in version 1 */
     O_CREATED = 72,
     O_PBYTES = 80,
     O_PSUM = 88,
     O_MNAME = 96,
     O_COMP = 160,
     O_TITLE = 224,
-    O_RES1 = 480,
+    O_NHEAD = 480, /* version 2; reserved (0) in version 1 */
+    O_RES1 = 484,
     O_HSUM = 504,
 };
 
@@ -51,6 +52,7 @@ struct mn_memfile {
     int mapped;          /* base is our mmap */
     const uint8_t *payload;
     size_t payload_bytes;
+    size_t blocks_bytes; /* the K/V or embedding blocks: the payload before the raw tokens */
 };
 
 uint64_t mn_memfile_fnv1a64(uint64_t h, const void *p, size_t n) {
@@ -81,13 +83,14 @@ static size_t elem_size(int t) { return t == MN_MEMFILE_F16 ? 2 : 4; }
 /* Elements per block and bytes of the payload, with overflow checks (the
  * dimensions are already within their limits, so this cannot overflow on
  * 64-bit hosts, but stays correct on 32-bit ones). Returns 0 on overflow. */
-static int payload_size(int kind, uint64_t n_layer, uint64_t m, uint64_t dim, int etype, uint64_t *block_elems,
-                        uint64_t *bytes) {
+static int payload_size(int kind, uint64_t n_layer, uint64_t m, uint64_t dim, int etype, uint64_t n_raw,
+                        uint64_t *block_elems, uint64_t *bytes) {
     uint64_t e, b;
     if (kind == MN_MEMFILE_EMBD) n_layer = 1;
     if (__builtin_mul_overflow(n_layer, m, &e) || __builtin_mul_overflow(e, dim, &e)) return 0;
     if (__builtin_mul_overflow(e, (uint64_t)(kind == MN_MEMFILE_KV ? 2 : 1), &b)) return 0;
     if (__builtin_mul_overflow(b, (uint64_t)elem_size(etype), &b)) return 0;
+    if (__builtin_add_overflow(b, 4 * n_raw, &b)) return 0; /* n_raw <= MN_MEMFILE_MAX_RAW */
     if (b > (uint64_t)SIZE_MAX) return 0;
     *block_elems = e;
     *bytes = b;
@@ -99,7 +102,7 @@ size_t mn_memfile_block_elems(const mn_memfile_info *info) {
     if (info->n_layer < 0 || info->dim < 0 || info->n_slots < 0) return 0;
     uint64_t e, b;
     if (!payload_size(info->kind, (uint64_t)info->n_layer, (uint64_t)info->n_slots, (uint64_t)info->dim,
-                      MN_MEMFILE_F32, &e, &b))
+                      MN_MEMFILE_F32, 0, &e, &b))
         return 0;
     return (size_t)e;
 }
@@ -142,6 +145,10 @@ static int validate_info(const mn_memfile_info *in, int etype) {
     if (in->kind == MN_MEMFILE_EMBD && in->flags)
         return mn_error(MN_EINVAL, "memory file: flags are for KV memories only");
     if (in->n_tokens < 0) return mn_error(MN_EINVAL, "memory file: negative token count");
+    if (in->n_raw < 0 || in->n_raw > MN_MEMFILE_MAX_RAW)
+        return mn_error(MN_EINVAL, "memory file: %d raw tokens outside 0..%d", (int)in->n_raw, MN_MEMFILE_MAX_RAW);
+    if (in->n_head < 0 || in->n_head > in->n_raw)
+        return mn_error(MN_EINVAL, "memory file: %d leading raw tokens of %d", (int)in->n_head, (int)in->n_raw);
     if (!isfinite(in->ratio) || in->ratio < 0)
         return mn_error(MN_EINVAL, "memory file: ratio %g must be finite and >= 0", (double)in->ratio);
     if (strnlen(in->model_name, MN_MEMFILE_NAME_CAP) >= MN_MEMFILE_NAME_CAP ||
@@ -188,12 +195,21 @@ static int emit_block(FILE *f, const float *x, size_t n, int etype, uint64_t *h)
 }
 
 int mn_memfile_write(const char *path, const mn_memfile_info *info, const float *k, const float *v, int elem_type) {
+    if (info && info->n_raw) return mn_error(MN_EINVAL, "memory file: raw tokens need mn_memfile_write_raw");
+    return mn_memfile_write_raw(path, info, k, v, NULL, elem_type);
+}
+
+int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const float *k, const float *v,
+                         const int32_t *raw, int elem_type) {
     if (!path || !info) return mn_error(MN_EINVAL, "memory file: NULL path or info");
     int rc = validate_info(info, elem_type);
     if (rc) return rc;
+    if (info->n_raw && !raw) return mn_error(MN_EINVAL, "memory file: NULL raw tokens");
+    for (int32_t i = 0; i < info->n_raw; i++)
+        if (raw[i] < 0) return mn_error(MN_EINVAL, "memory file: raw token %d is negative (%d)", (int)i, (int)raw[i]);
     uint64_t be, pbytes;
     if (!payload_size(info->kind, (uint64_t)info->n_layer, (uint64_t)info->n_slots, (uint64_t)info->dim, elem_type,
-                      &be, &pbytes))
+                      (uint64_t)info->n_raw, &be, &pbytes))
         return mn_error(MN_ERANGE, "memory file: payload size overflows");
     if (be && !k) return mn_error(MN_EINVAL, "memory file: NULL %s data", info->kind == MN_MEMFILE_KV ? "K" : "embedding");
     if (info->kind == MN_MEMFILE_KV && be && !v) return mn_error(MN_EINVAL, "memory file: NULL V data");
@@ -204,7 +220,8 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
     uint8_t h[MN_MEMFILE_HEADER_SIZE];
     memset(h, 0, sizeof h);
     memcpy(h + O_MAGIC, k_magic, 8);
-    put_u32(h + O_VERSION, MN_MEMFILE_VERSION);
+    /* files without raw tokens stay version 1, readable by older builds */
+    put_u32(h + O_VERSION, info->n_raw ? MN_MEMFILE_VERSION : 1);
     put_u32(h + O_HSIZE, MN_MEMFILE_HEADER_SIZE);
     put_u32(h + O_KIND, (uint32_t)info->kind);
     put_u32(h + O_ETYPE, (uint32_t)elem_type);
@@ -218,6 +235,8 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
     uint32_t rbits;
     memcpy(&rbits, &info->ratio, 4);
     put_u32(h + O_RATIO, rbits);
+    put_u32(h + O_NRAW, (uint32_t)info->n_raw);
+    put_u32(h + O_NHEAD, (uint32_t)info->n_head);
     put_u64(h + O_CREATED, (uint64_t)(info->created ? info->created : (int64_t)time(NULL)));
     put_u64(h + O_PBYTES, pbytes);
     put_name(h + O_MNAME, MN_MEMFILE_NAME_CAP, info->model_name);
@@ -234,6 +253,12 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
     if (ok) ok = emit_block(f, k, (size_t)be, elem_type, &sum);
     if (ok && info->kind == MN_MEMFILE_KV) ok = emit_block(f, v, (size_t)be, elem_type, &sum);
+    for (int32_t i = 0; ok && i < info->n_raw; i++) {
+        uint8_t b4[4];
+        put_u32(b4, (uint32_t)raw[i]);
+        sum = mn_memfile_fnv1a64(sum, b4, 4);
+        ok = fwrite(b4, 1, 4, f) == 4;
+    }
     if (ok) {
         put_u64(h + O_PSUM, sum);
         put_u64(h + O_HSUM, mn_memfile_fnv1a64(MN_FNV64_INIT, h, O_HSUM));
@@ -265,12 +290,12 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
         return mn_error(MN_EFORMAT, "memory file: truncated: %zu bytes, the header alone is %d", size,
                         MN_MEMFILE_HEADER_SIZE);
     uint32_t ver = get_u32(b + O_VERSION);
-    if (ver != MN_MEMFILE_VERSION)
-        return mn_error(MN_EUNSUPPORTED, "memory file: format version %u is not supported (this build reads %d)",
+    if (ver < 1 || ver > MN_MEMFILE_VERSION)
+        return mn_error(MN_EUNSUPPORTED, "memory file: format version %u is not supported (this build reads 1..%d)",
                         (unsigned)ver, MN_MEMFILE_VERSION);
     uint32_t hs = get_u32(b + O_HSIZE);
     if (hs != MN_MEMFILE_HEADER_SIZE)
-        return mn_error(MN_EFORMAT, "memory file: header size %u, version 1 has %d", (unsigned)hs,
+        return mn_error(MN_EFORMAT, "memory file: header size %u, version %u has %d", (unsigned)hs, (unsigned)ver,
                         MN_MEMFILE_HEADER_SIZE);
     mn_memfile_info *in = &mf->info;
     uint32_t kind = get_u32(b + O_KIND), et = get_u32(b + O_ETYPE), nl = get_u32(b + O_NLAYER);
@@ -300,17 +325,25 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
     memcpy(&ratio, &rbits, 4);
     if (!isfinite(ratio) || ratio < 0)
         return mn_error(MN_EFORMAT, "memory file: ratio %g must be finite and >= 0", (double)ratio);
-    if (get_u32(b + O_RES0) != 0) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+    const uint32_t n_raw = get_u32(b + O_NRAW), n_head = get_u32(b + O_NHEAD);
+    if (ver == 1 && (n_raw != 0 || n_head != 0))
+        return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+    if (n_raw > MN_MEMFILE_MAX_RAW)
+        return mn_error(MN_EFORMAT, "memory file: %u raw tokens, more than the limit %d", (unsigned)n_raw,
+                        MN_MEMFILE_MAX_RAW);
+    if (n_head > n_raw)
+        return mn_error(MN_EFORMAT, "memory file: %u leading raw tokens of %u", (unsigned)n_head, (unsigned)n_raw);
     for (int i = O_RES1; i < O_HSUM; i++)
         if (b[i]) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
 
     uint64_t be, want;
-    if (!payload_size((int)kind, nl, m, dim, (int)et, &be, &want))
+    if (!payload_size((int)kind, nl, m, dim, (int)et, n_raw, &be, &want))
         return mn_error(MN_EFORMAT, "memory file: payload size overflows");
     uint64_t pbytes = get_u64(b + O_PBYTES);
     if (pbytes != want)
-        return mn_error(MN_EFORMAT, "memory file: header says %llu payload bytes, the shape (%u x %u x %u) needs %llu",
-                        (unsigned long long)pbytes, (unsigned)nl, (unsigned)m, (unsigned)dim,
+        return mn_error(MN_EFORMAT,
+                        "memory file: header says %llu payload bytes, the shape (%u x %u x %u, %u raw tokens) needs %llu",
+                        (unsigned long long)pbytes, (unsigned)nl, (unsigned)m, (unsigned)dim, (unsigned)n_raw,
                         (unsigned long long)want);
     uint64_t avail = (uint64_t)size - MN_MEMFILE_HEADER_SIZE;
     if (avail < want)
@@ -343,12 +376,15 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
     in->n_slots = (int32_t)m;
     in->flags = flags;
     in->n_tokens = (int64_t)ntok;
+    in->n_raw = (int32_t)n_raw;
+    in->n_head = (int32_t)n_head;
     in->model_hash = get_u64(b + O_MHASH);
     in->adapter_hash = get_u64(b + O_AHASH);
     in->ratio = ratio;
     in->created = (int64_t)get_u64(b + O_CREATED);
     in->checksum = psum;
     mf->payload = b + MN_MEMFILE_HEADER_SIZE;
+    mf->blocks_bytes = (size_t)want - 4 * (size_t)n_raw;
     mf->payload_bytes = (size_t)want;
     return 0;
 }
@@ -445,8 +481,8 @@ int mn_memfile_read_kv(const mn_memfile *mf, float *k, float *v) {
     if (!mf) return mn_error(MN_EINVAL, "memory file: NULL handle");
     if (mf->info.kind != MN_MEMFILE_KV)
         return mn_error(MN_EINVAL, "memory file holds embeddings, not KV memory (use mn_memfile_read_embd)");
-    size_t n = mf->payload_bytes / 2 / elem_size(mf->info.elem_type);
-    size_t half = mf->payload_bytes / 2;
+    size_t n = mf->blocks_bytes / 2 / elem_size(mf->info.elem_type);
+    size_t half = mf->blocks_bytes / 2;
     if (k) convert(mf->payload, n, mf->info.elem_type, k);
     if (v) convert(mf->payload + half, n, mf->info.elem_type, v);
     return 0;
@@ -456,7 +492,18 @@ int mn_memfile_read_embd(const mn_memfile *mf, float *embd) {
     if (!mf || !embd) return mn_error(MN_EINVAL, "memory file: NULL argument");
     if (mf->info.kind != MN_MEMFILE_EMBD)
         return mn_error(MN_EINVAL, "memory file holds KV memory, not embeddings (use mn_memfile_read_kv)");
-    convert(mf->payload, mf->payload_bytes / elem_size(mf->info.elem_type), mf->info.elem_type, embd);
+    convert(mf->payload, mf->blocks_bytes / elem_size(mf->info.elem_type), mf->info.elem_type, embd);
+    return 0;
+}
+
+int mn_memfile_read_raw(const mn_memfile *mf, int32_t *ids) {
+    if (!mf || (!ids && mf->info.n_raw)) return mn_error(MN_EINVAL, "memory file: NULL argument");
+    const uint8_t *p = mf->payload + mf->blocks_bytes;
+    for (int32_t i = 0; i < mf->info.n_raw; i++) {
+        const uint32_t v = get_u32(p + 4 * (size_t)i);
+        if (v > INT32_MAX) return mn_error(MN_EFORMAT, "memory file: raw token %d is out of range (%u)", (int)i, (unsigned)v);
+        ids[i] = (int32_t)v;
+    }
     return 0;
 }
 

@@ -22,7 +22,14 @@
  *               embeddings, prepended as soft tokens with mn_decode_embd).
  *               n_layer is 0.
  *
- * Byte layout, version 1 (all integers little-endian; the host must be
+ * Raw tokens (version 2): a UIO adapter with a recent window keeps the
+ *               document's first tokens (sinks, n_head) and its last segments
+ *               as token ids, read raw around the memory at question time (the
+ *               layout it was trained on); they follow the blocks as n_raw u32
+ *               ids, the n_head leading ones first. A file without raw tokens
+ *               is written as version 1, so older builds still read it.
+ *
+ * Byte layout, version 1 and 2 (all integers little-endian; the host must be
  * little-endian, as for GGUF):
  *   off size  field
  *     0    8  magic "MNEMOMEM"
@@ -38,16 +45,18 @@
  *    48    8  u64 model_hash (mn_model_hash of the base model)
  *    56    8  u64 adapter_hash (0: no adapter)
  *    64    4  f32 ratio (finite, >= 0; 0 = not recorded)
- *    68    4  u32 reserved, 0
+ *    68    4  u32 n_raw: raw tail tokens (0..MN_MEMFILE_MAX_RAW; version 1: 0)
  *    72    8  i64 created: unix time, seconds
- *    80    8  u64 payload_bytes = n_blocks * n_layer' * M * dim * elem size
+ *    80    8  u64 payload_bytes = n_blocks * n_layer' * M * dim * elem size + 4 n_raw
  *               (n_blocks 2 for KV, 1 for embedding; n_layer' = 1 for embedding)
  *    88    8  u64 payload_checksum: FNV-1a 64 over the payload bytes
  *    96   64  model name, UTF-8, NUL-terminated, NUL-padded
  *   160   64  compressor name ("uio", "beacon", "summary", ...), same
  *   224  256  source/title, same (the writer truncates longer titles at a
  *               UTF-8 character boundary to 255 bytes)
- *   480   24  reserved, 0
+ *   480    4  u32 n_head: of the raw tokens, those primed before the memory
+ *               (<= n_raw; version 1: 0)
+ *   484   20  reserved, 0
  *   504    8  u64 header_checksum: FNV-1a 64 over bytes [0, 504)
  *   512    -  payload; the file ends exactly at 512 + payload_bytes
  *
@@ -64,11 +73,12 @@
 
 #include "mnemo.h"
 
-#define MN_MEMFILE_VERSION 1
+#define MN_MEMFILE_VERSION 2
 #define MN_MEMFILE_HEADER_SIZE 512
 #define MN_MEMFILE_MAX_LAYER 4096
 #define MN_MEMFILE_MAX_DIM (1 << 20)
 #define MN_MEMFILE_MAX_SLOTS (1 << 24)
+#define MN_MEMFILE_MAX_RAW (1 << 20)
 #define MN_MEMFILE_NAME_CAP 64   /* model / compressor name, with the NUL */
 #define MN_MEMFILE_TITLE_CAP 256 /* title, with the NUL */
 
@@ -84,6 +94,8 @@ typedef struct {
     int32_t n_slots;       /* M */
     uint32_t flags;        /* MN_MEMFILE_K_ROPE */
     int64_t n_tokens;      /* source tokens compressed into the M slots */
+    int32_t n_raw;         /* document tokens kept raw (version 2): */
+    int32_t n_head;        /* the first n_head before the slots, the rest after */
     uint64_t model_hash;   /* mn_model_hash */
     uint64_t adapter_hash; /* 0: none */
     float ratio;           /* compression ratio (n_tokens / M when nominal) */
@@ -109,6 +121,9 @@ size_t mn_memfile_block_elems(const mn_memfile_info *info);
  * ownership of everything passed. info->created 0 is replaced by the current
  * time; info->checksum is ignored. Names longer than 63 bytes are MN_EINVAL. */
 int mn_memfile_write(const char *path, const mn_memfile_info *info, const float *k, const float *v, int elem_type);
+/* The same with info->n_raw raw token ids (non-negative) after the blocks. */
+int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const float *k, const float *v,
+                         const int32_t *raw, int elem_type);
 
 /* Maps `path` read-only and validates everything (magic, version, header
  * fields, sizes against the file size with overflow checks, strings, both
@@ -127,8 +142,10 @@ const mn_memfile_info *mn_memfile_get_info(const mn_memfile *mf);
 int mn_memfile_read_kv(const mn_memfile *mf, float *k, float *v);
 /* Embedding: converts the M*dim elements into embd. MN_EINVAL for a KV file. */
 int mn_memfile_read_embd(const mn_memfile *mf, float *embd);
+/* The n_raw raw token ids into ids (checked to fit int32). */
+int mn_memfile_read_raw(const mn_memfile *mf, int32_t *ids);
 /* Raw payload inside the mapping (elem_type elements, little-endian, 64-byte
- * aligned): K block then V block for KV. */
+ * aligned): K block then V block for KV, then any raw token ids. */
 const void *mn_memfile_payload(const mn_memfile *mf, size_t *nbytes);
 
 /* 0 when the file was made with this model and adapter; otherwise MN_EINVAL

@@ -209,7 +209,7 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
     nd.dim = C;
     nd.adapter_hash = ah;
     nd.mem_file = name;
-    nd.n_slots = mem.n_slots;
+    nd.n_slots = (int32_t)mn_docmem_cells(&mem); /* what it takes in a context: slots and raw tokens */
     nd.mem_bytes = bytes;
     nd.mem_checksum = checksum;
     int existed = 0;

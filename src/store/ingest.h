@@ -30,7 +30,7 @@ typedef struct {
     int64_t id;
     int existed;       /* the text was already stored with a memory for this adapter */
     int64_t n_tokens;
-    int32_t n_slots;   /* memory slots (KV cells or embeddings) */
+    int32_t n_slots;   /* context cells the memory takes: slots (KV cells or embeddings) and raw tokens */
     int32_t n_chunks;
     int64_t mem_bytes; /* memory file size */
     double seconds;

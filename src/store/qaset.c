@@ -284,6 +284,12 @@ int mn_qaset_load(mn_store *s, const mn_model *m, const mn_adapter *a, const cha
         q->n_docs += !seen[p[i].doc], seen[p[i].doc] = 1;
         e->ids = ids;
         e->kv = mem->kind == MN_DOCMEM_KV;
+        if (mem->n_raw > 0) {
+            rc = mn_error(MN_EUNSUPPORTED, "%s:%d: document %lld's memory keeps %d raw tokens beside its slots (an "
+                          "adapter with a recent window); fine-tuning over such memories is not supported yet",
+                          path, p[i].line, (long long)d->id, mem->n_raw);
+            break;
+        }
         e->n_mem = mem->n_slots;
         e->k = mem->k, e->v = mem->v;
         if ((int64_t)e->n_mem + e->n_ids > n_ctx)
