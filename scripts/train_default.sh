@@ -15,7 +15,7 @@
 # (kill it at any time; run this again to go on; a finished stage is skipped). The shipped runs
 # read the same books from a copy outside the repository, so continuing their own checkpoints
 # needs TRAIN_DATA set to that glob ('../shared/data/train/books/*.txt').
-# At the end the adapter is written at ratio 8 to adapters/. Takes hours on two cores: run it
+# At the end the adapter is written at ratio 8, as f16, to adapters/. Takes hours on two cores: run it
 # niced in the background.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +43,4 @@ stage() { # OUT INIT LOG ARGS...: run or continue one stage unless its adapter i
 }
 stage runs/uio-r1.gguf runs/uio-init.gguf runs/train-uio.log --steps 180 --lr 1e-3
 stage runs/uio-r2.gguf runs/uio-r1.gguf runs/train-uio-r2.log --steps "$STAGE2_STEPS" --lr 5e-4 --synthetic 0.25
-"$BIN" adapter set -m "$MODEL" runs/uio-r2.gguf --ratio 8 -o "$SHIP"
+"$BIN" adapter set -m "$MODEL" runs/uio-r2.gguf --ratio 8 --f16 -o "$SHIP"

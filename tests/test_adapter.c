@@ -256,10 +256,14 @@ static int write_crafted(const mn_adapter *a, const char *path, int bug) {
         } else if (i == 3 && bug == BUG_NDIMS) {
             int64_t ne1[1] = {ne[0] * ne[1]};
             mn_gguf_writer_add_tensor(w, nm, MN_TYPE_F32, 1, ne1, d);
-        } else if (i == 3 && bug == BUG_TYPE) {
+        } else if (i == 3 && bug == BUG_TYPE) { /* bf16: a type adapters do not use */
             uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(ne[0] * ne[1]));
-            for (int64_t k = 0; k < ne[0] * ne[1]; k++) h[k] = mn_fp32_to_fp16(d[k]);
-            mn_gguf_writer_add_tensor(w, nm, MN_TYPE_F16, nd, ne, h);
+            for (int64_t k = 0; k < ne[0] * ne[1]; k++) {
+                uint32_t u;
+                memcpy(&u, &d[k], 4);
+                h[k] = (uint16_t)(u >> 16);
+            }
+            mn_gguf_writer_add_tensor(w, nm, MN_TYPE_BF16, nd, ne, h);
             free(h);
         } else if (i == 0 && bug == BUG_NONFINITE) {
             float *c = malloc(sizeof(float) * (size_t)(ne[0] * ne[1]));
@@ -340,6 +344,29 @@ static void tiny_tests(void) {
     mn_adapter_free(a2);
     mn_adapter_free(a3);
     round_trip(a, m, ap, "uio");
+    /* f16 tensors: half the file, every value the nearest f16; beyond f16's range refused */
+    {
+        CHECK(mn_adapter_save_as(a, ap, 1) == 0, "f16 save: %s", mn_last_error());
+        mn_adapter *h = NULL;
+        CHECK(mn_adapter_load(m, ap, &h) == 0 && h, "f16 load: %s", mn_last_error());
+        int same = h != NULL;
+        for (int i = 0; same && i < mn_adapter_n_tensors(a); i++) {
+            const char *nm;
+            int nd;
+            int64_t ne[2];
+            const float *x, *y;
+            mn_adapter_tensor_at(a, i, &nm, &nd, ne, &x);
+            mn_adapter_tensor_at(h, i, &nm, &nd, ne, &y);
+            for (int64_t k = 0; same && k < ne[0] * ne[1]; k++) same = y[k] == mn_fp16_to_fp32(mn_fp32_to_fp16(x[k]));
+        }
+        CHECK(same, "f16 adapter holds the f16 rounding of every value");
+        mn_adapter_free(h);
+        float *t0 = mn_adapter_tensor_data_mut(a, 0), keep = t0[0];
+        t0[0] = 1e6f;
+        CHECK(mn_adapter_save_as(a, ap, 1) == MN_ERANGE && strstr(mn_last_error(), "does not fit in f16"),
+              "f16 save of 1e6: %s", mn_last_error());
+        t0[0] = keep;
+    }
 
     /* a hand-written file in the documented format loads; each defect is refused clearly */
     CHECK(write_crafted(a, ap, BUG_NONE) == 0, "crafted: %s", mn_last_error());
@@ -360,7 +387,7 @@ static void tiny_tests(void) {
         {BUG_MISSING, MN_EFORMAT, "missing tensor 'mem.blk.1.attn_v.weight.lora_b'"},
         {BUG_SHAPE, MN_EFORMAT, "tensor 'blk.0.attn_v.weight.lora_a' has shape [4, 64"},
         {BUG_NDIMS, MN_EFORMAT, "tensor 'blk.0.attn_v.weight.lora_a' has shape [256, 1, 1, 1] (1 dims)"},
-        {BUG_TYPE, MN_EFORMAT, "tensor 'blk.0.attn_v.weight.lora_a' has type f16, expected f32"},
+        {BUG_TYPE, MN_EFORMAT, "tensor 'blk.0.attn_v.weight.lora_a' has type bf16, expected f32 or f16"},
         {BUG_EXTRA, MN_EFORMAT, "unexpected tensor 'blk.0.attn_k.weight.lora_a'"},
         {BUG_NONFINITE, MN_EFORMAT, "tensor 'mem.embd' holds a non-finite value"},
         {BUG_NO_KEY, MN_EFORMAT, "missing key 'mnemo.lora.rank'"},

@@ -15,12 +15,13 @@
 static void usage_main(FILE *f) {
     fprintf(f, "usage: mnemo adapter init -m MODEL --compressor uio|beacon|summary [options] -o FILE\n"
                "       mnemo adapter info [-m MODEL] FILE\n"
-               "       mnemo adapter set [-m MODEL] FILE --ratio R -o OUT\n\n"
+               "       mnemo adapter set [-m MODEL] FILE [--ratio R] [--f16|--f32] -o OUT\n\n"
                "An adapter (GGUF) holds a compressor's trainable parameters and configuration for one\n"
                "base model. 'init' writes a fresh one (LoRA B = 0, beacon projections copied from the\n"
                "model), so the memory mechanics can run before any training. 'info' prints an adapter's\n"
                "configuration and whether it belongs to the model. 'set' writes a copy that runs at\n"
-               "another ratio (the trained parameters serve every ratio they were trained with).\n"
+               "another ratio (the trained parameters serve every ratio they were trained with) or\n"
+               "stores its tensors as f16 (half the size; shipped adapters) or f32.\n"
                "Run 'mnemo adapter init --help' or 'mnemo adapter info --help' for the options.\n");
 }
 
@@ -256,13 +257,18 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_set(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     long ratio = -1;
+    int f16 = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: mnemo adapter set [-m MODEL] FILE --ratio R -o OUT\n\n"
+            printf("usage: mnemo adapter set [-m MODEL] FILE [--ratio R] [--f16|--f32] -o OUT\n\n"
                    "Writes a copy of the adapter that compresses at ratio R (uio, summary: R divides the\n"
-                   "segment; beacon: R in its ratio set).\n");
+                   "segment; beacon: R in its ratio set; default: the adapter's), with its tensors\n"
+                   "stored as f16 (--f16: half the size, the shipped adapters' form) or f32 (--f32, the\n"
+                   "default). Loading converts f16 to f32; a value beyond f16's range is an error.\n");
             return 0;
+        } else if (!strcmp(a, "--f16") || !strcmp(a, "--f32")) {
+            f16 = a[3] == '1';
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!v) return cli_usage_error("adapter set", "-m needs a value");
             model = argv[++i];
@@ -280,15 +286,17 @@ static int cmd_set(int argc, char **argv) {
             return cli_usage_error("adapter set", "one adapter file, not '%s' too", a);
         }
     }
-    if (!in || !out || ratio < 0) return cli_usage_error("adapter set", "needs FILE, --ratio R and -o OUT");
+    if (!in || !out) return cli_usage_error("adapter set", "needs FILE and -o OUT");
     mn_model *m;
     if (cli_load_model(model, &m)) return 1;
     mn_adapter *a = NULL;
     int rc = 0;
     if (mn_adapter_load(m, in, &a)) rc = cli_fail(in);
-    else if (mn_adapter_set_ratio(a, (int32_t)ratio)) rc = cli_fail("adapter set");
-    else if (mn_adapter_save(a, out)) rc = cli_fail("adapter set");
-    else fprintf(stderr, "mnemo: wrote %s (ratio %ld, %d memory tokens per segment)\n", out, ratio, mn_adapter_n_mem(a));
+    else if (ratio >= 0 && mn_adapter_set_ratio(a, (int32_t)ratio)) rc = cli_fail("adapter set");
+    else if (mn_adapter_save_as(a, out, f16)) rc = cli_fail("adapter set");
+    else
+        fprintf(stderr, "mnemo: wrote %s (ratio %d, %d memory tokens per segment, %s)\n", out,
+                (int)mn_adapter_config(a)->ratio, mn_adapter_n_mem(a), f16 ? "f16" : "f32");
     mn_adapter_free(a);
     mn_model_free(m);
     return rc;

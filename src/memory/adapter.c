@@ -273,11 +273,15 @@ fail:
 }
 
 /* --------------------------------------------------------------- save */
-int mn_adapter_save(const mn_adapter *a, const char *path) {
+static int write_into(const mn_adapter *a, mn_gguf_writer *w, int f16);
+
+int mn_adapter_save(const mn_adapter *a, const char *path) { return mn_adapter_save_as(a, path, 0); }
+
+int mn_adapter_save_as(const mn_adapter *a, const char *path, int f16) {
     if (!a || !path) return mn_error(MN_EINVAL, "adapter save: no adapter or path");
     mn_gguf_writer *w = mn_gguf_writer_create();
     if (!w) return mn_error(MN_ENOMEM, "out of memory");
-    int rc = mn_adapter_write_into(a, w);
+    int rc = write_into(a, w, f16);
     if (!rc) rc = mn_gguf_writer_write(w, path);
     mn_gguf_writer_free(w);
     if (rc) mn_error_prefix(rc, path);
@@ -416,7 +420,7 @@ static const char *type_name(int type) {
     return l && l->name ? l->name : "unknown";
 }
 
-/* Every expected tensor present, F32, exact shape; nothing else; no truncated padding. */
+/* Every expected tensor present, F32 or F16, exact shape; nothing else; no truncated padding. */
 static int read_tensors(const mn_gguf *g, mn_adapter *a) {
     int64_t nt = mn_gguf_n_tensors(g), n_opt = 0;
     size_t end = 0;
@@ -440,8 +444,9 @@ static int read_tensors(const mn_gguf *g, mn_adapter *a) {
         const ad_tensor *e = &a->t[j];
         const mn_gguf_tensor *t = mn_gguf_find_tensor(g, e->name);
         if (!t) return mn_error(MN_EFORMAT, "adapter: missing tensor '%s'", e->name);
-        if (t->type != MN_TYPE_F32)
-            return mn_error(MN_EFORMAT, "adapter: tensor '%s' has type %s, expected f32", e->name, type_name(t->type));
+        if (t->type != MN_TYPE_F32 && t->type != MN_TYPE_F16)
+            return mn_error(MN_EFORMAT, "adapter: tensor '%s' has type %s, expected f32 or f16", e->name,
+                            type_name(t->type));
         int ok = t->n_dims == e->n_dims && t->ne[0] == e->ne[0] && t->ne[1] == e->ne[1] && t->ne[2] == 1 &&
                  t->ne[3] == 1;
         if (!ok)
@@ -449,7 +454,17 @@ static int read_tensors(const mn_gguf *g, mn_adapter *a) {
                             "adapter: tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
                             "] (%d dims), expected [%" PRId64 ", %" PRId64 "] (%d dims)",
                             e->name, t->ne[0], t->ne[1], t->ne[2], t->ne[3], t->n_dims, e->ne[0], e->ne[1], e->n_dims);
-        memcpy(a->buf + e->off, t->data, t->nbytes);
+        const size_t ne = (size_t)(e->ne[0] * e->ne[1]);
+        if (t->nbytes != ne * (t->type == MN_TYPE_F16 ? 2 : 4))
+            return mn_error(MN_EFORMAT, "adapter: tensor '%s' holds %zu bytes, its shape needs %zu", e->name,
+                            (size_t)t->nbytes, ne * (t->type == MN_TYPE_F16 ? 2 : 4));
+        if (t->type == MN_TYPE_F16) { /* shipped adapters: half the size; computed in f32 */
+            const uint8_t *src = t->data;
+            for (size_t k = 0; k < ne; k++)
+                a->buf[e->off + k] = mn_fp16_to_fp32((uint16_t)(src[2 * k] | (src[2 * k + 1] << 8)));
+        } else {
+            memcpy(a->buf + e->off, t->data, t->nbytes);
+        }
         for (size_t k = 0; k < (size_t)(e->ne[0] * e->ne[1]); k++)
             if (!isfinite(a->buf[e->off + k]))
                 return mn_error(MN_EFORMAT, "adapter: tensor '%s' holds a non-finite value at %zu", e->name, k);
@@ -547,7 +562,9 @@ float *mn_adapter_tensor_data_mut(mn_adapter *a, int i) {
     return a && i >= 0 && i < a->n_t ? a->buf + a->t[i].off : NULL;
 }
 
-int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w) {
+int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w) { return write_into(a, w, 0); }
+
+static int write_into(const mn_adapter *a, mn_gguf_writer *w, int f16) {
     if (!a || !w) return mn_error(MN_EINVAL, "adapter save: no adapter or writer");
     const mn_adapter_params *p = &a->p;
     int rc = 0;
@@ -578,11 +595,31 @@ int mn_adapter_write_into(const mn_adapter *a, mn_gguf_writer *w) {
     rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_embd", (uint32_t)a->n_embd);
     rc |= mn_gguf_writer_set_u32(w, "mnemo.base.n_layer", (uint32_t)a->n_layer);
     if (rc) return mn_error(MN_ENOMEM, "adapter save: cannot set metadata");
-    for (int i = 0; i < a->n_t; i++) {
+    uint16_t *h = NULL;
+    for (int i = 0; i < a->n_t && !rc; i++) {
         const ad_tensor *t = &a->t[i];
-        if ((rc = mn_gguf_writer_add_tensor(w, t->name, MN_TYPE_F32, t->n_dims, t->ne, a->buf + t->off))) return rc;
+        if (!f16) {
+            rc = mn_gguf_writer_add_tensor(w, t->name, MN_TYPE_F32, t->n_dims, t->ne, a->buf + t->off);
+            continue;
+        }
+        const size_t ne = (size_t)(t->ne[0] * t->ne[1]);
+        uint16_t *nh = realloc(h, sizeof(uint16_t) * (ne ? ne : 1));
+        if (!nh) {
+            rc = mn_error(MN_ENOMEM, "out of memory");
+            break;
+        }
+        h = nh;
+        for (size_t k = 0; k < ne && !rc; k++) {
+            const float x = a->buf[t->off + k];
+            h[k] = mn_fp32_to_fp16(x);
+            if (!isfinite(mn_fp16_to_fp32(h[k])))
+                rc = mn_error(MN_ERANGE, "adapter save: tensor '%s' value %g at %zu does not fit in f16; save as f32",
+                              t->name, (double)x, k);
+        }
+        if (!rc) rc = mn_gguf_writer_add_tensor(w, t->name, MN_TYPE_F16, t->n_dims, t->ne, h);
     }
-    return MN_OK;
+    free(h);
+    return rc;
 }
 
 int mn_adapter_load_gguf(const mn_model *m, const mn_gguf *g, mn_adapter **out) {

@@ -110,12 +110,16 @@ int mn_adapter_check_params(const mn_adapter_params *p, int32_t n_embd);
 
 /* A freshly initialised adapter for model m (see the header comment). */
 int mn_adapter_init(const mn_model *m, const mn_adapter_params *p, mn_adapter **out);
-/* Writes the adapter atomically (temp file + rename). */
+/* Writes the adapter atomically (temp file + rename), its tensors as f32. */
 int mn_adapter_save(const mn_adapter *a, const char *path);
+/* The same with f16 tensors when f16 (half the size; loading converts them to
+ * f32; a value beyond f16's range is MN_ERANGE). Training checkpoints stay f32. */
+int mn_adapter_save_as(const mn_adapter *a, const char *path, int f16);
 /* Reads and validates an adapter for model m: architecture key, known enum
  * strings, numbers in range, ratio dividing segment, base hash/n_embd/n_layer
- * equal to m's, every expected tensor present with its exact shape and F32
- * type, no other tensor, no truncation. Tensors are copied into the adapter. */
+ * equal to m's, every expected tensor present with its exact shape and F32 or
+ * F16 type, no other tensor, no truncation. Tensors are copied into the
+ * adapter (as f32). */
 int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out);
 void mn_adapter_free(mn_adapter *a);
 
