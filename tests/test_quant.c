@@ -479,6 +479,62 @@ static void test_isa(void) {
     CHECK(mn_quant_get(MN_TYPE_Q8_1)->vec_dot == NULL, "q8_1 is activation-only");
 }
 
+/* exp over arrays, every ISA against exp in double: within 3e-7 relative (the
+ * polynomial and two roundings), arguments below -87.3 (and -inf) exactly 0,
+ * nothing written past n, sums within float summation error. */
+static void test_vec_exp(void) {
+    const int n_max = 300;
+    float *x = malloc((n_max + 8) * 4), *y = malloc((n_max + 8) * 4), *b = malloc(n_max * 4);
+    for (int isa = MN_ISA_SCALAR; isa <= MN_ISA_AVX512; isa++) {
+        const mn_vec_ops *v = mn_vec_get_isa((mn_isa)isa);
+        if (!v) continue;
+        int bad = 0, badsum = 0, badtail = 0, badzero = 0;
+        double worst = 0;
+        for (int n = 0; n <= n_max; n += (n < 40 ? 1 : 29)) {
+            for (int i = 0; i < n; i++) x[i] = -95.0f + 100.0f * (frand() * 0.5f + 0.5f), b[i] = frand() * 8;
+            if (n > 3) x[0] = -INFINITY, x[1] = -87.31f, x[2] = 0.0f, x[3] = -87.29f;
+            for (int i = n; i < n + 8; i++) x[i] = y[i] = 12345.0f;
+            const float shift = 1.5f;
+            memcpy(y, x, (size_t)n * 4);
+            double ref = 0, mag = 0;
+            /* the argument is x - shift rounded to float, as the kernels form it */
+            for (int i = 0; i < n; i++) {
+                const double t = (float)(x[i] - shift);
+                ref += t < -87.3 ? 0 : exp(t);
+            }
+            const float s1 = v->exp_sum(n, y, shift), s2 = v->sum_exp(n, x, shift);
+            for (int i = 0; i < n; i++) {
+                const double t = (float)(x[i] - shift), e = t < -87.3 ? 0 : exp(t);
+                mag += e;
+                if (t < -87.3 && y[i] != 0) badzero++;
+                const double rel = e > 0 ? fabs(y[i] - e) / e : fabs(y[i]);
+                if (rel > worst) worst = rel;
+                if (rel > 3e-7 && !(t < -87.2 && fabs(y[i] - e) < 1e-37)) bad++;
+            }
+            const double k = (n + 16) * 1.2e-7 * mag + 1e-30;
+            if (fabs(s1 - ref) > k || fabs(s2 - ref) > k || s1 != s2) badsum++;
+            for (int i = n; i < n + 8; i++)
+                if (y[i] != 12345.0f) badtail++;
+            /* y = alpha e^a + beta e^b, in place over a */
+            for (int i = 0; i < n; i++) x[i] = frand() * 8;
+            memcpy(y, x, (size_t)n * 4);
+            v->exp_lincomb(n, y, y, 0.5f, b, -0.25f);
+            for (int i = 0; i < n; i++) {
+                const double e = 0.5 * exp((double)x[i]) - 0.25 * exp((double)b[i]);
+                if (fabs(y[i] - e) > 6e-7 * (0.5 * exp((double)x[i]) + 0.25 * exp((double)b[i]))) bad++;
+            }
+            v->exp_lincomb(n, y, x, 2.0f, NULL, 0.0f);
+            for (int i = 0; i < n; i++)
+                if (fabs(y[i] - 2 * exp((double)x[i])) > 3e-7 * 2 * exp((double)x[i])) bad++;
+        }
+        CHECK(bad == 0, "exp %s: %d values off (worst relative error %.3g)", mn_isa_name((mn_isa)isa), bad, worst);
+        CHECK(badzero == 0, "exp %s: %d arguments below -87.3 not 0", mn_isa_name((mn_isa)isa), badzero);
+        CHECK(badsum == 0, "exp %s: %d sums off", mn_isa_name((mn_isa)isa), badsum);
+        CHECK(badtail == 0, "exp %s wrote past n", mn_isa_name((mn_isa)isa));
+    }
+    free(x), free(y), free(b);
+}
+
 int main(void) {
     test_isa();
     test_fp16();
@@ -487,5 +543,6 @@ int main(void) {
     test_gemm();
     test_gemm_threads();
     test_vec_ops();
+    test_vec_exp();
     TEST_MAIN_END();
 }

@@ -613,8 +613,22 @@ static void vs_axpy_f32(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+static float vs_exp_sum(int64_t n, float *x, float shift) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += (x[i] = x[i] - shift < -87.3f ? 0.0f : expf(x[i] - shift));
+    return s;
+}
+static float vs_sum_exp(int64_t n, const float *x, float shift) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i] - shift < -87.3f ? 0.0f : expf(x[i] - shift);
+    return s;
+}
+static void vs_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * expf(a[i]) + (b ? beta * expf(b[i]) : 0.0f);
+}
+
 static const mn_vec_ops k_vec_scalar = {vs_dot_f16_f32, vs_axpy_f16, vs_cvt_f32_f16, vs_dot_f32,
-                                        vs_axpy_f32};
+                                        vs_axpy_f32,    vs_exp_sum,  vs_sum_exp,     vs_exp_lincomb};
 
 /* ------------------------------------------------------------------ tables */
 
@@ -654,6 +668,9 @@ static void merge_vec(mn_vec_ops *v, const mn_vec_ops *o) {
     if (o->cvt_f32_f16) v->cvt_f32_f16 = o->cvt_f32_f16;
     if (o->dot_f32) v->dot_f32 = o->dot_f32;
     if (o->axpy_f32) v->axpy_f32 = o->axpy_f32;
+    if (o->exp_sum) v->exp_sum = o->exp_sum;
+    if (o->sum_exp) v->sum_exp = o->sum_exp;
+    if (o->exp_lincomb) v->exp_lincomb = o->exp_lincomb;
 }
 
 static void init_tables(void) {

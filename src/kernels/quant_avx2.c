@@ -7,6 +7,9 @@
  * The activation quantizers produce bit-identical blocks to the scalar ones.
  */
 #include <immintrin.h>
+#include <math.h>
+
+#include "kernels/vexp_simd.h"
 
 #include "quant_impl.h"
 
@@ -363,7 +366,64 @@ static void v2_axpy_f32(int64_t n, float a, const float *x, float *y) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const mn_vec_ops mn_vec_ops_avx2 = {v2_dot_f16_f32, v2_axpy_f16, v2_cvt_f32_f16, v2_dot_f32, v2_axpy_f32};
+/* exp over arrays: 8 lanes at a time, the tail through a zero-padded copy so
+ * every element takes the same path */
+static float v2_exp_sum(int64_t n, float *x, float shift) {
+    const __m256 sh = _mm256_set1_ps(shift);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float buf[8], s;
+    if (i < n) {
+        for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - shift : -INFINITY;
+        const __m256 e = mn_exp256(_mm256_loadu_ps(buf));
+        acc = _mm256_add_ps(acc, e);
+        _mm256_storeu_ps(buf, e);
+        for (int j = 0; i + j < n; j++) x[i + j] = buf[j];
+    }
+    _mm256_storeu_ps(buf, acc);
+    s = 0;
+    for (int j = 0; j < 8; j++) s += buf[j];
+    return s;
+}
+static float v2_sum_exp(int64_t n, const float *x, float shift) {
+    const __m256 sh = _mm256_set1_ps(shift);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)));
+    float buf[8], s = 0;
+    if (i < n) {
+        for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - shift : -INFINITY;
+        acc = _mm256_add_ps(acc, mn_exp256(_mm256_loadu_ps(buf)));
+    }
+    _mm256_storeu_ps(buf, acc);
+    for (int j = 0; j < 8; j++) s += buf[j];
+    return s;
+}
+static void v2_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = _mm256_mul_ps(va, mn_exp256(_mm256_loadu_ps(a + i)));
+        if (b) r = _mm256_fmadd_ps(vb, mn_exp256(_mm256_loadu_ps(b + i)), r);
+        _mm256_storeu_ps(y + i, r);
+    }
+    if (i < n) {
+        float ba[8] = {0}, bb[8] = {0}, out[8];
+        for (int j = 0; i + j < n; j++) ba[j] = a[i + j], bb[j] = b ? b[i + j] : 0;
+        __m256 r = _mm256_mul_ps(va, mn_exp256(_mm256_loadu_ps(ba)));
+        if (b) r = _mm256_fmadd_ps(vb, mn_exp256(_mm256_loadu_ps(bb)), r);
+        _mm256_storeu_ps(out, r);
+        for (int j = 0; i + j < n; j++) y[i + j] = out[j];
+    }
+}
+
+const mn_vec_ops mn_vec_ops_avx2 = {v2_dot_f16_f32, v2_axpy_f16, v2_cvt_f32_f16, v2_dot_f32,    v2_axpy_f32,
+                                    v2_exp_sum,     v2_sum_exp,  v2_exp_lincomb};
 
 /* ------------------------------------------------------------------ gemm */
 

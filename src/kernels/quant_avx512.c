@@ -32,6 +32,8 @@
  */
 #include <immintrin.h>
 
+#include "kernels/vexp_simd.h"
+
 #include "quant_impl.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -743,4 +745,37 @@ static void v5_axpy_f32(int64_t n, float a, const float *x, float *y) {
     }
 }
 
-const mn_vec_ops mn_vec_ops_avx512 = {v5_dot_f16_f32, v5_axpy_f16, v5_cvt_f32_f16, v5_dot_f32, v5_axpy_f32};
+/* exp over arrays: the tail through a masked load, so every element takes
+ * the same path (results do not depend on where the array ends) */
+static float v5_exp_sum(int64_t n, float *x, float shift) {
+    const __m512 sh = _mm512_set1_ps(shift);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+static float v5_sum_exp(int64_t n, const float *x, float shift) {
+    const __m512 sh = _mm512_set1_ps(shift);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh))));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+static void v5_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_mul_ps(va, mn_exp512(_mm512_maskz_loadu_ps(k, a + i)));
+        if (b) r = _mm512_fmadd_ps(vb, mn_exp512(_mm512_maskz_loadu_ps(k, b + i)), r);
+        _mm512_mask_storeu_ps(y + i, k, r);
+    }
+}
+
+const mn_vec_ops mn_vec_ops_avx512 = {v5_dot_f16_f32, v5_axpy_f16, v5_cvt_f32_f16, v5_dot_f32,    v5_axpy_f32,
+                                      v5_exp_sum,     v5_sum_exp,  v5_exp_lincomb};

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "kernels/quant.h"
 #include "threadpool.h"
 #include "train/ops.h"
 
@@ -247,6 +248,31 @@ void TN(mn_op_swiglu_bwd)(real *dg, real *du, const real *dh, const real *g, con
     pfor(n, 64, swiglu_bwd_rows, &j);
 }
 
+/* ---- exp over rows: the vector kernels (kernels/quant.h) in the float build,
+ * plain exp in the double one, which the gradient tests hold as the reference.
+ * Arguments below -87.3 (masked -inf) give 0 in both. */
+#ifdef MN_REAL_F64
+static double row_exp_sum(int64_t n, double *x, double shift) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (x[i] = x[i] - shift < -87.3 ? 0 : exp(x[i] - shift));
+    return s;
+}
+static double row_sum_exp(int64_t n, const double *x, double shift) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i] - shift < -87.3 ? 0 : exp(x[i] - shift);
+    return s;
+}
+static void row_exp_lincomb(int64_t n, double *y, const double *a, double alpha, const double *b, double beta) {
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * exp(a[i]) + (b ? beta * exp(b[i]) : 0);
+}
+#else
+static float row_exp_sum(int64_t n, float *x, float shift) { return mn_vec_get()->exp_sum(n, x, shift); }
+static float row_sum_exp(int64_t n, const float *x, float shift) { return mn_vec_get()->sum_exp(n, x, shift); }
+static void row_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
+    mn_vec_get()->exp_lincomb(n, y, a, alpha, b, beta);
+}
+#endif
+
 /* ---- attention ---------------------------------------------------------------- */
 
 static inline int visible(const mn_attn_shape *s, int64_t i, int64_t j) {
@@ -273,11 +299,7 @@ static void softmax_rows(void *arg, int64_t i0, int64_t i1) {
             if (!visible(s, i, c)) row[c] = -INFINITY;
             mx = row[c] > mx ? row[c] : mx;
         }
-        double sum = 0;
-        for (int64_t c = 0; c < NC; c++) {
-            row[c] = row[c] == -INFINITY ? 0 : REXP(row[c] - mx);
-            sum += row[c];
-        }
+        const double sum = row_exp_sum(NC, row, mx);
         const real is = (real)(1.0 / sum);
         for (int64_t c = 0; c < NC; c++) row[c] *= is;
         j->lse[i * s->H + j->h] = mx + (real)log(sum);
@@ -305,7 +327,9 @@ static void probs_rows(void *arg, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
         real *row = j->P + i * NC;
         const real l = j->lse[i * s->H + j->h];
-        for (int64_t c = 0; c < NC; c++) row[c] = visible(s, i, c) ? REXP(row[c] - l) : 0;
+        for (int64_t c = 0; c < NC; c++)
+            if (!visible(s, i, c)) row[c] = -INFINITY;
+        row_exp_sum(NC, row, l);
     }
 }
 
@@ -351,8 +375,7 @@ void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const re
 static void log_softmax(real *row, int V) {
     real mx = row[0];
     for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
-    double sum = 0;
-    for (int j = 0; j < V; j++) sum += REXP(row[j] - mx);
+    const double sum = row_sum_exp(V, row, mx);
     const real l = mx + (real)log(sum);
     for (int j = 0; j < V; j++) row[j] -= l;
 }
@@ -396,11 +419,7 @@ static void head_rows(void *arg, int64_t i0, int64_t i1) {
         j->row_loss[i] = loss;
         if (!j->grad) continue;
         const real cw = y >= 0 ? j->ce_w : 0, kw = tp ? j->kl_w : 0;
-        for (int c = 0; c < V; c++) {
-            real g = (cw + kw) * REXP(row[c]);
-            if (tp) g -= kw * REXP(tp[c]);
-            row[c] = j->dscale * g;
-        }
+        row_exp_lincomb(V, row, row, j->dscale * (cw + kw), tp, -j->dscale * kw);
         if (y >= 0) row[y] -= j->dscale * cw;
     }
 }
