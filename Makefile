@@ -27,7 +27,8 @@ BIN      := $(BUILD)/mnemo
 
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all setup model run train-default test unit asan ubsan sanitize bench fixtures clean
+.PHONY: all setup model run train-default test unit asan ubsan sanitize bench fixtures clean \
+        fuzz fuzz-lib fuzz-build fuzz-regress fuzz-corpus
 all: $(BIN) $(TESTS) mnemo
 
 mnemo: $(BIN)
@@ -74,10 +75,12 @@ run: setup model all
 train-default: setup model all
 	@bash scripts/train_default.sh
 
-# Unit + parity tests on the normal build, then again under ASan+UBSan.
+# Unit + parity tests on the normal build, then again under ASan+UBSan, then every fuzz
+# target briefly from its seed corpus.
 test: setup model all
 	@bash scripts/run_tests.sh $(BUILD)
 	@$(MAKE) --no-print-directory sanitize
+	@$(MAKE) --no-print-directory fuzz-regress
 
 unit: all
 	@bash scripts/run_tests.sh $(BUILD)
@@ -98,7 +101,40 @@ fixtures: all model
 	python3 scripts/make_fixtures.py
 	python3 scripts/make_logit_fixtures.py
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c) with ASan+UBSan, built with clang over a clang
+# build of the library instrumented for coverage. `make fuzz` runs each for FUZZ_TIME
+# seconds (new inputs kept in build-fuzz/corpus/NAME); `make fuzz-regress` (part of
+# `make test`) runs each for FUZZ_REGRESS seconds starting from its committed seeds.
+FUZZ_SRC  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_TIME ?= 60
+FUZZ_REGRESS ?= 10
+fuzz-lib:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	  build-fuzz/libmnemo.a
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c fuzz-lib
+	clang -O1 -g -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer $(FUZZ_SAN) -Iinclude -Isrc -Isrc/core -Itests \
+	  -o $@ $< build-fuzz/libmnemo.a -lopenblas -lsqlite3 -lmicrohttpd -lcjson -lm -pthread
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$n; \
+	  echo "fuzz $$n: $(FUZZ_TIME) s"; \
+	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+fuzz-regress: fuzz-build
+	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; rm -rf build-fuzz/regress/$$n; \
+	  mkdir -p build-fuzz/regress/$$n; \
+	  $$f -max_total_time=$(FUZZ_REGRESS) build-fuzz/regress/$$n tests/fuzz/corpus/$$n >build-fuzz/regress/$$n.log 2>&1 \
+	    || { tail -40 build-fuzz/regress/$$n.log; echo "fuzz $$n: FAILED"; exit 1; }; \
+	  echo "fuzz $$n: $$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' build-fuzz/regress/$$n.log) runs, no finding"; \
+	done
+# Seeds for the fuzz targets (committed): small valid files of every kind.
+fuzz-corpus: all
+	$(CC) $(ALL_CFLAGS) -Itests -o build/make_corpus tests/fuzz/make_corpus.c $(LIB) $(LDLIBS)
+	./build/make_corpus tests/fuzz/corpus
+
 clean:
-	rm -rf build build-san mnemo
+	rm -rf build build-san build-fuzz mnemo
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -1,13 +1,7 @@
-/* fuzz_gguf.c - libFuzzer target for the GGUF reader (not built by the Makefile).
+/* fuzz_gguf.c - libFuzzer target for the GGUF reader, built by `make fuzz` with
+ * ASan and UBSan; seeds in tests/fuzz/corpus/gguf/ (a tiny model, adapters).
  *
- * Build and run (from the repository root):
- *   clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
- *       -Iinclude -Isrc -Isrc/core tests/fuzz/fuzz_gguf.c src/core/gguf.c \
- *       src/core/types.c src/core/error.c -o build/fuzz_gguf
- *   mkdir -p build/fuzz-corpus && build/fuzz_gguf -max_total_time=60 build/fuzz-corpus
- *
- * Seed the corpus with small valid files (e.g. those tests/test_gguf.c writes)
- * so the fuzzer gets past the header quickly. Every input must either parse or
+ * The seeds get the fuzzer past the header quickly. Every input must either parse or
  * fail with a message; after a successful parse the accessors are exercised and
  * every tensor's bytes are touched so out-of-bounds data pointers are caught.
  */
