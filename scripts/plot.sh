@@ -9,5 +9,6 @@ args=()
 [ -f $R/ppl.jsonl ] && args+=(--ppl $R/ppl.jsonl)
 [ -f $R/passkey.jsonl ] && args+=(--passkey $R/passkey.jsonl)
 [ -f $R/train-uio.log ] && args+=(--train $R/train-uio.log)
+[ -f $R/train-uio-r2.log ] && args+=(--train $R/train-uio-r2.log)
 .cache/venv/bin/python scripts/plot_results.py $R "${args[@]}"
 ls $R/*.png

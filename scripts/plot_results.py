@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plots for docs/RESULTS.md from `mnemo eval` JSON lines and `mnemo train` logs.
 
-usage: plot_results.py OUTDIR [--ppl ppl.jsonl] [--passkey passkey.jsonl] [--train train.log]
+usage: plot_results.py OUTDIR [--ppl ppl.jsonl] [--passkey passkey.jsonl] [--train stage1.log [--train stage2.log]]
 
   ppl      perplexity vs context length, one line per mode (same scored tokens; mean NLL over books)
   passkey  a length x depth heatmap of exact-digit accuracy per mode
@@ -78,28 +78,37 @@ def plot_passkey(path, outdir):
     fig.savefig(os.path.join(outdir, "passkey_heatmap.png"), dpi=120)
 
 
-def plot_train(path, outdir):
+def plot_train(paths, outdir):
+    """One curve over the stages' logs in order; a stage's steps continue the
+    previous one's; a step logged twice (a resumed run repeats the steps after
+    its checkpoint) counts once, its last occurrence."""
     step_re = re.compile(r"step\s+(\d+)/\d+\s+ratio\s+(\d+)\s+loss\s+([\d.]+)\s+val\s+([\d.]+|-)")
     base_re = re.compile(r"no memory.*: ([\d.]+)")
-    steps, loss, vsteps, vals, base = [], [], [], [], None
-    last_val = None
-    with open(path) as f:
-        for line in f:
-            b = base_re.search(line)
-            if b:
-                base = float(b.group(1))
-            m = step_re.search(line)
-            if not m:
-                continue
-            s = int(m.group(1))
-            steps.append(s)
-            loss.append(float(m.group(3)))
-            if m.group(4) != "-" and m.group(4) != last_val:
-                vsteps.append(s)
-                vals.append(float(m.group(4)))
-                last_val = m.group(4)
-    if not steps:
+    loss_at, val_at, base, bounds, offset = {}, {}, None, [], 0
+    for path in paths:
+        last_val, top = None, 0
+        with open(path) as f:
+            for line in f:
+                b = base_re.search(line)
+                if b:
+                    base = float(b.group(1))
+                m = step_re.search(line)
+                if not m:
+                    continue
+                s = int(m.group(1))
+                top = max(top, s)
+                loss_at[offset + s] = float(m.group(3))
+                if m.group(4) != "-" and m.group(4) != last_val:
+                    val_at[offset + s] = float(m.group(4))
+                    last_val = m.group(4)
+        offset += top
+        bounds.append(offset)
+    if not loss_at:
         return
+    steps = sorted(loss_at)
+    loss = [loss_at[s] for s in steps]
+    vsteps = sorted(val_at)
+    vals = [val_at[s] for s in vsteps]
     k = 10
     mov = [sum(loss[max(0, i - k + 1):i + 1]) / (i - max(0, i - k + 1) + 1) for i in range(len(loss))]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -108,6 +117,9 @@ def plot_train(path, outdir):
     ax.plot(vsteps, vals, "o-", color="C1", label="validation loss (memory)")
     if base is not None:
         ax.axhline(base, color="C3", ls="--", label="validation, no memory (sinks + recent window)")
+    for b in bounds[:-1]:
+        ax.axvline(b, color="0.5", ls=":", lw=1)
+        ax.text(b, ax.get_ylim()[1], " next stage", fontsize=7, va="top", color="0.4")
     ax.set_xlabel("step (1,280-token windows)")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
@@ -121,7 +133,7 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--ppl")
     ap.add_argument("--passkey")
-    ap.add_argument("--train")
+    ap.add_argument("--train", action="append", help="a stage's log; repeat for later stages, in order")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     if a.ppl:
