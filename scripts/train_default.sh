@@ -10,7 +10,8 @@
 #   Stage 2 (runs/uio-r2.gguf): starts from stage 1's adapter with a fresh optimizer; a quarter
 #     of the windows are synthetic (half passkeys hidden in a segment read only as memory and
 #     asked for in the last one, half "repeat a memory-only segment"), lr 5e-4, warmup 10,
-#     cosine over STAGE2_STEPS steps.
+#     cosine over STAGE2_STEPS (200) steps (the shipped run planned 200, was re-planned to 260
+#     at step 13 and back to 200 at step 81, to fit the session).
 # Each stage checkpoints every 10 steps to its OUT.ckpt and continues from it when it is there
 # (kill it at any time; run this again to go on; a finished stage is skipped). The shipped runs
 # read the same books from a copy outside the repository, so continuing their own checkpoints
@@ -23,7 +24,7 @@ MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 SHIP=adapters/SmolLM2-135M-Instruct.uio.gguf
 DATA=${TRAIN_DATA:-data/train/books/*.txt}
 THREADS=${THREADS:-$(nproc)}
-STAGE2_STEPS=${STAGE2_STEPS:-260}
+STAGE2_STEPS=${STAGE2_STEPS:-200}
 BIN=${MNEMO_BIN:-./mnemo}
 mkdir -p runs
 [ -f runs/uio-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor uio --segment 256 --ratio 4 \
