@@ -238,7 +238,10 @@ enum {
 /* Concatenates the pieces of ids[0..n) into out (NUL-terminated). The result is
  * the exact inverse of mn_tokenize: for valid UTF-8 `s`,
  * detokenize(tokenize(s, add_special=0, parse_special=p), p ? MN_DETOK_SPECIAL : 0) == s,
- * except that SPM reads a literal U+2581 in `s` as a space (as SentencePiece does).
+ * except that SPM reads a literal U+2581 in `s` as a space (as SentencePiece does), and
+ * that a byte-level BPE vocabulary may lack some bytes' tokens, whose bytes tokenize to
+ * nothing, as in llama.cpp (SmolLM2's lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xf1,
+ * 0xf2 among the bytes valid UTF-8 can hold; found by tests/fuzz/fuzz_tokenizer.c).
  * Unlike llama_detokenize, no "clean up" of spaces is done.
  * *n_out gets the length without the NUL. Returns 0, MN_ERANGE when cap < length+1
  * (*n_out = length needed, without the NUL), or MN_EINVAL for an id out of range. */
