@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "kernels/attention.h"
-#include "kernels/vexp_simd.h"
 
 #define GMAX 16
 
@@ -43,31 +42,12 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
         }
     }
     float inv[GMAX];
+    const mn_vec_ops *vo = mn_vec_get_isa(MN_ISA_AVX2); /* this kernel runs only where it exists */
     for (int g = 0; g < G; g++) {
-        float *s = scratch + (int64_t)g * n, buf[8];
-        const __m256 m = _mm256_set1_ps(mx[g]);
-        /* summed in double: the float result then does not depend on the
-         * order, so masked cells (exact zeros) or another batch split leave
-         * it unchanged, as the scalar kernel's sequential sum did */
-        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) { /* masked (-inf) scores give 0 */
-            const __m256 e = mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
-            _mm256_storeu_ps(s + j, e);
-            lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-            hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-        }
-        if (j < n) { /* the tail through a padded copy: the same arithmetic */
-            for (int i = 0; i < 8; i++) buf[i] = j + i < n ? s[j + i] : -INFINITY;
-            const __m256 e = mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(buf), m));
-            lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-            hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-            _mm256_storeu_ps(buf, e);
-            for (int i = 0; j + i < n; i++) s[j + i] = buf[i];
-        }
-        double d4[4];
-        _mm256_storeu_pd(d4, _mm256_add_pd(lo, hi));
-        inv[g] = (float)(1.0 / (d4[0] + d4[1] + d4[2] + d4[3]));
+        float *s = scratch + (int64_t)g * n;
+        /* masked (-inf) scores give 0; the sum in double keeps masks and batch
+         * splits from changing the result, as the scalar kernel's sequential sum */
+        inv[g] = (float)(1.0 / vo->exp_sum(n, s, mx[g]));
     }
     /* values: each V row converted once, accumulated into all G outputs */
     for (int g = 0; g < G; g++) memset(out + (int64_t)g * D, 0, sizeof(float) * (size_t)D);

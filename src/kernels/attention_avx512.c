@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "kernels/attention.h"
-#include "kernels/vexp_simd.h"
 
 #define GMAX 16
 
@@ -41,21 +40,12 @@ void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, 
         }
     }
     float inv[GMAX];
+    const mn_vec_ops *vo = mn_vec_get_isa(MN_ISA_AVX512); /* this kernel runs only where it exists */
     for (int g = 0; g < G; g++) {
         float *s = scratch + (int64_t)g * n;
-        const __m512 m = _mm512_set1_ps(mx[g]);
-        /* summed in double: the float result then does not depend on the
-         * order, so masked cells (exact zeros) or another batch split leave
-         * it unchanged, as the scalar kernel's sequential sum did */
-        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-        for (int64_t j = 0; j < n; j += 16) { /* masked (-inf) scores give 0 */
-            const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-            const __m512 e = _mm512_maskz_mov_ps(k, mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m)));
-            _mm512_mask_storeu_ps(s + j, k, e);
-            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
-        }
-        inv[g] = (float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)));
+        /* masked (-inf) scores give 0; the sum in double keeps masks and batch
+         * splits from changing the result, as the scalar kernel's sequential sum */
+        inv[g] = (float)(1.0 / vo->exp_sum(n, s, mx[g]));
     }
     __m512 acc[GMAX][16];
     for (int g = 0; g < G; g++)

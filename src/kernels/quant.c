@@ -613,13 +613,13 @@ static void vs_axpy_f32(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static float vs_exp_sum(int64_t n, float *x, float shift) {
-    float s = 0;
+static double vs_exp_sum(int64_t n, float *x, float shift) {
+    double s = 0;
     for (int64_t i = 0; i < n; i++) s += (x[i] = x[i] - shift < -87.3f ? 0.0f : expf(x[i] - shift));
     return s;
 }
-static float vs_sum_exp(int64_t n, const float *x, float shift) {
-    float s = 0;
+static double vs_sum_exp(int64_t n, const float *x, float shift) {
+    double s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i] - shift < -87.3f ? 0.0f : expf(x[i] - shift);
     return s;
 }

@@ -77,10 +77,12 @@ typedef struct {
     void (*axpy_f32)(int64_t n, float a, const float *x, float *y);
     /* exp (kernels/vexp_simd.h: within about 2 ulp of expf; arguments below
      * -87.3, -inf included, give 0): x[i] = exp(x[i] - shift), returning the
-     * sum; the sum alone; y[i] = alpha exp(a[i]) + beta exp(b[i]) (b NULL: no
+     * sum, accumulated in double so that it does not depend on the order to
+     * float precision (zeros of masked entries, where a row ends); the sum
+     * alone, the same way; y[i] = alpha exp(a[i]) + beta exp(b[i]) (b NULL: no
      * second term; y may be a) */
-    float (*exp_sum)(int64_t n, float *x, float shift);
-    float (*sum_exp)(int64_t n, const float *x, float shift);
+    double (*exp_sum)(int64_t n, float *x, float shift);
+    double (*sum_exp)(int64_t n, const float *x, float shift);
     void (*exp_lincomb)(int64_t n, float *y, const float *a, float alpha, const float *b, float beta);
 } mn_vec_ops;
 const mn_vec_ops *mn_vec_get(void);

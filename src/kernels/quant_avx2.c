@@ -368,42 +368,33 @@ static void v2_axpy_f32(int64_t n, float a, const float *x, float *y) {
 
 /* exp over arrays: 8 lanes at a time, the tail through a zero-padded copy so
  * every element takes the same path */
-static float v2_exp_sum(int64_t n, float *x, float shift) {
+/* exp(x - shift) 8 lanes at a time, summed in double; stored back when st. The
+ * tail goes through a padded copy so every element takes the same path. */
+static inline double v2_exp_sum_impl(int64_t n, const float *x, float *st, float shift) {
     const __m256 sh = _mm256_set1_ps(shift);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 e = mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
-        _mm256_storeu_ps(x + i, e);
-        acc = _mm256_add_ps(acc, e);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    float buf[8];
+    for (int64_t i = 0; i < n; i += 8) {
+        const int c = n - i >= 8 ? 8 : (int)(n - i);
+        __m256 e;
+        if (c == 8) {
+            e = mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+            if (st) _mm256_storeu_ps(st + i, e);
+        } else {
+            for (int j = 0; j < 8; j++) buf[j] = j < c ? x[i + j] - shift : -INFINITY;
+            e = mn_exp256(_mm256_loadu_ps(buf));
+            _mm256_storeu_ps(buf, e);
+            for (int j = 0; st && j < c; j++) st[i + j] = buf[j];
+        }
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
-    float buf[8], s;
-    if (i < n) {
-        for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - shift : -INFINITY;
-        const __m256 e = mn_exp256(_mm256_loadu_ps(buf));
-        acc = _mm256_add_ps(acc, e);
-        _mm256_storeu_ps(buf, e);
-        for (int j = 0; i + j < n; j++) x[i + j] = buf[j];
-    }
-    _mm256_storeu_ps(buf, acc);
-    s = 0;
-    for (int j = 0; j < 8; j++) s += buf[j];
-    return s;
+    double d4[4];
+    _mm256_storeu_pd(d4, _mm256_add_pd(lo, hi));
+    return d4[0] + d4[1] + d4[2] + d4[3];
 }
-static float v2_sum_exp(int64_t n, const float *x, float shift) {
-    const __m256 sh = _mm256_set1_ps(shift);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, mn_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)));
-    float buf[8], s = 0;
-    if (i < n) {
-        for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - shift : -INFINITY;
-        acc = _mm256_add_ps(acc, mn_exp256(_mm256_loadu_ps(buf)));
-    }
-    _mm256_storeu_ps(buf, acc);
-    for (int j = 0; j < 8; j++) s += buf[j];
-    return s;
-}
+static double v2_exp_sum(int64_t n, float *x, float shift) { return v2_exp_sum_impl(n, x, x, shift); }
+static double v2_sum_exp(int64_t n, const float *x, float shift) { return v2_exp_sum_impl(n, x, NULL, shift); }
 static void v2_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     int64_t i = 0;

@@ -747,26 +747,21 @@ static void v5_axpy_f32(int64_t n, float a, const float *x, float *y) {
 
 /* exp over arrays: the tail through a masked load, so every element takes
  * the same path (results do not depend on where the array ends) */
-static float v5_exp_sum(int64_t n, float *x, float shift) {
+/* exp(x - shift) over 16 lanes at a time, summed in double; stored back when st */
+static inline double v5_exp_sum_impl(int64_t n, const float *x, float *st, float shift) {
     const __m512 sh = _mm512_set1_ps(shift);
-    __m512 acc = _mm512_setzero_ps();
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 e = mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh));
-        _mm512_mask_storeu_ps(x + i, k, e);
-        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+        const __m512 e = _mm512_maskz_mov_ps(k, mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh)));
+        if (st) _mm512_mask_storeu_ps(st + i, k, e);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
-static float v5_sum_exp(int64_t n, const float *x, float shift) {
-    const __m512 sh = _mm512_set1_ps(shift);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, mn_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), sh))));
-    }
-    return _mm512_reduce_add_ps(acc);
-}
+static double v5_exp_sum(int64_t n, float *x, float shift) { return v5_exp_sum_impl(n, x, x, shift); }
+static double v5_sum_exp(int64_t n, const float *x, float shift) { return v5_exp_sum_impl(n, x, NULL, shift); }
 static void v5_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (int64_t i = 0; i < n; i += 16) {

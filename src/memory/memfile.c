@@ -253,11 +253,12 @@ int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const fl
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
     if (ok) ok = emit_block(f, k, (size_t)be, elem_type, &sum);
     if (ok && info->kind == MN_MEMFILE_KV) ok = emit_block(f, v, (size_t)be, elem_type, &sum);
-    for (int32_t i = 0; ok && i < info->n_raw; i++) {
-        uint8_t b4[4];
-        put_u32(b4, (uint32_t)raw[i]);
-        sum = mn_memfile_fnv1a64(sum, b4, 4);
-        ok = fwrite(b4, 1, 4, f) == 4;
+    for (int32_t i = 0; ok && i < info->n_raw; i += 1024) { /* little-endian, a chunk per write */
+        uint8_t buf[4 * 1024];
+        const int32_t c = info->n_raw - i < 1024 ? info->n_raw - i : 1024;
+        for (int32_t j = 0; j < c; j++) put_u32(buf + 4 * j, (uint32_t)raw[i + j]);
+        sum = mn_memfile_fnv1a64(sum, buf, 4 * (size_t)c);
+        ok = fwrite(buf, 1, 4 * (size_t)c, f) == 4 * (size_t)c;
     }
     if (ok) {
         put_u64(h + O_PSUM, sum);

@@ -266,8 +266,8 @@ static void row_exp_lincomb(int64_t n, double *y, const double *a, double alpha,
     for (int64_t i = 0; i < n; i++) y[i] = alpha * exp(a[i]) + (b ? beta * exp(b[i]) : 0);
 }
 #else
-static float row_exp_sum(int64_t n, float *x, float shift) { return mn_vec_get()->exp_sum(n, x, shift); }
-static float row_sum_exp(int64_t n, const float *x, float shift) { return mn_vec_get()->sum_exp(n, x, shift); }
+static double row_exp_sum(int64_t n, float *x, float shift) { return mn_vec_get()->exp_sum(n, x, shift); }
+static double row_sum_exp(int64_t n, const float *x, float shift) { return mn_vec_get()->sum_exp(n, x, shift); }
 static void row_exp_lincomb(int64_t n, float *y, const float *a, float alpha, const float *b, float beta) {
     mn_vec_get()->exp_lincomb(n, y, a, alpha, b, beta);
 }
