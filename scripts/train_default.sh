@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The recipe of the shipped adapter (adapters/SmolLM2-135M-Instruct.uio.gguf), run or continued:
-# a UIO compressor for SmolLM2-135M-Instruct trained on data/train/books only, in two stages.
-#   Both: segment 256, 64 / 32 memory tokens (ratios 4 and 8 sampled per step), the previous
+# a UIO compressor for SmolLM2-135M-Instruct trained on data/train/books only, in three stages.
+#   All: segment 256, 64 / 32 memory tokens (ratios 4 and 8 sampled per step), the previous
 #   segment kept raw beside the memory (--recent 1), LoRA rank 64 (alpha 256) on the encoder's
-#   Q, V and the transfer head's K, V; windows of 5 segments (1,280 tokens); next-token loss plus
+#   Q, V and the transfer head's K, V; stages 1-2: windows of 5 segments (1,280 tokens); next-token loss plus
 #   KL to the model reading the raw window; unbiased truncated BPTT (tau 2); AdamW.
 #   Stage 1 (runs/uio-r1.gguf): lr 1e-3, warmup 10, cosine over 180 steps (the shipped run
 #     planned 320 and was re-planned to 180 at step 32).
@@ -12,6 +12,11 @@
 #     asked for in the last one, half "repeat a memory-only segment"), lr 5e-4, warmup 10,
 #     cosine over STAGE2_STEPS (200) steps (the shipped run planned 200, was re-planned to 260
 #     at step 13 and back to 200 at step 81, to fit the session).
+#   Stage 3 (runs/uio-r3.gguf): from stage 2's adapter, fresh optimizer; windows of 8 segments
+#     (2,048 tokens: the decoder reads up to 6 memories, not 3) and 60% synthetic windows, half
+#     passkeys, half dense recall (the last 3 segments repeat earlier ones read only as memory),
+#     so the memory must keep the text, not its gist; lr 5e-4, warmup 10, cosine over
+#     STAGE3_STEPS steps.
 # Each stage checkpoints every 10 steps to its OUT.ckpt and continues from it when it is there
 # (kill it at any time; run this again to go on; a finished stage is skipped). The shipped runs
 # read the same books from a copy outside the repository, so continuing their own checkpoints
@@ -25,11 +30,12 @@ SHIP=adapters/SmolLM2-135M-Instruct.uio.gguf
 DATA=${TRAIN_DATA:-data/train/books/*.txt}
 THREADS=${THREADS:-$(nproc)}
 STAGE2_STEPS=${STAGE2_STEPS:-200}
+STAGE3_STEPS=${STAGE3_STEPS:-300}
 BIN=${MNEMO_BIN:-./mnemo}
 mkdir -p runs
 [ -f runs/uio-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor uio --segment 256 --ratio 4 \
   --rank 64 --alpha 256 --recent 1 -o runs/uio-init.gguf
-common=(--segment 256 --segments 5 --ratios 4,8 --bptt unbiased --tau 2 --distill --warmup 10
+common=(--segment 256 --ratios 4,8 --bptt unbiased --tau 2 --distill --warmup 10
         --eval-every 40 --eval-windows 6 --ckpt-every 10 -t "$THREADS")
 stage() { # OUT INIT LOG ARGS...: run or continue one stage unless its adapter is written
   local out=$1 init=$2 log=$3
@@ -42,6 +48,9 @@ stage() { # OUT INIT LOG ARGS...: run or continue one stage unless its adapter i
     2>&1 | tee -a "$log"
   rm -f "$out.ckpt.run"
 }
-stage runs/uio-r1.gguf runs/uio-init.gguf runs/train-uio.log --steps 180 --lr 1e-3
-stage runs/uio-r2.gguf runs/uio-r1.gguf runs/train-uio-r2.log --steps "$STAGE2_STEPS" --lr 5e-4 --synthetic 0.25
-"$BIN" adapter set -m "$MODEL" runs/uio-r2.gguf --ratio 8 --f16 -o "$SHIP"
+stage runs/uio-r1.gguf runs/uio-init.gguf runs/train-uio.log --segments 5 --steps 180 --lr 1e-3
+stage runs/uio-r2.gguf runs/uio-r1.gguf runs/train-uio-r2.log --segments 5 --steps "$STAGE2_STEPS" --lr 5e-4 \
+  --synthetic 0.25
+stage runs/uio-r3.gguf runs/uio-r2.gguf runs/train-uio-r3.log --segments 8 --steps "$STAGE3_STEPS" --lr 5e-4 \
+  --synthetic 0.6 --synth-kinds passkey,recall
+"$BIN" adapter set -m "$MODEL" runs/uio-r3.gguf --ratio 8 --f16 -o "$SHIP"

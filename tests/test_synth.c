@@ -60,7 +60,26 @@ int main(void) {
                     CHECK(0, "token %d changed outside the needle and the question", i);
                     break;
                 }
+            /* recall: the last k segments repeat segments every copy reads as memory only */
+            fill(ids), memcpy(orig, ids, sizeof ids);
+            CHECK(mn_synth_window(tk, &rng, MN_SYNTH_RECALL, ids, N, L, recent, &in) == 0, "recall: %s",
+                  mn_last_error());
+            const int k = (N - recent) / 2, h = N - k;
+            CHECK(in.n_copies == k && k >= 1, "recall made %d copies, expected %d", in.n_copies, k);
+            CHECK(!memcmp(ids, orig, sizeof(int32_t) * h * L), "recall touched the segments before the copies");
+            for (int j = 0; j < k; j++) {
+                int src = -1;
+                for (int s = 0; s < N && src < 0; s++)
+                    if (!memcmp(ids + (h + j) * L, orig + s * L, sizeof(int32_t) * L)) src = s;
+                CHECK(src >= 0 && src + recent < h && src + recent < h + j,
+                      "copy %d (segment %d) repeats segment %d, read raw or a copy (recent %d)", j, h + j, src, recent);
+                if (!j) CHECK(src == in.source, "info.source %d, first copy repeats %d", in.source, src);
+            }
             /* the same seed, the same window */
+            fill(ids);
+            mn_rng_seed(&rng, (uint64_t)(trial * 7 + recent));
+            CHECK(mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, ids, N, L, recent, &in) == 0, "passkey: %s",
+                  mn_last_error());
             fill(again);
             mn_rng_seed(&rng, (uint64_t)(trial * 7 + recent));
             mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, again, N, L, recent, NULL);
@@ -71,6 +90,10 @@ int main(void) {
     /* refused: no memory-only segment; a segment too short for the needle */
     fill(ids), memcpy(orig, ids, sizeof ids);
     CHECK(mn_synth_window(tk, &rng, MN_SYNTH_COPY, ids, N, L, N - 1, NULL) == MN_EINVAL, "recent N-1 accepted");
+    CHECK(mn_synth_window(tk, &rng, MN_SYNTH_RECALL, ids, N, L, N - 1, NULL) == MN_EINVAL, "recall: recent N-1 accepted");
+    CHECK(mn_synth_parse("recall") == MN_SYNTH_RECALL && mn_synth_parse("copy") == MN_SYNTH_COPY &&
+              mn_synth_parse("passkey") == MN_SYNTH_PASSKEY && mn_synth_parse("needle") == -1,
+          "kind names do not round-trip");
     CHECK(mn_synth_window(tk, &rng, MN_SYNTH_PASSKEY, ids, N, 8, 0, NULL) == MN_EINVAL, "8-token segment accepted");
     CHECK(!memcmp(ids, orig, sizeof ids), "a refused window was changed");
     mn_model_free(m);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "train/synth.h"
 #include "train/train.h"
 
 #define CMD "train"
@@ -32,6 +33,9 @@ static void usage(void) {
            "  --synthetic P    rewrite a share P of the windows so the last segment needs an earlier\n"
            "                   one's memory: half passkeys (needle early, question and answer at the\n"
            "                   end), half copies (the last segment repeats an earlier one); default 0\n"
+           "  --synth-kinds L  the kinds those windows are drawn from, uniformly: passkey, copy,\n"
+           "                   recall (the last half of the window repeats earlier segments read\n"
+           "                   as memory only); default passkey,copy\n"
            "  --sinks N        raw leading tokens ahead of the memory (default 4, as at inference;\n"
            "                   beacon: the adapter's own)\n"
            "  --ckpt-every K   checkpoint every K steps (default 50) to OUT_ADAPTER.ckpt\n"
@@ -42,6 +46,20 @@ static void usage(void) {
            "                   128 + signal, so a script does not take the adapter as finished\n"
            "  --cache DIR      tokenised-data cache (default .cache/train)\n"
            "  --seed S, -t N   seed (default 1), threads (default all cores)\n");
+}
+
+static int parse_kinds(const char *s, uint32_t *kinds) {
+    char buf[256];
+    if (strlen(s) >= sizeof buf) return cli_usage_error(CMD, "--synth-kinds: list too long");
+    strcpy(buf, s);
+    *kinds = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        const int k = mn_synth_parse(t);
+        if (k < 0) return cli_usage_error(CMD, "--synth-kinds: unknown kind '%s' (passkey, copy, recall)", t);
+        *kinds |= 1u << k;
+    }
+    if (!*kinds) return cli_usage_error(CMD, "--synth-kinds needs at least one kind");
+    return 0;
 }
 
 static int parse_list(const char *s, mn_train_config *c) {
@@ -161,6 +179,10 @@ int cmd_train(int argc, char **argv) {
         FLT_OPT("--lr", 1e-9, 10, c.lr)
         FLT_OPT("--wd", 0, 10, c.weight_decay)
         FLT_OPT("--synthetic", 0, 1, c.synth)
+        else if (!strcmp(a, "--synth-kinds")) {
+            NEED();
+            if (parse_kinds(val, &c.synth_kinds)) return 2;
+        }
         FLT_OPT("--clip", 0, 1e9, c.clip)
         else return cli_usage_error(CMD, "unknown option '%s'", a);
 #undef INT_OPT

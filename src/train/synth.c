@@ -23,6 +23,17 @@ static int tok(const mn_tokenizer *tk, const char *s, int32_t *out, int32_t cap,
     return MN_OK;
 }
 
+const char *mn_synth_name(mn_synth_kind k) {
+    static const char *const names[] = {"passkey", "copy", "recall"};
+    return (unsigned)k < MN_SYNTH_N_KINDS ? names[k] : "?";
+}
+
+int mn_synth_parse(const char *s) {
+    for (int k = 0; k < MN_SYNTH_N_KINDS; k++)
+        if (!strcmp(s, mn_synth_name((mn_synth_kind)k))) return k;
+    return -1;
+}
+
 int mn_synth_window(const mn_tokenizer *tk, mn_rng *rng, mn_synth_kind kind, int32_t *ids, int32_t n_seg, int32_t l,
                     int32_t recent, mn_synth_info *info) {
     if (n_seg < recent + 2 || l < 1)
@@ -34,6 +45,18 @@ int mn_synth_window(const mn_tokenizer *tk, mn_rng *rng, mn_synth_kind kind, int
     int32_t *src = ids + (int64_t)in.source * l, *last = ids + (int64_t)(n_seg - 1) * l;
     if (kind == MN_SYNTH_COPY) {
         memcpy(last, src, sizeof(int32_t) * (size_t)l);
+        in.n_copies = 1;
+    } else if (kind == MN_SYNTH_RECALL) {
+        /* copy j sits at h + j and reads segments < h + j - recent as
+         * memory; its source is below h - recent, so never raw and never a
+         * copy itself */
+        const int32_t k = (n_seg - recent) / 2, h = n_seg - k;
+        in.n_copies = k;
+        for (int32_t j = 0; j < k; j++) {
+            const int32_t s = (int32_t)mn_rng_below(rng, (uint64_t)(h - recent));
+            if (!j) in.source = s;
+            memcpy(ids + (int64_t)(h + j) * l, ids + (int64_t)s * l, sizeof(int32_t) * (size_t)l);
+        }
     } else if (kind == MN_SYNTH_PASSKEY) {
         in.key = 10000 + (int32_t)mn_rng_below(rng, 90000);
         char buf[256];

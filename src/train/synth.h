@@ -21,10 +21,13 @@
 #include "mnemo.h"
 #include "train/rng.h"
 
-typedef enum { MN_SYNTH_PASSKEY = 0, MN_SYNTH_COPY = 1 } mn_synth_kind;
+typedef enum { MN_SYNTH_PASSKEY = 0, MN_SYNTH_COPY = 1, MN_SYNTH_RECALL = 2, MN_SYNTH_N_KINDS = 3 } mn_synth_kind;
+const char *mn_synth_name(mn_synth_kind k);
+int mn_synth_parse(const char *s); /* -1 when unknown */
 
 typedef struct {
-    int32_t source;   /* the segment holding the needle / the copied text */
+    int32_t source;   /* the segment holding the needle / the (first) copied text */
+    int32_t n_copies; /* COPY: 1; RECALL: k, the last k segments */
     int32_t key;      /* PASSKEY: the 5-digit key */
     int32_t needle_at, needle_len; /* PASSKEY: where the needle tokens went */
     int32_t answer_at;             /* PASSKEY: first token of the question in the window */

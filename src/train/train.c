@@ -130,6 +130,16 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
     return MN_OK;
 }
 
+/* one of the enabled kinds, uniformly; the default pair draws as it always
+ * did (copy on 1, passkey on 0), so older runs resume identically */
+static mn_synth_kind synth_draw(const mn_train_config *c, mn_rng *rng) {
+    const uint32_t kinds = c->synth_kinds ? c->synth_kinds : 1u << MN_SYNTH_PASSKEY | 1u << MN_SYNTH_COPY;
+    int on[MN_SYNTH_N_KINDS], n = 0;
+    for (int k = 0; k < MN_SYNTH_N_KINDS; k++)
+        if (kinds >> k & 1) on[n++] = k;
+    return (mn_synth_kind)on[mn_rng_below(rng, (uint64_t)n)];
+}
+
 static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t cap) {
     int n = snprintf(buf, cap, "data=%s l=%d n_seg=%d ratios=", c->data_glob, l, c->n_seg);
     for (int i = 0; i < c->n_ratios && n > 0 && (size_t)n < cap; i++)
@@ -143,6 +153,9 @@ static void config_text(const mn_train_config *c, int32_t l, char *buf, size_t c
     /* only when used, so that runs without it resume from older checkpoints */
     n = (int)strlen(buf);
     if (c->synth > 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, " synth=%g", (double)c->synth);
+    n = (int)strlen(buf);
+    if (c->synth > 0 && c->synth_kinds && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, " synth_kinds=%u", (unsigned)c->synth_kinds);
 }
 
 /* Two config texts equal once their " steps=N" fields are taken out: a run
@@ -188,6 +201,7 @@ static int check_config(const mn_train_config *c, const mn_adapter_params *ap, c
         return mn_error(MN_EINVAL, "--tau must be 1..%d for %d segments", c->n_seg - 1, c->n_seg);
     if (!(c->lr > 0) || c->weight_decay < 0 || c->kl_w < 0) return mn_error(MN_EINVAL, "bad lr, weight decay or kl");
     if (!(c->synth >= 0 && c->synth <= 1)) return mn_error(MN_EINVAL, "the synthetic share must be in [0, 1]");
+    if (c->synth_kinds >> MN_SYNTH_N_KINDS) return mn_error(MN_EINVAL, "unknown synthetic window kinds %#x", c->synth_kinds);
     if (c->n_sinks < 0 || c->n_sinks > ap->segment) return mn_error(MN_EINVAL, "bad --sinks %d", c->n_sinks);
     for (int i = 0; i < c->n_ratios; i++)
         if (c->ratios[i] < 1 || ap->segment % c->ratios[i])
@@ -428,7 +442,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         for (int bi = 0; !qa_step && bi < c.batch; bi++) {
             if ((rc = mn_dataset_sample(s.data, &st.rng, W, s.ids))) goto done;
             if (c.synth > 0 && (double)mn_rng_below(&st.rng, 1000000) < 1e6 * c.synth) {
-                const mn_synth_kind k = mn_rng_below(&st.rng, 2) ? MN_SYNTH_COPY : MN_SYNTH_PASSKEY;
+                const mn_synth_kind k = synth_draw(&c, &st.rng);
                 if ((rc = mn_synth_window(mn_model_tokenizer(m), &st.rng, k, s.ids, c.n_seg, l, ap.recent, NULL)))
                     goto done;
             }

@@ -38,8 +38,9 @@ typedef struct {
     float lr, weight_decay, clip;
     int64_t warmup;
     float kl_w;             /* distillation weight (0: next-token CE only) */
-    float synth;            /* share of training windows rewritten by synth.h (half passkey,
-                             * half copy; uio and summary); 0: plain text only */
+    float synth;            /* share of training windows rewritten by synth.h; 0: plain text only */
+    uint32_t synth_kinds;   /* bit (1 << mn_synth_kind) per kind drawn, uniformly, for those
+                             * windows; 0: passkey and copy (uio and summary) */
     int32_t n_sinks;        /* raw leading tokens ahead of the memory, as at inference */
     int64_t ckpt_every, eval_every;
     int32_t eval_windows;
