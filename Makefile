@@ -7,9 +7,9 @@ OPT      ?= -O2
 SAN      ?=
 CFLAGS   ?=
 ALL_CFLAGS = $(OPT) -g $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
-            -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -pthread $(CFLAGS)
+            -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -I/usr/include/postgresql -pthread $(CFLAGS)
 # OpenBLAS: training GEMMs; SQLite: the document store; libmicrohttpd + cJSON: the server.
-LDLIBS   = -lopenblas -lsqlite3 -lmicrohttpd -lcjson -lm -pthread $(SAN)
+LDLIBS   = -lopenblas -lsqlite3 -lpq -lmicrohttpd -lcjson -lm -pthread $(SAN)
 BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
@@ -115,7 +115,7 @@ fuzz-lib:
 	  build-fuzz/libmnemo.a
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c fuzz-lib
 	clang -O1 -g -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer $(FUZZ_SAN) -Iinclude -Isrc -Isrc/core -Itests \
-	  -o $@ $< build-fuzz/libmnemo.a -lopenblas -lsqlite3 -lmicrohttpd -lcjson -lm -pthread
+	  -o $@ $< build-fuzz/libmnemo.a -lopenblas -lsqlite3 -lpq -lmicrohttpd -lcjson -lm -pthread
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$n; \

@@ -1,8 +1,12 @@
-/* test_store.c - the document store (src/store): add / list / get / remove,
- * the same-text no-op, groups, BM25 and dense ranking, fused retrieval with
- * the model's own embeddings, memory-file verification and garbage
- * collection, and clear errors for files that are not stores. */
+/* test_store.c - the document store (src/store) on both backends, SQLite and
+ * PostgreSQL (a throw-away cluster, tests/test_pg.h): add / list / get /
+ * remove, the same-text no-op, groups, full-text and dense ranking, fused
+ * retrieval with the model's own embeddings, memory-file verification and
+ * garbage collection, and clear errors for files and databases that are not
+ * stores; for PostgreSQL also the schema version, the memory directory's
+ * record, and the same text uploaded through two connections at once. */
 #include <sqlite3.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,10 +17,26 @@
 #include "store/sha256.h"
 #include "store/store.h"
 #include "test.h"
+#include "test_pg.h"
 
 static char g_dir[256];
 
+static int g_pg; /* the backend under test: 0 SQLite, 1 PostgreSQL */
+
 static void path_in(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", g_dir, name); }
+
+/* The spec of a store `name` that does not exist yet on the backend under
+ * test (PostgreSQL: a fresh empty database, memory files in g_dir). */
+static int store_spec(const char *name, char *spec, size_t cap) {
+    if (!g_pg) {
+        snprintf(spec, cap, "%s/%s.db", g_dir, name);
+        return 0;
+    }
+    char mem[512];
+    snprintf(mem, sizeof mem, "%s/%s.pgmem", g_dir, name);
+    setenv("MNEMO_MEM_DIR", mem, 1);
+    return test_pg_fresh_db(name, spec, cap);
+}
 
 static const char *k_docs[3][2] = {
     {"volcanoes", "Volcanoes erupt when magma rises through the crust. Lava flows, ash clouds and pyroclastic "
@@ -74,15 +94,19 @@ static int add_doc(mn_store *s, int i, const char *group, const char *mem_file, 
 }
 
 static void test_basic(void) {
-    char db[512];
-    path_in(db, sizeof db, "basic.db");
+    char db[768];
     mn_store *s = NULL;
-    int rc = mn_store_open_sqlite(db, 0, &s);
-    CHECK(rc == MN_ENOTFOUND && strstr(mn_last_error(), "no such file"), "open without create: %d %s", rc,
-          mn_last_error());
-    rc = mn_store_open_sqlite(db, MN_STORE_CREATE, &s);
+    if (store_spec("basic", db, sizeof db)) {
+        CHECK(0, "no fresh store for the %s backend", g_pg ? "postgresql" : "sqlite");
+        return;
+    }
+    int rc = mn_store_open(db, 0, &s);
+    CHECK(rc == MN_ENOTFOUND && strstr(mn_last_error(), g_pg ? "no mnemo store" : "no such file"),
+          "open without create: %d %s", rc, mn_last_error());
+    rc = mn_store_open(db, MN_STORE_CREATE, &s);
     CHECK(rc == 0 && s, "create: %s", mn_last_error());
     if (rc) return;
+    CHECK(!strcmp(s->ops->name, g_pg ? "postgresql" : "sqlite"), "backend %s", s->ops->name);
     int64_t ids[3];
     int existed = -1;
     for (int i = 0; i < 3; i++) {
@@ -191,10 +215,13 @@ static void test_basic(void) {
     mn_store_close(s);
 
     /* reopen read-only: data persisted */
-    rc = mn_store_open_sqlite(db, MN_STORE_READONLY, &s);
+    if (g_pg) unsetenv("MNEMO_MEM_DIR"); /* the store's own record of it from now on */
+    rc = mn_store_open(db, MN_STORE_READONLY, &s);
     CHECK(rc == 0, "reopen ro: %s", mn_last_error());
     if (!rc) {
         CHECK(mn_store_list(s, 0, &docs, &n) == 0 && n == 2, "2 docs after reopen: %lld", (long long)n);
+        CHECK(!g_pg || strstr(mn_store_mem_dir(s), "/basic.pgmem"), "memory directory as recorded: %s",
+              mn_store_mem_dir(s));
         free(docs);
         CHECK(add_doc(s, 1, NULL, NULL, &again, &existed) == MN_EINVAL, "read-only refuses writes");
         mn_store_close(s);
@@ -261,10 +288,10 @@ static void test_model_retrieval(void) {
     cp.n_ctx = MN_EMBED_CHUNK;
     mn_context *c = NULL;
     CHECK(mn_context_create(m, &cp, &c) == 0, "ctx");
-    char db[512];
-    path_in(db, sizeof db, "model.db");
+    char db[768];
     mn_store *s = NULL;
-    CHECK(mn_store_open_sqlite(db, MN_STORE_CREATE, &s) == 0, "create");
+    CHECK(store_spec("model", db, sizeof db) == 0 && mn_store_open(db, MN_STORE_CREATE, &s) == 0, "create: %s",
+          mn_last_error());
     const mn_tokenizer *tok = mn_model_tokenizer(m);
     int32_t C = mn_model_n_embd(m);
     int64_t ids[3];
@@ -319,6 +346,88 @@ static void test_model_retrieval(void) {
     mn_model_free(m);
 }
 
+typedef struct {
+    const char *spec;
+    int64_t id;
+    int existed, rc;
+} race_arg;
+
+static void *race_add(void *p) {
+    race_arg *a = p;
+    mn_store *s = NULL;
+    a->rc = mn_store_open(a->spec, 0, &s);
+    if (!a->rc) a->rc = add_doc(s, 0, NULL, NULL, &a->id, &a->existed);
+    mn_store_close(s);
+    return NULL;
+}
+
+/* What only the PostgreSQL backend has: a server to reach, a schema version,
+ * a memory directory recorded in the database, several writers at once. */
+static void test_pg_only(void) {
+    char db[768];
+    mn_store *s = NULL;
+    /* no directory for memory files: a clear refusal, nothing created */
+    if (store_spec("nomem", db, sizeof db)) {
+        CHECK(0, "fresh database");
+        return;
+    }
+    unsetenv("MNEMO_MEM_DIR");
+    int rc = mn_store_open(db, MN_STORE_CREATE, &s);
+    CHECK(rc == MN_EINVAL && strstr(mn_last_error(), "MNEMO_MEM_DIR"), "no memory directory: %d %s", rc,
+          mn_last_error());
+    setenv("MNEMO_MEM_DIR", "relative/dir", 1);
+    rc = mn_store_open(db, MN_STORE_CREATE, &s);
+    CHECK(rc == MN_EINVAL && strstr(mn_last_error(), "absolute"), "relative memory directory: %d %s", rc,
+          mn_last_error());
+    /* a database of something else */
+    CHECK(store_spec("foreign", db, sizeof db) == 0 && test_pg_exec("foreign", "CREATE TABLE t(x int)") == 0,
+          "foreign database");
+    rc = mn_store_open(db, MN_STORE_CREATE, &s);
+    CHECK(rc == MN_EFORMAT && strstr(mn_last_error(), "not a mnemo store"), "foreign database: %d %s", rc,
+          mn_last_error());
+    /* a newer schema than this mnemo reads */
+    CHECK(store_spec("newer", db, sizeof db) == 0, "fresh database");
+    rc = mn_store_open(db, MN_STORE_CREATE, &s);
+    CHECK(rc == 0, "create: %s", mn_last_error());
+    mn_store_close(s);
+    s = NULL;
+    CHECK(test_pg_exec("newer", "INSERT INTO mnemo_schema(version) VALUES (99)") == 0, "bump schema");
+    rc = mn_store_open(db, 0, &s);
+    CHECK(rc == MN_EUNSUPPORTED && strstr(mn_last_error(), "version 99"), "newer schema: %d %s", rc, mn_last_error());
+    /* no server there: one message naming the database, no hang */
+    char nowhere[512];
+    snprintf(nowhere, sizeof nowhere, "host=%s/none port=5432 user=postgres dbname=x connect_timeout=5", g_dir);
+    rc = mn_store_open(nowhere, 0, &s);
+    CHECK(rc == MN_EIO && strstr(mn_last_error(), "cannot connect"), "no server: %d %s", rc, mn_last_error());
+    /* the same text through four connections at once: one document, one id */
+    CHECK(store_spec("race", db, sizeof db) == 0 && mn_store_open(db, MN_STORE_CREATE, &s) == 0, "create: %s",
+          mn_last_error());
+    mn_store_close(s);
+    s = NULL;
+    race_arg a[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (race_arg){db, -1, -1, -1};
+        pthread_create(&th[i], NULL, race_add, &a[i]);
+    }
+    int fresh = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(a[i].rc == 0 && a[i].id == a[0].id, "racing add %d: rc %d id %lld vs %lld", i, a[i].rc,
+              (long long)a[i].id, (long long)a[0].id);
+        fresh += a[i].existed == 0;
+    }
+    CHECK(fresh == 1, "%d of 4 racing adds created the document", fresh);
+    mn_store_doc *docs = NULL;
+    int64_t n = 0;
+    CHECK(mn_store_open(db, 0, &s) == 0 && mn_store_list(s, 0, &docs, &n) == 0 && n == 1, "one document: %lld",
+          (long long)n);
+    free(docs);
+    char rep[512];
+    CHECK(s && mn_store_check(s, rep, sizeof rep) == 0 && strstr(rep, "ok"), "check: %s", rep);
+    mn_store_close(s);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/mnemo_test_store_%d", (int)getpid());
     mkdir(g_dir, 0755);
@@ -331,6 +440,16 @@ int main(void) {
     test_basic();
     test_bad_files();
     test_model_retrieval();
+    /* the same again on PostgreSQL, plus what only it has */
+    int pg = test_pg_start();
+    CHECK(pg == 0, "no throw-away PostgreSQL cluster (scripts/pg_cluster.sh; make setup installs postgresql)");
+    if (pg == 0) {
+        g_pg = 1;
+        test_basic();
+        test_model_retrieval();
+        test_pg_only();
+    }
+    test_pg_stop();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);

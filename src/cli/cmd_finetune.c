@@ -23,12 +23,12 @@
 #define CMD "finetune"
 
 static void usage(void) {
-    printf("usage: mnemo finetune --db FILE --group G [-a ADAPTER] [-m MODEL] [-o LORA.gguf] [options]\n\n"
+    printf("usage: mnemo finetune --db FILE|postgresql://... --group G [-a ADAPTER] [-m MODEL] [-o LORA.gguf] [options]\n\n"
            "Trains a decoder LoRA for one document group on its documents' text, each segment\n"
            "read after the compressed memory of the earlier ones (the compressor adapter -a is\n"
            "frozen; default: the one the store's memories were made with), and records it as the\n"
            "group's adapter in the store.\n\n"
-           "  -o FILE        the LoRA (default: <db>.mem/lora-<group>.gguf)\n"
+           "  -o FILE        the LoRA (default: lora-<group>.gguf in the store's memory directory)\n"
            "  --rank R       LoRA rank (default 8), --alpha A (16), --targets qkvo subset (qv)\n"
            "  --steps S      (default 100), --segments N (4), --batch B (1), --lr LR (1e-3),\n"
            "  --bptt MODE, --tau T, --warmup N, --eval-every K, --seed S, -t N: as for 'mnemo train'\n"
@@ -135,7 +135,7 @@ int cmd_finetune(int argc, char **argv) {
     }
     if (!db || !group) return cli_usage_error(CMD, "--db and --group are required");
     mn_store *s = NULL;
-    if (mn_store_open_sqlite(db, 0, &s)) return cli_fail(db);
+    if (mn_store_open(db, 0, &s)) return cli_fail(db);
     char ad_buf[MN_STORE_PATH_CAP];
     if (!c.adapter_in) { /* the compressor the store's memories were made with */
         if (mn_store_meta_get(s, "adapter_path", ad_buf, sizeof ad_buf)) {

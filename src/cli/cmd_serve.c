@@ -17,8 +17,8 @@
 int cmd_serve(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: mnemo serve --db FILE [-m MODEL] -a ADAPTER [--host 127.0.0.1] [--port 8080]\n"
-                   "                   [--api-key K] [--slots N] [options]\n\n"
+            printf("usage: mnemo serve --db FILE|postgresql://... [-m MODEL] -a ADAPTER [--host 127.0.0.1]\n"
+                   "                   [--port 8080] [--api-key K] [--slots N] [options]\n\n"
                    "OpenAI-compatible HTTP server over a document store (LLoCO serving):\n"
                    "  POST /v1/chat/completions, POST /v1/completions (\"stream\": true for server-sent events;\n"
                    "       \"mnemo\": {\"documents\": [ids]} or {\"retrieve\": k} answers from stored memories)\n"
@@ -86,10 +86,10 @@ int cmd_serve(int argc, char **argv) {
             return cli_usage_error("serve", "unknown argument '%s'", a);
         }
     }
-    if (!db) return cli_usage_error("serve", "needs --db FILE (created if missing)");
+    if (!db) return cli_usage_error("serve", "needs --db FILE (created if missing) or --db postgresql://USER@HOST/DB");
     if (!p.api_key) p.api_key = getenv("MNEMO_API_KEY");
     mn_store *s = NULL;
-    if (mn_store_open_sqlite(db, MN_STORE_CREATE, &s)) return cli_fail("store");
+    if (mn_store_open(db, MN_STORE_CREATE, &s)) return cli_fail("store");
     char abuf[4096];
     if (!adapter && mn_store_meta_get(s, "adapter_path", abuf, sizeof abuf) == 0) adapter = abuf;
     if (!adapter) adapter = cli_adapter_path(NULL);

@@ -49,7 +49,11 @@ static int usage(FILE *f) {
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
-            "common: --db FILE (required), -m MODEL, -a ADAPTER (default: the store's), -t threads\n");
+            "common: --db FILE (required), -m MODEL, -a ADAPTER (default: the store's), -t threads\n"
+            "  --db takes a SQLite file (created if missing, memory files in FILE.mem/) or a PostgreSQL\n"
+            "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"
+            "  its memory files go to MNEMO_MEM_DIR (an absolute path every server sees, recorded in\n"
+            "  the store when it is created)\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -91,12 +95,12 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
             o->args[o->n_args++] = a;
         }
     }
-    if (!o->db) return cli_usage_error(cmd, "needs --db FILE");
+    if (!o->db) return cli_usage_error(cmd, "needs --db FILE or --db postgresql://...");
     return 0;
 }
 
 static int open_store(const st_opts *o, int flags, mn_store **s) {
-    if (mn_store_open_sqlite(o->db, flags, s)) return cli_fail("store");
+    if (mn_store_open(o->db, flags, s)) return cli_fail("store");
     return 0;
 }
 

@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "memory/docmem.h"
@@ -22,7 +25,16 @@ static void unlock(pthread_mutex_t *l) {
 }
 
 void mn_ingest_mem_name(const char *sha256, uint64_t adapter_hash, char *out, size_t cap) {
-    snprintf(out, cap, "%.64s-%016llx.mem", sha256, (unsigned long long)adapter_hash);
+    static _Atomic uint32_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* pid, clock and a counter, mixed (splitmix64's finaliser) */
+    uint64_t z = (uint64_t)getpid() << 40 ^ (uint64_t)ts.tv_sec << 20 ^ (uint64_t)ts.tv_nsec ^
+                 (uint64_t)atomic_fetch_add(&counter, 1) << 52;
+    z = (z ^ z >> 30) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ z >> 27) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    snprintf(out, cap, "%.64s-%016llx-%08x.mem", sha256, (unsigned long long)adapter_hash, (unsigned)(z >> 32));
 }
 
 int mn_ingest_bind_model(mn_store *s, const mn_model *m) {
@@ -216,9 +228,21 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
     lock(store_lock);
     rc = mn_store_add(s, &nd, &id, &existed);
     unlock(store_lock);
-    if (rc) goto done; /* the file stays for mn_store_gc: a concurrent ingest of the same text may use it */
+    if (rc) goto done; /* the file stays for mn_store_gc */
+    if (existed) {
+        /* another ingest of this text committed first (another server, or a
+         * thread of this one): ours is a spare unless it was recorded as the
+         * memory the document lacked */
+        lock(store_lock);
+        int grc = mn_store_get(s, id, ah, &have);
+        unlock(store_lock);
+        if (grc == 0 && strcmp(have.mem_file, name)) {
+            unlink(path);
+            bytes = have.mem_bytes;
+        }
+    }
     out->id = id;
-    out->existed = 0;
+    out->existed = existed;
     out->n_tokens = mem.n_tokens;
     out->n_slots = mem.n_slots;
     out->n_chunks = ch.n;

@@ -47,7 +47,11 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
  * naming both). */
 int mn_ingest_bind_model(mn_store *s, const mn_model *m);
 
-/* Name of a document's memory file for an adapter: "<sha256>-<adapter hash>.mem". */
+/* Name of a new memory file of a document for an adapter:
+ * "<sha256>-<adapter hash>-<8 hex digits unique to this call>.mem". Unique,
+ * so that ingests of the same text racing in two processes (two servers on
+ * one store) never write one file: the loser's file is deleted (or left to
+ * mn_store_gc), the winner's stays as recorded. */
 void mn_ingest_mem_name(const char *sha256, uint64_t adapter_hash, char *out, size_t cap);
 
 #endif

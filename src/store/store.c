@@ -13,6 +13,12 @@
 #include "error.h"
 #include "memory/memfile.h"
 #include "store/store.h"
+#include "store/store_impl.h"
+
+int mn_store_open(const char *spec, int flags, mn_store **out) {
+    if (mn_store_is_pg(spec)) return mn_store_open_pg(spec, flags, out);
+    return mn_store_open_sqlite(spec, flags, out);
+}
 
 void mn_store_close(mn_store *s) {
     if (s) s->ops->close(s);
@@ -120,4 +126,69 @@ int mn_store_verify_files(mn_store *s, char *report, size_t cap) {
     free_names(names, n);
     free(sums);
     return bad ? mn_error(MN_EFORMAT, "%d memory file(s) missing or damaged", bad) : 0;
+}
+
+/* ------------------------------------------------ shared by the backends */
+
+void mn_store_copy_text(const char *t, char *dst, size_t cap) {
+    size_t n = strlen(t);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80) n--;
+    }
+    if (n) memcpy(dst, t, n);
+    dst[n] = 0;
+}
+
+void mn_store_hex64(uint64_t v, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+uint64_t mn_store_parse_hex64(const char *s) { return s ? strtoull(s, NULL, 16) : 0; }
+
+int mn_store_valid_group(const char *g) {
+    size_t n = strlen(g);
+    if (n == 0 || n >= MN_STORE_GROUP_CAP) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = g[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_file_name(const char *f) {
+    size_t n = strlen(f);
+    if (n == 0 || n >= MN_STORE_NAME_CAP || f[0] == '.') return 0;
+    return strchr(f, '/') == NULL;
+}
+
+int mn_store_check_new_doc(const mn_store_new_doc *d) {
+    const char *group = d->group ? d->group : MN_STORE_DEFAULT_GROUP;
+    if (!d->sha256 || strlen(d->sha256) != 64) return mn_error(MN_EINVAL, "store add: a 64-hex-digit sha256 is needed");
+    if (!mn_store_valid_group(group))
+        return mn_error(MN_EINVAL, "group name '%s': use 1..%d letters, digits, '.', '_' or '-'", group,
+                        MN_STORE_GROUP_CAP - 1);
+    if (d->mem_file && !valid_file_name(d->mem_file))
+        return mn_error(MN_EINVAL, "memory file name '%s' must be a plain name inside the store", d->mem_file);
+    if (d->n_chunks < 0 || (d->n_chunks > 0 && !d->chunk_text) || (d->chunk_vec && d->dim <= 0))
+        return mn_error(MN_EINVAL, "store add: bad chunk arguments");
+    return 0;
+}
+
+void mn_store_hit_insert(mn_store_hit *hits, int *n, int k, int64_t doc, double score) {
+    for (int i = 0; i < *n; i++)
+        if (hits[i].doc_id == doc) {
+            if (score <= hits[i].score) return;
+            memmove(hits + i, hits + i + 1, sizeof *hits * (size_t)(*n - i - 1));
+            (*n)--;
+            break;
+        }
+    int pos = *n;
+    while (pos > 0 && hits[pos - 1].score < score) pos--;
+    if (pos >= k) return;
+    int last = *n < k ? *n : k - 1;
+    memmove(hits + pos + 1, hits + pos, sizeof *hits * (size_t)(last - pos));
+    hits[pos].doc_id = doc;
+    hits[pos].score = score;
+    if (*n < k) (*n)++;
 }

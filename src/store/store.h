@@ -3,12 +3,12 @@
  * for BM25 retrieval and chunk embeddings for dense retrieval.
  *
  * The store is an interface: a table of operations (mn_store_ops) behind an
- * opaque handle, so a server database can replace the SQLite file later
- * without touching the ingest pipeline, `mnemo store` or the HTTP server.
- * mn_store_open_sqlite() is the one backend today (store_sqlite.c).
+ * opaque handle, with two backends: a SQLite file (store_sqlite.c), the
+ * embedded default, and a PostgreSQL database (store_pg.c) that several
+ * servers share. mn_store_open() picks one from the spec's form.
  *
  * Memories themselves are memory files (memory/docmem.h) in a directory the
- * backend owns (mn_store_mem_dir); the store records each file's name, size
+ * backend names (mn_store_mem_dir); the store records each file's name, size
  * and payload checksum, and refers to it only once the file is complete, so a
  * process killed mid-ingest leaves at worst an unreferenced file that
  * mn_store_gc() removes.
@@ -109,6 +109,20 @@ struct mn_store {
 
 enum { MN_STORE_READONLY = 1, MN_STORE_CREATE = 2 };
 
+/* Opens the store named by spec: a PostgreSQL URI (postgresql://...) or
+ * conninfo string (key=value ...) opens mn_store_open_pg, anything else is a
+ * SQLite file (mn_store_open_sqlite). */
+int mn_store_open(const char *spec, int flags, mn_store **out);
+/* 1 when spec names a PostgreSQL database. */
+int mn_store_is_pg(const char *spec);
+/* Opens the store in the PostgreSQL database conninfo names (the database
+ * must exist; MN_STORE_CREATE creates the schema, and any open migrates an
+ * older one). Memory files live in the directory recorded in the store,
+ * given by the environment's MNEMO_MEM_DIR when the store is created (an
+ * absolute path every server sees; MNEMO_MEM_DIR at open overrides it). A
+ * database with other tables and no mnemo schema is MN_EFORMAT; without
+ * MN_STORE_CREATE a database without the schema is MN_ENOTFOUND. */
+int mn_store_open_pg(const char *conninfo, int flags, mn_store **out);
 /* Opens (MN_STORE_CREATE: creating if missing) the SQLite store at path; its
  * memory files live in "<path>.mem/". A file that is not a SQLite database,
  * or a database that is not a mnemo store, is MN_EFORMAT with a message. */
@@ -133,8 +147,9 @@ int mn_store_list(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_
  * mem_files (optional) gets the memory file names it referenced, separated
  * by '\n', for the caller to delete after the commit. MN_ENOTFOUND if unknown. */
 int mn_store_remove(mn_store *s, int64_t id, char *mem_files, size_t cap);
-/* Top k documents for a free-text query by FTS5 BM25 over chunk text (a
- * document scores as its best chunk). Words are matched as OR-ed terms, so
+/* Top k documents for a free-text query by full-text rank over chunk text
+ * (SQLite: FTS5 BM25; PostgreSQL: ts_rank_cd; a document scores as its best
+ * chunk). Words are matched as OR-ed terms, so
  * any text is a valid query. *n gets the hit count (<= k). */
 int mn_store_search_bm25(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n);
 /* Top k documents by cosine similarity between q (dim floats) and their chunk

@@ -28,6 +28,7 @@
 #include "error.h"
 #include "memory/memfile.h"
 #include "store/store.h"
+#include "store/store_impl.h"
 
 typedef struct {
     mn_store base;
@@ -80,38 +81,9 @@ static int prep(sq_store *s, const char *sql, sqlite3_stmt **st) {
     return 0;
 }
 
-/* Copies a column's text, truncating at a UTF-8 character boundary. */
 static void col_text(sqlite3_stmt *st, int i, char *dst, size_t cap) {
     const char *t = (const char *)sqlite3_column_text(st, i);
-    size_t n = t ? strlen(t) : 0;
-    if (n >= cap) {
-        n = cap - 1;
-        while (n > 0 && ((unsigned char)t[n] & 0xC0) == 0x80) n--;
-    }
-    if (n) memcpy(dst, t, n);
-    dst[n] = 0;
-}
-
-static void hex64(uint64_t v, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
-
-static uint64_t parse_hex64(const char *s) { return s ? strtoull(s, NULL, 16) : 0; }
-
-static int valid_group(const char *g) {
-    size_t n = strlen(g);
-    if (n == 0 || n >= MN_STORE_GROUP_CAP) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = g[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-static int valid_file_name(const char *f) {
-    size_t n = strlen(f);
-    if (n == 0 || n >= MN_STORE_NAME_CAP || f[0] == '.') return 0;
-    return strchr(f, '/') == NULL;
+    mn_store_copy_text(t ? t : "", dst, cap);
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -160,8 +132,8 @@ static int insert_memory(sq_store *s, int64_t id, const mn_store_new_doc *d) {
                   &st);
     if (rc) return rc;
     char ah[17], ck[17];
-    hex64(d->adapter_hash, ah);
-    hex64(d->mem_checksum, ck);
+    mn_store_hex64(d->adapter_hash, ah);
+    mn_store_hex64(d->mem_checksum, ck);
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, ah, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 3, d->n_slots);
@@ -278,20 +250,12 @@ static int add_fn(sq_store *s, void *arg) {
 
 static int sq_add(mn_store *b, const mn_store_new_doc *d, int64_t *id, int *existed) {
     sq_store *s = (sq_store *)b;
-    const char *group = d->group ? d->group : MN_STORE_DEFAULT_GROUP;
-    if (!d->sha256 || strlen(d->sha256) != 64) return mn_error(MN_EINVAL, "store add: a 64-hex-digit sha256 is needed");
-    if (!valid_group(group))
-        return mn_error(MN_EINVAL, "group name '%s': use 1..%d letters, digits, '.', '_' or '-'", group,
-                        MN_STORE_GROUP_CAP - 1);
-    if (d->mem_file && !valid_file_name(d->mem_file))
-        return mn_error(MN_EINVAL, "memory file name '%s' must be a plain name inside the store", d->mem_file);
-    if (d->n_chunks < 0 || (d->n_chunks > 0 && !d->chunk_text) || (d->chunk_vec && d->dim <= 0))
-        return mn_error(MN_EINVAL, "store add: bad chunk arguments");
+    int rc = mn_store_check_new_doc(d);
+    if (rc) return rc;
     int ex = 0;
     int64_t got = 0;
     add_args a = {d, &got, &ex};
-    int rc = in_txn(s, add_fn, &a);
-    if (rc) return rc;
+    if ((rc = in_txn(s, add_fn, &a))) return rc;
     if (id) *id = got;
     if (existed) *existed = ex;
     return 0;
@@ -317,7 +281,7 @@ static void read_doc(sqlite3_stmt *st, mn_store_doc *o) {
     } else {
         o->n_slots = sqlite3_column_int(st, 8);
         o->mem_bytes = sqlite3_column_int64(st, 9);
-        o->mem_checksum = parse_hex64((const char *)sqlite3_column_text(st, 10));
+        o->mem_checksum = mn_store_parse_hex64((const char *)sqlite3_column_text(st, 10));
         col_text(st, 11, o->mem_file, sizeof o->mem_file);
     }
 }
@@ -328,7 +292,7 @@ static int sq_get(mn_store *b, int64_t id, uint64_t adapter_hash, mn_store_doc *
     int rc = prep(s, "SELECT " DOC_COLS "WHERE d.id = ?2", &st);
     if (rc) return rc;
     char ah[17];
-    hex64(adapter_hash, ah);
+    mn_store_hex64(adapter_hash, ah);
     sqlite3_bind_text(st, 1, ah, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, id);
     int r = sqlite3_step(st);
@@ -347,7 +311,7 @@ static int sq_list(mn_store *b, uint64_t adapter_hash, mn_store_doc **out, int64
     int rc = prep(s, "SELECT " DOC_COLS "ORDER BY d.id", &st);
     if (rc) return rc;
     char ah[17];
-    hex64(adapter_hash, ah);
+    mn_store_hex64(adapter_hash, ah);
     sqlite3_bind_text(st, 1, ah, -1, SQLITE_TRANSIENT);
     int64_t cap = 0;
     mn_store_doc *arr = NULL;
@@ -419,25 +383,6 @@ static int sq_remove(mn_store *b, int64_t id, char *mem_files, size_t cap) {
     return in_txn((sq_store *)b, rm_fn, &a);
 }
 
-/* Keeps hits sorted by score, best first, at most k. */
-static void hit_insert(mn_store_hit *hits, int *n, int k, int64_t doc, double score) {
-    for (int i = 0; i < *n; i++)
-        if (hits[i].doc_id == doc) {
-            if (score <= hits[i].score) return;
-            memmove(hits + i, hits + i + 1, sizeof *hits * (size_t)(*n - i - 1));
-            (*n)--;
-            break;
-        }
-    int pos = *n;
-    while (pos > 0 && hits[pos - 1].score < score) pos--;
-    if (pos >= k) return;
-    int last = *n < k ? *n : k - 1;
-    memmove(hits + pos + 1, hits + pos, sizeof *hits * (size_t)(last - pos));
-    hits[pos].doc_id = doc;
-    hits[pos].score = score;
-    if (*n < k) (*n)++;
-}
-
 /* FTS5 query from free text: every word quoted (so no character can form
  * query syntax) and OR-ed, so a question matches chunks sharing any word. */
 static char *fts_query(const char *q) {
@@ -447,18 +392,12 @@ static char *fts_query(const char *q) {
     size_t o = 0;
     int terms = 0;
     for (size_t i = 0; i < n && terms < 64;) {
-        unsigned char c = (unsigned char)q[i];
-        int word = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
-        if (!word) {
+        if (!mn_store_word_byte((unsigned char)q[i])) {
             i++;
             continue;
         }
         size_t j = i;
-        while (j < n) {
-            unsigned char d = (unsigned char)q[j];
-            if (!((d >= '0' && d <= '9') || (d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || d >= 0x80)) break;
-            j++;
-        }
+        while (j < n && mn_store_word_byte((unsigned char)q[j])) j++;
         if (terms) {
             memcpy(out + o, " OR ", 4);
             o += 4;
@@ -534,7 +473,7 @@ static int sq_search_dense(mn_store *b, const float *q, int32_t dim, int k, mn_s
             dot += (double)x * q[i];
             vn += (double)x * x;
         }
-        if (vn > 0) hit_insert(hits, n, k, sqlite3_column_int64(st, 0), dot / (qn * sqrt(vn)));
+        if (vn > 0) mn_store_hit_insert(hits, n, k, sqlite3_column_int64(st, 0), dot / (qn * sqrt(vn)));
     }
     if (r != SQLITE_DONE) rc = sq_err(s, MN_EIO, "dense search");
     sqlite3_finalize(st);
@@ -594,7 +533,7 @@ static int grp_fn(sq_store *s, void *arg) {
 }
 
 static int sq_group_set_adapter(mn_store *b, const char *group, const char *path, const char *sha) {
-    if (!valid_group(group)) return mn_error(MN_EINVAL, "group name '%s' is not valid", group);
+    if (!mn_store_valid_group(group)) return mn_error(MN_EINVAL, "group name '%s' is not valid", group);
     grp_args a = {group, path ? path : "", sha ? sha : ""};
     return in_txn((sq_store *)b, grp_fn, &a);
 }
@@ -691,7 +630,7 @@ static int sq_mem_files(mn_store *b, char ***names, uint64_t **checksums, int64_
         }
         if (!rc && !(arr[*n] = strdup((const char *)sqlite3_column_text(st, 0))))
             rc = mn_error(MN_ENOMEM, "out of memory");
-        if (!rc) sums[(*n)++] = parse_hex64((const char *)sqlite3_column_text(st, 1));
+        if (!rc) sums[(*n)++] = mn_store_parse_hex64((const char *)sqlite3_column_text(st, 1));
     }
     sqlite3_finalize(st);
     if (rc) {

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Several servers, one PostgreSQL store: `mnemo store` and two `mnemo serve` processes against one
+database in a throw-away cluster (scripts/pg_cluster.sh; no service is assumed).
+
+- the CLI on a PostgreSQL store: add, ls, query, rm, verify;
+- a document uploaded through either server is listed and answerable through both;
+- the same text uploaded through both servers at once is one document with one id;
+- deleting through one server removes it for the other (404 for the document, and for a chat on it);
+- kill -9 of a server in the middle of an upload leaves only whole documents (each with its chunks and
+  memory), `store verify` passes, and the other server goes on serving.
+Prints "N passed, N failed" like the C tests. Fresh adapters are untrained: mechanics only."""
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402  (the server fixture, requests and checks)
+
+ROOT = ts.ROOT
+check = ts.check
+
+
+def psql(conn, sql):
+    r = subprocess.run(["psql", conn, "-qAt", "-c", sql], capture_output=True, text=True, timeout=60)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def test_cli(conn, adapter, files):
+    r = ts.mnemo("store", "add", "--db", conn, "-m", ts.MODEL, "-a", adapter, "--group", "g1", *files)
+    check(r.returncode == 0 and r.stdout.count("added") == 3, "pg store add: " + r.stdout + r.stderr)
+    r = ts.mnemo("store", "add", "--db", conn, "-m", ts.MODEL, files[0])
+    check(r.returncode == 0 and r.stdout.startswith("exists"), "pg: same text again is a no-op: " + r.stdout + r.stderr)
+    r = ts.mnemo("store", "ls", "--db", conn)
+    check(r.returncode == 0 and len(r.stdout.strip().splitlines()) == 4 and "g1" in r.stdout, "pg store ls")
+    r = ts.mnemo("store", "query", "--db", conn, "-m", ts.MODEL, ts.QUESTIONS["bread"], "-k", "3")
+    top = r.stdout.splitlines()[0].split("\t") if r.stdout else []
+    check(r.returncode == 0 and len(top) > 6 and top[6] == "bread.txt", "pg store query ranks bread first: " + r.stdout)
+    r = ts.mnemo("store", "rm", "--db", conn, "1")
+    check(r.returncode == 0, "pg store rm")
+    r = ts.mnemo("store", "rm", "--db", conn, "1")
+    check(r.returncode == 1 and "no document with id 1" in r.stderr, "pg rm unknown id: " + r.stderr)
+    r = ts.mnemo("store", "verify", "--db", conn)
+    check(r.returncode == 0 and "memory files: ok" in r.stdout, "pg verify: " + r.stdout + r.stderr)
+
+
+def chat_on(base, doc_id):
+    return ts.request(base, "POST", "/v1/chat/completions",
+                      {"messages": [{"role": "user", "content": "What is this about?"}], "max_tokens": 2,
+                       "mnemo": {"documents": [doc_id], "ignore_eos": True}})
+
+
+def test_two_servers(conn, adapter):
+    a = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
+    b = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
+    try:
+        st, d = ts.request(a.base, "POST", "/v1/documents", {"title": "volcano", "text": ts.DOCS["volcano"]})
+        vid = d.get("id") if st == 201 else None
+        check(st == 201 and vid, f"upload through A: {st} {d}")
+        st, lst = ts.request(b.base, "GET", "/v1/documents")
+        check(st == 200 and vid in [x["id"] for x in lst.get("data", [])], "B lists what A stored")
+        st, r = chat_on(b.base, vid)
+        check(st == 200 and [x["id"] for x in r.get("mnemo", {}).get("documents", [])] == [vid],
+              f"B answers from A's upload: {st}")
+        # the same text through both at once: one document
+        got = {}
+
+        def up(name, srv):
+            got[name] = ts.request(srv.base, "POST", "/v1/documents", {"title": "chess", "text": ts.DOCS["chess"]})
+
+        th = [threading.Thread(target=up, args=(n, s)) for n, s in (("a", a), ("b", b))]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        ids = {got[n][1].get("id") for n in got if got[n][0] in (200, 201)}
+        created = [n for n in got if got[n][0] in (200, 201) and not got[n][1].get("existed")]
+        check(len(got) == 2 and len(ids) == 1 and len(created) == 1,
+              f"same text through both servers at once is one document, created once: {got}")
+        n_chess = psql(conn, "SELECT count(*) FROM documents WHERE title = 'chess'")
+        check(n_chess == "1", f"one row for the racing uploads ({n_chess})")
+        cid = ids.pop() if ids else 0
+        # delete through B: gone for A
+        st, _ = ts.request(b.base, "DELETE", f"/v1/documents/{vid}")
+        check(st == 200, f"delete through B: {st}")
+        st, _ = ts.request(a.base, "GET", f"/v1/documents/{vid}")
+        check(st == 404, f"A no longer has the document: {st}")
+        st, r = chat_on(a.base, vid)
+        check(st == 404, f"A refuses a chat on the deleted document: {st}")
+        st, r = chat_on(a.base, cid)
+        check(st == 200, f"A still answers from the other document: {st}")
+    finally:
+        rc_a, err_a = a.stop()
+        rc_b, err_b = b.stop()
+    check(rc_a == 0 and rc_b == 0, f"both servers drain and exit 0 ({rc_a}, {rc_b}): {err_a[-300:]} {err_b[-300:]}")
+
+
+def test_kill_during_upload(conn, adapter):
+    """kill -9 of a server while it compresses an upload: only whole documents in the database."""
+    essay = os.path.join(ts.ESSAYS, "aord.txt")
+    if not check(os.path.exists(essay), "essay for the kill test is part of the repository"):
+        return
+    with open(essay) as f:
+        text = f.read()
+    a = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1", "--max-body", "2000000")
+    b = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
+    before = psql(conn, "SELECT count(*) FROM documents")
+    outcome = []
+
+    def upload():
+        try:
+            outcome.append(ts.request(a.base, "POST", "/v1/documents", {"title": "essay", "text": text}, timeout=60))
+        except OSError as e:  # the server died under the request
+            outcome.append(e)
+
+    th = threading.Thread(target=upload)
+    th.start()
+    time.sleep(1.0)  # into the compression
+    a.proc.kill()
+    a.proc.wait()
+    th.join()
+    check(a.proc.returncode == -9, f"server A was killed ({a.proc.returncode})")
+    check(len(outcome) == 1 and isinstance(outcome[0], OSError), f"killed in the middle of the upload: {outcome}")
+    after = psql(conn, "SELECT count(*) FROM documents")
+    partial = psql(conn, "SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM memories m WHERE "
+                         "m.doc_id = d.id) OR NOT EXISTS (SELECT 1 FROM chunks c WHERE c.doc_id = d.id)")
+    check(after is not None and int(after) - int(before or 0) in (0, 1) and partial == "0",
+          f"only whole documents after kill -9 (before {before}, after {after}, partial {partial})")
+    r = ts.mnemo("store", "verify", "--db", conn, "--gc")
+    check(r.returncode == 0 and "memory files: ok" in r.stdout, "verify after kill -9: " + r.stdout + r.stderr)
+    st, lst = ts.request(b.base, "GET", "/v1/documents")
+    check(st == 200 and len(lst.get("data", [])) == int(after or -1), "server B serves on after A's death")
+    rc, err = b.stop()
+    check(rc == 0, f"B exits 0: {err[-300:]}")
+
+
+def main():
+    if not os.path.exists(ts.MODEL) or not os.path.exists(ts.BIN):
+        print(f"FAIL pg integration tests: model or {ts.BIN} missing (make setup model all)")
+        print(f"tests/integration/test_pg_servers.py: 0 passed, 1 failed")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="mnemo_pg_it_") as tmp:
+        cluster = os.path.join("/tmp", f"mnemo-pg-it-{os.getpid()}")
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "start", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        if not check(r.returncode == 0, "throw-away PostgreSQL cluster: " + r.stderr):
+            print(f"tests/integration/test_pg_servers.py: {ts.passed} passed, {ts.failed} failed")
+            return 1
+        admin = r.stdout.strip()
+        try:
+            os.environ["MNEMO_MEM_DIR"] = os.path.join(tmp, "mem")
+            adapter = ts.make_adapter(tmp)
+            files = []
+            for name, text in ts.DOCS.items():
+                p = os.path.join(tmp, name + ".txt")
+                with open(p, "w") as f:
+                    f.write(text)
+                files.append(p)
+            for db in ("cli", "srv"):
+                psql(admin, f"CREATE DATABASE {db}")
+            test_cli(admin + " dbname=cli", adapter, files)
+            if not ts.SANITIZED:
+                test_two_servers(admin + " dbname=srv", adapter)
+                test_kill_during_upload(admin + " dbname=srv", adapter)
+        finally:
+            subprocess.run(["bash", "scripts/pg_cluster.sh", "stop", cluster], cwd=ROOT, timeout=120)
+    print(f"tests/integration/test_pg_servers.py: {ts.passed} passed, {ts.failed} failed")
+    return 1 if ts.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
