@@ -8,8 +8,14 @@ SAN      ?=
 CFLAGS   ?=
 ALL_CFLAGS = $(OPT) -g $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
             -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -I/usr/include/postgresql -pthread $(CFLAGS)
-# OpenBLAS: training GEMMs; SQLite: the document store; libmicrohttpd + cJSON: the server.
-LDLIBS   = -lopenblas -lsqlite3 -lpq -lmicrohttpd -lcjson -lm -pthread $(SAN)
+# Open MPI (data-parallel training, train/dist.c) when its development files are installed;
+# without them the build trains in one process.
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+MPI_DEF    := $(if $(MPI_LIBS),-DMN_HAVE_MPI)
+# OpenBLAS: training GEMMs; SQLite / libpq: the document store; libmicrohttpd + cJSON: the server.
+LIBS     = -lopenblas -lsqlite3 -lpq -lmicrohttpd -lcjson -lm -pthread $(MPI_LIBS)
+LDLIBS   = $(LIBS) $(SAN)
 BUILD    ?= build
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
@@ -27,7 +33,7 @@ BIN      := $(BUILD)/mnemo
 
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all setup model run train-default test unit asan ubsan sanitize bench fixtures clean \
+.PHONY: all built setup model run train-default test unit asan ubsan sanitize bench fixtures clean \
         fuzz fuzz-lib fuzz-build fuzz-regress fuzz-corpus
 all: $(BIN) $(TESTS) mnemo
 
@@ -37,6 +43,10 @@ mnemo: $(BIN)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/src/train/dist.o: src/train/dist.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(MPI_CFLAGS) $(MPI_DEF) -MMD -MP -c $< -o $@
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -63,21 +73,26 @@ setup:
 model: setup
 	@bash scripts/fetch_model.sh
 
+# `all` in a fresh make once setup has run, so that what this Makefile detects when it is
+# read (Open MPI's flags) sees the packages setup has just installed.
+built: setup
+	@$(MAKE) --no-print-directory all
+
 # The main job: a long eval book read into compressed memory with the shipped adapter
 # (progress, ingest speed, memory against full attention's KV), then a question about a
 # detail from its first page, answered from memory.
 RUN_BOOK := data/eval/books/pg3261-news-from-nowhere.txt
-run: setup model all
+run: setup model built
 	./mnemo ask -m $(MODEL_FILE) --doc $(RUN_BOOK) --max-tokens 24000 -n 48 \
 	  "At the discussion at the League, at the very beginning of the story, how many persons were present?"
 
 # Trains (or continues training) the shipped adapter with its recipe; see the script.
-train-default: setup model all
+train-default: setup model built
 	@bash scripts/train_default.sh
 
 # Unit + parity tests on the normal build, then again under ASan+UBSan, then every fuzz
 # target briefly from its seed corpus.
-test: setup model all
+test: setup model built
 	@bash scripts/run_tests.sh $(BUILD)
 	@$(MAKE) --no-print-directory sanitize
 	@$(MAKE) --no-print-directory fuzz-regress
@@ -115,7 +130,7 @@ fuzz-lib:
 	  build-fuzz/libmnemo.a
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c fuzz-lib
 	clang -O1 -g -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer $(FUZZ_SAN) -Iinclude -Isrc -Isrc/core -Itests \
-	  -o $@ $< build-fuzz/libmnemo.a -lopenblas -lsqlite3 -lpq -lmicrohttpd -lcjson -lm -pthread
+	  -o $@ $< build-fuzz/libmnemo.a $(LIBS)
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$n; \

@@ -2,7 +2,7 @@
 # Installs what mnemo needs on a fresh Debian machine; does nothing for what is present.
 set -euo pipefail
 need=()
-for p in gcc make python3 ca-certificates libopenblas-dev libsqlite3-dev libpq-dev postgresql libmicrohttpd-dev libcjson-dev clang libclang-rt-14-dev; do
+for p in gcc make python3 ca-certificates libopenblas-dev libsqlite3-dev libpq-dev postgresql libopenmpi-dev openmpi-bin libmicrohttpd-dev libcjson-dev clang libclang-rt-14-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then

@@ -18,6 +18,7 @@
 #include "store/qaset.h"
 #include "store/sha256.h"
 #include "store/store.h"
+#include "train/dist.h"
 #include "train/train.h"
 
 #define CMD "finetune"
@@ -74,6 +75,7 @@ static int write_group_texts(mn_store *s, const char *group, const char *dir, in
 static int progress(const mn_train_progress *p, void *ud) {
     const int has_qa = *(const int *)ud;
     char val[32] = "-", qa[32] = "";
+    if (mn_dist_rank() != 0) return 0; /* rank 0 speaks for the job */
     if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
     if (has_qa) snprintf(qa, sizeof qa, isnan(p->val_qa) ? "  qa -" : "  qa %.4f", p->val_qa);
     fprintf(stderr, "step %5lld/%lld  %-4s  loss %.4f  val %s%s  lr %.2e  |g| %.3f  ETA %.0fs\n", (long long)p->step,
@@ -163,7 +165,15 @@ int cmd_finetune(int argc, char **argv) {
         fprintf(stderr, "mnemo finetune: cannot create %s: %s\n", dir, strerror(errno));
         rc = 1;
     }
-    if (!rc) rc = write_group_texts(s, group, dir, &n_docs);
+    /* under mpirun every rank trains on the texts rank 0 writes */
+    if (!rc && mn_dist_init()) rc = cli_fail("finetune");
+    const int lead = mn_dist_rank() == 0;
+    if (!rc && lead) rc = write_group_texts(s, group, dir, &n_docs);
+    if (!rc && mn_dist_size() > 1) {
+        double nd = n_docs;
+        if (mn_dist_sum_f64(&nd, 1)) rc = cli_fail("finetune"); /* also waits for rank 0's texts */
+        n_docs = (int)nd;
+    }
     if (!rc && n_docs == 0) {
         fprintf(stderr, "mnemo finetune: group '%s' has no documents\n", group);
         rc = 1;
@@ -177,17 +187,19 @@ int cmd_finetune(int argc, char **argv) {
         else if (mn_qaset_load(s, m, ad, group, qa_path, &qs)) rc = cli_fail("--qa");
         else {
             c.qa = mn_qaset_examples(qs, &c.n_qa);
-            fprintf(stderr, "%d question-answer pairs over %d documents; %.0f%% of the steps\n", c.n_qa,
-                    mn_qaset_n_docs(qs), 100.0 * c.qa_mix);
+            if (lead)
+                fprintf(stderr, "%d question-answer pairs over %d documents; %.0f%% of the steps\n", c.n_qa,
+                        mn_qaset_n_docs(qs), 100.0 * c.qa_mix);
         }
     }
     int has_qa = qs != NULL;
     if (!rc) {
         c.data_glob = glob, c.cache_dir = cache, c.dec_out = out;
-        fprintf(stderr, "fine-tuning a decoder LoRA for group '%s' on %d documents\n", group, n_docs);
+        if (lead) fprintf(stderr, "fine-tuning a decoder LoRA for group '%s' on %d documents\n", group, n_docs);
         if (mn_train_run(m, &c, progress, &has_qa)) rc = cli_fail("finetune");
     }
-    if (!rc) { /* record it: the group's answers now use this LoRA */
+    if (rc) mn_dist_abort(1); /* no rank may wait on a failed one */
+    if (!rc && lead) { /* record it: the group's answers now use this LoRA */
         char *bytes = NULL, sha[65];
         size_t len = 0;
         if (cli_read_file(out, &bytes, &len)) rc = 1;
@@ -202,5 +214,6 @@ int cmd_finetune(int argc, char **argv) {
     mn_adapter_free(ad);
     mn_model_free(m);
     mn_store_close(s);
+    mn_dist_finalize();
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "train/dist.h"
 #include "train/synth.h"
 #include "train/train.h"
 
@@ -26,7 +27,8 @@ static void usage(void) {
            "  --tau T          memories that receive gradient (default 2; beacon reservoir and\n"
            "                   unbiased: the last T always, older ones with halving probability)\n"
            "  --steps S        optimizer steps (default 100)\n"
-           "  --batch B        windows per step (default 1)\n"
+           "  --batch B        windows per step (default 1); under 'mpirun -np N' the N ranks share\n"
+           "                   them (B >= N), and a run resumes with any N\n"
            "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
            "                   cosine decay to 0.1 LR; --wd WD (0.01), --clip C (1.0)\n"
            "  --distill [W]    add KL to the model reading the raw window (weight W, default 1)\n"
@@ -90,6 +92,7 @@ typedef struct {
 int cli_train_progress(const struct mn_train_progress *p, void *ud) {
     last_step *ls = ud;
     if (ls) ls->flops_per_token = p->flops_per_token, ls->tokens_per_s = p->tokens_per_s;
+    if (mn_dist_rank() != 0) return g_stop ? 1 : 0; /* rank 0 speaks for the job */
     if (p->step == 1 && !isnan(p->val_no_memory))
         fprintf(stderr, "validation loss of the decoder reading no memory (sinks + recent raw segments only): %.4f\n",
                 p->val_no_memory);
@@ -212,12 +215,24 @@ int cmd_train(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     const double t0 = cli_now();
     last_step ls = {0};
+    if (mn_dist_init()) {
+        mn_model_free(m);
+        return cli_fail("train");
+    }
+    if (mn_dist_size() > 1 && mn_dist_rank() == 0)
+        fprintf(stderr, "data-parallel over %d ranks: %d window(s) a step in all\n", mn_dist_size(), c.batch);
     int rc = mn_train_run(m, &c, cli_train_progress, &ls);
     mn_model_free(m);
-    if (rc) return cli_fail("train");
-    fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB, %.2f GFLOP per window token, %.1f GFLOP/s)%s\n", c.out,
-            cli_now() - t0, cli_peak_rss_kib() / 1024.0, ls.flops_per_token / 1e9,
-            ls.flops_per_token * ls.tokens_per_s / 1e9, g_stop ? " - stopped early; --resume continues" : "");
+    if (rc) {
+        cli_fail("train");
+        mn_dist_abort(1); /* the other ranks must not wait for this one */
+        return 1;
+    }
+    if (mn_dist_rank() == 0)
+        fprintf(stderr, "wrote %s (%.1f s, peak RSS %.0f MiB, %.2f GFLOP per window token, %.1f GFLOP/s)%s\n", c.out,
+                cli_now() - t0, cli_peak_rss_kib() / 1024.0, ls.flops_per_token / 1e9,
+                ls.flops_per_token * ls.tokens_per_s / 1e9, g_stop ? " - stopped early; --resume continues" : "");
+    mn_dist_finalize();
     /* a run cut short is not a finished one: scripts that go on to use the
      * adapter must see it (the shell's convention for a signal) */
     return g_stop ? 128 + g_stop : 0;

@@ -11,6 +11,7 @@
 #include "threadpool.h"
 #include "train/beacontrain.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/synth.h"
 #include "train/data.h"
 #include "model/lora.h"
@@ -128,6 +129,16 @@ static int bind(mn_adapter *a, int L, int summary, mn_adamw *opt, binding *b) {
             (!summary && (!b->mem_k[l].a || !b->mem_k[l].b || !b->mem_v[l].a || !b->mem_v[l].b)))
             return mn_error(MN_EFORMAT, "adapter lacks a LoRA matrix of layer %d", l);
     return MN_OK;
+}
+
+/* The randomness of window g of step `step` (g = -1: the step's own draws,
+ * its ratio): a function of the seed, the step and g only. So the windows of
+ * a step do not depend on how many processes share it (N ranks taking every
+ * N-th of B windows draw exactly what one process taking all B draws), nor
+ * on where a run was stopped and resumed. */
+static void step_rng(uint64_t seed, int64_t step, int64_t g, mn_rng *r) {
+    const uint64_t k[3] = {seed, (uint64_t)step, (uint64_t)g};
+    mn_rng_seed(r, mn_hash64(k, sizeof k, 0x6d6e656d6f));
 }
 
 /* one of the enabled kinds, uniformly; the default pair draws as it always
@@ -297,17 +308,47 @@ static int chain_step(run_state *s, const int32_t *ids, int32_t n, mn_bptt_mode 
                   : mn_uio_trainer_step(s->tr, ids, n, mode, tau, rng, grad, st);
 }
 
+/* Mean loss over the first nv validation windows, each rank taking every
+ * N-th; every rank gets the total (and takes part even after an error, so
+ * the others are not left waiting). */
 static double validate(run_state *s, const mn_train_config *c, int32_t l, int32_t m_default, int64_t nv) {
-    double loss = 0;
-    int64_t n = 0;
+    double t[3] = {0, 0, 0}; /* loss, scored tokens, failures */
     chain_set_ratio(s, l, l / m_default);
-    for (int64_t w = 0; w < nv; w++) {
-        if (mn_dataset_val_window(s->data, w, c->n_seg * l, s->ids)) break;
+    for (int64_t w = mn_dist_rank(); w < nv && !t[2]; w += mn_dist_size()) {
         mn_tstep_stats st;
-        if (chain_step(s, s->ids, c->n_seg, MN_BPTT_FULL, 0, NULL, 0, &st)) return NAN;
-        loss += st.loss, n += st.n_scored;
+        if (mn_dataset_val_window(s->data, w, c->n_seg * l, s->ids) ||
+            chain_step(s, s->ids, c->n_seg, MN_BPTT_FULL, 0, NULL, 0, &st))
+            t[2] = 1;
+        else
+            t[0] += st.loss, t[1] += (double)st.n_scored;
     }
-    return n ? loss / (double)n : NAN;
+    if (mn_dist_sum_f64(t, 3) || t[2]) return NAN;
+    return t[1] > 0 ? t[0] / t[1] : NAN;
+}
+
+/* The parameters' gradients summed over the ranks, through one flat buffer:
+ * one all-reduce a step. */
+static int sum_gradients(run_state *s, int finetune, float *flat) {
+    if (mn_dist_size() == 1) return MN_OK;
+    const int n_t = finetune ? mn_lora_file_n_tensors(s->dec) : s->b.n;
+    int64_t o = 0;
+    for (int i = 0; i < n_t; i++) {
+        const char *name;
+        int64_t n;
+        float *p, *mm, *vv;
+        mn_adamw_tensor(s->opt, i, &name, &n, &p, &mm, &vv);
+        memcpy(flat + o, finetune ? s->dec_g[i] : s->b.grads[i], sizeof(float) * (size_t)n), o += n;
+    }
+    int rc = mn_dist_sum_f32(flat, o);
+    o = 0;
+    for (int i = 0; !rc && i < n_t; i++) {
+        const char *name;
+        int64_t n;
+        float *p, *mm, *vv;
+        mn_adamw_tensor(s->opt, i, &name, &n, &p, &mm, &vv);
+        memcpy(finetune ? s->dec_g[i] : s->b.grads[i], flat + o, sizeof(float) * (size_t)n), o += n;
+    }
+    return rc;
 }
 
 /* Whether step s (0-based) trains on QA pairs: a share `mix` of the steps,
@@ -332,6 +373,11 @@ static double validate_qa(run_state *s, const mn_train_config *c, const mn_tlora
 int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, void *ud) {
     mn_train_config c = *cfg;
     run_state s = {0};
+    float *flat = NULL; /* every gradient, for the all-reduce across ranks */
+    const int rank = mn_dist_rank(), n_ranks = mn_dist_size();
+    if (c.batch < n_ranks)
+        return mn_error(MN_EINVAL, "--batch %d (windows per step, over all ranks) is less than the %d ranks", c.batch,
+                        n_ranks);
     if (c.dec_out && c.resume)
         return mn_error(MN_EUNSUPPORTED, "fine-tuning a decoder LoRA does not checkpoint or resume yet");
     int rc = mn_adapter_load(m, c.resume ? c.resume : c.adapter_in, &s.a);
@@ -356,6 +402,20 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     if ((rc = bind(s.a, mn_model_n_layer(m), summary, finetune ? NULL : s.opt, &s.b))) goto done;
     mn_tlora dec = {0};
     if (finetune && (rc = bind_decoder(&s, m, &c, &dec))) goto done;
+    if (n_ranks > 1) {
+        int64_t total = 0;
+        for (int i = 0; i < mn_adamw_n_tensors(s.opt); i++) {
+            const char *name;
+            int64_t n;
+            float *p, *mm, *vv;
+            mn_adamw_tensor(s.opt, i, &name, &n, &p, &mm, &vv);
+            total += n;
+        }
+        if (!(flat = malloc(sizeof(float) * (size_t)(total ? total : 1)))) {
+            rc = mn_error(MN_ENOMEM, "out of memory (%lld gradients to all-reduce)", (long long)total);
+            goto done;
+        }
+    }
 
     mn_train_state st = {0};
     char conf[sizeof st.config];
@@ -424,14 +484,19 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     double val_qa = c.n_qa > 0 && c.eval_every > 0 ? validate_qa(&s, &c, &dec) : NAN;
     while (st.step < c.steps && !stop) {
         mn_adamw_zero_grad(s.opt);
+        mn_rng srng;
+        step_rng(c.seed, st.step, -1, &srng);
         const int qa_step = c.n_qa > 0 && qa_turn(st.step, c.qa_mix);
         const int32_t ratio =
-            qa_step ? 0 : c.ratios[c.n_ratios > 1 ? mn_rng_below(&st.rng, (uint64_t)c.n_ratios) : 0];
+            qa_step ? 0 : c.ratios[c.n_ratios > 1 ? mn_rng_below(&srng, (uint64_t)c.n_ratios) : 0];
         if (!qa_step && (rc = chain_set_ratio(&s, l, ratio))) goto done;
         double loss = 0;
         int64_t scored = 0, flops = 0;
-        for (int bi = 0; qa_step && bi < c.batch; bi++) { /* each pair's mean answer-token loss */
-            const mn_qa_example *e = &c.qa[mn_rng_below(&st.rng, (uint64_t)c.n_qa)];
+        /* this rank's windows of the step: every n_ranks-th of the batch */
+        for (int bi = rank; qa_step && bi < c.batch; bi += n_ranks) { /* each pair's mean answer-token loss */
+            mn_rng wr;
+            step_rng(c.seed, st.step, bi, &wr);
+            const mn_qa_example *e = &c.qa[mn_rng_below(&wr, (uint64_t)c.n_qa)];
             const int64_t f0 = mn_op_flops();
             double ql = 0;
             int64_t qn = 0;
@@ -439,16 +504,23 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
                 goto done;
             loss += ql, scored += qn, flops += mn_op_flops() - f0;
         }
-        for (int bi = 0; !qa_step && bi < c.batch; bi++) {
-            if ((rc = mn_dataset_sample(s.data, &st.rng, W, s.ids))) goto done;
-            if (c.synth > 0 && (double)mn_rng_below(&st.rng, 1000000) < 1e6 * c.synth) {
-                const mn_synth_kind k = synth_draw(&c, &st.rng);
-                if ((rc = mn_synth_window(mn_model_tokenizer(m), &st.rng, k, s.ids, c.n_seg, l, ap.recent, NULL)))
+        for (int bi = rank; !qa_step && bi < c.batch; bi += n_ranks) {
+            mn_rng wr;
+            step_rng(c.seed, st.step, bi, &wr);
+            if ((rc = mn_dataset_sample(s.data, &wr, W, s.ids))) goto done;
+            if (c.synth > 0 && (double)mn_rng_below(&wr, 1000000) < 1e6 * c.synth) {
+                const mn_synth_kind k = synth_draw(&c, &wr);
+                if ((rc = mn_synth_window(mn_model_tokenizer(m), &wr, k, s.ids, c.n_seg, l, ap.recent, NULL)))
                     goto done;
             }
             mn_tstep_stats ss;
-            if ((rc = chain_step(&s, s.ids, c.n_seg, c.bptt, c.tau, &st.rng, 1, &ss))) goto done;
+            if ((rc = chain_step(&s, s.ids, c.n_seg, c.bptt, c.tau, &wr, 1, &ss))) goto done;
             loss += ss.loss, scored += ss.n_scored, flops += ss.flops;
+        }
+        if (n_ranks > 1) { /* the step's totals: every rank's windows */
+            double t[3] = {loss, (double)scored, (double)flops};
+            if ((rc = sum_gradients(&s, finetune, flat)) || (rc = mn_dist_sum_f64(t, 3))) goto done;
+            loss = t[0], scored = (int64_t)t[1], flops = (int64_t)t[2];
         }
         /* each window's gradient is of its mean loss: average over the batch */
         if (c.batch > 1)
@@ -469,7 +541,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         if (c.eval_every > 0 && (st.step % c.eval_every == 0 || st.step == c.steps))
             val = validate(&s, &c, l, l / ap.ratio, nv), val_qa = c.n_qa > 0 ? validate_qa(&s, &c, &dec) : NAN;
         if (c.ckpt_every > 0 && (st.step % c.ckpt_every == 0 || st.step == c.steps)) {
-            if ((rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
+            if (rank == 0 && (rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
             pr.checkpointed = 1;
         }
         const double el = now_s() - t0;
@@ -479,10 +551,16 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         pr.eta_s = el / (double)(st.step - first) * (double)(c.steps - st.step);
         pr.flops_per_token = (double)flops / ((double)c.batch * W);
         if (cb && cb(&pr, ud)) stop = 1;
+        if (n_ranks > 1) { /* a signal reaches the ranks at different steps: stop together */
+            double sv = stop;
+            if ((rc = mn_dist_sum_f64(&sv, 1))) goto done;
+            stop = sv > 0;
+        }
     }
-    if (stop && c.ckpt_every > 0 && (rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
-    rc = finetune ? mn_lora_file_save(s.dec, c.dec_out) : mn_adapter_save(s.a, c.out);
+    if (rank == 0 && stop && c.ckpt_every > 0 && (rc = mn_checkpoint_save(ckpt, s.a, s.opt, &st))) goto done;
+    if (rank == 0) rc = finetune ? mn_lora_file_save(s.dec, c.dec_out) : mn_adapter_save(s.a, c.out);
 done:
+    free(flat);
     release(&s);
     return rc;
 }
