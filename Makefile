@@ -135,12 +135,14 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$n; \
 	  echo "fuzz $$n: $(FUZZ_TIME) s"; \
-	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
+	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
+	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
 	done
 fuzz-regress: fuzz-build
 	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; rm -rf build-fuzz/regress/$$n; \
 	  mkdir -p build-fuzz/regress/$$n; \
-	  $$f -max_total_time=$(FUZZ_REGRESS) build-fuzz/regress/$$n tests/fuzz/corpus/$$n >build-fuzz/regress/$$n.log 2>&1 \
+	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
+	  $$f -max_total_time=$(FUZZ_REGRESS) $$d build-fuzz/regress/$$n tests/fuzz/corpus/$$n >build-fuzz/regress/$$n.log 2>&1 \
 	    || { tail -40 build-fuzz/regress/$$n.log; echo "fuzz $$n: FAILED"; exit 1; }; \
 	  echo "fuzz $$n: $$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' build-fuzz/regress/$$n.log) runs, no finding"; \
 	done

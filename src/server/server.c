@@ -29,6 +29,7 @@
 #include "error.h"
 #include "memory/memory.h"
 #include "server/job.h"
+#include "server/request.h"
 #include "store/answer.h"
 #include "store/grouplora.h"
 #include "store/embed.h"
@@ -313,179 +314,6 @@ static enum MHD_Result send_error(struct MHD_Connection *c, conn_state *cs, int 
     return send_json(c, cs, status, o);
 }
 
-/* ---------------------------------------------------- request parsing */
-
-static const char *json_str(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* Fills the generation options shared by chat and completions; returns an
- * error message or NULL. */
-static const char *parse_common(mn_server *s, job *j, const cJSON *req, char *msg, size_t cap) {
-    const cJSON *v;
-    j->max_tokens = s->p.max_tokens < 256 ? s->p.max_tokens : 256;
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
-        (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
-            v->valuedouble > s->p.max_tokens) {
-            snprintf(msg, cap, "max_tokens must be an integer in [1, %d]", s->p.max_tokens);
-            return msg;
-        }
-        j->max_tokens = (int32_t)v->valuedouble;
-    }
-    j->sampling = mn_sampler_default_params();
-    j->sampling.temperature = 0; /* deterministic unless asked */
-    j->sampling.top_k = 0;
-    j->sampling.min_p = 0;
-    j->sampling.top_p = 1;
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "temperature")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 2)) {
-            snprintf(msg, cap, "temperature must be a number in [0, 2]");
-            return msg;
-        }
-        j->sampling.temperature = (float)v->valuedouble;
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "top_p")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble <= 1)) {
-            snprintf(msg, cap, "top_p must be a number in (0, 1]");
-            return msg;
-        }
-        j->sampling.top_p = (float)v->valuedouble;
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "seed")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
-            snprintf(msg, cap, "seed must be a non-negative integer");
-            return msg;
-        }
-        j->sampling.seed = (uint64_t)v->valuedouble;
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "n")) && !cJSON_IsNull(v) &&
-        !(cJSON_IsNumber(v) && v->valuedouble == 1)) {
-        snprintf(msg, cap, "only n = 1 is supported");
-        return msg;
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(req, "stream")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsBool(v)) {
-            snprintf(msg, cap, "stream must be true or false");
-            return msg;
-        }
-        j->stream = cJSON_IsTrue(v);
-    }
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
-    if (cJSON_IsObject(so) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"))) j->include_usage = 1;
-    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "mnemo");
-    if (mn && !cJSON_IsNull(mn)) {
-        if (!cJSON_IsObject(mn)) {
-            snprintf(msg, cap, "mnemo must be an object");
-            return msg;
-        }
-        const cJSON *docs = cJSON_GetObjectItemCaseSensitive(mn, "documents");
-        if (docs) {
-            if (!cJSON_IsArray(docs) || cJSON_GetArraySize(docs) > JOB_MAX_DOCS) {
-                snprintf(msg, cap, "mnemo.documents must be an array of at most %d document ids", JOB_MAX_DOCS);
-                return msg;
-            }
-            const cJSON *d;
-            cJSON_ArrayForEach(d, docs) {
-                if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble != floor(d->valuedouble)) {
-                    snprintf(msg, cap, "mnemo.documents must hold document ids (positive integers)");
-                    return msg;
-                }
-                j->doc_ids[j->n_docs++] = (int64_t)d->valuedouble;
-            }
-        }
-        if ((v = cJSON_GetObjectItemCaseSensitive(mn, "retrieve"))) {
-            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > s->p.max_retrieve ||
-                v->valuedouble != floor(v->valuedouble)) {
-                snprintf(msg, cap, "mnemo.retrieve must be an integer in [1, %d]", s->p.max_retrieve);
-                return msg;
-            }
-            j->retrieve_k = (int)v->valuedouble;
-        }
-        if (j->retrieve_k && j->n_docs) {
-            snprintf(msg, cap, "give mnemo.documents or mnemo.retrieve, not both");
-            return msg;
-        }
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(mn, "ignore_eos"))) j->ignore_eos = 1;
-    }
-    return NULL;
-}
-
-/* Chat message content: a string, or an array of {"type":"text","text":...}
- * parts, which are joined into a new string kept in the request tree. */
-static const char *message_content(cJSON *m, char *msg, size_t cap, int i) {
-    cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
-    if (cJSON_IsString(c)) return c->valuestring;
-    if (cJSON_IsArray(c)) {
-        size_t total = 1;
-        cJSON *p;
-        cJSON_ArrayForEach(p, c) {
-            const char *t = json_str(p, "text");
-            if (!t) {
-                snprintf(msg, cap, "messages[%d].content parts must be {\"type\": \"text\", \"text\": ...}", i);
-                return NULL;
-            }
-            total += strlen(t);
-        }
-        char *joined = malloc(total);
-        if (!joined) return NULL;
-        joined[0] = 0;
-        cJSON_ArrayForEach(p, c) strcat(joined, json_str(p, "text"));
-        cJSON *s = cJSON_CreateString(joined);
-        free(joined);
-        if (!s) return NULL;
-        cJSON_ReplaceItemInObjectCaseSensitive(m, "content", s);
-        return s->valuestring;
-    }
-    snprintf(msg, cap, "messages[%d].content must be a string", i);
-    return NULL;
-}
-
-static const char *parse_chat(mn_server *s, job *j, char *msg, size_t cap) {
-    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j->req, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        snprintf(msg, cap, "messages must be a non-empty array of {\"role\", \"content\"}");
-        return msg;
-    }
-    if (cJSON_GetArraySize(msgs) > JOB_MAX_MSGS) {
-        snprintf(msg, cap, "at most %d messages", JOB_MAX_MSGS);
-        return msg;
-    }
-    int i = 0;
-    cJSON *m;
-    cJSON_ArrayForEach(m, msgs) {
-        const char *role = json_str(m, "role");
-        if (!cJSON_IsObject(m) || !role || (strcmp(role, "system") && strcmp(role, "user") &&
-                                            strcmp(role, "assistant") && strcmp(role, "developer"))) {
-            snprintf(msg, cap, "messages[%d].role must be system, user or assistant", i);
-            return msg;
-        }
-        msg[0] = 0;
-        const char *content = message_content(m, msg, cap, i);
-        if (!content) {
-            if (!msg[0]) snprintf(msg, cap, "out of memory");
-            return msg;
-        }
-        j->msgs[i].role = strcmp(role, "developer") ? role : "system";
-        j->msgs[i].content = content;
-        i++;
-    }
-    j->n_msgs = i;
-    return parse_common(s, j, j->req, msg, cap);
-}
-
-static const char *parse_completion(mn_server *s, job *j, char *msg, size_t cap) {
-    cJSON *p = cJSON_GetObjectItemCaseSensitive(j->req, "prompt");
-    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1) p = cJSON_GetArrayItem(p, 0);
-    if (!cJSON_IsString(p)) {
-        snprintf(msg, cap, "prompt must be a string");
-        return msg;
-    }
-    j->prompt = p->valuestring;
-    return parse_common(s, j, j->req, msg, cap);
-}
-
 /* ------------------------------------------------------------- handlers */
 
 static void new_id(job *j, const char *prefix) {
@@ -611,18 +439,9 @@ static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, co
     return send_json(c, cs, 200, o);
 }
 
-static int parse_doc_id(const char *s, int64_t *id) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < 1) return -1;
-    *id = v;
-    return 0;
-}
-
 static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *ids, int del) {
     int64_t id;
-    if (parse_doc_id(ids, &id)) return send_error(c, cs, 400, "invalid_request_error", "'%s' is not a document id", ids);
+    if (mn_request_doc_id(ids, &id)) return send_error(c, cs, 400, "invalid_request_error", "'%s' is not a document id", ids);
     pthread_mutex_lock(&s->store_mu);
     mn_store_doc d;
     char files[4096];
@@ -729,62 +548,39 @@ static int authorized(mn_server *s, struct MHD_Connection *c) {
 
 static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *url,
                              const char *method) {
-    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST"),
-        del = !strcmp(method, "DELETE");
-    if (!strcmp(url, "/") && get)
+    const char *tail = NULL;
+    const mn_route rt = mn_request_route(method, url, &tail);
+    if (rt == MN_RT_PAGE)
         return send_text(c, cs, 200, "text/html; charset=utf-8", mn_server_page, strlen(mn_server_page));
-    if (!strcmp(url, "/health") && get) return health(s, c, cs);
-    if (!strcmp(url, "/metrics") && get) return metrics_page(s, c, cs);
+    if (rt == MN_RT_HEALTH) return health(s, c, cs);
+    if (rt == MN_RT_METRICS) return metrics_page(s, c, cs);
     if (strncmp(url, "/v1/", 4)) return send_error(c, cs, 404, "not_found_error", "no route %s %s", method, url);
     if (!authorized(s, c)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
     if (cs->too_large)
         return send_error(c, cs, 413, "invalid_request_error", "request body over the limit of %zu bytes",
                           s->p.max_body);
-    if (!strcmp(url, "/v1/models") && get) return models(s, c, cs);
-    if (!strcmp(url, "/v1/documents") && get) return list_documents(s, c, cs);
-    if (!strncmp(url, "/v1/documents/", 14) && (get || del)) return one_document(s, c, cs, url + 14, del);
-    int chat = !strcmp(url, "/v1/chat/completions"), comp = !strcmp(url, "/v1/completions"),
-        doc = !strcmp(url, "/v1/documents");
-    if (!(chat || comp || doc) || !post) {
-        int known = chat || comp || doc || !strcmp(url, "/v1/models") || !strncmp(url, "/v1/documents/", 14);
-        return send_error(c, cs, known ? 405 : 404, known ? "invalid_request_error" : "not_found_error",
-                          "no route %s %s", method, url);
+    switch (rt) {
+    case MN_RT_MODELS: return models(s, c, cs);
+    case MN_RT_DOCS: return list_documents(s, c, cs);
+    case MN_RT_DOC_GET:
+    case MN_RT_DOC_DELETE: return one_document(s, c, cs, tail, rt == MN_RT_DOC_DELETE);
+    case MN_RT_CHAT:
+    case MN_RT_COMPLETION:
+    case MN_RT_DOC_ADD: break;
+    default:
+        return send_error(c, cs, rt == MN_RT_BAD_METHOD ? 405 : 404,
+                          rt == MN_RT_BAD_METHOD ? "invalid_request_error" : "not_found_error", "no route %s %s",
+                          method, url);
     }
-    const char *end = NULL;
-    cJSON *req = cJSON_ParseWithLengthOpts(cs->body ? cs->body : "", cs->len, &end, 0);
-    if (!req || !cJSON_IsObject(req)) {
-        size_t at = req || !end || !cs->body ? 0 : (size_t)(end - cs->body);
-        cJSON_Delete(req);
-        if (!cs->len) return send_error(c, cs, 400, "invalid_request_error", "the request needs a JSON body");
-        return send_error(c, cs, 400, "invalid_request_error", "the request body is not a JSON object (%s at byte %zu)",
-                          req ? "not an object" : "parse error", at);
-    }
-    job *j = job_new(chat ? JOB_CHAT : comp ? JOB_COMPLETION : JOB_DOC_ADD);
-    if (!j) {
-        cJSON_Delete(req);
-        return send_error(c, cs, 500, "server_error", "out of memory");
-    }
-    j->req = req;
+    job *j = job_new(rt == MN_RT_CHAT ? JOB_CHAT : rt == MN_RT_COMPLETION ? JOB_COMPLETION : JOB_DOC_ADD);
+    if (!j) return send_error(c, cs, 500, "server_error", "out of memory");
     char msg[512];
-    const char *err = NULL;
-    if (doc) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "text");
-        j->title = json_str(req, "title");
-        j->group = json_str(req, "group");
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(req, "group");
-        if (!cJSON_IsString(t) || !t->valuestring[0]) err = "text must be a non-empty string";
-        else if (g && !cJSON_IsNull(g) && !cJSON_IsString(g)) err = "group must be a string";
-        else if (cJSON_GetObjectItemCaseSensitive(req, "title") && !j->title) err = "title must be a string";
-        if (!err) {
-            j->text = t->valuestring;
-            j->text_len = strlen(t->valuestring);
-            if (!j->title || !j->title[0]) j->title = "untitled";
-        }
-    } else {
-        new_id(j, chat ? "chatcmpl" : "cmpl");
-        err = chat ? parse_chat(s, j, msg, sizeof msg) : parse_completion(s, j, msg, sizeof msg);
+    const mn_request_limits lim = {s->p.max_tokens, s->p.max_retrieve};
+    const char *err = mn_request_parse(j, cs->body, cs->len, &lim, msg, sizeof msg);
+    if (!err && rt != MN_RT_DOC_ADD) {
+        new_id(j, rt == MN_RT_CHAT ? "chatcmpl" : "cmpl");
         /* unknown documents answer 404 at once, not after a wait in the queue */
-        for (int i = 0; !err && i < j->n_docs; i++) {
+        for (int i = 0; i < j->n_docs; i++) {
             mn_store_doc d;
             pthread_mutex_lock(&s->store_mu);
             int rc = mn_store_get(s->store, j->doc_ids[i], mn_adapter_hash(s->a), &d);
@@ -802,7 +598,7 @@ static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state 
         job_unref(j);
         return r;
     }
-    enum MHD_Result r = submit(s, c, cs, j, doc ? 201 : 200);
+    enum MHD_Result r = submit(s, c, cs, j, rt == MN_RT_DOC_ADD ? 201 : 200);
     job_unref(j);
     return r;
 }

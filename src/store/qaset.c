@@ -180,6 +180,23 @@ static int parse_lines(const char *path, char *text, size_t len, const mn_store_
     return MN_OK;
 }
 
+int mn_qaset_check_text(const char *name, const char *text, size_t len, const mn_store_doc *docs, int64_t n_docs,
+                        const char *group, int32_t *n_pairs) {
+    *n_pairs = 0;
+    char *copy = malloc(len + 1); /* parse_lines ends each line in place */
+    if (!copy) return mn_error(MN_ENOMEM, "out of memory");
+    memcpy(copy, text, len);
+    copy[len] = 0;
+    pending *p = NULL;
+    int32_t n = 0;
+    int rc = parse_lines(name, copy, len, docs, n_docs, group, &p, &n);
+    free(copy);
+    for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a);
+    free(p);
+    if (!rc) *n_pairs = n;
+    return rc;
+}
+
 static int tokenize_all(const mn_tokenizer *tok, const char *text, int special, int32_t **ids, int64_t *n) {
     const size_t len = strlen(text);
     int64_t cap = (int64_t)len + 16, got = 0;

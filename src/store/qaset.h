@@ -38,6 +38,13 @@ int mn_qaset_load(mn_store *s, const mn_model *m, const mn_adapter *a, const cha
                   mn_qaset **out);
 void mn_qaset_free(mn_qaset *q);
 
+/* The first pass of mn_qaset_load alone: checks the text of a QA file
+ * (name for messages) against a listing of the store's documents, without
+ * loading anything; *n_pairs gets the pair count. Same errors as the load's
+ * parsing. */
+int mn_qaset_check_text(const char *name, const char *text, size_t len, const mn_store_doc *docs, int64_t n_docs,
+                        const char *group, int32_t *n_pairs);
+
 /* The pairs, in file order; valid until mn_qaset_free. */
 const mn_qa_example *mn_qaset_examples(const mn_qaset *q, int32_t *n);
 /* Distinct documents the pairs read. */

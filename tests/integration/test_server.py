@@ -246,6 +246,9 @@ def test_server(tmp, adapter):
         st, r = request(base, "POST", "/v1/chat/completions",
                         {"messages": [{"role": "user", "content": "x"}], "mnemo": {"documents": [987654]}})
         check(st == 404 and err_msg(r), f"unknown document: {st} {r}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "x"}], "mnemo": {"documents": [2.9e88]}, "seed": 1e300})
+        check(st == 400 and err_msg(r), f"document id past 2^53 refused (a fuzzing finding): {st} {r}")
         st, r = request(base, "DELETE", "/v1/documents/987654")
         check(st == 404 and err_msg(r), f"delete unknown: {st}")
         st, r = request(base, "POST", "/v1/chat/completions",
