@@ -137,7 +137,7 @@ fuzz: fuzz-build
 	  echo "fuzz $$n: $(FUZZ_TIME) s"; \
 	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
 	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
-	done
+	done; rm -rf /dev/shm/mnemo-fuzz-* /tmp/mnemo-fuzz-*
 fuzz-regress: fuzz-build
 	@for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; rm -rf build-fuzz/regress/$$n; \
 	  mkdir -p build-fuzz/regress/$$n; \
@@ -145,7 +145,7 @@ fuzz-regress: fuzz-build
 	  $$f -max_total_time=$(FUZZ_REGRESS) $$d build-fuzz/regress/$$n tests/fuzz/corpus/$$n >build-fuzz/regress/$$n.log 2>&1 \
 	    || { tail -40 build-fuzz/regress/$$n.log; echo "fuzz $$n: FAILED"; exit 1; }; \
 	  echo "fuzz $$n: $$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' build-fuzz/regress/$$n.log) runs, no finding"; \
-	done
+	done; rm -rf /dev/shm/mnemo-fuzz-* /tmp/mnemo-fuzz-*
 # Seeds for the fuzz targets (committed): small valid files of every kind.
 fuzz-corpus: all
 	$(CC) $(ALL_CFLAGS) -Itests -o build/make_corpus tests/fuzz/make_corpus.c $(LIB) $(LDLIBS)

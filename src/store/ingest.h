@@ -38,7 +38,9 @@ typedef struct {
 
 /* Ingests one document. store_lock (optional) is held around every store
  * call, so several threads may ingest into one handle; the heavy work runs
- * outside it on n_threads threads (<= 0: all cores). */
+ * outside it on n_threads threads (<= 0: all cores). A text that is not
+ * UTF-8 or holds a NUL byte is refused (MN_EINVAL naming the offset): the
+ * store must give back exactly the text it was given, on every backend. */
 int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const mn_adapter *a,
               const mn_ingest_doc *doc, int n_threads, mn_ingest_result *out);
 

@@ -187,6 +187,12 @@ def test_cli(tmp, adapter, files):
     check(r.returncode == 0, "store rm")
     r = mnemo("store", "rm", "--db", db, "1")
     check(r.returncode == 1 and "no document with id 1" in r.stderr, "rm unknown id: " + r.stderr)
+    latin1 = os.path.join(tmp, "latin1.txt")
+    with open(latin1, "wb") as f:
+        f.write("Caf\u00e9 au lait, cr\u00e8me br\u00fbl\u00e9e.".encode("latin-1"))
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, latin1)
+    check(r.returncode != 0 and "not UTF-8 text" in r.stderr and "offset 3" in r.stderr,
+          "a Latin-1 file is refused with the offset: " + r.stderr)
     bad = os.path.join(tmp, "bad.db")
     with open(bad, "wb") as f:
         f.write(os.urandom(8192))
