@@ -30,7 +30,7 @@ SHIP=adapters/SmolLM2-135M-Instruct.uio.gguf
 DATA=${TRAIN_DATA:-data/train/books/*.txt}
 THREADS=${THREADS:-$(nproc)}
 STAGE2_STEPS=${STAGE2_STEPS:-200}
-STAGE3_STEPS=${STAGE3_STEPS:-300}
+STAGE3_STEPS=${STAGE3_STEPS:-165}
 BIN=${MNEMO_BIN:-./mnemo}
 mkdir -p runs
 [ -f runs/uio-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor uio --segment 256 --ratio 4 \

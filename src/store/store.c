@@ -192,3 +192,28 @@ void mn_store_hit_insert(mn_store_hit *hits, int *n, int k, int64_t doc, double 
     hits[pos].score = score;
     if (*n < k) (*n)++;
 }
+
+char *mn_store_query_terms(const char *q, const char *sep, char quote) {
+    const size_t n = strlen(q), sl = strlen(sep);
+    char *out = malloc(n * (sl + 3) + 16);
+    if (!out) return NULL;
+    size_t o = 0;
+    int terms = 0;
+    for (size_t i = 0; i < n && terms < 64;) {
+        if (!mn_store_word_byte((unsigned char)q[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < n && mn_store_word_byte((unsigned char)q[j])) j++;
+        if (terms) memcpy(out + o, sep, sl), o += sl;
+        out[o++] = quote;
+        memcpy(out + o, q + i, j - i);
+        o += j - i;
+        out[o++] = quote;
+        terms++;
+        i = j;
+    }
+    out[o] = 0;
+    return out;
+}

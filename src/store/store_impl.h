@@ -27,4 +27,10 @@ static inline int mn_store_word_byte(unsigned char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
 }
 
+/* A full-text query from free text: its first 64 words (runs of word bytes)
+ * each between two `quote` characters, so no other character can form query
+ * syntax, joined by sep (" OR " for FTS5, " | " for tsquery): a question
+ * matches text sharing any word. malloc'd; "" when q has no word. */
+char *mn_store_query_terms(const char *q, const char *sep, char quote);
+
 #endif

@@ -389,41 +389,11 @@ static int pg_remove(mn_store *b, int64_t id, char *mem_files, size_t cap) {
     return in_txn((pg_store *)b, rm_fn, &a);
 }
 
-/* A tsquery from free text: every word quoted (so no character forms query
- * syntax) and OR-ed, so a question matches chunks sharing any word. */
-static char *ts_query(const char *q) {
-    size_t n = strlen(q);
-    char *out = malloc(n * 3 + 16);
-    if (!out) return NULL;
-    size_t o = 0;
-    int terms = 0;
-    for (size_t i = 0; i < n && terms < 64;) {
-        if (!mn_store_word_byte((unsigned char)q[i])) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < n && mn_store_word_byte((unsigned char)q[j])) j++;
-        if (terms) {
-            memcpy(out + o, " | ", 3);
-            o += 3;
-        }
-        out[o++] = '\'';
-        memcpy(out + o, q + i, j - i);
-        o += j - i;
-        out[o++] = '\'';
-        terms++;
-        i = j;
-    }
-    out[o] = 0;
-    return out;
-}
-
 static int pg_search_text(mn_store *b, const char *query, int k, mn_store_hit *hits, int *n) {
     pg_store *s = (pg_store *)b;
     *n = 0;
     if (k <= 0) return 0;
-    char *q = ts_query(query);
+    char *q = mn_store_query_terms(query, " | ", '\'');
     if (!q) return mn_error(MN_ENOMEM, "out of memory");
     char sk[16];
     snprintf(sk, sizeof sk, "%d", k);

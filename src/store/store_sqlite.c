@@ -383,41 +383,11 @@ static int sq_remove(mn_store *b, int64_t id, char *mem_files, size_t cap) {
     return in_txn((sq_store *)b, rm_fn, &a);
 }
 
-/* FTS5 query from free text: every word quoted (so no character can form
- * query syntax) and OR-ed, so a question matches chunks sharing any word. */
-static char *fts_query(const char *q) {
-    size_t n = strlen(q);
-    char *out = malloc(n * 3 + 16);
-    if (!out) return NULL;
-    size_t o = 0;
-    int terms = 0;
-    for (size_t i = 0; i < n && terms < 64;) {
-        if (!mn_store_word_byte((unsigned char)q[i])) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < n && mn_store_word_byte((unsigned char)q[j])) j++;
-        if (terms) {
-            memcpy(out + o, " OR ", 4);
-            o += 4;
-        }
-        out[o++] = '"';
-        memcpy(out + o, q + i, j - i);
-        o += j - i;
-        out[o++] = '"';
-        terms++;
-        i = j;
-    }
-    out[o] = 0;
-    return out;
-}
-
 static int sq_search_bm25(mn_store *b, const char *query, int k, mn_store_hit *hits, int *n) {
     sq_store *s = (sq_store *)b;
     *n = 0;
     if (k <= 0) return 0;
-    char *q = fts_query(query);
+    char *q = mn_store_query_terms(query, " OR ", '"');
     if (!q) return mn_error(MN_ENOMEM, "out of memory");
     if (!q[0]) {
         free(q);
