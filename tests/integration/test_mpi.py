@@ -24,17 +24,10 @@ BOOK = os.path.join(ROOT, "data/train/books/pg4297.txt")
 SANITIZED = os.environ.get("MN_SANITIZED") == "1"
 STEP = re.compile(r"^step\s+(\d+)/\d+\s+ratio\s+\d+\s+loss ([0-9.]+)", re.M)
 
-passed = failed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402  (the shared check counter)
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {what}", file=sys.stderr)
-    return cond
+check = ts.check
 
 
 def env():
@@ -74,8 +67,8 @@ def main():
         check(two.returncode == 0 and "over 2 ranks" in two.stderr and len(l2) == 4,
               f"2 ranks train ({two.returncode}): {two.stderr[-2000:]}")
         if SANITIZED:
-            print(f"tests/integration/test_mpi.py: {passed} passed, {failed} failed")
-            return 1 if failed else 0
+            print(f"tests/integration/test_mpi.py: {ts.passed} passed, {ts.failed} failed")
+            return 1 if ts.failed else 0
         one = subprocess.run(train_args(tmp, "one.gguf"), cwd=ROOT, capture_output=True, text=True, timeout=600)
         l1 = losses(one.stderr)
         check(one.returncode == 0 and len(l1) == 4, f"1 process trains: {one.stderr[-1000:]}")
@@ -111,8 +104,8 @@ def main():
         check(res.returncode == 0 and os.path.exists(out), f"--resume in one process finishes: {res.stderr[-800:]}")
         check(min(lr, default=0) >= 3 and same(l1, lr, range(3, 5)),
               f"the resumed run continues where the 2-rank one stopped, on the same losses: {lr} vs {l1}")
-    print(f"tests/integration/test_mpi.py: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    print(f"tests/integration/test_mpi.py: {ts.passed} passed, {ts.failed} failed")
+    return 1 if ts.failed else 0
 
 
 if __name__ == "__main__":
