@@ -1,6 +1,7 @@
 /* test_faults.c - every durable writer fails cleanly when the system fails it.
  *
- * The test defines fwrite, fflush, fsync, fclose, rename and mkstemp itself, so
+ * The test defines fwrite, fflush, fsync, fclose, rename, mkstemp, pwrite64
+ * and fdatasync itself, so
  * the library linked into it calls these wrappers, which forward to the C
  * library's (dlsym RTLD_NEXT) unless armed: armed with (F, k), the k-th call of
  * F from then on fails with ENOSPC (EIO for fsync and fclose; fclose still
@@ -11,6 +12,11 @@
  * exactly its previous contents, and no temporary file is left beside it. The
  * one tolerated success is a failing fsync of the directory after the rename
  * (best effort by design): then the file must hold the complete new contents.
+ * A store ingest (memory file, then one SQLite transaction) is run the same
+ * way: every failure leaves the store with the documents it had, passing its
+ * integrity check, every recorded memory file verifying, and the error says
+ * what failed; a memory file written before the failed commit is garbage
+ * that mn_store_gc removes.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -22,13 +28,16 @@
 
 #include "memory/adapter.h"
 #include "memory/memfile.h"
+#include "store/ingest.h"
+#include "store/store.h"
 #include "test.h"
 #include "tiny_llama.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 
-enum { F_FWRITE, F_FFLUSH, F_FSYNC, F_FCLOSE, F_RENAME, F_MKSTEMP, F_N };
-static const char *const k_fn[F_N] = {"fwrite", "fflush", "fsync", "fclose", "rename", "mkstemp"};
+/* pwrite64 and fdatasync are SQLite's writes and syncs (stdio never calls them) */
+enum { F_FWRITE, F_FFLUSH, F_FSYNC, F_FCLOSE, F_RENAME, F_MKSTEMP, F_PWRITE, F_FDATASYNC, F_N };
+static const char *const k_fn[F_N] = {"fwrite", "fflush", "fsync", "fclose", "rename", "mkstemp", "pwrite64", "fdatasync"};
 static int g_armed = -1;
 static long g_countdown, g_hit;
 
@@ -47,6 +56,7 @@ typedef int (*file_fn)(FILE *);
 typedef int (*fd_fn)(int);
 typedef int (*rename_fn)(const char *, const char *);
 typedef int (*mkstemp_fn)(char *);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 #define REAL(name, type)                                     \
     static type real_##name;                                 \
     if (!real_##name) real_##name = (type)dlsym(RTLD_NEXT, #name)
@@ -99,6 +109,23 @@ int mkstemp(char *t) {
         return -1;
     }
     return real_mkstemp(t);
+}
+
+ssize_t pwrite64(int fd, const void *p, size_t n, off_t off) {
+    REAL(pwrite64, pwrite_fn);
+    if (fault(F_PWRITE)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real_pwrite64(fd, p, n, off);
+}
+int fdatasync(int fd) {
+    REAL(fdatasync, fd_fn);
+    if (fault(F_FDATASYNC)) {
+        errno = EIO;
+        return -1;
+    }
+    return real_fdatasync(fd);
 }
 
 static char g_dir[64];
@@ -210,6 +237,58 @@ static int w_checkpoint(const char *path, int v) {
     return mn_checkpoint_save(path, g_adapter, o, &st);
 }
 
+static int64_t n_docs(mn_store *s) {
+    mn_store_doc *d = NULL;
+    int64_t n = -1;
+    if (mn_store_list(s, 0, &d, &n)) return -1;
+    free(d);
+    return n;
+}
+
+static void run_ingest(void) {
+    char db[128], rep[512];
+    snprintf(db, sizeof db, "%s/store.db", g_dir);
+    mn_store *s = NULL;
+    if (mn_store_open(db, MN_STORE_CREATE, &s)) {
+        CHECK(0, "store: %s", mn_last_error());
+        return;
+    }
+    int cases = 0, bad = 0, doc = 0;
+    for (int fn = 0; fn < F_N; fn++) {
+        for (long k = 1; k < 100000; k++) {
+            char text[128];
+            snprintf(text, sizeof text, "Document %d tells of the sea, the wind and the long road home.", doc++);
+            mn_ingest_doc d = {"doc", "test", NULL, text, strlen(text)};
+            mn_ingest_result r;
+            const int64_t before = n_docs(s);
+            arm(fn, k);
+            int rc = mn_ingest(s, NULL, g_model, g_adapter, &d, 1, &r);
+            const int hit = (int)g_hit;
+            disarm();
+            const int64_t after = n_docs(s);
+            const int healthy = mn_store_check(s, rep, sizeof rep) == 0 && mn_store_verify_files(s, rep, sizeof rep) == 0;
+            if (!hit) {
+                if (rc || after != before + 1) bad++, fprintf(stderr, "  ingest: %s never failed, yet: %s\n", k_fn[fn],
+                                                             mn_last_error());
+                break;
+            }
+            cases++;
+            if (rc ? (after != before || !healthy || !mn_last_error()[0]) : (after != before + 1 || !healthy)) {
+                bad++;
+                fprintf(stderr, "  ingest: %s call %ld: rc %d, documents %lld -> %lld, healthy %d: %s\n", k_fn[fn], k,
+                        rc, (long long)before, (long long)after, healthy, rc ? mn_last_error() : rep);
+            }
+        }
+    }
+    int removed = 0;
+    CHECK(mn_store_gc(s, 0, &removed) == 0 && mn_store_verify_files(s, rep, sizeof rep) == 0, "gc after faults: %s",
+          rep);
+    printf("  store ingest: %d failure points, each leaving the store as it was (%d spare memory files collected)\n",
+           cases, removed);
+    CHECK(cases > 0 && bad == 0, "store ingest: %d of %d failure points mishandled", bad, cases);
+    mn_store_close(s);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/mnemo-faults-XXXXXX");
     if (!mkdtemp(g_dir)) return 1;
@@ -227,6 +306,7 @@ int main(void) {
         run_writer("adapter.gguf", w_adapter_f32);
         run_writer("adapter16.gguf", w_adapter_f16);
         run_writer("run.ckpt", w_checkpoint);
+        run_ingest();
     }
     mn_adapter_free(g_adapter);
     mn_model_free(g_model);
