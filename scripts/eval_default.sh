@@ -33,4 +33,5 @@ run recall recall --books data/eval/books --ratios 4,8,16 --samples 8 --generate
 run qa qa --set data/eval/qa/leval-quality.jsonl --max-docs $QA_DOCS --max-questions 8 -a "$A"
 cp runs/train-uio.log $R/train-uio.log 2>/dev/null || true
 cp runs/train-uio-r2.log $R/train-uio-r2.log 2>/dev/null || true
+cp runs/train-uio-r3.log $R/train-uio-r3.log 2>/dev/null || true
 bash scripts/plot.sh

@@ -10,5 +10,6 @@ args=()
 [ -f $R/passkey.jsonl ] && args+=(--passkey $R/passkey.jsonl)
 [ -f $R/train-uio.log ] && args+=(--train $R/train-uio.log)
 [ -f $R/train-uio-r2.log ] && args+=(--train $R/train-uio-r2.log)
+[ -f $R/train-uio-r3.log ] && args+=(--train $R/train-uio-r3.log)
 .cache/venv/bin/python scripts/plot_results.py $R "${args[@]}"
 ls $R/*.png

@@ -84,14 +84,14 @@ def plot_train(paths, outdir):
     its checkpoint) counts once, its last occurrence."""
     step_re = re.compile(r"step\s+(\d+)/\d+\s+ratio\s+(\d+)\s+loss\s+([\d.]+)\s+val\s+([\d.]+|-)")
     base_re = re.compile(r"no memory.*: ([\d.]+)")
-    loss_at, val_at, base, bounds, offset = {}, {}, None, [], 0
+    loss_at, val_at, bases, bounds, offset = {}, {}, [], [], 0
     for path in paths:
-        last_val, top = None, 0
+        last_val, top, base = None, 0, None
         with open(path) as f:
             for line in f:
                 b = base_re.search(line)
                 if b:
-                    base = float(b.group(1))
+                    base = float(b.group(1))  # each stage's own baseline (its windows may differ)
                 m = step_re.search(line)
                 if not m:
                     continue
@@ -101,6 +101,7 @@ def plot_train(paths, outdir):
                 if m.group(4) != "-" and m.group(4) != last_val:
                     val_at[offset + s] = float(m.group(4))
                     last_val = m.group(4)
+        bases.append((offset, offset + top, base))
         offset += top
         bounds.append(offset)
     if not loss_at:
@@ -115,12 +116,17 @@ def plot_train(paths, outdir):
     ax.plot(steps, loss, color="0.8", lw=0.8, label="training loss (per step)")
     ax.plot(steps, mov, color="C0", label=f"training loss ({k}-step mean)")
     ax.plot(vsteps, vals, "o-", color="C1", label="validation loss (memory)")
-    if base is not None:
-        ax.axhline(base, color="C3", ls="--", label="validation, no memory (sinks + recent window)")
+    labelled = False
+    for x0, x1, base in bases:
+        if base is not None:
+            ax.hlines(base, x0, x1, color="C3", ls="--",
+                      label=None if labelled else "validation, no memory (sinks + recent window)")
+            labelled = True
     for b in bounds[:-1]:
         ax.axvline(b, color="0.5", ls=":", lw=1)
         ax.text(b, ax.get_ylim()[1], " next stage", fontsize=7, va="top", color="0.4")
-    ax.set_xlabel("step (1,280-token windows)")
+    ax.set_xlabel("step (windows of 1,280 tokens in stages 1-2, 2,048 in stage 3)" if len(paths) > 2
+                  else "step (1,280-token windows)")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
