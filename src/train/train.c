@@ -141,8 +141,7 @@ static void step_rng(uint64_t seed, int64_t step, int64_t g, mn_rng *r) {
     mn_rng_seed(r, mn_hash64(k, sizeof k, 0x6d6e656d6f));
 }
 
-/* one of the enabled kinds, uniformly; the default pair draws as it always
- * did (copy on 1, passkey on 0), so older runs resume identically */
+/* one of the enabled kinds, uniformly */
 static mn_synth_kind synth_draw(const mn_train_config *c, mn_rng *rng) {
     const uint32_t kinds = c->synth_kinds ? c->synth_kinds : 1u << MN_SYNTH_PASSKEY | 1u << MN_SYNTH_COPY;
     int on[MN_SYNTH_N_KINDS], n = 0;
@@ -420,7 +419,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     mn_train_state st = {0};
     char conf[sizeof st.config];
     config_text(&c, l, conf, sizeof conf);
-    mn_rng_seed(&st.rng, c.seed);
+    mn_rng_seed(&st.rng, c.seed); /* kept in checkpoints (their format); windows draw from step_rng */
     st.loss_ema = NAN;
     if (c.resume) {
         mn_adapter *a2 = NULL;
