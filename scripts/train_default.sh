@@ -16,7 +16,8 @@
 #     (2,048 tokens: the decoder reads up to 6 memories, not 3) and 60% synthetic windows, half
 #     passkeys, half dense recall (the last 3 segments repeat earlier ones read only as memory),
 #     so the memory must keep the text, not its gist; lr 5e-4, warmup 10, cosine over
-#     STAGE3_STEPS steps.
+#     STAGE3_STEPS (165) steps (the shipped run planned 300, was re-planned to 210 at step 12 and
+#     to 165 at step 39, to fit the session).
 # Each stage checkpoints every 10 steps to its OUT.ckpt and continues from it when it is there
 # (kill it at any time; run this again to go on; a finished stage is skipped). The shipped runs
 # read the same books from a copy outside the repository, so continuing their own checkpoints
