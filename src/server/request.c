@@ -213,7 +213,7 @@ static const char *parse_completion(const mn_request_limits *s, job *j, char *ms
     return parse_common(s, j, j->req, msg, cap);
 }
 
-static const char *parse_document(job *j, char *msg, size_t cap) {
+static const char *parse_document(job *j) {
     const cJSON *req = j->req, *t = cJSON_GetObjectItemCaseSensitive(req, "text");
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(req, "group");
     j->title = json_str(req, "title");
@@ -224,7 +224,6 @@ static const char *parse_document(job *j, char *msg, size_t cap) {
     j->text = t->valuestring;
     j->text_len = strlen(t->valuestring);
     if (!j->title || !j->title[0]) j->title = "untitled";
-    (void)msg, (void)cap;
     return NULL;
 }
 
@@ -241,6 +240,6 @@ const char *mn_request_parse(job *j, const char *body, size_t len, const mn_requ
         return msg;
     }
     j->req = req;
-    if (j->type == JOB_DOC_ADD) return parse_document(j, msg, cap);
+    if (j->type == JOB_DOC_ADD) return parse_document(j);
     return j->type == JOB_CHAT ? parse_chat(lim, j, msg, cap) : parse_completion(lim, j, msg, cap);
 }

@@ -311,6 +311,21 @@ static void read_doc(const PGresult *r, int i, mn_store_doc *o) {
     }
 }
 
+static void read_doc_row(const PGresult *r, int i, void *o) { read_doc(r, i, o); }
+
+/* Every row of r read into a malloc'd array of elem-sized items; clears r. */
+static int rows_to_array(PGresult *r, size_t elem, void read(const PGresult *, int, void *), void **out,
+                         int64_t *n) {
+    const int nr = PQntuples(r);
+    char *arr = nr ? malloc(elem * (size_t)nr) : NULL;
+    for (int i = 0; arr && i < nr; i++) read(r, i, arr + elem * (size_t)i);
+    PQclear(r);
+    if (nr && !arr) return mn_error(MN_ENOMEM, "out of memory reading %d rows", nr);
+    *out = arr;
+    *n = nr;
+    return 0;
+}
+
 static int pg_get(mn_store *b, int64_t id, uint64_t adapter_hash, mn_store_doc *out) {
     pg_store *s = (pg_store *)b;
     char ah[17], sid[24];
@@ -336,15 +351,7 @@ static int pg_list(mn_store *b, uint64_t adapter_hash, mn_store_doc **out, int64
     PGresult *r;
     int rc = alive(s);
     if (rc || (rc = run(s, "list", "SELECT " DOC_COLS "ORDER BY d.id", 1, v, NULL, NULL, 0, &r))) return rc;
-    const int nr = PQntuples(r);
-    mn_store_doc *arr = nr ? malloc(sizeof *arr * (size_t)nr) : NULL;
-    if (nr && !arr) rc = mn_error(MN_ENOMEM, "store list: out of memory");
-    for (int i = 0; !rc && i < nr; i++) read_doc(r, i, &arr[i]);
-    PQclear(r);
-    if (rc) return rc;
-    *out = arr;
-    *n = nr;
-    return 0;
+    return rows_to_array(r, sizeof **out, read_doc_row, (void **)out, n);
 }
 
 typedef struct {
@@ -516,6 +523,8 @@ static void read_group(const PGresult *r, int i, mn_store_group *g) {
     g->n_docs = get_i64(r, i, 3);
 }
 
+static void read_group_row(const PGresult *r, int i, void *g) { read_group(r, i, g); }
+
 static int pg_group_get(mn_store *b, const char *group, mn_store_group *out) {
     pg_store *s = (pg_store *)b;
     const char *v[1] = {group};
@@ -537,15 +546,7 @@ static int pg_groups(mn_store *b, mn_store_group **out, int64_t *n) {
     int rc = alive(s);
     if (rc || (rc = run(s, "groups", "SELECT " GROUP_COLS "FROM groups g ORDER BY g.name", 0, NULL, NULL, NULL, 0, &r)))
         return rc;
-    const int nr = PQntuples(r);
-    mn_store_group *arr = nr ? malloc(sizeof *arr * (size_t)nr) : NULL;
-    if (nr && !arr) rc = mn_error(MN_ENOMEM, "out of memory");
-    for (int i = 0; !rc && i < nr; i++) read_group(r, i, &arr[i]);
-    PQclear(r);
-    if (rc) return rc;
-    *out = arr;
-    *n = nr;
-    return 0;
+    return rows_to_array(r, sizeof **out, read_group_row, (void **)out, n);
 }
 
 static int pg_meta_get(mn_store *b, const char *key, char *val, size_t cap) {
