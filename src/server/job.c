@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "utf8.h"
 
 job *job_new(job_type t) {
     job *j = calloc(1, sizeof *j);
@@ -68,27 +69,6 @@ int job_emit_event(job *j, const char *payload) {
     return 0;
 }
 
-/* Length of the UTF-8 character that starts with byte c (0: not a lead byte). */
-static int utf8_len(unsigned char c) {
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return 2;
-    if (c >= 0xE0 && c <= 0xEF) return 3;
-    if (c >= 0xF0 && c <= 0xF4) return 4;
-    return 0;
-}
-
-/* Whether s[0..n) (n = utf8_len(s[0])) is a well-formed character: no
- * overlong forms, no surrogates, nothing past U+10FFFF. */
-static int utf8_ok(const unsigned char *s, int n) {
-    for (int i = 1; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0) return 0;
-    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0) return 0;
-    if (n == 4 && s[0] == 0xF0 && s[1] < 0x90) return 0;
-    if (n == 4 && s[0] == 0xF4 && s[1] >= 0x90) return 0;
-    return 1;
-}
-
 /* Valid UTF-8 from pend + text into dst (cap >= 3 * (n_pend + len) + 1); keeps
  * an unfinished tail in pend unless final. */
 static size_t sanitize(job *j, const char *text, size_t len, int final, char *dst) {
@@ -101,7 +81,7 @@ static size_t sanitize(job *j, const char *text, size_t len, int final, char *ds
     memcpy(buf + n, text, take);
     n += take;
     for (size_t i = 0; i < n;) {
-        int cl = utf8_len(buf[i]);
+        int cl = mn_utf8_len(buf[i]);
         if (cl == 0) {
             memcpy(dst + o, "\xEF\xBF\xBD", 3);
             o += 3;
@@ -122,7 +102,7 @@ static size_t sanitize(job *j, const char *text, size_t len, int final, char *ds
             i++;
             continue;
         }
-        if (!utf8_ok(buf + i, cl)) {
+        if (!mn_utf8_ok(buf + i, cl)) {
             memcpy(dst + o, "\xEF\xBF\xBD", 3);
             o += 3;
             i++;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "utf8.h"
 #include "memory/docmem.h"
 #include "memory/memfile.h"
 #include "memory/memory.h"
@@ -35,30 +36,6 @@ void mn_ingest_mem_name(const char *sha256, uint64_t adapter_hash, char *out, si
     z = (z ^ z >> 27) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     snprintf(out, cap, "%.64s-%016llx-%08x.mem", sha256, (unsigned long long)adapter_hash, (unsigned)(z >> 32));
-}
-
-/* Offset of the first byte that makes s not UTF-8 text (a NUL, a malformed,
- * overlong or surrogate sequence, past U+10FFFF), or -1: what a store keeps
- * as chunk text must read back as it was given, on every backend. */
-static int64_t not_text_at(const char *s, size_t n) {
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        const unsigned c = u[i];
-        if (c == 0) return (int64_t)i;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        const int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-        if (!len || c > 0xF4 || i + (size_t)len > n) return (int64_t)i;
-        for (int k = 1; k < len; k++)
-            if ((u[i + k] & 0xC0) != 0x80) return (int64_t)i;
-        if ((c == 0xE0 && u[i + 1] < 0xA0) || (c == 0xED && u[i + 1] > 0x9F) || (c == 0xF0 && u[i + 1] < 0x90) ||
-            (c == 0xF4 && u[i + 1] > 0x8F))
-            return (int64_t)i;
-        i += (size_t)len;
-    }
-    return -1;
 }
 
 int mn_ingest_bind_model(mn_store *s, const mn_model *m) {
@@ -157,7 +134,8 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
     const double t0 = mn_answer_now();
     memset(out, 0, sizeof *out);
     if (!doc || !doc->text) return mn_error(MN_EINVAL, "ingest: no document");
-    const int64_t bad = not_text_at(doc->text, doc->len);
+    /* what the store keeps as chunk text must read back as it was given, on every backend */
+    const int64_t bad = mn_utf8_invalid_at(doc->text, doc->len);
     if (bad >= 0)
         return mn_error(MN_EINVAL,
                         "document '%s' is not UTF-8 text (byte 0x%02x at offset %lld); convert it first (e.g. "
