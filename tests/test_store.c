@@ -2,11 +2,12 @@
  * PostgreSQL (a throw-away cluster, tests/test_pg.h): add / list / get /
  * remove, the same-text no-op, groups, full-text and dense ranking, fused
  * retrieval with the model's own embeddings, memory-file verification and
- * garbage collection, and clear errors for files and databases that are not
- * stores; for PostgreSQL also the schema version, the memory directory's
+ * garbage collection, owners (scoped keys: grants, filtered listing and
+ * search, the last owner's delete), the SQLite schema-1 migration, and clear
+ * errors for files and databases that are not stores; for PostgreSQL also the schema version, the memory directory's
  * record, and the same text uploaded through two connections at once. */
-#include <sqlite3.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -144,34 +145,34 @@ static void test_basic(void) {
     /* BM25 ranking */
     mn_store_hit hits[4];
     int nh = 0;
-    rc = mn_store_search_bm25(s, "How does the magma of an eruption reach the crust?", 3, hits, &nh);
+    rc = mn_store_search_bm25(s, "How does the magma of an eruption reach the crust?", NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh >= 1 && hits[0].doc_id == ids[0], "bm25 volcano: %d n=%d top=%lld", rc, nh,
           nh ? (long long)hits[0].doc_id : -1LL);
-    rc = mn_store_search_bm25(s, "which pieces does a chess player move? (queen AND \"king\" NEAR/2 -)", 3, hits, &nh);
+    rc = mn_store_search_bm25(s, "which pieces does a chess player move? (queen AND \"king\" NEAR/2 -)", NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh >= 1 && hits[0].doc_id == ids[2], "bm25 chess with query syntax chars: %d %s", rc,
           mn_last_error());
-    rc = mn_store_search_bm25(s, "yeast dough oven", 1, hits, &nh);
+    rc = mn_store_search_bm25(s, "yeast dough oven", NULL, 1, hits, &nh);
     CHECK(rc == 0 && nh == 1 && hits[0].doc_id == ids[1], "bm25 bread k=1: n=%d", nh);
-    rc = mn_store_search_bm25(s, "?!", 3, hits, &nh);
+    rc = mn_store_search_bm25(s, "?!", NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh == 0, "no words, no hits");
     { /* 17 to 64 one-letter words: the FTS5 query outgrows 3 bytes per input byte (a heap overflow once) */
         char many[128];
         for (int i = 0; i < 40; i++) many[2 * i] = (char)('a' + i % 26), many[2 * i + 1] = ' ';
         many[79] = 0;
-        rc = mn_store_search_bm25(s, many, 3, hits, &nh);
+        rc = mn_store_search_bm25(s, many, NULL, 3, hits, &nh);
         CHECK(rc == 0, "40 one-letter words: %d %s", rc, mn_last_error());
     }
-    rc = mn_store_search_bm25(s, "zeppelin", 3, hits, &nh);
+    rc = mn_store_search_bm25(s, "zeppelin", NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh == 0, "unmatched word: %d", nh);
 
     /* dense ranking */
     float q[8];
     vec_for(1, q, 8);
-    rc = mn_store_search_dense(s, q, 8, 3, hits, &nh);
+    rc = mn_store_search_dense(s, q, 8, NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh == 3 && hits[0].doc_id == ids[1] && hits[0].score > hits[1].score &&
               hits[0].score > 0.99,
           "dense: %d n=%d top=%lld %.3f", rc, nh, nh ? (long long)hits[0].doc_id : -1LL, nh ? hits[0].score : 0.0);
-    rc = mn_store_search_dense(s, q, 7, 3, hits, &nh);
+    rc = mn_store_search_dense(s, q, 7, NULL, 3, hits, &nh);
     CHECK(rc == MN_EINVAL && strstr(mn_last_error(), "wide"), "dense dim mismatch: %d %s", rc, mn_last_error());
 
     /* groups and adapters */
@@ -216,7 +217,7 @@ static void test_basic(void) {
     CHECK(rc == 0 && !strcmp(files, "doc1.mem\n"), "remove: %d '%s'", rc, files);
     rc = mn_store_remove(s, ids[1], files, sizeof files);
     CHECK(rc == MN_ENOTFOUND, "remove twice: %d", rc);
-    rc = mn_store_search_bm25(s, "yeast dough oven", 3, hits, &nh);
+    rc = mn_store_search_bm25(s, "yeast dough oven", NULL, 3, hits, &nh);
     CHECK(rc == 0 && nh == 0, "removed doc leaves the FTS index: n=%d", nh);
     CHECK(mn_store_check(s, rep, sizeof rep) == 0, "integrity: %s", rep);
     mn_store_close(s);
@@ -231,6 +232,123 @@ static void test_basic(void) {
               mn_store_mem_dir(s));
         free(docs);
         CHECK(add_doc(s, 1, NULL, NULL, &again, &existed) == MN_EINVAL, "read-only refuses writes");
+        mn_store_close(s);
+    }
+}
+
+/* Per-owner access (the server's scoped keys): grants, filters, the
+ * last owner's delete, and that an owner filter never lets another owner's
+ * documents crowd this owner's out of a search. */
+static void test_owners(void) {
+    char db[768];
+    mn_store *s = NULL;
+    if (store_spec("owners", db, sizeof db) || mn_store_open(db, MN_STORE_CREATE, &s)) {
+        CHECK(0, "owners store: %s", mn_last_error());
+        return;
+    }
+    int64_t ids[3];
+    int ex;
+    for (int i = 0; i < 3; i++) CHECK(add_doc(s, i, NULL, NULL, &ids[i], &ex) == 0, "add %d: %s", i, mn_last_error());
+    int added = -1, yes = -1;
+    CHECK(mn_store_grant(s, ids[0], "alice", &added) == 0 && added == 1, "grant alice 0: %d", added);
+    CHECK(mn_store_grant(s, ids[0], "alice", &added) == 0 && added == 0, "grant again is a no-op: %d", added);
+    CHECK(mn_store_grant(s, ids[0], "bob", &added) == 0 && added == 1, "grant bob 0");
+    CHECK(mn_store_grant(s, ids[1], "bob", &added) == 0 && added == 1, "grant bob 1");
+    CHECK(mn_store_grant(s, 999999, "bob", &added) == MN_ENOTFOUND, "grant on a missing document");
+    CHECK(mn_store_grant(s, ids[1], "bad owner", &added) == MN_EINVAL, "malformed owner refused");
+    CHECK(mn_store_grant(s, ids[1], "", &added) == MN_EINVAL, "empty owner refused");
+    CHECK(mn_store_owns(s, ids[1], "alice", &yes) == 0 && yes == 0, "alice does not own 1");
+    CHECK(mn_store_owns(s, ids[0], "alice", &yes) == 0 && yes == 1, "alice owns 0");
+    CHECK(mn_store_owns(s, 999999, "alice", &yes) == 0 && yes == 0, "nobody owns a missing id");
+    mn_store_doc *docs = NULL;
+    int64_t n = -1;
+    CHECK(mn_store_list_owned(s, 0, "alice", &docs, &n) == 0 && n == 1 && docs[0].id == ids[0], "alice lists 1: %lld",
+          (long long)n);
+    free(docs);
+    CHECK(mn_store_list_owned(s, 0, "bob", &docs, &n) == 0 && n == 2 && docs[0].id == ids[0] && docs[1].id == ids[1],
+          "bob lists 2: %lld", (long long)n);
+    free(docs);
+    CHECK(mn_store_list_owned(s, 0, "carol", &docs, &n) == 0 && n == 0, "carol lists none");
+    free(docs);
+    CHECK(mn_store_list_owned(s, 0, NULL, &docs, &n) == 0 && n == 3, "unfiltered lists 3");
+    free(docs);
+    /* search: the bread document is alice's best text hit only if it were hers */
+    mn_store_hit hits[3];
+    int nh = -1;
+    CHECK(mn_store_search_bm25(s, "yeast dough oven", "alice", 3, hits, &nh) == 0 && nh == 0,
+          "alice's text search does not find bob's bread: %d", nh);
+    CHECK(mn_store_search_bm25(s, "yeast dough oven", "bob", 3, hits, &nh) == 0 && nh == 1 && hits[0].doc_id == ids[1],
+          "bob's text search finds his bread: %d", nh);
+    CHECK(mn_store_search_bm25(s, "chess king queen", "bob", 3, hits, &nh) == 0 && nh == 0,
+          "the ownerless chess document is nobody's: %d", nh);
+    float q[8];
+    vec_for(1, q, 8);
+    CHECK(mn_store_search_dense(s, q, 8, "alice", 3, hits, &nh) == 0 && nh == 1 && hits[0].doc_id == ids[0],
+          "alice's dense search sees only her document: %d", nh);
+    CHECK(mn_store_search_dense(s, q, 8, NULL, 3, hits, &nh) == 0 && nh == 3 && hits[0].doc_id == ids[1],
+          "unfiltered dense search sees all: %d", nh);
+    /* the first owner's delete keeps the document for the other */
+    int removed = -1;
+    char files[256] = "x";
+    CHECK(mn_store_disown(s, ids[0], "carol", &removed, files, sizeof files) == MN_ENOTFOUND,
+          "a non-owner's delete is 'not found'");
+    CHECK(mn_store_disown(s, ids[0], "alice", &removed, files, sizeof files) == 0 && removed == 0 && !files[0],
+          "alice's delete keeps bob's document: removed %d", removed);
+    mn_store_doc d;
+    CHECK(mn_store_get(s, ids[0], 0, &d) == 0, "document 0 still stored");
+    CHECK(mn_store_owns(s, ids[0], "alice", &yes) == 0 && yes == 0, "alice no longer owns 0");
+    CHECK(mn_store_disown(s, ids[0], "alice", &removed, files, sizeof files) == MN_ENOTFOUND, "twice: not found");
+    CHECK(mn_store_disown(s, ids[0], "bob", &removed, files, sizeof files) == 0 && removed == 1,
+          "the last owner's delete removes it: %d", removed);
+    CHECK(mn_store_get(s, ids[0], 0, &d) == MN_ENOTFOUND, "document 0 gone");
+    CHECK(mn_store_grant(s, ids[0], "alice", &added) == MN_ENOTFOUND, "no grant on a removed document");
+    /* re-adding the text gives a new id, owned by nobody yet */
+    int64_t again;
+    CHECK(add_doc(s, 0, NULL, NULL, &again, &ex) == 0 && !ex && again != ids[0], "re-added with a new id");
+    CHECK(mn_store_list_owned(s, 0, "alice", &docs, &n) == 0 && n == 0, "alice owns nothing now");
+    free(docs);
+    mn_store_close(s);
+    /* owners persist */
+    CHECK(mn_store_open(db, 0, &s) == 0, "reopen");
+    if (s) {
+        CHECK(mn_store_owns(s, ids[1], "bob", &yes) == 0 && yes == 1, "bob still owns 1 after reopen");
+        mn_store_close(s);
+    }
+}
+
+/* A version-1 SQLite store (before owners) is migrated when opened for
+ * writing and read as it is when opened read-only. */
+static void test_sqlite_v1(void) {
+    char db[512];
+    path_in(db, sizeof db, "v1.db");
+    mn_store *s = NULL;
+    int64_t id;
+    int ex;
+    CHECK(mn_store_open(db, MN_STORE_CREATE, &s) == 0 && add_doc(s, 0, NULL, NULL, &id, &ex) == 0, "v1 store");
+    mn_store_close(s);
+    sqlite3 *raw = NULL;
+    CHECK(sqlite3_open(db, &raw) == SQLITE_OK &&
+              sqlite3_exec(raw, "DROP TABLE doc_owners; UPDATE meta SET value = '1' WHERE key = 'schema'", NULL, NULL,
+                           NULL) == SQLITE_OK,
+          "made a version-1 store");
+    sqlite3_close(raw);
+    int yes = -1;
+    mn_store_doc *docs = NULL;
+    int64_t n = 0;
+    CHECK(mn_store_open(db, MN_STORE_READONLY, &s) == 0, "v1 opens read-only: %s", mn_last_error());
+    if (s) {
+        CHECK(mn_store_list(s, 0, &docs, &n) == 0 && n == 1, "v1 lists");
+        free(docs);
+        CHECK(mn_store_owns(s, id, "alice", &yes) == MN_EUNSUPPORTED && strstr(mn_last_error(), "open it for writing"),
+              "v1 read-only has no owners: %s", mn_last_error());
+        mn_store_close(s);
+    }
+    CHECK(mn_store_open(db, 0, &s) == 0, "v1 opens for writing");
+    if (s) {
+        char v[16] = "";
+        CHECK(mn_store_meta_get(s, "schema", v, sizeof v) == 0 && !strcmp(v, "2"), "migrated to 2: %s", v);
+        CHECK(mn_store_grant(s, id, "alice", NULL) == 0 && mn_store_owns(s, id, "alice", &yes) == 0 && yes,
+              "owners after migration");
         mn_store_close(s);
     }
 }
@@ -337,15 +455,15 @@ static void test_model_retrieval(void) {
         mn_embed_tokens(c, t, (int32_t)nt, q);
         mn_store_hit h[3];
         int nh = 0;
-        CHECK(mn_store_search_dense(s, q, C, 3, h, &nh) == 0 && nh == 3 && h[0].doc_id == ids[1],
+        CHECK(mn_store_search_dense(s, q, C, NULL, 3, h, &nh) == 0 && nh == 3 && h[0].doc_id == ids[1],
               "dense (model) picks bread: top %lld", nh ? (long long)h[0].doc_id : -1LL);
         free(q);
         mn_retrieval_hit r[3];
         int nr = 0;
-        int rc = mn_retrieve(s, c, "Which pieces does each chess player have?", 3, r, &nr);
+        int rc = mn_retrieve(s, c, "Which pieces does each chess player have?", NULL, 3, r, &nr);
         CHECK(rc == 0 && nr >= 1 && r[0].doc_id == ids[2] && r[0].rank_bm25 == 1,
               "fused retrieval picks chess: %d n=%d top=%lld", rc, nr, nr ? (long long)r[0].doc_id : -1LL);
-        rc = mn_retrieve(s, c, "zzz qqq", 2, r, &nr);
+        rc = mn_retrieve(s, c, "zzz qqq", NULL, 2, r, &nr);
         CHECK(rc == 0 && nr == 2 && r[0].rank_bm25 == 0 && r[0].rank_dense == 1, "dense-only fallback: n=%d", nr);
     }
     mn_store_close(s);
@@ -445,6 +563,8 @@ int main(void) {
               !mn_secret_equal("key1", 4, "key10", 5),
           "secret compare");
     test_basic();
+    test_owners();
+    test_sqlite_v1();
     test_bad_files();
     test_model_retrieval();
     /* the same again on PostgreSQL, plus what only it has */
@@ -453,6 +573,7 @@ int main(void) {
     if (pg == 0) {
         g_pg = 1;
         test_basic();
+        test_owners();
         test_model_retrieval();
         test_pg_only();
     }

@@ -34,22 +34,27 @@ int cmd_serve(int argc, char **argv) {
                    "  --timeout S       per-request limit in seconds, queue included (default 300)\n"
                    "  --cache-mb N      loaded-memory cache (default 1024)\n"
                    "  --drain S         on SIGTERM, seconds to let requests in flight finish (default 30)\n"
-                   "  --api-key K       require 'Authorization: Bearer K' on /v1/ (or $MNEMO_API_KEY)\n");
+                   "  --api-key K       require 'Authorization: Bearer K' on /v1/ (or $MNEMO_API_KEY); every\n"
+                   "                    client holding K reads and deletes every document\n"
+                   "  --api-keys FILE   scoped keys, one 'OWNER KEY' per line ('#' comments): a document\n"
+                   "                    belongs to the owners whose keys uploaded it; a key lists, reads,\n"
+                   "                    answers from and deletes only its owner's documents (others: 404)\n");
             return 0;
         }
-    const char *db = NULL, *model = NULL, *adapter = NULL;
+    const char *db = NULL, *model = NULL, *adapter = NULL, *keys_path = NULL;
     mn_server_params p = mn_server_default_params();
     long v;
     double d, drain = 30;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--db") || !strcmp(a, "-m") || !strcmp(a, "-a") || !strcmp(a, "--host") ||
-            !strcmp(a, "--api-key")) {
+            !strcmp(a, "--api-key") || !strcmp(a, "--api-keys")) {
             if (!val) return cli_usage_error("serve", "%s needs a value", a);
             if (!strcmp(a, "--db")) db = val;
             else if (!strcmp(a, "-m")) model = val;
             else if (!strcmp(a, "-a")) adapter = val;
             else if (!strcmp(a, "--host")) p.host = val;
+            else if (!strcmp(a, "--api-keys")) keys_path = val;
             else p.api_key = val;
             i++;
         } else if (!strcmp(a, "--port")) {
@@ -87,14 +92,22 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (!db) return cli_usage_error("serve", "needs --db FILE (created if missing) or --db postgresql://USER@HOST/DB");
-    if (!p.api_key) p.api_key = getenv("MNEMO_API_KEY");
+    if (!p.api_key && !keys_path) p.api_key = getenv("MNEMO_API_KEY");
+    if (keys_path && p.api_key) return cli_usage_error("serve", "--api-key and --api-keys exclude each other");
+    mn_api_keys *keys = NULL;
+    if (keys_path && mn_api_keys_load(keys_path, &keys)) return cli_fail("serve");
+    p.keys = keys;
     mn_store *s = NULL;
-    if (mn_store_open(db, MN_STORE_CREATE, &s)) return cli_fail("store");
+    if (mn_store_open(db, MN_STORE_CREATE, &s)) {
+        mn_api_keys_free(keys);
+        return cli_fail("store");
+    }
     char abuf[4096];
     if (!adapter && mn_store_meta_get(s, "adapter_path", abuf, sizeof abuf) == 0) adapter = abuf;
     if (!adapter) adapter = cli_adapter_path(NULL);
     if (!adapter) {
         mn_store_close(s);
+        mn_api_keys_free(keys);
         return cli_usage_error("serve", "needs -a ADAPTER (the store records none and no shipped adapter was found)");
     }
     mn_model *m = NULL;
@@ -120,7 +133,8 @@ int cmd_serve(int argc, char **argv) {
     if (!rc && mn_server_start(m, ad, s, &p, &srv)) rc = cli_fail("serve");
     if (!rc) {
         fprintf(stderr, "mnemo: serving %s on http://%s:%d/ (%d slots, queue %d%s)\n", id, p.host,
-                mn_server_port(srv), p.n_slots, p.queue_cap, p.api_key && p.api_key[0] ? ", API key required" : "");
+                mn_server_port(srv), p.n_slots, p.queue_cap,
+                keys ? ", scoped API keys" : p.api_key && p.api_key[0] ? ", API key required" : "");
         printf("listening %d\n", mn_server_port(srv));
         fflush(stdout);
         int sig = 0;
@@ -133,5 +147,6 @@ int cmd_serve(int argc, char **argv) {
     mn_adapter_free(ad);
     mn_model_free(m);
     mn_store_close(s);
+    mn_api_keys_free(keys);
     return rc;
 }

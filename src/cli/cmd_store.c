@@ -27,7 +27,7 @@
 #define MAX_K 64
 
 typedef struct {
-    const char *db, *model, *adapter, *group, *docs_csv;
+    const char *db, *model, *adapter, *group, *docs_csv, *owner;
     const char *args[4096];
     int n_args;
     long k, threads, jobs, n_predict, seed;
@@ -38,10 +38,12 @@ typedef struct {
 static int usage(FILE *f) {
     fprintf(f,
             "usage: mnemo store <add|ls|rm|query|ask|groups|verify> --db FILE [options]\n\n"
-            "  add   [--group G] [-a ADAPTER] [-j JOBS] [-t N] DOC...   compress documents into the store\n"
-            "        (in parallel; progress on stderr). Text already stored is skipped. -a is needed the\n"
-            "        first time and is remembered as the store's compressor.\n"
-            "  ls                                  list documents (id, group, tokens, memory slots, ratio, bytes)\n"
+            "  add   [--group G] [-a ADAPTER] [-j JOBS] [-t N] [--owner O] DOC...   compress documents into\n"
+            "        the store (in parallel; progress on stderr). Text already stored is skipped. -a is needed\n"
+            "        the first time and is remembered as the store's compressor. --owner makes O an owner\n"
+            "        (the server's scoped keys, 'serve --api-keys': only O's keys then see the document)\n"
+            "  ls    [--owner O]                   list documents (id, group, tokens, memory slots, ratio,\n"
+            "                                      bytes); --owner: only O's\n"
             "  rm    ID...                         remove documents and their memory files\n"
             "  query \"question\" [-k K]             rank documents (BM25 + dense, fused by rank)\n"
             "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S]\n"
@@ -70,7 +72,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         i++;                                                        \
         continue;                                                   \
     }
-        STR("--db", db) STR("-m", model) STR("-a", adapter) STR("--group", group) STR("--docs", docs_csv)
+        STR("--db", db) STR("-m", model) STR("-a", adapter) STR("--group", group) STR("--docs", docs_csv) STR("--owner", owner)
 #undef STR
 #define INT(flag, field, lo, hi)                                        \
     if (!strcmp(a, flag)) {                                            \
@@ -96,6 +98,8 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         }
     }
     if (!o->db) return cli_usage_error(cmd, "needs --db FILE or --db postgresql://...");
+    if (o->owner && !mn_store_valid_owner(o->owner))
+        return cli_usage_error(cmd, "--owner: a name of 1-64 of A-Z a-z 0-9 . _ -");
     return 0;
 }
 
@@ -176,6 +180,11 @@ static void *add_worker(void *arg) {
             char abs[PATH_MAX];
             if (realpath(path, abs)) d.source = abs;
             rc = mn_ingest(J->s, &J->store_mu, J->m, J->a, &d, J->threads_each, &res);
+            if (!rc && J->o->owner) {
+                pthread_mutex_lock(&J->store_mu);
+                rc = mn_store_grant(J->s, res.id, J->o->owner, NULL);
+                pthread_mutex_unlock(&J->store_mu);
+            }
             if (rc) snprintf(err, sizeof err, "mnemo: %s: %s", path, mn_last_error());
         }
         free(text);
@@ -268,7 +277,7 @@ static int store_ls(const st_opts *o) {
     if (open_store(o, MN_STORE_READONLY, &s)) return 1;
     mn_store_doc *d;
     int64_t n;
-    int rc = mn_store_list(s, recorded_adapter_hash(s), &d, &n) ? cli_fail("store") : 0;
+    int rc = mn_store_list_owned(s, recorded_adapter_hash(s), o->owner, &d, &n) ? cli_fail("store") : 0;
     if (!rc) {
         printf("%-6s %-12s %9s %7s %6s %10s  %s\n", "id", "group", "tokens", "slots", "ratio", "bytes", "title");
         for (int64_t i = 0; i < n; i++) {
@@ -405,7 +414,7 @@ static int store_query(const st_opts *o, int ask) {
         }
     } else if (!rc) {
         int nh = 0;
-        if (mn_retrieve(s, c, q, (int)o->k, hits, &nh)) rc = cli_fail("retrieve");
+        if (mn_retrieve(s, c, q, NULL, (int)o->k, hits, &nh)) rc = cli_fail("retrieve");
         for (int i = 0; i < nh; i++) ids[n_ids++] = hits[i].doc_id;
         if (!ask) {
             for (int i = 0; i < nh && !rc; i++) {

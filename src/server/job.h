@@ -45,6 +45,7 @@ typedef struct job {
     int64_t created;
     const char *title, *text, *group;
     size_t text_len;
+    const char *owner;    /* the scoped key's owner (the server's key table outlives the job), or NULL */
 
     /* result */
     int http_status;      /* 0 while fine; else the error to answer with */

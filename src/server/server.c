@@ -155,11 +155,17 @@ static void run_answer(slot *sl, job *j) {
     if (j->retrieve_k > 0) {
         mn_retrieval_hit hits[64];
         int nh = 0;
-        rc = mn_retrieve(s->store, sl->ctx, last_user_text(j), j->retrieve_k, hits, &nh);
+        rc = mn_retrieve(s->store, sl->ctx, last_user_text(j), j->owner, j->retrieve_k, hits, &nh);
         for (int i = 0; i < nh; i++) ids[n_ids++] = hits[i].doc_id;
         retrieved = 1;
     } else {
         for (int i = 0; i < j->n_docs; i++) ids[n_ids++] = j->doc_ids[i];
+        /* checked again here: the owner may have deleted it while the request queued */
+        for (int i = 0; i < n_ids && !rc && j->owner; i++) {
+            int yes = 0;
+            if (!(rc = mn_store_owns(s->store, ids[i], j->owner, &yes)) && !yes)
+                rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)ids[i]);
+        }
     }
     if (!rc) rc = mn_retrieve_select(s->store, ids, n_ids, retrieved, mn_adapter_hash(s->a), budget, j->used, &j->n_used);
     /* the best document's group decides the decoder LoRA (mnemo finetune) */
@@ -238,6 +244,23 @@ static void run_doc_add(slot *sl, job *j) {
     mn_server *s = sl->srv;
     mn_ingest_doc d = {j->title, "http upload", j->group, j->text, j->text_len};
     int rc = mn_ingest(s->store, &s->store_mu, s->m, s->a, &d, mn_context_n_threads(sl->ctx), &j->ing);
+    if (!rc && j->owner) {
+        /* Twice at most: the document found stored may lose its last owner
+         * (and go) between the ingest and the grant; the second ingest then
+         * stores it anew. */
+        int added = 0;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            pthread_mutex_lock(&s->store_mu);
+            rc = mn_store_grant(s->store, j->ing.id, j->owner, &added);
+            pthread_mutex_unlock(&s->store_mu);
+            if (rc != MN_ENOTFOUND || attempt) break;
+            if ((rc = mn_ingest(s->store, &s->store_mu, s->m, s->a, &d, mn_context_n_threads(sl->ctx), &j->ing)))
+                break;
+        }
+        /* "existed" is this owner's view: whether someone else stored the
+         * text is not theirs to learn */
+        if (!rc && added) j->ing.existed = 0;
+    }
     pthread_mutex_lock(&j->mu);
     if (rc)
         job_fail(j, rc == MN_EINVAL ? 400 : 500, rc == MN_EINVAL ? "invalid_request_error" : "server_error", "%s",
@@ -424,11 +447,11 @@ static cJSON *doc_json(const mn_store_doc *d) {
     return o;
 }
 
-static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *owner) {
     mn_store_doc *d = NULL;
     int64_t n = 0;
     pthread_mutex_lock(&s->store_mu);
-    int rc = mn_store_list(s->store, mn_adapter_hash(s->a), &d, &n);
+    int rc = mn_store_list_owned(s->store, mn_adapter_hash(s->a), owner, &d, &n);
     pthread_mutex_unlock(&s->store_mu);
     if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
     cJSON *o = cJSON_CreateObject();
@@ -439,15 +462,26 @@ static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, co
     return send_json(c, cs, 200, o);
 }
 
-static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *ids, int del) {
+static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *ids, int del,
+                                    const char *owner) {
     int64_t id;
     if (mn_request_doc_id(ids, &id)) return send_error(c, cs, 400, "invalid_request_error", "'%s' is not a document id", ids);
     pthread_mutex_lock(&s->store_mu);
     mn_store_doc d;
-    char files[4096];
-    int rc = del ? mn_store_remove(s->store, id, files, sizeof files) : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
+    char files[4096] = "";
+    int rc = 0, yes = 1;
+    if (del && owner) {
+        /* the document itself goes with its last owner */
+        rc = mn_store_disown(s->store, id, owner, NULL, files, sizeof files);
+    } else {
+        /* another owner's document is answered as if it did not exist */
+        if (owner && !(rc = mn_store_owns(s->store, id, owner, &yes)) && !yes)
+            rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)id);
+        if (!rc) rc = del ? mn_store_remove(s->store, id, files, sizeof files)
+                          : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
+    }
     if (!rc && del)
-        for (char *f = strtok(files, "\n"); f; f = strtok(NULL, "\n")) {
+        for (char *sv = NULL, *f = strtok_r(files, "\n", &sv); f; f = strtok_r(NULL, "\n", &sv)) {
             char p[MN_STORE_PATH_CAP];
             snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s->store), f);
             unlink(p);
@@ -538,12 +572,19 @@ static enum MHD_Result models(mn_server *s, struct MHD_Connection *c, conn_state
     return send_json(c, cs, 200, o);
 }
 
-static int authorized(mn_server *s, struct MHD_Connection *c) {
-    if (!s->p.api_key || !s->p.api_key[0]) return 1;
+/* 1 when the request may pass; *owner (optional) gets the scoped key's
+ * owner, or NULL when keys are not scoped. */
+static int authorized(mn_server *s, struct MHD_Connection *c, const char **owner) {
+    if (owner) *owner = NULL;
+    const int scoped = mn_api_keys_count(s->p.keys) > 0;
+    if (!scoped && (!s->p.api_key || !s->p.api_key[0])) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     const char *given = "";
     if (h && !strncasecmp(h, "Bearer ", 7)) given = h + 7;
-    return mn_secret_equal(given, strlen(given), s->p.api_key, strlen(s->p.api_key));
+    if (!scoped) return mn_secret_equal(given, strlen(given), s->p.api_key, strlen(s->p.api_key));
+    const char *o = mn_api_keys_owner(s->p.keys, given, strlen(given));
+    if (owner) *owner = o;
+    return o != NULL;
 }
 
 static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *url,
@@ -555,15 +596,16 @@ static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state 
     if (rt == MN_RT_HEALTH) return health(s, c, cs);
     if (rt == MN_RT_METRICS) return metrics_page(s, c, cs);
     if (strncmp(url, "/v1/", 4)) return send_error(c, cs, 404, "not_found_error", "no route %s %s", method, url);
-    if (!authorized(s, c)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
+    const char *owner = NULL;
+    if (!authorized(s, c, &owner)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
     if (cs->too_large)
         return send_error(c, cs, 413, "invalid_request_error", "request body over the limit of %zu bytes",
                           s->p.max_body);
     switch (rt) {
     case MN_RT_MODELS: return models(s, c, cs);
-    case MN_RT_DOCS: return list_documents(s, c, cs);
+    case MN_RT_DOCS: return list_documents(s, c, cs, owner);
     case MN_RT_DOC_GET:
-    case MN_RT_DOC_DELETE: return one_document(s, c, cs, tail, rt == MN_RT_DOC_DELETE);
+    case MN_RT_DOC_DELETE: return one_document(s, c, cs, tail, rt == MN_RT_DOC_DELETE, owner);
     case MN_RT_CHAT:
     case MN_RT_COMPLETION:
     case MN_RT_DOC_ADD: break;
@@ -577,13 +619,17 @@ static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state 
     char msg[512];
     const mn_request_limits lim = {s->p.max_tokens, s->p.max_retrieve};
     const char *err = mn_request_parse(j, cs->body, cs->len, &lim, msg, sizeof msg);
+    j->owner = owner;
     if (!err && rt != MN_RT_DOC_ADD) {
         new_id(j, rt == MN_RT_CHAT ? "chatcmpl" : "cmpl");
         /* unknown documents answer 404 at once, not after a wait in the queue */
         for (int i = 0; i < j->n_docs; i++) {
             mn_store_doc d;
             pthread_mutex_lock(&s->store_mu);
-            int rc = mn_store_get(s->store, j->doc_ids[i], mn_adapter_hash(s->a), &d);
+            int rc = 0, yes = 1;
+            if (owner && !(rc = mn_store_owns(s->store, j->doc_ids[i], owner, &yes)) && !yes)
+                rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)j->doc_ids[i]);
+            if (!rc) rc = mn_store_get(s->store, j->doc_ids[i], mn_adapter_hash(s->a), &d);
             pthread_mutex_unlock(&s->store_mu);
             if (rc == MN_ENOTFOUND || (!rc && d.n_slots < 0)) {
                 enum MHD_Result r = send_error(c, cs, 404, "not_found_error", "%s",
@@ -618,7 +664,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
             cs->too_large = 1;
-            if (!authorized(s, c)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
+            if (!authorized(s, c, NULL)) return send_error(c, cs, 401, "authentication_error", "invalid or missing API key");
             return send_error(c, cs, 413, "invalid_request_error", "request body over the limit of %zu bytes",
                               s->p.max_body);
         }

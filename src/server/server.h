@@ -19,12 +19,14 @@
 
 #include "memory/adapter.h"
 #include "mnemo.h"
+#include "server/keys.h"
 #include "store/store.h"
 
 typedef struct {
     const char *host;        /* "127.0.0.1" by default */
     int port;                /* 0: pick a free one (see mn_server_port) */
-    const char *api_key;     /* NULL/"": no authentication */
+    const char *api_key;     /* NULL/"": no authentication (unless keys) */
+    const mn_api_keys *keys; /* scoped keys (each names an owner), or NULL; not with api_key */
     const char *model_id;    /* name reported by /v1/models */
     int n_slots;             /* inference slots (>= 1) */
     int queue_cap;           /* requests waiting for a slot beyond the running ones */

@@ -26,12 +26,13 @@ static int cmp_hit(const void *a, const void *b) {
     return x->doc_id < y->doc_id ? -1 : x->doc_id > y->doc_id;
 }
 
-int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, int k, mn_retrieval_hit *hits, int *n) {
+int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, const char *owner, int k,
+                mn_retrieval_hit *hits, int *n) {
     *n = 0;
     if (k <= 0) return 0;
     mn_store_hit bm[POOL], dn[POOL];
     int nb = 0, nd = 0;
-    int rc = mn_store_search_bm25(s, question, POOL, bm, &nb);
+    int rc = mn_store_search_bm25(s, question, owner, POOL, bm, &nb);
     if (rc) return rc;
     if (embed_ctx) {
         const mn_model *m = mn_context_model(embed_ctx);
@@ -48,7 +49,7 @@ int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, int k,
             int32_t use = got > MN_EMBED_CHUNK ? MN_EMBED_CHUNK : (int32_t)got;
             if (use > mn_context_n_ctx(embed_ctx)) use = mn_context_n_ctx(embed_ctx);
             rc = mn_embed_tokens(embed_ctx, ids + got - use, use, q);
-            if (!rc) rc = mn_store_search_dense(s, q, C, POOL, dn, &nd);
+            if (!rc) rc = mn_store_search_dense(s, q, C, owner, POOL, dn, &nd);
         }
         free(ids);
         free(q);

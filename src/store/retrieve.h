@@ -19,8 +19,10 @@ typedef struct {
 } mn_retrieval_hit;
 
 /* Up to k hits, best first, into hits (k entries). The question is embedded
- * with embed_ctx (its cache is used and cleared; NULL: BM25 only). */
-int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, int k, mn_retrieval_hit *hits, int *n);
+ * with embed_ctx (its cache is used and cleared; NULL: BM25 only). owner:
+ * only documents it owns are candidates (NULL: all). */
+int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, const char *owner, int k,
+                mn_retrieval_hit *hits, int *n);
 
 /* Turns document ids (explicit, or retrieval hits best first) into the
  * documents to answer from, with their memories for adapter_hash. Explicit

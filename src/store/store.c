@@ -33,16 +33,61 @@ int mn_store_get(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *o
     return s->ops->get(s, id, adapter_hash, out);
 }
 int mn_store_list(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n) {
-    return s->ops->list(s, adapter_hash, out, n);
+    return s->ops->list(s, adapter_hash, NULL, out, n);
+}
+int mn_store_list_owned(mn_store *s, uint64_t adapter_hash, const char *owner, mn_store_doc **out, int64_t *n) {
+    *out = NULL;
+    *n = 0;
+    if (owner && !mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    return s->ops->list(s, adapter_hash, owner, out, n);
 }
 int mn_store_remove(mn_store *s, int64_t id, char *mem_files, size_t cap) {
     return s->ops->remove(s, id, mem_files, cap);
 }
-int mn_store_search_bm25(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n) {
-    return s->ops->search_bm25(s, query, k, hits, n);
+int mn_store_search_bm25(mn_store *s, const char *query, const char *owner, int k, mn_store_hit *hits, int *n) {
+    *n = 0;
+    if (owner && !mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    return s->ops->search_bm25(s, query, owner, k, hits, n);
 }
-int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n) {
-    return s->ops->search_dense(s, q, dim, k, hits, n);
+int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, const char *owner, int k, mn_store_hit *hits,
+                          int *n) {
+    *n = 0;
+    if (owner && !mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    return s->ops->search_dense(s, q, dim, owner, k, hits, n);
+}
+int mn_store_grant(mn_store *s, int64_t id, const char *owner, int *added) {
+    int a = 0;
+    if (added) *added = 0;
+    if (!mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    int rc = s->ops->grant(s, id, owner, &a);
+    if (!rc && added) *added = a;
+    return rc;
+}
+int mn_store_owns(mn_store *s, int64_t id, const char *owner, int *yes) {
+    *yes = 0;
+    if (!mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    return s->ops->owns(s, id, owner, yes);
+}
+int mn_store_disown(mn_store *s, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap) {
+    int r = 0;
+    if (removed) *removed = 0;
+    if (mem_files && cap) mem_files[0] = 0;
+    if (!mn_store_valid_owner(owner)) return mn_error(MN_EINVAL, "store: malformed owner name");
+    int rc = s->ops->disown(s, id, owner, &r, mem_files, cap);
+    if (!rc && removed) *removed = r;
+    return rc;
+}
+int mn_store_valid_owner(const char *name) {
+    if (!name) return 0;
+    size_t n = 0;
+    for (; name[n]; n++) {
+        const char c = name[n];
+        if (n >= MN_STORE_OWNER_CAP - 1) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return n > 0;
 }
 int mn_store_chunk_text(mn_store *s, int64_t doc_id, char **text, size_t *len) {
     return s->ops->chunk_text(s, doc_id, text, len);

@@ -17,6 +17,12 @@
  * their text: adding a text that is already stored is a no-op that returns the
  * existing id. Errors follow mnemo.h. A handle is not thread-safe; callers
  * sharing one serialise access.
+ *
+ * Owners: a document may be owned by named owners (the server's scoped API
+ * keys, `mnemo serve --api-keys`). The same text uploaded under two keys is
+ * one document with two owners; an owner's delete takes away its own access,
+ * and the document goes with its last owner. Listing and searching take an
+ * owner filter (NULL: every document, the unscoped model).
  */
 #ifndef MN_STORE_H
 #define MN_STORE_H
@@ -32,6 +38,7 @@
 #define MN_STORE_NAME_CAP 128 /* memory file names, relative to the memory directory */
 #define MN_STORE_PATH_CAP 4096
 #define MN_STORE_DEFAULT_GROUP "default"
+#define MN_STORE_OWNER_CAP 65 /* owner names: 1..64 of [A-Za-z0-9._-] */
 
 typedef struct mn_store mn_store;
 
@@ -88,10 +95,11 @@ typedef struct {
     int (*find_sha)(mn_store *s, const char *sha256, int64_t *id);
     int (*add)(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *existed);
     int (*get)(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *out);
-    int (*list)(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n);
+    int (*list)(mn_store *s, uint64_t adapter_hash, const char *owner, mn_store_doc **out, int64_t *n);
     int (*remove)(mn_store *s, int64_t id, char *mem_files, size_t cap);
-    int (*search_bm25)(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n);
-    int (*search_dense)(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n);
+    int (*search_bm25)(mn_store *s, const char *query, const char *owner, int k, mn_store_hit *hits, int *n);
+    int (*search_dense)(mn_store *s, const float *q, int32_t dim, const char *owner, int k, mn_store_hit *hits,
+                        int *n);
     int (*chunk_text)(mn_store *s, int64_t doc_id, char **text, size_t *len);
     int (*group_set_adapter)(mn_store *s, const char *group, const char *path, const char *sha256);
     int (*group_get)(mn_store *s, const char *group, mn_store_group *out);
@@ -100,6 +108,9 @@ typedef struct {
     int (*meta_set)(mn_store *s, const char *key, const char *val);
     int (*mem_files)(mn_store *s, char ***names, uint64_t **checksums, int64_t *n);
     int (*check)(mn_store *s, char *report, size_t cap);
+    int (*grant)(mn_store *s, int64_t id, const char *owner, int *added);
+    int (*owns)(mn_store *s, int64_t id, const char *owner, int *yes);
+    int (*disown)(mn_store *s, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap);
 } mn_store_ops;
 
 /* Backends start their handle struct with this. */
@@ -143,6 +154,8 @@ int mn_store_add(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *exist
 int mn_store_get(mn_store *s, int64_t id, uint64_t adapter_hash, mn_store_doc *out);
 /* All documents by id (malloc'd array, caller frees). */
 int mn_store_list(mn_store *s, uint64_t adapter_hash, mn_store_doc **out, int64_t *n);
+/* The documents `owner` owns (NULL: all, as mn_store_list). */
+int mn_store_list_owned(mn_store *s, uint64_t adapter_hash, const char *owner, mn_store_doc **out, int64_t *n);
 /* Removes a document, its chunks and its memory records in one transaction.
  * mem_files (optional) gets the memory file names it referenced, separated
  * by '\n', for the caller to delete after the commit. MN_ENOTFOUND if unknown. */
@@ -150,12 +163,26 @@ int mn_store_remove(mn_store *s, int64_t id, char *mem_files, size_t cap);
 /* Top k documents for a free-text query by full-text rank over chunk text
  * (SQLite: FTS5 BM25; PostgreSQL: ts_rank_cd; a document scores as its best
  * chunk). Words are matched as OR-ed terms, so
- * any text is a valid query. *n gets the hit count (<= k). */
-int mn_store_search_bm25(mn_store *s, const char *query, int k, mn_store_hit *hits, int *n);
+ * any text is a valid query. *n gets the hit count (<= k). owner: only the
+ * documents it owns are searched (NULL: all). */
+int mn_store_search_bm25(mn_store *s, const char *query, const char *owner, int k, mn_store_hit *hits, int *n);
 /* Top k documents by cosine similarity between q (dim floats) and their chunk
  * embeddings (a document scores as its best chunk). MN_EINVAL for a dim that
- * differs from the stored embeddings'. */
-int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n);
+ * differs from the stored embeddings'. owner as for the BM25 search. */
+int mn_store_search_dense(mn_store *s, const float *q, int32_t dim, const char *owner, int k, mn_store_hit *hits,
+                          int *n);
+/* Makes `owner` an owner of document id (*added, optional: 1 when it was
+ * not one already). MN_ENOTFOUND when the document is gone (removed by its
+ * last owner meanwhile), MN_EINVAL for a malformed owner name. */
+int mn_store_grant(mn_store *s, int64_t id, const char *owner, int *added);
+/* *yes = 1 when owner owns document id (0 also for an unknown id). */
+int mn_store_owns(mn_store *s, int64_t id, const char *owner, int *yes);
+/* Takes owner's ownership of document id away, in one transaction with
+ * removing the document when no owner is left (*removed = 1; mem_files as
+ * for mn_store_remove). MN_ENOTFOUND when owner does not own it. */
+int mn_store_disown(mn_store *s, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap);
+/* 1 when name is a valid owner name. */
+int mn_store_valid_owner(const char *name);
 /* The document's text (its chunks concatenated), malloc'd, NUL-terminated. */
 int mn_store_chunk_text(mn_store *s, int64_t doc_id, char **text, size_t *len);
 /* Records the decoder adapter file of a group (path "" clears it); creates

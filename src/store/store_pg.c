@@ -1,7 +1,7 @@
 /* store_pg.c - the PostgreSQL backend of the document store (store.h), for
  * several servers sharing one collection.
  *
- * Schema (mnemo_schema.version 1; mnemo creates and migrates it itself,
+ * Schema (mnemo_schema.version 2; mnemo creates and migrates it itself,
  * under an advisory lock so that servers starting together do not race):
  *   meta(key, value)                       store-wide facts: model hash, embedding dim, mem_dir
  *   groups(name, adapter_path, adapter_sha256, created)
@@ -10,6 +10,7 @@
  *   memories(doc_id -> documents ON DELETE CASCADE, adapter_hash, n_slots, file, bytes, checksum)
  *   chunks(id identity, doc_id -> documents ON DELETE CASCADE, seq, text, embedding bytea of f32,
  *          tsv tsvector generated from text ('english'), GIN-indexed)
+ *   doc_owners(doc_id -> documents ON DELETE CASCADE, owner)   (version 2) who owns what
  *
  * Full-text ranking is ts_rank_cd over the GIN index (a document scores as
  * its best chunk); dense ranking reads the candidates' embeddings and
@@ -50,7 +51,7 @@ typedef struct {
     int readonly;
 } pg_store;
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* Migration i takes the schema from version i to i + 1. */
 static const char *const k_migrations[SCHEMA_VERSION] = {
@@ -69,6 +70,9 @@ static const char *const k_migrations[SCHEMA_VERSION] = {
     "  tsv TSVECTOR GENERATED ALWAYS AS (to_tsvector('english', text)) STORED);"
     "CREATE INDEX chunks_doc ON chunks(doc_id, seq);"
     "CREATE INDEX chunks_tsv ON chunks USING GIN(tsv);",
+    "CREATE TABLE doc_owners(doc_id BIGINT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,"
+    "  owner TEXT NOT NULL, PRIMARY KEY(owner, doc_id));"
+    "CREATE INDEX doc_owners_doc ON doc_owners(doc_id);",
 };
 
 /* libpq's messages end in a newline; ours do not. */
@@ -341,16 +345,21 @@ static int pg_get(mn_store *b, int64_t id, uint64_t adapter_hash, mn_store_doc *
     return rc;
 }
 
-static int pg_list(mn_store *b, uint64_t adapter_hash, mn_store_doc **out, int64_t *n) {
+static int pg_list(mn_store *b, uint64_t adapter_hash, const char *owner, mn_store_doc **out, int64_t *n) {
     pg_store *s = (pg_store *)b;
     *out = NULL;
     *n = 0;
     char ah[17];
     mn_store_hex64(adapter_hash, ah);
-    const char *v[1] = {ah};
+    const char *v[2] = {ah, owner};
     PGresult *r;
     int rc = alive(s);
-    if (rc || (rc = run(s, "list", "SELECT " DOC_COLS "ORDER BY d.id", 1, v, NULL, NULL, 0, &r))) return rc;
+    if (rc || (rc = run(s, "list",
+                        owner ? "SELECT " DOC_COLS
+                                "WHERE d.id IN (SELECT doc_id FROM doc_owners WHERE owner = $2) ORDER BY d.id"
+                              : "SELECT " DOC_COLS "ORDER BY d.id",
+                        owner ? 2 : 1, v, NULL, NULL, 0, &r)))
+        return rc;
     return rows_to_array(r, sizeof **out, read_doc_row, (void **)out, n);
 }
 
@@ -396,7 +405,87 @@ static int pg_remove(mn_store *b, int64_t id, char *mem_files, size_t cap) {
     return in_txn((pg_store *)b, rm_fn, &a);
 }
 
-static int pg_search_text(mn_store *b, const char *query, int k, mn_store_hit *hits, int *n) {
+typedef struct {
+    int64_t id;
+    const char *owner;
+    int *flag; /* grant: added; disown: removed */
+    char *files;
+    size_t cap;
+} own_args;
+
+/* Both take the document's row lock first (grant shares it, disown holds it
+ * exclusively), so a grant and the last owner's disown of one document are
+ * serialised: the grant either lands before the count that decides the
+ * removal, or finds the document gone. */
+static int grant_fn(pg_store *s, void *arg) {
+    own_args *a = arg;
+    char sid[24];
+    snprintf(sid, sizeof sid, "%lld", (long long)a->id);
+    const char *v[2] = {sid, a->owner};
+    PGresult *r;
+    int rc = run(s, "grant", "SELECT 1 FROM documents WHERE id = $1 FOR SHARE", 1, v, NULL, NULL, 0, &r);
+    if (rc) return rc;
+    const int there = PQntuples(r) == 1;
+    PQclear(r);
+    if (!there) return mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)a->id);
+    if ((rc = run(s, "grant", "INSERT INTO doc_owners(doc_id, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, v,
+                  NULL, NULL, 0, &r)))
+        return rc;
+    *a->flag = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_grant(mn_store *b, int64_t id, const char *owner, int *added) {
+    own_args a = {id, owner, added, NULL, 0};
+    return in_txn((pg_store *)b, grant_fn, &a);
+}
+
+static int pg_owns(mn_store *b, int64_t id, const char *owner, int *yes) {
+    pg_store *s = (pg_store *)b;
+    char sid[24];
+    snprintf(sid, sizeof sid, "%lld", (long long)id);
+    const char *v[2] = {sid, owner};
+    PGresult *r;
+    int rc = alive(s);
+    if (rc || (rc = run(s, "owners", "SELECT 1 FROM doc_owners WHERE doc_id = $1 AND owner = $2", 2, v, NULL, NULL, 0,
+                        &r)))
+        return rc;
+    *yes = PQntuples(r) > 0;
+    PQclear(r);
+    return 0;
+}
+
+static int disown_fn(pg_store *s, void *arg) {
+    own_args *a = arg;
+    char sid[24];
+    snprintf(sid, sizeof sid, "%lld", (long long)a->id);
+    const char *v[2] = {sid, a->owner};
+    PGresult *r;
+    int rc = run(s, "disown", "SELECT 1 FROM documents WHERE id = $1 FOR UPDATE", 1, v, NULL, NULL, 0, &r);
+    if (rc) return rc;
+    PQclear(r);
+    if ((rc = run(s, "disown", "DELETE FROM doc_owners WHERE doc_id = $1 AND owner = $2", 2, v, NULL, NULL, 0, &r)))
+        return rc;
+    const int had = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    if (!had) return mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)a->id);
+    if ((rc = run(s, "disown", "SELECT count(*) FROM doc_owners WHERE doc_id = $1", 1, v, NULL, NULL, 0, &r)))
+        return rc;
+    const int64_t left = get_i64(r, 0, 0);
+    PQclear(r);
+    if (left) return 0;
+    *a->flag = 1;
+    rm_args ra = {a->id, a->files, a->cap};
+    return rm_fn(s, &ra);
+}
+
+static int pg_disown(mn_store *b, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap) {
+    own_args a = {id, owner, removed, mem_files, cap};
+    return in_txn((pg_store *)b, disown_fn, &a);
+}
+
+static int pg_search_text(mn_store *b, const char *query, const char *owner, int k, mn_store_hit *hits, int *n) {
     pg_store *s = (pg_store *)b;
     *n = 0;
     if (k <= 0) return 0;
@@ -404,14 +493,17 @@ static int pg_search_text(mn_store *b, const char *query, int k, mn_store_hit *h
     if (!q) return mn_error(MN_ENOMEM, "out of memory");
     char sk[16];
     snprintf(sk, sizeof sk, "%d", k);
-    const char *v[2] = {q, sk};
+    const char *v[3] = {q, sk, owner};
     PGresult *r = NULL;
     int rc = q[0] ? alive(s) : 0;
     if (q[0] && !rc)
         rc = run(s, "text search",
-                 "SELECT c.doc_id, max(ts_rank_cd(c.tsv, q)) AS score FROM chunks c, to_tsquery('english', $1) q "
-                 "WHERE c.tsv @@ q GROUP BY c.doc_id ORDER BY score DESC, c.doc_id LIMIT $2",
-                 2, v, NULL, NULL, 0, &r);
+                 owner ? "SELECT c.doc_id, max(ts_rank_cd(c.tsv, q)) AS score FROM chunks c, to_tsquery('english', $1) q "
+                         "WHERE c.tsv @@ q AND c.doc_id IN (SELECT doc_id FROM doc_owners WHERE owner = $3) "
+                         "GROUP BY c.doc_id ORDER BY score DESC, c.doc_id LIMIT $2"
+                       : "SELECT c.doc_id, max(ts_rank_cd(c.tsv, q)) AS score FROM chunks c, to_tsquery('english', $1) q "
+                         "WHERE c.tsv @@ q GROUP BY c.doc_id ORDER BY score DESC, c.doc_id LIMIT $2",
+                 owner ? 3 : 2, v, NULL, NULL, 0, &r);
     free(q);
     for (int i = 0; r && i < PQntuples(r) && *n < k; i++) {
         hits[*n].doc_id = get_i64(r, i, 0);
@@ -428,7 +520,8 @@ static int64_t be64(const char *p) {
     return (int64_t)v;
 }
 
-static int pg_search_dense(mn_store *b, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n) {
+static int pg_search_dense(mn_store *b, const float *q, int32_t dim, const char *owner, int k, mn_store_hit *hits,
+                           int *n) {
     pg_store *s = (pg_store *)b;
     *n = 0;
     if (k <= 0) return 0;
@@ -446,8 +539,12 @@ static int pg_search_dense(mn_store *b, const float *q, int32_t dim, int k, mn_s
     if (!(qn > 0)) return 0;
     PGresult *r;
     /* binary results: the f32 rows as written, ids as big-endian int8 */
-    if ((rc = run(s, "dense search", "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL", 0, NULL, NULL,
-                  NULL, 1, &r)))
+    const char *v[1] = {owner};
+    if ((rc = run(s, "dense search",
+                  owner ? "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL AND doc_id IN "
+                          "(SELECT doc_id FROM doc_owners WHERE owner = $1)"
+                        : "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL",
+                  owner ? 1 : 0, owner ? v : NULL, NULL, NULL, 1, &r)))
         return rc;
     for (int i = 0; i < PQntuples(r); i++) {
         if (PQgetlength(r, i, 0) != 8 || PQgetlength(r, i, 1) != (int)(sizeof(float) * (size_t)dim)) continue;
@@ -628,6 +725,7 @@ static const mn_store_ops k_pg_ops = {
     "postgresql", pg_close,           pg_mem_dir,     pg_find_sha,     pg_add,        pg_get,
     pg_list,      pg_remove,          pg_search_text, pg_search_dense, pg_chunk_text, pg_group_set_adapter,
     pg_group_get, pg_groups,          pg_meta_get,    pg_meta_set,     pg_mem_files,  pg_check,
+    pg_grant,     pg_owns,            pg_disown,
 };
 
 static void quiet(void *arg, const char *message) { (void)arg, (void)message; }

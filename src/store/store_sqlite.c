@@ -1,12 +1,13 @@
 /* store_sqlite.c - the SQLite backend of the document store (store.h).
  *
- * Schema (version 1):
+ * Schema (version 2; a version-1 store opened for writing gains doc_owners):
  *   meta(key, value)                       store-wide facts: schema, model hash, embedding dim
  *   groups(name, adapter_path, adapter_sha256, created)
  *   documents(id (never reused), title, source, sha256 UNIQUE, n_tokens, grp -> groups, created)
  *   memories(doc_id -> documents, adapter_hash, n_slots, file, bytes, checksum)
  *   chunks(id, doc_id -> documents, seq, text, embedding BLOB of f32)
  *   chunks_fts: FTS5 over chunks.text (external content, kept in step by triggers)
+ *   doc_owners(doc_id -> documents, owner)  who owns what (scoped API keys)
  *
  * The database runs in WAL mode with synchronous=FULL: a commit is durable
  * once it returns, and a process killed at any point leaves the last
@@ -36,6 +37,7 @@ typedef struct {
     char *path;
     char *mem_dir;
     int readonly;
+    int v1; /* a version-1 store opened read-only: no doc_owners table */
 } sq_store;
 
 static const char *k_schema =
@@ -56,7 +58,11 @@ static const char *k_schema =
     "  INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
     "CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN"
     "  INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');";
+    "CREATE TABLE IF NOT EXISTS doc_owners(doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,"
+    "  owner TEXT NOT NULL, PRIMARY KEY(owner, doc_id));"
+    "CREATE INDEX IF NOT EXISTS doc_owners_doc ON doc_owners(doc_id);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '2');"
+    "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
 static int sq_err(sq_store *s, int code, const char *what) {
     return mn_error(code, "store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
@@ -303,16 +309,30 @@ static int sq_get(mn_store *b, int64_t id, uint64_t adapter_hash, mn_store_doc *
     return rc;
 }
 
-static int sq_list(mn_store *b, uint64_t adapter_hash, mn_store_doc **out, int64_t *n) {
+/* Owner filters refuse a version-1 store read-only (it has no doc_owners). */
+static int owners_ok(sq_store *s, const char *owner) {
+    if (owner && s->v1)
+        return mn_error(MN_EUNSUPPORTED, "store %s: schema version 1 has no owners (open it for writing once)",
+                        s->path);
+    return 0;
+}
+
+static int sq_list(mn_store *b, uint64_t adapter_hash, const char *owner, mn_store_doc **out, int64_t *n) {
     sq_store *s = (sq_store *)b;
     *out = NULL;
     *n = 0;
     sqlite3_stmt *st;
-    int rc = prep(s, "SELECT " DOC_COLS "ORDER BY d.id", &st);
+    int rc = owners_ok(s, owner);
+    if (!rc)
+        rc = prep(s,
+                  owner ? "SELECT " DOC_COLS "WHERE d.id IN (SELECT doc_id FROM doc_owners WHERE owner = ?2) ORDER BY d.id"
+                        : "SELECT " DOC_COLS "ORDER BY d.id",
+                  &st);
     if (rc) return rc;
     char ah[17];
     mn_store_hex64(adapter_hash, ah);
     sqlite3_bind_text(st, 1, ah, -1, SQLITE_TRANSIENT);
+    if (owner) sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
     int64_t cap = 0;
     mn_store_doc *arr = NULL;
     int r;
@@ -383,10 +403,79 @@ static int sq_remove(mn_store *b, int64_t id, char *mem_files, size_t cap) {
     return in_txn((sq_store *)b, rm_fn, &a);
 }
 
-static int sq_search_bm25(mn_store *b, const char *query, int k, mn_store_hit *hits, int *n) {
+typedef struct {
+    int64_t id;
+    const char *owner;
+    int *flag; /* grant: added; disown: removed */
+    char *files;
+    size_t cap;
+} own_args;
+
+/* One integer from a statement binding (id, owner); -1 on error. */
+static int64_t own_query(sq_store *s, const char *sql, int64_t id, const char *owner, int *changes) {
+    sqlite3_stmt *st;
+    if (prep(s, sql, &st)) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (owner) sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    int64_t v = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (r != SQLITE_ROW && r != SQLITE_DONE) v = -1, sq_err(s, MN_EIO, "owners");
+    if (changes) *changes = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int grant_fn(sq_store *s, void *arg) {
+    own_args *a = arg;
+    int64_t there = own_query(s, "SELECT count(*) FROM documents WHERE id = ?1", a->id, NULL, NULL);
+    if (there < 0) return MN_EIO;
+    if (!there) return mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)a->id);
+    int changed = 0;
+    if (own_query(s, "INSERT OR IGNORE INTO doc_owners(doc_id, owner) VALUES (?1, ?2)", a->id, a->owner, &changed) < 0)
+        return MN_EIO;
+    *a->flag = changed > 0;
+    return 0;
+}
+
+static int sq_grant(mn_store *b, int64_t id, const char *owner, int *added) {
+    own_args a = {id, owner, added, NULL, 0};
+    return in_txn((sq_store *)b, grant_fn, &a);
+}
+
+static int sq_owns(mn_store *b, int64_t id, const char *owner, int *yes) {
+    sq_store *s = (sq_store *)b;
+    int rc = owners_ok(s, owner);
+    if (rc) return rc;
+    int64_t v = own_query(s, "SELECT count(*) FROM doc_owners WHERE doc_id = ?1 AND owner = ?2", id, owner, NULL);
+    if (v < 0) return MN_EIO;
+    *yes = v > 0;
+    return 0;
+}
+
+static int disown_fn(sq_store *s, void *arg) {
+    own_args *a = arg;
+    int changed = 0;
+    if (own_query(s, "DELETE FROM doc_owners WHERE doc_id = ?1 AND owner = ?2", a->id, a->owner, &changed) < 0)
+        return MN_EIO;
+    if (!changed) return mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)a->id);
+    int64_t left = own_query(s, "SELECT count(*) FROM doc_owners WHERE doc_id = ?1", a->id, NULL, NULL);
+    if (left < 0) return MN_EIO;
+    if (left) return 0;
+    *a->flag = 1;
+    rm_args r = {a->id, a->files, a->cap};
+    return rm_fn(s, &r);
+}
+
+static int sq_disown(mn_store *b, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap) {
+    own_args a = {id, owner, removed, mem_files, cap};
+    return in_txn((sq_store *)b, disown_fn, &a);
+}
+
+static int sq_search_bm25(mn_store *b, const char *query, const char *owner, int k, mn_store_hit *hits, int *n) {
     sq_store *s = (sq_store *)b;
     *n = 0;
     if (k <= 0) return 0;
+    if (owners_ok(s, owner)) return MN_EUNSUPPORTED;
     char *q = mn_store_query_terms(query, " OR ", '"');
     if (!q) return mn_error(MN_ENOMEM, "out of memory");
     if (!q[0]) {
@@ -395,13 +484,18 @@ static int sq_search_bm25(mn_store *b, const char *query, int k, mn_store_hit *h
     }
     sqlite3_stmt *st;
     int rc = prep(s,
+                  /* the owner filter is inside the candidate pool, so another
+                   * owner's documents never crowd this owner's out of it */
                   "SELECT c.doc_id, min(f.score) FROM (SELECT rowid AS rid, rank AS score FROM chunks_fts "
-                  "WHERE chunks_fts MATCH ?1 ORDER BY rank LIMIT 1000) f JOIN chunks c ON c.id = f.rid "
-                  "GROUP BY c.doc_id ORDER BY 2, 1 LIMIT ?2",
+                  "WHERE chunks_fts MATCH ?1 AND (?3 IS NULL OR rowid IN (SELECT c2.id FROM chunks c2 JOIN "
+                  "doc_owners o ON o.doc_id = c2.doc_id WHERE o.owner = ?3)) ORDER BY rank LIMIT 1000) f "
+                  "JOIN chunks c ON c.id = f.rid GROUP BY c.doc_id ORDER BY 2, 1 LIMIT ?2",
                   &st);
     if (!rc) {
         sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, k);
+        if (owner) sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+        else sqlite3_bind_null(st, 3);
         int r;
         while ((r = sqlite3_step(st)) == SQLITE_ROW && *n < k) {
             hits[*n].doc_id = sqlite3_column_int64(st, 0);
@@ -415,10 +509,12 @@ static int sq_search_bm25(mn_store *b, const char *query, int k, mn_store_hit *h
     return rc;
 }
 
-static int sq_search_dense(mn_store *b, const float *q, int32_t dim, int k, mn_store_hit *hits, int *n) {
+static int sq_search_dense(mn_store *b, const float *q, int32_t dim, const char *owner, int k, mn_store_hit *hits,
+                           int *n) {
     sq_store *s = (sq_store *)b;
     *n = 0;
     if (k <= 0) return 0;
+    if (owners_ok(s, owner)) return MN_EUNSUPPORTED;
     char have[32];
     int rc = meta_get(s, "embed_dim", have, sizeof have);
     if (rc == MN_ENOTFOUND) return 0; /* nothing embedded yet */
@@ -430,7 +526,13 @@ static int sq_search_dense(mn_store *b, const float *q, int32_t dim, int k, mn_s
     qn = sqrt(qn);
     if (!(qn > 0)) return 0;
     sqlite3_stmt *st;
-    if ((rc = prep(s, "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL", &st))) return rc;
+    if ((rc = prep(s,
+                   owner ? "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL AND doc_id IN "
+                           "(SELECT doc_id FROM doc_owners WHERE owner = ?1)"
+                         : "SELECT doc_id, embedding FROM chunks WHERE embedding IS NOT NULL",
+                   &st)))
+        return rc;
+    if (owner) sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         const float *v = sqlite3_column_blob(st, 1);
@@ -640,6 +742,7 @@ static const mn_store_ops k_sqlite_ops = {
     "sqlite",     sq_close,           sq_mem_dir,     sq_find_sha,  sq_add,        sq_get,
     sq_list,      sq_remove,          sq_search_bm25, sq_search_dense, sq_chunk_text, sq_group_set_adapter,
     sq_group_get, sq_groups,          sq_meta_get,    sq_meta_set,  sq_mem_files,  sq_check,
+    sq_grant,     sq_owns,            sq_disown,
 };
 
 int mn_store_open_sqlite(const char *path, int flags, mn_store **out) {
@@ -700,10 +803,11 @@ int mn_store_open_sqlite(const char *path, int flags, mn_store **out) {
             rc = mn_error(MN_EFORMAT, "store %s: a SQLite database, but not a mnemo store", path);
             goto fail;
         }
-        if (strcmp(v, "1")) {
-            rc = mn_error(MN_EUNSUPPORTED, "store %s: schema version %s (this mnemo reads 1)", path, v);
+        if (strcmp(v, "1") && strcmp(v, "2")) {
+            rc = mn_error(MN_EUNSUPPORTED, "store %s: schema version %s (this mnemo reads 1 and 2)", path, v);
             goto fail;
         }
+        s->v1 = !strcmp(v, "1") && s->readonly;
     } else if (s->readonly) {
         rc = mn_error(MN_EFORMAT, "store %s: empty database, not a mnemo store", path);
         goto fail;

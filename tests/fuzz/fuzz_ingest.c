@@ -71,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     q[size] = 0;
     mn_store_hit hits[4];
     int n = -1;
-    if (mn_store_search_bm25(g_store, q, 4, hits, &n) || n < 0 || n > 4) abort();
+    if (mn_store_search_bm25(g_store, q, NULL, 4, hits, &n) || n < 0 || n > 4) abort();
     free(q);
     mn_store_doc *docs = NULL;
     int64_t nd = 0;

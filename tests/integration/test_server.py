@@ -65,8 +65,8 @@ QUESTIONS = {
 
 
 class Server:
-    def __init__(self, db, *extra):
-        self.proc = subprocess.Popen([BIN, "serve", "--db", db, "--port", "0", "--api-key", KEY, *extra], cwd=ROOT,
+    def __init__(self, db, *extra, auth=("--api-key", KEY)):
+        self.proc = subprocess.Popen([BIN, "serve", "--db", db, "--port", "0", *auth, *extra], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         m = re.match(r"listening (\d+)", line)
@@ -358,6 +358,84 @@ def test_server(tmp, adapter):
     check(out.get("ev") and out["ev"][-1] == "[DONE]", "request in flight finished during the drain")
 
 
+def test_scoped_keys(tmp, adapter):
+    """--api-keys: each key sees, answers from and deletes only its owner's documents; the same text
+    uploaded by two owners is one document that goes with its last owner."""
+    bad = os.path.join(tmp, "bad.keys")
+    with open(bad, "w") as f:
+        f.write("alice k1\nbob has two words\n")
+    r = mnemo("serve", "--db", os.path.join(tmp, "x.db"), "-m", MODEL, "-a", adapter, "--api-keys", bad, timeout=60)
+    check(r.returncode != 0 and "line 2" in r.stderr, f"malformed key file refused: {r.returncode} {r.stderr[-200:]}")
+    with open(bad, "w") as f:
+        f.write("alice same-key\nbob same-key\n")
+    r = mnemo("serve", "--db", os.path.join(tmp, "x.db"), "-m", MODEL, "-a", adapter, "--api-keys", bad, timeout=60)
+    check(r.returncode != 0 and "same key" in r.stderr, f"a key given twice refused: {r.stderr[-200:]}")
+    keys = os.path.join(tmp, "good.keys")
+    with open(keys, "w") as f:
+        f.write("# owner key\nalice alice-key-1\n\nbob bob-key-1\nbob\tbob-key-2   \n")
+    r = mnemo("serve", "--db", os.path.join(tmp, "x.db"), "--api-key", "k", "--api-keys", keys, timeout=60)
+    check(r.returncode == 2 and "exclude" in r.stderr, f"--api-key with --api-keys refused: {r.stderr[-200:]}")
+    db = os.path.join(tmp, "scoped.db")
+    srv = Server(db, "-m", MODEL, "-a", adapter, "--slots", "1", "--timeout", "120", auth=("--api-keys", keys))
+    base = srv.base
+    A, B, B2 = "alice-key-1", "bob-key-1", "bob-key-2"
+    try:
+        st, _ = request(base, "GET", "/v1/documents", key=None)
+        check(st == 401, f"scoped: no key is 401: {st}")
+        st, _ = request(base, "GET", "/v1/documents", key="mallory")
+        check(st == 401, f"scoped: unknown key is 401: {st}")
+        ids = {}
+        for who, key, name in (("alice", A, "volcano"), ("bob", B, "bread"), ("alice", A, "chess")):
+            st, d = request(base, "POST", "/v1/documents", {"title": name, "text": DOCS[name]}, key=key)
+            check(st == 201 and d.get("existed") is False, f"{who} uploads {name}: {st} {d}")
+            ids[name] = d.get("id")
+        st, d = request(base, "POST", "/v1/documents", {"title": "chess", "text": DOCS["chess"]}, key=B2)
+        check(st == 201 and d.get("id") == ids["chess"] and d.get("existed") is False,
+              f"bob's upload of alice's text: one document, and not 'existed' in bob's view: {d}")
+        st, d = request(base, "POST", "/v1/documents", {"title": "chess", "text": DOCS["chess"]}, key=A)
+        check(st == 201 and d.get("existed") is True, f"alice's re-upload existed: {d}")
+        listing = lambda key: sorted(x["id"] for x in request(base, "GET", "/v1/documents", key=key)[1]["data"])
+        check(listing(A) == sorted([ids["volcano"], ids["chess"]]), f"alice lists hers: {listing(A)}")
+        check(listing(B) == sorted([ids["bread"], ids["chess"]]) == listing(B2), f"bob's keys list his: {listing(B)}")
+        st, r = request(base, "GET", f"/v1/documents/{ids['bread']}", key=A)
+        check(st == 404 and err_msg(r), f"alice cannot read bob's document: {st}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 2, "messages": [{"role": "user", "content": "x"}],
+                         "mnemo": {"documents": [ids["bread"]]}}, key=A)
+        check(st == 404, f"alice cannot answer from bob's document: {st} {r}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 2, "messages": [{"role": "user", "content": QUESTIONS["bread"]}],
+                         "mnemo": {"retrieve": 3}}, key=A)
+        got = [x["id"] for x in r.get("mnemo", {}).get("documents", [])] if st == 200 else None
+        check(got is not None and ids["bread"] not in got, f"alice's retrieval never finds bob's document: {st} {got}")
+        st, r = request(base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 2, "messages": [{"role": "user", "content": QUESTIONS["bread"]}],
+                         "mnemo": {"retrieve": 1}}, key=B)
+        got = [x["id"] for x in r.get("mnemo", {}).get("documents", [])] if st == 200 else None
+        check(got == [ids["bread"]], f"bob's retrieval finds his: {st} {got}")
+        st, r = request(base, "DELETE", f"/v1/documents/{ids['bread']}", key=A)
+        check(st == 404, f"alice cannot delete bob's document: {st}")
+        st, _ = request(base, "GET", f"/v1/documents/{ids['bread']}", key=B)
+        check(st == 200, f"bob's document survives alice's delete: {st}")
+        st, r = request(base, "DELETE", f"/v1/documents/{ids['chess']}", key=A)
+        check(st == 200 and r.get("deleted") is True, f"alice deletes the shared document: {st} {r}")
+        st, _ = request(base, "GET", f"/v1/documents/{ids['chess']}", key=A)
+        check(st == 404, f"gone for alice: {st}")
+        st, _ = request(base, "GET", f"/v1/documents/{ids['chess']}", key=B2)
+        check(st == 200, f"still there for bob: {st}")
+        st, _ = request(base, "DELETE", f"/v1/documents/{ids['chess']}", key=B2)
+        check(st == 200, f"bob's delete: {st}")
+        st, _ = request(base, "GET", f"/v1/documents/{ids['chess']}", key=B)
+        check(st == 404, f"the last owner's delete removes it: {st}")
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, f"scoped server stops: {rc} {err[-300:]}")
+    r = mnemo("store", "ls", "--db", db, "--owner", "alice")
+    check(r.returncode == 0 and "volcano" in r.stdout and "bread" not in r.stdout, f"store ls --owner: {r.stdout}")
+    r = mnemo("store", "ls", "--db", db, "--owner", "no body")
+    check(r.returncode == 2, f"store ls --owner with a malformed name: {r.returncode}")
+
+
 def test_page(base):
     chromium = next((c for c in ("chromium", "chromium-browser") if subprocess.run(["which", c], capture_output=True).returncode == 0), None)
     if not chromium:
@@ -426,6 +504,7 @@ def main():
             test_cli(tmp, adapter, files)
             test_crash_safety(tmp, adapter)
             test_server(tmp, adapter)
+            test_scoped_keys(tmp, adapter)
     print(f"tests/integration/test_server.py: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
