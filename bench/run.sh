@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mnemo vs llama.cpp on the default model, same machine, same run: prefill 512, decode 128,
+# mnemo vs llama.cpp on the default model, same machine, same run: prefill 512, decode 128, and
+# prefill 8,192 / decode at 8,192 of context (llama.cpp with flash attention),
 # 2 threads, peak RSS. Installs llama-cpp-python from source if missing (several minutes).
 # AMX is disabled in that build: ggml's AMX path crashes on VMs that report AMX without
 # enabling it; the AVX-512/VNNI kernels are what llama.cpp uses for this model anyway.
@@ -26,3 +27,9 @@ for i in 1 2; do  # alternate the two engines so drift in machine load hits both
   ./mnemo bench -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a "$OUT"
   python3 bench/llamacpp_bench.py -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a "$OUT"
 done
+# long context: prefill 8,192 tokens, and decode 32 tokens after 8,192 of context; llama.cpp with
+# its flash attention (LONG=0 skips these; each takes a minute or two per engine)
+if [ "${LONG:-1}" = 1 ]; then
+  ./mnemo bench -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --json | tee -a "$OUT"
+  python3 bench/llamacpp_bench.py -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
+fi

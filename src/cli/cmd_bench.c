@@ -1,7 +1,8 @@
 /* cmd_bench.c - `mnemo bench`: prefill and decode speed, as llama-bench measures them.
  *
  * pp: P prompt tokens in one mn_decode from an empty cache; tg: N tokens decoded
- * one at a time from an empty cache. Each is repeated -r times after one
+ * one at a time from an empty cache, or after D tokens of context (-d, as
+ * llama-bench's depth; the D tokens' prefill is not timed). Each is repeated -r times after one
  * warm-up run; the mean and standard deviation of tokens/s are reported. The
  * tokens are a fixed pseudo-random sequence (speed does not depend on them).
  */
@@ -22,15 +23,16 @@ static void stats(const double *x, int n, double *mean, double *sd) {
 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long n_prompt = 512, n_gen = 128, threads = 0, reps = 3;
+    long n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0;
     int json = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: mnemo bench [-m FILE] [-p 512] [-n 128] [-t N] [-r 3] [--json]\n\n"
+            printf("usage: mnemo bench [-m FILE] [-p 512] [-n 128] [-d 0] [-t N] [-r 3] [--json]\n\n"
                    "Measures prefill (-p tokens in one batch) and decode (-n tokens one by one) speed, each\n"
-                   "from an empty cache, repeated -r times after a warm-up; also reports peak RSS.\n");
+                   "from an empty cache, repeated -r times after a warm-up; also reports peak RSS.\n"
+                   "  -d D   decode after D tokens of context (their prefill is not timed)\n");
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!v) return cli_usage_error("bench", "-m needs a value");
@@ -41,6 +43,9 @@ int cmd_bench(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "-n")) {
             if (cli_parse_int("bench", a, v, 0, 1 << 20, &n_gen)) return 2;
+            i++;
+        } else if (!strcmp(a, "-d")) {
+            if (cli_parse_int("bench", a, v, 0, 1 << 20, &depth)) return 2;
             i++;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (cli_parse_int("bench", a, v, 0, 512, &threads)) return 2;
@@ -57,8 +62,8 @@ int cmd_bench(int argc, char **argv) {
     mn_model *m;
     if (cli_load_model(model, &m)) return 1;
     mn_context_params cp = mn_context_default_params();
-    cp.n_ctx = (int32_t)(n_prompt > n_gen ? n_prompt : n_gen) + 1;
-    cp.n_batch = (int32_t)(n_prompt > 0 ? n_prompt : 1);
+    cp.n_ctx = (int32_t)(n_prompt > n_gen + depth ? n_prompt : n_gen + depth) + 1;
+    cp.n_batch = (int32_t)(n_prompt > 0 ? n_prompt : 512);
     cp.n_threads = (int)threads;
     mn_context *ctx;
     if (mn_context_create(m, &cp, &ctx)) {
@@ -66,12 +71,13 @@ int cmd_bench(int argc, char **argv) {
         return cli_fail("context");
     }
     const int32_t V = mn_model_n_vocab(m);
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_gen + 1));
+    const long n_toks = (n_prompt > depth ? n_prompt : depth) + n_gen + 1;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)n_toks);
     float *logits = malloc(sizeof(float) * (size_t)V);
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
     if (!toks || !logits || !pp || !tg) return cli_fail("out of memory");
     uint64_t s = 0x9e3779b97f4a7c15ull;
-    for (long i = 0; i < n_prompt + n_gen + 1; i++) {
+    for (long i = 0; i < n_toks; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         toks[i] = (int32_t)(s % (uint64_t)V);
     }
@@ -85,9 +91,10 @@ int cmd_bench(int argc, char **argv) {
         }
         if (n_gen > 0 && !rc) {
             mn_kv_clear(ctx);
+            if (depth > 0 && mn_decode(ctx, toks, (int32_t)depth, logits, 0)) rc = cli_fail("decode");
             double t0 = cli_now();
             for (long i = 0; i < n_gen && !rc; i++)
-                if (mn_decode(ctx, toks + i, 1, logits, 0)) rc = cli_fail("decode");
+                if (mn_decode(ctx, toks + depth + i, 1, logits, 0)) rc = cli_fail("decode");
             if (r >= 0) tg[r] = n_gen / (cli_now() - t0);
         }
     }
@@ -100,14 +107,15 @@ int cmd_bench(int argc, char **argv) {
         mn_model_describe(m, desc, sizeof desc);
         if (json) {
             printf("{\"engine\": \"mnemo\", \"isa\": \"%s\", \"model\": \"%s\", \"threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"reps\": %ld, "
-                   "\"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
+                   "\"depth\": %ld, \"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
                    "\"peak_rss_mib\": %.1f}\n",
-                   mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, ppm, pps, tgm, tgs,
-                   rss / 1024.0);
+                   mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, depth, ppm, pps, tgm,
+                   tgs, rss / 1024.0);
         } else {
             printf("%s\nthreads %d, kernels %s\n", desc, mn_context_n_threads(ctx), mn_cpu_isa_name());
             if (n_prompt > 0) printf("pp%-5ld %9.2f +/- %.2f tok/s\n", n_prompt, ppm, pps);
-            if (n_gen > 0) printf("tg%-5ld %9.2f +/- %.2f tok/s\n", n_gen, tgm, tgs);
+            if (n_gen > 0 && depth > 0) printf("tg%ld @ d%ld %9.2f +/- %.2f tok/s\n", n_gen, depth, tgm, tgs);
+            else if (n_gen > 0) printf("tg%-5ld %9.2f +/- %.2f tok/s\n", n_gen, tgm, tgs);
             printf("peak RSS %.1f MiB\n", rss / 1024.0);
         }
     }

@@ -34,6 +34,31 @@ void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, 
     }
 }
 
+size_t mn_attn_tile_scratch(int G, int D, int nq, int64_t max_lim) {
+    const size_t tile = (size_t)2 * MN_ATTN_BK * (size_t)D + (size_t)2 * (size_t)nq * (size_t)G + MN_ATTN_BK;
+    const size_t ref = (size_t)G * (size_t)(max_lim > 0 ? max_lim : 1); /* the scalar variant's scores */
+    return tile > ref ? tile : ref;
+}
+
+void mn_attn_tile_scalar(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                         const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                         size_t ldo, float *scratch) {
+    for (int i = 0; i < nq; i++)
+        mn_attn_group_scalar(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL,
+                             out + (size_t)i * ldo, scratch);
+}
+
+mn_attn_tile_fn mn_attn_tile_get_isa(mn_isa isa) {
+    if (isa > mn_cpu_isa()) return NULL;
+    switch (isa) {
+    case MN_ISA_AVX512: return mn_attn_tile_avx512;
+    case MN_ISA_AVX2: return mn_attn_tile_avx2;
+    default: return mn_attn_tile_scalar;
+    }
+}
+
+mn_attn_tile_fn mn_attn_tile_get(void) { return mn_attn_tile_get_isa(mn_cpu_isa()); }
+
 mn_attn_group_fn mn_attn_group_get_isa(mn_isa isa) {
     if (isa > mn_cpu_isa()) return NULL;
     switch (isa) {

@@ -24,6 +24,31 @@ typedef void (*mn_attn_group_fn)(int G, int D, int64_t n, const float *q, float 
 mn_attn_group_fn mn_attn_group_get(void);
 mn_attn_group_fn mn_attn_group_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
 
+/* Tiled attention (FlashAttention-2 style, attention_tile_impl.h) of nq query
+ * tokens' G heads that share one KV head: query row i (G*D floats at
+ * q + i*ldq) sees the key rows j < lim[i] with mask[i][j] != 0 (mask NULL,
+ * or mask[i] NULL: all of them); its output goes to out + i*ldo. Each row
+ * needs at least one visible key. The result of a row does not depend on the
+ * other rows of the call. scratch: mn_attn_tile_scratch() floats. The scalar
+ * variant runs the reference kernel above per row. */
+#define MN_ATTN_BK 64 /* keys per tile */
+typedef void (*mn_attn_tile_fn)(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                                const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask,
+                                float *out, size_t ldo, float *scratch);
+size_t mn_attn_tile_scratch(int G, int D, int nq, int64_t max_lim);
+mn_attn_tile_fn mn_attn_tile_get(void);
+mn_attn_tile_fn mn_attn_tile_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
+
+void mn_attn_tile_scalar(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                         const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                         size_t ldo, float *scratch);
+void mn_attn_tile_avx2(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                       const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                       size_t ldo, float *scratch);
+void mn_attn_tile_avx512(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                         const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                         size_t ldo, float *scratch);
+
 void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
                           const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,

@@ -65,3 +65,49 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
     for (int g = 0; g < G; g++)
         for (int i = 0; i < D; i++) out[(int64_t)g * D + i] *= inv[g];
 }
+
+/* ---------------------------------------------------------------- tiled */
+
+#include "kernels/vexp_simd.h"
+
+static inline float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* lanes whose bit is clear become -inf */
+static inline __m256 keep256(__m256 v, unsigned bits) {
+    const __m256i sel = _mm256_and_si256(_mm256_set1_epi32((int)bits), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128));
+    const __m256 on = _mm256_castsi256_ps(_mm256_cmpeq_epi32(sel, _mm256_setzero_si256()));
+    return _mm256_blendv_ps(v, _mm256_set1_ps(-INFINITY), on);
+}
+
+typedef __m256 vec;
+#define VW 8
+#define BK MN_ATTN_BK
+#define V_LOAD(p) _mm256_loadu_ps(p)
+#define V_STORE(p, v) _mm256_storeu_ps(p, v)
+#define V_SET1(x) _mm256_set1_ps(x)
+#define V_ZERO() _mm256_setzero_ps()
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_SUB_S(v, x) _mm256_sub_ps(v, _mm256_set1_ps(x))
+#define V_EXP(v) mn_exp256(v)
+#define V_MAX(v) hmax256(v)
+#define V_SUM(v) hsum256(v)
+#define V_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define V_KEEP(v, bits) keep256(v, (unsigned)(bits))
+#define TILE_FN tile_avx2
+#include "kernels/attention_tile_impl.h"
+
+void mn_attn_tile_avx2(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                       const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                       size_t ldo, float *scratch) {
+    if (D % VW == 0 && tile_avx2(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch)) return;
+    /* a head size without a tiled specialisation: this ISA's kernel per row */
+    for (int i = 0; i < nq; i++)
+        mn_attn_group_avx2(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL,
+                             out + (size_t)i * ldo, scratch);
+}

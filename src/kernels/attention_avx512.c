@@ -65,3 +65,35 @@ void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, 
         for (int c = 0; c < nv; c++) _mm512_storeu_ps(out + (int64_t)g * D + c * 16, _mm512_mul_ps(acc[g][c], iv));
     }
 }
+
+/* ---------------------------------------------------------------- tiled */
+
+#include "kernels/vexp_simd.h"
+
+typedef __m512 vec;
+#define VW 16
+#define BK MN_ATTN_BK
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_STORE(p, v) _mm512_storeu_ps(p, v)
+#define V_SET1(x) _mm512_set1_ps(x)
+#define V_ZERO() _mm512_setzero_ps()
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_SUB_S(v, x) _mm512_sub_ps(v, _mm512_set1_ps(x))
+#define V_EXP(v) mn_exp512(v)
+#define V_MAX(v) _mm512_reduce_max_ps(v)
+#define V_SUM(v) _mm512_reduce_add_ps(v)
+#define V_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_KEEP(v, bits) _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), (__mmask16)(bits), v)
+#define TILE_FN tile_avx512
+#include "kernels/attention_tile_impl.h"
+
+void mn_attn_tile_avx512(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                         const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                         size_t ldo, float *scratch) {
+    if (D % VW == 0 && tile_avx512(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch)) return;
+    /* a head size without a tiled specialisation: this ISA's kernel per row */
+    for (int i = 0; i < nq; i++)
+        mn_attn_group_avx512(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL,
+                             out + (size_t)i * ldo, scratch);
+}

@@ -51,8 +51,10 @@ struct mn_context {
     float *up;   /* (T, F) */
     float *tmp;  /* (T, C) */
     float *rope_cs; /* (T, D/2, 2) cos, sin */
-    float *scores;  /* (n_threads, G, n_ctx) */
-    mn_attn_group_fn attn;
+    float *scores;  /* per thread: scores_ld floats of attention scratch */
+    size_t scores_ld;
+    mn_attn_tile_fn attn;       /* blocks of tokens (prefill) */
+    mn_attn_group_fn attn_one;  /* one token (decode) */
     float *lora_u;  /* (T, max rank) scratch for LoRA */
     int32_t lora_cap;
     const mn_lora_set *lora;
@@ -197,9 +199,14 @@ typedef struct {
     int32_t n_past; /* cells before this batch */
 } attn_task;
 
-/* Each (token, kv head) pair: the G query heads sharing that kv head attend
- * over the cells the token can see. Pairs are dealt to threads round-robin:
- * later tokens see more cells, so contiguous ranges would load the last thread. */
+/* Each (block of ATT_BQ tokens, kv head) pair: the block's G query heads
+ * sharing that kv head attend over the cells its tokens can see, tile by tile
+ * (attention.h). Pairs are dealt to threads round-robin: later blocks see
+ * more cells, so contiguous ranges would load the last thread. A batch of one
+ * token (decode) takes the row kernel instead: a tile's f16 conversion and
+ * transpose pays off only when several query rows share it (measured:
+ * BENCHMARKS.md, "Tiled attention"). */
+#define ATT_BQ 32
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     mn_context *c = a->c;
@@ -209,15 +216,26 @@ static void attn_worker(void *arg, int ith, int nth) {
     const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
     const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
     const float scale = 1.0f / sqrtf((float)D);
-    float *sc = c->scores + (int64_t)ith * G * c->n_ctx;
-    mn_attn_group_fn attn = c->attn;
-    for (int64_t p = ith; p < a->T * K; p += nth) {
-        int64_t t = p / K;
-        int kh = (int)(p % K);
-        int64_t off = t * HD + (int64_t)kh * G * D;
-        const uint8_t *mrow = c->mask ? c->mask + (c->mask_row0 + t) * c->mask_ld : NULL;
-        attn(G, D, a->n_past + t + 1, c->q + off, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD,
-             mrow, c->att + off, sc);
+    float *sc = c->scores + (size_t)ith * c->scores_ld;
+    const int64_t nblk = (a->T + ATT_BQ - 1) / ATT_BQ;
+    for (int64_t p = ith; p < nblk * K; p += nth) {
+        const int64_t t0 = (p / K) * ATT_BQ;
+        const int kh = (int)(p % K);
+        const int nq = (int)(a->T - t0 < ATT_BQ ? a->T - t0 : ATT_BQ);
+        int64_t lim[ATT_BQ];
+        const uint8_t *rows[ATT_BQ];
+        for (int i = 0; i < nq; i++) {
+            lim[i] = a->n_past + t0 + i + 1;
+            rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld : NULL;
+        }
+        const int64_t off = t0 * HD + (int64_t)kh * G * D;
+        if (a->T == 1) {
+            c->attn_one(G, D, lim[0], c->q + off, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD,
+                        rows[0], c->att + off, sc);
+            continue;
+        }
+        c->attn(G, D, nq, c->q + off, (size_t)HD, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD, lim,
+                c->mask ? rows : NULL, c->att + off, (size_t)HD, sc);
     }
 }
 
@@ -346,9 +364,10 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->up = xcalloc((size_t)(T * F), sizeof(float), &ok);
     c->tmp = xcalloc((size_t)(T * C), sizeof(float), &ok);
     c->rope_cs = xcalloc((size_t)(T * hp->head_dim), sizeof(float), &ok);
-    c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * (size_t)(hp->n_head / hp->n_head_kv) * (size_t)c->n_ctx,
-                        sizeof(float), &ok);
-    c->attn = mn_attn_group_get();
+    c->scores_ld = mn_attn_tile_scratch(hp->n_head / hp->n_head_kv, hp->head_dim, ATT_BQ, c->n_ctx);
+    c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * c->scores_ld, sizeof(float), &ok);
+    c->attn = mn_attn_tile_get();
+    c->attn_one = mn_attn_group_get();
     /* Largest activation row in any vec_dot type: a K-quant or Q8 row of max(C, F, HD). */
     int64_t Kmax = CF > HD ? CF : HD;
     size_t row_max = (size_t)Kmax * 4; /* f32 is the widest per element */

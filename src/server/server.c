@@ -304,6 +304,7 @@ static enum MHD_Result send_text(struct MHD_Connection *c, conn_state *cs, int s
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    if (status == 503) MHD_add_response_header(r, "Retry-After", "1"); /* queue full or draining: come back soon */
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     if (cs) cs->status = status;

@@ -326,6 +326,14 @@ def test_server(tmp, adapter):
         st, m = request(base, "GET", "/metrics", key=None)
         check(st == 200 and "mnemo_queue_depth 6" in m and 'mnemo_requests_total{code="503"} 1' in m and
               "mnemo_memory_bytes" in m and "mnemo_completion_tokens_total" in m, "metrics")
+        req = urllib.request.Request(base + "/v1/completions", data=b'{"prompt": "x", "max_tokens": 1}', method="POST",
+                                     headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            got = (200, None)
+        except urllib.error.HTTPError as e:
+            got = (e.code, e.headers.get("Retry-After"))
+        check(got == (503, "1"), f"a 503 says when to come back (Retry-After): {got}")
         for s in socks:
             s.close()  # the streams are cancelled
         deadline = time.time() + 60

@@ -1,0 +1,135 @@
+/* attention_tile_impl.h - the body of the tiled attention kernel (attention.h,
+ * mn_attn_tile_*), written once over a small vector vocabulary that the ISA
+ * file including it defines:
+ *   VW lanes; vec the register type; V_LOAD, V_STORE, V_SET1, V_ZERO, V_FMA,
+ *   V_MUL, V_SUB_S (vector minus scalar), V_EXP, V_MAX (lane max, scalar),
+ *   V_SUM (lane sum, scalar), V_F16 (VW f16 values to f32 lanes),
+ *   V_KEEP(v, bits) (lanes whose bit is clear become -inf),
+ * and TILE_FN, the function's name, and ISA_MIN_D, the D granularity.
+ *
+ * FlashAttention-2 on a CPU: the K and V rows of a tile of BK keys are
+ * converted from f16 once, K transposed (KT[d][j]) so that the BK scores of
+ * one query row are VW-wide FMAs with a broadcast query element and no
+ * horizontal sums; every query row of the block (nq tokens x G heads) reuses
+ * the tile from L1. Each row keeps its running maximum and sum (online
+ * softmax) and accumulates P V unnormalised in its output row. A row skips
+ * the tiles its causal limit or its mask hides entirely. Tiles start at
+ * multiples of BK in absolute key index and each row's arithmetic is its
+ * own, so a row's result does not depend on which other rows share its call
+ * (a row alone, nq = 1, equals the same row inside a block, bit for bit).
+ * The loops over a row's registers are unrolled by pragma: left as loops,
+ * their small arrays live on the stack and every FMA waits on a store.
+ */
+#define TILE_NV (BK / VW)
+#define TILE_CAT2(a, b) a##b
+#define TILE_CAT(a, b) TILE_CAT2(a, b)
+#define TILE_BODY TILE_CAT(TILE_FN, _body)
+
+/* D is a constant in the calls below (32, 64, 80, 96, 128), so the per-row accumulators
+ * (D / VW registers) are unrolled into registers instead of a stack array. */
+static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                    const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                    size_t ldo, float *scratch) {
+    float *KT = scratch;             /* (D, BK) */
+    float *Vf = KT + (size_t)D * BK; /* (BK, D) */
+    float *M = Vf + (size_t)BK * D;  /* (nq * G) running maxima */
+    float *L = M + (size_t)nq * G;   /* (nq * G) running sums */
+    float *P = L + (size_t)nq * G;   /* (BK) one row's probabilities */
+    const int dv = D / VW;
+    int64_t maxlim = 0;
+    for (int i = 0; i < nq; i++) {
+        if (lim[i] > maxlim) maxlim = lim[i];
+        for (int g = 0; g < G; g++) {
+            M[i * G + g] = -INFINITY;
+            L[i * G + g] = 0;
+            memset(out + (size_t)i * ldo + (size_t)g * D, 0, sizeof(float) * (size_t)D);
+        }
+    }
+    for (int64_t j0 = 0; j0 < maxlim; j0 += BK) {
+        const int nb = (int)(maxlim - j0 < BK ? maxlim - j0 : BK);
+        for (int j = 0; j < nb; j++) {
+            const uint16_t *k = K + (size_t)(j0 + j) * ld, *v = V + (size_t)(j0 + j) * ld;
+            float row[256];
+            _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
+                V_STORE(row + c * VW, V_F16(k + c * VW));
+                V_STORE(Vf + (size_t)j * D + c * VW, V_F16(v + c * VW));
+            }
+            for (int d = 0; d < D; d++) KT[(size_t)d * BK + j] = row[d];
+        }
+        for (int j = nb; j < BK; j++)
+            for (int d = 0; d < D; d++) KT[(size_t)d * BK + j] = 0;
+        for (int i = 0; i < nq; i++) {
+            const int64_t left = lim[i] - j0;
+            if (left <= 0) continue;
+            const int jn = (int)(left < nb ? left : nb);
+            uint64_t vis = jn == 64 ? ~0ull : (1ull << jn) - 1;
+            if (mask && mask[i]) {
+                const uint8_t *mr = mask[i] + j0;
+                uint64_t b = 0;
+                for (int j = 0; j < jn; j++) b |= (uint64_t)(mr[j] != 0) << j;
+                vis &= b;
+            }
+            if (!vis) continue; /* nothing of this tile is visible to this row */
+            for (int g = 0; g < G; g++) {
+                const float *qg = q + (size_t)i * ldq + (size_t)g * D;
+                vec s[TILE_NV];
+                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_ZERO();
+                for (int d = 0; d < D; d++) {
+                    const vec b = V_SET1(qg[d]);
+                    const float *kt = KT + (size_t)d * BK;
+                    _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_FMA(b, V_LOAD(kt + c * VW), s[c]);
+                }
+                float mt = -INFINITY;
+                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
+                    s[c] = V_KEEP(V_MUL(s[c], V_SET1(scale)), (vis >> (c * VW)) & ((1ull << VW) - 1));
+                    const float x = V_MAX(s[c]);
+                    if (x > mt) mt = x;
+                }
+                float *Mr = M + i * G + g, *Lr = L + i * G + g;
+                const float mnew = mt > *Mr ? mt : *Mr;
+                const float alpha = expf(*Mr - mnew); /* 0 on the row's first visible tile */
+                float sum = 0;
+                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
+                    const vec p = V_EXP(V_SUB_S(s[c], mnew));
+                    sum += V_SUM(p);
+                    V_STORE(P + c * VW, p);
+                }
+                *Lr = *Lr * alpha + sum;
+                *Mr = mnew;
+                float *o = out + (size_t)i * ldo + (size_t)g * D;
+                vec acc[256 / VW];
+                const vec va = V_SET1(alpha);
+                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_MUL(V_LOAD(o + c * VW), va);
+                for (int j = 0; j < jn; j++) {
+                    const vec p = V_SET1(P[j]);
+                    const float *vr = Vf + (size_t)j * D;
+                    _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_FMA(p, V_LOAD(vr + c * VW), acc[c]);
+                }
+                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) V_STORE(o + c * VW, acc[c]);
+            }
+        }
+    }
+    for (int i = 0; i < nq; i++)
+        for (int g = 0; g < G; g++) {
+            const float l = L[i * G + g], inv = l > 0 ? 1.0f / l : 0.0f;
+            float *o = out + (size_t)i * ldo + (size_t)g * D;
+            for (int d = 0; d < D; d++) o[d] *= inv;
+        }
+}
+
+/* 0 when D has no specialisation here (the caller falls back per row). */
+static int TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+                   const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                   size_t ldo, float *scratch) {
+    switch (D) {
+    case 32: TILE_BODY(G, 32, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    case 64: TILE_BODY(G, 64, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    case 80: TILE_BODY(G, 80, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    case 96: TILE_BODY(G, 96, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    case 128: TILE_BODY(G, 128, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    default: return 0;
+    }
+}
+
+#undef TILE_NV
+#undef TILE_BODY
