@@ -98,9 +98,17 @@ int cli_train_progress(const struct mn_train_progress *p, void *ud) {
                 p->val_no_memory);
     char val[32] = "-";
     if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.4f", p->val_loss);
-    fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s\n",
+    /* which windows the loss is of, when some are synthetic (text, passkey, copy, recall) */
+    char win[64] = "";
+    if (p->windows & ~(1u << MN_TRAIN_WIN_TEXT)) {
+        size_t n = (size_t)snprintf(win, sizeof win, "  win");
+        for (int k = 0; k < MN_SYNTH_N_KINDS; k++)
+            if (p->windows >> k & 1) n += (size_t)snprintf(win + n, sizeof win - n, " %s", mn_synth_name((mn_synth_kind)k));
+        if (p->windows >> MN_TRAIN_WIN_TEXT & 1) snprintf(win + n, sizeof win - n, " text");
+    }
+    fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s%s\n",
             (long long)p->step, (long long)p->steps, p->ratio, p->loss, val, p->lr, p->grad_norm, p->tokens_per_s,
-            p->eta_s, p->checkpointed ? "  [ckpt]" : "");
+            p->eta_s, p->checkpointed ? "  [ckpt]" : "", win);
     return g_stop ? 1 : 0;
 }
 

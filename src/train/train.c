@@ -503,15 +503,19 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
                 goto done;
             loss += ql, scored += qn, flops += mn_op_flops() - f0;
         }
+        uint32_t windows = 0;
         for (int bi = rank; !qa_step && bi < c.batch; bi += n_ranks) {
             mn_rng wr;
             step_rng(c.seed, st.step, bi, &wr);
             if ((rc = mn_dataset_sample(s.data, &wr, W, s.ids))) goto done;
+            uint32_t kind = 1u << MN_TRAIN_WIN_TEXT;
             if (c.synth > 0 && (double)mn_rng_below(&wr, 1000000) < 1e6 * c.synth) {
                 const mn_synth_kind k = synth_draw(&c, &wr);
                 if ((rc = mn_synth_window(mn_model_tokenizer(m), &wr, k, s.ids, c.n_seg, l, ap.recent, NULL)))
                     goto done;
+                kind = 1u << k;
             }
+            windows |= kind;
             mn_tstep_stats ss;
             if ((rc = chain_step(&s, s.ids, c.n_seg, c.bptt, c.tau, &wr, 1, &ss))) goto done;
             loss += ss.loss, scored += ss.n_scored, flops += ss.flops;
@@ -545,7 +549,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
         }
         const double el = now_s() - t0;
         pr.step = st.step, pr.steps = c.steps, pr.ratio = ratio, pr.val_loss = val, pr.grad_norm = gn;
-        pr.val_no_memory = val_nomem, pr.qa_step = qa_step, pr.val_qa = val_qa;
+        pr.val_no_memory = val_nomem, pr.qa_step = qa_step, pr.val_qa = val_qa, pr.windows = windows;
         pr.tokens_per_s = (double)(st.step - first) * c.batch * W / el;
         pr.eta_s = el / (double)(st.step - first) * (double)(c.steps - st.step);
         pr.flops_per_token = (double)flops / ((double)c.batch * W);

@@ -83,7 +83,10 @@ typedef struct mn_train_progress {
     int qa_step;              /* this step trained on QA pairs (loss: per answer token) */
     double val_qa;            /* mean answer-token CE over the QA pairs (the first 64), no
                                * gradient; NAN without pairs or before the first evaluation */
+    uint32_t windows;         /* the kinds of this rank's windows this step: bit k for synthetic
+                               * kind k (synth.h), bit MN_TRAIN_WIN_TEXT for plain text; 0 for QA */
 } mn_train_progress;
+#define MN_TRAIN_WIN_TEXT 31
 
 /* Called after every step; a non-zero return stops training (after saving). */
 typedef int (*mn_train_cb)(const mn_train_progress *p, void *ud);
