@@ -99,15 +99,6 @@ typedef __m256 vec;
 #define V_SUM(v) hsum256(v)
 #define V_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define V_KEEP(v, bits) keep256(v, (unsigned)(bits))
-#define TILE_FN tile_avx2
+#define TILE_FN mn_attn_tile_avx2
+#define GROUP_FN mn_attn_group_avx2
 #include "kernels/attention_tile_impl.h"
-
-void mn_attn_tile_avx2(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
-                       const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
-                       size_t ldo, float *scratch) {
-    if (D % VW == 0 && tile_avx2(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch)) return;
-    /* a head size without a tiled specialisation: this ISA's kernel per row */
-    for (int i = 0; i < nq; i++)
-        mn_attn_group_avx2(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL,
-                             out + (size_t)i * ldo, scratch);
-}

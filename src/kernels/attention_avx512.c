@@ -85,15 +85,6 @@ typedef __m512 vec;
 #define V_SUM(v) _mm512_reduce_add_ps(v)
 #define V_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define V_KEEP(v, bits) _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), (__mmask16)(bits), v)
-#define TILE_FN tile_avx512
+#define TILE_FN mn_attn_tile_avx512
+#define GROUP_FN mn_attn_group_avx512
 #include "kernels/attention_tile_impl.h"
-
-void mn_attn_tile_avx512(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
-                         const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
-                         size_t ldo, float *scratch) {
-    if (D % VW == 0 && tile_avx512(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch)) return;
-    /* a head size without a tiled specialisation: this ISA's kernel per row */
-    for (int i = 0; i < nq; i++)
-        mn_attn_group_avx512(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL,
-                             out + (size_t)i * ldo, scratch);
-}

@@ -5,7 +5,8 @@
  *   V_MUL, V_SUB_S (vector minus scalar), V_EXP, V_MAX (lane max, scalar),
  *   V_SUM (lane sum, scalar), V_F16 (VW f16 values to f32 lanes),
  *   V_KEEP(v, bits) (lanes whose bit is clear become -inf),
- * and TILE_FN, the function's name, and ISA_MIN_D, the D granularity.
+ * and TILE_FN, the exported function's name (attention.h), with GROUP_FN, the
+ * same ISA's row kernel, for head sizes without a specialisation here.
  *
  * FlashAttention-2 on a CPU: the K and V rows of a tile of BK keys are
  * converted from f16 once, K transposed (KT[d][j]) so that the BK scores of
@@ -118,7 +119,7 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
 }
 
 /* 0 when D has no specialisation here (the caller falls back per row). */
-static int TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
+static int TILE_CAT(TILE_FN, _fixed)(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
                    const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
                    size_t ldo, float *scratch) {
     switch (D) {
@@ -129,6 +130,16 @@ static int TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale
     case 128: TILE_BODY(G, 128, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
     default: return 0;
     }
+}
+
+void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K, const uint16_t *V,
+             size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out, size_t ldo, float *scratch) {
+    if (D % VW == 0 && TILE_CAT(TILE_FN, _fixed)(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch))
+        return;
+    /* a head size without a tiled specialisation: this ISA's kernel per row */
+    for (int i = 0; i < nq; i++)
+        GROUP_FN(G, D, lim[i], q + (size_t)i * ldq, scale, K, V, ld, mask ? mask[i] : NULL, out + (size_t)i * ldo,
+                 scratch);
 }
 
 #undef TILE_NV

@@ -145,6 +145,14 @@ static const char *last_user_text(const job *j) {
     return j->n_msgs ? j->msgs[j->n_msgs - 1].content : "";
 }
 
+/* 0 when owner (NULL: keys not scoped) may use document id; another owner's
+ * document is MN_ENOTFOUND, as a missing one. Caller holds store_mu. */
+static int visible_to(mn_server *s, int64_t id, const char *owner) {
+    int yes = 1, rc = owner ? mn_store_owns(s->store, id, owner, &yes) : 0;
+    if (!rc && !yes) rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)id);
+    return rc;
+}
+
 static void run_answer(slot *sl, job *j) {
     mn_server *s = sl->srv;
     int64_t ids[64];
@@ -161,11 +169,7 @@ static void run_answer(slot *sl, job *j) {
     } else {
         for (int i = 0; i < j->n_docs; i++) ids[n_ids++] = j->doc_ids[i];
         /* checked again here: the owner may have deleted it while the request queued */
-        for (int i = 0; i < n_ids && !rc && j->owner; i++) {
-            int yes = 0;
-            if (!(rc = mn_store_owns(s->store, ids[i], j->owner, &yes)) && !yes)
-                rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)ids[i]);
-        }
+        for (int i = 0; i < n_ids && !rc; i++) rc = visible_to(s, ids[i], j->owner);
     }
     if (!rc) rc = mn_retrieve_select(s->store, ids, n_ids, retrieved, mn_adapter_hash(s->a), budget, j->used, &j->n_used);
     /* the best document's group decides the decoder LoRA (mnemo finetune) */
@@ -470,16 +474,11 @@ static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn
     pthread_mutex_lock(&s->store_mu);
     mn_store_doc d;
     char files[4096] = "";
-    int rc = 0, yes = 1;
-    if (del && owner) {
-        /* the document itself goes with its last owner */
+    int rc;
+    if (del && owner) { /* the document itself goes with its last owner */
         rc = mn_store_disown(s->store, id, owner, NULL, files, sizeof files);
-    } else {
-        /* another owner's document is answered as if it did not exist */
-        if (owner && !(rc = mn_store_owns(s->store, id, owner, &yes)) && !yes)
-            rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)id);
-        if (!rc) rc = del ? mn_store_remove(s->store, id, files, sizeof files)
-                          : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
+    } else if (!(rc = visible_to(s, id, owner))) {
+        rc = del ? mn_store_remove(s->store, id, files, sizeof files) : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
     }
     if (!rc && del)
         for (char *sv = NULL, *f = strtok_r(files, "\n", &sv); f; f = strtok_r(NULL, "\n", &sv)) {
@@ -627,9 +626,7 @@ static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state 
         for (int i = 0; i < j->n_docs; i++) {
             mn_store_doc d;
             pthread_mutex_lock(&s->store_mu);
-            int rc = 0, yes = 1;
-            if (owner && !(rc = mn_store_owns(s->store, j->doc_ids[i], owner, &yes)) && !yes)
-                rc = mn_error(MN_ENOTFOUND, "no document with id %lld", (long long)j->doc_ids[i]);
+            int rc = visible_to(s, j->doc_ids[i], owner);
             if (!rc) rc = mn_store_get(s->store, j->doc_ids[i], mn_adapter_hash(s->a), &d);
             pthread_mutex_unlock(&s->store_mu);
             if (rc == MN_ENOTFOUND || (!rc && d.n_slots < 0)) {
