@@ -126,7 +126,8 @@ FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-o
 FUZZ_TIME ?= 60
 FUZZ_REGRESS ?= 10
 fuzz-lib:
-	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 SAN="-fsanitize=fuzzer-no-link \
+	  -fsanitize-coverage-ignorelist=tests/fuzz/coverage_ignore.txt $(FUZZ_SAN)" \
 	  build-fuzz/libmnemo.a
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c fuzz-lib
 	clang -O1 -g -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer $(FUZZ_SAN) -Iinclude -Isrc -Isrc/core -Itests \
