@@ -18,12 +18,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kernels/gemm_bf16.h"
 #include "memory/adapter.h"
 #include "model/lora.h"
 #include "threadpool.h"
 #include "test.h"
 #include "tiny_llama.h"
 #include "train/memtrain.h"
+#include "train/ops.h"
 #include "train/optim.h"
 #include "train/train.h"
 
@@ -63,37 +65,53 @@ static double eval_keys(mn_uio_trainer *tr, int mismatch) {
     return loss / (double)n;
 }
 
-static void test_passkey(mn_model *m) {
-    mn_tmodel *tm = NULL;
-    CHECK(mn_tmodel_create(m, &tm) == 0, "tmodel: %s", mn_last_error());
-    if (!tm) return;
+/* parameters as a fresh adapter has them (A small uniform, B zero unless
+ * b_scale, the memory embedding a token's embedding) */
+typedef struct {
+    float *theta, *grad;
+    int64_t np;
+    mn_tlora_w eq[4], ev[4], xk[4], xv[4];
+    mn_uio_tparams tp;
+} uio_params;
+
+static void make_params(mn_tmodel *tm, mn_rng *rng, float b_scale, uio_params *P) {
     const mn_tdims *d = mn_tmodel_dims(tm);
     const int C = d->n_embd, L = d->n_layer, KD = d->kv_dim, HD = d->n_head * d->head_dim;
-    mn_rng rng;
-    mn_rng_seed(&rng, 42);
-    /* parameters as a fresh adapter has them: A small uniform, B zero, the
-     * memory embedding a token's embedding */
     const int64_t per_layer = (RANK * C + HD * RANK) + 3 * (RANK * C + KD * RANK);
-    const int64_t np = C + L * per_layer;
-    float *theta = calloc((size_t)np, sizeof(float)), *grad = calloc((size_t)np, sizeof(float));
-    mn_tmodel_embed(tm, (const int32_t[]){258}, 1, theta);
-    mn_tlora_w eq[4], ev[4], xk[4], xv[4];
-    float *p = theta + C, *g = grad + C;
+    P->np = C + L * per_layer;
+    P->theta = calloc((size_t)P->np, sizeof(float)), P->grad = calloc((size_t)P->np, sizeof(float));
+    mn_tmodel_embed(tm, (const int32_t[]){258}, 1, P->theta);
+    float *p = P->theta + C, *g = P->grad + C;
     const float bound = 1.0f / sqrtf((float)C);
-#define LORA(arr, nout)                                                                          \
-    arr[l] = (mn_tlora_w){p, p + RANK * C, g, g + RANK * C, RANK};                               \
-    for (int i = 0; i < RANK * C; i++) p[i] = (float)(2 * mn_rng_uniform(&rng) - 1) * bound;     \
+#define LORA(arr, nout)                                                                                 \
+    P->arr[l] = (mn_tlora_w){p, p + RANK * C, g, g + RANK * C, RANK};                                   \
+    for (int i = 0; i < RANK * C; i++) p[i] = (float)(2 * mn_rng_uniform(rng) - 1) * bound;             \
+    for (int i = 0; b_scale != 0 && i < (nout) * RANK; i++)                                            \
+        p[RANK * C + i] = (float)(2 * mn_rng_uniform(rng) - 1) * b_scale;                               \
     p += RANK * C + (nout) * RANK, g += RANK * C + (nout) * RANK;
-    for (int l = 0; l < L; l++) {
+    for (int l = 0; l < L && l < 4; l++) {
         LORA(eq, HD);
         LORA(ev, KD);
         LORA(xk, KD);
         LORA(xv, KD);
     }
 #undef LORA
-    mn_uio_tparams tp = {.l = PL, .m = PM, .n_sinks = 0, .mem_embd = theta, .d_mem_embd = grad, .ce_w = 1};
-    tp.enc = (mn_tlora){2.0f, eq, NULL, ev, NULL};
-    tp.xfer = (mn_tlora){2.0f, NULL, xk, xv, NULL};
+    P->tp = (mn_uio_tparams){.l = PL, .m = PM, .n_sinks = 0, .mem_embd = P->theta, .d_mem_embd = P->grad, .ce_w = 1};
+    P->tp.enc = (mn_tlora){2.0f, P->eq, NULL, P->ev, NULL};
+    P->tp.xfer = (mn_tlora){2.0f, NULL, P->xk, P->xv, NULL};
+}
+
+static void test_passkey(mn_model *m) {
+    mn_tmodel *tm = NULL;
+    CHECK(mn_tmodel_create(m, &tm) == 0, "tmodel: %s", mn_last_error());
+    if (!tm) return;
+    mn_rng rng;
+    mn_rng_seed(&rng, 42);
+    uio_params P;
+    make_params(tm, &rng, 0, &P);
+    float *theta = P.theta, *grad = P.grad;
+    const int64_t np = P.np;
+    const mn_uio_tparams tp = P.tp;
     mn_uio_trainer *tr = NULL;
     CHECK(mn_uio_trainer_create(tm, &tp, 2, &tr) == 0, "trainer: %s", mn_last_error());
     mn_adamw_params op = mn_adamw_default_params();
@@ -135,6 +153,68 @@ static void test_passkey(mn_model *m) {
     mn_uio_trainer_free(tr);
     mn_tmodel_free(tm);
     free(theta), free(grad);
+}
+
+/* ---- bf16 products with the frozen weights ---- */
+static double bf16_step(mn_tmodel *tm, const uio_params *P, const int32_t *ids, float *g) {
+    mn_uio_trainer *tr = NULL;
+    CHECK(mn_uio_trainer_create(tm, &P->tp, 3, &tr) == 0, "trainer: %s", mn_last_error());
+    if (!tr) return NAN;
+    memset(P->grad, 0, sizeof(float) * (size_t)P->np);
+    mn_tstep_stats st;
+    CHECK(mn_uio_trainer_step(tr, ids, 3, MN_BPTT_FULL, 0, NULL, 1, &st) == 0, "step: %s", mn_last_error());
+    memcpy(g, P->grad, sizeof(float) * (size_t)P->np);
+    mn_uio_trainer_free(tr);
+    return st.loss / (double)st.n_scored;
+}
+
+static void test_bf16(mn_model *m) {
+    if (!mn_bf16_supported()) {
+        printf("test_train: SKIPPED bf16 training products: this CPU has no AVX512_BF16\n");
+        return;
+    }
+    mn_tmodel *tm = NULL;
+    CHECK(mn_tmodel_create(m, &tm) == 0, "tmodel: %s", mn_last_error());
+    if (!tm) return;
+    mn_rng rng;
+    mn_rng_seed(&rng, 7);
+    uio_params P;
+    make_params(tm, &rng, 0.05f, &P); /* B != 0: every LoRA matrix gets gradient */
+    int32_t ids[3 * PL];
+    for (int i = 0; i < 3 * PL; i++) ids[i] = 3 + (int32_t)mn_rng_below(&rng, 250);
+    float *g32 = malloc(sizeof(float) * (size_t)P.np), *g16 = malloc(sizeof(float) * (size_t)P.np);
+    float *g16b = malloc(sizeof(float) * (size_t)P.np), *gagain = malloc(sizeof(float) * (size_t)P.np);
+    const double l32 = bf16_step(tm, &P, ids, g32);
+    CHECK(mn_tmodel_use_bf16(tm) == 0, "use_bf16: %s", mn_last_error());
+    const double l16 = bf16_step(tm, &P, ids, g16);
+    double dot = 0, n32 = 0, n16 = 0;
+    for (int64_t i = 0; i < P.np; i++) dot += (double)g32[i] * g16[i], n32 += (double)g32[i] * g32[i],
+                                       n16 += (double)g16[i] * g16[i];
+    const double cosv = dot / sqrt(n32 * n16 + 1e-300);
+    printf("bf16 products: loss %.6f (f32 %.6f), gradient cosine %.6f, norm ratio %.4f\n", l16, l32, cosv,
+           sqrt(n16 / n32));
+    CHECK(fabs(l16 - l32) <= 5e-3 * fabs(l32) && l16 != l32, "bf16 loss %.9g vs f32 %.9g", l16, l32);
+    CHECK(cosv > 0.999 && fabs(sqrt(n16 / n32) - 1) < 0.02, "bf16 gradient: cosine %.6f, norm ratio %.4f", cosv,
+          sqrt(n16 / n32));
+    /* the pool splits the panels: the same numbers on 2 threads */
+    mn_threadpool *pool = NULL;
+    CHECK(mn_threadpool_create(2, &pool) == 0, "pool");
+    mn_op_set_pool(pool);
+    const double l16b = bf16_step(tm, &P, ids, g16b);
+    mn_op_set_pool(NULL);
+    mn_threadpool_free(pool);
+    CHECK(fabs(l16b - l16) <= 1e-6 * fabs(l16), "bf16 on 2 threads: loss %.9g vs %.9g", l16b, l16);
+    /* freeing the model unregisters its weights: a new one multiplies in f32 again */
+    mn_tmodel_free(tm);
+    tm = NULL;
+    CHECK(mn_tmodel_create(m, &tm) == 0, "tmodel: %s", mn_last_error());
+    if (tm) {
+        const double lagain = bf16_step(tm, &P, ids, gagain);
+        CHECK(lagain == l32 && !memcmp(gagain, g32, sizeof(float) * (size_t)P.np),
+              "after the bf16 model is freed: loss %.9g, f32 gave %.9g", lagain, l32);
+    }
+    mn_tmodel_free(tm);
+    free(g32), free(g16), free(g16b), free(gagain), free(P.theta), free(P.grad);
 }
 
 /* ---- 2. stop + resume through the library ---- */
@@ -293,6 +373,7 @@ int main(void) {
           mn_last_error());
     if (m) {
         test_passkey(m);
+        test_bf16(m);
         test_resume(m);
         mn_model_free(m);
         test_cli_kill();

@@ -12,8 +12,11 @@
  * the thread count only, never on timing. Shapes are in ops.h.
  */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/quant.h"
 #include "threadpool.h"
 #include "train/ops.h"
@@ -92,13 +95,111 @@ static void gemm(int ta, int tb, int M, int N, int K, real alpha, const real *A,
     else pfor(j.split_n ? N : M, 16, gemm_rows, &j);
 }
 
-/* ---- matmul with a frozen weight ---------------------------------------- */
+/* ---- products with frozen weights, bf16 when the weight is registered ---- */
+
+#ifndef MN_REAL_F64
+/* A registered weight's two packings: fwd for x W^T (B = W^T, K x N), bwd for
+ * dy W (B = W, N x K). Registration happens while no op runs (a model's
+ * create/free), so lookups need no lock. */
+typedef struct {
+    const float *w;
+    mn_bf16_panel *fwd, *bwd;
+} wpack;
+#define MAX_PACKS 2048
+static wpack g_packs[MAX_PACKS];
+static int g_n_packs;
+static _Thread_local uint16_t *g_abuf; /* the rounded left operand */
+static _Thread_local size_t g_abuf_n;
+
+int mn_op_bf16_register(const float *w, int N, int K) {
+    if (!mn_bf16_supported()) return mn_error(MN_EUNSUPPORTED, "this CPU has no AVX512_BF16");
+    if (g_n_packs == MAX_PACKS) return mn_error(MN_ENOMEM, "more than %d weights packed for bf16", MAX_PACKS);
+    wpack p = {w, mn_bf16_pack(w, K, N, 1, K), mn_bf16_pack(w, N, K, K, 1)};
+    if (!p.fwd || !p.bwd) {
+        mn_bf16_panel_free(p.fwd), mn_bf16_panel_free(p.bwd);
+        return mn_error(MN_ENOMEM, "out of memory packing a %d x %d weight for bf16", N, K);
+    }
+    g_packs[g_n_packs++] = p;
+    return MN_OK;
+}
+
+void mn_op_bf16_unregister(const float *w) {
+    for (int i = 0; i < g_n_packs; i++)
+        if (g_packs[i].w == w) {
+            mn_bf16_panel_free(g_packs[i].fwd), mn_bf16_panel_free(g_packs[i].bwd);
+            g_packs[i] = g_packs[--g_n_packs];
+            break;
+        }
+    if (!g_n_packs) free(g_abuf), g_abuf = NULL, g_abuf_n = 0;
+}
+
+static const wpack *packed(const float *w, int N, int K) {
+    for (int i = 0; i < g_n_packs; i++)
+        if (g_packs[i].w == w) return g_packs[i].fwd->N == N && g_packs[i].fwd->K == K ? &g_packs[i] : NULL;
+    return NULL;
+}
+
+typedef struct {
+    uint16_t *ab;
+    const float *a;
+    int64_t lda, lab;
+    int K, M;
+    const mn_bf16_panel *p;
+    float *c;
+    int64_t ldc;
+    int acc;
+} bgemm_job;
+
+static void bround_rows(void *arg, int64_t i0, int64_t i1) {
+    const bgemm_job *j = arg;
+    mn_bf16_round_rows(j->ab + i0 * j->lab, j->a + i0 * j->lda, (int32_t)(i1 - i0), j->K, j->lda);
+}
+static void bgemm_cols(void *arg, int64_t b0, int64_t b1) {
+    const bgemm_job *j = arg;
+    mn_bf16_gemm(j->M, (int32_t)b0, (int32_t)b1, j->ab, j->p, j->c, j->ldc, j->acc);
+}
+
+/* C (M, p->N) (+)= A (M, p->K) B; falls back to f32 (returns 0) only when the
+ * scratch for the rounded A cannot grow. */
+static int bgemm(const mn_bf16_panel *p, int M, const float *a, int64_t lda, float *c, int64_t ldc, int acc) {
+    if (M <= 0) return 1;
+    const int64_t lab = 2 * (int64_t)p->K2;
+    const size_t need = (size_t)M * (size_t)lab;
+    if (need > g_abuf_n) {
+        uint16_t *nb = realloc(g_abuf, need * sizeof *nb);
+        if (!nb) return 0;
+        g_abuf = nb, g_abuf_n = need;
+    }
+    atomic_fetch_add(&g_flops, 2 * (int64_t)M * p->N * p->K);
+    bgemm_job j = {g_abuf, a, lda, lab, p->K, M, p, c, ldc, acc};
+    if ((int64_t)M * p->N * p->K < (1 << 17)) {
+        bround_rows(&j, 0, M);
+        bgemm_cols(&j, 0, p->NB);
+    } else {
+        pfor(M, 16, bround_rows, &j);
+        pfor(p->NB, 1, bgemm_cols, &j);
+    }
+    return 1;
+}
+#define PACKED(w, N, K) packed(w, N, K)
+#define BGEMM(...) bgemm(__VA_ARGS__)
+#else
+typedef struct {
+    const void *fwd, *bwd;
+} wpack;
+#define PACKED(w, N, K) ((const wpack *)NULL)
+#define BGEMM(...) 0
+#endif
 
 void TN(mn_op_matmul_fwd)(real *y, const real *x, const real *w, int T, int K, int N, int accumulate) {
+    const wpack *pk = PACKED(w, N, K);
+    if (pk && BGEMM(pk->fwd, T, x, K, y, N, accumulate)) return;
     gemm(0, 1, T, N, K, 1, x, K, w, K, accumulate ? 1 : 0, y, N);
 }
 
 void TN(mn_op_matmul_bwd)(real *dx, const real *dy, const real *w, int T, int K, int N) {
+    const wpack *pk = PACKED(w, N, K);
+    if (pk && BGEMM(pk->bwd, T, dy, N, dx, K, 1)) return;
     gemm(0, 0, T, K, N, 1, dy, N, w, K, 1, dx, K);
 }
 
@@ -430,11 +531,14 @@ double TN(mn_op_head)(real *dx, const real *x, const real *w, int T, int C, int 
     if (chunk > 256) chunk = 256;
     for (int t0 = 0; t0 < T; t0 += chunk) {
         const int n = T - t0 < chunk ? T - t0 : chunk;
-        gemm(0, 1, n, V, C, 1, x + (int64_t)t0 * C, C, w, C, 0, scratch, V);
+        const wpack *pk = PACKED(w, V, C);
+        if (!pk || !BGEMM(pk->fwd, n, x + (int64_t)t0 * C, C, scratch, V, 0))
+            gemm(0, 1, n, V, C, 1, x + (int64_t)t0 * C, C, w, C, 0, scratch, V);
         head_job j = {scratch, row_loss, targets, teacher, ce_w, kl_w, dscale, t0, V, dx != NULL};
         pfor(n, 1, head_rows, &j);
         for (int i = 0; i < n; i++) loss += row_loss[i]; /* in row order: thread-count independent */
-        if (dx) gemm(0, 0, n, C, V, 1, scratch, V, w, C, 0, dx + (int64_t)t0 * C, C);
+        if (dx && (!pk || !BGEMM(pk->bwd, n, scratch, V, dx + (int64_t)t0 * C, C, 0)))
+            gemm(0, 0, n, C, V, 1, scratch, V, w, C, 0, dx + (int64_t)t0 * C, C);
     }
     return loss;
 }
@@ -445,7 +549,8 @@ static void log_softmax_rows(void *arg, int64_t i0, int64_t i1) {
 }
 
 void TN(mn_op_logprobs)(real *lp, const real *x, const real *w, int T, int C, int V) {
-    gemm(0, 1, T, V, C, 1, x, C, w, C, 0, lp, V);
+    const wpack *pk = PACKED(w, V, C);
+    if (!pk || !BGEMM(pk->fwd, T, x, C, lp, V, 0)) gemm(0, 1, T, V, C, 1, x, C, w, C, 0, lp, V);
     head_job j = {.scratch = lp, .V = V};
     pfor(T, 1, log_softmax_rows, &j);
 }

@@ -29,6 +29,15 @@ void TN(mn_op_flops_reset)(void);
 struct mn_threadpool;
 void TN(mn_op_set_pool)(struct mn_threadpool *pool);
 
+#ifndef MN_REAL_F64
+/* Frozen weights (N rows of K) packed for bf16 (kernels/gemm_bf16.h): while
+ * w is registered, matmul_fwd/bwd, head and logprobs with it round their other
+ * operand to bf16 and sum in f32. Register and unregister only while no op
+ * runs. MN_EUNSUPPORTED without AVX512_BF16. */
+int mn_op_bf16_register(const float *w, int N, int K);
+void mn_op_bf16_unregister(const float *w);
+#endif
+
 /* y (T,N) = x (T,K) W^T, or += when accumulate. */
 void TN(mn_op_matmul_fwd)(real *y, const real *x, const real *w, int T, int K, int N, int accumulate);
 /* dx (T,K) += dy (T,N) W: the frozen weight gets no gradient. */

@@ -20,6 +20,7 @@
 
 #include "error.h"
 #include "model/model.h"
+#include "train/ops.h"
 #include "train/tmodel.h"
 
 typedef struct {
@@ -32,6 +33,7 @@ struct TN(mn_tmodel) {
     real *tok_embd, *out, *out_norm; /* out may alias tok_embd */
     tlayer *layers;
     real *blob;
+    int bf16; /* its frozen weights are registered with ops.c's bf16 path */
 };
 
 /* A layer's activations as its backward reads them. */
@@ -123,8 +125,43 @@ int TN(mn_tmodel_create)(const mn_model *m, TN(mn_tmodel) * *out) {
     return MN_OK;
 }
 
+#ifndef MN_REAL_F64
+/* every frozen matrix the ops multiply by, with its shape (N rows of K) */
+static int for_weights(TN(mn_tmodel) * tm, int (*fn)(const float *w, int N, int K)) {
+    const mn_tdims *d = &tm->d;
+    const int C = d->n_embd, HD = d->n_head * d->head_dim, KD = d->kv_dim, F = d->n_ff;
+    int rc = fn(tm->out, d->n_vocab, C);
+    for (int l = 0; !rc && l < d->n_layer; l++) {
+        const tlayer *t = &tm->layers[l];
+        const struct {
+            const float *w;
+            int N, K;
+        } ws[] = {{t->wq, HD, C}, {t->wk, KD, C}, {t->wv, KD, C}, {t->wo, C, HD},
+                  {t->wg, F, C},  {t->wu, F, C},  {t->wd, C, F}};
+        for (size_t i = 0; !rc && i < sizeof ws / sizeof *ws; i++) rc = fn(ws[i].w, ws[i].N, ws[i].K);
+    }
+    return rc;
+}
+static int unregister(const float *w, int N, int K) {
+    (void)N, (void)K;
+    mn_op_bf16_unregister(w);
+    return 0;
+}
+
+int mn_tmodel_use_bf16(mn_tmodel *tm) {
+    if (tm->bf16) return MN_OK;
+    int rc = for_weights(tm, mn_op_bf16_register);
+    if (rc) for_weights(tm, unregister); /* what was registered before the failure */
+    else tm->bf16 = 1;
+    return rc;
+}
+#endif
+
 void TN(mn_tmodel_free)(TN(mn_tmodel) * tm) {
     if (!tm) return;
+#ifndef MN_REAL_F64
+    if (tm->bf16) for_weights(tm, unregister);
+#endif
     free(tm->blob);
     free(tm->layers);
     free(tm);

@@ -55,6 +55,14 @@ typedef struct TN(mn_tmodel) TN(mn_tmodel);
  * The model may be freed afterwards. */
 int TN(mn_tmodel_create)(const mn_model *m, TN(mn_tmodel) * *out);
 void TN(mn_tmodel_free)(TN(mn_tmodel) * tm);
+#ifndef MN_REAL_F64
+/* From now until mn_tmodel_free, products with the model's frozen weights
+ * run in bf16 with f32 sums (ops.h, kernels/gemm_bf16.h): about twice the
+ * GEMM speed, inputs rounded to 8 significant bits. Packs a bf16 copy of
+ * every weight in both orientations (4 bytes per weight). MN_EUNSUPPORTED
+ * without AVX512_BF16; on any error nothing stays registered. */
+int mn_tmodel_use_bf16(mn_tmodel *tm);
+#endif
 
 const mn_tdims *TN(mn_tmodel_dims)(const TN(mn_tmodel) * tm);
 /* Input embeddings of n tokens: out (n, C). */

@@ -13,6 +13,7 @@
 #include "train/checkpoint.h"
 #include "train/dist.h"
 #include "train/synth.h"
+#include "kernels/gemm_bf16.h"
 #include "train/data.h"
 #include "model/lora.h"
 #include "train/optim.h"
@@ -436,6 +437,7 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     snprintf(st.config, sizeof st.config, "%s", conf);
 
     if ((rc = mn_tmodel_create(m, &s.tm))) goto done;
+    if (!c.f32 && mn_bf16_supported() && (rc = mn_tmodel_use_bf16(s.tm))) goto done;
     mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .recent = ap.recent, .mem_embd = s.b.mem_embd,
                          .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w, .summary = summary};
     const float lscale = mn_adapter_lora_scale(s.a);

@@ -47,6 +47,8 @@ typedef struct {
     double val_frac;
     uint64_t seed;
     int n_threads;          /* <= 0: all cores */
+    int f32;                /* products with the frozen weights in f32 even where the CPU has
+                             * AVX512_BF16 (default there: bf16 inputs, f32 sums; tmodel.h) */
     /* fine-tuning (LLoCO): with dec_out set, the adapter is frozen and a LoRA
      * on the decoder trains instead (no checkpoints in this mode) */
     const char *dec_out;     /* the decoder LoRA file to write */
