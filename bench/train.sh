@@ -2,7 +2,10 @@
 # Training throughput on the default model: UIO adapter, segment 256, ratio 8,
 # windows of 4 segments, each gradient mode, then a beacon adapter (window 256);
 # tokens/s, counted FLOPs per token, achieved GFLOP/s, and model FLOP
-# utilisation against the FMA peak measured by bench/peak.sh on the same machine. Usage: bash bench/train.sh [STEPS] [THREADS]
+# utilisation against the FMA peak measured by bench/peak.sh on the same machine (the f32 peak: bf16
+# rows can pass 100%). Each row in the precisions of PRECISIONS (default "bf16 f32": products with
+# the frozen weights in bf16 where the CPU has AVX512_BF16, and in f32 with --f32); UIO_MODES and
+# BEACON_MODES pick the gradient modes. Usage: bash bench/train.sh [STEPS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
@@ -22,11 +25,15 @@ $bin adapter init --compressor uio --segment 256 --ratio 8 -o "$work/uio.gguf" >
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(date -u +%F)"
 echo "FMA peak (bench/peak.sh, $threads threads): ${peak:-n/a} GFLOP/s"
 $bin adapter init --compressor beacon --segment 256 --ratio 8 -o "$work/beacon.gguf" >/dev/null
-printf '| compressor | mode | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n|---|---|---|---|---|---|---|\n'
-row() { # compressor adapter mode
+printf '| compressor | mode | precision | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
+row() { # compressor adapter mode precision
   # the rate of the last of $steps steps (the first also tokenises and caches the data)
   log=$($bin train -a "$2" --data "$data" -o "$work/out.gguf" --steps "$steps" --segments 4 \
-        --bptt "$3" --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" 2>&1)
+        --bptt "$3" --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" $([ "$4" = f32 ] && echo --f32) 2>&1)
+  # without AVX512_BF16 the default is f32: say so rather than print a bf16 row
+  prec=$(printf '%s\n' "$log" | grep -q 'frozen weights: bf16' && echo bf16 || echo f32)
+  [ "$prec" != "$4" ] && return 0
   last=$(printf '%s\n' "$log" | grep '^step' | tail -1)
   tps=$(printf '%s' "$last" | sed -n 's/.* \([0-9.]*\) tok\/s.*/\1/p')
   sum=$(printf '%s\n' "$log" | grep '^wrote')
@@ -35,8 +42,12 @@ row() { # compressor adapter mode
   rss=$(printf '%s' "$sum" | sed -n 's/.*peak RSS \([0-9]*\) MiB.*/\1/p')
   mfu=n/a
   [ -n "$peak" ] && [ -n "$gfs" ] && mfu=$(awk -v a="$gfs" -v p="$peak" 'BEGIN { printf "%.0f%%", 100 * a / p }')
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$tps" "$gft" "$gfs" "$mfu" "$rss"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$4" "$tps" "$gft" "$gfs" "$mfu" "$rss"
 }
-for mode in full tbptt incremental reservoir unbiased; do row uio "$work/uio.gguf" $mode; done
+for mode in ${UIO_MODES:-full tbptt incremental reservoir unbiased}; do
+  for p in ${PRECISIONS:-bf16 f32}; do row uio "$work/uio.gguf" $mode $p; done
+done
 # beacons: window 256, ratio 8; incremental does not apply to their recurrent chain
-for mode in full tbptt reservoir unbiased; do row beacon "$work/beacon.gguf" $mode; done
+for mode in ${BEACON_MODES:-full tbptt reservoir unbiased}; do
+  for p in ${PRECISIONS:-bf16 f32}; do row beacon "$work/beacon.gguf" $mode $p; done
+done
