@@ -1,5 +1,8 @@
-/* peak.c - single-precision FMA peak of this machine: what the kernels could
- * reach at best, the yardstick for GEMM and training throughput numbers.
+/* peak.c - single-precision FMA peak of this machine, and the bf16 dot-product
+ * peak where the CPU has AVX512_BF16: what the kernels could reach at best,
+ * the yardsticks for GEMM and training throughput numbers (the bf16 one for
+ * the products training runs in bf16: a vdpbf16ps does 2 multiply-adds per
+ * f32 lane, 4 flops).
  *
  * Each thread runs K independent FMA chains (acc_k = acc_k * a + b) on full
  * vectors: K exceeds FMA latency x ports (4 cycles x 2 ports = 8 on current
@@ -45,6 +48,18 @@ __attribute__((target("avx512f"))) static float run_avx512(int64_t iters) {
     return _mm512_reduce_add_ps(s);
 }
 
+__attribute__((target("avx512f,avx512bf16"))) static float run_bf16(int64_t iters) {
+    __m512 acc[K];
+    const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3F7F3F7F), b = (__m512bh)_mm512_set1_epi32(0x33D633D6);
+    for (int k = 0; k < K; k++) acc[k] = _mm512_set1_ps((float)k);
+    for (int64_t i = 0; i < iters; i++)
+#pragma GCC unroll 16
+        for (int k = 0; k < K; k++) acc[k] = _mm512_dpbf16_ps(acc[k], a, b);
+    __m512 s = acc[0];
+    for (int k = 1; k < K; k++) s = _mm512_add_ps(s, acc[k]);
+    return _mm512_reduce_add_ps(s);
+}
+
 __attribute__((target("avx2,fma"))) static float run_avx2(int64_t iters) {
     __m256 acc[K];
     const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
@@ -60,7 +75,7 @@ __attribute__((target("avx2,fma"))) static float run_avx2(int64_t iters) {
 }
 
 typedef struct {
-    int isa; /* 512 or 256 */
+    int isa; /* 512, 256, or 1512 (avx512bf16) */
     int64_t iters;
     pthread_barrier_t *bar;
     float sink;
@@ -77,7 +92,7 @@ static void *worker(void *arg) {
     job *j = arg;
     pthread_barrier_wait(j->bar);
     double c0 = cpu_now();
-    j->sink = j->isa == 512 ? run_avx512(j->iters) : run_avx2(j->iters);
+    j->sink = j->isa == 1512 ? run_bf16(j->iters) : j->isa == 512 ? run_avx512(j->iters) : run_avx2(j->iters);
     j->cpu_s = cpu_now() - c0;
     return NULL;
 }
@@ -109,7 +124,7 @@ static double timed(int isa, int n, int64_t iters, float *sink, double *cpu_max)
  * the best per-core rate by CPU time (flops of one thread / its CPU seconds),
  * which stays meaningful when other processes share the cores. */
 static double measure(int isa, int n, float *sink, double *per_core_cpu) {
-    int lanes = isa / 32;
+    int lanes = isa == 1512 ? 32 : isa / 32; /* bf16: 16 f32 lanes x 2 multiply-adds */
     int64_t iters = 1 << 20;
     double cpu;
     double dt = timed(isa, n, iters, sink, &cpu);
@@ -135,15 +150,17 @@ int main(int argc, char **argv) {
     }
     __builtin_cpu_init();
     float sink = 0;
-    printf("fp32 FMA peak, %d independent accumulators per thread, %ld online cores\n", K, ncpu);
+    printf("fp32 FMA and bf16 dot-product peaks, %d independent accumulators per thread, %ld online cores\n", K,
+           ncpu);
     printf("%-8s %8s %14s %14s %18s\n", "isa", "threads", "GFLOP/s/core", "GFLOP/s total", "per core (CPU t)");
     /* __builtin_cpu_supports takes literals only */
-    const int has[2] = {__builtin_cpu_supports("avx512f"), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")};
+    const int has[3] = {__builtin_cpu_supports("avx512f"), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+                        __builtin_cpu_supports("avx512bf16")};
     static const struct {
         int isa;
         const char *name;
-    } isas[] = {{512, "avx512"}, {256, "avx2"}};
-    for (int i = 0; i < 2; i++) {
+    } isas[] = {{512, "avx512"}, {256, "avx2"}, {1512, "bf16"}};
+    for (int i = 0; i < 3; i++) {
         if (!has[i]) {
             printf("%-8s  not supported by this CPU\n", isas[i].name);
             continue;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds and runs the fp32 FMA peak probe (bench/peak.c): GFLOP/s per core and
-# in total, 1 thread and all cores (or the thread count given), AVX-512 and AVX2.
+# Builds and runs the fp32 FMA and bf16 dot-product peak probe (bench/peak.c): GFLOP/s per core and
+# in total, 1 thread and all cores (or the thread count given), AVX-512, AVX2 and AVX512_BF16.
 # Usage: bash bench/peak.sh [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
