@@ -381,6 +381,15 @@ static inline int visible(const mn_attn_shape *s, int64_t i, int64_t j) {
     return j < s->N || j - s->N <= i;
 }
 
+/* Causal passes (no mask) are done in blocks of CAUSAL_BR query rows, each
+ * against the cells its last row sees: about half the score and value
+ * products of a long causal pass are never computed. Row i reads cells below
+ * row_limit; the rest of its score row is written as zeros. */
+#define CAUSAL_BR 128
+static inline int64_t row_limit(const mn_attn_shape *s, int64_t i) {
+    return s->mask ? (int64_t)s->N + s->T : (int64_t)s->N + i + 1;
+}
+
 typedef struct {
     const mn_attn_shape *s;
     real *P, *dS, *lse;
@@ -395,28 +404,38 @@ static void softmax_rows(void *arg, int64_t i0, int64_t i1) {
     const int64_t NC = s->N + s->T;
     for (int64_t i = i0; i < i1; i++) {
         real *row = j->P + i * NC;
+        const int64_t lim = row_limit(s, i);
         real mx = -INFINITY;
-        for (int64_t c = 0; c < NC; c++) {
+        for (int64_t c = 0; c < lim; c++) {
             if (!visible(s, i, c)) row[c] = -INFINITY;
             mx = row[c] > mx ? row[c] : mx;
         }
-        const double sum = row_exp_sum(NC, row, mx);
+        const double sum = row_exp_sum(lim, row, mx);
         const real is = (real)(1.0 / sum);
-        for (int64_t c = 0; c < NC; c++) row[c] *= is;
+        for (int64_t c = 0; c < lim; c++) row[c] *= is;
+        if (lim < NC) memset(row + lim, 0, sizeof(real) * (size_t)(NC - lim));
         j->lse[i * s->H + j->h] = mx + (real)log(sum);
     }
 }
 
 void TN(mn_op_attn_fwd)(real *o, real *lse, const real *q, const real *k, const real *v, const mn_attn_shape *s,
                         real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D;
+    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = s->mask ? s->T : CAUSAL_BR;
     const real scale = (real)(1.0 / sqrt((double)s->D));
     for (int h = 0; h < s->H; h++) {
         const int g = h / (s->H / s->G);
-        gemm(0, 1, s->T, NC, s->D, scale, q + (int64_t)h * s->D, HD, k + (int64_t)g * s->D, GD, 0, scratch, NC);
+        for (int r0 = 0; r0 < s->T; r0 += BR) {
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            gemm(0, 1, nr, nc, s->D, scale, q + (int64_t)r0 * HD + h * s->D, HD, k + (int64_t)g * s->D, GD, 0,
+                 scratch + (int64_t)r0 * NC, NC);
+        }
         soft_job j = {.s = s, .P = scratch, .lse = lse, .h = h};
         pfor(s->T, 1, softmax_rows, &j);
-        gemm(0, 0, s->T, s->D, NC, 1, scratch, NC, v + (int64_t)g * s->D, GD, 0, o + (int64_t)h * s->D, HD);
+        for (int r0 = 0; r0 < s->T; r0 += BR) {
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            gemm(0, 0, nr, s->D, nc, 1, scratch + (int64_t)r0 * NC, NC, v + (int64_t)g * s->D, GD, 0,
+                 o + (int64_t)r0 * HD + h * s->D, HD);
+        }
     }
 }
 
@@ -427,10 +446,12 @@ static void probs_rows(void *arg, int64_t i0, int64_t i1) {
     const int64_t NC = s->N + s->T;
     for (int64_t i = i0; i < i1; i++) {
         real *row = j->P + i * NC;
+        const int64_t lim = row_limit(s, i);
         const real l = j->lse[i * s->H + j->h];
-        for (int64_t c = 0; c < NC; c++)
+        for (int64_t c = 0; c < lim; c++)
             if (!visible(s, i, c)) row[c] = -INFINITY;
-        row_exp_sum(NC, row, l);
+        row_exp_sum(lim, row, l);
+        if (lim < NC) memset(row + lim, 0, sizeof(real) * (size_t)(NC - lim));
     }
 }
 
@@ -444,7 +465,9 @@ static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
         for (int d = 0; d < s->D; d++) dd += (double)oi[d] * doi[d];
         real *ds = j->dS + i * NC;
         const real *p = j->P + i * NC;
-        for (int64_t c = 0; c < NC; c++) ds[c] = p[c] * (ds[c] - (real)dd);
+        const int64_t lim = row_limit(s, i);
+        for (int64_t c = 0; c < lim; c++) ds[c] = p[c] * (ds[c] - (real)dd);
+        if (lim < NC) memset(ds + lim, 0, sizeof(real) * (size_t)(NC - lim));
     }
 }
 
@@ -453,20 +476,28 @@ static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
  * dV += P^T dO. */
 void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
                         const real *v, const real *o, const real *lse, const mn_attn_shape *s, real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D;
+    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = s->mask ? s->T : CAUSAL_BR;
     const real scale = (real)(1.0 / sqrt((double)s->D));
     real *P = scratch, *dS = scratch + (int64_t)s->T * NC;
     for (int h = 0; h < s->H; h++) {
         const int g = h / (s->H / s->G);
-        const real *dO = dout + (int64_t)h * s->D;
-        gemm(0, 1, s->T, NC, s->D, scale, q + (int64_t)h * s->D, HD, k + (int64_t)g * s->D, GD, 0, P, NC);
+        const real *dO = dout + (int64_t)h * s->D, *qh = q + (int64_t)h * s->D, *kg = k + (int64_t)g * s->D,
+                   *vg = v + (int64_t)g * s->D;
+        for (int r0 = 0; r0 < s->T; r0 += BR) {
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            gemm(0, 1, nr, nc, s->D, scale, qh + (int64_t)r0 * HD, HD, kg, GD, 0, P + (int64_t)r0 * NC, NC);
+            gemm(0, 1, nr, nc, s->D, 1, dO + (int64_t)r0 * HD, HD, vg, GD, 0, dS + (int64_t)r0 * NC, NC);
+        }
         soft_job j = {.s = s, .P = P, .dS = dS, .lse = (real *)lse, .o = o, .dO = dO, .h = h};
         pfor(s->T, 1, probs_rows, &j);
-        gemm(0, 1, s->T, NC, s->D, 1, dO, HD, v + (int64_t)g * s->D, GD, 0, dS, NC);
         pfor(s->T, 1, dscore_rows, &j);
-        gemm(0, 0, s->T, s->D, NC, scale, dS, NC, k + (int64_t)g * s->D, GD, 0, dq + (int64_t)h * s->D, HD);
-        gemm(1, 0, NC, s->D, s->T, scale, dS, NC, q + (int64_t)h * s->D, HD, 1, dk + (int64_t)g * s->D, GD);
-        gemm(1, 0, NC, s->D, s->T, 1, P, NC, dO, HD, 1, dv + (int64_t)g * s->D, GD);
+        for (int r0 = 0; r0 < s->T; r0 += BR) {
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            const real *dSr = dS + (int64_t)r0 * NC, *Pr = P + (int64_t)r0 * NC;
+            gemm(0, 0, nr, s->D, nc, scale, dSr, NC, kg, GD, 0, dq + (int64_t)r0 * HD + h * s->D, HD);
+            gemm(1, 0, nc, s->D, nr, scale, dSr, NC, qh + (int64_t)r0 * HD, HD, 1, dk + (int64_t)g * s->D, GD);
+            gemm(1, 0, nc, s->D, nr, 1, Pr, NC, dO + (int64_t)r0 * HD, HD, 1, dv + (int64_t)g * s->D, GD);
+        }
     }
 }
 
