@@ -152,44 +152,114 @@ static void test_attention(void) {
     free(Q), free(KC), free(VC), free(O), free(LSE), free(SCR), free(dq), free(dk), free(dv);
 }
 
-/* Causal passes run in blocks of query rows, each against the cells its last
- * row sees (ops.c CAUSAL_BR): on a pass of several blocks and a ragged tail,
- * the same outputs and gradients as the general path given the causal mask. */
-static void test_causal_blocks(void) {
-    enum { BT = 300, BN = 20, BH = 4, BG = 2, BD = 8, BNC = BN + BT };
-    double *q = alloc(BT * BH * BD), *k = alloc(BNC * BG * BD), *v = alloc(BNC * BG * BD), *r = alloc(BT * BH * BD);
-    fill(q, BT * BH * BD, 1), fill(k, BNC * BG * BD, 1), fill(v, BNC * BG * BD, 1), fill(r, BT * BH * BD, 1);
-    uint8_t *mask = malloc((size_t)BT * BNC);
+/* Attention runs in blocks of query rows, each against the cells up to the
+ * last one its rows see (ops.c ATT_BR). On passes of several blocks and a
+ * ragged tail - causal without a mask, the same causal pattern as a mask, and
+ * a random stepwise mask (UIO-like) - the output against a plain double
+ * softmax attention, the causal pair against each other, and the gradients
+ * of the masked pass against finite differences at sampled entries. */
+enum { BT = 300, BN = 20, BH = 4, BG = 2, BD = 8, BNC = BN + BT };
+static double *bq, *bk, *bv, *br, *bo, *blse, *bscr;
+static mn_attn_shape bsh;
+static double loss_block(void) {
+    mn_op_attn_fwd_f64(bo, blse, bq, bk, bv, &bsh, bscr);
+    return dot(bo, br, BT * BH * BD);
+}
+
+static double naive_err(const mn_attn_shape *sh, const double *o) {
+    double worst = 0, *p = alloc(BNC);
     for (int i = 0; i < BT; i++)
-        for (int j = 0; j < BNC; j++) mask[i * BNC + j] = j < BN || j - BN <= i;
-    double *o[2], *lse[2], *dq[2], *dk[2], *dv[2], *scr = alloc(2 * BT * BNC);
-    for (int pass = 0; pass < 2; pass++) {
-        const mn_attn_shape sh = {BT, BN, BH, BG, BD, pass ? mask : NULL};
-        o[pass] = alloc(BT * BH * BD), lse[pass] = alloc(BT * BH), dq[pass] = alloc(BT * BH * BD);
-        dk[pass] = alloc(BNC * BG * BD), dv[pass] = alloc(BNC * BG * BD);
-        for (int i = 0; i < 2 * BT * BNC; i++) scr[i] = NAN; /* stale scratch must never be read */
-        mn_op_attn_fwd_f64(o[pass], lse[pass], q, k, v, &sh, scr);
-        memset(dk[pass], 0, sizeof(double) * BNC * BG * BD), memset(dv[pass], 0, sizeof(double) * BNC * BG * BD);
-        for (int i = 0; i < 2 * BT * BNC; i++) scr[i] = NAN;
-        mn_op_attn_bwd_f64(dq[pass], dk[pass], dv[pass], r, q, k, v, o[pass], lse[pass], &sh, scr);
+        for (int h = 0; h < BH; h++) {
+            const int g = h / (BH / BG);
+            double mx = -INFINITY, sum = 0;
+            for (int c = 0; c < BNC; c++) {
+                const int vis = sh->mask ? sh->mask[i * BNC + c] != 0 : (c < BN || c - BN <= i);
+                double sc = -INFINITY;
+                if (vis) {
+                    sc = 0;
+                    for (int d = 0; d < BD; d++) sc += bq[(i * BH + h) * BD + d] * bk[(c * BG + g) * BD + d];
+                    sc /= sqrt((double)BD);
+                }
+                p[c] = sc, mx = fmax(mx, sc);
+            }
+            for (int c = 0; c < BNC; c++) sum += (p[c] = p[c] == -INFINITY ? 0 : exp(p[c] - mx));
+            for (int d = 0; d < BD; d++) {
+                double ref = 0;
+                for (int c = 0; c < BNC; c++) ref += p[c] / sum * bv[(c * BG + g) * BD + d];
+                const double e = fabs(o[(i * BH + h) * BD + d] - ref) / (1 + fabs(ref));
+                worst = isnan(e) ? INFINITY : fmax(worst, e);
+            }
+        }
+    free(p);
+    return worst;
+}
+
+/* fd_err over a sample of n entries of param (every step-th) */
+static double fd_err_sampled(double *param, const double *an, int64_t n, int64_t step, loss_fn f) {
+    const double h = 1e-5;
+    double maxan = 0, maxd = 0;
+    for (int64_t i = 0; i < n; i++) maxan = fmax(maxan, fabs(an[i]));
+    for (int64_t i = step / 3; i < n; i += step) {
+        const double x0 = param[i];
+        param[i] = x0 + h;
+        const double lp = f();
+        param[i] = x0 - h;
+        const double lm = f();
+        param[i] = x0;
+        maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - an[i]));
     }
+    return maxd / fmax(maxan, 1e-8);
+}
+
+static void test_attention_blocks(void) {
+    bq = alloc(BT * BH * BD), bk = alloc(BNC * BG * BD), bv = alloc(BNC * BG * BD), br = alloc(BT * BH * BD);
+    bo = alloc(BT * BH * BD), blse = alloc(BT * BH), bscr = alloc(2 * BT * BNC);
+    fill(bq, BT * BH * BD, 1), fill(bk, BNC * BG * BD, 1), fill(bv, BNC * BG * BD, 1), fill(br, BT * BH * BD, 1);
+    uint8_t *causal = malloc((size_t)BT * BNC), *stepwise = malloc((size_t)BT * BNC);
+    for (int i = 0; i < BT; i++)
+        for (int j = 0; j < BNC; j++) {
+            causal[i * BNC + j] = j < BN || j - BN <= i;
+            stepwise[i * BNC + j] = (j == BN + i) || (j < BN + i && urand() < 0.6);
+        }
+    const uint8_t *masks[3] = {NULL, causal, stepwise};
+    double *o[3], *dq[3], *dk[3], *dv[3];
+    for (int pass = 0; pass < 3; pass++) {
+        bsh = (mn_attn_shape){BT, BN, BH, BG, BD, masks[pass]};
+        o[pass] = alloc(BT * BH * BD), dq[pass] = alloc(BT * BH * BD);
+        dk[pass] = alloc(BNC * BG * BD), dv[pass] = alloc(BNC * BG * BD);
+        for (int i = 0; i < 2 * BT * BNC; i++) bscr[i] = NAN; /* stale scratch must never be read */
+        loss_block();
+        memcpy(o[pass], bo, sizeof(double) * BT * BH * BD);
+        const double ne = naive_err(&bsh, bo);
+        CHECK(ne < 1e-12, "attention blocks, pass %d: output vs plain attention, worst %.3g", pass, ne);
+        for (int i = 0; i < 2 * BT * BNC; i++) bscr[i] = NAN;
+        mn_op_attn_bwd_f64(dq[pass], dk[pass], dv[pass], br, bq, bk, bv, bo, blse, &bsh, bscr);
+    }
+    /* no mask and the causal mask: the same numbers */
     const struct {
         const char *what;
         double *a, *b;
         int n;
-    } cmp[] = {{"output", o[0], o[1], BT * BH * BD},   {"lse", lse[0], lse[1], BT * BH},
-               {"dq", dq[0], dq[1], BT * BH * BD},     {"dk", dk[0], dk[1], BNC * BG * BD},
+    } cmp[] = {{"output", o[0], o[1], BT * BH * BD},
+               {"dq", dq[0], dq[1], BT * BH * BD},
+               {"dk", dk[0], dk[1], BNC * BG * BD},
                {"dv", dv[0], dv[1], BNC * BG * BD}};
     for (size_t c = 0; c < sizeof cmp / sizeof *cmp; c++) {
         double worst = 0;
         for (int i = 0; i < cmp[c].n; i++) {
             const double e = fabs(cmp[c].a[i] - cmp[c].b[i]) / (1 + fabs(cmp[c].b[i]));
-            worst = isnan(e) ? INFINITY : e > worst ? e : worst;
+            worst = isnan(e) ? INFINITY : fmax(worst, e);
         }
-        CHECK(worst < 1e-12, "causal blocks vs causal mask, %s: worst relative difference %.3g", cmp[c].what, worst);
+        CHECK(worst < 1e-12, "causal, no mask vs mask, %s: worst relative difference %.3g", cmp[c].what, worst);
     }
-    for (int pass = 0; pass < 2; pass++) free(o[pass]), free(lse[pass]), free(dq[pass]), free(dk[pass]), free(dv[pass]);
-    free(q), free(k), free(v), free(r), free(scr), free(mask);
+    /* the stepwise mask's gradients (bsh still holds it) */
+    const double eq = fd_err_sampled(bq, dq[2], BT * BH * BD, 97, loss_block);
+    const double ek = fd_err_sampled(bk, dk[2], BNC * BG * BD, 53, loss_block);
+    const double ev = fd_err_sampled(bv, dv[2], BNC * BG * BD, 53, loss_block);
+    CHECK(eq < 1e-6 && ek < 1e-6 && ev < 1e-6, "attention blocks (mask): finite differences dq %.3g dk %.3g dv %.3g",
+          eq, ek, ev);
+    for (int pass = 0; pass < 3; pass++) free(o[pass]), free(dq[pass]), free(dk[pass]), free(dv[pass]);
+    free(bq), free(bk), free(bv), free(br), free(bo), free(blse), free(bscr), free(causal), free(stepwise);
 }
 
 /* head: CE on some rows, KL to a teacher on the same rows */
@@ -329,7 +399,7 @@ int main(void) {
     if (!mkdtemp(dir)) return 1;
     test_ops();
     test_attention();
-    test_causal_blocks();
+    test_attention_blocks();
     test_head();
     test_pass(dir, 0);
     test_pass(dir, 1);

@@ -381,13 +381,30 @@ static inline int visible(const mn_attn_shape *s, int64_t i, int64_t j) {
     return j < s->N || j - s->N <= i;
 }
 
-/* Causal passes (no mask) are done in blocks of CAUSAL_BR query rows, each
- * against the cells its last row sees: about half the score and value
- * products of a long causal pass are never computed. Row i reads cells below
- * row_limit; the rest of its score row is written as zeros. */
-#define CAUSAL_BR 128
+/* Passes are done in blocks of ATT_BR query rows, each against the cells up to
+ * the last one a row of the block sees: about half the score and value
+ * products of a long causal pass (or of a beacon window, whose masks are
+ * causal at heart) are never computed. Row i reads cells below row_limit
+ * (one past its last visible cell); the rest of its score row is written as
+ * zeros. */
+#define ATT_BR 128
 static inline int64_t row_limit(const mn_attn_shape *s, int64_t i) {
-    return s->mask ? (int64_t)s->N + s->T : (int64_t)s->N + i + 1;
+    const int64_t NC = (int64_t)s->N + s->T;
+    if (!s->mask) return s->N + i + 1;
+    const uint8_t *m = s->mask + i * NC;
+    int64_t c = NC;
+    while (c > 0 && !m[c - 1]) c--;
+    return c;
+}
+/* the cells rows r0 .. r0+nr-1 read */
+static int block_limit(const mn_attn_shape *s, int r0, int nr) {
+    if (!s->mask) return s->N + r0 + nr;
+    int64_t lim = 0;
+    for (int i = r0; i < r0 + nr; i++) {
+        const int64_t l = row_limit(s, i);
+        lim = l > lim ? l : lim;
+    }
+    return (int)lim;
 }
 
 typedef struct {
@@ -420,19 +437,19 @@ static void softmax_rows(void *arg, int64_t i0, int64_t i1) {
 
 void TN(mn_op_attn_fwd)(real *o, real *lse, const real *q, const real *k, const real *v, const mn_attn_shape *s,
                         real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = s->mask ? s->T : CAUSAL_BR;
+    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = ATT_BR;
     const real scale = (real)(1.0 / sqrt((double)s->D));
     for (int h = 0; h < s->H; h++) {
         const int g = h / (s->H / s->G);
         for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
             gemm(0, 1, nr, nc, s->D, scale, q + (int64_t)r0 * HD + h * s->D, HD, k + (int64_t)g * s->D, GD, 0,
                  scratch + (int64_t)r0 * NC, NC);
         }
         soft_job j = {.s = s, .P = scratch, .lse = lse, .h = h};
         pfor(s->T, 1, softmax_rows, &j);
         for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
             gemm(0, 0, nr, s->D, nc, 1, scratch + (int64_t)r0 * NC, NC, v + (int64_t)g * s->D, GD, 0,
                  o + (int64_t)r0 * HD + h * s->D, HD);
         }
@@ -476,7 +493,7 @@ static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
  * dV += P^T dO. */
 void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
                         const real *v, const real *o, const real *lse, const mn_attn_shape *s, real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = s->mask ? s->T : CAUSAL_BR;
+    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = ATT_BR;
     const real scale = (real)(1.0 / sqrt((double)s->D));
     real *P = scratch, *dS = scratch + (int64_t)s->T * NC;
     for (int h = 0; h < s->H; h++) {
@@ -484,7 +501,7 @@ void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const re
         const real *dO = dout + (int64_t)h * s->D, *qh = q + (int64_t)h * s->D, *kg = k + (int64_t)g * s->D,
                    *vg = v + (int64_t)g * s->D;
         for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
             gemm(0, 1, nr, nc, s->D, scale, qh + (int64_t)r0 * HD, HD, kg, GD, 0, P + (int64_t)r0 * NC, NC);
             gemm(0, 1, nr, nc, s->D, 1, dO + (int64_t)r0 * HD, HD, vg, GD, 0, dS + (int64_t)r0 * NC, NC);
         }
@@ -492,7 +509,7 @@ void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const re
         pfor(s->T, 1, probs_rows, &j);
         pfor(s->T, 1, dscore_rows, &j);
         for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = s->mask ? NC : s->N + r0 + nr;
+            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
             const real *dSr = dS + (int64_t)r0 * NC, *Pr = P + (int64_t)r0 * NC;
             gemm(0, 0, nr, s->D, nc, scale, dSr, NC, kg, GD, 0, dq + (int64_t)r0 * HD + h * s->D, HD);
             gemm(1, 0, nc, s->D, nr, scale, dSr, NC, qh + (int64_t)r0 * HD, HD, 1, dk + (int64_t)g * s->D, GD);
