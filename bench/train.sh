@@ -4,9 +4,11 @@
 # tokens/s, counted FLOPs per token, achieved GFLOP/s, and model FLOP
 # utilisation against the peak measured by bench/peak.sh on the same machine: f32 rows against
 # the f32 FMA peak, bf16 rows against the bf16 dot-product peak (2x; a bf16 run still does its
-# attention, LoRA and row ops in f32, so its MFU understates the kernels' share). Each row in the precisions of PRECISIONS (default "bf16 f32": products with
-# the frozen weights in bf16 where the CPU has AVX512_BF16, and in f32 with --f32); UIO_MODES and
-# BEACON_MODES pick the gradient modes. Usage: bash bench/train.sh [STEPS] [THREADS]
+# attention, LoRA and row ops in f32, so its MFU understates the kernels' share). Each row in the
+# precisions of PRECISIONS (default "bf16 f32": products with the frozen weights in bf16 where the
+# CPU has AVX512_BF16, and in f32 with --f32); UIO_MODES and
+# BEACON_MODES pick the gradient modes. Ends with the PyTorch baseline's rows (bench/train_torch.py;
+# TORCH=0 skips it). Usage: bash bench/train.sh [STEPS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
@@ -55,3 +57,8 @@ done
 for mode in ${BEACON_MODES:-full tbptt reservoir unbiased}; do
   for p in ${PRECISIONS:-bf16 f32}; do row beacon "$work/beacon.gguf" $mode $p; done
 done
+# the PyTorch baseline in the same run (bench/train_torch.py sets up torch and peft in
+# .cache/torchvenv on first use, several GB); TORCH=0 skips it
+if [ "${TORCH:-1}" != 0 ]; then
+  python3 bench/train_torch.py --threads "$threads" --steps "$steps" | grep '^| pytorch'
+fi

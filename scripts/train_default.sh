@@ -25,6 +25,11 @@
 #     stage 3, spent where stage 3 did not move (recall, passkey); lr 5e-4, warmup 10, cosine over
 #     STAGE4_STEPS (570) steps (the run of 2026-12-03 planned 1,200, was re-planned to 700 at step
 #     39 and to 570 at step 95; see docs/RESULTS.md "Stage 4").
+#   Beacon (runs/beacon-b1.gguf; shipped as adapters/SmolLM2-135M-Instruct.beacon.gguf): an
+#     Activation Beacon adapter for the same model, from a fresh one (beacon projections copied
+#     from the model's): window 512, ratios 2, 4, 8, 16, 32 drawn per step, 4 raw sinks; windows of
+#     4 beacon windows (2,048 tokens), exact gradient (--bptt full: the cheapest for beacons),
+#     next-token loss plus distillation, lr 2e-4, warmup 10, cosine over BEACON_STEPS (90) steps.
 # Each stage checkpoints every 10 steps to its OUT.ckpt and continues from it when it is there
 # (kill it at any time; run this again to go on; a finished stage is skipped). The shipped runs
 # read the same books from a copy outside the repository, so continuing their own checkpoints
@@ -40,6 +45,7 @@ THREADS=${THREADS:-$(nproc)}
 STAGE2_STEPS=${STAGE2_STEPS:-200}
 STAGE3_STEPS=${STAGE3_STEPS:-165}
 STAGE4_STEPS=${STAGE4_STEPS:-570}
+BEACON_STEPS=${BEACON_STEPS:-90}
 BIN=${MNEMO_BIN:-./mnemo}
 mkdir -p runs
 [ -f runs/uio-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor uio --segment 256 --ratio 4 \
@@ -70,3 +76,9 @@ if [ "${STAGE4:-0}" = 1 ]; then
   exit 0 # not shipped: compare it with the shipped adapter first (scripts/eval_default.sh)
 fi
 "$BIN" adapter set -m "$MODEL" runs/uio-r3.gguf --ratio 8 --f16 -o "$SHIP"
+[ -f runs/beacon-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor beacon --segment 512 --ratio 8 \
+  --ratios 2,4,8,16,32 --sinks 4 -o runs/beacon-init.gguf
+common=(--eval-every 25 --eval-windows 4 --ckpt-every 5 -t "$THREADS")
+stage runs/beacon-b1.gguf runs/beacon-init.gguf runs/train-beacon-b1.log --segments 4 --ratios 2,4,8,16,32 \
+  --bptt full --distill --lr 2e-4 --warmup 10 --steps "$BEACON_STEPS"
+"$BIN" adapter set -m "$MODEL" runs/beacon-b1.gguf --ratio 8 --f16 -o adapters/SmolLM2-135M-Instruct.beacon.gguf
