@@ -38,9 +38,13 @@ def env():
     return e
 
 
+# --f32: this is about the arithmetic of data parallelism. With bf16 products (the default where the
+# CPU has AVX512_BF16) the last-bit differences between summing gradients across ranks and within
+# one process cross bf16 rounding boundaries at the next step and grow into 1e-3 loss differences;
+# tests/test_train.c checks bf16 steps against f32 ones.
 def train_args(tmp, out, steps=4, extra=()):
     return [BIN, "train", "-m", MODEL, "-a", os.path.join(tmp, "init.gguf"), "--data", BOOK, "--segments", "3",
-            "--steps", str(steps), "--batch", "2", "-t", "1", "--eval-every", "0", "--ckpt-every", "2",
+            "--steps", str(steps), "--batch", "2", "-t", "1", "--eval-every", "0", "--ckpt-every", "2", "--f32",
             "--cache", os.path.join(tmp, "cache"), "-o", os.path.join(tmp, out), *extra]
 
 
