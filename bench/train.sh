@@ -27,6 +27,8 @@ if [ -f bench/peak.sh ]; then
                                                     END { if (best) printf "%.1f", best * t }')
   peak16=$(printf '%s\n' "$probe" | awk -v t="$threads" '$1 == "bf16" && $2 == t { printf "%.1f", $5 * t }')
 fi
+$bin adapter init --compressor uio --segment 256 --ratio 8 -o "$work/uio.gguf" >/dev/null
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(date -u +%F)"
 echo "peaks (bench/peak.sh, $threads threads): f32 FMA ${peak:-n/a} GFLOP/s, bf16 dot product ${peak16:-n/a} GFLOP/s"
 $bin adapter init --compressor beacon --segment 256 --ratio 8 -o "$work/beacon.gguf" >/dev/null
 printf '| compressor | mode | precision | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n'

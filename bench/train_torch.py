@@ -56,6 +56,7 @@ def main():
     args = ap.parse_args()
     ensure_deps()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's progress bars
     import warnings
 
     warnings.filterwarnings("ignore")
