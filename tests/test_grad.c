@@ -30,12 +30,13 @@ static double *alloc(int64_t n) { return calloc((size_t)n, sizeof(double)); }
 /* the loss under test, evaluated at the current parameter values */
 typedef double (*loss_fn)(void);
 
-/* max |fd - an| / max(max |an|, 1e-8) over the n entries of param */
-static double fd_err(double *param, const double *an, int64_t n, loss_fn f) {
+/* max |fd - an| / max(max |an|, 1e-8) over every step-th of the n entries of
+ * param (from step / 3 on) */
+static double fd_err_sampled(double *param, const double *an, int64_t n, int64_t step, loss_fn f) {
     const double h = 1e-5;
     double maxan = 0, maxd = 0;
     for (int64_t i = 0; i < n; i++) maxan = fmax(maxan, fabs(an[i]));
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = step / 3; i < n; i += step) {
         const double x0 = param[i];
         param[i] = x0 + h;
         const double lp = f();
@@ -45,6 +46,11 @@ static double fd_err(double *param, const double *an, int64_t n, loss_fn f) {
         maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - an[i]));
     }
     return maxd / fmax(maxan, 1e-8);
+}
+
+/* the same over all n entries */
+static double fd_err(double *param, const double *an, int64_t n, loss_fn f) {
+    return fd_err_sampled(param, an, n, 1, f);
 }
 
 #define FD_CHECK(param, an, n, f, what)                                                   \
@@ -192,23 +198,6 @@ static double naive_err(const mn_attn_shape *sh, const double *o) {
         }
     free(p);
     return worst;
-}
-
-/* fd_err over a sample of n entries of param (every step-th) */
-static double fd_err_sampled(double *param, const double *an, int64_t n, int64_t step, loss_fn f) {
-    const double h = 1e-5;
-    double maxan = 0, maxd = 0;
-    for (int64_t i = 0; i < n; i++) maxan = fmax(maxan, fabs(an[i]));
-    for (int64_t i = step / 3; i < n; i += step) {
-        const double x0 = param[i];
-        param[i] = x0 + h;
-        const double lp = f();
-        param[i] = x0 - h;
-        const double lm = f();
-        param[i] = x0;
-        maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - an[i]));
-    }
-    return maxd / fmax(maxan, 1e-8);
 }
 
 static void test_attention_blocks(void) {
