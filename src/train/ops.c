@@ -117,7 +117,8 @@ int mn_op_bf16_register(const float *w, int N, int K) {
     wpack p = {w, mn_bf16_pack(w, K, N, 1, K), mn_bf16_pack(w, N, K, K, 1)};
     if (!p.fwd || !p.bwd) {
         mn_bf16_panel_free(p.fwd), mn_bf16_panel_free(p.bwd);
-        return mn_error(MN_ENOMEM, "out of memory packing a %d x %d weight for bf16 (train with --f32 to do without)", N, K);
+        return mn_error(MN_ENOMEM, "out of memory packing a %d x %d weight for bf16 (train with --f32 to do without)",
+                        N, K);
     }
     g_packs[g_n_packs++] = p;
     return MN_OK;
