@@ -344,6 +344,27 @@ static void tiny_tests(void) {
     mn_adapter_free(a2);
     mn_adapter_free(a3);
     round_trip(a, m, ap, "uio");
+    /* ratio and recent window changed after training: checked, kept by a save */
+    {
+        const int32_t r0 = mn_adapter_config(a)->ratio, k0 = mn_adapter_config(a)->recent;
+        CHECK(mn_adapter_set_recent(a, MN_ADAPTER_MAX_RECENT + 1) == MN_EINVAL &&
+                  mn_adapter_config(a)->recent == k0,
+              "recent window past the limit refused, adapter unchanged");
+        CHECK(mn_adapter_set_ratio(a, 3) == MN_EINVAL && mn_adapter_config(a)->ratio == r0, "ratio 3 refused");
+        CHECK(mn_adapter_set_recent(a, 4) == 0 && mn_adapter_set_ratio(a, 4) == 0, "recent 4, ratio 4: %s",
+              mn_last_error());
+        mn_adapter *b = NULL;
+        CHECK(mn_adapter_save(a, ap) == 0 && mn_adapter_load(m, ap, &b) == 0 && b, "save/load: %s", mn_last_error());
+        if (b) {
+            CHECK(mn_adapter_config(b)->recent == 4 && mn_adapter_config(b)->ratio == 4 &&
+                      mn_adapter_n_mem(b) == p.segment / 4 && same_tensors(a, b),
+                  "the copy keeps recent %d, ratio %d and the tensors", (int)mn_adapter_config(b)->recent,
+                  (int)mn_adapter_config(b)->ratio);
+            mn_adapter_free(b);
+        }
+        mn_adapter_set_recent(a, k0);
+        mn_adapter_set_ratio(a, r0);
+    }
     /* f16 tensors: half the file, every value the nearest f16; beyond f16's range refused */
     {
         CHECK(mn_adapter_save_as(a, ap, 1) == 0, "f16 save: %s", mn_last_error());
@@ -495,6 +516,7 @@ static void tiny_tests(void) {
         CHECK(mn_adapter_lora(a, 0, MN_LORA_ENC_Q, NULL, NULL, NULL) == MN_ENOTFOUND, "beacon has no LoRA");
         CHECK(mn_adapter_lora_scale(a) == 0.0f, "beacon scale");
         round_trip(a, m, ap, "beacon");
+        CHECK(mn_adapter_set_recent(a, 2) == MN_EINVAL && strstr(mn_last_error(), "uio"), "beacon has no recent window");
         mn_adapter_free(a);
     }
     p.proj_o = 0;

@@ -123,6 +123,16 @@ int main(void) {
     CHECK(ms > 0 && ms < 1800 / 8 + 16, "memory slots %.0f", ms);
     /* the short window sees none of the repetition's source: worse than full */
     CHECK(field(out, "\"truncate\"", NULL, "nll") > f2 + 0.2, "truncate(%.0f) should be worse than full", sw);
+    /* --max-memory: the newest slots only, fewer cells, and the sinks window follows */
+    snprintf(args, sizeof args,
+             "eval ppl --books %s --lengths 1800 --score 256 --modes memory,sinks -a %s --max-memory 32 -t 2", book, ad);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "eval ppl --max-memory: %d %s", rc, out);
+    const double cc = field(out, "\"memory\"", NULL, "kv_cells");
+    CHECK(field(out, "\"memory\"", NULL, "memory_slots") == 32 && field(out, "\"memory\"", NULL, "max_memory") == 32,
+          "memory bounded to 32 slots: %s", out);
+    CHECK(cc > 0 && cc <= mc - (ms - 32) && field(out, "\"sinks\"", NULL, "window") == cc,
+          "bounded memory holds %.0f cells (unbounded %.0f), sinks matched", cc, mc);
 
     /* 4. passkey: full attention finds it; a 64-cell truncation window cannot see a key at depth 0 */
     snprintf(args, sizeof args,
@@ -146,6 +156,16 @@ int main(void) {
     CHECK(strstr(out, "| ratio 8 | 16 |") != NULL, "recall table: %s", out);
     snprintf(args, sizeof args, "eval recall --books %s --ratios 3 -a %s", book, ad);
     CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "does not divide"), "ratio 3: %s", out);
+    /* a span of two segments: both memories held, the table and rows name the span */
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 8 --length 256 --samples 1 --generate 1 -a %s -t 2",
+             book, ad);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "eval recall --length 256: %d %s", rc, out);
+    CHECK(field(out, "\"ratio\": 8,", NULL, "memory_slots") == 32 && field(out, "\"ratio\": 8,", NULL, "length") == 256,
+          "two segments' memories at ratio 8: %s", out);
+    CHECK(strstr(out, "| ratio 8 | 32 |") != NULL && strstr(out, "(2 segments each)"), "recall span table: %s", out);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 8 --length 200 -a %s", book, ad);
+    CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "multiple of the adapter's segment"), "length 200: %s", out);
 
     /* 6. qa: a free-form and a multiple-choice question over a short document; a malformed line */
     char qa[256], bad[256];

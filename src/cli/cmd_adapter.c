@@ -15,7 +15,7 @@
 static void usage_main(FILE *f) {
     fprintf(f, "usage: mnemo adapter init -m MODEL --compressor uio|beacon|summary [options] -o FILE\n"
                "       mnemo adapter info [-m MODEL] FILE\n"
-               "       mnemo adapter set [-m MODEL] FILE [--ratio R] [--f16|--f32] -o OUT\n\n"
+               "       mnemo adapter set [-m MODEL] FILE [--ratio R] [--recent N] [--f16|--f32] -o OUT\n\n"
                "An adapter (GGUF) holds a compressor's trainable parameters and configuration for one\n"
                "base model. 'init' writes a fresh one (LoRA B = 0, beacon projections copied from the\n"
                "model), so the memory mechanics can run before any training. 'info' prints an adapter's\n"
@@ -256,16 +256,19 @@ static int cmd_info(int argc, char **argv) {
 
 static int cmd_set(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
-    long ratio = -1;
+    long ratio = -1, recent = -1;
     int f16 = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: mnemo adapter set [-m MODEL] FILE [--ratio R] [--f16|--f32] -o OUT\n\n"
+            printf("usage: mnemo adapter set [-m MODEL] FILE [--ratio R] [--recent N] [--f16|--f32] -o OUT\n\n"
                    "Writes a copy of the adapter that compresses at ratio R (uio, summary: R divides the\n"
                    "segment; beacon: R in its ratio set; default: the adapter's), with its tensors\n"
                    "stored as f16 (--f16: half the size, the shipped adapters' form) or f32 (--f32, the\n"
-                   "default). Loading converts f16 to f32; a value beyond f16's range is an error.\n");
+                   "default). Loading converts f16 to f32; a value beyond f16's range is an error.\n"
+                   "--recent N (uio): the decoder keeps the last N complete segments as raw tokens\n"
+                   "beside the memory (0..%d; default: the adapter's), trading memory cells for raw ones.\n",
+                   MN_ADAPTER_MAX_RECENT);
             return 0;
         } else if (!strcmp(a, "--f16") || !strcmp(a, "--f32")) {
             f16 = a[3] == '1';
@@ -277,6 +280,9 @@ static int cmd_set(int argc, char **argv) {
             out = argv[++i];
         } else if (!strcmp(a, "--ratio")) {
             if (cli_parse_int("adapter set", a, v, 1, MN_ADAPTER_MAX_SEGMENT, &ratio)) return 2;
+            i++;
+        } else if (!strcmp(a, "--recent")) {
+            if (cli_parse_int("adapter set", a, v, 0, MN_ADAPTER_MAX_RECENT, &recent)) return 2;
             i++;
         } else if (a[0] == '-') {
             return cli_usage_error("adapter set", "unknown option '%s'", a);
@@ -293,6 +299,7 @@ static int cmd_set(int argc, char **argv) {
     int rc = 0;
     if (mn_adapter_load(m, in, &a)) rc = cli_fail(in);
     else if (ratio >= 0 && mn_adapter_set_ratio(a, (int32_t)ratio)) rc = cli_fail("adapter set");
+    else if (recent >= 0 && mn_adapter_set_recent(a, (int32_t)recent)) rc = cli_fail("adapter set");
     else if (mn_adapter_save_as(a, out, f16)) rc = cli_fail("adapter set");
     else
         fprintf(stderr, "mnemo: wrote %s (ratio %d, %d memory tokens per segment, %s)\n", out,

@@ -59,12 +59,13 @@ typedef struct {
     long lengths[MAX_ITEMS];
     long ratios[MAX_ITEMS];
     int n_ratios;
-    long samples, n_generate;
+    long samples, n_generate, span; /* recall: tokens read back (0: one segment) */
     int n_lengths;
     long depths[MAX_ITEMS];
     int n_depths;
     const char *src;  /* --books DIR, --haystack DIR, --set FILE */
     long threads, sinks, window, chunk, score, trials, max_docs, max_questions, seed;
+    long max_memory; /* memory mode: newest slots kept (0: all) */
     int window_given;
 } ev_opts;
 
@@ -176,7 +177,10 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
     else if (em->mode == MN_MODE_MEMORY) {
         const mn_memory_binding *b = &o->bind[em->ad];
         if (b->kind == MN_COMP_BEACON) sp.n_sinks = b->beacon.params.sinks;
-        n_ctx = (int64_t)mn_memory_n_ctx(b, n_tokens, sp.n_sinks) + extra;
+        int64_t need = mn_memory_n_ctx(b, n_tokens, sp.n_sinks);
+        if (o->max_memory > 0 && need > o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks))
+            need = o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks);
+        n_ctx = need + extra;
     } else n_ctx = (int64_t)window + extra;
     if (n_ctx > (1 << 22)) return mn_error(MN_ERANGE, "%lld cells do not fit a context", (long long)n_ctx);
     sp.window = em->mode == MN_MODE_TRUNCATE || em->mode == MN_MODE_SINKS ? window : (int32_t)n_ctx;
@@ -187,6 +191,7 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
     int rc = mn_context_create(o->m, &cp, &r->ctx);
     if (!rc) rc = mn_stream_create(r->ctx, &sp, &r->s);
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_attach(r->s, &o->bind[em->ad], (int)o->threads);
+    if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_set_memory_cap(r->s, (int32_t)o->max_memory);
     if (rc) run_close(r);
     r->window = sp.window;
     return rc;
@@ -401,12 +406,13 @@ static int task_ppl(ev_opts *o) {
                 if (em->mode == MN_MODE_MEMORY && cells > mn_model_n_ctx_train(o->m)) past = 1;
                 printf("{\"task\": \"ppl\", \"book\": \"%s\", \"length\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
                        "\"window\": %d, \"scored\": %ld, \"nll\": %.6f, \"ppl\": %.4f, \"kv_cells\": %lld, "
-                       "\"kv_bytes\": %lld, \"memory_slots\": %d, \"past_trained\": %s, \"seconds\": %.2f}\n",
+                       "\"kv_bytes\": %lld, \"memory_slots\": %d, \"max_memory\": %ld, \"past_trained\": %s, "
+                       "\"seconds\": %.2f}\n",
                        base_name(files[f]), L, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
                        em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, o->score, nll,
-                       exp(nll), (long long)cells, (long long)kv_bytes(o->m, cells), slots, past ? "true" : "false",
-                       cli_now() - t0);
+                       exp(nll), (long long)cells, (long long)kv_bytes(o->m, cells), slots,
+                       em->mode == MN_MODE_MEMORY ? o->max_memory : 0, past ? "true" : "false", cli_now() - t0);
                 fflush(stdout);
                 tb->nll_sum[k][li] += nll;
                 tb->n[k][li]++;
@@ -978,13 +984,15 @@ static double rouge_l(const int32_t *a, int na, const int32_t *b, int nb) {
     return p + r > 0 ? 2 * p * r / (p + r) : 0;
 }
 
-/* One segment read back after [sinks | its memory] (m > 0) or [sinks] alone
- * (m = 0): teacher-forced accuracy of rows predicting seg[1..l), and with
- * gen, ROUGE-L of a greedy reproduction of seg[1..l) from seg[0]. */
-static int recall_one(ev_opts *o, mn_uio *u, int32_t m, const int32_t *sinks, int32_t S, const int32_t *seg, int32_t l,
-                      int gen, float *k, float *v, float *lg, int32_t *out, double *acc, double *rouge) {
+/* A span of n = k * l tokens read back after [sinks | the memories of its k
+ * segments, in order] (m > 0 slots per segment) or [sinks] alone (m = 0):
+ * teacher-forced accuracy of rows predicting span[1..n), and with gen,
+ * ROUGE-L of a greedy reproduction of span[1..n) from span[0]. */
+static int recall_one(ev_opts *o, mn_uio *u, int32_t m, const int32_t *sinks, int32_t S, const int32_t *span, int32_t l,
+                      int32_t n, int gen, float *k, float *v, float *lg, int32_t *out, double *acc, double *rouge) {
+    const int32_t segs = n / l;
     mn_context_params cp = mn_context_default_params();
-    cp.n_ctx = S + m + 2 * l + 2;
+    cp.n_ctx = S + segs * m + 2 * n + 2;
     cp.n_batch = 512;
     cp.n_threads = (int)o->threads;
     mn_context *ctx;
@@ -992,28 +1000,29 @@ static int recall_one(ev_opts *o, mn_uio *u, int32_t m, const int32_t *sinks, in
     if (rc) return rc;
     const int32_t V = mn_model_n_vocab(o->m);
     if (S) rc = mn_decode(ctx, sinks, S, NULL, 0);
-    if (!rc && m) {
-        rc = mn_uio_compress(u, seg, k, v);
-        int32_t pos[4096];
-        for (int32_t j = 0; j < m && j < 4096; j++) pos[j] = S + j;
+    int32_t pos[4096];
+    for (int32_t g = 0; !rc && m && g < segs; g++) {
+        /* segments are encoded alone; their memories follow each other */
+        rc = mn_uio_compress(u, span + (size_t)g * l, k, v);
+        for (int32_t j = 0; j < m && j < 4096; j++) pos[j] = S + g * m + j;
         if (!rc) rc = mn_kv_append(ctx, m, pos, k, v, 0);
     }
     const int32_t c0 = mn_kv_n_cells(ctx);
-    if (!rc) rc = mn_decode(ctx, seg, l - 1, lg, 1);
+    if (!rc) rc = mn_decode(ctx, span, n - 1, lg, 1);
     int hit = 0;
-    for (int32_t j = 0; !rc && j + 1 < l; j++) hit += argmax(lg + (size_t)j * V, V) == seg[j + 1];
-    *acc = (double)hit / (l - 1);
+    for (int32_t j = 0; !rc && j + 1 < n; j++) hit += argmax(lg + (size_t)j * V, V) == span[j + 1];
+    *acc = (double)hit / (n - 1);
     *rouge = NAN;
     if (!rc && gen) {
         rc = mn_kv_drop(ctx, c0, mn_kv_n_cells(ctx));
-        if (!rc) rc = mn_decode(ctx, seg, 1, lg, 0);
-        int32_t n = 0;
-        while (!rc && n < l - 1) {
+        if (!rc) rc = mn_decode(ctx, span, 1, lg, 0);
+        int32_t g = 0;
+        while (!rc && g < n - 1) {
             const int32_t t = argmax(lg, V);
-            out[n++] = t;
-            if (n < l - 1) rc = mn_decode(ctx, &t, 1, lg, 0);
+            out[g++] = t;
+            if (g < n - 1) rc = mn_decode(ctx, &t, 1, lg, 0);
         }
-        if (!rc) *rouge = rouge_l(seg + 1, l - 1, out, n);
+        if (!rc) *rouge = rouge_l(span + 1, n - 1, out, g);
     }
     mn_context_free(ctx);
     return rc;
@@ -1027,14 +1036,20 @@ static int task_recall(ev_opts *o) {
     if (list_texts(o->src, &files, &n_files)) return cli_fail("eval recall");
     const mn_uio_params base = o->bind[0].uio.params;
     const int32_t l = base.l, S = (int32_t)o->sinks, KD = mn_model_kv_dim(o->m), L = mn_model_n_layer(o->m);
+    const int32_t N = o->span ? (int32_t)o->span : l;
+    if (N % l || N > 8 * l) {
+        free_list(files, n_files);
+        return cli_usage_error("eval", "--length %d must be a multiple of the adapter's segment %d, at most %d", N,
+                               l, 8 * l);
+    }
     for (int i = 0; i < o->n_ratios; i++)
         if (l % o->ratios[i] || l / o->ratios[i] > 4096) {
             free_list(files, n_files);
             return cli_usage_error("eval", "ratio %ld does not divide the adapter's segment %d", o->ratios[i], l);
         }
-    /* samples: segments spread over the books, after their first 2,000 tokens */
+    /* samples: spans spread over the books, after their first 2,000 tokens */
     const int ns = (int)o->samples;
-    int32_t *segs = malloc(sizeof(int32_t) * (size_t)ns * (size_t)l), *snk = malloc(sizeof(int32_t) * (size_t)ns * (S + 1));
+    int32_t *segs = malloc(sizeof(int32_t) * (size_t)ns * (size_t)N), *snk = malloc(sizeof(int32_t) * (size_t)ns * (S + 1));
     int got = 0, rc = 0;
     for (int f = 0; got < ns && f < n_files * ns; f++) {
         int32_t *t;
@@ -1043,10 +1058,10 @@ static int task_recall(ev_opts *o) {
             rc = 1;
             break;
         }
-        const int64_t span = n - 2000 - l;
+        const int64_t span = n - 2000 - N;
         if (span > 0) {
             const int64_t at = 2000 + span * (f / n_files + 1) / (ns / n_files + 2);
-            memcpy(segs + (size_t)got * l, t + at, sizeof(int32_t) * (size_t)l);
+            memcpy(segs + (size_t)got * N, t + at, sizeof(int32_t) * (size_t)N);
             memcpy(snk + (size_t)got * (S + 1), t, sizeof(int32_t) * (size_t)S);
             got++;
         }
@@ -1055,24 +1070,24 @@ static int task_recall(ev_opts *o) {
     free_list(files, n_files);
     const int32_t V = mn_model_n_vocab(o->m), mmax = l; /* m <= l at any ratio */
     float *k = malloc(sizeof(float) * (size_t)L * mmax * KD), *v = malloc(sizeof(float) * (size_t)L * mmax * KD);
-    float *lg = malloc(sizeof(float) * (size_t)V * (size_t)l);
-    int32_t *out = malloc(sizeof(int32_t) * (size_t)l);
+    float *lg = malloc(sizeof(float) * (size_t)V * (size_t)N);
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)N);
     if (!rc && (!segs || !snk || !k || !v || !lg || !out)) rc = cli_fail("eval recall: out of memory");
-    if (!rc && got < ns) fprintf(stderr, "mnemo eval recall: only %d segments of %d tokens found\n", got, l);
+    if (!rc && got < ns) fprintf(stderr, "mnemo eval recall: only %d spans of %d tokens found\n", got, N);
     double acc[MAX_ITEMS], rg[MAX_ITEMS], acc0 = 0;
     int nrg[MAX_ITEMS];
-    prog_start("recall", (double)got * (o->n_ratios + 1) * l);
+    prog_start("recall", (double)got * (o->n_ratios + 1) * N);
     for (int s = 0; !rc && s < got; s++) {
         double a, r;
-        if ((rc = recall_one(o, NULL, 0, snk + (size_t)s * (S + 1), S, segs + (size_t)s * l, l, 0, k, v, lg, out, &a,
+        if ((rc = recall_one(o, NULL, 0, snk + (size_t)s * (S + 1), S, segs + (size_t)s * N, l, N, 0, k, v, lg, out, &a,
                              &r))) {
             rc = cli_fail("eval recall");
             break;
         }
         acc0 += a;
-        printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": null, \"segment\": %d, \"memory_slots\": 0, "
-               "\"token_accuracy\": %.4f}\n", s, l, a);
-        prog_add(l, "no memory");
+        printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": null, \"segment\": %d, \"length\": %d, "
+               "\"memory_slots\": 0, \"token_accuracy\": %.4f}\n", s, l, N, a);
+        prog_add(N, "no memory");
     }
     for (int ri = 0; !rc && ri < o->n_ratios; ri++) {
         mn_uio_params p = base;
@@ -1088,20 +1103,20 @@ static int task_recall(ev_opts *o) {
             const int gen = s < o->n_generate;
             char label[64];
             snprintf(label, sizeof label, "ratio %ld sample %d", o->ratios[ri], s + 1);
-            if ((rc = recall_one(o, u, p.m, snk + (size_t)s * (S + 1), S, segs + (size_t)s * l, l, gen, k, v, lg, out,
+            if ((rc = recall_one(o, u, p.m, snk + (size_t)s * (S + 1), S, segs + (size_t)s * N, l, N, gen, k, v, lg, out,
                                  &a, &r))) {
                 rc = cli_fail("eval recall");
                 break;
             }
             acc[ri] += a;
             if (gen) rg[ri] += r, nrg[ri]++;
-            printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": %ld, \"segment\": %d, \"memory_slots\": %d, "
-                   "\"token_accuracy\": %.4f, \"rouge_l\": ",
-                   s, o->ratios[ri], l, p.m, a);
+            printf("{\"task\": \"recall\", \"sample\": %d, \"ratio\": %ld, \"segment\": %d, \"length\": %d, "
+                   "\"memory_slots\": %d, \"token_accuracy\": %.4f, \"rouge_l\": ",
+                   s, o->ratios[ri], l, N, N / l * p.m, a);
             if (gen) printf("%.4f}\n", r);
             else printf("null}\n");
             fflush(stdout);
-            prog_add(l, label);
+            prog_add(N, label);
         }
         mn_uio_free(u);
     }
@@ -1110,12 +1125,12 @@ static int task_recall(ev_opts *o) {
         printf("\n| memory | slots | token accuracy | ROUGE-L (greedy) |\n|---|---|---|---|\n");
         printf("| none (sinks only) | 0 | %.1f%% | - |\n", 100 * acc0 / got);
         for (int ri = 0; ri < o->n_ratios; ri++) {
-            printf("| ratio %ld | %ld | %.1f%% |", o->ratios[ri], l / o->ratios[ri], 100 * acc[ri] / got);
+            printf("| ratio %ld | %ld | %.1f%% |", o->ratios[ri], N / o->ratios[ri], 100 * acc[ri] / got);
             if (nrg[ri]) printf(" %.3f (%d) |\n", rg[ri] / nrg[ri], nrg[ri]);
             else printf(" - |\n");
         }
-        printf("\n%d segments of %d tokens read back after their memory; accuracy = next-token argmax under "
-               "teacher forcing\n", got, l);
+        printf("\n%d spans of %d tokens (%d segments each) read back after their memory; accuracy = next-token "
+               "argmax under teacher forcing\n", got, N, N / l);
     }
     free(segs), free(snk), free(k), free(v), free(lg), free(out);
     return rc;
@@ -1136,15 +1151,19 @@ static void usage(void) {
            "  qa       [--set FILE.jsonl] [--max-questions N]\n"
            "           L-Eval format; multiple choice by the options' log-likelihood, free-form\n"
            "           questions by the token F1 of a short greedy answer\n"
-           "  recall   [--books DIR|FILE] [--ratios 2,4,8,16] [--samples N] [--generate N]\n"
-           "           one segment's memory read back (UIO adapter): token accuracy with and without\n"
-           "           the memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
+           "  recall   [--books DIR|FILE] [--ratios 2,4,8,16] [--length N] [--samples N] [--generate N]\n"
+           "           a span of --length tokens (default: one segment; a multiple of it) read back from\n"
+           "           its segments' memories (UIO adapter): token accuracy with and without the\n"
+           "           memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
            "common options:\n"
            "  --modes LIST      full,truncate,sinks,memory (default: all; memory needs -a)\n"
            "  -a ADAPTER        compressor for memory mode; repeat for several (one row each)\n"
            "  --window N        truncate/sinks cells (default: the memory mode's cells at the same\n"
            "                    length, so budgets are equal; 1024 without memory)\n"
            "  --sinks N         leading tokens kept raw by sinks and memory (default 4)\n"
+           "  --max-memory N    memory mode keeps only the newest N memory slots (older ones are\n"
+           "                    dropped, the rest re-positioned), so its cells stay within the\n"
+           "                    model's trained positions at any length (default: all slots)\n"
            "  --chunk N         tokens per scored piece (default 128)\n"
            "  --max-docs N      only the first N books / essays / documents\n"
            "  --seed S          passkey keys and placement (default 1)\n"
@@ -1192,6 +1211,9 @@ int cmd_eval(int argc, char **argv) {
             NEED_V depths = v;
         } else if (!strcmp(a, "--ratios")) {
             NEED_V ratios = v;
+        } else if (!strcmp(a, "--length")) {
+            if (cli_parse_int("eval", a, v, 1, 1 << 16, &o.span)) return 2;
+            i++;
         } else if (!strcmp(a, "--samples")) {
             if (cli_parse_int("eval", a, v, 1, 100000, &o.samples)) return 2;
             i++;
@@ -1203,6 +1225,9 @@ int cmd_eval(int argc, char **argv) {
             o.window_given = 1, i++;
         } else if (!strcmp(a, "--sinks")) {
             if (cli_parse_int("eval", a, v, 0, 1 << 16, &o.sinks)) return 2;
+            i++;
+        } else if (!strcmp(a, "--max-memory")) {
+            if (cli_parse_int("eval", a, v, 0, 1 << 22, &o.max_memory)) return 2;
             i++;
         } else if (!strcmp(a, "--chunk")) {
             if (cli_parse_int("eval", a, v, 1, 4096, &o.chunk)) return 2;

@@ -514,6 +514,17 @@ int mn_adapter_set_ratio(mn_adapter *a, int32_t ratio) {
     a->n_mem = p.segment / ratio;
     return MN_OK;
 }
+
+int mn_adapter_set_recent(mn_adapter *a, int32_t n) {
+    if (!a) return mn_error(MN_EINVAL, "no adapter");
+    if (a->p.compressor != MN_COMP_UIO) return mn_error(MN_EINVAL, "a recent window of raw segments is uio's only");
+    mn_adapter_params p = a->p;
+    p.recent = n;
+    int rc = mn_adapter_check_params(&p, a->n_embd);
+    if (rc) return rc;
+    a->p = p;
+    return MN_OK;
+}
 const char *mn_adapter_base_name(const mn_adapter *a) { return a->base_name; }
 uint64_t mn_adapter_base_hash(const mn_adapter *a) { return a->base_hash; }
 int64_t mn_adapter_n_params(const mn_adapter *a) { return (int64_t)a->n_floats; }

@@ -142,6 +142,10 @@ int32_t mn_adapter_n_mem(const mn_adapter *a);
  * segment, memory tokens = segment / ratio; beacon: one of its ratio set).
  * The parameters do not depend on it: one trained adapter serves several. */
 int mn_adapter_set_ratio(mn_adapter *a, int32_t ratio);
+/* UIO only: the decoder keeps n complete segments raw between the memory and
+ * the current one (0..MN_ADAPTER_MAX_RECENT); a layout choice at inference,
+ * the trained parameters are the same. */
+int mn_adapter_set_recent(mn_adapter *a, int32_t n);
 const char *mn_adapter_base_name(const mn_adapter *a);
 uint64_t mn_adapter_base_hash(const mn_adapter *a);
 int64_t mn_adapter_n_params(const mn_adapter *a);
