@@ -11,5 +11,6 @@ args=()
 [ -f $R/train-uio.log ] && args+=(--train $R/train-uio.log)
 [ -f $R/train-uio-r2.log ] && args+=(--train $R/train-uio-r2.log)
 [ -f $R/train-uio-r3.log ] && args+=(--train $R/train-uio-r3.log)
+[ -f $R/train-beacon-b1.log ] && args+=(--train-beacon $R/train-beacon-b1.log)
 .cache/venv/bin/python scripts/plot_results.py $R "${args[@]}"
 ls $R/*.png

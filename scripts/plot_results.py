@@ -2,6 +2,7 @@
 """Plots for docs/RESULTS.md from `mnemo eval` JSON lines and `mnemo train` logs.
 
 usage: plot_results.py OUTDIR [--ppl ppl.jsonl] [--passkey passkey.jsonl] [--train stage1.log [--train stage2.log]]
+                      [--train-beacon beacon.log]
 
   ppl      perplexity vs context length, one line per mode (same scored tokens; mean NLL over books)
   passkey  a length x depth heatmap of exact-digit accuracy per mode
@@ -78,7 +79,7 @@ def plot_passkey(path, outdir):
     fig.savefig(os.path.join(outdir, "passkey_heatmap.png"), dpi=120)
 
 
-def plot_train(paths, outdir):
+def plot_train(paths, outdir, name="training_uio.png", xlabel=None):
     """One curve over the stages' logs in order; a stage's steps continue the
     previous one's; a step logged twice (a resumed run repeats the steps after
     its checkpoint) counts once, its last occurrence."""
@@ -125,13 +126,15 @@ def plot_train(paths, outdir):
     for b in bounds[:-1]:
         ax.axvline(b, color="0.5", ls=":", lw=1)
         ax.text(b, ax.get_ylim()[1], " next stage", fontsize=7, va="top", color="0.4")
-    ax.set_xlabel("step (windows of 1,280 tokens in stages 1-2, 2,048 in stage 3)" if len(paths) > 2
+    if xlabel is None:
+        xlabel = ("step (windows of 1,280 tokens in stages 1-2, 2,048 in stage 3)" if len(paths) > 2
                   else "step (1,280-token windows)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "training_uio.png"), dpi=120)
+    fig.savefig(os.path.join(outdir, name), dpi=120)
 
 
 def main():
@@ -140,6 +143,7 @@ def main():
     ap.add_argument("--ppl")
     ap.add_argument("--passkey")
     ap.add_argument("--train", action="append", help="a stage's log; repeat for later stages, in order")
+    ap.add_argument("--train-beacon", help="the beacon adapter's training log")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     if a.ppl:
@@ -148,6 +152,9 @@ def main():
         plot_passkey(a.passkey, a.outdir)
     if a.train:
         plot_train(a.train, a.outdir)
+    if a.train_beacon:
+        plot_train([a.train_beacon], a.outdir, "training_beacon.png",
+                   "step (2,048-token windows, ratios 2-32 drawn per step)")
 
 
 if __name__ == "__main__":
