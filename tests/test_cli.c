@@ -116,6 +116,20 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "adapter info %s", apath);
     rc = run(cmd, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "uio"), "adapter info: %d %s", rc, out);
+    {
+        char rpath[] = "/tmp/mnemo-cli-recent-XXXXXX";
+        int rfd = mkstemp(rpath);
+        close(rfd);
+        snprintf(cmd, sizeof cmd, "adapter set %s --recent 3 -o %s", apath, rpath);
+        rc = run(cmd, out, sizeof out);
+        CHECK(rc == 0, "adapter set --recent: %d %s", rc, out);
+        snprintf(cmd, sizeof cmd, "adapter info %s", rpath);
+        rc = run(cmd, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "recent:       3 raw segments"), "the copy keeps 3 raw segments: %d %s", rc, out);
+        snprintf(cmd, sizeof cmd, "adapter set %s --recent 65 -o %s", apath, rpath);
+        CHECK(run(cmd, out, sizeof out) == 2, "recent 65 is a usage error: %s", out);
+        unlink(rpath);
+    }
     snprintf(cmd, sizeof cmd,
              "ppl -f data/eval/books/pg14851.txt --mode memory -a %s --max-tokens 300 --json -t 2", apath);
     rc = run(cmd, out, sizeof out);
