@@ -25,6 +25,14 @@
 #     stage 3, spent where stage 3 did not move (recall, passkey); lr 5e-4, warmup 10, cosine over
 #     STAGE4_STEPS (570) steps (the run of 2026-12-03 planned 1,200, was re-planned to 700 at step
 #     39 and to 570 at step 95; see docs/RESULTS.md "Stage 4").
+#   Stage 6 (runs/uio-r6.gguf; only with STAGE6=1: an experiment in progress, not shipped): from
+#     stage 3's adapter, fresh optimizer; windows of 16 segments (4,096 tokens: the decoder reads
+#     up to 14 memories) of natural text, distillation, unbiased truncated BPTT, lr 3e-4, warmup 5,
+#     cosine over STAGE6_STEPS (60) steps: teaching the decoder to read many memories, where the
+#     shipped adapter gets worse past 8K with one raw segment.
+#   The shipped file is stage 3's adapter at ratio 8 with 8 raw segments beside the memory
+#     (--recent 8; trained with 1): chosen by perplexity at equal cells on a training book
+#     (docs/results/layout/).
 #   Beacon (runs/beacon-b1.gguf; shipped as adapters/SmolLM2-135M-Instruct.beacon.gguf): an
 #     Activation Beacon adapter for the same model, from a fresh one (beacon projections copied
 #     from the model's): window 512, ratios 2, 4, 8, 16, 32 drawn per step, 4 raw sinks; windows of
@@ -75,7 +83,14 @@ if [ "${STAGE4:-0}" = 1 ]; then
     --synthetic 0.75 --synth-kinds passkey,copy,recall
   exit 0 # not shipped: compare it with the shipped adapter first (scripts/eval_default.sh)
 fi
-"$BIN" adapter set -m "$MODEL" runs/uio-r3.gguf --ratio 8 --f16 -o "$SHIP"
+if [ "${STAGE6:-0}" = 1 ]; then
+  common=(--segment 256 --ratios 4,8 --bptt unbiased --tau 2 --distill --warmup 5 --eval-every 50 --eval-windows 4
+          --ckpt-every 5 -t "$THREADS")
+  stage runs/uio-r6.gguf runs/uio-r3.gguf runs/train-uio-r6.log --segments 16 --steps "${STAGE6_STEPS:-60}" --lr 3e-4
+  exit 0 # not shipped: an experiment in progress
+fi
+# shipped with 8 raw segments beside the memory: the layout chosen on a training book (RESULTS.md)
+"$BIN" adapter set -m "$MODEL" runs/uio-r3.gguf --ratio 8 --recent 8 --f16 -o "$SHIP"
 [ -f runs/beacon-init.gguf ] || "$BIN" adapter init -m "$MODEL" --compressor beacon --segment 512 --ratio 8 \
   --ratios 2,4,8,16,32 --sinks 4 -o runs/beacon-init.gguf
 common=(--eval-every 25 --eval-windows 4 --ckpt-every 5 -t "$THREADS")
