@@ -108,6 +108,11 @@ int main(void) {
     CHECK(field(out, "\"length\": 1800,", "\"full\"", "scored") == 256, "scored tokens");
     CHECK(field(out, "\"length\": 1800,", "\"full\"", "kv_cells") >= 1798, "full holds the text's cells");
     CHECK(strstr(out, "| mode | 1200 | 1800 |") != NULL, "markdown table: %s", out);
+    /* --span-end: one length alone scores the same tokens as in the run that held both */
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths 1200 --span-end 1800 --score 256 --modes full -t 2", book);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && fabs(field(out, "\"length\": 1200,", "\"full\"", "nll") - f1) < 1e-6,
+          "--span-end 1800: %.6f vs %.6f: %s", field(out, "\"length\": 1200,", "\"full\"", "nll"), f1, out);
 
     /* 3. memory with a fresh adapter; sinks window matched to its cells */
     snprintf(args, sizeof args,

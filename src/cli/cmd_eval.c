@@ -66,6 +66,7 @@ typedef struct {
     const char *src;  /* --books DIR, --haystack DIR, --set FILE */
     long threads, sinks, window, chunk, score, trials, max_docs, max_questions, seed;
     long max_memory; /* memory mode: newest slots kept (0: all) */
+    long span_end;   /* ppl: the scored span ends at this token (0: at the longest length) */
     int window_given;
 } ev_opts;
 
@@ -363,7 +364,8 @@ static int task_ppl(ev_opts *o) {
             return 1;
         }
         for (int li = 0; li < o->n_lengths; li++)
-            if (o->lengths[li] <= ntok[f]) total += (double)o->lengths[li] * o->n_modes;
+            if (o->lengths[li] <= ntok[f] && (!o->span_end || o->lengths[li] <= o->span_end))
+                total += (double)o->lengths[li] * o->n_modes;
     }
     ppl_table *tb = calloc(1, sizeof *tb);
     prog_start("ppl", total);
@@ -373,14 +375,20 @@ static int task_ppl(ev_opts *o) {
         long Lb = 0;
         for (int li = 0; li < o->n_lengths; li++)
             if (o->lengths[li] <= ntok[f] && o->lengths[li] > Lb) Lb = o->lengths[li];
+        if (o->span_end && Lb) { /* a span fixed across runs: lengths past it are skipped */
+            Lb = o->span_end <= ntok[f] ? o->span_end : 0;
+            if (!Lb) fprintf(stderr, "\nmnemo eval: %s has %lld tokens, fewer than --span-end %ld; skipped\n",
+                             files[f], (long long)ntok[f], o->span_end);
+        }
         if (!Lb) {
-            fprintf(stderr, "\nmnemo eval: %s has %lld tokens, shorter than every length; skipped\n", files[f],
-                    (long long)ntok[f]);
+            if (!o->span_end)
+                fprintf(stderr, "\nmnemo eval: %s has %lld tokens, shorter than every length; skipped\n", files[f],
+                        (long long)ntok[f]);
             continue;
         }
         for (int li = 0; li < o->n_lengths && !rc; li++) {
             const long L = o->lengths[li];
-            if (L > ntok[f]) continue;
+            if (L > ntok[f] || L > Lb) continue;
             const int32_t *ids = tok[f] + (Lb - L); /* ends where the span ends */
             int64_t matched = 0;
             for (int k = 0; k < o->n_modes && !rc; k++) {
@@ -1142,9 +1150,10 @@ static void usage(void) {
            "Long-context evaluation. One JSON line per result on stdout, then a markdown table;\n"
            "progress with an ETA on stderr.\n\n"
            "tasks:\n"
-           "  ppl      [--books DIR|FILE] [--lengths 4096,8192,...] [--score 1024]\n"
+           "  ppl      [--books DIR|FILE] [--lengths 4096,8192,...] [--score 1024] [--span-end N]\n"
            "           same scored tokens, growing context: per book the last --score tokens of the\n"
-           "           longest length it allows are scored; length L reads the L - score before them\n"
+           "           longest length it allows are scored; length L reads the L - score before them;\n"
+           "           --span-end N: the span ends at token N instead (the same tokens across runs)\n"
            "  passkey  [--haystack DIR|FILE] [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
            "           chat template; exact-digit accuracy\n"
@@ -1225,6 +1234,9 @@ int cmd_eval(int argc, char **argv) {
             o.window_given = 1, i++;
         } else if (!strcmp(a, "--sinks")) {
             if (cli_parse_int("eval", a, v, 0, 1 << 16, &o.sinks)) return 2;
+            i++;
+        } else if (!strcmp(a, "--span-end")) {
+            if (cli_parse_int("eval", a, v, 1, 1L << 30, &o.span_end)) return 2;
             i++;
         } else if (!strcmp(a, "--max-memory")) {
             if (cli_parse_int("eval", a, v, 0, 1 << 22, &o.max_memory)) return 2;
