@@ -2,7 +2,8 @@
  * double-precision softmax-attention computed from the same f16 keys/values;
  * the tiled kernel, every ISA, against the scalar reference on random shapes
  * (odd lengths, causal limits, random and empty-tile masks, memory prefixes,
- * 1..8 heads per group), and a row's independence from its neighbours. */
+ * 1..8 heads per group), and a row's independence from its neighbours; the
+ * split-decode parts (key ranges merged) against the reference. */
 #include <stdint.h>
 
 #include "kernels/attention.h"
@@ -74,8 +75,85 @@ static void test_tiles(void) {
     }
 }
 
+/* Split decode: a row's keys cut into random ranges, each range's part from
+ * every ISA, merged, against the reference kernel over all rows; ranges with
+ * no visible row; one part over everything equals the row kernel. */
+static void test_parts(void) {
+    for (int trial = 0; trial < 48; trial++) {
+        const int Gs[] = {1, 2, 3, 4, 5, 8}, Ds[] = {64, 64, 128, 32, 48, 40, 16};
+        const int G = Gs[trial % 6], D = Ds[trial % 7];
+        const int64_t n = 1 + (int64_t)(urand() * (trial % 3 ? 2500 : 300));
+        const size_t ld = (size_t)D * 3 + 8;
+        const int kind = trial % 4; /* 0 none, 1 random mask, 2 memory prefix + recent, 3 hidden ranges */
+        float *q = malloc(sizeof(float) * (size_t)G * D), *ref = malloc(sizeof(float) * (size_t)G * D);
+        float *out = malloc(sizeof(float) * (size_t)G * D), *grp = malloc(sizeof(float) * (size_t)G * D);
+        uint16_t *K = malloc(sizeof(uint16_t) * ld * (size_t)n), *V = malloc(sizeof(uint16_t) * ld * (size_t)n);
+        uint8_t *mk = malloc((size_t)n);
+        float *scratch = malloc(sizeof(float) * (size_t)G * (size_t)n);
+        int64_t cut[64];
+        int np = 0;
+        for (int i = 0; i < G * D; i++) q[i] = (float)(urand() * 6 - 3);
+        for (size_t i = 0; i < ld * (size_t)n; i++) {
+            K[i] = mn_fp32_to_fp16((float)(urand() * 4 - 2));
+            V[i] = mn_fp32_to_fp16((float)(urand() * 2 - 1));
+        }
+        cut[np++] = 0; /* range starts: fixed 512-row chunks (the engine's) or random */
+        for (int64_t j = trial % 2 ? 512 : 1 + (int64_t)(urand() * 200); j < n && np < 63;
+             j += trial % 2 ? 512 : 1 + (int64_t)(urand() * 400))
+            cut[np++] = j;
+        cut[np] = n;
+        for (int64_t j = 0; j < n; j++) {
+            int v = 1;
+            if (kind == 1) v = urand() < 0.5;
+            if (kind == 2) v = j < n / 4 || j >= n - n / 5;
+            if (kind == 3) { /* every other range hidden entirely */
+                int r = 0;
+                while (r + 1 < np && cut[r + 1] <= j) r++;
+                v = r % 2 == 1;
+            }
+            mk[j] = (uint8_t)(v || j == n - 1);
+        }
+        const uint8_t *mask = kind ? mk : NULL;
+        const float scale = 1.0f / sqrtf((float)D);
+        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, ref, scratch);
+        float *parts = malloc(sizeof(float) * MN_ATTN_PART(G, D) * (size_t)np);
+        for (int isa = MN_ISA_SCALAR; isa <= MN_ISA_AVX512; isa++) {
+            mn_attn_part_fn f = mn_attn_part_get_isa((mn_isa)isa);
+            if (!f) continue;
+            int empty = 0;
+            for (int p = 0; p < np; p++) {
+                float *pp = parts + (size_t)p * MN_ATTN_PART(G, D);
+                f(G, D, cut[p + 1] - cut[p], q, scale, K + (size_t)cut[p] * ld, V + (size_t)cut[p] * ld, ld,
+                  mask ? mask + cut[p] : NULL, pp, scratch);
+                if (pp[(size_t)G * D] == -INFINITY) {
+                    empty++;
+                    double z = 0;
+                    for (int g = 0; g < G; g++) z += fabs(pp[(size_t)G * D + G + g]);
+                    for (int i = 0; i < G * D; i++) z += fabs(pp[i]);
+                    CHECK(z == 0, "part %s: a hidden range left %g", mn_isa_name((mn_isa)isa), z);
+                }
+            }
+            CHECK(kind != 3 || np < 2 || empty > 0, "kind 3 made no hidden range (%d ranges)", np);
+            mn_attn_combine(G, D, np, parts, out);
+            double err = 0;
+            for (int i = 0; i < G * D; i++) err = fmax(err, fabs(out[i] - ref[i]));
+            CHECK(err < 2e-5, "part %s G=%d D=%d n=%lld %d ranges kind %d: max error %.3g", mn_isa_name((mn_isa)isa),
+                  G, D, (long long)n, np, kind, err);
+            /* one part over all rows: the row kernel of the same ISA */
+            f(G, D, n, q, scale, K, V, ld, mask, parts, scratch);
+            mn_attn_combine(G, D, 1, parts, out);
+            mn_attn_group_get_isa((mn_isa)isa)(G, D, n, q, scale, K, V, ld, mask, grp, scratch);
+            double e1 = 0;
+            for (int i = 0; i < G * D; i++) e1 = fmax(e1, fabs(out[i] - grp[i]));
+            CHECK(e1 < 1e-6, "part %s: one range differs from the row kernel by %.3g", mn_isa_name((mn_isa)isa), e1);
+        }
+        free(q), free(ref), free(out), free(grp), free(K), free(V), free(mk), free(scratch), free(parts);
+    }
+}
+
 int main(void) {
     test_tiles();
+    test_parts();
     const int shapes[][3] = {{3, 64, 1}, {3, 64, 37}, {1, 64, 300}, {4, 128, 65}, {8, 64, 16}, {3, 32, 1000}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int G = shapes[si][0], D = shapes[si][1], n = shapes[si][2];

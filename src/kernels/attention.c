@@ -34,6 +34,73 @@ void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, 
     }
 }
 
+void mn_attn_part_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,
+                         size_t ld, const uint8_t *mask, float *part, float *scratch) {
+    float *M = part + (size_t)G * D, *L = M + G;
+    for (int g = 0; g < G; g++) {
+        float *s = scratch + (int64_t)g * n, *o = part + (int64_t)g * D;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            if (mask && !mask[j]) {
+                s[j] = -INFINITY;
+                continue;
+            }
+            const uint16_t *k = K + (size_t)j * ld;
+            float d = 0;
+            for (int i = 0; i < D; i++) d += q[(int64_t)g * D + i] * mn_fp16_to_fp32(k[i]);
+            s[j] = d * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        memset(o, 0, sizeof(float) * (size_t)D);
+        M[g] = mx, L[g] = 0;
+        if (mx == -INFINITY) continue;
+        float sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            if (mask && !mask[j]) continue;
+            const float p = expf(s[j] - mx);
+            sum += p;
+            const uint16_t *v = V + (size_t)j * ld;
+            for (int i = 0; i < D; i++) o[i] += p * mn_fp16_to_fp32(v[i]);
+        }
+        L[g] = sum;
+    }
+}
+
+void mn_attn_combine(int G, int D, int np, const float *parts, float *out) {
+    const size_t st = MN_ATTN_PART(G, D);
+    for (int g = 0; g < G; g++) {
+        float m = -INFINITY;
+        for (int p = 0; p < np; p++) {
+            const float mp = parts[p * st + (size_t)G * D + g];
+            if (mp > m) m = mp;
+        }
+        float *o = out + (int64_t)g * D;
+        memset(o, 0, sizeof(float) * (size_t)D);
+        double l = 0;
+        for (int p = 0; p < np; p++) {
+            const float *pp = parts + p * st;
+            const float mp = pp[(size_t)G * D + g];
+            if (mp == -INFINITY) continue; /* no visible row in this part */
+            const float w = expf(mp - m);
+            l += (double)w * pp[(size_t)G * D + G + g];
+            for (int i = 0; i < D; i++) o[i] += w * pp[(int64_t)g * D + i];
+        }
+        const float inv = l > 0 ? (float)(1.0 / l) : 0.0f;
+        for (int i = 0; i < D; i++) o[i] *= inv;
+    }
+}
+
+mn_attn_part_fn mn_attn_part_get_isa(mn_isa isa) {
+    if (isa > mn_cpu_isa()) return NULL;
+    switch (isa) {
+    case MN_ISA_AVX512: return mn_attn_part_avx512;
+    case MN_ISA_AVX2: return mn_attn_part_avx2;
+    default: return mn_attn_part_scalar;
+    }
+}
+
+mn_attn_part_fn mn_attn_part_get(void) { return mn_attn_part_get_isa(mn_cpu_isa()); }
+
 size_t mn_attn_tile_scratch(int G, int D, int nq, int64_t max_lim) {
     const size_t tile = (size_t)2 * MN_ATTN_BK * (size_t)D + (size_t)2 * (size_t)nq * (size_t)G + MN_ATTN_BK;
     const size_t ref = (size_t)G * (size_t)(max_lim > 0 ? max_lim : 1); /* the scalar variant's scores */

@@ -49,6 +49,28 @@ void mn_attn_tile_avx512(int G, int D, int nq, const float *q, size_t ldq, float
                          const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
                          size_t ldo, float *scratch);
 
+/* Split decode (flash-decoding): one query token's G heads over a range of
+ * key rows, so that a long context's keys can be dealt to several threads
+ * and merged. K, V and mask point at the range's first row; n rows. Writes a
+ * part of MN_ATTN_PART(G, D) floats: the G x D unnormalised sums
+ * sum_j exp(s_j - m) V_j, then the G maxima m, then the G sums of exp(s_j - m)
+ * (a range with no visible row: m = -inf, sum 0, zeros). mn_attn_combine
+ * merges np parts (stride MN_ATTN_PART(G, D)) into the normalised (G, D)
+ * output; one part over all rows gives the group kernel's result. scratch:
+ * G*n floats. */
+#define MN_ATTN_PART(G, D) ((size_t)(G) * (size_t)(D) + 2 * (size_t)(G))
+typedef void (*mn_attn_part_fn)(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
+                                const uint16_t *V, size_t ld, const uint8_t *mask, float *part, float *scratch);
+mn_attn_part_fn mn_attn_part_get(void);
+mn_attn_part_fn mn_attn_part_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
+void mn_attn_combine(int G, int D, int np, const float *parts, float *out);
+void mn_attn_part_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,
+                         size_t ld, const uint8_t *mask, float *part, float *scratch);
+void mn_attn_part_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,
+                       size_t ld, const uint8_t *mask, float *part, float *scratch);
+void mn_attn_part_avx512(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,
+                         size_t ld, const uint8_t *mask, float *part, float *scratch);
+
 void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
                           const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,

@@ -14,12 +14,14 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
-                        const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
-    if (G > GMAX || D % 8 || D > 256) {
-        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
-        return;
-    }
+/* The row kernel over n key rows. part NULL: normalised output in out (the
+ * group kernel). part non-NULL: the unnormalised sums in part, then the
+ * maxima and sums of exponentials of this key range (attention.h). */
+static inline __attribute__((always_inline)) void group_impl(int G, int D, int64_t n, const float *q, float scale,
+                                                             const uint16_t *K, const uint16_t *V, size_t ld,
+                                                             const uint8_t *mask, float *out, float *part,
+                                                             float *scratch) {
+    if (part) out = part;
     float mx[GMAX];
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
     /* scores: each K row converted once, dotted with all G queries */
@@ -45,9 +47,17 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
     const mn_vec_ops *vo = mn_vec_get_isa(MN_ISA_AVX2); /* this kernel runs only where it exists */
     for (int g = 0; g < G; g++) {
         float *s = scratch + (int64_t)g * n;
+        if (mx[g] == -INFINITY) { /* a range with no visible row (split decode only) */
+            for (int64_t j = 0; j < n; j++) s[j] = 0;
+            inv[g] = 0;
+            if (part) part[G * D + g] = -INFINITY, part[G * D + G + g] = 0;
+            continue;
+        }
         /* masked (-inf) scores give 0; the sum in double keeps masks and batch
          * splits from changing the result, as the scalar kernel's sequential sum */
-        inv[g] = (float)(1.0 / vo->exp_sum(n, s, mx[g]));
+        const double sum = vo->exp_sum(n, s, mx[g]);
+        inv[g] = (float)(1.0 / sum);
+        if (part) part[G * D + g] = mx[g], part[G * D + G + g] = (float)sum;
     }
     /* values: each V row converted once, accumulated into all G outputs */
     for (int g = 0; g < G; g++) memset(out + (int64_t)g * D, 0, sizeof(float) * (size_t)D);
@@ -62,8 +72,27 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
             }
         }
     }
+    if (part) return;
     for (int g = 0; g < G; g++)
         for (int i = 0; i < D; i++) out[(int64_t)g * D + i] *= inv[g];
+}
+
+void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
+                        const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
+    if (G > GMAX || D % 8 || D > 256) {
+        mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
+        return;
+    }
+    group_impl(G, D, n, q, scale, K, V, ld, mask, out, NULL, scratch);
+}
+
+void mn_attn_part_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
+                       const uint16_t *V, size_t ld, const uint8_t *mask, float *part, float *scratch) {
+    if (G > GMAX || D % 8 || D > 256) {
+        mn_attn_part_scalar(G, D, n, q, scale, K, V, ld, mask, part, scratch);
+        return;
+    }
+    group_impl(G, D, n, q, scale, K, V, ld, mask, NULL, part, scratch);
 }
 
 /* ---------------------------------------------------------------- tiled */

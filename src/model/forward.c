@@ -54,7 +54,8 @@ struct mn_context {
     float *scores;  /* per thread: scores_ld floats of attention scratch */
     size_t scores_ld;
     mn_attn_tile_fn attn;       /* blocks of tokens (prefill) */
-    mn_attn_group_fn attn_one;  /* one token (decode) */
+    mn_attn_part_fn attn_part;  /* one token (decode), a range of keys */
+    float *parts;   /* (n_kv_head, max chunks, MN_ATTN_PART) split decode's partial results */
     float *lora_u;  /* (T, max rank) scratch for LoRA */
     int32_t lora_cap;
     const mn_lora_set *lora;
@@ -207,6 +208,16 @@ typedef struct {
  * transpose pays off only when several query rows share it (measured:
  * BENCHMARKS.md, "Tiled attention"). */
 #define ATT_BQ 32
+/* Decode splits each KV head's keys into chunks of DEC_CHUNK rows (flash-decoding):
+ * n_kv_head x chunks items keep every thread busy (3 KV heads on 2 threads left one
+ * idle a third of the time) and each item streams a short contiguous range. The
+ * chunking depends on the context length only, so results do not depend on the
+ * thread count; the parts are merged in chunk order. */
+#define DEC_CHUNK 512
+static int64_t dec_chunks(int64_t n) { return (n + DEC_CHUNK - 1) / DEC_CHUNK; }
+
+static void decode_worker(void *arg, int ith, int nth);
+
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     mn_context *c = a->c;
@@ -217,6 +228,10 @@ static void attn_worker(void *arg, int ith, int nth) {
     const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
     const float scale = 1.0f / sqrtf((float)D);
     float *sc = c->scores + (size_t)ith * c->scores_ld;
+    if (a->T == 1) {
+        decode_worker(arg, ith, nth);
+        return;
+    }
     const int64_t nblk = (a->T + ATT_BQ - 1) / ATT_BQ;
     for (int64_t p = ith; p < nblk * K; p += nth) {
         const int64_t t0 = (p / K) * ATT_BQ;
@@ -229,14 +244,40 @@ static void attn_worker(void *arg, int ith, int nth) {
             rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld : NULL;
         }
         const int64_t off = t0 * HD + (int64_t)kh * G * D;
-        if (a->T == 1) {
-            c->attn_one(G, D, lim[0], c->q + off, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD,
-                        rows[0], c->att + off, sc);
-            continue;
-        }
         c->attn(G, D, nq, c->q + off, (size_t)HD, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD, lim,
                 c->mask ? rows : NULL, c->att + off, (size_t)HD, sc);
     }
+}
+
+/* One token: (chunk, KV head) items dealt round robin, each writing its part;
+ * attn_merge (after the pool returns) combines each head's parts. */
+static void decode_worker(void *arg, int ith, int nth) {
+    attn_task *a = arg;
+    mn_context *c = a->c;
+    const mn_hparams *hp = &c->m->hp;
+    const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t KD = c->KD, n = (int64_t)a->n_past + 1, S = dec_chunks(n), maxS = dec_chunks(c->n_ctx);
+    const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
+    const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
+    const float scale = 1.0f / sqrtf((float)D);
+    float *sc = c->scores + (size_t)ith * c->scores_ld;
+    const uint8_t *mrow = c->mask ? c->mask + c->mask_row0 * c->mask_ld : NULL;
+    for (int64_t p = ith; p < S * K; p += nth) {
+        const int64_t s = p / K, j0 = s * DEC_CHUNK, len = n - j0 < DEC_CHUNK ? n - j0 : DEC_CHUNK;
+        const int kh = (int)(p % K);
+        c->attn_part(G, D, len, c->q + (int64_t)kh * G * D, scale, kc + j0 * KD + (int64_t)kh * D,
+                     vc + j0 * KD + (int64_t)kh * D, (size_t)KD, mrow ? mrow + j0 : NULL,
+                     c->parts + ((size_t)kh * (size_t)maxS + (size_t)s) * MN_ATTN_PART(G, D), sc);
+    }
+}
+
+static void attn_merge(mn_context *c, int32_t n_past) {
+    const mn_hparams *hp = &c->m->hp;
+    const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
+    const int64_t S = dec_chunks((int64_t)n_past + 1), maxS = dec_chunks(c->n_ctx);
+    for (int kh = 0; kh < K; kh++)
+        mn_attn_combine(G, D, (int)S, c->parts + (size_t)kh * (size_t)maxS * MN_ATTN_PART(G, D),
+                        c->att + (int64_t)kh * G * D);
 }
 
 /* y[t] += scale * B (A x[t]) for the tokens of this thread. */
@@ -367,7 +408,10 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->scores_ld = mn_attn_tile_scratch(hp->n_head / hp->n_head_kv, hp->head_dim, ATT_BQ, c->n_ctx);
     c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * c->scores_ld, sizeof(float), &ok);
     c->attn = mn_attn_tile_get();
-    c->attn_one = mn_attn_group_get();
+    c->attn_part = mn_attn_part_get();
+    c->parts = xcalloc((size_t)hp->n_head_kv * (size_t)dec_chunks(c->n_ctx) *
+                           MN_ATTN_PART(hp->n_head / hp->n_head_kv, hp->head_dim),
+                       sizeof(float), &ok);
     /* Largest activation row in any vec_dot type: a K-quant or Q8 row of max(C, F, HD). */
     int64_t Kmax = CF > HD ? CF : HD;
     size_t row_max = (size_t)Kmax * 4; /* f32 is the widest per element */
@@ -399,6 +443,7 @@ void mn_context_free(mn_context *c) {
     free(c->tmp);
     free(c->rope_cs);
     free(c->scores);
+    free(c->parts);
     free(c->lora_u);
     for (int i = 0; i < N_XQ_SLOTS; i++) free(c->xq[i].buf);
     free(c);
@@ -591,6 +636,7 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
         }
         attn_task at = {c, l, T, n_past};
         mn_threadpool_run(c->pool, attn_worker, &at);
+        if (T == 1) attn_merge(c, n_past);
 
         invalidate_xq(c);
         g = (gemm_task){.n_jobs = 1, .T = T};
