@@ -274,6 +274,42 @@ static void test_head(void) {
     free(XH), free(WH), free(TEACH), free(HS), free(dx);
 }
 
+/* The engine's float head (vector exp and dot products, vocabulary in blocks of
+ * 1,024) against the double build on a vocabulary of several blocks and a tail:
+ * the distillation loss alone (ce 0, kl 1), then CE + KL with gradients. */
+double mn_op_head(float *dx, const float *x, const float *w, int T, int C, int V, const int32_t *targets,
+                  const float *teacher, float ce_w, float kl_w, float dscale, float *scratch, int chunk);
+static void test_head_f32(void) {
+    enum { HT = 3, HC = 16, HV = 2500 };
+    double *x = alloc(HT * HC), *w = alloc(HV * HC), *tp = alloc(HT * HV), *sc = alloc(2 * HV), *dx = alloc(HT * HC);
+    float *xf = malloc(sizeof(float) * HT * HC), *wf = malloc(sizeof(float) * HV * HC);
+    float *tf = malloc(sizeof(float) * HT * HV), *sf = malloc(sizeof(float) * 2 * HV), *dxf = malloc(sizeof(float) * HT * HC);
+    fill(x, HT * HC, 1), fill(w, HV * HC, 1), fill(tp, HT * HV, 3);
+    for (int t = 0; t < HT; t++) {
+        double m = -1e300, s = 0;
+        for (int j = 0; j < HV; j++) m = fmax(m, tp[t * HV + j]);
+        for (int j = 0; j < HV; j++) s += exp(tp[t * HV + j] - m);
+        for (int j = 0; j < HV; j++) tp[t * HV + j] -= m + log(s);
+    }
+    for (int i = 0; i < HT * HC; i++) xf[i] = (float)x[i];
+    for (int i = 0; i < HV * HC; i++) wf[i] = (float)w[i];
+    for (int i = 0; i < HT * HV; i++) tf[i] = (float)tp[i];
+    for (int i = 0; i < HT * HV; i++) tp[i] = tf[i]; /* both builds see the same rounded inputs */
+    for (int i = 0; i < HT * HC; i++) x[i] = xf[i];
+    for (int i = 0; i < HV * HC; i++) w[i] = wf[i];
+    const int32_t tgt[HT] = {5, -1, 2400};
+    const double kl = mn_op_head_f64(NULL, x, w, HT, HC, HV, tgt, tp, 0, 1, 0, sc, 2);
+    const double klf = mn_op_head(NULL, xf, wf, HT, HC, HV, tgt, tf, 0, 1, 0, sf, 2);
+    CHECK(kl > 0.01 && fabs(klf - kl) < 1e-4 * kl, "float head, KL alone: %.9g vs double %.9g", klf, kl);
+    const double l = mn_op_head_f64(dx, x, w, HT, HC, HV, tgt, tp, 0.8, 0.5, 1, sc, 2);
+    const double lf = mn_op_head(dxf, xf, wf, HT, HC, HV, tgt, tf, 0.8f, 0.5f, 1, sf, 2);
+    double e = 0, nrm = 0;
+    for (int i = 0; i < HT * HC; i++) e = fmax(e, fabs(dxf[i] - dx[i])), nrm = fmax(nrm, fabs(dx[i]));
+    CHECK(fabs(lf - l) < 1e-4 * l && e < 1e-4 * nrm, "float head, CE + KL: loss %.9g vs %.9g, dx error %.3g of %.3g",
+          lf, l, e, nrm);
+    free(x), free(w), free(tp), free(sc), free(dx), free(xf), free(wf), free(tf), free(sf), free(dxf);
+}
+
 /* ---- a whole pass of a tiny model ---- */
 static mn_tmodel_f64 *TM;
 static mn_tws_f64 *WS;
@@ -390,6 +426,7 @@ int main(void) {
     test_attention();
     test_attention_blocks();
     test_head();
+    test_head_f32();
     test_pass(dir, 0);
     test_pass(dir, 1);
     char cmd[600];
