@@ -3,10 +3,11 @@
 # windows of 4 segments, each gradient mode, then a beacon adapter (window 256);
 # tokens/s, counted FLOPs per token, achieved GFLOP/s, and model FLOP
 # utilisation against the peak measured by bench/peak.sh on the same machine: f32 rows against
-# the f32 FMA peak, bf16 rows against the bf16 dot-product peak (2x; a bf16 run still does its
+# the f32 FMA peak, bf16 rows against the bf16 dot-product peak (the CPU decides which is higher; a bf16 run still does its
 # attention, LoRA and row ops in f32, so its MFU understates the kernels' share). Each row in the
 # precisions of PRECISIONS (default "bf16 f32": products with the frozen weights in bf16 where the
-# CPU has AVX512_BF16, and in f32 with --f32); UIO_MODES and
+# CPU has AVX512_BF16 (--bf16), and in f32 (--f32); without either, mnemo train picks bf16 only
+# where a start-up timing finds it faster); UIO_MODES and
 # BEACON_MODES pick the gradient modes. Ends with the PyTorch baseline's rows (bench/train_torch.py;
 # TORCH=0 skips it). Usage: bash bench/train.sh [STEPS] [THREADS]
 set -euo pipefail
@@ -36,8 +37,8 @@ printf '|---|---|---|---|---|---|---|---|\n'
 row() { # compressor adapter mode precision
   # the rate of the last of $steps steps (the first also tokenises and caches the data)
   log=$($bin train -a "$2" --data "$data" -o "$work/out.gguf" --steps "$steps" --segments 4 \
-        --bptt "$3" --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" $([ "$4" = f32 ] && echo --f32) 2>&1)
-  # without AVX512_BF16 the default is f32: say so rather than print a bf16 row
+        --bptt "$3" --tau 2 --eval-every 0 --ckpt-every 0 -t "$threads" --$4 2>&1 || true)
+  # without AVX512_BF16 --bf16 is refused: no bf16 row then
   prec=$(printf '%s\n' "$log" | grep -q 'frozen weights: bf16' && echo bf16 || echo f32)
   [ "$prec" != "$4" ] && return 0
   last=$(printf '%s\n' "$log" | grep '^step' | tail -1)

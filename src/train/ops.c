@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "kernels/gemm_bf16.h"
@@ -132,6 +133,58 @@ void mn_op_bf16_unregister(const float *w) {
             break;
         }
     if (!g_n_packs) free(g_abuf), g_abuf = NULL, g_abuf_n = 0;
+}
+
+/* Whether bf16 products beat f32 ones here, timed once per process on the
+ * calling thread: a gate/up-sized product (128 x 576 x 1,536), the best of 7
+ * runs of each. vdpbf16ps does two multiply-adds per lane, but CPUs differ in
+ * how many issue per cycle: on the AMD EPYC machines of BENCHMARKS.md bf16
+ * runs at twice the f32 FMA rate, on an Intel Xeon with two FMA ports at half
+ * of it. */
+static int g_bf16_faster = -1;
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static void bf16_calibrate(void) {
+    enum { CM = 128, CK = 576, CN = 1536 };
+    int faster = 0;
+    float *w = malloc(sizeof(float) * CN * CK), *x = malloc(sizeof(float) * CM * CK), *y = malloc(sizeof(float) * CM * CN);
+    mn_bf16_panel *p = NULL;
+    uint16_t *ab = NULL;
+    if (w && x && y) {
+        uint32_t r = 12345;
+        for (int i = 0; i < CN * CK; i++) r = r * 1664525u + 1013904223u, w[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
+        for (int i = 0; i < CM * CK; i++) r = r * 1664525u + 1013904223u, x[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
+        p = mn_bf16_pack(w, CK, CN, 1, CK);
+    }
+    if (p) ab = malloc(sizeof(uint16_t) * CM * 2 * (size_t)p->K2);
+    if (ab) {
+        const int threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+        double tb = 1e30, tf = 1e30;
+        for (int rep = 0; rep < 7; rep++) {
+            double t0 = now_s();
+            mn_bf16_round_rows(ab, x, CM, CK, CK);
+            mn_bf16_gemm(CM, 0, p->NB, ab, p, y, CN, 0);
+            double t1 = now_s();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, CM, CN, CK, 1, x, CK, w, CK, 0, y, CN);
+            double t2 = now_s();
+            tb = fmin(tb, t1 - t0), tf = fmin(tf, t2 - t1);
+        }
+        openblas_set_num_threads(threads);
+        faster = tb < 0.9 * tf; /* a clear win only: the rounding costs precision */
+    }
+    mn_bf16_panel_free(p);
+    free(ab), free(w), free(x), free(y);
+    __atomic_store_n(&g_bf16_faster, faster, __ATOMIC_RELEASE);
+}
+
+int mn_op_bf16_faster(void) {
+    if (!mn_bf16_supported()) return 0;
+    if (__atomic_load_n(&g_bf16_faster, __ATOMIC_ACQUIRE) < 0) bf16_calibrate(); /* racing callers measure twice */
+    return g_bf16_faster;
 }
 
 static const wpack *packed(const float *w, int N, int K) {

@@ -370,6 +370,12 @@ static double validate_qa(run_state *s, const mn_train_config *c, const mn_tlora
     return n ? loss / (double)n : NAN;
 }
 
+int mn_train_uses_bf16(const mn_train_config *cfg) {
+    if (cfg->f32 > 0) return 0;
+    if (cfg->f32 < 0) return mn_bf16_supported();
+    return mn_op_bf16_faster();
+}
+
 int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, void *ud) {
     mn_train_config c = *cfg;
     run_state s = {0};
@@ -437,7 +443,11 @@ int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, 
     snprintf(st.config, sizeof st.config, "%s", conf);
 
     if ((rc = mn_tmodel_create(m, &s.tm))) goto done;
-    if (!c.f32 && mn_bf16_supported() && (rc = mn_tmodel_use_bf16(s.tm))) goto done;
+    if (c.f32 < 0 && !mn_bf16_supported()) {
+        rc = mn_error(MN_EUNSUPPORTED, "bf16 products need AVX512_BF16, which this CPU lacks");
+        goto done;
+    }
+    if (mn_train_uses_bf16(&c) && (rc = mn_tmodel_use_bf16(s.tm))) goto done;
     mn_uio_tparams tp = {.l = l, .m = l / min_ratio, .n_sinks = c.n_sinks, .recent = ap.recent, .mem_embd = s.b.mem_embd,
                          .d_mem_embd = s.b.d_mem_embd, .ce_w = 1, .kl_w = c.kl_w, .summary = summary};
     const float lscale = mn_adapter_lora_scale(s.a);

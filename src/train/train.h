@@ -47,8 +47,9 @@ typedef struct {
     double val_frac;
     uint64_t seed;
     int n_threads;          /* <= 0: all cores */
-    int f32;                /* products with the frozen weights in f32 even where the CPU has
-                             * AVX512_BF16 (default there: bf16 inputs, f32 sums; tmodel.h) */
+    int f32;                /* products with the frozen weights: > 0 f32; < 0 bf16 inputs with
+                             * f32 sums (needs AVX512_BF16; tmodel.h); 0: bf16 where the CPU has
+                             * it and it measures faster (mn_train_uses_bf16) */
     /* fine-tuning (LLoCO): with dec_out set, the adapter is frozen and a LoRA
      * on the decoder trains instead (no checkpoints in this mode) */
     const char *dec_out;     /* the decoder LoRA file to write */
@@ -96,5 +97,7 @@ typedef int (*mn_train_cb)(const mn_train_progress *p, void *ud);
 /* Runs the whole loop; writes cfg->out at the end. 0 or MN_E* with a message
  * (bad configuration, data, adapter of another model, resume mismatch...). */
 int mn_train_run(const mn_model *m, const mn_train_config *cfg, mn_train_cb cb, void *ud);
+/* Whether a run with this configuration multiplies the frozen weights in bf16 (see f32). */
+int mn_train_uses_bf16(const mn_train_config *cfg);
 
 #endif

@@ -39,7 +39,7 @@ def env():
 
 
 # --f32: this is about the arithmetic of data parallelism. With bf16 products (the default where the
-# CPU has AVX512_BF16) the last-bit differences between summing gradients across ranks and within
+# CPU has AVX512_BF16 and they measure faster) the last-bit differences between summing gradients across ranks and within
 # one process cross bf16 rounding boundaries at the next step and grow into 1e-3 loss differences;
 # tests/test_train.c checks bf16 steps against f32 ones.
 def train_args(tmp, out, steps=4, extra=()):
@@ -65,6 +65,11 @@ def main():
         r = subprocess.run([BIN, "adapter", "init", "-m", MODEL, "--compressor", "uio", "--segment", "32", "--ratio",
                             "8", "--rank", "4", "-o", os.path.join(tmp, "init.gguf")], capture_output=True, text=True)
         check(r.returncode == 0, "adapter init: " + r.stderr)
+        # --bf16 where the CPU has no AVX512_BF16 (MNEMO_ISA=avx2 hides it): one clear error, nothing written
+        nb = subprocess.run(train_args(tmp, "nobf16.gguf", 1, ["--bf16"]), cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=dict(env(), MNEMO_ISA="avx2"))
+        check(nb.returncode == 1 and "AVX512_BF16" in nb.stderr and not os.path.exists(os.path.join(tmp, "nobf16.gguf")),
+              f"--bf16 without AVX512_BF16 ({nb.returncode}): {nb.stderr[-600:]}")
         two = subprocess.run(["mpirun", "-np", "2", *train_args(tmp, "two.gguf")], cwd=ROOT, capture_output=True,
                              text=True, timeout=600, env=env())
         l2 = losses(two.stderr)
