@@ -56,6 +56,10 @@ $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 
+$(BUILD)/src/kernels/gemm_bf16_amx.o: src/kernels/gemm_bf16_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -mavx512bf16 -mamx-tile -mamx-bf16 -MMD -MP -c $< -o $@
+
 $(BUILD)/src/kernels/gemm_bf16_avx512.o: src/kernels/gemm_bf16_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -mavx512bf16 -MMD -MP -c $< -o $@

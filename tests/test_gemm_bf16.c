@@ -40,7 +40,9 @@ static void test_rounding(void) {
 
 static void test_products(void) {
     const int shapes[][3] = {{1, 1, 1},    {12, 32, 64},  {13, 33, 2},  {7, 5, 3},      {25, 70, 577},
-                             {120, 64, 96}, {121, 40, 511}, {30, 31, 1536}, {3, 600, 1030}, {200, 96, 64}};
+                             {120, 64, 96}, {121, 40, 511}, {30, 31, 1536}, {3, 600, 1030}, {200, 96, 64},
+                             /* whole 32-row blocks and K a multiple of 32: AMX tiles where usable */
+                             {64, 50, 576}, {97, 64, 1536}, {32, 33, 32}, {70, 17, 192}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         const int lda = K + 3, ldc = N + 5, tr = (int)(s % 2); /* tr: B given as (N, K), as a weight for x W^T */
@@ -95,6 +97,7 @@ int main(void) {
         printf("test_gemm_bf16: SKIPPED the products: this CPU has no AVX512_BF16\n");
         TEST_MAIN_END();
     }
+    printf("  AMX tiles: %s\n", mn_bf16_amx_ready() ? "in use for whole 32-row blocks" : "not usable here");
     test_products();
     TEST_MAIN_END();
 }

@@ -27,6 +27,17 @@ int mn_bf16_supported(void) {
     return s;
 }
 
+int mn_bf16_amx_ready(void) {
+    static int v = -1; /* racing first calls probe twice and agree */
+    int s = __atomic_load_n(&v, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        const char *e = getenv("MNEMO_AMX");
+        s = mn_bf16_supported() && !(e && !strcmp(e, "0")) && mn_bf16_amx_probe();
+        __atomic_store_n(&v, s, __ATOMIC_RELEASE);
+    }
+    return s;
+}
+
 uint16_t mn_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

@@ -51,4 +51,14 @@ void mn_bf16_round_rows(uint16_t *dst, const float *a, int32_t M, int32_t K, int
 void mn_bf16_gemm(int32_t M, int32_t nb0, int32_t nb1, const uint16_t *a, const mn_bf16_panel *b, float *c,
                   int64_t ldc, int accumulate);
 
+/* 1 when AMX tiles (AMX-TILE + AMX-BF16) are usable here: the CPU reports
+ * them, the kernel grants this process their state, and a small product
+ * through them is exact; then mn_bf16_gemm runs its whole 32-row blocks on
+ * them. Needs mn_bf16_supported(); MNEMO_AMX=0 turns them off. */
+int mn_bf16_amx_ready(void);
+/* The AMX half (gemm_bf16_amx.c): M32 a multiple of 32, b->K2 of 16. */
+void mn_bf16_gemm_amx(int32_t M32, int32_t nb0, int32_t nb1, const uint16_t *a, const mn_bf16_panel *b, float *c,
+                      int64_t ldc, int accumulate);
+int mn_bf16_amx_probe(void);
+
 #endif

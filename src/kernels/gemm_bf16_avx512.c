@@ -75,8 +75,8 @@ UK(1) UK(2) UK(3) UK(4) UK(5) UK(6) UK(7) UK(8) UK(9) UK(10) UK(11) UK(12)
 static const ukern_fn k_ukern[MR + 1] = {NULL,     ukern_1, ukern_2, ukern_3,  ukern_4,  ukern_5, ukern_6,
                                          ukern_7, ukern_8, ukern_9, ukern_10, ukern_11, ukern_12};
 
-void mn_bf16_gemm(int32_t M, int32_t nb0, int32_t nb1, const uint16_t *a, const mn_bf16_panel *b, float *c,
-                  int64_t ldc, int accumulate) {
+static void gemm_avx512(int32_t M, int32_t nb0, int32_t nb1, const uint16_t *a, const mn_bf16_panel *b, float *c,
+                        int64_t ldc, int accumulate) {
     const int32_t K2 = b->K2;
     const uint32_t *a32 = (const uint32_t *)(const void *)a; /* a row: K2 pairs */
     for (int32_t q0 = 0; q0 < K2; q0 += MN_BF16_KC) {
@@ -96,4 +96,17 @@ void mn_bf16_gemm(int32_t M, int32_t nb0, int32_t nb1, const uint16_t *a, const 
             }
         }
     }
+}
+
+/* AMX tiles where the machine grants them, for the rows in whole blocks of 32
+ * and K2 in whole tiles of 16 k-pairs; vdpbf16ps for the rest. */
+void mn_bf16_gemm(int32_t M, int32_t nb0, int32_t nb1, const uint16_t *a, const mn_bf16_panel *b, float *c,
+                  int64_t ldc, int accumulate) {
+    int32_t M32 = 0;
+    if (b->K2 % 16 == 0 && M >= 32 && mn_bf16_amx_ready()) {
+        M32 = M / 32 * 32;
+        mn_bf16_gemm_amx(M32, nb0, nb1, a, b, c, ldc, accumulate);
+    }
+    if (M32 < M)
+        gemm_avx512(M - M32, nb0, nb1, a + (int64_t)M32 * 2 * b->K2, b, c + (int64_t)M32 * ldc, ldc, accumulate);
 }
