@@ -2,7 +2,7 @@
  * peak where the CPU has AVX512_BF16: what the kernels could reach at best,
  * the yardsticks for GEMM and training throughput numbers (the bf16 one for
  * the products training runs in bf16: a vdpbf16ps does 2 multiply-adds per
- * f32 lane, 4 flops).
+ * f32 lane, 4 flops), and the AMX bf16 tile peak where the machine grants AMX.
  *
  * Each thread runs K independent FMA chains (acc_k = acc_k * a + b) on full
  * vectors: K exceeds FMA latency x ports (4 cycles x 2 ports = 8 on current
@@ -60,6 +60,44 @@ __attribute__((target("avx512f,avx512bf16"))) static float run_bf16(int64_t iter
     return _mm512_reduce_add_ps(s);
 }
 
+/* AMX: four independent 16 x 16 f32 tiles accumulating TDPBF16PS products of
+ * two A and two B tiles loaded once (16 x 32 x 16 multiply-adds each). Linux
+ * grants the tile state only after arch_prctl(ARCH_REQ_XCOMP_PERM). */
+#include <string.h>
+#include <sys/syscall.h>
+static int amx_granted(void) { return syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
+__attribute__((target("amx-tile,amx-bf16"))) static float run_amx(int64_t iters) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    static uint16_t ab[16 * 32];
+    for (int i = 0; i < 16 * 32; i++) ab[i] = 0x3C00; /* 2^-7: sums stay finite */
+    float out[16 * 16];
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ab, 64);
+    _tile_loadd(5, ab, 64);
+    _tile_loadd(6, ab, 64);
+    _tile_loadd(7, ab, 64);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
 __attribute__((target("avx2,fma"))) static float run_avx2(int64_t iters) {
     __m256 acc[K];
     const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
@@ -92,7 +130,10 @@ static void *worker(void *arg) {
     job *j = arg;
     pthread_barrier_wait(j->bar);
     double c0 = cpu_now();
-    j->sink = j->isa == 1512 ? run_bf16(j->iters) : j->isa == 512 ? run_avx512(j->iters) : run_avx2(j->iters);
+    j->sink = j->isa == 2512   ? run_amx(j->iters)
+              : j->isa == 1512 ? run_bf16(j->iters)
+              : j->isa == 512  ? run_avx512(j->iters)
+                               : run_avx2(j->iters);
     j->cpu_s = cpu_now() - c0;
     return NULL;
 }
@@ -126,11 +167,13 @@ static double timed(int isa, int n, int64_t iters, float *sink, double *cpu_max)
 static double measure(int isa, int n, float *sink, double *per_core_cpu) {
     int lanes = isa == 1512 ? 32 : isa / 32; /* bf16: 16 f32 lanes x 2 multiply-adds */
     int64_t iters = 1 << 20;
+    if (isa == 2512) lanes = 16 * 16 * 32 / K, iters = 1 << 14; /* per loop: 4 tiles of 16x16x32 (K = 16 below) */
     double cpu;
     double dt = timed(isa, n, iters, sink, &cpu);
     iters = (int64_t)((double)iters * 0.3 / (dt > 1e-4 ? dt : 1e-4));
     if (iters < 1) iters = 1;
     double best = 0, flops = (double)iters * K * lanes * 2;
+    if (isa == 2512) flops = (double)iters * 4 * 16 * 16 * 32 * 2;
     *per_core_cpu = 0;
     for (int r = 0; r < 3; r++) {
         dt = timed(isa, n, iters, sink, &cpu);
@@ -154,13 +197,14 @@ int main(int argc, char **argv) {
            ncpu);
     printf("%-8s %8s %14s %14s %18s\n", "isa", "threads", "GFLOP/s/core", "GFLOP/s total", "per core (CPU t)");
     /* __builtin_cpu_supports takes literals only */
-    const int has[3] = {__builtin_cpu_supports("avx512f"), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-                        __builtin_cpu_supports("avx512bf16")};
+    const int has[4] = {__builtin_cpu_supports("avx512f"), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+                        __builtin_cpu_supports("avx512bf16"),
+                        __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") && amx_granted()};
     static const struct {
         int isa;
         const char *name;
-    } isas[] = {{512, "avx512"}, {256, "avx2"}, {1512, "bf16"}};
-    for (int i = 0; i < 3; i++) {
+    } isas[] = {{512, "avx512"}, {256, "avx2"}, {1512, "bf16"}, {2512, "amx"}};
+    for (int i = 0; i < 4; i++) {
         if (!has[i]) {
             printf("%-8s  not supported by this CPU\n", isas[i].name);
             continue;

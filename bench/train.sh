@@ -24,13 +24,14 @@ peak16=""
 if [ -f bench/peak.sh ]; then
   # the machine's peaks: the best per-core rate by CPU time (robust to other load) x threads
   probe=$(bash bench/peak.sh "$threads" 2>/dev/null || true)
-  peak=$(printf '%s\n' "$probe" | awk -v t="$threads" '$1 != "bf16" && $2 == t && $5 + 0 > best { best = $5 }
+  peak=$(printf '%s\n' "$probe" | awk -v t="$threads" '$1 != "bf16" && $1 != "amx" && $2 == t && $5 + 0 > best { best = $5 }
                                                     END { if (best) printf "%.1f", best * t }')
   peak16=$(printf '%s\n' "$probe" | awk -v t="$threads" '$1 == "bf16" && $2 == t { printf "%.1f", $5 * t }')
+  peakamx=$(printf '%s\n' "$probe" | awk -v t="$threads" '$1 == "amx" && $2 == t { printf "%.1f", $5 * t }')
 fi
 $bin adapter init --compressor uio --segment 256 --ratio 8 -o "$work/uio.gguf" >/dev/null
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, $(date -u +%F)"
-echo "peaks (bench/peak.sh, $threads threads): f32 FMA ${peak:-n/a} GFLOP/s, bf16 dot product ${peak16:-n/a} GFLOP/s"
+echo "peaks (bench/peak.sh, $threads threads): f32 FMA ${peak:-n/a} GFLOP/s, bf16 dot product ${peak16:-n/a} GFLOP/s, AMX bf16 tiles ${peakamx:-n/a} GFLOP/s"
 $bin adapter init --compressor beacon --segment 256 --ratio 8 -o "$work/beacon.gguf" >/dev/null
 printf '| compressor | mode | precision | tokens/s | GFLOP/token | GFLOP/s | MFU | peak RSS MiB |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
@@ -50,6 +51,7 @@ row() { # compressor adapter mode precision
   mfu=n/a
   pk=$peak
   [ "$4" = bf16 ] && pk=$peak16
+  printf '%s\n' "$log" | grep -q 'frozen weights: bf16.*AMX' && pk=$peakamx && set -- "$1" "$2" "$3" "bf16 (AMX)"
   [ -n "$pk" ] && [ -n "$gfs" ] && mfu=$(awk -v a="$gfs" -v p="$pk" 'BEGIN { printf "%.0f%%", 100 * a / p }')
   printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$4" "$tps" "$gft" "$gfs" "$mfu" "$rss"
 }

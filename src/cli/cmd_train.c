@@ -239,7 +239,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (mn_dist_rank() == 0)
         fprintf(stderr, "products with the frozen weights: %s\n",
-                mn_train_uses_bf16(&c) ? "bf16 inputs, f32 sums (AVX512_BF16)"
+                mn_train_uses_bf16(&c) ? (mn_bf16_amx_ready() ? "bf16 inputs, f32 sums (AMX tiles)"
+                                                              : "bf16 inputs, f32 sums (AVX512_BF16)")
                 : c.f32 == 0 && mn_bf16_supported() ? "f32 (AVX512_BF16 measured no faster here)"
                                                      : "f32");
     if (mn_dist_size() > 1 && mn_dist_rank() == 0)
