@@ -628,7 +628,7 @@ static int task_passkey(ev_opts *o) {
                     const int ok = first_key(ans) == key;
                     correct[k] += ok, runs[k]++;
                     if (!first_answer[k][0]) {
-                        snprintf(first_answer[k], sizeof first_answer[k], "%s", ans);
+                        snprintf(first_answer[k], sizeof first_answer[k], "%.*s", (int)sizeof first_answer[k] - 1, ans);
                         for (char *c = first_answer[k]; *c; c++)
                             if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = ' ';
                     }
