@@ -4,22 +4,29 @@
 #include <math.h>
 #include <string.h>
 
+/* s[j] = scale q.K_j for the n rows (masked: -inf); returns the maximum */
+static float scores_scalar(int D, int64_t n, const float *q, float scale, const uint16_t *K, size_t ld,
+                           const uint8_t *mask, float *s) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        if (mask && !mask[j]) {
+            s[j] = -INFINITY;
+            continue;
+        }
+        const uint16_t *k = K + (size_t)j * ld;
+        float d = 0;
+        for (int i = 0; i < D; i++) d += q[i] * mn_fp16_to_fp32(k[i]);
+        s[j] = d * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    return mx;
+}
+
 void mn_attn_group_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
                           const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch) {
     for (int g = 0; g < G; g++) {
         float *s = scratch + (int64_t)g * n;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-            if (mask && !mask[j]) {
-                s[j] = -INFINITY;
-                continue;
-            }
-            const uint16_t *k = K + (size_t)j * ld;
-            float d = 0;
-            for (int i = 0; i < D; i++) d += q[(int64_t)g * D + i] * mn_fp16_to_fp32(k[i]);
-            s[j] = d * scale;
-            if (s[j] > mx) mx = s[j];
-        }
+        const float mx = scores_scalar(D, n, q + (int64_t)g * D, scale, K, ld, mask, s);
         float sum = 0;
         for (int64_t j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
         float inv = 1.0f / sum;
@@ -39,18 +46,7 @@ void mn_attn_part_scalar(int G, int D, int64_t n, const float *q, float scale, c
     float *M = part + (size_t)G * D, *L = M + G;
     for (int g = 0; g < G; g++) {
         float *s = scratch + (int64_t)g * n, *o = part + (int64_t)g * D;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-            if (mask && !mask[j]) {
-                s[j] = -INFINITY;
-                continue;
-            }
-            const uint16_t *k = K + (size_t)j * ld;
-            float d = 0;
-            for (int i = 0; i < D; i++) d += q[(int64_t)g * D + i] * mn_fp16_to_fp32(k[i]);
-            s[j] = d * scale;
-            if (s[j] > mx) mx = s[j];
-        }
+        const float mx = scores_scalar(D, n, q + (int64_t)g * D, scale, K, ld, mask, s);
         memset(o, 0, sizeof(float) * (size_t)D);
         M[g] = mx, L[g] = 0;
         if (mx == -INFINITY) continue;
@@ -87,6 +83,24 @@ void mn_attn_combine(int G, int D, int np, const float *parts, float *out) {
         }
         const float inv = l > 0 ? (float)(1.0 / l) : 0.0f;
         for (int i = 0; i < D; i++) o[i] *= inv;
+    }
+}
+
+void mn_attn_row_sums(int G, int D, int64_t n, const mn_vec_ops *vo, const float *mx, float *scratch, float *inv,
+                      float *part) {
+    for (int g = 0; g < G; g++) {
+        float *s = scratch + (int64_t)g * n;
+        if (mx[g] == -INFINITY) { /* a range with no visible row (split decode only) */
+            for (int64_t j = 0; j < n; j++) s[j] = 0;
+            inv[g] = 0;
+            if (part) part[G * D + g] = -INFINITY, part[G * D + G + g] = 0;
+            continue;
+        }
+        /* masked (-inf) scores give 0; the sum in double keeps masks and batch
+         * splits from changing the result, as the scalar kernel's sequential sum */
+        const double sum = vo->exp_sum(n, s, mx[g]);
+        inv[g] = (float)(1.0 / sum);
+        if (part) part[G * D + g] = mx[g], part[G * D + G + g] = (float)sum;
     }
 }
 

@@ -64,6 +64,12 @@ typedef void (*mn_attn_part_fn)(int G, int D, int64_t n, const float *q, float s
 mn_attn_part_fn mn_attn_part_get(void);
 mn_attn_part_fn mn_attn_part_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
 void mn_attn_combine(int G, int D, int np, const float *parts, float *out);
+/* The SIMD row kernels' middle step: each head's scores (scratch, G x n) to
+ * exp(s - mx[g]) in place, inv[g] = 1 / their sum (in double), and a part's
+ * maxima and sums when part is non-NULL; a head with mx = -inf (no visible
+ * row) gets zeros. */
+void mn_attn_row_sums(int G, int D, int64_t n, const mn_vec_ops *vo, const float *mx, float *scratch, float *inv,
+                      float *part);
 void mn_attn_part_scalar(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,
                          size_t ld, const uint8_t *mask, float *part, float *scratch);
 void mn_attn_part_avx2(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K, const uint16_t *V,

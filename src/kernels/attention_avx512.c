@@ -103,20 +103,7 @@ static inline __attribute__((always_inline)) void group_impl(int G, int D, int64
     }
     float inv[GMAX];
     const mn_vec_ops *vo = mn_vec_get_isa(MN_ISA_AVX512); /* this kernel runs only where it exists */
-    for (int g = 0; g < G; g++) {
-        float *s = scratch + (int64_t)g * n;
-        if (mx[g] == -INFINITY) { /* a range with no visible row (split decode only) */
-            for (int64_t j = 0; j < n; j++) s[j] = 0;
-            inv[g] = 0;
-            if (part) part[G * D + g] = -INFINITY, part[G * D + G + g] = 0;
-            continue;
-        }
-        /* masked (-inf) scores give 0; the sum in double keeps masks and batch
-         * splits from changing the result, as the scalar kernel's sequential sum */
-        const double sum = vo->exp_sum(n, s, mx[g]);
-        inv[g] = (float)(1.0 / sum);
-        if (part) part[G * D + g] = mx[g], part[G * D + G + g] = (float)sum;
-    }
+    mn_attn_row_sums(G, D, n, vo, mx, scratch, inv, part);
     __m512 acc[GMAX][16];
     for (int g = 0; g < G; g++)
         for (int c = 0; c < nv; c++) acc[g][c] = _mm512_setzero_ps();
