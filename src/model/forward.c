@@ -216,8 +216,6 @@ typedef struct {
 #define DEC_CHUNK 512
 static int64_t dec_chunks(int64_t n) { return (n + DEC_CHUNK - 1) / DEC_CHUNK; }
 
-static void decode_worker(void *arg, int ith, int nth);
-
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     mn_context *c = a->c;
@@ -228,10 +226,6 @@ static void attn_worker(void *arg, int ith, int nth) {
     const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
     const float scale = 1.0f / sqrtf((float)D);
     float *sc = c->scores + (size_t)ith * c->scores_ld;
-    if (a->T == 1) {
-        decode_worker(arg, ith, nth);
-        return;
-    }
     const int64_t nblk = (a->T + ATT_BQ - 1) / ATT_BQ;
     for (int64_t p = ith; p < nblk * K; p += nth) {
         const int64_t t0 = (p / K) * ATT_BQ;
@@ -635,7 +629,7 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
             vo->cvt_f32_f16(KD, c->vn + t * KD, vc + t * KD);
         }
         attn_task at = {c, l, T, n_past};
-        mn_threadpool_run(c->pool, attn_worker, &at);
+        mn_threadpool_run(c->pool, T == 1 ? decode_worker : attn_worker, &at);
         if (T == 1) attn_merge(c, n_past);
 
         invalidate_xq(c);

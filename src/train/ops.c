@@ -184,7 +184,7 @@ static void bf16_calibrate(void) {
 int mn_op_bf16_faster(void) {
     if (!mn_bf16_supported()) return 0;
     if (__atomic_load_n(&g_bf16_faster, __ATOMIC_ACQUIRE) < 0) bf16_calibrate(); /* racing callers measure twice */
-    return g_bf16_faster;
+    return __atomic_load_n(&g_bf16_faster, __ATOMIC_ACQUIRE);
 }
 
 static const wpack *packed(const float *w, int N, int K) {
