@@ -7,7 +7,7 @@ OPT      ?= -O2
 SAN      ?=
 CFLAGS   ?=
 ALL_CFLAGS = $(OPT) -g $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
-            -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -I/usr/include/postgresql -pthread $(CFLAGS)
+            -fno-strict-aliasing -Iinclude -Isrc -Isrc/core -I/usr/include/postgresql -pthread $(FILE_FLAGS) $(CFLAGS)
 # Open MPI (data-parallel training, train/dist.c) when its development files are installed;
 # without them the build trains in one process.
 MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
@@ -43,6 +43,10 @@ mnemo: $(BIN)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# The training ops' row loops (softmax, masks, scaling) have trip counts known
+# only at run time: -O2's very cheap cost model leaves them scalar.
+$(BUILD)/src/train/ops.o $(BUILD)/src/train/ops_f64.o: FILE_FLAGS = -fvect-cost-model=dynamic
 
 $(BUILD)/src/train/dist.o: src/train/dist.c
 	@mkdir -p $(dir $@)

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-3}
 threads=${2:-$(nproc)}
-bin=./build/mnemo
+bin=${MNEMO_BIN:-./build/mnemo} # MNEMO_BIN: another build, to compare in one run
 data=${MNEMO_TRAIN_DATA:-data/train/books/*.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -13,6 +13,7 @@
 
 #include "test.h"
 #include "tiny_llama.h"
+#include "threadpool.h"
 #include "train/ops.h"
 #include "train/tmodel.h"
 
@@ -247,6 +248,32 @@ static void test_attention_blocks(void) {
     const double ev = fd_err_sampled(bv, dv[2], BNC * BG * BD, 53, loss_block);
     CHECK(eq < 1e-6 && ek < 1e-6 && ev < 1e-6, "attention blocks (mask): finite differences dq %.3g dk %.3g dv %.3g",
           eq, ek, ev);
+    /* On a pool the (head, block) items are dealt to threads, threads after the
+     * first sum dk and dv in their own slots: the same numbers as one thread,
+     * and dk, dv still accumulate onto what they held */
+    for (int nth = 2; nth <= 3; nth++) {
+        mn_threadpool *pool = NULL;
+        CHECK(mn_threadpool_create(nth, &pool) == 0, "pool of %d", nth);
+        mn_op_set_pool_f64(pool);
+        double *tq = alloc(BT * BH * BD), *tk = alloc(BNC * BG * BD), *tv = alloc(BNC * BG * BD);
+        for (int pass = 0; pass < 3; pass++) {
+            bsh = (mn_attn_shape){BT, BN, BH, BG, BD, masks[pass]};
+            for (int i = 0; i < 2 * BT * BNC; i++) bscr[i] = NAN;
+            mn_op_attn_fwd_f64(bo, blse, bq, bk, bv, &bsh, bscr);
+            for (int i = 0; i < BNC * BG * BD; i++) tk[i] = 1, tv[i] = -2;
+            mn_op_attn_bwd_f64(tq, tk, tv, br, bq, bk, bv, bo, blse, &bsh, bscr);
+            double worst = 0;
+            for (int i = 0; i < BT * BH * BD; i++)
+                worst = fmax(worst, fmax(fabs(bo[i] - o[pass][i]), fabs(tq[i] - dq[pass][i])));
+            for (int i = 0; i < BNC * BG * BD; i++)
+                worst = fmax(worst, fmax(fabs(tk[i] - 1 - dk[pass][i]), fabs(tv[i] + 2 - dv[pass][i])));
+            CHECK(worst < 1e-12, "attention on %d threads, pass %d: worst difference from one thread %.3g", nth, pass,
+                  worst);
+        }
+        mn_op_set_pool_f64(NULL);
+        mn_threadpool_free(pool);
+        free(tq), free(tk), free(tv);
+    }
     for (int pass = 0; pass < 3; pass++) free(o[pass]), free(dq[pass]), free(dk[pass]), free(dv[pass]);
     free(bq), free(bk), free(bv), free(br), free(bo), free(blse), free(bscr), free(causal), free(stepwise);
 }

@@ -3,10 +3,11 @@
  * Compiled twice (see real.h): float for training, double for the gradient
  * tests. Every matrix product goes through BLAS (OpenBLAS's AVX-512/AVX2
  * kernels, chosen by OpenBLAS at run time), including attention, which is done
- * head by head as GEMMs with the (T, NC) score block in between. Threads are
- * ours, not OpenBLAS's: with a pool set, each GEMM is split into row (or column)
- * blocks run by single-threaded BLAS calls on the pool's threads, and the
- * elementwise loops are split by rows the same way, so no second set of
+ * in (head, block of query rows) items, GEMMs with the block's scores in
+ * between. Threads are ours, not OpenBLAS's: with a pool set, each GEMM is
+ * split into row (or column) blocks run by single-threaded BLAS calls on the
+ * pool's threads (attention deals whole items instead), and the elementwise
+ * loops are split by rows the same way, so no second set of
  * threads spins while the other works (on 2 cores OpenBLAS's idle threads
  * yielding cost a third of the time). Splits are static: results depend on
  * the thread count only, never on timing. Shapes are in ops.h.
@@ -28,7 +29,11 @@ static _Thread_local int g_in_pool; /* a worker runs its part serially */
 
 int64_t TN(mn_op_flops)(void) { return atomic_load(&g_flops); }
 void TN(mn_op_flops_reset)(void) { atomic_store(&g_flops, 0); }
-void TN(mn_op_set_pool)(mn_threadpool *pool) { g_pool = pool; }
+static void att_arena_free(void);
+void TN(mn_op_set_pool)(mn_threadpool *pool) {
+    g_pool = pool;
+    if (!pool) att_arena_free();
+}
 
 /* ---- parallel loops ---- */
 typedef void (*rows_fn)(void *ctx, int64_t i0, int64_t i1);
@@ -454,18 +459,18 @@ static double row_kl(int64_t n, const float *tp, const float *lq) {
 
 /* ---- attention ---------------------------------------------------------------- */
 
-static inline int visible(const mn_attn_shape *s, int64_t i, int64_t j) {
-    if (s->mask) return s->mask[i * (s->N + s->T) + j] != 0;
-    return j < s->N || j - s->N <= i;
-}
-
-/* Passes are done in blocks of ATT_BR query rows, each against the cells up to
- * the last one a row of the block sees: about half the score and value
- * products of a long causal pass (or of a beacon window, whose masks are
- * causal at heart) are never computed. Row i reads cells below row_limit
- * (one past its last visible cell); the rest of its score row is written as
- * zeros. */
-#define ATT_BR 128
+/* Attention in tiles: a work item is one head's block of up to ATT_BR query
+ * rows against the cells up to the last one a row of the block sees (about
+ * half the score and value products of a long causal pass, or of a beacon
+ * window, whose masks are causal at heart, are never computed). The item's score block lives in its thread's slot
+ * from the score product through the softmax to the value product, so it
+ * stays in L2 (64 x 1,300 floats = 330 KB) instead of a (T, NC) block per
+ * head going through memory three times, and the items run on the pool with
+ * one dispatch per pass instead of a barrier per product. The backward
+ * recomputes each item's probabilities from q, k and the kept log-sum-exp;
+ * nothing of size T x NC x H outlives a pass. */
+#define ATT_BR 64
+#define ATT_MAXBLK 1024 /* blocks per dispatch: longer batches go in spans of rows */
 static inline int64_t row_limit(const mn_attn_shape *s, int64_t i) {
     const int64_t NC = (int64_t)s->N + s->T;
     if (!s->mask) return s->N + i + 1;
@@ -474,7 +479,7 @@ static inline int64_t row_limit(const mn_attn_shape *s, int64_t i) {
     while (c > 0 && !m[c - 1]) c--;
     return c;
 }
-/* the cells rows r0 .. r0+nr-1 read */
+/* the cells rows r0 .. r0+nr-1 read: one past the last cell any of them sees */
 static int block_limit(const mn_attn_shape *s, int r0, int nr) {
     if (!s->mask) return s->N + r0 + nr;
     int64_t lim = 0;
@@ -485,85 +490,195 @@ static int block_limit(const mn_attn_shape *s, int r0, int nr) {
     return (int)lim;
 }
 
+/* Slots of threads 1.. (thread 0 uses the caller's scratch and accumulates dk,
+ * dv in place): grown on the calling thread before a dispatch, reachable from
+ * here until mn_op_set_pool(NULL). */
+static real *g_att_arena;
+static size_t g_att_arena_n;
+static void att_arena_free(void) {
+    free(g_att_arena);
+    g_att_arena = NULL, g_att_arena_n = 0;
+}
+
 typedef struct {
     const mn_attn_shape *s;
-    real *P, *dS, *lse;
-    const real *o, *dO;
-    int h;
-} soft_job;
+    const real *q, *k, *v, *o, *dout, *lse_in;
+    real *out, *lse, *dq, *dk, *dv, *scratch;
+    real scale;
+    int br, row0, nblk, bwd, nth; /* the span: nblk blocks of br rows from row0 */
+    int lim[ATT_MAXBLK];      /* per row block: block_limit */
+    int64_t cum[ATT_MAXBLK + 1]; /* cost of blocks before b (rows x cells), one head */
+    size_t slot;              /* reals per slot of threads >= 1 */
+} attn_job;
 
-/* rows of the score block -> probabilities (masked entries 0), lse kept */
-static void softmax_rows(void *arg, int64_t i0, int64_t i1) {
-    const soft_job *j = arg;
+/* The largest of x[0..n): eight running maxima, where one chain of compares
+ * would wait on each compare's latency (the pass then cost as much as the
+ * score product). */
+static real row_max(int64_t n, const real *x) {
+    real m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int u = 0; u < 8; u++) m[u] = x[c + u] > m[u] ? x[c + u] : m[u];
+    for (; c < n; c++) m[0] = x[c] > m[0] ? x[c] : m[0];
+    for (int u = 1; u < 8; u++) m[0] = m[u] > m[0] ? m[u] : m[0];
+    return m[0];
+}
+
+/* cells a row does not see -> -inf, below its limit */
+static void row_hide(const mn_attn_shape *s, int64_t i, int64_t lim, real *row) {
+    const uint8_t *m = s->mask + i * ((int64_t)s->N + s->T);
+    for (int64_t c = 0; c < lim; c++) row[c] = m[c] ? row[c] : -INFINITY;
+}
+
+/* fwd: the rows' scores (ld nc) -> unnormalised probabilities exp(s - max),
+ * inv[r] = 1 / their sum (the output rows are scaled after the value
+ * product: D products per row instead of nc), lse kept */
+static void att_softmax(const attn_job *j, int h, int r0, int nr, int nc, real *S, real *inv) {
     const mn_attn_shape *s = j->s;
-    const int64_t NC = s->N + s->T;
-    for (int64_t i = i0; i < i1; i++) {
-        real *row = j->P + i * NC;
-        const int64_t lim = row_limit(s, i);
-        real mx = -INFINITY;
-        for (int64_t c = 0; c < lim; c++) {
-            if (!visible(s, i, c)) row[c] = -INFINITY;
-            mx = row[c] > mx ? row[c] : mx;
-        }
+    for (int r = 0; r < nr; r++) {
+        const int64_t i = r0 + r, lim = row_limit(s, i);
+        real *row = S + (int64_t)r * nc;
+        if (s->mask) row_hide(s, i, lim, row);
+        const real mx = row_max(lim, row);
         const double sum = row_exp_sum(lim, row, mx);
-        const real is = (real)(1.0 / sum);
-        for (int64_t c = 0; c < lim; c++) row[c] *= is;
-        if (lim < NC) memset(row + lim, 0, sizeof(real) * (size_t)(NC - lim));
-        j->lse[i * s->H + j->h] = mx + (real)log(sum);
+        inv[r] = (real)(1.0 / sum);
+        if (lim < nc) memset(row + lim, 0, sizeof(real) * (size_t)(nc - lim));
+        j->lse[i * s->H + h] = mx + (real)log(sum);
+    }
+}
+
+/* bwd: scores -> P = exp(S - lse) (masked 0); dS (holding dO V^T) -> P o (dS - dO.O) */
+static void att_dscores(const attn_job *j, int h, int r0, int nr, int nc, real *P, real *dS) {
+    const mn_attn_shape *s = j->s;
+    const int64_t HD = (int64_t)s->H * s->D;
+    for (int r = 0; r < nr; r++) {
+        const int64_t i = r0 + r, lim = row_limit(s, i);
+        real *p = P + (int64_t)r * nc, *ds = dS + (int64_t)r * nc;
+        if (s->mask) row_hide(s, i, lim, p);
+        row_exp_sum(lim, p, j->lse_in[i * s->H + h]);
+        const real *oi = j->o + i * HD + (int64_t)h * s->D, *doi = j->dout + i * HD + (int64_t)h * s->D;
+        double dd = 0;
+        for (int d = 0; d < s->D; d++) dd += (double)oi[d] * doi[d];
+        for (int64_t c = 0; c < lim; c++) ds[c] = p[c] * (ds[c] - (real)dd);
+        if (lim < nc) {
+            memset(p + lim, 0, sizeof(real) * (size_t)(nc - lim));
+            memset(ds + lim, 0, sizeof(real) * (size_t)(nc - lim));
+        }
+    }
+}
+
+static void att_item(const attn_job *j, int64_t it, real *P, real *dS, real *dk, real *dv) {
+    const mn_attn_shape *s = j->s;
+    const int HD = s->H * s->D, GD = s->G * s->D, D = s->D;
+    const int h = (int)(it / j->nblk), b = (int)(it % j->nblk), g = h / (s->H / s->G);
+    const int r0 = j->row0 + b * j->br, nr = s->T - r0 < j->br ? s->T - r0 : j->br, nc = j->lim[b];
+    const real *qh = j->q + (int64_t)r0 * HD + (int64_t)h * D, *kg = j->k + (int64_t)g * D, *vg = j->v + (int64_t)g * D;
+    gemm(0, 1, nr, nc, D, j->scale, qh, HD, kg, GD, 0, P, nc);
+    if (!j->bwd) {
+        real inv[ATT_BR];
+        real *o = j->out + (int64_t)r0 * HD + (int64_t)h * D;
+        att_softmax(j, h, r0, nr, nc, P, inv);
+        gemm(0, 0, nr, D, nc, 1, P, nc, vg, GD, 0, o, HD);
+        for (int r = 0; r < nr; r++)
+            for (int d = 0; d < D; d++) o[(int64_t)r * HD + d] *= inv[r];
+        return;
+    }
+    const real *dO = j->dout + (int64_t)r0 * HD + (int64_t)h * D;
+    gemm(0, 1, nr, nc, D, 1, dO, HD, vg, GD, 0, dS, nc);
+    att_dscores(j, h, r0, nr, nc, P, dS);
+    /* dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO */
+    gemm(0, 0, nr, D, nc, j->scale, dS, nc, kg, GD, 0, j->dq + (int64_t)r0 * HD + (int64_t)h * D, HD);
+    gemm(1, 0, nc, D, nr, j->scale, dS, nc, qh, HD, 1, dk + (int64_t)g * D, GD);
+    gemm(1, 0, nc, D, nr, 1, P, nc, dO, HD, 1, dv + (int64_t)g * D, GD);
+}
+
+/* Items (head, block) are dealt in contiguous ranges of equal cost (rows x
+ * cells), a split that depends on the shape and thread count only. */
+static void att_worker(void *arg, int ith, int pool_nth) {
+    const attn_job *j = arg;
+    const mn_attn_shape *s = j->s;
+    const int nth = j->nth;
+    if (ith >= nth) return;
+    const int64_t per_head = j->cum[j->nblk], total = per_head * s->H, NC = (int64_t)s->N + s->T;
+    const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
+    real *P = j->scratch, *dS = j->scratch + (int64_t)j->br * NC, *dk = j->dk, *dv = j->dv;
+    if (ith > 0) {
+        P = g_att_arena + (size_t)(ith - 1) * j->slot, dS = P + (int64_t)j->br * NC;
+        if (j->bwd) {
+            dk = dS + (int64_t)j->br * NC, dv = dk + NC * s->G * s->D;
+            memset(dk, 0, sizeof(real) * (size_t)(2 * NC * s->G * s->D));
+        }
+    }
+    const int in_pool = g_in_pool;
+    g_in_pool = 1; /* products inside an item run serially */
+    for (int64_t it = 0; it < (int64_t)s->H * j->nblk; it++) {
+        /* an item belongs to the thread whose cost range holds its midpoint */
+        const int64_t b = it % j->nblk, mid = (it / j->nblk) * per_head + (j->cum[b] + j->cum[b + 1]) / 2;
+        if (mid >= lo && mid < hi) att_item(j, it, P, dS, dk, dv);
+    }
+    g_in_pool = in_pool;
+}
+
+/* the partial dk, dv of threads 1.. added to thread 0's, in thread order */
+typedef struct {
+    real *dk, *dv;
+    int nth, GD;
+    size_t slot, off;
+} att_sum_job;
+static void att_sum_rows(void *arg, int64_t i0, int64_t i1) {
+    const att_sum_job *j = arg;
+    const int64_t n = j->slot - j->off; /* the partials: dk then dv, each n/2 */
+    for (int t = 1; t < j->nth; t++) {
+        const real *pk = g_att_arena + (size_t)(t - 1) * j->slot + j->off, *pv = pk + n / 2;
+        for (int64_t i = i0 * j->GD; i < i1 * j->GD; i++) j->dk[i] += pk[i], j->dv[i] += pv[i];
+    }
+}
+
+static void att_span(attn_job *j) {
+    const mn_attn_shape *s = j->s;
+    const int64_t NC = (int64_t)s->N + s->T, GD = (int64_t)s->G * s->D;
+    j->cum[0] = 0;
+    for (int b = 0; b < j->nblk; b++) {
+        const int r0 = j->row0 + b * j->br, nr = s->T - r0 < j->br ? s->T - r0 : j->br;
+        j->lim[b] = block_limit(s, r0, nr);
+        j->cum[b + 1] = j->cum[b] + (int64_t)nr * j->lim[b];
+    }
+    int nth = g_pool && !g_in_pool ? mn_threadpool_size(g_pool) : 1;
+    if ((int64_t)s->H * j->nblk < nth) nth = (int)((int64_t)s->H * j->nblk);
+    j->slot = (size_t)((j->bwd ? 2 : 1) * j->br * NC + (j->bwd ? 2 * NC * GD : 0));
+    const size_t need = (size_t)(nth > 1 ? nth - 1 : 0) * j->slot;
+    if (need > g_att_arena_n) {
+        real *a = realloc(g_att_arena, need * sizeof *a);
+        if (a) g_att_arena = a, g_att_arena_n = need;
+        else nth = 1; /* no room for more slots: one thread does it all */
+    }
+    j->nth = nth;
+    if (nth < 2) {
+        att_worker(j, 0, 1);
+        return;
+    }
+    mn_threadpool_run(g_pool, att_worker, j);
+    if (j->bwd) {
+        att_sum_job sj = {j->dk, j->dv, nth, (int)GD, j->slot, (size_t)(2 * j->br * NC)};
+        pfor(NC, 1, att_sum_rows, &sj);
+    }
+}
+
+static void att_run(attn_job *j) {
+    const int T = j->s->T;
+    j->br = T < ATT_BR ? T : ATT_BR;
+    j->scale = (real)(1.0 / sqrt((double)j->s->D));
+    for (j->row0 = 0; j->row0 < T; j->row0 += ATT_MAXBLK * j->br) {
+        const int left = (T - j->row0 + j->br - 1) / j->br;
+        j->nblk = left < ATT_MAXBLK ? left : ATT_MAXBLK;
+        att_span(j);
     }
 }
 
 void TN(mn_op_attn_fwd)(real *o, real *lse, const real *q, const real *k, const real *v, const mn_attn_shape *s,
                         real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = ATT_BR;
-    const real scale = (real)(1.0 / sqrt((double)s->D));
-    for (int h = 0; h < s->H; h++) {
-        const int g = h / (s->H / s->G);
-        for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
-            gemm(0, 1, nr, nc, s->D, scale, q + (int64_t)r0 * HD + h * s->D, HD, k + (int64_t)g * s->D, GD, 0,
-                 scratch + (int64_t)r0 * NC, NC);
-        }
-        soft_job j = {.s = s, .P = scratch, .lse = lse, .h = h};
-        pfor(s->T, 1, softmax_rows, &j);
-        for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
-            gemm(0, 0, nr, s->D, nc, 1, scratch + (int64_t)r0 * NC, NC, v + (int64_t)g * s->D, GD, 0,
-                 o + (int64_t)r0 * HD + h * s->D, HD);
-        }
-    }
-}
-
-/* scores -> P = exp(S - lse) (masked 0); dS (holding dO V^T) -> P o (dS - dO.O) */
-static void probs_rows(void *arg, int64_t i0, int64_t i1) {
-    const soft_job *j = arg;
-    const mn_attn_shape *s = j->s;
-    const int64_t NC = s->N + s->T;
-    for (int64_t i = i0; i < i1; i++) {
-        real *row = j->P + i * NC;
-        const int64_t lim = row_limit(s, i);
-        const real l = j->lse[i * s->H + j->h];
-        for (int64_t c = 0; c < lim; c++)
-            if (!visible(s, i, c)) row[c] = -INFINITY;
-        row_exp_sum(lim, row, l);
-        if (lim < NC) memset(row + lim, 0, sizeof(real) * (size_t)(NC - lim));
-    }
-}
-
-static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
-    const soft_job *j = arg;
-    const mn_attn_shape *s = j->s;
-    const int64_t NC = s->N + s->T, HD = (int64_t)s->H * s->D;
-    for (int64_t i = i0; i < i1; i++) {
-        const real *oi = j->o + i * HD + (int64_t)j->h * s->D, *doi = j->dO + i * HD;
-        double dd = 0;
-        for (int d = 0; d < s->D; d++) dd += (double)oi[d] * doi[d];
-        real *ds = j->dS + i * NC;
-        const real *p = j->P + i * NC;
-        const int64_t lim = row_limit(s, i);
-        for (int64_t c = 0; c < lim; c++) ds[c] = p[c] * (ds[c] - (real)dd);
-        if (lim < NC) memset(ds + lim, 0, sizeof(real) * (size_t)(NC - lim));
-    }
+    attn_job j = {.s = s, .q = q, .k = k, .v = v, .out = o, .lse = lse, .scratch = scratch};
+    att_run(&j);
 }
 
 /* With P = softmax(S): dP = dO V^T, dS = P o (dP - rowsum(P o dP)), and
@@ -571,29 +686,9 @@ static void dscore_rows(void *arg, int64_t i0, int64_t i1) {
  * dV += P^T dO. */
 void TN(mn_op_attn_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k,
                         const real *v, const real *o, const real *lse, const mn_attn_shape *s, real *scratch) {
-    const int NC = s->N + s->T, HD = s->H * s->D, GD = s->G * s->D, BR = ATT_BR;
-    const real scale = (real)(1.0 / sqrt((double)s->D));
-    real *P = scratch, *dS = scratch + (int64_t)s->T * NC;
-    for (int h = 0; h < s->H; h++) {
-        const int g = h / (s->H / s->G);
-        const real *dO = dout + (int64_t)h * s->D, *qh = q + (int64_t)h * s->D, *kg = k + (int64_t)g * s->D,
-                   *vg = v + (int64_t)g * s->D;
-        for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
-            gemm(0, 1, nr, nc, s->D, scale, qh + (int64_t)r0 * HD, HD, kg, GD, 0, P + (int64_t)r0 * NC, NC);
-            gemm(0, 1, nr, nc, s->D, 1, dO + (int64_t)r0 * HD, HD, vg, GD, 0, dS + (int64_t)r0 * NC, NC);
-        }
-        soft_job j = {.s = s, .P = P, .dS = dS, .lse = (real *)lse, .o = o, .dO = dO, .h = h};
-        pfor(s->T, 1, probs_rows, &j);
-        pfor(s->T, 1, dscore_rows, &j);
-        for (int r0 = 0; r0 < s->T; r0 += BR) {
-            const int nr = s->T - r0 < BR ? s->T - r0 : BR, nc = block_limit(s, r0, nr);
-            const real *dSr = dS + (int64_t)r0 * NC, *Pr = P + (int64_t)r0 * NC;
-            gemm(0, 0, nr, s->D, nc, scale, dSr, NC, kg, GD, 0, dq + (int64_t)r0 * HD + h * s->D, HD);
-            gemm(1, 0, nc, s->D, nr, scale, dSr, NC, qh + (int64_t)r0 * HD, HD, 1, dk + (int64_t)g * s->D, GD);
-            gemm(1, 0, nc, s->D, nr, 1, Pr, NC, dO + (int64_t)r0 * HD, HD, 1, dv + (int64_t)g * s->D, GD);
-        }
-    }
+    attn_job j = {.s = s, .q = q, .k = k, .v = v, .o = o, .dout = dout, .lse_in = lse, .dq = dq, .dk = dk, .dv = dv,
+                  .scratch = scratch, .bwd = 1};
+    att_run(&j);
 }
 
 /* ---- head: logits, cross-entropy, distillation ------------------------------- */
