@@ -19,6 +19,7 @@
  * Shapes: T tokens in a batch, C n_embd, H heads, K kv heads, D head dim,
  * F n_ff, V vocab, N cache cells (capacity n_ctx).
  */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,7 +275,12 @@ static void attn_merge(mn_context *c, int32_t n_past) {
                         c->att + (int64_t)kh * G * D);
 }
 
-/* y[t] += scale * B (A x[t]) for the tokens of this thread. */
+/* y[t] += scale * B (A x[t]) for the tokens of this thread. A batch's rows go
+ * through two single-threaded BLAS products (U = scale X A^T, Y += U B^T):
+ * done as one dot product per rank and token, the rank-128 LoRA of a UIO
+ * encoder re-read A from L2 for every token and cost as much as the
+ * quantised layer itself. A row's arithmetic does not depend on how the rows
+ * are split, so results do not depend on the thread count. */
 typedef struct {
     mn_context *c;
     const mn_lora *lo;
@@ -286,16 +292,15 @@ typedef struct {
 
 static void lora_worker(void *arg, int ith, int nth) {
     lora_task *a = arg;
-    const mn_vec_ops *vo = mn_vec_get();
-    const int32_t r = a->lo->rank;
+    const int32_t r = a->lo->rank, cap = a->c->lora_cap;
     long lo, hi;
     mn_split((long)a->T, ith, nth, 1, &lo, &hi);
-    for (long t = lo; t < hi; t++) {
-        float *u = a->c->lora_u + (int64_t)t * a->c->lora_cap;
-        for (int32_t k = 0; k < r; k++) u[k] = a->scale * vo->dot_f32(a->n_in, a->lo->a + (int64_t)k * a->n_in, a->x + t * a->n_in);
-        float *y = a->y + t * a->n_out;
-        for (int64_t o = 0; o < a->n_out; o++) y[o] += vo->dot_f32(r, a->lo->b + o * r, u);
-    }
+    if (hi <= lo) return;
+    float *u = a->c->lora_u + (int64_t)lo * cap;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), r, (int)a->n_in, a->scale, a->x + lo * a->n_in,
+                (int)a->n_in, a->lo->a, (int)a->n_in, 0.0f, u, cap);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), (int)a->n_out, r, 1.0f, u, cap, a->lo->b, r,
+                1.0f, a->y + lo * a->n_out, (int)a->n_out);
 }
 
 static void apply_lora(mn_context *c, const mn_lora *lo, const float *x, int64_t n_in, float *y, int64_t n_out,
@@ -377,6 +382,8 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->n_ctx = p.n_ctx;
     c->n_batch = p.n_batch;
     c->KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    /* our pool splits the LoRA products by rows; BLAS runs single-threaded inside */
+    openblas_set_num_threads(1);
     int rc = mn_threadpool_create(p.n_threads, &c->pool);
     if (rc) {
         free(c);
