@@ -337,6 +337,32 @@ static void test_head_f32(void) {
     free(x), free(w), free(tp), free(sc), free(dx), free(xf), free(wf), free(tf), free(sf), free(dxf);
 }
 
+/* The float SwiGLU (vector exp, in chunks) against the double one on the same
+ * inputs, over a length past one chunk with a ragged end and gates out to
+ * +-100 (where exp(-g) under- or overflows a float). */
+void mn_op_swiglu_fwd(float *h, const float *g, const float *u, int64_t n);
+void mn_op_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+static void test_swiglu_f32(void) {
+    enum { SN = 1337 };
+    double *g = alloc(SN), *u = alloc(SN), *dh = alloc(SN), *h = alloc(SN), *dg = alloc(SN), *du = alloc(SN);
+    float *gf = malloc(sizeof(float) * SN * 6), *uf = gf + SN, *dhf = uf + SN, *hf = dhf + SN, *dgf = hf + SN,
+          *duf = dgf + SN;
+    fill(g, SN, 8), fill(u, SN, 1), fill(dh, SN, 1);
+    g[0] = 100, g[1] = -100, g[2] = 88.5, g[3] = -88.5, g[4] = 0;
+    for (int i = 0; i < SN; i++) gf[i] = (float)g[i], uf[i] = (float)u[i], dhf[i] = (float)dh[i];
+    for (int i = 0; i < SN; i++) g[i] = gf[i], u[i] = uf[i], dh[i] = dhf[i];
+    mn_op_swiglu_fwd_f64(h, g, u, SN), mn_op_swiglu_bwd_f64(dg, du, dh, g, u, SN);
+    mn_op_swiglu_fwd(hf, gf, uf, SN), mn_op_swiglu_bwd(dgf, duf, dhf, gf, uf, SN);
+    double e = 0;
+    for (int i = 0; i < SN; i++) {
+        e = fmax(e, fabs(hf[i] - h[i]) / (1e-3 + fabs(h[i])));
+        e = fmax(e, fabs(dgf[i] - dg[i]) / (1e-3 + fabs(dg[i])));
+        e = fmax(e, fabs(duf[i] - du[i]) / (1e-3 + fabs(du[i])));
+    }
+    CHECK(e < 1e-5, "float SwiGLU vs double: worst relative error %.3g", e);
+    free(g), free(u), free(dh), free(h), free(dg), free(du), free(gf);
+}
+
 /* ---- a whole pass of a tiny model ---- */
 static mn_tmodel_f64 *TM;
 static mn_tws_f64 *WS;
@@ -454,6 +480,7 @@ int main(void) {
     test_attention_blocks();
     test_head();
     test_head_f32();
+    test_swiglu_f32();
     test_pass(dir, 0);
     test_pass(dir, 1);
     char cmd[600];
