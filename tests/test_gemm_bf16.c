@@ -42,7 +42,9 @@ static void test_products(void) {
     const int shapes[][3] = {{1, 1, 1},    {12, 32, 64},  {13, 33, 2},  {7, 5, 3},      {25, 70, 577},
                              {120, 64, 96}, {121, 40, 511}, {30, 31, 1536}, {3, 600, 1030}, {200, 96, 64},
                              /* whole 32-row blocks and K a multiple of 32: AMX tiles where usable */
-                             {64, 50, 576}, {97, 64, 1536}, {32, 33, 32}, {70, 17, 192}};
+                             {64, 50, 576}, {97, 64, 1536}, {32, 33, 32}, {70, 17, 192},
+                             /* K past the AMX kernel's 512-pair chunk: chunks adding to C, the last with acc */
+                             {64, 40, 2112}, {32, 64, 1088}, {96, 35, 2048}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         const int lda = K + 3, ldc = N + 5, tr = (int)(s % 2); /* tr: B given as (N, K), as a weight for x W^T */
