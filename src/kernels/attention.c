@@ -116,7 +116,7 @@ mn_attn_part_fn mn_attn_part_get_isa(mn_isa isa) {
 mn_attn_part_fn mn_attn_part_get(void) { return mn_attn_part_get_isa(mn_cpu_isa()); }
 
 size_t mn_attn_tile_scratch(int G, int D, int nq, int64_t max_lim) {
-    const size_t tile = (size_t)2 * MN_ATTN_BK * (size_t)D + (size_t)2 * (size_t)nq * (size_t)G + MN_ATTN_BK;
+    const size_t tile = (size_t)2 * MN_ATTN_BK * (size_t)D + (size_t)2 * (size_t)nq * (size_t)G + 2 * MN_ATTN_BK;
     const size_t ref = (size_t)G * (size_t)(max_lim > 0 ? max_lim : 1); /* the scalar variant's scores */
     return tile > ref ? tile : ref;
 }

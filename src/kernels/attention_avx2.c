@@ -109,6 +109,8 @@ typedef __m256 vec;
 #define V_ZERO() _mm256_setzero_ps()
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_ADD(a, b) _mm256_add_ps(a, b)
+#define V_VMAX(a, b) _mm256_max_ps(a, b)
 #define V_SUB_S(v, x) _mm256_sub_ps(v, _mm256_set1_ps(x))
 #define V_EXP(v) mn_exp256(v)
 #define V_MAX(v) hmax256(v)
@@ -117,4 +119,5 @@ typedef __m256 vec;
 #define V_KEEP(v, bits) keep256(v, (unsigned)(bits))
 #define TILE_FN mn_attn_tile_avx2
 #define GROUP_FN mn_attn_group_avx2
+#define TILE_PAIR 0 /* 16 registers: two row-heads' accumulators would spill */
 #include "kernels/attention_tile_impl.h"

@@ -162,6 +162,8 @@ typedef __m512 vec;
 #define V_ZERO() _mm512_setzero_ps()
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_ADD(a, b) _mm512_add_ps(a, b)
+#define V_VMAX(a, b) _mm512_max_ps(a, b)
 #define V_SUB_S(v, x) _mm512_sub_ps(v, _mm512_set1_ps(x))
 #define V_EXP(v) mn_exp512(v)
 #define V_MAX(v) _mm512_reduce_max_ps(v)
@@ -170,4 +172,5 @@ typedef __m512 vec;
 #define V_KEEP(v, bits) _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), (__mmask16)(bits), v)
 #define TILE_FN mn_attn_tile_avx512
 #define GROUP_FN mn_attn_group_avx512
+#define TILE_PAIR 1 /* two row-heads per pass: 32 registers hold both sets of accumulators */
 #include "kernels/attention_tile_impl.h"

@@ -2,9 +2,11 @@
  * mn_attn_tile_*), written once over a small vector vocabulary that the ISA
  * file including it defines:
  *   VW lanes; vec the register type; V_LOAD, V_STORE, V_SET1, V_ZERO, V_FMA,
- *   V_MUL, V_SUB_S (vector minus scalar), V_EXP, V_MAX (lane max, scalar),
+ *   V_MUL, V_ADD, V_VMAX (lane-wise), V_SUB_S (vector minus scalar), V_EXP,
+ *   V_MAX (lane max, scalar),
  *   V_SUM (lane sum, scalar), V_F16 (VW f16 values to f32 lanes),
- *   V_KEEP(v, bits) (lanes whose bit is clear become -inf),
+ *   V_KEEP(v, bits) (lanes whose bit is clear become -inf), TILE_PAIR (1: two
+ *   row-heads per pass where they see the same keys; needs 32 registers),
  * and TILE_FN, the exported function's name (attention.h), with GROUP_FN, the
  * same ISA's row kernel, for head sizes without a specialisation here.
  *
@@ -26,6 +28,55 @@
 #define TILE_CAT(a, b) TILE_CAT2(a, b)
 #define TILE_BODY TILE_CAT(TILE_FN, _body)
 
+#define TILE_VIS TILE_CAT(TILE_FN, _vis)
+#define TILE_SOFT TILE_CAT(TILE_FN, _soft)
+
+/* Which of the tile's nb keys from j0 a row sees (bit j: key j0 + j), and how
+ * many it reads (*jn); 0 when it sees none. */
+static inline __attribute__((always_inline)) uint64_t TILE_VIS(int64_t lim, const uint8_t *mrow, int64_t j0, int nb,
+                                                               int *jn) {
+    const int64_t left = lim - j0;
+    if (left <= 0) return 0;
+    const int n = (int)(left < nb ? left : nb);
+    uint64_t vis = n == 64 ? ~0ull : (1ull << n) - 1;
+    if (mrow) {
+        const uint8_t *mr = mrow + j0;
+        uint64_t b = 0;
+        for (int j = 0; j < n; j++) b |= (uint64_t)(mr[j] != 0) << j;
+        vis &= b;
+    }
+    *jn = n;
+    return vis;
+}
+
+/* One row-head's online-softmax step over a tile: its scores s (scaled,
+ * hidden keys -inf) to exp(s - new max) in P, running max and sum updated;
+ * returns the factor its accumulated output is rescaled by. */
+static inline __attribute__((always_inline)) float TILE_SOFT(vec *s, uint64_t vis, float scale, float *Mr, float *Lr,
+                                                             float *P) {
+    /* one lane reduction each for the maximum and the sum, after lane-wise
+     * maxima and sums of the tile's vectors */
+    vec mv = V_KEEP(V_MUL(s[0], V_SET1(scale)), vis & ((1ull << VW) - 1));
+    s[0] = mv;
+    _Pragma("GCC unroll 16") for (int c = 1; c < TILE_NV; c++) {
+        s[c] = V_KEEP(V_MUL(s[c], V_SET1(scale)), (vis >> (c * VW)) & ((1ull << VW) - 1));
+        mv = V_VMAX(mv, s[c]);
+    }
+    const float mt = V_MAX(mv), mnew = mt > *Mr ? mt : *Mr;
+    /* 0 on the row's first visible tile; 1 while the maximum stands */
+    const float alpha = mnew == *Mr ? 1.0f : expf(*Mr - mnew);
+    vec sv = V_ZERO();
+    _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
+        const vec p = V_EXP(V_SUB_S(s[c], mnew));
+        sv = V_ADD(sv, p);
+        V_STORE(P + c * VW, p);
+    }
+    const float sum = V_SUM(sv);
+    *Lr = *Lr * alpha + sum;
+    *Mr = mnew;
+    return alpha;
+}
+
 /* D is a constant in the calls below (32, 64, 80, 96, 128), so the per-row accumulators
  * (D / VW registers) are unrolled into registers instead of a stack array. */
 static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
@@ -35,7 +86,7 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
     float *Vf = KT + (size_t)D * BK; /* (BK, D) */
     float *M = Vf + (size_t)BK * D;  /* (nq * G) running maxima */
     float *L = M + (size_t)nq * G;   /* (nq * G) running sums */
-    float *P = L + (size_t)nq * G;   /* (BK) one row's probabilities */
+    float *P = L + (size_t)nq * G;   /* (2 BK) the probabilities of one or two row-heads */
     const int dv = D / VW;
     int64_t maxlim = 0;
     for (int i = 0; i < nq; i++) {
@@ -59,55 +110,87 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
         }
         for (int j = nb; j < BK; j++)
             for (int d = 0; d < D; d++) KT[(size_t)d * BK + j] = 0;
-        for (int i = 0; i < nq; i++) {
-            const int64_t left = lim[i] - j0;
-            if (left <= 0) continue;
-            const int jn = (int)(left < nb ? left : nb);
-            uint64_t vis = jn == 64 ? ~0ull : (1ull << jn) - 1;
-            if (mask && mask[i]) {
-                const uint8_t *mr = mask[i] + j0;
-                uint64_t b = 0;
-                for (int j = 0; j < jn; j++) b |= (uint64_t)(mr[j] != 0) << j;
-                vis &= b;
+        /* Units u = i * G + g (row i, head g) in order; with TILE_PAIR two
+         * consecutive units that see the same keys of the tile (two heads of a
+         * row, or the last head of a row and the first of the next) go
+         * together: each key or value vector loaded feeds two FMA chains, and
+         * twice the independent chains hide the FMA latency that bounds one
+         * unit's loops. A unit's arithmetic is the same either way. */
+        int vi = -1, vjn = 0;
+        uint64_t vvis = 0; /* the tile state of row vi */
+        for (int u = 0; u < nq * G;) {
+            const int i = u / G, g = u % G;
+            if (i != vi) vi = i, vvis = TILE_VIS(lim[i], mask ? mask[i] : NULL, j0, nb, &vjn);
+            if (!vvis) { /* nothing of this tile is visible to this row */
+                u += G - g;
+                continue;
             }
-            if (!vis) continue; /* nothing of this tile is visible to this row */
-            for (int g = 0; g < G; g++) {
-                const float *qg = q + (size_t)i * ldq + (size_t)g * D;
-                vec s[TILE_NV];
-                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_ZERO();
+            const int jn = vjn;
+            const uint64_t vis = vvis;
+            int pair = g + 1 < G;
+            if (TILE_PAIR && !pair && i + 1 < nq) {
+                vi = i + 1, vvis = TILE_VIS(lim[i + 1], mask ? mask[i + 1] : NULL, j0, nb, &vjn);
+                pair = vvis == vis && vjn == jn;
+            }
+            if (TILE_PAIR && pair) {
+                const int u1 = u + 1, i1 = u1 / G, g1 = u1 % G;
+                const float *qa = q + (size_t)i * ldq + (size_t)g * D, *qb = q + (size_t)i1 * ldq + (size_t)g1 * D;
+                vec sa[TILE_NV], sb[TILE_NV];
+                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) sa[c] = V_ZERO(), sb[c] = V_ZERO();
                 for (int d = 0; d < D; d++) {
-                    const vec b = V_SET1(qg[d]);
+                    const vec ba = V_SET1(qa[d]), bb = V_SET1(qb[d]);
                     const float *kt = KT + (size_t)d * BK;
-                    _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_FMA(b, V_LOAD(kt + c * VW), s[c]);
+                    _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
+                        const vec k = V_LOAD(kt + c * VW);
+                        sa[c] = V_FMA(ba, k, sa[c]);
+                        sb[c] = V_FMA(bb, k, sb[c]);
+                    }
                 }
-                float mt = -INFINITY;
-                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
-                    s[c] = V_KEEP(V_MUL(s[c], V_SET1(scale)), (vis >> (c * VW)) & ((1ull << VW) - 1));
-                    const float x = V_MAX(s[c]);
-                    if (x > mt) mt = x;
+                const float alpha_a = TILE_SOFT(sa, vis, scale, M + u, L + u, P);
+                const float alpha_b = TILE_SOFT(sb, vis, scale, M + u1, L + u1, P + BK);
+                float *oa = out + (size_t)i * ldo + (size_t)g * D, *ob = out + (size_t)i1 * ldo + (size_t)g1 * D;
+                vec acca[256 / VW], accb[256 / VW];
+                const vec va = V_SET1(alpha_a), vb = V_SET1(alpha_b);
+                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
+                    acca[c] = V_MUL(V_LOAD(oa + c * VW), va);
+                    accb[c] = V_MUL(V_LOAD(ob + c * VW), vb);
                 }
-                float *Mr = M + i * G + g, *Lr = L + i * G + g;
-                const float mnew = mt > *Mr ? mt : *Mr;
-                const float alpha = expf(*Mr - mnew); /* 0 on the row's first visible tile */
-                float sum = 0;
-                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
-                    const vec p = V_EXP(V_SUB_S(s[c], mnew));
-                    sum += V_SUM(p);
-                    V_STORE(P + c * VW, p);
-                }
-                *Lr = *Lr * alpha + sum;
-                *Mr = mnew;
-                float *o = out + (size_t)i * ldo + (size_t)g * D;
-                vec acc[256 / VW];
-                const vec va = V_SET1(alpha);
-                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_MUL(V_LOAD(o + c * VW), va);
                 for (int j = 0; j < jn; j++) {
-                    const vec p = V_SET1(P[j]);
+                    const vec pa = V_SET1(P[j]), pb = V_SET1(P[BK + j]);
                     const float *vr = Vf + (size_t)j * D;
-                    _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_FMA(p, V_LOAD(vr + c * VW), acc[c]);
+                    _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
+                        const vec v = V_LOAD(vr + c * VW);
+                        acca[c] = V_FMA(pa, v, acca[c]);
+                        accb[c] = V_FMA(pb, v, accb[c]);
+                    }
                 }
-                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) V_STORE(o + c * VW, acc[c]);
+                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
+                    V_STORE(oa + c * VW, acca[c]);
+                    V_STORE(ob + c * VW, accb[c]);
+                }
+                u += 2;
+                continue;
             }
+            const float *qg = q + (size_t)i * ldq + (size_t)g * D;
+            vec s[TILE_NV];
+            _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_ZERO();
+            for (int d = 0; d < D; d++) {
+                const vec b = V_SET1(qg[d]);
+                const float *kt = KT + (size_t)d * BK;
+                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_FMA(b, V_LOAD(kt + c * VW), s[c]);
+            }
+            const float alpha = TILE_SOFT(s, vis, scale, M + u, L + u, P);
+            float *o = out + (size_t)i * ldo + (size_t)g * D;
+            vec acc[256 / VW];
+            const vec va = V_SET1(alpha);
+            _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_MUL(V_LOAD(o + c * VW), va);
+            for (int j = 0; j < jn; j++) {
+                const vec p = V_SET1(P[j]);
+                const float *vr = Vf + (size_t)j * D;
+                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_FMA(p, V_LOAD(vr + c * VW), acc[c]);
+            }
+            _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) V_STORE(o + c * VW, acc[c]);
+            u += 1;
         }
     }
     for (int i = 0; i < nq; i++)
@@ -144,3 +227,6 @@ void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, cons
 
 #undef TILE_NV
 #undef TILE_BODY
+#undef TILE_VIS
+#undef TILE_SOFT
+#undef TILE_PAIR
