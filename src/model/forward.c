@@ -278,9 +278,7 @@ static void attn_merge(mn_context *c, int32_t n_past) {
 /* y[t] += scale * B (A x[t]) for the tokens of this thread. A batch's rows go
  * through two single-threaded BLAS products (U = scale X A^T, Y += U B^T):
  * done as one dot product per rank and token, the rank-128 LoRA of a UIO
- * encoder re-read A from L2 for every token and cost as much as the
- * quantised layer itself. A row's arithmetic does not depend on how the rows
- * are split, so results do not depend on the thread count. */
+ * encoder re-read A from L2 for every token and took 18% of a UIO ingest. */
 typedef struct {
     mn_context *c;
     const mn_lora *lo;
