@@ -45,8 +45,11 @@ $(BUILD)/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 # The training ops' row loops (softmax, masks, scaling) have trip counts known
-# only at run time: -O2's very cheap cost model leaves them scalar.
-$(BUILD)/src/train/ops.o $(BUILD)/src/train/ops_f64.o: FILE_FLAGS = -fvect-cost-model=dynamic
+# only at run time: gcc -O2's very cheap cost model leaves them scalar (clang,
+# which the fuzz build uses, has no such flag and vectorises them anyway).
+VECT_FLAG := $(shell $(CC) -fvect-cost-model=dynamic -x c -c /dev/null -o /dev/null 2>/dev/null && \
+                echo -fvect-cost-model=dynamic)
+$(BUILD)/src/train/ops.o $(BUILD)/src/train/ops_f64.o: FILE_FLAGS = $(VECT_FLAG)
 
 $(BUILD)/src/train/dist.o: src/train/dist.c
 	@mkdir -p $(dir $@)
