@@ -30,6 +30,7 @@
 
 #define TILE_VIS TILE_CAT(TILE_FN, _vis)
 #define TILE_SOFT TILE_CAT(TILE_FN, _soft)
+#define TILE_UNITS TILE_CAT(TILE_FN, _units)
 
 /* Which of the tile's nb keys from j0 a row sees (bit j: key j0 + j), and how
  * many it reads (*jn); 0 when it sees none. */
@@ -75,6 +76,51 @@ static inline __attribute__((always_inline)) float TILE_SOFT(vec *s, uint64_t vi
     *Lr = *Lr * alpha + sum;
     *Mr = mnew;
     return alpha;
+}
+
+/* n (1 or 2, a constant after inlining) consecutive row-heads from unit u0
+ * (row u / G, head u % G) that see the same keys (vis, jn) through one tile:
+ * scores against KT, the online-softmax step, the value pass over Vf into
+ * their output rows. With n = 2 each loaded key or value vector feeds two FMA
+ * chains; each unit's arithmetic is the same as alone. */
+static inline __attribute__((always_inline)) void TILE_UNITS(const int n, const int D, int u0, int G, const float *q,
+                                                             size_t ldq, float *out, size_t ldo, const float *KT,
+                                                             const float *Vf, float *M, float *L, float *P,
+                                                             uint64_t vis, int jn, float scale) {
+    const int dv = D / VW;
+    const float *qw[2];
+    float *ow[2];
+    vec s[2][TILE_NV], acc[2][256 / VW];
+    _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) {
+        const int i = (u0 + w) / G, g = (u0 + w) % G;
+        qw[w] = q + (size_t)i * ldq + (size_t)g * D;
+        ow[w] = out + (size_t)i * ldo + (size_t)g * D;
+        _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[w][c] = V_ZERO();
+    }
+    for (int d = 0; d < D; d++) {
+        const float *kt = KT + (size_t)d * BK;
+        vec b[2];
+        _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) b[w] = V_SET1(qw[w][d]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
+            const vec k = V_LOAD(kt + c * VW);
+            _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) s[w][c] = V_FMA(b[w], k, s[w][c]);
+        }
+    }
+    _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) {
+        const vec a = V_SET1(TILE_SOFT(s[w], vis, scale, M + u0 + w, L + u0 + w, P + w * BK));
+        _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[w][c] = V_MUL(V_LOAD(ow[w] + c * VW), a);
+    }
+    for (int j = 0; j < jn; j++) {
+        const float *vr = Vf + (size_t)j * D;
+        vec p[2];
+        _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) p[w] = V_SET1(P[w * BK + j]);
+        _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
+            const vec v = V_LOAD(vr + c * VW);
+            _Pragma("GCC unroll 2") for (int w = 0; w < n; w++) acc[w][c] = V_FMA(p[w], v, acc[w][c]);
+        }
+    }
+    _Pragma("GCC unroll 2") for (int w = 0; w < n; w++)
+        _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) V_STORE(ow[w] + c * VW, acc[w][c]);
 }
 
 /* D is a constant in the calls below (32, 64, 80, 96, 128), so the per-row accumulators
@@ -133,63 +179,11 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
                 pair = vvis == vis && vjn == jn;
             }
             if (TILE_PAIR && pair) {
-                const int u1 = u + 1, i1 = u1 / G, g1 = u1 % G;
-                const float *qa = q + (size_t)i * ldq + (size_t)g * D, *qb = q + (size_t)i1 * ldq + (size_t)g1 * D;
-                vec sa[TILE_NV], sb[TILE_NV];
-                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) sa[c] = V_ZERO(), sb[c] = V_ZERO();
-                for (int d = 0; d < D; d++) {
-                    const vec ba = V_SET1(qa[d]), bb = V_SET1(qb[d]);
-                    const float *kt = KT + (size_t)d * BK;
-                    _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) {
-                        const vec k = V_LOAD(kt + c * VW);
-                        sa[c] = V_FMA(ba, k, sa[c]);
-                        sb[c] = V_FMA(bb, k, sb[c]);
-                    }
-                }
-                const float alpha_a = TILE_SOFT(sa, vis, scale, M + u, L + u, P);
-                const float alpha_b = TILE_SOFT(sb, vis, scale, M + u1, L + u1, P + BK);
-                float *oa = out + (size_t)i * ldo + (size_t)g * D, *ob = out + (size_t)i1 * ldo + (size_t)g1 * D;
-                vec acca[256 / VW], accb[256 / VW];
-                const vec va = V_SET1(alpha_a), vb = V_SET1(alpha_b);
-                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
-                    acca[c] = V_MUL(V_LOAD(oa + c * VW), va);
-                    accb[c] = V_MUL(V_LOAD(ob + c * VW), vb);
-                }
-                for (int j = 0; j < jn; j++) {
-                    const vec pa = V_SET1(P[j]), pb = V_SET1(P[BK + j]);
-                    const float *vr = Vf + (size_t)j * D;
-                    _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
-                        const vec v = V_LOAD(vr + c * VW);
-                        acca[c] = V_FMA(pa, v, acca[c]);
-                        accb[c] = V_FMA(pb, v, accb[c]);
-                    }
-                }
-                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
-                    V_STORE(oa + c * VW, acca[c]);
-                    V_STORE(ob + c * VW, accb[c]);
-                }
+                TILE_UNITS(2, D, u, G, q, ldq, out, ldo, KT, Vf, M, L, P, vis, jn, scale);
                 u += 2;
                 continue;
             }
-            const float *qg = q + (size_t)i * ldq + (size_t)g * D;
-            vec s[TILE_NV];
-            _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_ZERO();
-            for (int d = 0; d < D; d++) {
-                const vec b = V_SET1(qg[d]);
-                const float *kt = KT + (size_t)d * BK;
-                _Pragma("GCC unroll 16") for (int c = 0; c < TILE_NV; c++) s[c] = V_FMA(b, V_LOAD(kt + c * VW), s[c]);
-            }
-            const float alpha = TILE_SOFT(s, vis, scale, M + u, L + u, P);
-            float *o = out + (size_t)i * ldo + (size_t)g * D;
-            vec acc[256 / VW];
-            const vec va = V_SET1(alpha);
-            _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_MUL(V_LOAD(o + c * VW), va);
-            for (int j = 0; j < jn; j++) {
-                const vec p = V_SET1(P[j]);
-                const float *vr = Vf + (size_t)j * D;
-                _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) acc[c] = V_FMA(p, V_LOAD(vr + c * VW), acc[c]);
-            }
-            _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) V_STORE(o + c * VW, acc[c]);
+            TILE_UNITS(1, D, u, G, q, ldq, out, ldo, KT, Vf, M, L, P, vis, jn, scale);
             u += 1;
         }
     }
@@ -229,4 +223,5 @@ void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, cons
 #undef TILE_BODY
 #undef TILE_VIS
 #undef TILE_SOFT
+#undef TILE_UNITS
 #undef TILE_PAIR
