@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,16 @@ int cli_train_progress(const struct mn_train_progress *p, void *ud) {
     fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s%s\n",
             (long long)p->step, (long long)p->steps, p->ratio, p->loss, val, p->lr, p->grad_norm, p->tokens_per_s,
             p->eta_s, p->checkpointed ? "  [ckpt]" : "", win);
+    /* MNEMO_TRAIN_HOLD=1 (tests only): rank 0 waits after its first checkpoint until a signal comes, so a
+     * test can kill a rank mid-run however fast the machine trains (the other ranks wait in the next
+     * step's reduction); without it a fast machine had finished the run before the test found the ranks */
+    static int held;
+    if (p->checkpointed && !held && getenv("MNEMO_TRAIN_HOLD")) {
+        held = 1;
+        fprintf(stderr, "[held after the checkpoint: waiting for a signal]\n");
+        fflush(stderr);
+        while (!g_stop) sleep(1);
+    }
     return g_stop ? 1 : 0;
 }
 

@@ -48,6 +48,27 @@ def train_args(tmp, out, steps=4, extra=()):
             "--cache", os.path.join(tmp, "cache"), "-o", os.path.join(tmp, out), *extra]
 
 
+def rank_process(pid):
+    """A rank: `mnemo train ...` (by its arguments: the process name is "exe" after the start-up re-exec
+    that sets OpenBLAS's core type), not mpirun or the shell around it."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 1 and os.path.basename(argv[0]) == b"mnemo" and argv[1] == b"train"
+
+
+def rank_of(pid):
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    for kv in env:
+        if kv.startswith(b"OMPI_COMM_WORLD_RANK="):
+            return kv.split(b"=", 1)[1].decode()
+    return None
+
+
 def losses(text):
     return {int(s): float(l) for s, l in STEP.findall(text)}
 
@@ -84,21 +105,27 @@ def main():
         check(same(l1, l2, range(1, 5)), f"2 ranks x 1 window = 1 process x 2 windows, step by step: {l1} vs {l2}")
         # a rank killed after the first checkpoint: the job fails, the checkpoint stays
         out = os.path.join(tmp, "killed.gguf")
-        p = subprocess.Popen(["mpirun", "-np", "2", *train_args(tmp, "killed.gguf")], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+        # MNEMO_TRAIN_HOLD: rank 0 waits after the checkpoint of step 2 (the other rank in step 3's reduction)
+        # until a signal, so both ranks are alive when the test looks for them, however fast the machine trains
+        p = subprocess.Popen(["mpirun", "-np", "2", "-x", "MNEMO_TRAIN_HOLD", *train_args(tmp, "killed.gguf")],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(env(), MNEMO_TRAIN_HOLD="1"))
         log = ""
         t0 = time.time()
-        while "[ckpt]" not in log and time.time() - t0 < 300:
+        while "[held" not in log and time.time() - t0 < 300:
             line = p.stderr.readline()
             if not line:
                 break
             log += line
         ranks = subprocess.run(["pgrep", "-f", "killed.gguf"], capture_output=True, text=True).stdout.split()
-        victims = [int(x) for x in ranks if os.path.exists(f"/proc/{x}/comm")
-                   and open(f"/proc/{x}/comm").read().strip() == "mnemo"]
+        victims = [int(x) for x in ranks if rank_process(int(x))]
         check(len(victims) == 2, f"two rank processes found: {victims}")
-        if victims:
-            os.kill(victims[-1], signal.SIGKILL)
+        # rank 0, the one held: the other waits in step 3's reduction and never writes (a rank 0 that a
+        # SIGTERM from mpirun reaches while waiting would stop early and write its adapter, as designed)
+        held = [v for v in victims if rank_of(v) == "0"]
+        check(len(held) == 1, f"rank 0 among {victims}")
+        if held:
+            os.kill(held[0], signal.SIGKILL)
         try:
             rest = p.communicate(timeout=120)[1]
         except subprocess.TimeoutExpired:
