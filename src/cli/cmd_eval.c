@@ -43,6 +43,7 @@
 typedef struct {
     int mode;          /* mn_mode */
     int ad;            /* adapter index for memory, else -1 */
+    int32_t recall;    /* memory: segments paged back in per question (0: none) */
     char label[96];
 } ev_mode;
 
@@ -68,6 +69,9 @@ typedef struct {
     long max_memory; /* memory mode: newest slots kept (0: all) */
     long span_end;   /* ppl: the scored span ends at this token (0: at the longest length) */
     int window_given;
+    long recall[MAX_ITEMS]; /* memory modes: one per K (0: memory alone) */
+    int n_recall;
+    int scorer, recall_late;
 } ev_opts;
 
 /* ----------------------------------------------------------------- progress */
@@ -106,6 +110,7 @@ static void prog_end(void) {
 /* ------------------------------------------------------------- list parsing */
 static int parse_list(const char *opt, const char *s, long lo, long hi, long *out, int *n) {
     *n = 0;
+    if (!s) return cli_usage_error("eval", "%s needs a value", opt);
     if (!s || !*s) return cli_usage_error("eval", "%s needs a comma-separated list", opt);
     const char *p = s;
     while (*p) {
@@ -138,12 +143,18 @@ static int parse_modes(ev_opts *o, const char *s) {
         const int md = order[k];
         if (!seen[md]) continue;
         if (md == MN_MODE_MEMORY) {
-            for (int a = 0; a < o->n_ad; a++) {
-                ev_mode *e = &o->modes[o->n_modes++];
-                e->mode = md, e->ad = a;
-                const char *b = strrchr(o->ad_path[a], '/');
-                snprintf(e->label, sizeof e->label, "memory:%s", b ? b + 1 : o->ad_path[a]);
-            }
+            for (int a = 0; a < o->n_ad; a++)
+                for (int r = 0; r < (o->n_recall ? o->n_recall : 1); r++) {
+                    if (o->n_modes >= MAX_ITEMS) return cli_usage_error("eval", "more than %d modes", MAX_ITEMS);
+                    ev_mode *e = &o->modes[o->n_modes++];
+                    e->mode = md, e->ad = a, e->recall = o->n_recall ? (int32_t)o->recall[r] : 0;
+                    const char *b = strrchr(o->ad_path[a], '/');
+                    if (e->recall)
+                        snprintf(e->label, sizeof e->label, "memory:%s+recall%d:%s%s", b ? b + 1 : o->ad_path[a],
+                                 e->recall, mn_recall_scorer_name((mn_recall_scorer)o->scorer),
+                                 o->recall_late ? ":after-recent" : "");
+                    else snprintf(e->label, sizeof e->label, "memory:%s", b ? b + 1 : o->ad_path[a]);
+                }
         } else {
             ev_mode *e = &o->modes[o->n_modes++];
             e->mode = md, e->ad = -1;
@@ -182,6 +193,7 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
         if (o->max_memory > 0 && need > o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks))
             need = o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks);
         n_ctx = need + extra;
+        if (em->recall && b->kind == MN_COMP_UIO) n_ctx += (int64_t)em->recall * b->uio.params.l;
     } else n_ctx = (int64_t)window + extra;
     if (n_ctx > (1 << 22)) return mn_error(MN_ERANGE, "%lld cells do not fit a context", (long long)n_ctx);
     sp.window = em->mode == MN_MODE_TRUNCATE || em->mode == MN_MODE_SINKS ? window : (int32_t)n_ctx;
@@ -193,6 +205,8 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
     if (!rc) rc = mn_stream_create(r->ctx, &sp, &r->s);
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_attach(r->s, &o->bind[em->ad], (int)o->threads);
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_set_memory_cap(r->s, (int32_t)o->max_memory);
+    if (!rc && em->recall)
+        rc = mn_stream_set_recall(r->s, em->recall, (mn_recall_scorer)o->scorer, o->recall_late);
     if (rc) run_close(r);
     r->window = sp.window;
     return rc;
@@ -474,8 +488,12 @@ static int tokenize_str(const mn_model *m, const char *s, int special, int32_t *
 }
 
 /* Greedy answer of up to max_new tokens after the prompt, read through a mode. */
-static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n, int32_t window, int max_new,
-                    const char *label, char *out, size_t cap, int64_t *cells) {
+/* With recall, the query q[0..nq) (the question) chooses the segments paged in once the document,
+ * ids[0..n_doc), is read, before the question that follows it; *hit (optional) tells whether one of
+ * them holds token index `probe` of ids. */
+static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n, int64_t n_doc, const int32_t *q,
+                    int64_t nq, int64_t probe, int *hit, int32_t window, int max_new, const char *label, char *out,
+                    size_t cap, int64_t *cells) {
     ev_run r;
     int rc = run_open(o, em, n + max_new, window, 0, &r);
     if (rc) return rc;
@@ -485,7 +503,17 @@ static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n
     int32_t *gen = malloc(sizeof(int32_t) * (size_t)max_new);
     int ng = 0;
     if (!lg || !gen) rc = mn_error(MN_ENOMEM, "out of memory");
-    if (!rc) rc = run_read(&r, ids, n - 1, label);
+    if (n_doc > n - 1 || !em->recall) n_doc = n - 1;
+    if (!rc) rc = run_read(&r, ids, n_doc, label);
+    if (!rc && em->recall && nq > 0) rc = mn_stream_recall(r.s, q, (int32_t)nq);
+    if (!rc && n - 1 > n_doc) rc = run_read(&r, ids + n_doc, n - 1 - n_doc, label);
+    if (!rc && hit) {
+        int64_t st[MN_STREAM_RECALL_MAXK];
+        int32_t ln[MN_STREAM_RECALL_MAXK];
+        const int32_t k = em->recall ? mn_stream_recalled(r.s, st, ln, MN_STREAM_RECALL_MAXK) : 0;
+        *hit = 0;
+        for (int32_t i = 0; i < k; i++) *hit |= probe >= st[i] && probe < st[i] + ln[i];
+    }
     if (!rc) rc = mn_stream_feed(r.s, ids + n - 1, 1, lg, 0);
     while (!rc && ng < max_new) {
         note_cells(&r);
@@ -558,9 +586,11 @@ static int task_passkey(ev_opts *o) {
         free(hay);
         return 1;
     }
-    int32_t *pre_ids, *post_ids;
-    int64_t npre, npost;
-    if (tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost)) {
+    int32_t *pre_ids, *post_ids, *q_ids = NULL;
+    int64_t npre, npost, nq = 0;
+    /* recall's query: the question alone, as a user's question reaches `ask` (the template's tokens say nothing) */
+    if (tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost) ||
+        tokenize_str(o->m, question + 2, 0, &q_ids, &nq)) {
         free(pre), free(post), free(hay);
         return 1;
     }
@@ -575,7 +605,7 @@ static int task_passkey(ev_opts *o) {
     for (int li = 0; li < o->n_lengths && !rc; li++) {
         const long L = o->lengths[li];
         for (int di = 0; di < o->n_depths && !rc; di++) {
-            int correct[MAX_ITEMS] = {0}, runs[MAX_ITEMS] = {0};
+            int correct[MAX_ITEMS] = {0}, runs[MAX_ITEMS] = {0}, paged_hit[MAX_ITEMS] = {0};
             char first_answer[MAX_ITEMS][64];
             int64_t cells_of[MAX_ITEMS] = {0};
             memset(first_answer, 0, sizeof first_answer);
@@ -620,13 +650,14 @@ static int task_passkey(ev_opts *o) {
                     char label[160], ans[256];
                     snprintf(label, sizeof label, "L=%ld depth %ld%% %s", L, o->depths[di], em->label);
                     int64_t cells = 0;
-                    if (generate(o, em, prompt, n, window, 8, label, ans, sizeof ans, &cells)) {
+                    int hit = 0;
+                    if (generate(o, em, prompt, n, n - npost, q_ids, nq, npre + at + nn / 2, &hit, window, 8, label, ans, sizeof ans, &cells)) {
                         rc = cli_fail(label);
                         break;
                     }
                     if (cells > cells_of[k]) cells_of[k] = cells;
                     const int ok = first_key(ans) == key;
-                    correct[k] += ok, runs[k]++;
+                    correct[k] += ok, runs[k]++, paged_hit[k] += hit;
                     if (!first_answer[k][0]) {
                         snprintf(first_answer[k], sizeof first_answer[k], "%.*s", (int)sizeof first_answer[k] - 1, ans);
                         for (char *c = first_answer[k]; *c; c++)
@@ -638,10 +669,12 @@ static int task_passkey(ev_opts *o) {
                 if (!runs[k]) continue;
                 const ev_mode *em = &o->modes[k];
                 printf("{\"task\": \"passkey\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
-                       "\"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
+                       "\"recall\": %d, \"scorer\": \"%s\", \"recall_at\": \"%s\", \"needle_paged\": %d, \"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
                        "\"example_answer\": \"%s\"}\n",
                        L, o->depths[di], mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
-                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "", runs[k],
+                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "", em->recall,
+                       em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
+                       em->recall ? (o->recall_late ? "after-recent" : "before-recent") : "none", paged_hit[k], runs[k],
                        correct[k], (double)correct[k] / runs[k], (long long)cells_of[k], first_answer[k]);
                 fflush(stdout);
                 acc[k][li] += correct[k], cnt[k][li] += runs[k];
@@ -664,7 +697,7 @@ static int task_passkey(ev_opts *o) {
         }
         printf("\npasskey exact-digit accuracy over all depths and trials\n");
     }
-    free(acc), free(cnt), free(prompt), free(pre_ids), free(post_ids), free(hay);
+    free(acc), free(cnt), free(prompt), free(pre_ids), free(post_ids), free(q_ids), free(hay);
     return rc;
 }
 
@@ -1184,7 +1217,7 @@ static void usage(void) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    ev_opts o = {.sinks = 4, .window = 1024, .chunk = 128, .score = 1024, .trials = 2, .seed = 1, .samples = 8,
+    ev_opts o = {.scorer = MN_RECALL_DEFAULT_SCORER, .recall_late = MN_RECALL_DEFAULT_LATE, .sinks = 4, .window = 1024, .chunk = 128, .score = 1024, .trials = 2, .seed = 1, .samples = 8,
                  .n_generate = 2};
     const char *ratios = "2,4,8,16";
     const char *modes = "full,truncate,sinks,memory", *lengths = NULL, *depths = "0,25,50,75,100";
@@ -1237,6 +1270,18 @@ int cmd_eval(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--span-end")) {
             if (cli_parse_int("eval", a, v, 1, 1L << 30, &o.span_end)) return 2;
+            i++;
+        } else if (!strcmp(a, "--recall")) {
+            if (parse_list("--recall", v, 0, MN_STREAM_RECALL_MAXK, o.recall, &o.n_recall)) return 2;
+            i++;
+        } else if (!strcmp(a, "--scorer")) {
+            if (!v || (o.scorer = mn_recall_scorer_parse(v)) < 0)
+                return cli_usage_error("eval", "--scorer is one of keys, keys-shared, slots, bm25 (got '%s')", v ? v : "");
+            i++;
+        } else if (!strcmp(a, "--recall-at")) {
+            if (!v || (strcmp(v, "before-recent") && strcmp(v, "after-recent")))
+                return cli_usage_error("eval", "--recall-at is before-recent or after-recent (got '%s')", v ? v : "");
+            o.recall_late = !strcmp(v, "after-recent");
             i++;
         } else if (!strcmp(a, "--max-memory")) {
             if (cli_parse_int("eval", a, v, 0, 1 << 22, &o.max_memory)) return 2;

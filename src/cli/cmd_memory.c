@@ -20,14 +20,17 @@
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title;
-    long threads, n_predict, seed, max_tokens;
+    long threads, n_predict, seed, max_tokens, recall;
     double temp;
-    int f32, quiet;
+    int f32, quiet, scorer, late, no_exact;
 } mem_opts;
 
 static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->n_predict = 256;
+    o->recall = MN_RECALL_DEFAULT_K;
+    o->scorer = MN_RECALL_DEFAULT_SCORER;
+    o->late = MN_RECALL_DEFAULT_LATE;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                                   \
@@ -54,6 +57,24 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--temp")) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
+            i++;
+        } else if (!strcmp(a, "--recall")) {
+            if (cli_parse_int(cmd, a, v, 0, MN_STREAM_RECALL_MAXK, &o->recall)) return 2;
+            i++;
+        } else if (!strcmp(a, "--exact")) {
+            if (!v || (strcmp(v, "tokens") && strcmp(v, "none")))
+                return cli_usage_error(cmd, "--exact is tokens or none (got '%s'; kv, the stored 8-bit cells, is not "
+                                            "built yet)", v ? v : "");
+            o->no_exact = !strcmp(v, "none");
+            i++;
+        } else if (!strcmp(a, "--recall-at")) {
+            if (!v || (strcmp(v, "before-recent") && strcmp(v, "after-recent")))
+                return cli_usage_error(cmd, "--recall-at is before-recent or after-recent (got '%s')", v ? v : "");
+            o->late = !strcmp(v, "after-recent");
+            i++;
+        } else if (!strcmp(a, "--scorer")) {
+            if (!v || (o->scorer = mn_recall_scorer_parse(v)) < 0)
+                return cli_usage_error(cmd, "--scorer is one of keys, keys-shared, slots, bm25 (got '%s')", v ? v : "");
             i++;
         } else if (!strcmp(a, "--f32")) {
             o->f32 = 1;
@@ -136,6 +157,7 @@ int cmd_compress(int argc, char **argv) {
     memset(&d, 0, sizeof d);
     double secs = 0;
     rc = compress_file(&o, &L, &d, &secs);
+    if (!rc && o.no_exact) mn_docmem_drop_exact(&d);
     if (!rc) {
         if (mn_docmem_save_titled(&d, L.m, L.ad, o.out, o.f32, o.title ? o.title : o.doc)) {
             rc = cli_fail("write memory file");
@@ -151,11 +173,40 @@ int cmd_compress(int argc, char **argv) {
                     (long long)n, M, d.kind == MN_DOCMEM_KV ? "memory slots" : "summary embeddings", raw,
                     (double)n / (M + d.n_raw ? M + d.n_raw : 1), secs, n / (secs > 0 ? secs : 1e-9), o.out,
                     st.st_size / 1048576.0);
+            if (d.n_exact > 0) { /* what the exact part costs: ids and the representative keys, f16 */
+                const double kb = 2.0 * 2 * (double)(d.n_exact / d.exact_seg) * mn_model_n_layer(L.m) * MN_RECALL_REP *
+                                  mn_model_kv_dim(L.m);
+                fprintf(stderr, "mnemo: exact part for recall: %d tokens in %d segments, %.1f MiB (%.0f bytes per "
+                                "token: 4 for the id, %.0f for the index); --exact none leaves it out\n",
+                        d.n_exact, d.n_exact / d.exact_seg, (4.0 * d.n_exact + kb) / 1048576.0,
+                        (4.0 * d.n_exact + kb) / d.n_exact, kb / d.n_exact);
+            }
         }
     }
     mn_docmem_release(&d);
     unload(&L);
     return rc;
+}
+
+/* Which segments recall paged in, where they lie in the document. */
+static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t *all, int64_t npre, int64_t nd,
+                           int scorer) {
+    int64_t st[MN_STREAM_RECALL_MAXK];
+    int32_t ln[MN_STREAM_RECALL_MAXK];
+    const int32_t k = mn_stream_recalled(s, st, ln, MN_STREAM_RECALL_MAXK);
+    fprintf(stderr, "[recall: %d of %d stored segments paged in by %s]\n", k, mn_stream_n_exact(s),
+            mn_recall_scorer_name((mn_recall_scorer)scorer));
+    for (int32_t i = 0; i < k; i++) {
+        const int64_t a = st[i] - npre > 0 ? st[i] - npre : 0, b = st[i] + ln[i] - npre;
+        char text[160];
+        size_t got = 0;
+        const int64_t nt = b - a < 24 ? b - a : 24;
+        if (mn_detokenize(mn_model_tokenizer(m), all + npre + a, nt, 0, text, sizeof text, &got)) text[0] = 0;
+        for (char *c = text; *c; c++)
+            if ((unsigned char)*c < 0x20) *c = ' ';
+        fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)a, (long long)b, (long long)nd,
+                nd ? 100.0 * (double)a / (double)nd : 0.0, text);
+    }
 }
 
 /* ask --doc: the chat turn [template | document | question] read through a
@@ -203,14 +254,20 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     mn_stream_params sp = mn_stream_default_params();
     sp.mode = MN_MODE_MEMORY;
     if (bind.kind == MN_COMP_BEACON) sp.n_sinks = bind.beacon.params.sinks;
-    const int64_t need = (int64_t)mn_memory_n_ctx(&bind, n, sp.n_sinks) + o->n_predict + 1;
+    /* recall: UIO with a recent window only (other compressors read without it) */
+    const int recall = o->recall > 0 && bind.kind == MN_COMP_UIO && bind.uio.params.recent > 0;
+    const int64_t need = (int64_t)mn_memory_n_ctx(&bind, n, sp.n_sinks) + o->n_predict + 1 +
+                         (recall ? o->recall * (int64_t)bind.uio.params.l : 0);
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(need < (1 << 22) ? need : (1 << 22));
     cp.n_threads = (int)o->threads;
     sp.window = cp.n_ctx;
     if (!rc && (mn_context_create(L->m, &cp, &ctx) || mn_stream_create(ctx, &sp, &s) ||
-                mn_stream_attach(s, &bind, (int)o->threads)))
+                mn_stream_attach(s, &bind, (int)o->threads) ||
+                (recall && mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late))))
         rc = cli_fail("memory stream");
+    if (!rc && o->recall > 0 && !recall && !o->quiet)
+        fprintf(stderr, "[recall off: it needs a UIO adapter with a recent window]\n");
     const int64_t per_cell = (int64_t)mn_model_n_layer(L->m) * mn_model_kv_dim(L->m) * 4; /* K + V, f16 */
     const int tty = isatty(2);
     const double t0 = cli_now();
@@ -240,6 +297,14 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     const int32_t V = mn_model_n_vocab(L->m);
     if (!rc && (mn_sampler_create(&smpp, V, &smp) || !(logits = malloc(sizeof(float) * (size_t)V))))
         rc = cli_fail("sampler");
+    if (!rc && recall) { /* the question chooses the segments paged back in beside the memory */
+        int32_t *q = NULL;
+        int64_t nq = 0;
+        if (cli_tokenize(L->m, o->question, strlen(o->question), 0, 0, &q, &nq)) rc = 1;
+        else if (nq > 0 && mn_stream_recall(s, q, (int32_t)(nq < (1 << 20) ? nq : (1 << 20)))) rc = cli_fail("recall");
+        free(q);
+        if (!rc && !o->quiet) print_recalled(L->m, s, all, npre, nd, o->scorer);
+    }
     if (!rc && mn_stream_feed(s, all + npre + nd, (int32_t)npost, logits, 0)) rc = cli_fail("question");
     double t_ttft = cli_now() - t_start;
     int64_t g = 0;
@@ -324,10 +389,21 @@ int cmd_ask(int argc, char **argv) {
         int64_t n = 0;
         if (mn_chat_format(tok, &msg, 1, 1, &prompt)) rc = cli_fail("chat template");
         else rc = cli_tokenize(L.m, prompt, strlen(prompt), 1, 1, &ids, &n);
-        int64_t need = mn_docmem_cells(&d) + n + o.n_predict + 1;
+        const mn_docmem *mems[1] = {&d};
+        const mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late};
+        int32_t *q = NULL;
+        int64_t nq = 0;
+        if (!rc && o.recall > 0 && d.n_exact > 0 && cli_tokenize(L.m, o.question, strlen(o.question), 0, 0, &q, &nq))
+            rc = 1;
+        if (!rc && o.recall > 0 && d.n_exact == 0 && !o.quiet)
+            fprintf(stderr, "[recall off: the memory file has no exact part (written by an older build, "
+                            "with --exact none, or by a compressor without a recent window)]\n");
+        const int64_t rcells = o.recall > 0 ? mn_docmem_recall_cells(mems, 1, (int32_t)o.recall) : 0;
+        int64_t need = mn_docmem_cells(&d) + rcells + n + o.n_predict + 1;
         if (!rc && need > mn_model_n_ctx_train(L.m)) {
-            fprintf(stderr, "mnemo: %d memory slots, %d raw tokens, question and answer (%lld) exceed the model's %d "
-                    "positions\n", M, d.n_raw, (long long)need, mn_model_n_ctx_train(L.m));
+            fprintf(stderr, "mnemo: %d memory slots, %d raw tokens, %lld recalled, question and answer (%lld) exceed "
+                    "the model's %d positions\n", M, d.n_raw, (long long)rcells, (long long)need,
+                    mn_model_n_ctx_train(L.m));
             rc = 1;
         }
         mn_context_params cp = mn_context_default_params();
@@ -338,8 +414,25 @@ int cmd_ask(int argc, char **argv) {
         sp.seed = (uint64_t)o.seed;
         if (!rc && mn_context_create(L.m, &cp, &ctx)) rc = cli_fail("context");
         if (!rc && mn_sampler_create(&sp, mn_model_n_vocab(L.m), &smp)) rc = cli_fail("sampler");
-        const mn_docmem *mems[1] = {&d};
-        if (!rc && mn_docmem_prime(ctx, L.ad, mems, 1, NULL)) rc = cli_fail("memory");
+        mn_docmem_paged pg;
+        memset(&pg, 0, sizeof pg);
+        if (!rc && mn_docmem_prime_recall(ctx, L.ad, mems, 1, &ro, q, (int32_t)nq, NULL, &pg)) rc = cli_fail("memory");
+        free(q);
+        if (!rc && !o.quiet && pg.n > 0) {
+            fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.2f s choosing)]\n", pg.n, pg.stored,
+                    mn_recall_scorer_name(ro.scorer), pg.select_s);
+            for (int32_t i = 0; i < pg.n; i++) {
+                char text[160];
+                size_t got = 0;
+                const int32_t nt = pg.len[i] < 24 ? pg.len[i] : 24;
+                if (mn_detokenize(tok, d.exact + pg.start[i], nt, 0, text, sizeof text, &got)) text[0] = 0;
+                for (char *c = text; *c; c++)
+                    if ((unsigned char)*c < 0x20) *c = ' ';
+                fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)pg.start[i],
+                        (long long)(pg.start[i] + pg.len[i]), (long long)n_doc,
+                        n_doc ? 100.0 * (double)pg.start[i] / (double)n_doc : 0.0, text);
+            }
+        }
         logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));
         double t_ttft = 0;
         int64_t g = 0;
@@ -364,9 +457,9 @@ int cmd_ask(int argc, char **argv) {
         }
         if (!rc && !o.quiet)
             fprintf(stderr,
-                    "[document %lld tokens -> %d memory slots + %d raw tokens (KV %.1f MiB); %s%.2f s to first token; "
-                    "%lld answer tokens in %.2f s total]\n",
-                    (long long)n_doc, M, d.n_raw, mn_context_kv_bytes(ctx) / 1048576.0, "", t_ttft, (long long)g,
+                    "[document %lld tokens -> %d memory slots + %d raw tokens + %d recalled (KV %.1f MiB); %.2f s to "
+                    "first token; %lld answer tokens in %.2f s total]\n",
+                    (long long)n_doc, M, d.n_raw, pg.cells, mn_context_kv_bytes(ctx) / 1048576.0, t_ttft, (long long)g,
                     cli_now() - t_start);
     }
     free(logits);

@@ -30,7 +30,7 @@ typedef struct {
     const char *db, *model, *adapter, *group, *docs_csv, *owner;
     const char *args[4096];
     int n_args;
-    long k, threads, jobs, n_predict, seed;
+    long k, threads, jobs, n_predict, seed, recall;
     double temp;
     int gc, quiet;
 } st_opts;
@@ -46,8 +46,9 @@ static int usage(FILE *f) {
             "                                      bytes); --owner: only O's\n"
             "  rm    ID...                         remove documents and their memory files\n"
             "  query \"question\" [-k K]             rank documents (BM25 + dense, fused by rank)\n"
-            "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S]\n"
-            "        answer from the top-k documents' memories (one group's), citing them\n"
+            "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S] [--recall R]\n"
+            "        answer from the top-k documents' memories (one group's), citing them; R segments of\n"
+            "        their exact text are paged back in beside the memories (default %d; 0: memory alone)\n"
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
@@ -55,7 +56,7 @@ static int usage(FILE *f) {
             "  --db takes a SQLite file (created if missing, memory files in FILE.mem/) or a PostgreSQL\n"
             "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"
             "  its memory files go to MNEMO_MEM_DIR (an absolute path every server sees, recorded in\n"
-            "  the store when it is created)\n");
+            "  the store when it is created)\n", MN_RECALL_DEFAULT_K);
     return f == stdout ? 0 : 2;
 }
 
@@ -63,6 +64,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->k = 3;
     o->n_predict = 256;
+    o->recall = MN_RECALL_DEFAULT_K;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                             \
@@ -81,7 +83,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         continue;                                                      \
     }
         INT("-k", k, 1, MAX_K) INT("-t", threads, 0, 512) INT("-j", jobs, 0, 512) INT("-n", n_predict, 1, 1 << 16)
-        INT("--seed", seed, 0, 0x7fffffffL)
+        INT("--seed", seed, 0, 0x7fffffffL) INT("--recall", recall, 0, MN_DOCMEM_RECALL_MAXK)
 #undef INT
         if (!strcmp(a, "--temp")) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
@@ -469,6 +471,7 @@ static int store_query(const st_opts *o, int ask) {
             r.sampling.seed = (uint64_t)o->seed;
             r.lora = lora;
             mn_answer_stats st;
+            r.recall = (mn_recall_opts){(int32_t)o->recall, MN_RECALL_DEFAULT_SCORER, MN_RECALL_DEFAULT_LATE};
             r.on_piece = print_piece; /* the answer streams to stdout as it is generated */
             r.user = stdout;
             if (mn_answer(c, a, &r, &st)) rc = cli_fail("answer");
@@ -479,8 +482,9 @@ static int store_query(const st_opts *o, int ask) {
                     printf("  [%d] %s (document %lld, group %s, %lld tokens -> %d slots)\n", i + 1, docs[i].title,
                            (long long)docs[i].id, docs[i].group, (long long)docs[i].n_tokens, docs[i].n_slots);
                 if (!o->quiet)
-                    fprintf(stderr, "[%d memory cells; %lld prompt tokens; %.2f s to first token; %lld tokens in %.2f s; %s]\n",
-                            st.memory_slots, (long long)st.prompt_tokens, st.t_first_token,
+                    fprintf(stderr, "[%d memory cells (%d of them %d recalled segments); %lld prompt tokens; %.2f s to "
+                                    "first token; %lld tokens in %.2f s; %s]\n",
+                            st.memory_slots, st.recalled_cells, st.recalled, (long long)st.prompt_tokens, st.t_first_token,
                             (long long)st.completion_tokens, st.t_total, mn_finish_name(st.finish));
             }
         }

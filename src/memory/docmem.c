@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "memory/memfile.h"
 #include "memory/memory.h"
 #include "memory/summary.h"
 #include "model/forward.h"
+#include "model/model.h"
 
 static mn_docmem_kind kind_of(const mn_adapter *a) {
     return mn_adapter_config(a)->compressor == MN_COMP_SUMMARY ? MN_DOCMEM_EMBD : MN_DOCMEM_KV;
@@ -30,7 +32,16 @@ void mn_docmem_release(mn_docmem *d) {
         free(d->v);
     }
     free(d->raw);
+    free(d->exact), free(d->rep), free(d->rep_sh);
     memset(d, 0, sizeof *d);
+}
+
+void mn_docmem_drop_exact(mn_docmem *d) {
+    if (!d) return;
+    free(d->exact), free(d->rep), free(d->rep_sh);
+    d->exact = NULL;
+    d->rep = d->rep_sh = NULL;
+    d->n_exact = d->exact_seg = 0;
 }
 
 int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
@@ -41,7 +52,7 @@ int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *id
     mn_memory_binding b;
     int rc = mn_memory_bind(m, a, &b);
     if (rc) return rc;
-    float *k = NULL, *v = NULL;
+    float *k = NULL, *v = NULL, *rep = NULL, *rep_sh = NULL;
     int32_t M = 0;
     /* UIO with a recent window: sinks and the last segments stay raw */
     int64_t n_mem = n, n_head = 0;
@@ -68,16 +79,33 @@ int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *id
     }
     switch (b.kind) {
     case MN_COMP_UIO:
-        rc = n_mem > 0 ? mn_uio_compress_doc(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &M) : MN_OK;
+        /* with a recent window the compressed segments are whole: they keep their exact form for recall */
+        if (n_mem > 0 && b.uio.params.recent > 0)
+            rc = mn_uio_compress_doc_indexed(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &rep, &rep_sh, &M);
+        else rc = n_mem > 0 ? mn_uio_compress_doc(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &M) : MN_OK;
         break;
     case MN_COMP_BEACON: rc = mn_beacon_compress_doc(m, &b.beacon.params, ids, n, n_threads, &k, &v, &M); break;
     case MN_COMP_SUMMARY: rc = mn_summary_compress_doc(m, &b.summary.params, ids, n, n_threads, &k, &M); break;
     }
+    const int32_t seg = b.kind == MN_COMP_UIO ? b.uio.params.l : 0;
     mn_memory_unbind(&b);
+    int32_t *exact = NULL;
+    if (!rc && rep) {
+        if (n_mem > MN_MEMFILE_MAX_EXACT) rc = mn_error(MN_ERANGE, "%lld exact tokens exceed %d", (long long)n_mem, MN_MEMFILE_MAX_EXACT);
+        else if (!(exact = malloc(sizeof(int32_t) * (size_t)n_mem))) rc = mn_error(MN_ENOMEM, "out of memory");
+        else memcpy(exact, ids, sizeof(int32_t) * (size_t)n_mem);
+    }
     if (rc) {
-        free(raw);
+        free(raw), free(k), free(v), free(rep), free(rep_sh), free(exact);
         memset(out, 0, sizeof *out);
         return rc;
+    }
+    if (rep) {
+        out->n_exact = (int32_t)n_mem;
+        out->exact_seg = seg;
+        out->exact = exact;
+        out->rep = rep;
+        out->rep_sh = rep_sh;
     }
     out->kind = kind_of(a);
     out->n_slots = M;
@@ -108,6 +136,15 @@ static int check_shape(const mn_docmem *d, const mn_model *m, const mn_adapter *
     for (int32_t i = 0; need_data && i < d->n_raw; i++)
         if (d->raw[i] < 0 || d->raw[i] >= mn_model_n_vocab(m))
             return mn_error(MN_EINVAL, "memory's raw token %d (id %d) is not in the model's vocabulary", i, d->raw[i]);
+    if (d->n_exact < 0 || (d->n_exact > 0 && (want != MN_DOCMEM_KV || d->exact_seg <= 0 || d->n_exact % d->exact_seg ||
+                                              d->n_slots % (d->n_exact / d->exact_seg))))
+        return mn_error(MN_EINVAL, "memory's exact part (%d tokens in segments of %d) does not match its %d slots",
+                        d->n_exact, d->exact_seg, d->n_slots);
+    if (need_data && d->n_exact > 0 && (!d->exact || !d->rep || !d->rep_sh))
+        return mn_error(MN_EINVAL, "memory with an exact part but no data");
+    for (int32_t i = 0; need_data && i < d->n_exact; i++)
+        if (d->exact[i] < 0 || d->exact[i] >= mn_model_n_vocab(m))
+            return mn_error(MN_EINVAL, "memory's exact token %d (id %d) is not in the model's vocabulary", i, d->exact[i]);
     return MN_OK;
 }
 
@@ -127,6 +164,9 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
     info.n_tokens = d->n_tokens;
     info.n_raw = d->n_raw;
     info.n_head = d->n_head;
+    info.n_exact = d->n_exact;
+    info.exact_seg = d->n_exact ? d->exact_seg : 0;
+    info.exact_rep = d->n_exact ? MN_RECALL_REP : 0;
     info.model_hash = mn_model_hash(m);
     info.adapter_hash = mn_adapter_hash(a);
     info.ratio = (float)mn_adapter_config(a)->ratio;
@@ -142,8 +182,8 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
         memcpy(info.title, title, len);
         info.title[len] = 0;
     }
-    return mn_memfile_write_raw(path, &info, d->k, d->kind == MN_DOCMEM_KV ? d->v : NULL, d->raw,
-                                f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
+    return mn_memfile_write_exact(path, &info, d->k, d->kind == MN_DOCMEM_KV ? d->v : NULL, d->raw, d->exact, d->rep,
+                                  d->rep_sh, f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
 }
 
 int mn_docmem_save(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32) {
@@ -158,8 +198,8 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
     if (rc) return rc;
     const mn_memfile_info *in = mn_memfile_get_info(mf);
     const char *comp = mn_compressor_name(mn_adapter_config(a)->compressor);
-    float *k = NULL, *v = NULL;
-    int32_t *raw = NULL;
+    float *k = NULL, *v = NULL, *rep = NULL, *rep_sh = NULL;
+    int32_t *raw = NULL, *exact = NULL;
     if ((rc = mn_memfile_check_model(mf, mn_model_hash(m), mn_adapter_hash(a)))) goto fail;
     if (strcmp(in->compressor, comp)) {
         rc = mn_error(MN_EINVAL, "memory file was made by the '%s' compressor, the adapter is '%s'", in->compressor,
@@ -176,7 +216,14 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
                    .n_raw = in->n_raw,
                    .n_head = in->n_head,
                    .n_layer = in->kind == MN_MEMFILE_KV ? in->n_layer : 1,
-                   .dim = in->dim};
+                   .dim = in->dim,
+                   .n_exact = in->n_exact,
+                   .exact_seg = in->exact_seg};
+    if (in->n_exact > 0 && in->exact_rep != MN_RECALL_REP) {
+        rc = mn_error(MN_EUNSUPPORTED, "memory file indexes its segments with %d keys each, this build with %d",
+                      in->exact_rep, MN_RECALL_REP);
+        goto fail;
+    }
     if ((rc = check_shape(&d, m, a, 0))) goto fail;
     const size_t e = mn_memfile_block_elems(in);
     k = malloc(sizeof(float) * (e ? e : 1));
@@ -194,24 +241,104 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
         }
         if ((rc = mn_memfile_read_raw(mf, raw))) goto fail;
     }
+    if (d.n_exact > 0) {
+        const size_t ke = mn_memfile_exact_key_elems(in);
+        exact = malloc(sizeof(int32_t) * (size_t)d.n_exact);
+        rep = malloc(sizeof(float) * ke), rep_sh = malloc(sizeof(float) * ke);
+        if (!exact || !rep || !rep_sh) {
+            rc = mn_error(MN_ENOMEM, "out of memory for the exact part");
+            goto fail;
+        }
+        if ((rc = mn_memfile_read_exact(mf, exact, rep, rep_sh))) goto fail;
+    }
     d.k = k;
     d.v = v;
     d.raw = raw;
+    d.exact = exact;
+    d.rep = rep;
+    d.rep_sh = rep_sh;
     d.owner_ = k;
     if ((rc = check_shape(&d, m, a, 1))) goto fail; /* the raw ids against the vocabulary */
     mn_memfile_free(mf);
     *out = d;
     return MN_OK;
 fail:
-    free(k);
-    free(v);
-    free(raw);
+    free(k), free(v), free(raw), free(exact), free(rep), free(rep_sh);
     mn_memfile_free(mf);
     return mn_error_prefix(rc, path);
 }
 
 int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, int32_t *n_pos_out) {
+    return mn_docmem_prime_recall(c, a, mems, n, NULL, NULL, 0, n_pos_out, NULL);
+}
+
+int64_t mn_docmem_recall_cells(const mn_docmem *const *mems, int n, int32_t k) {
+    int64_t cells = 0;
+    int with = 0;
+    for (int i = 0; i < n; i++) with += mems[i] && mems[i]->n_exact > 0;
+    for (int i = 0; i < n && k > 0; i++) {
+        const mn_docmem *d = mems[i];
+        if (!d || d->n_exact <= 0) continue;
+        int64_t ki = (k + with - 1) / with, S = d->n_exact / d->exact_seg;
+        cells += (ki < S ? ki : S) * d->exact_seg;
+    }
+    return cells;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Chooses up to k of d's segments for the query, which is read after the cells
+ * primed so far (to capture its queries) and dropped again. */
+static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, int32_t k, const int32_t *q, int32_t nq,
+                  int32_t *segs, int32_t *n_segs) {
+    const mn_model *m = mn_context_model(c);
+    const int32_t S = d->n_exact / d->exact_seg, per = d->n_slots / S, L = mn_model_n_layer(m);
+    const size_t re = (size_t)L * MN_RECALL_REP * (size_t)d->dim;
+    mn_exact *x = NULL;
+    float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)S);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)nq);
+    int rc = !scores || !idx ? mn_error(MN_ENOMEM, "out of memory") : mn_exact_create(m, d->exact_seg, per, &x);
+    for (int32_t s = 0; s < S && !rc; s++)
+        rc = mn_exact_add(x, d->exact + (size_t)s * d->exact_seg, d->exact_seg, (int64_t)s * d->exact_seg, d->rep + s * re,
+                          d->rep_sh + s * re, d->k + (size_t)s * per * d->dim, d->n_slots);
+    if (!rc && mn_recall_scorer_needs_q(ro->scorer)) {
+        const int32_t c0 = mn_kv_n_cells(c);
+        if (!(qb = malloc(sizeof(float) * (size_t)L * (size_t)nq * (size_t)mn_model_q_dim(m))))
+            rc = mn_error(MN_ENOMEM, "out of memory");
+        for (int32_t i = 0; i < nq && !rc; i++) idx[i] = i;
+        mn_batch b = {.n = nq, .tokens = q, .n_capture = nq, .capture_idx = idx, .capture_q = qb};
+        if (!rc && c0 + nq > mn_context_n_ctx(c))
+            rc = mn_error(MN_ERANGE, "no room in the context to score a query of %d tokens", nq);
+        if (!rc) rc = mn_decode_batch(c, &b, NULL, 0);
+        if (!rc) rc = mn_kv_drop(c, c0, mn_kv_n_cells(c));
+    }
+    if (!rc) rc = mn_exact_score(x, ro->scorer, qb, q, nq, scores);
+    if (!rc) *n_segs = mn_exact_top(x, scores, k, segs);
+    mn_exact_free(x);
+    free(qb), free(scores), free(idx);
+    return rc;
+}
+
+int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n,
+                           const mn_recall_opts *ro, const int32_t *q, int32_t nq, int32_t *n_pos_out,
+                           mn_docmem_paged *paged) {
     if (!c || !a || (n > 0 && !mems)) return mn_error(MN_EINVAL, "docmem prime: missing argument");
+    if (paged) memset(paged, 0, sizeof *paged);
+    const int recall = ro && ro->k > 0;
+    if (recall && (ro->k > MN_DOCMEM_RECALL_MAXK || (unsigned)ro->scorer >= MN_RECALL_N_SCORERS))
+        return mn_error(MN_EINVAL, "recall of %d segments (1..%d) by scorer %d", ro->k, MN_DOCMEM_RECALL_MAXK,
+                        (int)ro->scorer);
+    if (recall && (!q || nq <= 0)) return mn_error(MN_EINVAL, "recall needs a query");
+    if (recall && nq > MN_RECALL_MAXQ) { /* the end of a long query: what the answer follows */
+        q += nq - MN_RECALL_MAXQ;
+        nq = MN_RECALL_MAXQ;
+    }
+    int with = 0;
+    for (int i = 0; i < n && recall; i++) with += mems[i] && mems[i]->n_exact > 0;
     if (mn_kv_n_cells(c) != 0) return mn_error(MN_EINVAL, "docmem prime needs an empty context");
     const mn_model *m = mn_context_model(c);
     int64_t total = 0;
@@ -221,6 +348,7 @@ int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *
         if (rc) return rc;
         total += mn_docmem_cells(mems[i]);
     }
+    if (recall) total += mn_docmem_recall_cells(mems, n, ro->k);
     if (total > mn_context_n_ctx(c))
         return mn_error(MN_ERANGE, "%lld memory cells do not fit the context of %d", (long long)total,
                         mn_context_n_ctx(c));
@@ -228,6 +356,7 @@ int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *
     int rc = MN_OK;
     for (int i = 0; i < n && !rc; i++) {
         const mn_docmem *d = mems[i];
+        int32_t segs[MN_DOCMEM_RECALL_MAXK], ns = 0;
         if (d->n_head > 0 && (rc = mn_decode(c, d->raw, d->n_head, NULL, 0))) break;
         if (d->n_slots > 0 && d->kind == MN_DOCMEM_EMBD) {
             rc = mn_summary_prime(c, d->k, d->n_slots);
@@ -242,7 +371,29 @@ int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *
             for (int32_t j = 0; j < d->n_slots; j++) pos[j] = p0 + j;
             rc = mn_kv_append(c, d->n_slots, pos, d->k, d->v, 0);
         }
-        if (!rc && d->n_raw > d->n_head) rc = mn_decode(c, d->raw + d->n_head, d->n_raw - d->n_head, NULL, 0);
+        if (!rc && recall && d->n_exact > 0) {
+            const double t0 = now_s();
+            rc = choose(c, d, ro, (ro->k + with - 1) / with, q, nq, segs, &ns);
+            if (paged) paged->select_s += now_s() - t0, paged->stored += d->n_exact / d->exact_seg;
+        }
+        for (int pass = 0; pass < 2 && !rc; pass++) {
+            /* the paged segments before the raw tail (document order), or after it (late) */
+            if (pass == (ro && ro->late) && ns > 0) {
+                const double t0 = now_s();
+                for (int32_t j = 0; j < ns && !rc; j++) {
+                    rc = mn_decode(c, d->exact + (size_t)segs[j] * d->exact_seg, d->exact_seg, NULL, 0);
+                    if (!rc && paged && paged->n < MN_DOCMEM_RECALL_MAXK) {
+                        paged->mem[paged->n] = i;
+                        paged->start[paged->n] = (int64_t)segs[j] * d->exact_seg;
+                        paged->len[paged->n++] = d->exact_seg;
+                        paged->cells += d->exact_seg;
+                    }
+                }
+                if (paged) paged->page_s += now_s() - t0;
+            }
+            if (pass == (ro && ro->late ? 0 : 1) && !rc && d->n_raw > d->n_head)
+                rc = mn_decode(c, d->raw + d->n_head, d->n_raw - d->n_head, NULL, 0);
+        }
     }
     free(pos);
     if (rc) {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "memory/adapter.h"
+#include "memory/recall.h"
 #include "mnemo.h"
 
 typedef enum { MN_DOCMEM_KV = 0, MN_DOCMEM_EMBD = 1 } mn_docmem_kind;
@@ -24,6 +25,7 @@ typedef enum { MN_DOCMEM_KV = 0, MN_DOCMEM_EMBD = 1 } mn_docmem_kind;
  * around the memory slots when primed; only the segments between are
  * compressed. A document of at most R + 1 segments stays raw entirely. */
 #define MN_DOCMEM_SINKS 4 /* as the trainer and memory streams default to */
+#define MN_DOCMEM_RECALL_MAXK 64
 
 typedef struct {
     mn_docmem_kind kind;
@@ -37,6 +39,14 @@ typedef struct {
     /* KV: k, v are (L, n_slots, KD), keys WITHOUT RoPE (placed at their
      * positions when primed). EMBD: k is (n_slots, C), v is NULL. */
     float *k, *v;
+    /* exact recall (recall.h), UIO with a recent window: the compressed
+     * segments' ids (the document's first n_exact tokens, in segments of
+     * exact_seg, one per exact_seg / ratio slots) and their representative
+     * keys rep, rep_sh (n_exact / exact_seg, L, MN_RECALL_REP, KD); 0 / NULL
+     * without an exact part */
+    int32_t n_exact, exact_seg;
+    int32_t *exact;
+    float *rep, *rep_sh;
     void *owner_; /* internal: what backs k/v (heap or a mapped file) */
 } mn_docmem;
 
@@ -45,6 +55,9 @@ typedef struct {
  * is kept (a final partial segment), nothing is dropped. */
 int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
                        mn_docmem *out);
+
+/* Forgets the exact part (a memory file without it is smaller; recall is off). */
+void mn_docmem_drop_exact(mn_docmem *d);
 
 /* Frees what backs d and zeroes it (safe on a zeroed struct). */
 void mn_docmem_release(mn_docmem *d);
@@ -69,5 +82,29 @@ int64_t mn_docmem_cells(const mn_docmem *d);
  * *n_pos_out gets the position the first question token takes. MN_ERANGE when
  * they do not fit the context, MN_EINVAL for a memory of another kind or shape. */
 int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, int32_t *n_pos_out);
+
+/* Segments recall paged in while priming. */
+typedef struct {
+    int32_t n;                              /* paged segments */
+    int32_t mem[MN_DOCMEM_RECALL_MAXK];     /* of which memory */
+    int64_t start[MN_DOCMEM_RECALL_MAXK];   /* first token's index in that document */
+    int32_t len[MN_DOCMEM_RECALL_MAXK];
+    int32_t cells;                          /* cells they hold */
+    int32_t stored;                         /* segments there were to choose from */
+    double select_s, page_s;                /* time choosing and paging */
+} mn_docmem_paged;
+
+/* mn_docmem_prime with exact recall: the query q[0..nq) (the question's ids)
+ * chooses ro->k segments among the memories' exact parts (split evenly between
+ * memories that have one), each paged in raw after its memory's slots and
+ * before its raw tail (ro->late: after the tail). Memories without an exact
+ * part are primed as before. paged (optional) tells what was paged. The context
+ * needs mn_docmem_recall_cells more cells, and room for the query while it is
+ * scored. */
+int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n,
+                           const mn_recall_opts *ro, const int32_t *q, int32_t nq, int32_t *n_pos_out,
+                           mn_docmem_paged *paged);
+/* Cells that recall of k segments can add to n memories. */
+int64_t mn_docmem_recall_cells(const mn_docmem *const *mems, int n, int32_t k);
 
 #endif

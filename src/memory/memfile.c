@@ -41,7 +41,10 @@ enum {
     O_COMP = 160,
     O_TITLE = 224,
     O_NHEAD = 480, /* version 2; reserved (0) in version 1 */
-    O_RES1 = 484,
+    O_NEXACT = 484, /* version 3; reserved (0) before */
+    O_EXSEG = 488,
+    O_EXREP = 492,
+    O_RES1 = 496,
     O_HSUM = 504,
 };
 
@@ -53,6 +56,7 @@ struct mn_memfile {
     const uint8_t *payload;
     size_t payload_bytes;
     size_t blocks_bytes; /* the K/V or embedding blocks: the payload before the raw tokens */
+    size_t exact_off;    /* the exact section: after the raw tokens */
 };
 
 uint64_t mn_memfile_fnv1a64(uint64_t h, const void *p, size_t n) {
@@ -83,6 +87,20 @@ static size_t elem_size(int t) { return t == MN_MEMFILE_F16 ? 2 : 4; }
 /* Elements per block and bytes of the payload, with overflow checks (the
  * dimensions are already within their limits, so this cannot overflow on
  * 64-bit hosts, but stays correct on 32-bit ones). Returns 0 on overflow. */
+/* Bytes of the exact section: the ids, then two blocks of f16 keys (n_seg, L, R, dim). */
+static int exact_size(uint64_t n_layer, uint64_t dim, uint64_t n_exact, uint64_t seg, uint64_t rep, uint64_t *bytes) {
+    uint64_t b = 0;
+    if (n_exact) {
+        if (!seg || n_exact % seg) return 0;
+        if (__builtin_mul_overflow(n_exact / seg, n_layer, &b) || __builtin_mul_overflow(b, rep, &b) ||
+            __builtin_mul_overflow(b, dim, &b) || __builtin_mul_overflow(b, (uint64_t)4, &b) ||
+            __builtin_add_overflow(b, 4 * n_exact, &b)) /* n_exact <= MN_MEMFILE_MAX_EXACT */
+            return 0;
+    }
+    *bytes = b;
+    return 1;
+}
+
 static int payload_size(int kind, uint64_t n_layer, uint64_t m, uint64_t dim, int etype, uint64_t n_raw,
                         uint64_t *block_elems, uint64_t *bytes) {
     uint64_t e, b;
@@ -151,6 +169,13 @@ static int validate_info(const mn_memfile_info *in, int etype) {
         return mn_error(MN_EINVAL, "memory file: %d leading raw tokens of %d", (int)in->n_head, (int)in->n_raw);
     if (!isfinite(in->ratio) || in->ratio < 0)
         return mn_error(MN_EINVAL, "memory file: ratio %g must be finite and >= 0", (double)in->ratio);
+    if (in->n_exact < 0 || in->n_exact > MN_MEMFILE_MAX_EXACT || in->exact_seg < 0 || in->exact_rep < 0 ||
+        (in->n_exact > 0 && (in->kind != MN_MEMFILE_KV || in->exact_seg < 1 || in->exact_seg > MN_MEMFILE_MAX_EXSEG ||
+                             in->n_exact % in->exact_seg || in->exact_rep < 1 || in->exact_rep > MN_MEMFILE_MAX_EXREP)) ||
+        (in->n_exact == 0 && (in->exact_seg || in->exact_rep)))
+        return mn_error(MN_EINVAL, "memory file: exact part of %d tokens in segments of %d, %d keys each: not a valid "
+                                   "shape (KV memories only, whole segments)",
+                        (int)in->n_exact, (int)in->exact_seg, (int)in->exact_rep);
     if (strnlen(in->model_name, MN_MEMFILE_NAME_CAP) >= MN_MEMFILE_NAME_CAP ||
         strnlen(in->compressor, MN_MEMFILE_NAME_CAP) >= MN_MEMFILE_NAME_CAP)
         return mn_error(MN_EINVAL, "memory file: model and compressor names are limited to %d bytes",
@@ -201,6 +226,16 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
 
 int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const float *k, const float *v,
                          const int32_t *raw, int elem_type) {
+    if (info && info->n_exact) return mn_error(MN_EINVAL, "memory file: an exact part needs mn_memfile_write_exact");
+    return mn_memfile_write_exact(path, info, k, v, raw, NULL, NULL, NULL, elem_type);
+}
+
+/* Writes n f32 values as f16, hashing what is written. */
+static int emit_f16(FILE *f, const float *x, size_t n, uint64_t *h) { return emit_block(f, x, n, MN_MEMFILE_F16, h); }
+
+int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const float *k, const float *v,
+                           const int32_t *raw, const int32_t *exact, const float *rep, const float *rep_sh,
+                           int elem_type) {
     if (!path || !info) return mn_error(MN_EINVAL, "memory file: NULL path or info");
     int rc = validate_info(info, elem_type);
     if (rc) return rc;
@@ -216,12 +251,26 @@ int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const fl
     if (info->kind == MN_MEMFILE_EMBD && v) return mn_error(MN_EINVAL, "memory file: an embedding memory takes no V");
     if ((rc = check_data(k, (size_t)be, elem_type, info->kind == MN_MEMFILE_KV ? "K" : "embedding"))) return rc;
     if (info->kind == MN_MEMFILE_KV && (rc = check_data(v, (size_t)be, elem_type, "V"))) return rc;
+    uint64_t xbytes = 0, xkeys = 0;
+    if (!exact_size((uint64_t)info->n_layer, (uint64_t)info->dim, (uint64_t)info->n_exact, (uint64_t)info->exact_seg,
+                    (uint64_t)info->exact_rep, &xbytes) ||
+        __builtin_add_overflow(pbytes, xbytes, &pbytes) || pbytes > (uint64_t)SIZE_MAX)
+        return mn_error(MN_ERANGE, "memory file: payload size overflows");
+    if (info->n_exact) {
+        if (!exact || !rep || !rep_sh) return mn_error(MN_EINVAL, "memory file: NULL exact ids or keys");
+        for (int32_t i = 0; i < info->n_exact; i++)
+            if (exact[i] < 0) return mn_error(MN_EINVAL, "memory file: exact token %d is negative (%d)", (int)i, (int)exact[i]);
+        xkeys = (xbytes - 4 * (uint64_t)info->n_exact) / 4; /* elements per key block */
+        if ((rc = check_data(rep, (size_t)xkeys, MN_MEMFILE_F16, "representative key")) ||
+            (rc = check_data(rep_sh, (size_t)xkeys, MN_MEMFILE_F16, "representative key")))
+            return rc;
+    }
 
     uint8_t h[MN_MEMFILE_HEADER_SIZE];
     memset(h, 0, sizeof h);
     memcpy(h + O_MAGIC, k_magic, 8);
-    /* files without raw tokens stay version 1, readable by older builds */
-    put_u32(h + O_VERSION, info->n_raw ? MN_MEMFILE_VERSION : 1);
+    /* files without raw tokens stay version 1 and without an exact part version 2, readable by older builds */
+    put_u32(h + O_VERSION, info->n_exact ? 3 : info->n_raw ? 2 : 1);
     put_u32(h + O_HSIZE, MN_MEMFILE_HEADER_SIZE);
     put_u32(h + O_KIND, (uint32_t)info->kind);
     put_u32(h + O_ETYPE, (uint32_t)elem_type);
@@ -237,6 +286,9 @@ int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const fl
     put_u32(h + O_RATIO, rbits);
     put_u32(h + O_NRAW, (uint32_t)info->n_raw);
     put_u32(h + O_NHEAD, (uint32_t)info->n_head);
+    put_u32(h + O_NEXACT, (uint32_t)info->n_exact);
+    put_u32(h + O_EXSEG, (uint32_t)info->exact_seg);
+    put_u32(h + O_EXREP, (uint32_t)info->exact_rep);
     put_u64(h + O_CREATED, (uint64_t)(info->created ? info->created : (int64_t)time(NULL)));
     put_u64(h + O_PBYTES, pbytes);
     put_name(h + O_MNAME, MN_MEMFILE_NAME_CAP, info->model_name);
@@ -260,6 +312,14 @@ int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const fl
         sum = mn_memfile_fnv1a64(sum, buf, 4 * (size_t)c);
         ok = fwrite(buf, 1, 4 * (size_t)c, f) == 4 * (size_t)c;
     }
+    for (int32_t i = 0; ok && i < info->n_exact; i += 1024) {
+        uint8_t buf[4 * 1024];
+        const int32_t c = info->n_exact - i < 1024 ? info->n_exact - i : 1024;
+        for (int32_t j = 0; j < c; j++) put_u32(buf + 4 * j, (uint32_t)exact[i + j]);
+        sum = mn_memfile_fnv1a64(sum, buf, 4 * (size_t)c);
+        ok = fwrite(buf, 1, 4 * (size_t)c, f) == 4 * (size_t)c;
+    }
+    if (ok && info->n_exact) ok = emit_f16(f, rep, (size_t)xkeys, &sum) && emit_f16(f, rep_sh, (size_t)xkeys, &sum);
     if (ok) {
         put_u64(h + O_PSUM, sum);
         put_u64(h + O_HSUM, mn_memfile_fnv1a64(MN_FNV64_INIT, h, O_HSUM));
@@ -329,6 +389,13 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
     const uint32_t n_raw = get_u32(b + O_NRAW), n_head = get_u32(b + O_NHEAD);
     if (ver == 1 && (n_raw != 0 || n_head != 0))
         return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+    const uint32_t n_exact = get_u32(b + O_NEXACT), exseg = get_u32(b + O_EXSEG), exrep = get_u32(b + O_EXREP);
+    if (ver < 3 && (n_exact || exseg || exrep))
+        return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
+    if (ver == 3 && (kind != MN_MEMFILE_KV || n_exact < 1 || n_exact > MN_MEMFILE_MAX_EXACT || exseg < 1 ||
+                     exseg > MN_MEMFILE_MAX_EXSEG || n_exact % exseg || exrep < 1 || exrep > MN_MEMFILE_MAX_EXREP))
+        return mn_error(MN_EFORMAT, "memory file: exact part of %u tokens in segments of %u with %u keys: not a valid shape",
+                        (unsigned)n_exact, (unsigned)exseg, (unsigned)exrep);
     if (n_raw > MN_MEMFILE_MAX_RAW)
         return mn_error(MN_EFORMAT, "memory file: %u raw tokens, more than the limit %d", (unsigned)n_raw,
                         MN_MEMFILE_MAX_RAW);
@@ -337,15 +404,18 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
     for (int i = O_RES1; i < O_HSUM; i++)
         if (b[i]) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
 
-    uint64_t be, want;
-    if (!payload_size((int)kind, nl, m, dim, (int)et, n_raw, &be, &want))
+    uint64_t be, want, xbytes;
+    if (!payload_size((int)kind, nl, m, dim, (int)et, n_raw, &be, &want) ||
+        !exact_size(nl, dim, n_exact, exseg, exrep, &xbytes) || __builtin_add_overflow(want, xbytes, &want) ||
+        want > (uint64_t)SIZE_MAX)
         return mn_error(MN_EFORMAT, "memory file: payload size overflows");
     uint64_t pbytes = get_u64(b + O_PBYTES);
     if (pbytes != want)
         return mn_error(MN_EFORMAT,
-                        "memory file: header says %llu payload bytes, the shape (%u x %u x %u, %u raw tokens) needs %llu",
+                        "memory file: header says %llu payload bytes, the shape (%u x %u x %u, %u raw tokens, %u exact) "
+                        "needs %llu",
                         (unsigned long long)pbytes, (unsigned)nl, (unsigned)m, (unsigned)dim, (unsigned)n_raw,
-                        (unsigned long long)want);
+                        (unsigned)n_exact, (unsigned long long)want);
     uint64_t avail = (uint64_t)size - MN_MEMFILE_HEADER_SIZE;
     if (avail < want)
         return mn_error(MN_EFORMAT, "memory file: truncated: %zu bytes, the header promises %llu", size,
@@ -379,13 +449,17 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
     in->n_tokens = (int64_t)ntok;
     in->n_raw = (int32_t)n_raw;
     in->n_head = (int32_t)n_head;
+    in->n_exact = (int32_t)n_exact;
+    in->exact_seg = (int32_t)exseg;
+    in->exact_rep = (int32_t)exrep;
     in->model_hash = get_u64(b + O_MHASH);
     in->adapter_hash = get_u64(b + O_AHASH);
     in->ratio = ratio;
     in->created = (int64_t)get_u64(b + O_CREATED);
     in->checksum = psum;
     mf->payload = b + MN_MEMFILE_HEADER_SIZE;
-    mf->blocks_bytes = (size_t)want - 4 * (size_t)n_raw;
+    mf->blocks_bytes = (size_t)(want - xbytes) - 4 * (size_t)n_raw;
+    mf->exact_off = (size_t)(want - xbytes);
     mf->payload_bytes = (size_t)want;
     return 0;
 }
@@ -506,6 +580,29 @@ int mn_memfile_read_raw(const mn_memfile *mf, int32_t *ids) {
         ids[i] = (int32_t)v;
     }
     return 0;
+}
+
+int mn_memfile_read_exact(const mn_memfile *mf, int32_t *ids, float *rep, float *rep_sh) {
+    if (!mf) return mn_error(MN_EINVAL, "memory file: NULL argument");
+    const mn_memfile_info *in = &mf->info;
+    const uint8_t *p = mf->payload + mf->exact_off;
+    for (int32_t i = 0; ids && i < in->n_exact; i++) {
+        const uint32_t v = get_u32(p + 4 * (size_t)i);
+        if (v > INT32_MAX) return mn_error(MN_EFORMAT, "memory file: exact token %d is out of range (%u)", (int)i, (unsigned)v);
+        ids[i] = (int32_t)v;
+    }
+    const size_t n = mn_memfile_exact_key_elems(in);
+    const uint8_t *k0 = p + 4 * (size_t)in->n_exact, *k1 = k0 + 2 * n;
+    for (size_t i = 0; i < n; i++) {
+        if (rep) rep[i] = mn_fp16_to_fp32((uint16_t)(k0[2 * i] | k0[2 * i + 1] << 8));
+        if (rep_sh) rep_sh[i] = mn_fp16_to_fp32((uint16_t)(k1[2 * i] | k1[2 * i + 1] << 8));
+    }
+    return 0;
+}
+
+size_t mn_memfile_exact_key_elems(const mn_memfile_info *in) {
+    if (!in || in->n_exact <= 0 || in->exact_seg <= 0) return 0;
+    return (size_t)(in->n_exact / in->exact_seg) * (size_t)in->n_layer * (size_t)in->exact_rep * (size_t)in->dim;
 }
 
 int mn_memfile_check_model(const mn_memfile *mf, uint64_t model_hash, uint64_t adapter_hash) {

@@ -29,7 +29,14 @@
  *               ids, the n_head leading ones first. A file without raw tokens
  *               is written as version 1, so older builds still read it.
  *
- * Byte layout, version 1 and 2 (all integers little-endian; the host must be
+ * Exact part (version 3): the compressed segments' token ids (n_exact u32, whole
+ *               segments of exact_seg tokens) and recall's representative keys
+ *               (recall.h): two blocks of f16, per-layer then shared, each
+ *               (n_exact / exact_seg, n_layer, exact_rep, dim), RoPE undone.
+ *               They follow the raw tokens; the memory slots' keys (the K block)
+ *               index the segments too. A file without one stays version 2 (or 1).
+ *
+ * Byte layout, version 1 to 3 (all integers little-endian; the host must be
  * little-endian, as for GGUF):
  *   off size  field
  *     0    8  magic "MNEMOMEM"
@@ -48,6 +55,7 @@
  *    68    4  u32 n_raw: raw tail tokens (0..MN_MEMFILE_MAX_RAW; version 1: 0)
  *    72    8  i64 created: unix time, seconds
  *    80    8  u64 payload_bytes = n_blocks * n_layer' * M * dim * elem size + 4 n_raw
+ *               + 4 n_exact + 2 * 2 * (n_exact / exact_seg) * n_layer * exact_rep * dim
  *               (n_blocks 2 for KV, 1 for embedding; n_layer' = 1 for embedding)
  *    88    8  u64 payload_checksum: FNV-1a 64 over the payload bytes
  *    96   64  model name, UTF-8, NUL-terminated, NUL-padded
@@ -56,7 +64,10 @@
  *               UTF-8 character boundary to 255 bytes)
  *   480    4  u32 n_head: of the raw tokens, those primed before the memory
  *               (<= n_raw; version 1: 0)
- *   484   20  reserved, 0
+ *   484    4  u32 n_exact (version 3; before: 0)
+ *   488    4  u32 exact_seg (version 3; before: 0)
+ *   492    4  u32 exact_rep (version 3; before: 0)
+ *   496    8  reserved, 0
  *   504    8  u64 header_checksum: FNV-1a 64 over bytes [0, 504)
  *   512    -  payload; the file ends exactly at 512 + payload_bytes
  *
@@ -73,12 +84,15 @@
 
 #include "mnemo.h"
 
-#define MN_MEMFILE_VERSION 2
+#define MN_MEMFILE_VERSION 3
 #define MN_MEMFILE_HEADER_SIZE 512
 #define MN_MEMFILE_MAX_LAYER 4096
 #define MN_MEMFILE_MAX_DIM (1 << 20)
 #define MN_MEMFILE_MAX_SLOTS (1 << 24)
 #define MN_MEMFILE_MAX_RAW (1 << 20)
+#define MN_MEMFILE_MAX_EXACT (1 << 26) /* exact tokens: 64M */
+#define MN_MEMFILE_MAX_EXSEG (1 << 16)
+#define MN_MEMFILE_MAX_EXREP 64
 #define MN_MEMFILE_NAME_CAP 64   /* model / compressor name, with the NUL */
 #define MN_MEMFILE_TITLE_CAP 256 /* title, with the NUL */
 
@@ -96,6 +110,9 @@ typedef struct {
     int64_t n_tokens;      /* source tokens compressed into the M slots */
     int32_t n_raw;         /* document tokens kept raw (version 2): */
     int32_t n_head;        /* the first n_head before the slots, the rest after */
+    int32_t n_exact;       /* version 3: exact token ids of the compressed segments (0: none) */
+    int32_t exact_seg;     /* their segment length */
+    int32_t exact_rep;     /* representative keys per segment and layer */
     uint64_t model_hash;   /* mn_model_hash */
     uint64_t adapter_hash; /* 0: none */
     float ratio;           /* compression ratio (n_tokens / M when nominal) */
@@ -124,6 +141,17 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
 /* The same with info->n_raw raw token ids (non-negative) after the blocks. */
 int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const float *k, const float *v,
                          const int32_t *raw, int elem_type);
+
+/* The same with an exact part (info->n_exact > 0): exact (n_exact ids), rep and
+ * rep_sh (mn_memfile_exact_key_elems floats each, written as f16). */
+int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const float *k, const float *v,
+                           const int32_t *raw, const int32_t *exact, const float *rep, const float *rep_sh,
+                           int elem_type);
+/* Elements in one block of representative keys; 0 without an exact part. */
+size_t mn_memfile_exact_key_elems(const mn_memfile_info *info);
+/* The exact part: ids (n_exact), rep and rep_sh (mn_memfile_exact_key_elems
+ * each), any of them NULL to skip it. */
+int mn_memfile_read_exact(const mn_memfile *mf, int32_t *ids, float *rep, float *rep_sh);
 
 /* Maps `path` read-only and validates everything (magic, version, header
  * fields, sizes against the file size with overflow checks, strings, both

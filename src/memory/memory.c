@@ -101,6 +101,7 @@ typedef struct {
     int32_t KD;
     float *k, *v;
     float *e; /* summary mode: (M, C) final hidden states instead of k, v */
+    float *rep, *rep_sh; /* recall's index: (n_seg, L, R, KD) each, or NULL */
     int32_t M;
     int rc;
     char err[256];
@@ -109,8 +110,9 @@ typedef struct {
 static void *doc_worker(void *arg) {
     doc_job *j = arg;
     mn_uio *u;
-    if ((j->rc = mn_uio_create(j->m, j->p, 1, &u))) {
+    if ((j->rc = mn_uio_create(j->m, j->p, 1, &u)) || (j->rep && (j->rc = mn_uio_capture_queries(u)))) {
         snprintf(j->err, sizeof j->err, "%s", mn_last_error());
+        mn_uio_free(u);
         return NULL;
     }
     const int64_t l = j->p->l, n_seg = (j->n + l - 1) / l;
@@ -126,6 +128,15 @@ static void *doc_worker(void *arg) {
             continue;
         }
         if ((j->rc = mn_uio_compress_n(u, j->ids + s * l, r, k, v, &ms))) break;
+        if (j->rep) {
+            const size_t re = (size_t)L * MN_RECALL_REP * (size_t)j->KD;
+            const int32_t *mpos;
+            int32_t mm;
+            const float *mq = mn_uio_last_queries(u, &mpos, &mm);
+            if ((j->rc = mn_recall_rep_keys(j->m, mn_uio_context(u), r, mq, mpos, mm, j->rep + (size_t)s * re,
+                                            j->rep_sh + (size_t)s * re)))
+                break;
+        }
         /* scatter (L, ms, KD) into the document's (L, M, KD) at slot s*m */
         for (int32_t li = 0; li < L; li++) {
             size_t dst = ((size_t)li * (size_t)j->M + (size_t)s * (size_t)j->p->m) * (size_t)j->KD;
@@ -142,7 +153,8 @@ static void *doc_worker(void *arg) {
 
 /* Both document modes: memory K/V (k_out, v_out) or final hidden states (e_out). */
 static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                        float **k_out, float **v_out, float **e_out, int32_t *M_out) {
+                        float **k_out, float **v_out, float **e_out, float **rep_out, float **rep_sh_out,
+                        int32_t *M_out) {
     *M_out = 0;
     if (n <= 0) return mn_error(MN_EINVAL, "nothing to compress");
     if (p->m <= 0 || p->l <= 0 || p->l % p->m)
@@ -161,9 +173,13 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
         k = malloc(sizeof(float) * total);
         v = malloc(sizeof(float) * total);
     }
-    if (!e_out && (!k || !v)) {
-        free(k);
-        free(v);
+    float *rep = NULL, *rep_sh = NULL;
+    if (rep_out) {
+        const size_t re = (size_t)((n + l - 1) / l) * (size_t)L * MN_RECALL_REP * (size_t)kd;
+        rep = malloc(sizeof(float) * re), rep_sh = malloc(sizeof(float) * re);
+    }
+    if ((!e_out && (!k || !v)) || (rep_out && (!rep || !rep_sh))) {
+        free(k), free(v), free(rep), free(rep_sh);
         return mn_error(MN_ENOMEM, "out of memory for %lld memory slots", (long long)M);
     }
     if (n_threads <= 0) n_threads = mn_cpu_count();
@@ -172,11 +188,11 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
     doc_job *jobs = calloc((size_t)n_threads, sizeof *jobs);
     pthread_t *tids = calloc((size_t)n_threads, sizeof *tids);
     if (!jobs || !tids) {
-        free(k), free(v), free(e), free(jobs), free(tids);
+        free(k), free(v), free(e), free(jobs), free(tids), free(rep), free(rep_sh);
         return mn_error(MN_ENOMEM, "out of memory");
     }
     for (int i = 0; i < n_threads; i++) {
-        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, e, (int32_t)M, 0, {0}};
+        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, e, rep, rep_sh, (int32_t)M, 0, {0}};
         if (i > 0 && pthread_create(&tids[i], NULL, doc_worker, &jobs[i])) {
             jobs[i].rc = mn_error(MN_ENOMEM, "cannot start a compression thread");
             snprintf(jobs[i].err, sizeof jobs[i].err, "%s", mn_last_error());
@@ -192,11 +208,10 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
     free(jobs);
     free(tids);
     if (rc) {
-        free(k);
-        free(v);
-        free(e);
+        free(k), free(v), free(e), free(rep), free(rep_sh);
         return rc;
     }
+    if (rep_out) *rep_out = rep, *rep_sh_out = rep_sh;
     if (e_out) *e_out = e;
     else *k_out = k, *v_out = v;
     *M_out = (int32_t)M;
@@ -206,13 +221,20 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
 int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
                         float **k_out, float **v_out, int32_t *M_out) {
     *k_out = *v_out = NULL;
-    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, M_out);
+    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, NULL, NULL, M_out);
+}
+
+int mn_uio_compress_doc_indexed(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n,
+                                int n_threads, float **k_out, float **v_out, float **rep_out, float **rep_sh_out,
+                                int32_t *M_out) {
+    *k_out = *v_out = *rep_out = *rep_sh_out = NULL;
+    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, rep_out, rep_sh_out, M_out);
 }
 
 int mn_uio_encode_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
                       float **e_out, int32_t *M_out) {
     *e_out = NULL;
-    return compress_doc(m, p, ids, n, n_threads, NULL, NULL, e_out, M_out);
+    return compress_doc(m, p, ids, n, n_threads, NULL, NULL, e_out, NULL, NULL, M_out);
 }
 
 /* ------------------------------------------------------------ any compressor */

@@ -19,6 +19,7 @@
 
 #include "memory/adapter.h"
 #include "memory/beacon.h"
+#include "memory/recall.h"
 #include "memory/summary.h"
 #include "memory/uio.h"
 #include "mnemo.h"
@@ -46,6 +47,12 @@ uint64_t mn_adapter_hash(const mn_adapter *a);
  * malloc'd for the caller. Same result for any thread count. */
 int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
                         float **k_out, float **v_out, int32_t *M_out);
+
+/* The same, with recall's index of every segment (recall.h): *rep_out and
+ * *rep_sh_out (n_seg, L, R, KD) floats, malloc'd. */
+int mn_uio_compress_doc_indexed(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n,
+                                int n_threads, float **k_out, float **v_out, float **rep_out, float **rep_sh_out,
+                                int32_t *M_out);
 
 /* Attaches a UIO encoder (its own context and n_threads threads) to a stream
  * created with mode MN_MODE_MEMORY. The parameters' arrays must outlive it. */
@@ -75,6 +82,31 @@ mn_beacon *mn_stream_beacon(mn_stream *s);
  * the sinks (StreamingLLM's eviction applied to memory), so cache size and cost
  * per token stay flat for any length; the dropped context is lost. */
 int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots);
+
+/* Exact recall (recall.h) for a UIO stream with a recent window: from now on
+ * every segment compressed also keeps its ids and index, and
+ * mn_stream_recall pages the k segments that best answer a query back in raw,
+ * after the memory: [sinks | memory | paged | recent raw | current piece].
+ * k 0 switches it off. Must be called before the stream reads; the context
+ * needs k * l more cells (mn_memory_n_ctx does not count them). */
+#define MN_STREAM_RECALL_MAXK 64
+#define MN_STREAM_RECALL_MAXQ MN_RECALL_MAXQ
+/* late: the paged segments go after the local tokens read so far (the raw
+ * recent window), nearest the question, out of document order:
+ * [sinks | memory | recent raw | paged | question ...]. */
+int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int late);
+/* Chooses and pages in the segments for a query (the question, or the recent
+ * text); the choice is made again for the same query after each later
+ * compression (the cells after the memory are rebuilt then). */
+int mn_stream_recall(mn_stream *s, const int32_t *query, int32_t nq);
+/* The paged segments (their count), with each one's first token index in the
+ * text read and its length, up to cap of them. */
+int32_t mn_stream_recalled(const mn_stream *s, int64_t *starts, int32_t *lens, int32_t cap);
+/* Cells the paged segments hold; segments held in the exact store. */
+int32_t mn_stream_n_paged(const mn_stream *s);
+int32_t mn_stream_n_exact(const mn_stream *s);
+/* Seconds spent choosing segments and paging them in since the last reset. */
+void mn_stream_recall_time(const mn_stream *s, double *select_s, double *page_s);
 
 /* Memory slots currently held (UIO slots, beacons, or summary embeddings). */
 int32_t mn_stream_n_memory(const mn_stream *s);

@@ -14,10 +14,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "memory/memory.h"
+#include "memory/recall.h"
 #include "memory/summary.h"
+#include "model/forward.h"
 #include "mnemo.h"
 
 struct mn_stream {
@@ -39,6 +42,18 @@ struct mn_stream {
     int32_t n_sink_cells;/* memory mode: leading raw tokens kept (set at the first compression) */
     float *mk, *mv;      /* (L, m, KD) scratch for one segment's memory */
     int32_t *mpos;       /* (m) */
+    /* exact recall (recall.h), uio with a recent window: NULL when off */
+    mn_exact *exact;
+    int32_t recall_k;
+    mn_recall_scorer scorer;
+    int recall_late;     /* paged segments after the local tokens read so far, not before them */
+    float *rep, *rep_sh; /* (L, R, KD) one segment's representative keys */
+    int32_t *query;      /* (nq) the query the paged segments were chosen for */
+    int32_t nq;
+    float *qbuf;         /* (L, MN_STREAM_RECALL_MAXQ, HD) its queries */
+    int32_t *paged;      /* (recall_k) segments paged in, in document order */
+    int32_t n_paged_segs, n_paged; /* and their cells, after the memory */
+    double t_select, t_page;       /* seconds spent choosing and paging, since the last reset */
 };
 
 mn_stream_params mn_stream_default_params(void) {
@@ -77,7 +92,17 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
 }
 
 /* Frees whatever compressor is attached. */
+static void recall_off(mn_stream *s) {
+    mn_exact_free(s->exact);
+    free(s->rep), free(s->rep_sh), free(s->query), free(s->qbuf), free(s->paged);
+    s->exact = NULL;
+    s->rep = s->rep_sh = s->qbuf = NULL;
+    s->query = s->paged = NULL;
+    s->recall_k = s->nq = s->n_paged = s->n_paged_segs = 0;
+}
+
 static void detach(mn_stream *s) {
+    recall_off(s);
     mn_uio_free(s->uio);
     mn_beacon_free(s->beacon);
     free(s->local), free(s->mk), free(s->mv), free(s->mpos), free(s->se);
@@ -99,6 +124,9 @@ void mn_stream_reset(mn_stream *s) {
     if (s->beacon) mn_beacon_reset(s->beacon);
     s->n_seen = s->n_evicted = 0;
     s->n_local = s->n_memory = s->n_sink_cells = s->n_dec = 0;
+    mn_exact_clear(s->exact);
+    s->nq = s->n_paged = s->n_paged_segs = 0;
+    s->t_select = s->t_page = 0;
 }
 
 mn_beacon *mn_stream_beacon(mn_stream *s) { return s->beacon; }
@@ -162,6 +190,128 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads) {
 
 int32_t mn_stream_n_memory(const mn_stream *s) { return s->beacon ? mn_beacon_n_memory(s->beacon) : s->n_memory; }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Scores the stored segments for s->query and decodes the best recall_k after
+ * [sinks | memory], dropping whatever followed (the local tokens are decoded
+ * again, after them, when logits are next wanted). */
+static int page_in(mn_stream *s) {
+    const int32_t base = s->n_sink_cells + s->n_memory, S = mn_exact_n(s->exact);
+    if (S == 0 || s->nq == 0 || s->recall_k == 0) return MN_OK;
+    int rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx));
+    if (rc) return rc;
+    s->n_dec = s->n_paged = s->n_paged_segs = 0;
+    const double t0 = now_s();
+    float *scores = malloc(sizeof(float) * (size_t)S);
+    if (!scores) return mn_error(MN_ENOMEM, "out of memory");
+    if (mn_recall_scorer_needs_q(s->scorer)) {
+        /* the query's own queries, read right after the memory, then dropped */
+        int32_t idx[MN_STREAM_RECALL_MAXQ];
+        for (int32_t i = 0; i < s->nq; i++) idx[i] = i;
+        mn_batch b = {.n = s->nq, .tokens = s->query, .n_capture = s->nq, .capture_idx = idx, .capture_q = s->qbuf};
+        rc = mn_decode_batch(s->ctx, &b, NULL, 0);
+        if (!rc) rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx));
+    }
+    if (!rc) rc = mn_exact_score(s->exact, s->scorer, s->qbuf, s->query, s->nq, scores);
+    if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, s->recall_k, s->paged);
+    free(scores);
+    const double t1 = now_s();
+    s->t_select += t1 - t0;
+    if (!rc && s->recall_late && s->n_local > 0) { /* the local tokens first, the paged segments after them */
+        rc = mn_decode(s->ctx, s->local, s->n_local, NULL, 0);
+        s->n_dec = s->n_local;
+    }
+    for (int32_t i = 0; i < s->n_paged_segs && !rc; i++) {
+        int32_t n;
+        int64_t st;
+        const int32_t *ids = mn_exact_ids(s->exact, s->paged[i], &n, &st);
+        if (st < s->n_sink_cells) { /* the stream's first tokens are in the cache already, as its sinks */
+            const int32_t skip = (int32_t)(s->n_sink_cells - st) < n ? (int32_t)(s->n_sink_cells - st) : n;
+            ids += skip, n -= skip;
+        }
+        if (n == 0) continue;
+        if (base + s->n_paged + n + s->n_local > mn_context_n_ctx(s->ctx))
+            return mn_error(MN_ERANGE, "paging %d recalled segments needs more than the context's %d cells",
+                            s->n_paged_segs, mn_context_n_ctx(s->ctx));
+        if (!(rc = mn_decode(s->ctx, ids, n, NULL, 0))) s->n_paged += n;
+    }
+    s->t_page += now_s() - t1;
+    return rc;
+}
+
+int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int late) {
+    if (k < 0 || k > MN_STREAM_RECALL_MAXK)
+        return mn_error(MN_EINVAL, "recall of %d segments (0..%d)", k, MN_STREAM_RECALL_MAXK);
+    if ((unsigned)scorer >= MN_RECALL_N_SCORERS) return mn_error(MN_EINVAL, "unknown recall scorer %d", (int)scorer);
+    if (k == 0) {
+        recall_off(s);
+        return MN_OK;
+    }
+    if (!s->uio || s->summary || s->recent <= 0)
+        return mn_error(MN_EUNSUPPORTED, "recall needs a UIO compressor with a recent window (adapter set --recent N); "
+                                         "this stream has %s",
+                        s->beacon ? "beacons" : s->summary ? "summary embeddings" : s->uio ? "no recent window" : "none");
+    if (s->n_seen > 0) return mn_error(MN_EINVAL, "recall is switched on before the stream reads");
+    const mn_model *m = mn_context_model(s->ctx);
+    const size_t L = (size_t)mn_model_n_layer(m), rep = L * MN_RECALL_REP * (size_t)mn_model_kv_dim(m);
+    recall_off(s);
+    int rc = mn_exact_create(m, s->seg_l, s->seg_m, &s->exact);
+    if (!rc) rc = mn_uio_capture_queries(s->uio);
+    if (!rc) {
+        s->rep = malloc(sizeof(float) * rep), s->rep_sh = malloc(sizeof(float) * rep);
+        s->qbuf = malloc(sizeof(float) * L * MN_STREAM_RECALL_MAXQ * (size_t)mn_model_q_dim(m));
+        s->query = malloc(sizeof(int32_t) * MN_STREAM_RECALL_MAXQ);
+        s->paged = malloc(sizeof(int32_t) * (size_t)k);
+        if (!s->rep || !s->rep_sh || !s->qbuf || !s->query || !s->paged) rc = mn_error(MN_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        recall_off(s);
+        return rc;
+    }
+    s->recall_k = k;
+    s->scorer = scorer;
+    s->recall_late = late != 0;
+    return MN_OK;
+}
+
+int mn_stream_recall(mn_stream *s, const int32_t *query, int32_t nq) {
+    if (!s->exact) return mn_error(MN_EINVAL, "recall is off for this stream (mn_stream_set_recall)");
+    if (!query || nq <= 0) return mn_error(MN_EINVAL, "recall needs a query");
+    if (nq > MN_STREAM_RECALL_MAXQ) { /* the end of a long query: what the answer follows */
+        query += nq - MN_STREAM_RECALL_MAXQ;
+        nq = MN_STREAM_RECALL_MAXQ;
+    }
+    const int32_t V = mn_model_n_vocab(mn_context_model(s->ctx));
+    for (int32_t i = 0; i < nq; i++)
+        if (query[i] < 0 || query[i] >= V) return mn_error(MN_EINVAL, "recall query: token id %d out of range", query[i]);
+    memcpy(s->query, query, sizeof(int32_t) * (size_t)nq);
+    s->nq = nq;
+    return page_in(s);
+}
+
+int32_t mn_stream_recalled(const mn_stream *s, int64_t *starts, int32_t *lens, int32_t cap) {
+    int32_t i = 0;
+    for (; i < s->n_paged_segs && i < cap; i++) {
+        int32_t n;
+        int64_t st;
+        mn_exact_ids(s->exact, s->paged[i], &n, &st);
+        if (starts) starts[i] = st;
+        if (lens) lens[i] = n;
+    }
+    return s->n_paged_segs;
+}
+
+int32_t mn_stream_n_paged(const mn_stream *s) { return s->n_paged; }
+int32_t mn_stream_n_exact(const mn_stream *s) { return mn_exact_n(s->exact); }
+void mn_stream_recall_time(const mn_stream *s, double *select_s, double *page_s) {
+    if (select_s) *select_s = s->t_select;
+    if (page_s) *page_s = s->t_page;
+}
+
 /* The oldest l local tokens become m memory cells at the next positions; the
  * raw cells (all cells after the sinks and the memory) are dropped. With
  * n_sinks, the stream's first tokens stay as raw cells ahead of the memory:
@@ -182,10 +332,20 @@ static int compress_local(mn_stream *s) {
     int rc = s->summary ? mn_uio_encode_out(s->uio, s->local, s->seg_l, s->se, NULL)
                         : mn_uio_compress(s->uio, s->local, s->mk, s->mv);
     if (rc) return rc;
+    if (s->exact) { /* the segment's exact form and index, before its ids leave */
+        const int32_t *mpos;
+        int32_t mm = 0;
+        const float *mq = mn_uio_last_queries(s->uio, &mpos, &mm);
+        rc = mn_recall_rep_keys(mn_context_model(s->ctx), mn_uio_context(s->uio), s->seg_l, mq, mpos, mm, s->rep,
+                                s->rep_sh);
+        if (!rc) rc = mn_exact_add(s->exact, s->local, s->seg_l, s->n_seen - s->n_local, s->rep, s->rep_sh, s->mk, s->seg_m);
+        if (rc) return rc;
+    }
     if (s->n_memory == 0 && s->n_sink_cells == 0)
         s->n_sink_cells = s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l;
     const int32_t keep = s->n_sink_cells + s->n_memory;
     if ((rc = mn_kv_drop(s->ctx, keep, mn_kv_n_cells(s->ctx)))) return rc;
+    s->n_paged = s->n_paged_segs = 0; /* paged again below, after the new memory */
     int32_t p0 = keep ? mn_kv_pos(s->ctx, keep - 1) + 1 : 0;
     if (s->summary) {
         /* the embeddings are decoded like tokens after the memory (positions
@@ -208,7 +368,7 @@ static int compress_local(mn_stream *s) {
             return rc;
         s->n_memory -= ex;
     }
-    return MN_OK;
+    return s->exact && s->nq > 0 ? page_in(s) : MN_OK;
 }
 
 int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots) {
@@ -257,7 +417,7 @@ static int feed_recent(mn_stream *s, const int32_t *ids, int32_t n, float *logit
     for (int32_t i = 0; i < n;) {
         int32_t p = s->seg_l - s->n_local % s->seg_l;
         if (p > n - i) p = n - i;
-        const int32_t base = s->n_sink_cells + s->n_memory;
+        const int32_t base = s->n_sink_cells + s->n_memory + s->n_paged;
         if (base + s->n_local + p > mn_context_n_ctx(s->ctx))
             return mn_error(MN_ERANGE,
                             "memory of %d slots plus %d local tokens exceeds the context of %d; the position "

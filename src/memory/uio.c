@@ -16,6 +16,8 @@ struct mn_uio {
     uint8_t *mask;    /* (l + m, l + m) */
     int32_t *cap_idx; /* (m) */
     float *cap;       /* (L, m, C) */
+    float *capq;      /* (L, m, H*D) memory tokens' queries before RoPE (recall's index), or NULL */
+    int32_t last_r, last_mm; /* segment tokens and memory tokens of the last segment encoded */
 };
 
 int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_uio **out) {
@@ -64,10 +66,23 @@ void mn_uio_free(mn_uio *u) {
     free(u->mask);
     free(u->cap_idx);
     free(u->cap);
+    free(u->capq);
     free(u);
 }
 
 mn_context *mn_uio_context(mn_uio *u) { return u->ctx; }
+
+int mn_uio_capture_queries(mn_uio *u) {
+    if (u->capq) return MN_OK;
+    u->capq = malloc(sizeof(float) * (size_t)u->L * (size_t)u->p.m * (size_t)mn_model_q_dim(u->model));
+    return u->capq ? MN_OK : mn_error(MN_ENOMEM, "out of memory for the encoder's queries");
+}
+
+const float *mn_uio_last_queries(const mn_uio *u, const int32_t **pos, int32_t *mm) {
+    if (pos) *pos = u->pos + u->last_r; /* the memory tokens follow the segment's tokens */
+    if (mm) *mm = u->last_mm;
+    return u->capq;
+}
 
 /* Lays out r segment tokens followed by mm memory tokens: positions, the
  * stepwise-coverage mask and the memory-token embeddings. */
@@ -105,8 +120,11 @@ static int encode(mn_uio *u, const int32_t *seg, int32_t r, float *out, int32_t 
     mn_kv_clear(u->ctx);
     if ((rc = mn_context_set_lora(u->ctx, p->encoder))) return rc;
     mn_batch b = {.n = r + mm, .embd = u->embd, .pos = u->pos, .mask = u->mask, .n_capture = mm,
-                  .capture_idx = u->cap_idx, .capture_xn = out ? NULL : u->cap, .capture_out = out};
+                  .capture_idx = u->cap_idx, .capture_xn = out ? NULL : u->cap, .capture_out = out,
+                  .capture_q = u->capq};
     rc = mn_decode_batch(u->ctx, &b, NULL, 0);
+    u->last_mm = rc ? 0 : mm;
+    u->last_r = r;
     mn_context_set_lora(u->ctx, NULL);
     *mm_out = mm;
     return rc;

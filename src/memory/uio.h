@@ -45,5 +45,11 @@ int mn_uio_compress_n(mn_uio *u, const int32_t *seg, int32_t r, float *k, float 
 int mn_uio_encode_out(mn_uio *u, const int32_t *seg, int32_t r, float *out, int32_t *m_out);
 /* The encoder's context (its cache holds the last encoded segment). */
 mn_context *mn_uio_context(mn_uio *u);
+/* From now on, keep the memory tokens' queries (before RoPE) of each segment
+ * encoded: recall's representative keys are chosen by their attention. */
+int mn_uio_capture_queries(mn_uio *u);
+/* The last segment's memory-token queries (L, *mm, n_head * head_dim) and their
+ * positions (*pos, *mm of them); NULL unless capturing. */
+const float *mn_uio_last_queries(const mn_uio *u, const int32_t **pos, int32_t *mm);
 
 #endif

@@ -509,6 +509,15 @@ int mn_kv_shift(mn_context *c, int32_t c0, int32_t c1, int32_t delta) {
     return MN_OK;
 }
 
+int mn_rope_rotate(const mn_model *m, float *x, int n_heads, int32_t pos) {
+    const mn_hparams *hp = &m->hp;
+    float cs[1024];
+    if (hp->head_dim > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", hp->head_dim);
+    rope_table(cs, (float)pos, hp->head_dim, hp->rope_base, hp->rope_freq_scale);
+    rope_apply(x, n_heads, hp->head_dim, cs);
+    return MN_OK;
+}
+
 int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, const float *v, int k_has_rope) {
     const mn_hparams *hp = &c->m->hp;
     if (n <= 0 || !pos || !k || !v) return mn_error(MN_EINVAL, "kv append: empty or missing input");
@@ -615,6 +624,13 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
             if (ap->k) apply_alt(c, ap->k[l], alt, c->xn, C, c->kn, KD, T);
             if (ap->v) apply_alt(c, ap->v[l], alt, c->xn, C, c->vn, KD, T);
         }
+        if (b->capture_q)
+            for (int32_t k = 0; k < b->n_capture; k++) {
+                int64_t t = b->capture_idx[k] - i0;
+                if (t >= 0 && t < T)
+                    memcpy(b->capture_q + ((size_t)l * (size_t)b->n_capture + (size_t)k) * (size_t)HD, c->q + t * HD,
+                           sizeof(float) * (size_t)HD);
+            }
         if (b->capture_k || b->capture_v)
             for (int32_t k = 0; k < b->n_capture; k++) {
                 int64_t t = b->capture_idx[k] - i0;
@@ -803,6 +819,7 @@ int mn_context_project(mn_context *c, int layer, char which, const float *x, int
 }
 
 int32_t mn_model_kv_dim(const mn_model *m) { return m->hp.n_head_kv * m->hp.head_dim; }
+int32_t mn_model_q_dim(const mn_model *m) { return m->hp.n_head * m->hp.head_dim; }
 
 int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out) {
     const int64_t C = m->hp.n_embd;

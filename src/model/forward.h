@@ -34,6 +34,9 @@ typedef struct {
     /* (L, n_capture, KD): the captured tokens' keys BEFORE RoPE and their
      * values, in f32 as computed (not rounded to the cache's f16), or NULL */
     float *capture_k, *capture_v;
+    /* (L, n_capture, H*D): the captured tokens' queries BEFORE RoPE (the recall scorers
+     * compare them with keys held without rotation), or NULL */
+    float *capture_q;
     /* (T) flags: tokens that use the alternative projections `alt_proj`
      * (Activation Beacon's beacon tokens), or NULL */
     const uint8_t *alt;
@@ -78,8 +81,14 @@ int mn_context_set_lora(mn_context *c, const mn_lora_set *set);
 int mn_context_project(mn_context *c, int layer, char which, const float *x, int32_t T, float *y, int with_lora,
                        const mn_lora_set *lora);
 
+/* Rotates n_heads head vectors x (n_heads, head_dim) by RoPE at position pos (a
+ * negative pos undoes a rotation at -pos): keys read from the cache become
+ * position-free this way. */
+int mn_rope_rotate(const mn_model *m, float *x, int n_heads, int32_t pos);
 /* Width of one cell's key or value (n_head_kv * head_dim). */
 int32_t mn_model_kv_dim(const mn_model *m);
+/* Width of one token's queries (n_head * head_dim). */
+int32_t mn_model_q_dim(const mn_model *m);
 
 /* Dequantised input embeddings of n tokens into out (n, C). */
 int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out);

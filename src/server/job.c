@@ -142,6 +142,8 @@ static void add_mnemo(cJSON *o, const job *j) {
         cJSON_AddItemToArray(docs, d);
     }
     cJSON_AddNumberToObject(mn, "memory_cells", j->st.memory_slots);
+    cJSON_AddNumberToObject(mn, "recalled_segments", j->st.recalled);
+    cJSON_AddNumberToObject(mn, "recalled_cells", j->st.recalled_cells);
     cJSON_AddNumberToObject(mn, "time_to_first_token", j->st.t_first_token);
     cJSON_AddNumberToObject(mn, "seconds", j->st.t_total);
     cJSON_AddStringToObject(mn, "finish", mn_finish_name(j->st.finish));

@@ -38,6 +38,7 @@ typedef struct job {
     const char *prompt;
     int64_t doc_ids[JOB_MAX_DOCS];
     int n_docs, retrieve_k;
+    int recall;           /* segments paged back in from the memories' exact parts (0: none) */
     int32_t max_tokens;
     mn_sampler_params sampling;
     char id[48];

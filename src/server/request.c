@@ -49,6 +49,7 @@ static const char *json_str(const cJSON *o, const char *k) {
 static const char *parse_common(const mn_request_limits *s, job *j, const cJSON *req, char *msg, size_t cap) {
     const cJSON *v;
     j->max_tokens = s->max_tokens < 256 ? s->max_tokens : 256;
+    j->recall = MN_RECALL_DEFAULT_K;
     if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
         (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
@@ -129,6 +130,15 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
                 return msg;
             }
             j->retrieve_k = (int)v->valuedouble;
+        }
+        if ((v = cJSON_GetObjectItemCaseSensitive(mn, "recall"))) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > MN_DOCMEM_RECALL_MAXK ||
+                v->valuedouble != floor(v->valuedouble)) {
+                snprintf(msg, cap, "mnemo.recall must be an integer in [0, %d] (segments paged back in; 0: memory alone)",
+                         MN_DOCMEM_RECALL_MAXK);
+                return msg;
+            }
+            j->recall = (int)v->valuedouble;
         }
         if (j->retrieve_k && j->n_docs) {
             snprintf(msg, cap, "give mnemo.documents or mnemo.retrieve, not both");

@@ -90,7 +90,31 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
         rc = tokenize_all(tok, r->prompt, 0, &ids, &n);
     }
     if (rc) goto done;
-    if (r->n_mems > 0 && (rc = mn_docmem_prime(c, a, r->mems, r->n_mems, NULL))) goto done;
+    if (r->n_mems > 0) {
+        mn_recall_opts ro = r->recall;
+        int32_t *q = NULL;
+        int64_t nq = 0;
+        if (ro.k > 0) {
+            /* as many segments as the context leaves room for beside the prompt and one answer token */
+            int64_t cells = 0;
+            for (int i = 0; i < r->n_mems; i++) cells += mn_docmem_cells(r->mems[i]);
+            while (ro.k > 0 && cells + mn_docmem_recall_cells(r->mems, r->n_mems, ro.k) + n + 1 > mn_context_n_ctx(c))
+                ro.k--;
+        }
+        if (ro.k > 0) { /* the query: the last user message, or the raw prompt */
+            const char *qt = r->prompt;
+            for (int i = r->n_msgs - 1; i >= 0 && r->msgs && !qt; i--)
+                if (r->msgs[i].role && !strcmp(r->msgs[i].role, "user")) qt = r->msgs[i].content;
+            if (qt && (rc = tokenize_all(tok, qt, 0, &q, &nq))) goto done;
+            if (nq > 0 && q[0] == mn_token_bos(tok)) memmove(q, q + 1, sizeof(int32_t) * (size_t)--nq);
+            if (nq == 0) ro.k = 0;
+        }
+        mn_docmem_paged pg;
+        rc = mn_docmem_prime_recall(c, a, r->mems, r->n_mems, &ro, q, (int32_t)nq, NULL, &pg);
+        free(q);
+        if (rc) goto done;
+        st->recalled = pg.n, st->recalled_cells = pg.cells;
+    }
     st->memory_slots = mn_kv_n_cells(c);
     st->prompt_tokens = n;
     const int64_t room = (int64_t)mn_context_n_ctx(c) - mn_kv_n_cells(c) - n;

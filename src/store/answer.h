@@ -37,6 +37,10 @@ typedef struct {
     const volatile int *cancel; /* polled between pieces and tokens; NULL: none */
     mn_answer_piece_fn on_piece;
     void *user;
+    /* exact recall from the memories' exact parts (docmem.h): the last user
+     * message (or the raw prompt's end) chooses up to recall.k segments,
+     * fewer where the context has no room for them; k 0: none */
+    mn_recall_opts recall;
 } mn_answer_request;
 
 typedef enum {
@@ -48,7 +52,9 @@ typedef enum {
 
 typedef struct {
     int64_t prompt_tokens, completion_tokens;
-    int32_t memory_slots;   /* cells the memories (and their raw prefix) took */
+    int32_t memory_slots;   /* cells the memories took: slots, raw tokens and recalled segments */
+    int32_t recalled;       /* segments recall paged in, and their cells (within memory_slots) */
+    int32_t recalled_cells;
     double t_first_token;   /* seconds from the call to the first sampled token */
     double t_total;
     size_t kv_bytes;        /* cache bytes at the end */

@@ -1,0 +1,112 @@
+/* recall.h - exact recall beside the compressed memory.
+ *
+ * The compressed memory keeps the gist of what was read and loses its facts.
+ * The exact store keeps, for every segment that was compressed, its token ids
+ * and a small index; before the decoder reads a question, the segments most
+ * relevant to it are scored, and the best K are paged back into the window raw
+ * (recomputed from their ids behind the memory), in document order:
+ *   [sinks | memory | paged segments | recent raw segments | current piece]
+ * (InfLLM and Quest page exact context the same way; LLoCO pairs its
+ * compressed memories with retrieval.)
+ *
+ * Scorers:
+ *   KEYS         representative keys (InfLLM): per segment and layer, the R
+ *                segment tokens that the encoder's memory tokens attended to
+ *                most in that layer. The question's queries (before RoPE)
+ *                against those keys (RoPE undone): per layer, query row and
+ *                head, the best key of each segment, a softmax over the
+ *                segments, summed. Position-free, as InfLLM places every
+ *                memory unit at one distance.
+ *   KEYS_SHARED  the same with one set of R tokens per segment for all layers,
+ *                chosen by the attention summed over the layers.
+ *   SLOTS        the same against the segment's memory slots' keys (the
+ *                trained memory as its own index: nothing extra to store
+ *                where the slots are kept anyway, as in memory files).
+ *   BM25         lexical: the question's words against each segment's words
+ *                (token pieces lower-cased, surrounding spaces stripped, pieces
+ *                without a letter or digit ignored), Okapi BM25 (k1 1.2, b 0.75).
+ *
+ * Shapes: L layers, KD kv dim (n_head_kv * head_dim), HD n_head * head_dim,
+ * R representative keys per segment and layer, M memory slots per segment,
+ * l segment length, S segments stored, nq query tokens.
+ */
+#ifndef MN_RECALL_H
+#define MN_RECALL_H
+
+#include <stdint.h>
+
+#include "mnemo.h"
+
+typedef enum {
+    MN_RECALL_KEYS = 0,
+    MN_RECALL_KEYS_SHARED = 1,
+    MN_RECALL_SLOTS = 2,
+    MN_RECALL_BM25 = 3,
+} mn_recall_scorer;
+#define MN_RECALL_N_SCORERS 4
+#define MN_RECALL_REP 8 /* R: representative keys per segment and layer */
+#define MN_RECALL_MAXQ 128 /* query tokens scored (a longer query: its end) */
+/* The defaults the commands use, chosen on validation text (docs/RESULTS.md) */
+#define MN_RECALL_DEFAULT_K 4
+#define MN_RECALL_DEFAULT_SCORER MN_RECALL_KEYS
+#define MN_RECALL_DEFAULT_LATE 0
+
+/* "keys", "keys-shared", "slots", "bm25"; -1 if unknown. */
+int mn_recall_scorer_parse(const char *name);
+const char *mn_recall_scorer_name(mn_recall_scorer sc);
+/* Whether the scorer reads the query tokens' queries (all but BM25). */
+int mn_recall_scorer_needs_q(mn_recall_scorer sc);
+
+/* What a reader asks of recall: k segments (0: none) by a scorer, paged in
+ * before the raw recent window (document order) or after it (late). */
+typedef struct {
+    int32_t k;
+    mn_recall_scorer scorer;
+    int late;
+} mn_recall_opts;
+
+typedef struct mn_exact mn_exact;
+
+/* An empty store for segments of up to l tokens with M memory slots each. */
+int mn_exact_create(const mn_model *m, int32_t l, int32_t M, mn_exact **out);
+void mn_exact_free(mn_exact *x);
+void mn_exact_clear(mn_exact *x);
+int32_t mn_exact_n(const mn_exact *x);
+int32_t mn_exact_seg_len(const mn_exact *x);
+
+/* Appends one segment (copies everything): ids[0..n), n <= l; start: the index
+ * of its first token in the text read. rep, rep_sh: (L, R, KD) keys without
+ * RoPE (mn_recall_rep_keys). slot_k: the segment's M memory-slot keys without
+ * RoPE, slot k of layer i at slot_k[(i * slot_ld + k) * KD] (slot_ld >= M).
+ * Keys are held as f16. */
+int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
+                 const float *slot_k, int64_t slot_ld);
+/* Segment seg's ids (*n of them) and its first token's index in the text. */
+const int32_t *mn_exact_ids(const mn_exact *x, int32_t seg, int32_t *n, int64_t *start);
+/* Segment seg's keys, f16: which 0 per-layer, 1 shared representative keys
+ * (L, R, KD); 2 slot keys (L, M, KD). */
+const uint16_t *mn_exact_keys(const mn_exact *x, int32_t seg, int which);
+
+/* Scores every stored segment for a query: q (L, nq, HD) the query tokens'
+ * queries before RoPE (key scorers; NULL for BM25), ids (nq) the query's token
+ * ids (BM25). scores: S floats, higher is more relevant. */
+int mn_exact_score(mn_exact *x, mn_recall_scorer sc, const float *q, const int32_t *ids, int32_t nq, float *scores);
+/* The k best segments by score (ties: the earlier one), written to segs in
+ * document order; returns how many (min(k, S)). */
+int32_t mn_exact_top(const mn_exact *x, const float *scores, int32_t k, int32_t *segs);
+
+/* Representative keys of the segment an encoder context has just read: the
+ * segment's r tokens are its cells 0..r-1 (keys rotated at their positions),
+ * mq (L, mm, HD) the mm memory tokens' queries before RoPE at positions mpos,
+ * each seeing the segment tokens before its position. Per layer, the attention
+ * each segment token receives from the memory tokens (softmax over the
+ * segment tokens it sees, summed over memory tokens and heads); rep gets, per
+ * layer, the keys (RoPE undone) of the R tokens that received the most in that
+ * layer, rep_sh those of the R tokens that received the most over all layers.
+ * The first 4 tokens are passed over when the segment has more than 2 R: the
+ * encoder parks attention on them whatever they say. rep, rep_sh (L, R, KD);
+ * R > r repeats the last chosen key. */
+int mn_recall_rep_keys(const mn_model *m, const mn_context *enc, int32_t r, const float *mq, const int32_t *mpos,
+                       int32_t mm, float *rep, float *rep_sh);
+
+#endif

@@ -1,0 +1,366 @@
+/* test_recall.c - exact recall beside the compressed memory (memory/recall.h).
+ *
+ * Scorers on constructed indexes, where the right answer is known: BM25 finds
+ * the one segment holding a rare word whatever its case or leading space, the
+ * key scorers find the segment whose keys point along the query's queries.
+ * Then the real thing, the default model with the shipped UIO adapter: a text
+ * with a pass key in a segment that has left the raw window; each scorer is
+ * asked to page 2 segments for the question, and the stream's cache must then
+ * hold [sinks | memory | paged | recent raw], positions contiguous; a memory
+ * file keeps the exact part (format version 3), reads back equal, is refused
+ * when truncated or corrupt, and without it (--exact none) stays version 2
+ * and primes with recall off.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/quant.h"
+#include "memory/docmem.h"
+#include "memory/memfile.h"
+#include "memory/memory.h"
+#include "memory/recall.h"
+#include "model/forward.h"
+#include "test.h"
+
+static const char *k_adapter = "adapters/SmolLM2-135M-Instruct.uio.gguf";
+
+static int32_t *tokenize(const mn_model *m, const char *s, int64_t *n) {
+    const size_t len = strlen(s);
+    int32_t *ids = malloc(sizeof(int32_t) * (len + 16));
+    if (mn_tokenize(mn_model_tokenizer(m), s, len, 0, 0, ids, (int64_t)len + 16, n)) *n = 0;
+    return ids;
+}
+
+/* --------------------------------------------------------------- scorers */
+
+static void scorer_names(void) {
+    for (int i = 0; i < MN_RECALL_N_SCORERS; i++)
+        CHECK(mn_recall_scorer_parse(mn_recall_scorer_name((mn_recall_scorer)i)) == i, "scorer name %d", i);
+    CHECK(mn_recall_scorer_parse("nope") == -1 && mn_recall_scorer_parse(NULL) == -1, "unknown scorer");
+    CHECK(!mn_recall_scorer_needs_q(MN_RECALL_BM25) && mn_recall_scorer_needs_q(MN_RECALL_KEYS), "which need queries");
+}
+
+/* Segments of filler, one of which (the 3rd) holds a rare word; the query
+ * writes it capitalised without a leading space. */
+static void bm25(const mn_model *m) {
+    const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m), l = 32, M = 4;
+    mn_exact *x;
+    CHECK(mn_exact_create(m, l, M, &x) == 0, "create");
+    float *rep = calloc((size_t)L * MN_RECALL_REP * KD, sizeof(float)), *slot = calloc((size_t)L * M * KD, sizeof(float));
+    const char *texts[5] = {
+        "the cat sat on the mat and looked at the garden for a while, then it slept",
+        "a long road ran through the hills and the village below was quiet at night",
+        "in the morning the zeppelin rose over the town while people watched",
+        "she wrote a letter to her brother about the weather and the harvest",
+        "the river was high after the rain and the mill wheel turned all day",
+    };
+    for (int s = 0; s < 5; s++) {
+        int64_t n;
+        int32_t *ids = tokenize(m, texts[s], &n);
+        CHECK(n > 0 && n <= l, "segment %d tokenizes into %lld", s, (long long)n);
+        CHECK(mn_exact_add(x, ids, (int32_t)n, s * l, rep, rep, slot, M) == 0, "add %d: %s", s, mn_last_error());
+        free(ids);
+    }
+    CHECK(mn_exact_n(x) == 5, "5 segments");
+    int64_t nq;
+    int32_t *q = tokenize(m, "Zeppelin: when did it rise?", &nq);
+    float sc[5];
+    int32_t top[2];
+    CHECK(mn_exact_score(x, MN_RECALL_BM25, NULL, q, (int32_t)nq, sc) == 0, "bm25 scores");
+    CHECK(mn_exact_top(x, sc, 1, top) == 1 && top[0] == 2, "the segment with the rare word, whatever its case (%d)",
+          top[0]);
+    CHECK(sc[2] > 2 * sc[0] && sc[2] > 2 * sc[3], "by a clear margin (%.3f vs %.3f, %.3f)", sc[2], sc[0], sc[3]);
+    /* top k: the k best, returned in document order */
+    float fake[5] = {0.1f, 5, 0.2f, 4, 0.2f};
+    CHECK(mn_exact_top(x, fake, 3, top) == 3, "three");
+    int32_t t3[3];
+    mn_exact_top(x, fake, 3, t3);
+    CHECK(t3[0] == 1 && t3[1] == 2 && t3[2] == 3, "best three in document order, ties to the earlier (%d %d %d)", t3[0],
+          t3[1], t3[2]);
+    int32_t all[9];
+    CHECK(mn_exact_top(x, fake, 9, all) == 5 && all[0] == 0 && all[4] == 4, "k past S: all of them, in order");
+    int32_t bad = 1 << 30;
+    CHECK(mn_exact_add(x, &bad, 1, 0, rep, rep, slot, M) == MN_EINVAL, "an id out of the vocabulary is refused");
+    CHECK(mn_exact_add(x, q, l + 1, 0, rep, rep, slot, M) == MN_EINVAL, "a segment longer than l is refused");
+    CHECK(mn_exact_score(x, MN_RECALL_KEYS, NULL, q, (int32_t)nq, sc) == MN_EINVAL, "keys without queries: an error");
+    free(q), free(rep), free(slot);
+    mn_exact_free(x);
+}
+
+/* Keys: segment 3's keys point along the query's queries (per kv head, the
+ * mean of its heads' queries), the others are noise of the same size. */
+static void keys(const mn_model *m) {
+    const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m), HD = mn_model_q_dim(m), l = 8, M = 4, nq = 3;
+    const int32_t D = 64, KV = KD / D, G = HD / KD;
+    CHECK(KD % D == 0 && HD % KD == 0, "head dim 64 (SmolLM2)");
+    float *q = malloc(sizeof(float) * (size_t)L * nq * HD);
+    uint64_t r = 12345;
+#define RND() ((r = r * 6364136223846793005ull + 1442695040888963407ull), (float)((r >> 40) / 8388608.0 - 1.0))
+    for (int64_t i = 0; i < (int64_t)L * nq * HD; i++) q[i] = RND();
+    mn_exact *x;
+    CHECK(mn_exact_create(m, l, M, &x) == 0, "create");
+    const size_t re = (size_t)L * MN_RECALL_REP * KD, se = (size_t)L * M * KD;
+    float *rep = malloc(sizeof(float) * re), *slot = malloc(sizeof(float) * se);
+    int32_t ids[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (int s = 0; s < 6; s++) {
+        for (size_t i = 0; i < re; i++) rep[i] = RND();
+        for (size_t i = 0; i < se; i++) slot[i] = RND();
+        if (s == 3) /* one key per layer and head along the mean query of the head's group */
+            for (int32_t li = 0; li < L; li++)
+                for (int32_t kh = 0; kh < KV; kh++)
+                    for (int32_t d = 0; d < D; d++) {
+                        float a = 0;
+                        for (int32_t t = 0; t < nq; t++)
+                            for (int32_t g = 0; g < G; g++) a += q[((size_t)li * nq + t) * HD + (size_t)(kh * G + g) * D + d];
+                        rep[((size_t)li * MN_RECALL_REP + 5) * KD + (size_t)kh * D + d] = a;
+                        slot[((size_t)li * M + 2) * KD + (size_t)kh * D + d] = a;
+                    }
+        CHECK(mn_exact_add(x, ids, l, (int64_t)s * l, rep, rep, slot, M) == 0, "add");
+    }
+    for (int sc = MN_RECALL_KEYS; sc <= MN_RECALL_SLOTS; sc++) {
+        float scores[6];
+        int32_t top[1];
+        CHECK(mn_exact_score(x, (mn_recall_scorer)sc, q, ids, nq, scores) == 0, "score");
+        CHECK(mn_exact_top(x, scores, 1, top) == 1 && top[0] == 3, "%s finds the aligned segment (%d)",
+              mn_recall_scorer_name((mn_recall_scorer)sc), top[0]);
+        double rest = 0;
+        for (int s = 0; s < 6; s++) rest += s == 3 ? 0 : scores[s];
+        CHECK(scores[3] > rest, "%s: it takes most of the mass (%.2f vs %.2f)", mn_recall_scorer_name((mn_recall_scorer)sc),
+              scores[3], rest);
+    }
+#undef RND
+    free(q), free(rep), free(slot);
+    mn_exact_free(x);
+}
+
+/* ------------------------------------------------------------ the real path */
+
+/* Filler text of about n tokens from a training book, a pass key after token `at`. */
+static int32_t *passkey_text(const mn_model *m, int64_t n, int64_t at, int64_t *nout, int64_t *needle_at) {
+    FILE *f = fopen("data/train/books/pg1082.txt", "rb");
+    if (!f) return NULL;
+    static char buf[1 << 19];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    int64_t nf = 0;
+    int32_t *fill = tokenize(m, buf + 30000, &nf);
+    int64_t nn;
+    int32_t *nd = tokenize(m, " The vault code is 48213. Remember it: 48213 opens the vault. ", &nn);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n + nn));
+    memcpy(ids, fill, sizeof(int32_t) * (size_t)at);
+    memcpy(ids + at, nd, sizeof(int32_t) * (size_t)nn);
+    memcpy(ids + at + nn, fill + at, sizeof(int32_t) * (size_t)(n - at));
+    *nout = n + nn;
+    *needle_at = at + nn / 2;
+    free(fill), free(nd);
+    return ids;
+}
+
+static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int64_t needle) {
+    mn_memory_binding b;
+    CHECK(mn_memory_bind(m, a, &b) == 0 && b.kind == MN_COMP_UIO && b.uio.params.recent > 0,
+          "the shipped adapter is UIO with a recent window");
+    const int32_t l = b.uio.params.l, K = 2;
+    int64_t nq;
+    int32_t *q = tokenize(m, "What is the vault code?", &nq);
+    for (int sc = 0; sc < MN_RECALL_N_SCORERS; sc++) {
+        mn_stream_params sp = mn_stream_default_params();
+        sp.mode = MN_MODE_MEMORY;
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = mn_memory_n_ctx(&b, n, sp.n_sinks) + K * l + 64;
+        cp.n_threads = 2;
+        sp.window = cp.n_ctx;
+        mn_context *c = NULL;
+        mn_stream *s = NULL;
+        CHECK(mn_context_create(m, &cp, &c) == 0 && mn_stream_create(c, &sp, &s) == 0 &&
+                  mn_stream_attach(s, &b, 2) == 0,
+              "stream");
+        if (sc == 0) {
+            CHECK(mn_stream_recall(s, q, (int32_t)nq) == MN_EINVAL, "recall before it is switched on: an error");
+            CHECK(mn_stream_set_recall(s, MN_STREAM_RECALL_MAXK + 1, MN_RECALL_KEYS, 0) == MN_EINVAL, "k out of range");
+        }
+        CHECK(mn_stream_set_recall(s, K, (mn_recall_scorer)sc, 0) == 0, "recall on: %s", mn_last_error());
+        CHECK(mn_stream_feed(s, ids, (int32_t)n, NULL, 0) == 0, "read: %s", mn_last_error());
+        if (sc == 0)
+            CHECK(mn_stream_set_recall(s, K, MN_RECALL_KEYS, 0) == MN_EINVAL, "switched on after reading: an error");
+        const int32_t S = mn_stream_n_exact(s), cells0 = mn_kv_n_cells(c), mem = mn_stream_n_memory(s);
+        CHECK(S == mem / b.uio.params.m && S >= 3, "every compressed segment stored (%d, %d slots)", S, mem);
+        CHECK(needle < (int64_t)S * l, "the needle (token %lld) has left the raw window", (long long)needle);
+        CHECK(mn_stream_recall(s, q, (int32_t)nq) == 0, "%s recall: %s", mn_recall_scorer_name((mn_recall_scorer)sc),
+              mn_last_error());
+        int64_t st[MN_STREAM_RECALL_MAXK];
+        int32_t ln[MN_STREAM_RECALL_MAXK];
+        const int32_t k = mn_stream_recalled(s, st, ln, MN_STREAM_RECALL_MAXK);
+        int hit = 0;
+        for (int32_t i = 0; i < k; i++) hit |= needle >= st[i] && needle < st[i] + ln[i];
+        CHECK(k == K && st[0] < st[1], "%d segments paged, in document order", k);
+        /* key scorers rank by the model's own attention: asserted where they measure well (RESULTS.md) */
+        if (sc == MN_RECALL_BM25 || sc == MN_RECALL_KEYS)
+            CHECK(hit, "%s pages the segment with the pass key (%lld, %lld)", mn_recall_scorer_name((mn_recall_scorer)sc),
+                  (long long)st[0], (long long)st[1]);
+        /* the cache: sinks and memory as before, then the paged cells; the recent window comes back with the
+         * next logits, after them, positions contiguous */
+        const int32_t paged = mn_stream_n_paged(s);
+        CHECK(paged == K * l - (st[0] == 0 ? 4 : 0), "paged cells %d", paged);
+        CHECK(mn_kv_n_cells(c) == 4 + mem + paged, "[sinks | memory | paged] (%d cells, read %d)", mn_kv_n_cells(c),
+              cells0);
+        float *lg = malloc(sizeof(float) * (size_t)mn_model_n_vocab(m));
+        int32_t nl = 0;
+        int32_t *nlid = tokenize(m, "\n", &(int64_t){0});
+        nl = nlid[0];
+        free(nlid);
+        CHECK(mn_stream_feed(s, &nl, 1, lg, 0) == 0, "a token after the recall");
+        int contiguous = 1;
+        for (int32_t i = 1; i < mn_kv_n_cells(c); i++) contiguous &= mn_kv_pos(c, i) == mn_kv_pos(c, i - 1) + 1;
+        CHECK(contiguous, "positions contiguous through sinks, memory, paged and recent cells");
+        CHECK(mn_kv_n_cells(c) == 4 + mem + paged + (int32_t)(n - (int64_t)S * l) + 1, "the recent window after them");
+        free(lg);
+        mn_stream_free(s);
+        mn_context_free(c);
+    }
+    /* recall needs the layout it pages into */
+    {
+        mn_uio_params up = b.uio.params;
+        up.recent = 0;
+        mn_stream_params sp = mn_stream_default_params();
+        sp.mode = MN_MODE_MEMORY;
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = 1024;
+        mn_context *c = NULL;
+        mn_stream *s = NULL;
+        CHECK(mn_context_create(m, &cp, &c) == 0 && mn_stream_create(c, &sp, &s) == 0 && mn_stream_attach_uio(s, &up, 1) == 0,
+              "stream");
+        CHECK(mn_stream_set_recall(s, 2, MN_RECALL_KEYS, 0) == MN_EUNSUPPORTED && strstr(mn_last_error(), "recent"),
+              "no recent window: a clear error (%s)", mn_last_error());
+        mn_stream_free(s);
+        mn_context_free(c);
+    }
+    free(q);
+    mn_memory_unbind(&b);
+}
+
+static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int64_t needle) {
+    mn_docmem d;
+    CHECK(mn_docmem_compress(m, a, ids, n, 2, &d) == 0, "compress: %s", mn_last_error());
+    const int32_t l = d.exact_seg, S = d.n_exact / (l ? l : 1);
+    CHECK(d.n_exact > 0 && l == 256 && d.n_exact % l == 0 && d.n_slots == S * 32, "exact part: %d tokens in %d",
+          d.n_exact, l);
+    CHECK(memcmp(d.exact, ids, sizeof(int32_t) * (size_t)d.n_exact) == 0, "the exact ids are the document's");
+    char path[] = "/tmp/mnemo_recall_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK(mn_docmem_save(&d, m, a, path, 0) == 0, "save: %s", mn_last_error());
+    mn_memfile *mf = NULL;
+    CHECK(mn_memfile_open(path, &mf) == 0 && mn_memfile_get_info(mf)->n_exact == d.n_exact, "version 3 with the part");
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[16];
+    CHECK(f && fread(hdr, 1, 16, f) == 16 && hdr[8] == 3, "format version 3");
+    if (f) fclose(f);
+    mn_memfile_free(mf);
+    mn_docmem e;
+    CHECK(mn_docmem_load(path, m, a, &e) == 0, "load: %s", mn_last_error());
+    const size_t re = (size_t)S * mn_model_n_layer(m) * MN_RECALL_REP * mn_model_kv_dim(m);
+    int same = e.n_exact == d.n_exact && e.exact_seg == d.exact_seg &&
+               !memcmp(e.exact, d.exact, sizeof(int32_t) * (size_t)d.n_exact);
+    for (size_t i = 0; same && i < re; i++)
+        same = e.rep[i] == mn_fp16_to_fp32(mn_fp32_to_fp16(d.rep[i])) &&
+               e.rep_sh[i] == mn_fp16_to_fp32(mn_fp32_to_fp16(d.rep_sh[i]));
+    CHECK(same, "the exact part reads back (keys rounded to f16 once)");
+
+    /* priming with recall: [head | slots | paged | tail], the pass key's segment among the paged */
+    int64_t nq;
+    int32_t *q = tokenize(m, "What is the vault code?", &nq);
+    const mn_docmem *mems[1] = {&e};
+    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0};
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = (int32_t)(mn_docmem_cells(&e) + mn_docmem_recall_cells(mems, 1, 2) + 64);
+    cp.n_threads = 2;
+    mn_context *c;
+    CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+    mn_docmem_paged pg;
+    CHECK(mn_docmem_prime_recall(c, a, mems, 1, &ro, q, (int32_t)nq, NULL, &pg) == 0, "prime: %s", mn_last_error());
+    int hit = 0;
+    for (int32_t i = 0; i < pg.n; i++) hit |= needle >= pg.start[i] && needle < pg.start[i] + pg.len[i];
+    CHECK(pg.n == 2 && pg.cells == 2 * l && pg.stored == S && hit, "the pass key's segment paged (%d segments)", pg.n);
+    CHECK(mn_kv_n_cells(c) == mn_docmem_cells(&e) + 2 * l, "cells: memory + raw + paged (%d)", mn_kv_n_cells(c));
+    mn_kv_clear(c);
+    const mn_recall_opts keys = {2, MN_RECALL_KEYS, 1};
+    CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2,
+          "keys, paged after the raw tail: %s", mn_last_error());
+    int32_t tail0 = (int32_t)(e.n_head + e.n_slots);
+    CHECK(mn_kv_n_cells(c) == tail0 + (e.n_raw - e.n_head) + 2 * l, "late layout cells");
+
+    /* a corrupt or truncated exact part is refused, never read */
+    f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    unsigned char *all = malloc((size_t)size);
+    fseek(f, 0, SEEK_SET);
+    CHECK(fread(all, 1, (size_t)size, f) == (size_t)size, "read back");
+    fclose(f);
+    all[size - 3] ^= 0x40; /* inside the shared keys, the file's last block */
+    CHECK(mn_memfile_open_memory(all, (size_t)size, &mf) == MN_EFORMAT && strstr(mn_last_error(), "checksum"),
+          "a flipped byte of the exact part: %s", mn_last_error());
+    all[size - 3] ^= 0x40;
+    CHECK(mn_memfile_open_memory(all, (size_t)size - 1000, &mf) == MN_EFORMAT && strstr(mn_last_error(), "truncated"),
+          "a truncated exact part: %s", mn_last_error());
+    CHECK(mn_memfile_open_memory(all, (size_t)size, &mf) == 0, "the intact bytes open");
+    mn_memfile_free(mf);
+    free(all);
+
+    /* --exact none: version 2, read with recall off */
+    mn_docmem_drop_exact(&d);
+    CHECK(mn_docmem_save(&d, m, a, path, 0) == 0, "save without the part");
+    f = fopen(path, "rb");
+    CHECK(f && fread(hdr, 1, 16, f) == 16 && hdr[8] == 2, "format version 2 without it");
+    if (f) fclose(f);
+    mn_docmem g;
+    CHECK(mn_docmem_load(path, m, a, &g) == 0 && g.n_exact == 0 && !g.exact, "loads without an exact part");
+    const mn_docmem *gm[1] = {&g};
+    mn_kv_clear(c);
+    CHECK(mn_docmem_prime_recall(c, a, gm, 1, &ro, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 0 &&
+              mn_kv_n_cells(c) == mn_docmem_cells(&g),
+          "primes as before, recall off");
+    mn_docmem_release(&g);
+    mn_context_free(c);
+    free(q);
+    unlink(path);
+    mn_docmem_release(&e);
+    mn_docmem_release(&d);
+}
+
+int main(void) {
+    scorer_names();
+    const char *path = test_model_path();
+    if (!path) {
+        CHECK(0, "the default model is missing (make model fetches it)");
+        TEST_MAIN_END();
+    }
+    mn_model *m = NULL;
+    mn_adapter *a = NULL;
+    CHECK(mn_model_load(path, &m) == 0, "load");
+    CHECK(mn_adapter_load(m, k_adapter, &a) == 0, "the shipped adapter: %s", mn_last_error());
+    if (!m || !a) {
+        mn_adapter_free(a);
+        mn_model_free(m);
+        TEST_MAIN_END();
+    }
+    bm25(m);
+    keys(m);
+    /* under the sanitizers a shorter text: the same checks on fewer segments */
+    const int64_t len = getenv("MN_SANITIZED") ? 3600 : 5200;
+    int64_t n = 0, needle = 0;
+    int32_t *ids = passkey_text(m, len, 700, &n, &needle);
+    CHECK(ids != NULL, "data/train/books/pg1082.txt (part of the repository)");
+    if (ids) {
+        stream(m, a, ids, n, needle);
+        docmem(m, a, ids, n, needle);
+    }
+    free(ids);
+    mn_adapter_free(a);
+    mn_model_free(m);
+    TEST_MAIN_END();
+}
