@@ -22,7 +22,7 @@ AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/kernels/*.c src/model/*.c src/memory/*.c \
-                                src/train/*.c src/store/*.c src/server/*.c))
+                                src/train/*.c src/store/*.c src/server/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -214,7 +214,7 @@ static void run_recent(const mn_model *m) {
     double mx = 0, df = 0;
     for (int32_t i = 0; i < V; i++) mx = fmax(mx, fabs(l1[i])), df = fmax(df, fabs(l1[i] - l2[i]));
     CHECK(df <= 1e-4 * mx, "memory vs stream reading the document: logits differ by %.3g (max %.3g)", df, mx);
-    /* through a file: version 2, the same logits */
+    /* through a file: version 2 (3 with recall's exact part), the same logits */
     char path[] = "/tmp/mnemo-docmem-XXXXXX";
     int fd = mkstemp(path);
     close(fd);
@@ -225,7 +225,8 @@ static void run_recent(const mn_model *m) {
     mn_memfile_free(mf);
     FILE *f = fopen(path, "rb");
     unsigned char hdr[12] = {0};
-    CHECK(f && fread(hdr, 1, 12, f) == 12 && hdr[8] == 2, "a file with raw tokens is version 2 (%d)", hdr[8]);
+    CHECK(f && fread(hdr, 1, 12, f) == 12 && hdr[8] == (d.n_exact ? 3 : 2),
+          "a file with raw tokens is version 2, 3 with an exact part (%d, %d exact)", hdr[8], d.n_exact);
     if (f) fclose(f);
     const mn_docmem *loaded[1] = {&dl};
     CHECK(dl.n_raw == d.n_raw && dl.n_head == 4 && !memcmp(dl.raw, d.raw, sizeof(int32_t) * 26) &&

@@ -307,7 +307,11 @@ static void test_hostile(void) {
         expect_bad_mem(c, n, want_rc, want_msg, label); \
     } while (0)
     FORGE(memcpy(c, "GGUF", 4), MN_EFORMAT, "magic", "bad magic");
-    FORGE(put32(c + 8, 3), MN_EUNSUPPORTED, "version 3", "version 3");
+    FORGE(put32(c + 8, 4), MN_EUNSUPPORTED, "version 4", "version 4");
+    FORGE(put32(c + 8, 3), MN_EFORMAT, "exact part", "version 3 without an exact part");
+    FORGE(put32(c + 484, 8), MN_EFORMAT, "reserved", "exact tokens in a version 1 file");
+    FORGE((put32(c + 8, 3), put32(c + 484, 8), put32(c + 488, 3), put32(c + 492, 2)), MN_EFORMAT, "not a valid shape",
+          "exact tokens that are not whole segments");
     FORGE(put32(c + 8, 0), MN_EUNSUPPORTED, "version 0", "version 0");
     /* version 2's raw tokens: counted in the payload size, leading ones within them */
     FORGE(put32(c + 68, 1), MN_EFORMAT, "reserved", "raw tokens in a version 1 file");

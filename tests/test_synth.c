@@ -3,8 +3,10 @@
  * as memory only, the rest of the window is untouched, the question's answer
  * is the needle's key, the same seed gives the same window, bad shapes are
  * refused without touching the window. */
+#include <ctype.h>
 #include <string.h>
 
+#include "eval/needle.h"
 #include "test.h"
 #include "train/synth.h"
 
@@ -19,11 +21,59 @@ static void text_of(const mn_tokenizer *tk, const int32_t *ids, int n, char *out
     if (mn_detokenize(tk, ids, n, 0, out, cap, &got)) out[0] = 0;
 }
 
+/* Lower-cased words of s, the %05d slots dropped; returns how many. */
+static int words(const char *s, char w[][32], int cap) {
+    int n = 0;
+    for (const char *p = s; *p && n < cap;) {
+        if (p[0] == '%' && !strncmp(p, "%05d", 4)) {
+            p += 4;
+            continue;
+        }
+        if (!isalpha((unsigned char)*p)) {
+            p++;
+            continue;
+        }
+        int k = 0;
+        while (isalpha((unsigned char)*p) && k < 31) w[n][k++] = (char)tolower((unsigned char)*p++);
+        w[n++][k] = 0;
+    }
+    return n;
+}
+
+/* The evaluation's needles and question share no run of 4 words with the training windows' texts, and
+ * none of them speaks of a "pass key", the training needles' word. */
+static void eval_phrasings_disjoint(void) {
+    const char *ev[16];
+    int ne = 0;
+    for (int i = 0; i < mn_eval_n_needles(); i++) ev[ne++] = mn_eval_needle(i);
+    ev[ne++] = mn_eval_passkey_intro(), ev[ne++] = mn_eval_passkey_question(), ev[ne++] = mn_eval_passkey_answer_prefix();
+    CHECK(mn_synth_n_phrasings() >= 4 && mn_eval_n_needles() >= 3, "both lists are there");
+    for (int i = 0; i < ne; i++) {
+        char a[64][32];
+        const int na = words(ev[i], a, 64);
+        for (int k = 0; k + 1 < na; k++)
+            CHECK(strcmp(a[k], "pass") || strcmp(a[k + 1], "key"), "eval text %d speaks of a pass key", i);
+        for (int j = 0; j < mn_synth_n_phrasings(); j++) {
+            char b[64][32];
+            const int nb = words(mn_synth_phrasing(j), b, 64);
+            int shared = 0;
+            for (int x = 0; x + 4 <= na && !shared; x++)
+                for (int y = 0; y + 4 <= nb && !shared; y++)
+                    shared = !strcmp(a[x], b[y]) && !strcmp(a[x + 1], b[y + 1]) && !strcmp(a[x + 2], b[y + 2]) &&
+                             !strcmp(a[x + 3], b[y + 3]);
+            CHECK(!shared, "eval text \"%s\" shares 4 words with the training text \"%s\"", ev[i],
+                  mn_synth_phrasing(j));
+        }
+    }
+}
+
 int main(void) {
+    eval_phrasings_disjoint();
     const char *path = test_model_path();
     CHECK(path != NULL, "the default model is missing (make model fetches it)");
     mn_model *m = NULL;
-    if (!path || mn_model_load(path, &m)) TEST_MAIN_END();
+    if (path) CHECK(mn_model_load(path, &m) == 0, "the default model loads: %s", mn_last_error());
+    if (!m) TEST_MAIN_END();
     const mn_tokenizer *tk = mn_model_tokenizer(m);
     int32_t ids[N * L], orig[N * L], again[N * L];
     mn_rng rng;

@@ -33,6 +33,7 @@
 #include "error.h"
 #include "memory/memory.h"
 #include "memory/uio.h"
+#include "eval/needle.h"
 #include "model/forward.h"
 #include "train/data.h"
 
@@ -470,12 +471,6 @@ static int task_ppl(ev_opts *o) {
 }
 
 /* ------------------------------------------------------------------ passkey */
-static const char *const k_needles[] = {
-    "The pass key is %05d. Remember it. %05d is the pass key.",
-    "Here is an important detail: the secret pass key is %05d. Keep the number %05d in mind.",
-    "Note this down, the pass key is %05d. Again, the pass key is %05d.",
-    "Whoever asks for the pass key must be told %05d. The pass key, once more, is %05d.",
-};
 
 static uint64_t g_rng = 88172645463325252ull;
 static uint32_t rnd(void) {
@@ -578,11 +573,10 @@ static int task_passkey(ev_opts *o) {
         return 1;
     }
     /* the prompt around the filler, rendered by the model's chat template */
-    const char *intro = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it; I "
-                        "will quiz you about it.\n\n";
-    const char *question = "\n\nWhat is the pass key? Answer with the 5-digit number.";
+    /* phrasings no training window uses (eval/needle.h) */
+    const char *intro = mn_eval_passkey_intro(), *question = mn_eval_passkey_question();
     char *pre, *post;
-    if (cli_chat_wrap(o->m, intro, question, "The pass key is", &pre, &post)) {
+    if (cli_chat_wrap(o->m, intro, question, mn_eval_passkey_answer_prefix(), &pre, &post)) {
         free(hay);
         return 1;
     }
@@ -612,7 +606,7 @@ static int task_passkey(ev_opts *o) {
             for (int tr = 0; tr < o->trials && !rc; tr++) {
                 const int key = 10000 + (int)(rnd() % 90000u);
                 char needle[256];
-                snprintf(needle, sizeof needle, k_needles[rnd() % (sizeof k_needles / sizeof *k_needles)], key, key);
+                snprintf(needle, sizeof needle, mn_eval_needle((int)(rnd() % (uint32_t)mn_eval_n_needles())), key, key);
                 char nd[300];
                 snprintf(nd, sizeof nd, " %s ", needle);
                 int32_t *nid;

@@ -281,12 +281,14 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         done += p;
         const double el = cli_now() - t0, rate = done / (el > 0 ? el : 1e-9);
         if (!o->quiet && (tty || done == npre + nd)) {
-            const int64_t cells = (int64_t)mn_stream_n_memory(s) + sp.n_sinks;
+            /* every cell the decoder will hold: the memory slots and the tokens kept raw (sinks, recent window) */
+            const int64_t raw = mn_stream_n_seen(s) - mn_stream_n_evicted(s), cells = mn_stream_n_memory(s) + raw;
             fprintf(stderr,
-                    "%s[read] %lld/%lld tokens  %.0f tok/s  memory %d slots (%.1f MiB) vs full KV %.1f MiB  ETA %.0fs%s",
-                    tty ? "\r" : "", (long long)done, (long long)(npre + nd), rate, mn_stream_n_memory(s),
-                    cells * per_cell / 1048576.0, done * per_cell / 1048576.0, (npre + nd - done) / rate,
-                    tty ? "   " : "\n");
+                    "%s[read] %lld/%lld tokens  %.0f tok/s  KV %lld cells (%d memory slots + %lld raw tokens, %.1f MiB) "
+                    "vs full KV %.1f MiB  ETA %.0fs%s",
+                    tty ? "\r" : "", (long long)done, (long long)(npre + nd), rate, (long long)cells,
+                    mn_stream_n_memory(s), (long long)raw, cells * per_cell / 1048576.0, done * per_cell / 1048576.0,
+                    (npre + nd - done) / rate, tty ? "   " : "\n");
         }
     }
     const double t_read = cli_now() - t0;
@@ -325,9 +327,12 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         const int64_t cells = mn_kv_n_cells(ctx);
         fprintf(stderr,
                 "[document %lld tokens read in %.1f s (%.0f tok/s) -> %d memory slots; KV at the answer %lld cells "
-                "(%.1f MiB) vs %.1f MiB for full attention; %.2f s to first token; %lld answer tokens]\n",
+                "(%d memory slots, %d recalled, %lld raw; %.1f MiB) vs %.1f MiB for full attention; %.2f s to first "
+                "token; %lld answer tokens]\n",
                 (long long)nd, t_read, (npre + nd) / (t_read > 0 ? t_read : 1e-9), mn_stream_n_memory(s),
-                (long long)cells, cells * per_cell / 1048576.0, (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
+                (long long)cells, mn_stream_n_memory(s), mn_stream_n_paged(s),
+                (long long)(cells - mn_stream_n_memory(s) - mn_stream_n_paged(s)), cells * per_cell / 1048576.0,
+                (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
     }
     free(text), free(pre), free(post), free(doc), free(pre_ids), free(post_ids), free(all), free(logits);
     mn_sampler_free(smp);

@@ -328,17 +328,17 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                            mn_docmem_paged *paged) {
     if (!c || !a || (n > 0 && !mems)) return mn_error(MN_EINVAL, "docmem prime: missing argument");
     if (paged) memset(paged, 0, sizeof *paged);
-    const int recall = ro && ro->k > 0;
-    if (recall && (ro->k > MN_DOCMEM_RECALL_MAXK || (unsigned)ro->scorer >= MN_RECALL_N_SCORERS))
+    if (ro && ro->k > 0 && (ro->k > MN_DOCMEM_RECALL_MAXK || (unsigned)ro->scorer >= MN_RECALL_N_SCORERS))
         return mn_error(MN_EINVAL, "recall of %d segments (1..%d) by scorer %d", ro->k, MN_DOCMEM_RECALL_MAXK,
                         (int)ro->scorer);
+    int with = 0; /* memories with an exact part; without any, recall is off */
+    for (int i = 0; i < n && ro && ro->k > 0; i++) with += mems[i] && mems[i]->n_exact > 0;
+    const int recall = with > 0;
     if (recall && (!q || nq <= 0)) return mn_error(MN_EINVAL, "recall needs a query");
     if (recall && nq > MN_RECALL_MAXQ) { /* the end of a long query: what the answer follows */
         q += nq - MN_RECALL_MAXQ;
         nq = MN_RECALL_MAXQ;
     }
-    int with = 0;
-    for (int i = 0; i < n && recall; i++) with += mems[i] && mems[i]->n_exact > 0;
     if (mn_kv_n_cells(c) != 0) return mn_error(MN_EINVAL, "docmem prime needs an empty context");
     const mn_model *m = mn_context_model(c);
     int64_t total = 0;
@@ -378,7 +378,7 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         }
         for (int pass = 0; pass < 2 && !rc; pass++) {
             /* the paged segments before the raw tail (document order), or after it (late) */
-            if (pass == (ro && ro->late) && ns > 0) {
+            if (pass == (recall && ro->late) && ns > 0) {
                 const double t0 = now_s();
                 for (int32_t j = 0; j < ns && !rc; j++) {
                     rc = mn_decode(c, d->exact + (size_t)segs[j] * d->exact_seg, d->exact_seg, NULL, 0);
@@ -391,7 +391,7 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                 }
                 if (paged) paged->page_s += now_s() - t0;
             }
-            if (pass == (ro && ro->late ? 0 : 1) && !rc && d->n_raw > d->n_head)
+            if (pass == (recall && ro->late ? 0 : 1) && !rc && d->n_raw > d->n_head)
                 rc = mn_decode(c, d->raw + d->n_head, d->n_raw - d->n_head, NULL, 0);
         }
     }

@@ -15,6 +15,14 @@ static const char *const k_questions[] = {
     " Question: what was the pass key? Answer: %05d.",
 };
 
+int mn_synth_n_phrasings(void) { return (int)(sizeof k_needles / sizeof *k_needles + sizeof k_questions / sizeof *k_questions); }
+
+const char *mn_synth_phrasing(int i) {
+    const int nn = (int)(sizeof k_needles / sizeof *k_needles);
+    if (i < 0 || i >= mn_synth_n_phrasings()) return NULL;
+    return i < nn ? k_needles[i] : k_questions[i - nn];
+}
+
 static int tok(const mn_tokenizer *tk, const char *s, int32_t *out, int32_t cap, int32_t *n) {
     int64_t got = 0;
     int rc = mn_tokenize(tk, s, strlen(s), 0, 0, out, cap, &got);

@@ -24,6 +24,10 @@
 typedef enum { MN_SYNTH_PASSKEY = 0, MN_SYNTH_COPY = 1, MN_SYNTH_RECALL = 2, MN_SYNTH_N_KINDS = 3 } mn_synth_kind;
 const char *mn_synth_name(mn_synth_kind k);
 int mn_synth_parse(const char *s); /* -1 when unknown */
+/* The passkey windows' texts (needles, then questions; printf formats with
+ * %05d), for the test that keeps the evaluation's phrasings apart from them. */
+int mn_synth_n_phrasings(void);
+const char *mn_synth_phrasing(int i);
 
 typedef struct {
     int32_t source;   /* the segment holding the needle / the (first) copied text */

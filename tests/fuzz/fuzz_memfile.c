@@ -5,7 +5,7 @@
  * file must be fully readable: its blocks converted into buffers of exactly the
  * size the header implies (ASan catches a read past the mapping or a write past
  * a buffer), its raw tokens non-negative, and what was read written back and
- * re-opened to the same facts.
+ * re-opened to the same facts; an exact part (version 3) the same.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -39,7 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const size_t e = mn_memfile_block_elems(&in);
     float *k = malloc(sizeof(float) * (e ? e : 1)), *v = malloc(sizeof(float) * (e ? e : 1));
     int32_t *raw = malloc(sizeof(int32_t) * (in.n_raw ? (size_t)in.n_raw : 1));
-    if (!k || !v || !raw) abort();
+    const size_t ke = mn_memfile_exact_key_elems(&in);
+    int32_t *exact = malloc(sizeof(int32_t) * (in.n_exact ? (size_t)in.n_exact : 1));
+    float *rep = malloc(sizeof(float) * (ke ? ke : 1)), *rep_sh = malloc(sizeof(float) * (ke ? ke : 1));
+    if (!k || !v || !raw || !exact || !rep || !rep_sh) abort();
+    const int xrc = mn_memfile_read_exact(mf, exact, rep, rep_sh);
+    for (int32_t i = 0; !xrc && i < in.n_exact; i++)
+        if (exact[i] < 0) abort();
     int rc = in.kind == MN_MEMFILE_KV ? mn_memfile_read_kv(mf, k, v) : mn_memfile_read_embd(mf, k);
     if (rc) abort(); /* an opened file reads */
     if (mn_memfile_read_raw(mf, raw) == 0)
@@ -50,17 +56,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < e && finite; i++) finite = k[i] == k[i] && k[i] - k[i] == 0 &&
                                                      (in.kind != MN_MEMFILE_KV || (v[i] == v[i] && v[i] - v[i] == 0));
     if (finite && mn_memfile_read_raw(mf, raw) == 0 &&
-        mn_memfile_write_raw(g_path, &in, k, in.kind == MN_MEMFILE_KV ? v : NULL, raw, in.elem_type) == 0) {
+        (in.n_exact == 0 || xrc == 0) &&
+        mn_memfile_write_exact(g_path, &in, k, in.kind == MN_MEMFILE_KV ? v : NULL, raw, exact, rep, rep_sh,
+                               in.elem_type) == 0) {
         mn_memfile *m2 = NULL;
         if (mn_memfile_open(g_path, &m2)) abort();
         const mn_memfile_info *o = mn_memfile_get_info(m2);
         if (o->kind != in.kind || o->n_slots != in.n_slots || o->n_raw != in.n_raw || o->n_head != in.n_head ||
-            o->n_tokens != in.n_tokens || o->dim != in.dim || o->checksum != in.checksum)
+            o->n_tokens != in.n_tokens || o->dim != in.dim || o->checksum != in.checksum || o->n_exact != in.n_exact)
             abort();
         mn_memfile_free(m2);
         unlink(g_path);
     }
-    free(k), free(v), free(raw);
+    free(k), free(v), free(raw), free(exact), free(rep), free(rep_sh);
     mn_memfile_free(mf);
     free(copy);
     return 0;

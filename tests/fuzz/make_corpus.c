@@ -13,9 +13,10 @@
 #include "tiny_llama.h"
 
 static int memfile(const char *dir, const char *name, int kind, int n_layer, int dim, int slots, int n_raw,
-                   int n_head, int etype) {
+                   int n_head, int etype, int n_exact) {
     mn_memfile_info in;
     memset(&in, 0, sizeof in);
+    in.n_exact = n_exact, in.exact_seg = n_exact ? 4 : 0, in.exact_rep = n_exact ? 2 : 0;
     in.kind = kind, in.n_layer = n_layer, in.dim = dim, in.n_slots = slots, in.n_tokens = 8 * slots + n_raw;
     in.n_raw = n_raw, in.n_head = n_head, in.model_hash = 0x1234, in.adapter_hash = 0x5678, in.ratio = 8;
     in.created = 1764720000;
@@ -29,8 +30,14 @@ static int memfile(const char *dir, const char *name, int kind, int n_layer, int
     for (int i = 0; i < n_raw; i++) raw[i] = 7 * i + 1;
     char path[512];
     snprintf(path, sizeof path, "%s/memfile/%s", dir, name);
-    int rc = mn_memfile_write_raw(path, &in, k, kind == MN_MEMFILE_KV ? v : NULL, raw, etype);
-    free(k), free(v);
+    /* version 3: exact ids and two blocks of representative keys */
+    const size_t ke = mn_memfile_exact_key_elems(&in);
+    int32_t exact[64];
+    float *rep = malloc(sizeof(float) * (ke + 1));
+    for (int i = 0; i < n_exact; i++) exact[i] = 3 * i + 2;
+    for (size_t i = 0; i < ke; i++) rep[i] = (float)i * 0.5f - 1;
+    int rc = mn_memfile_write_exact(path, &in, k, kind == MN_MEMFILE_KV ? v : NULL, raw, exact, rep, rep, etype);
+    free(k), free(v), free(rep);
     return rc;
 }
 
@@ -43,11 +50,12 @@ int main(int argc, char **argv) {
     mkdir(d, 0755);
     snprintf(d, sizeof d, "%s/gguf", argv[1]);
     mkdir(d, 0755);
-    int rc = memfile(argv[1], "kv-f16-v1", MN_MEMFILE_KV, 2, 4, 3, 0, 0, MN_MEMFILE_F16) ||
-             memfile(argv[1], "kv-f32-v1", MN_MEMFILE_KV, 1, 2, 2, 0, 0, MN_MEMFILE_F32) ||
-             memfile(argv[1], "embd-f16-v1", MN_MEMFILE_EMBD, 0, 4, 2, 0, 0, MN_MEMFILE_F16) ||
-             memfile(argv[1], "kv-raw-v2", MN_MEMFILE_KV, 2, 4, 2, 9, 4, MN_MEMFILE_F16) ||
-             memfile(argv[1], "kv-allraw-v2", MN_MEMFILE_KV, 2, 4, 0, 5, 0, MN_MEMFILE_F16);
+    int rc = memfile(argv[1], "kv-f16-v1", MN_MEMFILE_KV, 2, 4, 3, 0, 0, MN_MEMFILE_F16, 0) ||
+             memfile(argv[1], "kv-f32-v1", MN_MEMFILE_KV, 1, 2, 2, 0, 0, MN_MEMFILE_F32, 0) ||
+             memfile(argv[1], "embd-f16-v1", MN_MEMFILE_EMBD, 0, 4, 2, 0, 0, MN_MEMFILE_F16, 0) ||
+             memfile(argv[1], "kv-raw-v2", MN_MEMFILE_KV, 2, 4, 2, 9, 4, MN_MEMFILE_F16, 0) ||
+             memfile(argv[1], "kv-allraw-v2", MN_MEMFILE_KV, 2, 4, 0, 5, 0, MN_MEMFILE_F16, 0) ||
+             memfile(argv[1], "kv-exact-v3", MN_MEMFILE_KV, 2, 4, 4, 9, 4, MN_MEMFILE_F16, 8);
     if (rc) {
         fprintf(stderr, "memfile seeds: %s\n", mn_last_error());
         return 1;
