@@ -29,7 +29,7 @@ static void usage(void) {
            "  --tau T          memories that receive gradient (default 2; beacon reservoir and\n"
            "                   unbiased: the last T always, older ones with halving probability)\n"
            "  --steps S        optimizer steps (default 100)\n"
-           "  --batch B        windows per step (default 1); under 'mpirun -np N' the N ranks share\n"
+           "  --batch B        windows per step (default 1; under 'mpirun -np N', N); the N ranks share\n"
            "                   them (B >= N), and a run resumes with any N\n"
            "  --lr LR          peak learning rate (default 1e-3), --warmup N steps (default 10),\n"
            "                   cosine decay to 0.1 LR; --wd WD (0.01), --clip C (1.0)\n"
@@ -254,6 +254,10 @@ int cmd_train(int argc, char **argv) {
                                                               : "bf16 inputs, f32 sums (AVX512_BF16)")
                 : c.f32 == 0 && mn_bf16_supported() ? "f32 (AVX512_BF16 measured no faster here)"
                                                      : "f32");
+    /* a user adds processes to go faster: without --batch each rank reads one window a step */
+    int batch_given = 0;
+    for (int i = 0; i < argc; i++) batch_given |= !strcmp(argv[i], "--batch");
+    if (!batch_given && mn_dist_size() > c.batch) c.batch = mn_dist_size();
     if (mn_dist_size() > 1 && mn_dist_rank() == 0)
         fprintf(stderr, "data-parallel over %d ranks: %d window(s) a step in all\n", mn_dist_size(), c.batch);
     int rc = mn_train_run(m, &c, cli_train_progress, &ls);

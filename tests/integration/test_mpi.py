@@ -96,6 +96,12 @@ def main():
         l2 = losses(two.stderr)
         check(two.returncode == 0 and "over 2 ranks" in two.stderr and len(l2) == 4,
               f"2 ranks train ({two.returncode}): {two.stderr[-2000:]}")
+        # without --batch, 2 ranks read one window each: a batch of 2, not an error about the batch
+        nob = train_args(tmp, "nobatch.gguf", 1)
+        i = nob.index("--batch")
+        del nob[i:i + 2]
+        r = subprocess.run(["mpirun", "-np", "2", *nob], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env())
+        check(r.returncode == 0 and "over 2 ranks: 2 window(s)" in r.stderr, f"mpirun without --batch ({r.returncode}): {r.stderr[-600:]}")
         if SANITIZED:
             print(f"tests/integration/test_mpi.py: {ts.passed} passed, {ts.failed} failed")
             return 1 if ts.failed else 0
