@@ -48,7 +48,7 @@ typedef enum {
 #define MN_RECALL_MAXQ 128 /* query tokens scored (a longer query: its end) */
 /* The defaults the commands use, chosen on validation text (docs/RESULTS.md) */
 #define MN_RECALL_DEFAULT_K 4
-#define MN_RECALL_DEFAULT_SCORER MN_RECALL_KEYS
+#define MN_RECALL_DEFAULT_SCORER MN_RECALL_BM25
 #define MN_RECALL_DEFAULT_LATE 0
 
 /* "keys", "keys-shared", "slots", "bm25"; -1 if unknown. */

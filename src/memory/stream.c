@@ -251,6 +251,14 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
         recall_off(s);
         return MN_OK;
     }
+    if (s->exact) { /* on already: k, scorer and place change, the store stays */
+        int32_t *np = realloc(s->paged, sizeof(int32_t) * (size_t)k);
+        if (!np) return mn_error(MN_ENOMEM, "out of memory");
+        s->paged = np;
+        if (s->n_paged_segs > k) s->n_paged_segs = k; /* what is paged stays until the next choice */
+        s->recall_k = k, s->scorer = scorer, s->recall_late = late != 0;
+        return MN_OK;
+    }
     if (!s->uio || s->summary || s->recent <= 0)
         return mn_error(MN_EUNSUPPORTED, "recall needs a UIO compressor with a recent window (adapter set --recent N); "
                                          "this stream has %s",
