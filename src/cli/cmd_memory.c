@@ -138,7 +138,9 @@ int cmd_compress(int argc, char **argv) {
                    "Compresses a document into a memory file (f16 by default) with any compressor adapter:\n"
                    "UIO (per-layer memory K/V; segments compressed in parallel on -t threads), Activation\n"
                    "Beacon (the beacons' K/V, windows in order) or summary (embeddings read as soft tokens).\n"
-                   "'mnemo ask --mem DOC.mem' then answers questions without reading the document again.\n");
+                   "'mnemo ask --mem DOC.mem' then answers questions without reading the document again.\n"
+                   "  --exact tokens|none   keep the compressed segments' ids and recall index in the file\n"
+                   "                        (default tokens: 'ask --recall' pages them back in) or leave them out\n");
             return 0;
         }
     mem_opts o;
@@ -194,8 +196,10 @@ static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t 
     int64_t st[MN_STREAM_RECALL_MAXK];
     int32_t ln[MN_STREAM_RECALL_MAXK];
     const int32_t k = mn_stream_recalled(s, st, ln, MN_STREAM_RECALL_MAXK);
-    fprintf(stderr, "[recall: %d of %d stored segments paged in by %s]\n", k, mn_stream_n_exact(s),
-            mn_recall_scorer_name((mn_recall_scorer)scorer));
+    double sel = 0, pg = 0;
+    mn_stream_recall_time(s, &sel, &pg);
+    fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.3f s choosing, %.2f s paging in)]\n", k,
+            mn_stream_n_exact(s), mn_recall_scorer_name((mn_recall_scorer)scorer), sel, pg);
     for (int32_t i = 0; i < k; i++) {
         const int64_t a = st[i] - npre > 0 ? st[i] - npre : 0, b = st[i] + ln[i] - npre;
         char text[160];
@@ -356,7 +360,13 @@ int cmd_ask(int argc, char **argv) {
                    "  -a ADAPTER        compressor (default: the adapter shipped for the default model)\n"
                    "  -n N              most answer tokens (default 256)\n"
                    "  --temp T          sampling temperature (default 0: greedy)\n"
-                   "  -q                no statistics on stderr\n");
+                   "  --recall K        page the K stored segments that best match the question back in raw\n"
+                   "                    beside the memory (default %d; 0: the memory alone); the segments\n"
+                   "                    paged are listed with where they lie in the document\n"
+                   "  --scorer S        how segments are chosen: bm25 (default), keys, keys-shared, slots\n"
+                   "  --recall-at P     before-recent (default: document order) or after-recent\n"
+                   "  -q                no statistics on stderr\n",
+                   MN_RECALL_DEFAULT_K);
             return 0;
         }
     mem_opts o;
@@ -424,8 +434,8 @@ int cmd_ask(int argc, char **argv) {
         if (!rc && mn_docmem_prime_recall(ctx, L.ad, mems, 1, &ro, q, (int32_t)nq, NULL, &pg)) rc = cli_fail("memory");
         free(q);
         if (!rc && !o.quiet && pg.n > 0) {
-            fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.2f s choosing)]\n", pg.n, pg.stored,
-                    mn_recall_scorer_name(ro.scorer), pg.select_s);
+            fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.3f s choosing, %.2f s paging in)]\n",
+                    pg.n, pg.stored, mn_recall_scorer_name(ro.scorer), pg.select_s, pg.page_s);
             for (int32_t i = 0; i < pg.n; i++) {
                 char text[160];
                 size_t got = 0;
