@@ -337,6 +337,33 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     mn_docmem_release(&d);
 }
 
+/* A prompt shorter than one segment, read through a memory stream with the shipped adapter attached and
+ * recall on, gives the plain model's logits bit for bit: nothing of the adapter (encoder LoRA, transfer
+ * head, memory embedding) reaches the decoder before a segment is compressed. */
+static void short_prompt(const mn_model *m, const mn_adapter *a, const int32_t *ids) {
+    const int32_t V = mn_model_n_vocab(m), n = 40;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 4096;
+    cp.n_threads = 2;
+    mn_context *c1 = NULL, *c2 = NULL;
+    float *x = malloc(sizeof(float) * (size_t)V * n), *y = malloc(sizeof(float) * (size_t)V * n);
+    CHECK(mn_context_create(m, &cp, &c1) == 0 && mn_context_create(m, &cp, &c2) == 0, "contexts");
+    CHECK(mn_decode(c1, ids, n, x, 1) == 0, "plain decode");
+    mn_memory_binding b;
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = MN_MODE_MEMORY;
+    mn_stream *s = NULL;
+    CHECK(mn_memory_bind(m, a, &b) == 0 && mn_stream_create(c2, &sp, &s) == 0 && mn_stream_attach(s, &b, 2) == 0 &&
+              mn_stream_set_recall(s, 4, MN_RECALL_BM25, 0) == 0,
+          "memory stream with the shipped adapter: %s", mn_last_error());
+    CHECK(mn_stream_feed(s, ids, 7, y, 1) == 0 && mn_stream_feed(s, ids + 7, n - 7, y + (size_t)7 * V, 1) == 0, "feed");
+    CHECK(!memcmp(x, y, sizeof(float) * (size_t)V * n), "a prompt within one segment: the plain model's logits");
+    mn_stream_free(s);
+    mn_memory_unbind(&b);
+    mn_context_free(c1), mn_context_free(c2);
+    free(x), free(y);
+}
+
 int main(void) {
     scorer_names();
     const char *path = test_model_path();
@@ -364,6 +391,7 @@ int main(void) {
     int32_t *ids = passkey_text(m, len, 700, &n, &needle);
     CHECK(ids != NULL, "data/train/books/pg1082.txt (part of the repository)");
     if (ids) {
+        short_prompt(m, a, ids);
         stream(m, a, ids, n, needle);
         docmem(m, a, ids, n, needle);
     }
