@@ -190,6 +190,17 @@ int cmd_compress(int argc, char **argv) {
     return rc;
 }
 
+/* One paged segment, tokens [a, b) of a document of n: where it lies and how it starts (ids: its tokens). */
+static void print_segment(const mn_tokenizer *tok, const int32_t *ids, int64_t a, int64_t b, int64_t n) {
+    char text[160];
+    size_t got = 0;
+    if (mn_detokenize(tok, ids, b - a < 24 ? b - a : 24, 0, text, sizeof text, &got)) text[0] = 0;
+    for (char *c = text; *c; c++)
+        if ((unsigned char)*c < 0x20) *c = ' ';
+    fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)a, (long long)b, (long long)n,
+            n ? 100.0 * (double)a / (double)n : 0.0, text);
+}
+
 /* Which segments recall paged in, where they lie in the document. */
 static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t *all, int64_t npre, int64_t nd,
                            int scorer) {
@@ -202,14 +213,7 @@ static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t 
             mn_stream_n_exact(s), mn_recall_scorer_name((mn_recall_scorer)scorer), sel, pg);
     for (int32_t i = 0; i < k; i++) {
         const int64_t a = st[i] - npre > 0 ? st[i] - npre : 0, b = st[i] + ln[i] - npre;
-        char text[160];
-        size_t got = 0;
-        const int64_t nt = b - a < 24 ? b - a : 24;
-        if (mn_detokenize(mn_model_tokenizer(m), all + npre + a, nt, 0, text, sizeof text, &got)) text[0] = 0;
-        for (char *c = text; *c; c++)
-            if ((unsigned char)*c < 0x20) *c = ' ';
-        fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)a, (long long)b, (long long)nd,
-                nd ? 100.0 * (double)a / (double)nd : 0.0, text);
+        print_segment(mn_model_tokenizer(m), all + npre + a, a, b, nd);
     }
 }
 
@@ -437,15 +441,7 @@ int cmd_ask(int argc, char **argv) {
             fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.3f s choosing, %.2f s paging in)]\n",
                     pg.n, pg.stored, mn_recall_scorer_name(ro.scorer), pg.select_s, pg.page_s);
             for (int32_t i = 0; i < pg.n; i++) {
-                char text[160];
-                size_t got = 0;
-                const int32_t nt = pg.len[i] < 24 ? pg.len[i] : 24;
-                if (mn_detokenize(tok, d.exact + pg.start[i], nt, 0, text, sizeof text, &got)) text[0] = 0;
-                for (char *c = text; *c; c++)
-                    if ((unsigned char)*c < 0x20) *c = ' ';
-                fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)pg.start[i],
-                        (long long)(pg.start[i] + pg.len[i]), (long long)n_doc,
-                        n_doc ? 100.0 * (double)pg.start[i] / (double)n_doc : 0.0, text);
+                print_segment(tok, d.exact + pg.start[i], pg.start[i], pg.start[i] + pg.len[i], n_doc);
             }
         }
         logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));

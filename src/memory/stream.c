@@ -91,7 +91,7 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
     return MN_OK;
 }
 
-/* Frees whatever compressor is attached. */
+/* Forgets the exact store and the recall state. */
 static void recall_off(mn_stream *s) {
     mn_exact_free(s->exact);
     free(s->rep), free(s->rep_sh), free(s->query), free(s->qbuf), free(s->paged);
@@ -101,6 +101,7 @@ static void recall_off(mn_stream *s) {
     s->recall_k = s->nq = s->n_paged = s->n_paged_segs = 0;
 }
 
+/* Frees whatever compressor is attached. */
 static void detach(mn_stream *s) {
     recall_off(s);
     mn_uio_free(s->uio);
