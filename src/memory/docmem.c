@@ -300,26 +300,23 @@ static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, i
     const size_t re = (size_t)L * MN_RECALL_REP * (size_t)d->dim;
     mn_exact *x = NULL;
     float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)S);
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)nq);
-    int rc = !scores || !idx ? mn_error(MN_ENOMEM, "out of memory") : mn_exact_create(m, d->exact_seg, per, &x);
+    /* the keys are converted into the store only for a scorer that reads them */
+    const int keys = mn_recall_scorer_needs_q(ro->scorer);
+    int rc = !scores ? mn_error(MN_ENOMEM, "out of memory")
+             : keys  ? mn_exact_create(m, d->exact_seg, per, &x)
+                     : mn_exact_create_lexical(m, d->exact_seg, &x);
     for (int32_t s = 0; s < S && !rc; s++)
         rc = mn_exact_add(x, d->exact + (size_t)s * d->exact_seg, d->exact_seg, (int64_t)s * d->exact_seg, d->rep + s * re,
                           d->rep_sh + s * re, d->k + (size_t)s * per * d->dim, d->n_slots);
-    if (!rc && mn_recall_scorer_needs_q(ro->scorer)) {
-        const int32_t c0 = mn_kv_n_cells(c);
+    if (!rc && keys) {
         if (!(qb = malloc(sizeof(float) * (size_t)L * (size_t)nq * (size_t)mn_model_q_dim(m))))
             rc = mn_error(MN_ENOMEM, "out of memory");
-        for (int32_t i = 0; i < nq && !rc; i++) idx[i] = i;
-        mn_batch b = {.n = nq, .tokens = q, .n_capture = nq, .capture_idx = idx, .capture_q = qb};
-        if (!rc && c0 + nq > mn_context_n_ctx(c))
-            rc = mn_error(MN_ERANGE, "no room in the context to score a query of %d tokens", nq);
-        if (!rc) rc = mn_decode_batch(c, &b, NULL, 0);
-        if (!rc) rc = mn_kv_drop(c, c0, mn_kv_n_cells(c));
+        else rc = mn_recall_capture_queries(c, q, nq, qb);
     }
     if (!rc) rc = mn_exact_score(x, ro->scorer, qb, q, nq, scores);
     if (!rc) *n_segs = mn_exact_top(x, scores, k, segs);
     mn_exact_free(x);
-    free(qb), free(scores), free(idx);
+    free(qb), free(scores);
     return rc;
 }
 

@@ -37,6 +37,7 @@ struct mn_exact {
     const mn_model *m;
     int32_t L, KD, H, KV, D, V;
     int32_t l, M;     /* segment length, memory slots per segment */
+    int keys;         /* the keys are held (0: ids alone, BM25 only) */
     int32_t n, cap;   /* segments */
     int32_t *ids;     /* (cap, l) */
     int32_t *len;     /* (cap) */
@@ -58,8 +59,15 @@ int mn_exact_create(const mn_model *m, int32_t l, int32_t M, mn_exact **out) {
     x->L = hp->n_layer, x->H = hp->n_head, x->KV = hp->n_head_kv, x->D = hp->head_dim, x->V = hp->n_vocab;
     x->KD = hp->n_head_kv * hp->head_dim;
     x->l = l, x->M = M;
+    x->keys = 1;
     *out = x;
     return MN_OK;
+}
+
+int mn_exact_create_lexical(const mn_model *m, int32_t l, mn_exact **out) {
+    int rc = mn_exact_create(m, l, 1, out);
+    if (!rc) (*out)->keys = 0;
+    return rc;
 }
 
 void mn_exact_free(mn_exact *x) {
@@ -92,9 +100,11 @@ static int grow(mn_exact *x) {
     GROW(ids, x->l);
     GROW(len, 1);
     GROW(start, 1);
-    GROW(rep, rep_elems(x));
-    GROW(rep_sh, rep_elems(x));
-    GROW(slot, slot_elems(x));
+    if (x->keys) {
+        GROW(rep, rep_elems(x));
+        GROW(rep_sh, rep_elems(x));
+        GROW(slot, slot_elems(x));
+    }
 #undef GROW
     x->cap = cap;
     return MN_OK;
@@ -106,7 +116,7 @@ static void to_f16(uint16_t *dst, const float *src, size_t n) {
 
 int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
                  const float *slot_k, int64_t slot_ld) {
-    if (!x || !ids || n <= 0 || n > x->l || start < 0 || !rep || !rep_sh || !slot_k || slot_ld < x->M)
+    if (!x || !ids || n <= 0 || n > x->l || start < 0 || (x->keys && (!rep || !rep_sh || !slot_k || slot_ld < x->M)))
         return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
     for (int32_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= x->V) return mn_error(MN_EINVAL, "exact store: token id %d out of range", ids[i]);
@@ -116,12 +126,13 @@ int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, cons
     memcpy(x->ids + (size_t)s * x->l, ids, sizeof(int32_t) * (size_t)n);
     x->len[s] = n;
     x->start[s] = start;
+    x->n++;
+    if (!x->keys) return MN_OK;
     to_f16(x->rep + (size_t)s * rep_elems(x), rep, rep_elems(x));
     to_f16(x->rep_sh + (size_t)s * rep_elems(x), rep_sh, rep_elems(x));
     uint16_t *sd = x->slot + (size_t)s * slot_elems(x);
     for (int32_t li = 0; li < x->L; li++)
         to_f16(sd + (size_t)li * x->M * x->KD, slot_k + (size_t)li * (size_t)slot_ld * x->KD, (size_t)x->M * x->KD);
-    x->n++;
     return MN_OK;
 }
 
@@ -133,7 +144,7 @@ const int32_t *mn_exact_ids(const mn_exact *x, int32_t seg, int32_t *n, int64_t 
 }
 
 const uint16_t *mn_exact_keys(const mn_exact *x, int32_t seg, int which) {
-    if (!x || seg < 0 || seg >= x->n) return NULL;
+    if (!x || seg < 0 || seg >= x->n || !x->keys) return NULL;
     if (which == 0) return x->rep + (size_t)seg * rep_elems(x);
     if (which == 1) return x->rep_sh + (size_t)seg * rep_elems(x);
     return x->slot + (size_t)seg * slot_elems(x);
@@ -290,6 +301,7 @@ int mn_exact_score(mn_exact *x, mn_recall_scorer sc, const float *q, const int32
         return score_bm25(x, ids, nq, scores);
     }
     if (!q) return mn_error(MN_EINVAL, "recall: the %s scorer needs the query's queries", mn_recall_scorer_name(sc));
+    if (!x->keys) return mn_error(MN_EINVAL, "recall: this store holds no keys for the %s scorer", mn_recall_scorer_name(sc));
     if (sc == MN_RECALL_SLOTS) return score_keys(x, x->slot, x->M, slot_elems(x), q, nq, scores);
     return score_keys(x, sc == MN_RECALL_KEYS ? x->rep : x->rep_sh, MN_RECALL_REP, rep_elems(x), q, nq, scores);
 }
@@ -317,6 +329,17 @@ int32_t mn_exact_top(const mn_exact *x, const float *scores, int32_t k, int32_t 
     }
     qsort(segs, (size_t)got, sizeof *segs, cmp_i32);
     return got;
+}
+
+int mn_recall_capture_queries(mn_context *c, const int32_t *q, int32_t nq, float *qb) {
+    if (!q || nq <= 0 || nq > MN_RECALL_MAXQ || !qb) return mn_error(MN_EINVAL, "recall: a query of %d tokens", nq);
+    const int32_t c0 = mn_kv_n_cells(c);
+    if (c0 + nq > mn_context_n_ctx(c)) return mn_error(MN_ERANGE, "no room in the context to score a query of %d tokens", nq);
+    int32_t idx[MN_RECALL_MAXQ];
+    for (int32_t i = 0; i < nq; i++) idx[i] = i;
+    mn_batch b = {.n = nq, .tokens = q, .n_capture = nq, .capture_idx = idx, .capture_q = qb};
+    int rc = mn_decode_batch(c, &b, NULL, 0);
+    return rc ? rc : mn_kv_drop(c, c0, mn_kv_n_cells(c));
 }
 
 /* ------------------------------------------------------ representative keys */

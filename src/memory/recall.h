@@ -69,6 +69,9 @@ typedef struct mn_exact mn_exact;
 
 /* An empty store for segments of up to l tokens with M memory slots each. */
 int mn_exact_create(const mn_model *m, int32_t l, int32_t M, mn_exact **out);
+/* The same holding the ids alone (BM25 only): mn_exact_add ignores its keys,
+ * which may be NULL, and the key scorers are refused. */
+int mn_exact_create_lexical(const mn_model *m, int32_t l, mn_exact **out);
 void mn_exact_free(mn_exact *x);
 void mn_exact_clear(mn_exact *x);
 int32_t mn_exact_n(const mn_exact *x);
@@ -94,6 +97,11 @@ int mn_exact_score(mn_exact *x, mn_recall_scorer sc, const float *q, const int32
 /* The k best segments by score (ties: the earlier one), written to segs in
  * document order; returns how many (min(k, S)). */
 int32_t mn_exact_top(const mn_exact *x, const float *scores, int32_t k, int32_t *segs);
+
+/* Reads the query q[0..nq) (nq <= MN_RECALL_MAXQ) after the cells already in
+ * c, keeping its tokens' queries before RoPE in qb (L, nq, HD), and drops its
+ * cells again: what the key scorers compare with the stored keys. */
+int mn_recall_capture_queries(mn_context *c, const int32_t *q, int32_t nq, float *qb);
 
 /* Representative keys of the segment an encoder context has just read: the
  * segment's r tokens are its cells 0..r-1 (keys rotated at their positions),

@@ -209,14 +209,8 @@ static int page_in(mn_stream *s) {
     const double t0 = now_s();
     float *scores = malloc(sizeof(float) * (size_t)S);
     if (!scores) return mn_error(MN_ENOMEM, "out of memory");
-    if (mn_recall_scorer_needs_q(s->scorer)) {
-        /* the query's own queries, read right after the memory, then dropped */
-        int32_t idx[MN_STREAM_RECALL_MAXQ];
-        for (int32_t i = 0; i < s->nq; i++) idx[i] = i;
-        mn_batch b = {.n = s->nq, .tokens = s->query, .n_capture = s->nq, .capture_idx = idx, .capture_q = s->qbuf};
-        rc = mn_decode_batch(s->ctx, &b, NULL, 0);
-        if (!rc) rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx));
-    }
+    /* the query's own queries, read right after the memory, then dropped */
+    if (mn_recall_scorer_needs_q(s->scorer)) rc = mn_recall_capture_queries(s->ctx, s->query, s->nq, s->qbuf);
     if (!rc) rc = mn_exact_score(s->exact, s->scorer, s->qbuf, s->query, s->nq, scores);
     if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, s->recall_k, s->paged);
     free(scores);
