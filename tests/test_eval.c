@@ -149,6 +149,27 @@ int main(void) {
     CHECK(fa >= 0.66, "full attention found the key in %.2f of trials at 600 tokens", fa);
     CHECK(ta == 0, "a 64-token window found a key 500 tokens back (%.2f)", ta);
     CHECK(strstr(out, "exact-digit accuracy") != NULL, "passkey table");
+    /* the fact variant; rag reads the chunks BM25 picks for the question, within the window: the fact's chunk
+     * among them in every trial */
+    snprintf(args, sizeof args,
+             "eval passkey --haystack %s --lengths 1500 --depths 20 --trials 2 --modes full,rag --window 700 "
+             "--needle fact -t 2",
+             hay);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"needle\": \"fact\"") && strstr(out, "fact accuracy"), "eval passkey fact: %d %s", rc,
+          out);
+    CHECK(field(out, "\"rag\"", NULL, "needle_paged") == 2 && field(out, "\"rag\"", NULL, "kv_cells") <= 700,
+          "rag chose the fact's chunk within 700 cells: %s", out);
+    CHECK(field(out, "\"full\"", NULL, "kv_cells") > 1400, "full read it all");
+    snprintf(args, sizeof args,
+             "eval passkey --haystack %s --lengths 800 --depths 50 --trials 2 --modes full --needle multi -t 2", hay);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"needle\": \"multi\"") && field(out, "\"full\"", NULL, "trials") == 2,
+          "eval passkey multi: %d %s", rc, out);
+    CHECK(run_err("eval passkey --needle nope", out, sizeof out) == 2 && strstr(out, "key, multi, fact"), "bad needle: %s",
+          out);
+    CHECK(run_err("eval ppl --books x --modes rag", out, sizeof out) == 2 && strstr(out, "passkey only"),
+          "rag outside passkey: %s", out);
 
     /* 5. recall: rows per sample and ratio, accuracies in [0, 1]; ratios must divide the segment */
     snprintf(args, sizeof args, "eval recall --books %s --ratios 4,8 --samples 2 --generate 1 -a %s -t 2", book, ad);
@@ -195,6 +216,27 @@ int main(void) {
     CHECK(strstr(out, "F1 (free-form)") != NULL, "qa table");
     snprintf(args, sizeof args, "eval qa --set %s --modes full", bad);
     CHECK(run_err(args, out, sizeof out) == 1 && strstr(out, "bad.jsonl:1"), "malformed line: %s", out);
+    /* the other closed-ended L-Eval formats: "A. ..." lines with a gold letter (TOEFL), several right letters
+     * (Coursera), True/False (SFiction); all scored as closed questions, none as free-form F1 */
+    f = fopen(qa, "w");
+    fprintf(f, "{\"input\": \"Mira keeps bees on the hill above the village. The capital of Zorbia is Quentaville. "
+               "Every spring the bees swarm.\", \"instructions\": [\"Where does Mira keep bees?\\nA. in the cellar\\nB. on "
+               "the hill\\nC. at sea\", \"Which are true?\\nA. Mira keeps bees\\nB. Zorbia has no capital\\nC. the bees "
+               "swarm in spring\", \"Mira keeps bees. Answer this question with True or False.\"], \"outputs\": [\"B\", "
+               "\"AC\", \"True\"]}\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval qa --set %s --modes full -t 2", qa);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && field(out, "\"full\"", NULL, "questions") == 3 && field(out, "\"full\"", NULL, "free_form") == 0,
+          "three closed questions: %d %s", rc, out);
+    /* a letter for gold and no options: an error naming what was expected, not a free-form F1 */
+    f = fopen(bad, "w");
+    fprintf(f, "{\"input\": \"text\", \"instructions\": [\"Which one?\"], \"outputs\": [\"A\"]}\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval qa --set %s --modes full", bad);
+    CHECK(run_err(args, out, sizeof out) == 1 && strstr(out, "bad.jsonl:1") && strstr(out, "no options") &&
+              strstr(out, "A. ..."),
+          "a gold letter without options: %s", out);
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

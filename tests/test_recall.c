@@ -9,8 +9,12 @@
  * hold [sinks | memory | paged | recent raw], positions contiguous; a memory
  * file keeps the exact part (format version 3), reads back equal, is refused
  * when truncated or corrupt, and without it (--exact none) stays version 2
- * and primes with recall off.
+ * and primes with recall off. A shorter raw window beside the paged text
+ * (local) keeps only the newest tokens, with the logits of a cache built by
+ * hand; the evaluation's RAG baseline picks the chunk with the pass key,
+ * within its budget, in document order.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,7 @@
 #include "memory/memfile.h"
 #include "memory/memory.h"
 #include "memory/recall.h"
+#include "eval/rag.h"
 #include "model/forward.h"
 #include "test.h"
 
@@ -223,6 +228,37 @@ static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
         CHECK(contiguous, "positions contiguous through sinks, memory, paged and recent cells");
         CHECK(mn_kv_n_cells(c) == 4 + mem + paged + (int32_t)(n - (int64_t)S * l) + fed, "the recent window after them");
     }
+    /* a shorter raw window beside the paged text: only the newest 16 local tokens come back */
+    CHECK(mn_stream_set_recall_local(s, -1) == MN_EINVAL, "a negative raw window: an error");
+    CHECK(mn_stream_set_recall_local(s, 16) == 0 && mn_stream_recall(s, q, (int32_t)nq) == 0, "recall, local 16: %s",
+          mn_last_error());
+    const int32_t paged = mn_stream_n_paged(s);
+    CHECK(mn_stream_feed(s, &nl, 1, lg, 0) == 0, "a token after it");
+    CHECK(mn_kv_n_cells(c) == 4 + mem + paged + 16 + 1, "[sinks | memory | paged | 16 raw | token] (%d cells)",
+          mn_kv_n_cells(c));
+    {
+        int contiguous = 1;
+        for (int32_t i = 1; i < mn_kv_n_cells(c); i++) contiguous &= mn_kv_pos(c, i) == mn_kv_pos(c, i - 1) + 1;
+        CHECK(contiguous, "positions contiguous with the shorter window");
+    }
+    /* the same logits as a cache built by hand: [sinks | memory | paged] then the 16 tokens and the token */
+    {
+        const int32_t V = mn_model_n_vocab(m), nloc = (int32_t)(n - (int64_t)S * l) + fed + 1;
+        float *lg2 = malloc(sizeof(float) * (size_t)V);
+        int32_t *tail = malloc(sizeof(int32_t) * 17);
+        /* the local tokens: the text's raw window, then the newlines fed */
+        for (int32_t i = 0; i < 17; i++) {
+            const int32_t j = nloc - 17 + i;
+            tail[i] = j < (int32_t)(n - (int64_t)S * l) ? ids[(int64_t)S * l + j] : nl;
+        }
+        CHECK(mn_kv_drop(c, 4 + mem + paged, mn_kv_n_cells(c)) == 0 && mn_decode(c, tail, 16, NULL, 0) == 0 &&
+                  mn_decode(c, tail + 16, 1, lg2, 0) == 0,
+              "by hand");
+        float d = 0;
+        for (int32_t v = 0; v < V; v++) d = fmaxf(d, fabsf(lg[v] - lg2[v]));
+        CHECK(d == 0, "logits with the short window match the hand-built cache (max diff %g)", (double)d);
+        free(lg2), free(tail);
+    }
     free(lg);
     mn_stream_free(s);
     mn_context_free(c);
@@ -279,7 +315,7 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     int64_t nq;
     int32_t *q = tokenize(m, "What is the vault code?", &nq);
     const mn_docmem *mems[1] = {&e};
-    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0};
+    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0, 0};
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(mn_docmem_cells(&e) + mn_docmem_recall_cells(mems, 1, 2) + 64);
     cp.n_threads = 2;
@@ -292,7 +328,14 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     CHECK(pg.n == 2 && pg.cells == 2 * l && pg.stored == S && hit, "the pass key's segment paged (%d segments)", pg.n);
     CHECK(mn_kv_n_cells(c) == mn_docmem_cells(&e) + 2 * l, "cells: memory + raw + paged (%d)", mn_kv_n_cells(c));
     mn_kv_clear(c);
-    const mn_recall_opts keys = {2, MN_RECALL_KEYS, 1};
+    /* a shorter raw tail beside the paged segments */
+    mn_kv_clear(c);
+    const mn_recall_opts short_tail = {2, MN_RECALL_BM25, 0, 8};
+    CHECK(mn_docmem_prime_recall(c, a, mems, 1, &short_tail, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2 &&
+              mn_kv_n_cells(c) == e.n_head + e.n_slots + 2 * l + 8,
+          "local 8: [head | slots | paged | 8 raw] (%d cells)", mn_kv_n_cells(c));
+    mn_kv_clear(c);
+    const mn_recall_opts keys = {2, MN_RECALL_KEYS, 1, 0};
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2,
           "keys, paged after the raw tail: %s", mn_last_error());
     int32_t tail0 = (int32_t)(e.n_head + e.n_slots);
@@ -364,6 +407,36 @@ static void short_prompt(const mn_model *m, const mn_adapter *a, const int32_t *
     free(x), free(y);
 }
 
+/* The RAG baseline of the evaluation: BM25 chunks of the raw text, in document order, within the budget. */
+static void rag(const mn_model *m, const int32_t *ids, int64_t n, int64_t needle) {
+    int64_t nq;
+    int32_t *q = tokenize(m, "What is the vault code?", &nq);
+    const int32_t chunk = 256;
+    const int64_t budget = 3 * chunk + 100;
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)(n > budget ? n : budget)), ch[8], nch = 0;
+    int64_t got = 0;
+    CHECK(mn_rag_select(m, ids, n, q, (int32_t)nq, chunk, budget, out, &got, ch, &nch) == 0, "rag: %s", mn_last_error());
+    int hit = 0, ordered = 1, same = 1;
+    int64_t at = 0;
+    for (int32_t i = 0; i < nch; i++) {
+        hit |= needle / chunk == ch[i];
+        if (i) ordered &= ch[i] > ch[i - 1];
+        const int64_t len = (int64_t)(ch[i] + 1) * chunk <= n ? chunk : n - (int64_t)ch[i] * chunk;
+        same &= memcmp(out + at, ids + (int64_t)ch[i] * chunk, sizeof(int32_t) * (size_t)len) == 0;
+        at += len;
+    }
+    CHECK(nch == 3 && got == at && got <= budget, "3 chunks of 256 within %lld tokens (%d, %lld)", (long long)budget, nch,
+          (long long)got);
+    CHECK(hit && ordered && same, "the vault code's chunk chosen (%d), in document order (%d), copied (%d)", hit, ordered,
+          same);
+    /* a text within the budget comes whole */
+    CHECK(mn_rag_select(m, ids, 500, q, (int32_t)nq, chunk, budget, out, &got, ch, &nch) == 0 && got == 500 && nch == 2 &&
+              !memcmp(out, ids, sizeof(int32_t) * 500),
+          "a short text whole");
+    CHECK(mn_rag_select(m, ids, n, q, (int32_t)nq, 0, budget, out, &got, NULL, NULL) == MN_EINVAL, "chunk 0: an error");
+    free(out), free(q);
+}
+
 int main(void) {
     scorer_names();
     const char *path = test_model_path();
@@ -392,6 +465,7 @@ int main(void) {
     CHECK(ids != NULL, "data/train/books/pg1082.txt (part of the repository)");
     if (ids) {
         short_prompt(m, a, ids);
+        rag(m, ids, n, needle);
         stream(m, a, ids, n, needle);
         docmem(m, a, ids, n, needle);
     }

@@ -4,6 +4,8 @@
  * is the needle's key, the same seed gives the same window, bad shapes are
  * refused without touching the window. */
 #include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "eval/needle.h"
@@ -40,17 +42,14 @@ static int words(const char *s, char w[][32], int cap) {
     return n;
 }
 
-/* The evaluation's needles and question share no run of 4 words with the training windows' texts, and
- * none of them speaks of a "pass key", the training needles' word. */
+/* The evaluation's texts (needles, facts, labels, questions) share no run of 4 words with the training
+ * windows' texts, and none of them speaks of a "pass key", the training needles' word. */
 static void eval_phrasings_disjoint(void) {
-    const char *ev[16];
-    int ne = 0;
-    for (int i = 0; i < mn_eval_n_needles(); i++) ev[ne++] = mn_eval_needle(i);
-    ev[ne++] = mn_eval_passkey_intro(), ev[ne++] = mn_eval_passkey_question(), ev[ne++] = mn_eval_passkey_answer_prefix();
-    CHECK(mn_synth_n_phrasings() >= 4 && mn_eval_n_needles() >= 3, "both lists are there");
-    for (int i = 0; i < ne; i++) {
+    CHECK(mn_synth_n_phrasings() >= 4 && mn_eval_n_texts() >= 20, "both lists are there");
+    for (int i = 0; i < mn_eval_n_texts(); i++) {
+        const char *ev = mn_eval_text(i);
         char a[64][32];
-        const int na = words(ev[i], a, 64);
+        const int na = words(ev, a, 64);
         for (int k = 0; k + 1 < na; k++)
             CHECK(strcmp(a[k], "pass") || strcmp(a[k + 1], "key"), "eval text %d speaks of a pass key", i);
         for (int j = 0; j < mn_synth_n_phrasings(); j++) {
@@ -61,14 +60,68 @@ static void eval_phrasings_disjoint(void) {
                 for (int y = 0; y + 4 <= nb && !shared; y++)
                     shared = !strcmp(a[x], b[y]) && !strcmp(a[x + 1], b[y + 1]) && !strcmp(a[x + 2], b[y + 2]) &&
                              !strcmp(a[x + 3], b[y + 3]);
-            CHECK(!shared, "eval text \"%s\" shares 4 words with the training text \"%s\"", ev[i],
+            CHECK(!shared, "eval text \"%s\" shares 4 words with the training text \"%s\"", ev,
                   mn_synth_phrasing(j));
         }
     }
 }
 
+/* The eval's trials: each states the number it asks for, and the check takes that number, in digits or
+ * in words for a fact, and nothing else (a distractor's key, a near word). */
+static void eval_trials(void) {
+    CHECK(mn_needle_first_number("There were six persons present") == 6, "six");
+    CHECK(mn_needle_first_number("Twenty-one people.") == 21 && mn_needle_first_number("forty two") == 42,
+          "compound number words");
+    CHECK(mn_needle_first_number("sixteen arches, not six") == 16, "the longest number word");
+    CHECK(mn_needle_first_number("The sixth, then 37 passengers") == 37, "'sixth' is no number; 37 is");
+    CHECK(mn_needle_first_number("none at all") == -1 && mn_needle_first_number("") == -1, "no number");
+    CHECK(mn_needle_parse("fact") == MN_NEEDLE_FACT && mn_needle_parse("multi") == MN_NEEDLE_MULTI &&
+              mn_needle_parse("key") == MN_NEEDLE_KEY && mn_needle_parse("passkey") == -1,
+          "kinds by name");
+    uint64_t rng = 7;
+    for (int kind = 0; kind < MN_NEEDLE_N_KINDS; kind++)
+        for (int trial = 0; trial < 40; trial++) {
+            mn_needle_trial t;
+            mn_needle_make((mn_needle_kind)kind, &rng, &t);
+            char digits[32];
+            snprintf(digits, sizeof digits, kind == MN_NEEDLE_FACT ? "%ld" : "%05ld", t.answer);
+            CHECK(t.n_needles == (kind == MN_NEEDLE_MULTI ? 3 : 1) && !strncmp(t.question, "\n\n", 2),
+                  "kind %d: needles %d, question '%s'", kind, t.n_needles, t.question);
+            char ans[64];
+            snprintf(ans, sizeof ans, " %s.", digits);
+            CHECK(mn_needle_check(&t, ans), "kind %d: the right number '%s' is accepted", kind, ans);
+            snprintf(ans, sizeof ans, " %ld.", t.answer + 1);
+            CHECK(!mn_needle_check(&t, ans), "kind %d: a wrong number '%s' is refused", kind, ans);
+            if (kind == MN_NEEDLE_FACT) {
+                CHECK(t.answer >= 3 && t.answer < 100, "fact number %ld", t.answer);
+                /* the statement says the number, in digits or words; the question does not */
+                CHECK(mn_needle_first_number(t.needle[0]) == t.answer, "fact '%s' states %ld", t.needle[0], t.answer);
+                CHECK(mn_needle_first_number(t.question) == -1, "question '%s' gives a number away", t.question);
+            } else {
+                CHECK(strstr(t.needle[0], digits) != NULL, "needle '%s' holds key %s", t.needle[0], digits);
+                CHECK(!strstr(t.question, digits), "the question gives the key away");
+            }
+            if (kind == MN_NEEDLE_MULTI) { /* the asked label is in the question; the distractors differ */
+                for (int j = 1; j < 3; j++) {
+                    long other = -1;
+                    for (const char *p = t.needle[j]; *p && other < 0; p++)
+                        if (*p >= '0' && *p <= '9') other = strtol(p, NULL, 10);
+                    snprintf(ans, sizeof ans, " %05ld.", other);
+                    CHECK(other == t.answer || !mn_needle_check(&t, ans), "a distractor's key is refused");
+                    CHECK(strcmp(t.needle[j], t.needle[0]), "distractor %d repeats the needle", j);
+                }
+                char label[64] = "";
+                const char *lab = strstr(t.question, "of the ");
+                if (lab) sscanf(lab + 7, "%63[^?]", label);
+                CHECK(label[0] && strstr(t.needle[0], label), "question '%s' names the needle's label ('%s')",
+                      t.question, t.needle[0]);
+            }
+        }
+}
+
 int main(void) {
     eval_phrasings_disjoint();
+    eval_trials();
     const char *path = test_model_path();
     CHECK(path != NULL, "the default model is missing (make model fetches it)");
     mn_model *m = NULL;

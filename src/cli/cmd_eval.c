@@ -34,11 +34,19 @@
 #include "memory/memory.h"
 #include "memory/uio.h"
 #include "eval/needle.h"
+#include "eval/qa.h"
+#include "eval/rag.h"
 #include "model/forward.h"
 #include "train/data.h"
 
 #define MAX_ITEMS 64
 #define MAX_ADAPTERS 8
+/* beside the stream modes (mn_mode): retrieval of raw chunks into a full-attention window */
+#define EV_MODE_RAG 4
+#define EV_N_MODES 5
+#define RAG_CHUNK 256
+
+static const char *mode_name(int md) { return md == EV_MODE_RAG ? "rag" : mn_mode_name((mn_mode)md); }
 
 /* ------------------------------------------------------------------ options */
 typedef struct {
@@ -73,6 +81,8 @@ typedef struct {
     long recall[MAX_ITEMS]; /* memory modes: one per K (0: memory alone) */
     int n_recall;
     int scorer, recall_late;
+    int needle; /* passkey: mn_needle_kind */
+    long recall_local; /* with segments paged, the newest raw tokens kept (0: all) */
 } ev_opts;
 
 /* ----------------------------------------------------------------- progress */
@@ -131,16 +141,16 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, long *ou
 static int parse_modes(ev_opts *o, const char *s) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
-    int seen[4] = {0};
+    int seen[EV_N_MODES] = {0};
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int md = mn_mode_parse(t);
-        if (md < 0) return cli_usage_error("eval", "--modes: '%s' is not full, truncate, sinks or memory", t);
+        int md = !strcmp(t, "rag") ? EV_MODE_RAG : mn_mode_parse(t);
+        if (md < 0) return cli_usage_error("eval", "--modes: '%s' is not full, truncate, sinks, memory or rag", t);
         if (seen[md]++) continue;
     }
-    /* memory first: sinks and truncate windows are matched to its cells */
-    static const int order[4] = {MN_MODE_MEMORY, MN_MODE_FULL, MN_MODE_SINKS, MN_MODE_TRUNCATE};
+    /* memory first: sinks, truncate and rag windows are matched to its cells */
+    static const int order[EV_N_MODES] = {MN_MODE_MEMORY, MN_MODE_FULL, MN_MODE_SINKS, MN_MODE_TRUNCATE, EV_MODE_RAG};
     o->n_modes = 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < EV_N_MODES; k++) {
         const int md = order[k];
         if (!seen[md]) continue;
         if (md == MN_MODE_MEMORY) {
@@ -159,7 +169,7 @@ static int parse_modes(ev_opts *o, const char *s) {
         } else {
             ev_mode *e = &o->modes[o->n_modes++];
             e->mode = md, e->ad = -1;
-            snprintf(e->label, sizeof e->label, "%s", mn_mode_name((mn_mode)md));
+            snprintf(e->label, sizeof e->label, "%s", mode_name(md));
         }
     }
     return 0;
@@ -208,6 +218,7 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_set_memory_cap(r->s, (int32_t)o->max_memory);
     if (!rc && em->recall)
         rc = mn_stream_set_recall(r->s, em->recall, (mn_recall_scorer)o->scorer, o->recall_late);
+    if (!rc && em->recall) rc = mn_stream_set_recall_local(r->s, (int32_t)o->recall_local);
     if (rc) run_close(r);
     r->window = sp.window;
     return rc;
@@ -431,7 +442,7 @@ static int task_ppl(ev_opts *o) {
                        "\"window\": %d, \"scored\": %ld, \"nll\": %.6f, \"ppl\": %.4f, \"kv_cells\": %lld, "
                        "\"kv_bytes\": %lld, \"memory_slots\": %d, \"max_memory\": %ld, \"past_trained\": %s, "
                        "\"seconds\": %.2f}\n",
-                       base_name(files[f]), L, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
+                       base_name(files[f]), L, mode_name(em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
                        em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, o->score, nll,
                        exp(nll), (long long)cells, (long long)kv_bytes(o->m, cells), slots,
@@ -472,10 +483,10 @@ static int task_ppl(ev_opts *o) {
 
 /* ------------------------------------------------------------------ passkey */
 
-static uint64_t g_rng = 88172645463325252ull;
-static uint32_t rnd(void) {
-    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng >> 32);
+/* uniform in [0, n) from the xorshift state *s */
+static uint64_t rnd_below(uint64_t *s, uint64_t n) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return (*s >> 11) % n;
 }
 
 static int tokenize_str(const mn_model *m, const char *s, int special, int32_t **ids, int64_t *n) {
@@ -485,10 +496,39 @@ static int tokenize_str(const mn_model *m, const char *s, int special, int32_t *
 /* Greedy answer of up to max_new tokens after the prompt, read through a mode. */
 /* With recall, the query q[0..nq) (the question) chooses the segments paged in once the document,
  * ids[0..n_doc), is read, before the question that follows it; *hit (optional) tells whether one of
- * them holds token index `probe` of ids. */
-static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n, int64_t n_doc, const int32_t *q,
-                    int64_t nq, int64_t probe, int *hit, int32_t window, int max_new, const char *label, char *out,
-                    size_t cap, int64_t *cells) {
+ * them holds token index `probe` of ids. rag: the document's text is ids[doc0..n_doc); the chunks the
+ * question chooses, as many as the window leaves room for beside the rest, are read in full attention
+ * in its place, and *hit tells whether one of them holds the probe. */
+static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n, int64_t doc0, int64_t n_doc,
+                    const int32_t *q, int64_t nq, int64_t probe, int *hit, int32_t window, int max_new,
+                    const char *label, char *out, size_t cap, int64_t *cells) {
+    if (em->mode == EV_MODE_RAG) {
+        const int64_t npost = n - n_doc, budget = (int64_t)window - doc0 - npost - max_new;
+        if (budget < RAG_CHUNK)
+            return mn_error(MN_ERANGE, "rag: a window of %d cells leaves no room for a chunk of %d", window, RAG_CHUNK);
+        int32_t *buf = malloc(sizeof(int32_t) * (size_t)(doc0 + budget + npost));
+        int32_t *ch = malloc(sizeof(int32_t) * (size_t)(budget / RAG_CHUNK + 1)), nch = 0;
+        int64_t got = 0;
+        int rc = !buf || !ch ? mn_error(MN_ENOMEM, "out of memory")
+                             : mn_rag_select(o->m, ids + doc0, n_doc - doc0, q, (int32_t)nq, RAG_CHUNK, budget,
+                                             buf + doc0, &got, ch, &nch);
+        if (!rc) {
+            memcpy(buf, ids, sizeof(int32_t) * (size_t)doc0);
+            memcpy(buf + doc0 + got, ids + n_doc, sizeof(int32_t) * (size_t)npost);
+            if (hit) {
+                *hit = 0;
+                for (int32_t i = 0; i < nch; i++) *hit |= probe - doc0 >= (int64_t)ch[i] * RAG_CHUNK &&
+                                                         probe - doc0 < (int64_t)(ch[i] + 1) * RAG_CHUNK;
+            }
+            ev_mode full = *em;
+            full.mode = MN_MODE_FULL, full.recall = 0;
+            prog_add((double)(n_doc - doc0 - got), label); /* the text left unread */
+            rc = generate(o, &full, buf, doc0 + got + npost, 0, doc0 + got, NULL, 0, -1, NULL, window, max_new, label,
+                          out, cap, cells);
+        }
+        free(buf), free(ch);
+        return rc;
+    }
     ev_run r;
     int rc = run_open(o, em, n + max_new, window, 0, &r);
     if (rc) return rc;
@@ -526,18 +566,6 @@ static int generate(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t n
     return rc;
 }
 
-/* the first run of exactly 5 digits in s, or -1 */
-static long first_key(const char *s) {
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9') continue;
-        const char *q = p;
-        while (*q >= '0' && *q <= '9') q++;
-        if (q - p == 5) return strtol(p, NULL, 10);
-        p = q - 1;
-    }
-    return -1;
-}
-
 static int task_passkey(ev_opts *o) {
     char **files;
     int n_files;
@@ -572,30 +600,14 @@ static int task_passkey(ev_opts *o) {
                 (long long)nhay, maxL);
         return 1;
     }
-    /* the prompt around the filler, rendered by the model's chat template */
-    /* phrasings no training window uses (eval/needle.h) */
-    const char *intro = mn_eval_passkey_intro(), *question = mn_eval_passkey_question();
-    char *pre, *post;
-    if (cli_chat_wrap(o->m, intro, question, mn_eval_passkey_answer_prefix(), &pre, &post)) {
-        free(hay);
-        return 1;
-    }
-    int32_t *pre_ids, *post_ids, *q_ids = NULL;
-    int64_t npre, npost, nq = 0;
-    /* recall's query: the question alone, as a user's question reaches `ask` (the template's tokens say nothing) */
-    if (tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost) ||
-        tokenize_str(o->m, question + 2, 0, &q_ids, &nq)) {
-        free(pre), free(post), free(hay);
-        return 1;
-    }
-    free(pre), free(post);
-    g_rng ^= (uint64_t)o->seed * 0x9E3779B97F4A7C15ull;
-    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)(maxL + 256));
+    uint64_t rng = 88172645463325252ull ^ ((uint64_t)o->seed * 0x9E3779B97F4A7C15ull);
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)(maxL + 1024));
     int (*acc)[MAX_ITEMS] = calloc(MAX_ITEMS, sizeof *acc), (*cnt)[MAX_ITEMS] = calloc(MAX_ITEMS, sizeof *cnt);
     double total = 0;
     for (int li = 0; li < o->n_lengths; li++) total += (double)o->lengths[li] * o->n_depths * o->trials * o->n_modes;
     prog_start("passkey", total);
-    int rc = 0;
+    int rc = !prompt || !acc || !cnt ? cli_fail("eval passkey: out of memory") : 0;
+    const int max_new = o->needle == MN_NEEDLE_FACT ? 16 : 8;
     for (int li = 0; li < o->n_lengths && !rc; li++) {
         const long L = o->lengths[li];
         for (int di = 0; di < o->n_depths && !rc; di++) {
@@ -604,33 +616,59 @@ static int task_passkey(ev_opts *o) {
             int64_t cells_of[MAX_ITEMS] = {0};
             memset(first_answer, 0, sizeof first_answer);
             for (int tr = 0; tr < o->trials && !rc; tr++) {
-                const int key = 10000 + (int)(rnd() % 90000u);
-                char needle[256];
-                snprintf(needle, sizeof needle, mn_eval_needle((int)(rnd() % (uint32_t)mn_eval_n_needles())), key, key);
-                char nd[300];
-                snprintf(nd, sizeof nd, " %s ", needle);
-                int32_t *nid;
-                int64_t nn;
-                if (tokenize_str(o->m, nd, 0, &nid, &nn)) {
-                    rc = 1;
+                /* the trial's texts (eval/needle.h: phrasings no training window uses), the prompt
+                 * around the filler rendered by the model's chat template */
+                mn_needle_trial t;
+                mn_needle_make((mn_needle_kind)o->needle, &rng, &t);
+                char *pre = NULL, *post = NULL;
+                int32_t *pre_ids = NULL, *post_ids = NULL, *q_ids = NULL, *nid[MN_NEEDLE_MAX] = {0};
+                int64_t npre = 0, npost = 0, nq = 0, nn[MN_NEEDLE_MAX] = {0}, nn_all = 0;
+                /* recall's query: the question alone, as a user's question reaches `ask` */
+                rc = cli_chat_wrap(o->m, t.intro, t.question, t.answer_prefix, &pre, &post);
+                if (!rc) rc = tokenize_str(o->m, pre, 1, &pre_ids, &npre) || tokenize_str(o->m, post, 1, &post_ids, &npost) ||
+                              tokenize_str(o->m, t.question + 2, 0, &q_ids, &nq);
+                for (int j = 0; j < t.n_needles && !rc; j++) {
+                    char nd[300];
+                    snprintf(nd, sizeof nd, " %s ", t.needle[j]);
+                    rc = tokenize_str(o->m, nd, 0, &nid[j], &nn[j]);
+                    nn_all += nn[j];
+                }
+                free(pre), free(post);
+                const int64_t fill = L - npre - npost - nn_all;
+                if (!rc && fill < 16) rc = cli_usage_error("eval", "length %ld leaves no room for filler", L);
+                int64_t n = 0, probe = 0;
+                if (!rc) {
+                    /* a different stretch of the haystack per trial; the asked needle at the depth,
+                     * the others (multi) at random depths */
+                    const int64_t off = nhay > fill ? (int64_t)(rnd_below(&rng, (uint64_t)(nhay - fill + 1))) : 0;
+                    int64_t at[MN_NEEDLE_MAX];
+                    int order[MN_NEEDLE_MAX];
+                    at[0] = fill * o->depths[di] / 100;
+                    for (int j = 1; j < t.n_needles; j++) at[j] = (int64_t)rnd_below(&rng, (uint64_t)fill + 1);
+                    for (int j = 0; j < t.n_needles; j++) order[j] = j;
+                    for (int j = 1; j < t.n_needles; j++) /* by position; the asked one first among equals */
+                        for (int i = j; i > 0 && at[order[i]] < at[order[i - 1]]; i--) {
+                            const int x = order[i];
+                            order[i] = order[i - 1], order[i - 1] = x;
+                        }
+                    memcpy(prompt + n, pre_ids, sizeof(int32_t) * (size_t)npre), n += npre;
+                    int64_t done = 0;
+                    for (int j = 0; j < t.n_needles; j++) {
+                        const int w = order[j];
+                        memcpy(prompt + n, hay + off + done, sizeof(int32_t) * (size_t)(at[w] - done)), n += at[w] - done;
+                        done = at[w];
+                        if (w == 0) probe = n + nn[0] / 2;
+                        memcpy(prompt + n, nid[w], sizeof(int32_t) * (size_t)nn[w]), n += nn[w];
+                    }
+                    memcpy(prompt + n, hay + off + done, sizeof(int32_t) * (size_t)(fill - done)), n += fill - done;
+                    memcpy(prompt + n, post_ids, sizeof(int32_t) * (size_t)npost), n += npost;
+                }
+                for (int j = 0; j < MN_NEEDLE_MAX; j++) free(nid[j]);
+                free(pre_ids), free(post_ids);
+                if (rc) {
+                    free(q_ids);
                     break;
                 }
-                int64_t fill = L - npre - npost - nn;
-                if (fill < 16) {
-                    free(nid);
-                    rc = cli_usage_error("eval", "length %ld leaves no room for filler", L);
-                    break;
-                }
-                /* a different stretch of the haystack per trial */
-                const int64_t off = nhay > fill ? (int64_t)(rnd() % (uint32_t)(nhay - fill + 1)) : 0;
-                const int64_t at = fill * o->depths[di] / 100;
-                int64_t n = 0;
-                memcpy(prompt + n, pre_ids, sizeof(int32_t) * (size_t)npre), n += npre;
-                memcpy(prompt + n, hay + off, sizeof(int32_t) * (size_t)at), n += at;
-                memcpy(prompt + n, nid, sizeof(int32_t) * (size_t)nn), n += nn;
-                memcpy(prompt + n, hay + off + at, sizeof(int32_t) * (size_t)(fill - at)), n += fill - at;
-                memcpy(prompt + n, post_ids, sizeof(int32_t) * (size_t)npost), n += npost;
-                free(nid);
                 for (int k = 0; k < o->n_modes && !rc; k++) {
                     const ev_mode *em = &o->modes[k];
                     int past = 0;
@@ -641,16 +679,20 @@ static int task_passkey(ev_opts *o) {
                     int32_t window = (int32_t)o->window;
                     if (!o->window_given && o->modes[0].mode == MN_MODE_MEMORY && cells_of[0])
                         window = (int32_t)cells_of[0];
+                    /* rag: the cells of the largest memory mode (memory + recall at its largest K) */
+                    for (int j = 0; j < o->n_modes && em->mode == EV_MODE_RAG && !o->window_given; j++)
+                        if (o->modes[j].mode == MN_MODE_MEMORY && cells_of[j] > window) window = (int32_t)cells_of[j];
                     char label[160], ans[256];
                     snprintf(label, sizeof label, "L=%ld depth %ld%% %s", L, o->depths[di], em->label);
                     int64_t cells = 0;
                     int hit = 0;
-                    if (generate(o, em, prompt, n, n - npost, q_ids, nq, npre + at + nn / 2, &hit, window, 8, label, ans, sizeof ans, &cells)) {
+                    if (generate(o, em, prompt, n, npre, n - npost, q_ids, nq, probe, &hit, window, max_new, label,
+                                 ans, sizeof ans, &cells)) {
                         rc = cli_fail(label);
                         break;
                     }
                     if (cells > cells_of[k]) cells_of[k] = cells;
-                    const int ok = first_key(ans) == key;
+                    const int ok = mn_needle_check(&t, ans);
                     correct[k] += ok, runs[k]++, paged_hit[k] += hit;
                     if (!first_answer[k][0]) {
                         snprintf(first_answer[k], sizeof first_answer[k], "%.*s", (int)sizeof first_answer[k] - 1, ans);
@@ -658,17 +700,19 @@ static int task_passkey(ev_opts *o) {
                             if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = ' ';
                     }
                 }
+                free(q_ids);
             }
             for (int k = 0; k < o->n_modes && !rc; k++) {
                 if (!runs[k]) continue;
                 const ev_mode *em = &o->modes[k];
-                printf("{\"task\": \"passkey\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
-                       "\"recall\": %d, \"scorer\": \"%s\", \"recall_at\": \"%s\", \"needle_paged\": %d, \"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
+                printf("{\"task\": \"passkey\", \"needle\": \"%s\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
+                       "\"recall\": %d, \"scorer\": \"%s\", \"recall_at\": \"%s\", \"local\": %ld, \"needle_paged\": %d, \"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
                        "\"example_answer\": \"%s\"}\n",
-                       L, o->depths[di], mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
-                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "", em->recall,
-                       em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
-                       em->recall ? (o->recall_late ? "after-recent" : "before-recent") : "none", paged_hit[k], runs[k],
+                       mn_needle_name((mn_needle_kind)o->needle), L, o->depths[di], mode_name(em->mode),
+                       em->ad >= 0 ? "\"" : "", em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null",
+                       em->ad >= 0 ? "\"" : "", em->recall, em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
+                       em->recall ? (o->recall_late ? "after-recent" : "before-recent") : "none", em->recall ? o->recall_local : 0L,
+                       paged_hit[k], runs[k],
                        correct[k], (double)correct[k] / runs[k], (long long)cells_of[k], first_answer[k]);
                 fflush(stdout);
                 acc[k][li] += correct[k], cnt[k][li] += runs[k];
@@ -689,51 +733,16 @@ static int task_passkey(ev_opts *o) {
                 else printf(" - |");
             printf("\n");
         }
-        printf("\npasskey exact-digit accuracy over all depths and trials\n");
+        printf("\n%s over all depths and trials\n",
+               o->needle == MN_NEEDLE_FACT    ? "fact accuracy (the stated number, in digits or words)"
+               : o->needle == MN_NEEDLE_MULTI ? "multi-key passkey exact-digit accuracy (the key asked for by its label)"
+                                              : "passkey exact-digit accuracy");
     }
-    free(acc), free(cnt), free(prompt), free(pre_ids), free(post_ids), free(q_ids), free(hay);
+    free(acc), free(cnt), free(prompt), free(hay);
     return rc;
 }
 
 /* ----------------------------------------------------------------------- qa */
-/* One question: multiple choice (the stem, up to 8 options, the gold index)
- * or free-form (the stem and the gold answer, n_opt 0). */
-typedef struct {
-    char *stem;
-    char *opt[8];
-    int n_opt, gold;
-    char *answer;
-} mc_question;
-
-/* QuALITY as L-Eval stores it: "stem\n\n (A) ... \n (B) ..." and gold "(B) ...". */
-static int parse_mc(const char *ins, const char *out, mc_question *q) {
-    memset(q, 0, sizeof *q);
-    const char *a = strstr(ins, "(A)");
-    if (!a || !out) return -1;
-    q->stem = strndup(ins, (size_t)(a - ins));
-    for (int k = 0; k < 8; k++) {
-        char tag[4] = {'(', (char)('A' + k), ')', 0}, next[4] = {'(', (char)('A' + k + 1), ')', 0};
-        const char *s = strstr(ins, tag);
-        if (!s) break;
-        s += 3;
-        const char *e = strstr(s, next);
-        if (!e) e = s + strlen(s);
-        while (*s == ' ') s++;
-        size_t n = (size_t)(e - s);
-        while (n && (s[n - 1] == ' ' || s[n - 1] == '\n')) n--;
-        q->opt[q->n_opt++] = strndup(s, n);
-    }
-    const char *g = strchr(out, '(');
-    q->gold = g && g[1] >= 'A' && g[1] < 'A' + q->n_opt ? g[1] - 'A' : -1;
-    return q->n_opt >= 2 && q->gold >= 0 ? 0 : -1;
-}
-
-static void free_mc(mc_question *q) {
-    free(q->stem);
-    free(q->answer);
-    for (int k = 0; k < q->n_opt; k++) free(q->opt[k]);
-}
-
 /* SQuAD's answer normalisation: lower case, punctuation removed (not a
  * break: "don't" is "dont"), articles dropped, split at white space. */
 static int norm_words(const char *s, char words[][32], int cap) {
@@ -827,11 +836,11 @@ static int task_qa(ev_opts *o) {
     typedef struct {
         int32_t *ids;
         int64_t n;
-        mc_question *q;
+        mn_qa_item *q;
         int nq;
     } doc;
     doc *docs = NULL;
-    int nd = 0, line = 0, rc = 0;
+    int nd = 0, line = 0, rc = 0, multi_set = 0;
     double total = 0;
     char *buf = NULL;
     size_t cap = 0;
@@ -850,24 +859,28 @@ static int task_qa(ev_opts *o) {
         }
         doc d = {0};
         const int nq = cJSON_GetArraySize(ins);
-        d.q = calloc((size_t)(nq > 0 ? nq : 1), sizeof(mc_question));
-        for (int k = 0; k < nq && (!o->max_questions || d.nq < o->max_questions); k++) {
+        d.q = calloc((size_t)(nq > 0 ? nq : 1), sizeof(mn_qa_item));
+        if (!d.q) rc = cli_fail("eval qa: out of memory");
+        for (int k = 0; !rc && k < nq && (!o->max_questions || d.nq < o->max_questions); k++) {
             cJSON *a = cJSON_GetArrayItem(ins, k), *b = cJSON_GetArrayItem(outs, k);
-            if (!cJSON_IsString(a) || !cJSON_IsString(b)) continue;
-            if (!parse_mc(a->valuestring, b->valuestring, &d.q[d.nq])) {
+            char why[256];
+            if (!cJSON_IsString(a) || !cJSON_IsString(b)) {
+                fprintf(stderr, "mnemo eval qa: %s:%d: question %d: instructions and outputs are strings\n", o->src,
+                        line, k + 1);
+                rc = 1;
+            } else if (mn_qa_parse(a->valuestring, b->valuestring, &d.q[d.nq], why, sizeof why)) {
+                fprintf(stderr, "mnemo eval qa: %s:%d: question %d: %s\n", o->src, line, k + 1, why);
+                rc = 1;
+            } else {
+                multi_set |= d.q[d.nq].kind == MN_QA_MULTI;
                 d.nq++;
-                continue;
             }
-            free_mc(&d.q[d.nq]);
-            memset(&d.q[d.nq], 0, sizeof d.q[d.nq]);
-            if (strstr(a->valuestring, "(A)")) continue; /* options without a readable gold letter */
-            d.q[d.nq].stem = strdup(a->valuestring), d.q[d.nq].answer = strdup(b->valuestring);
-            d.nq++;
         }
         const char *t = in->valuestring;
-        if (cli_tokenize(o->m, t, strlen(t), 0, 0, &d.ids, &d.n)) rc = 1;
+        if (!rc && cli_tokenize(o->m, t, strlen(t), 0, 0, &d.ids, &d.n)) rc = 1;
         cJSON_Delete(j);
         if (rc || !d.nq) {
+            for (int k = 0; k < d.nq; k++) mn_qa_item_free(&d.q[k]);
             free(d.ids), free(d.q);
             continue;
         }
@@ -882,8 +895,12 @@ static int task_qa(ev_opts *o) {
     }
     free(buf);
     fclose(f);
+    /* a set where some questions have several right answers: every lettered question is answered by a set
+     * of letters, so the count of answers gives nothing away */
+    for (int di = 0; di < nd && multi_set; di++)
+        for (int k = 0; k < docs[di].nq; k++) mn_qa_to_multi(&docs[di].q[k]);
     if (!rc && !nd) {
-        fprintf(stderr, "mnemo eval qa: no multiple-choice questions in '%s'\n", o->src);
+        fprintf(stderr, "mnemo eval qa: no questions in '%s'\n", o->src);
         rc = 1;
     }
     const int32_t V = mn_model_n_vocab(o->m);
@@ -919,8 +936,8 @@ static int task_qa(ev_opts *o) {
             int ok_doc = 0, n_mc = 0, n_ff = 0;
             double f1_doc = 0;
             for (int qi = 0; qi < d->nq && !rc; qi++) {
-                mc_question *q = &d->q[qi];
-                if (!q->n_opt) { /* free-form: a short greedy answer, token F1 */
+                mn_qa_item *q = &d->q[qi];
+                if (q->kind == MN_QA_FREE) { /* free-form: a short greedy answer, token F1 */
                     char *pq = malloc(strlen(q->stem) + 64), ans[512];
                     sprintf(pq, "\n\nQuestion: %s\nAnswer briefly.\nAnswer:", q->stem);
                     int32_t *pid = NULL;
@@ -933,17 +950,29 @@ static int task_qa(ev_opts *o) {
                     continue;
                 }
                 n_mc++;
-                char *pq = malloc(strlen(q->stem) + 32);
-                sprintf(pq, "\n\nQuestion: %s\nAnswer:", q->stem);
+                /* choice and tf: each option's text scored after the question; multi: the options are
+                 * shown with their letters and each nonempty set of letters is scored */
+                size_t plen = strlen(q->stem) + 96;
+                for (int a = 0; q->kind == MN_QA_MULTI && a < q->n_opt; a++) plen += strlen(q->opt[a]) + 8;
+                char *pq = malloc(plen);
+                int pl = sprintf(pq, "\n\nQuestion: %s", q->stem);
+                for (int a = 0; q->kind == MN_QA_MULTI && a < q->n_opt; a++)
+                    pl += sprintf(pq + pl, "\n%c. %s", 'A' + a, q->opt[a]);
+                sprintf(pq + pl, q->kind == MN_QA_MULTI ? "\nAnswer with every letter that applies.\nAnswer:"
+                                                        : "\nAnswer:");
                 int32_t *pid = NULL;
                 int64_t np = 0;
                 if (tokenize_str(o->m, pq, 0, &pid, &np)) rc = 1, pid = NULL;
                 free(pq);
                 double best = -INFINITY;
                 int pick = -1;
-                for (int a = 0; !rc && a < q->n_opt; a++) {
-                    char *co = malloc(strlen(q->opt[a]) + 2);
-                    sprintf(co, " %s", q->opt[a]);
+                const int n_cand = q->kind == MN_QA_MULTI ? (1 << q->n_opt) - 1 : q->n_opt;
+                for (int a = 0; !rc && a < n_cand; a++) {
+                    char letters[MN_QA_MAX_OPT + 1];
+                    if (q->kind == MN_QA_MULTI) mn_qa_letters((unsigned)a + 1, letters);
+                    const char *text = q->kind == MN_QA_MULTI ? letters : q->opt[a];
+                    char *co = malloc(strlen(text) + 2);
+                    sprintf(co, " %s", text);
                     int32_t *cid;
                     int64_t nc;
                     double s = 0;
@@ -958,13 +987,13 @@ static int task_qa(ev_opts *o) {
                 }
                 if (pid) free(pid);
                 pid = NULL;
-                ok_doc += pick == q->gold;
+                ok_doc += q->kind == MN_QA_MULTI ? (unsigned)pick + 1 == q->gold : (unsigned)pick == q->gold;
             }
             if (!rc) {
                 printf("{\"task\": \"qa\", \"set\": \"%s\", \"doc\": %d, \"doc_tokens\": %lld, \"mode\": \"%s\", "
                        "\"adapter\": %s%s%s, \"window\": %d, \"questions\": %d, \"correct\": %d, \"free_form\": %d, "
                        "\"f1_sum\": %.4f, \"kv_cells\": %lld}\n",
-                       base_name(o->src), di, (long long)d->n, mn_mode_name((mn_mode)em->mode), em->ad >= 0 ? "\"" : "",
+                       base_name(o->src), di, (long long)d->n, mode_name(em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
                        em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, n_mc, ok_doc, n_ff,
                        f1_doc, (long long)r.max_cells);
@@ -992,7 +1021,7 @@ static int task_qa(ev_opts *o) {
                "free-form: a greedy answer of at most 48 tokens, SQuAD token F1\n");
     }
     for (int di = 0; di < nd; di++) {
-        for (int qi = 0; qi < docs[di].nq; qi++) free_mc(&docs[di].q[qi]);
+        for (int qi = 0; qi < docs[di].nq; qi++) mn_qa_item_free(&docs[di].q[qi]);
         free(docs[di].q), free(docs[di].ids);
     }
     free(docs), free(lg);
@@ -1182,17 +1211,26 @@ static void usage(void) {
            "           longest length it allows are scored; length L reads the L - score before them;\n"
            "           --span-end N: the span ends at token N instead (the same tokens across runs)\n"
            "  passkey  [--haystack DIR|FILE] [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
+           "           [--needle key|multi|fact]\n"
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
-           "           chat template; exact-digit accuracy\n"
+           "           chat template; exact-digit accuracy. multi: three labelled keys, one asked\n"
+           "           for by its label; fact: a stated fact with a number, asked as a question\n"
+           "           (the number right, in digits or words)\n"
            "  qa       [--set FILE.jsonl] [--max-questions N]\n"
-           "           L-Eval format; multiple choice by the options' log-likelihood, free-form\n"
-           "           questions by the token F1 of a short greedy answer\n"
+           "           L-Eval format. Closed questions by log-likelihood: options \"(A) ...\" inline\n"
+           "           or \"A. ...\" lines with a gold letter (the option's text is scored), several\n"
+           "           right letters (\"ACD\": every set of letters is scored), True/False golds;\n"
+           "           anything else is free-form, scored by the token F1 of a short greedy answer.\n"
+           "           A gold letter without readable options is an error\n"
            "  recall   [--books DIR|FILE] [--ratios 2,4,8,16] [--length N] [--samples N] [--generate N]\n"
            "           a span of --length tokens (default: one segment; a multiple of it) read back from\n"
            "           its segments' memories (UIO adapter): token accuracy with and without the\n"
            "           memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
            "common options:\n"
-           "  --modes LIST      full,truncate,sinks,memory (default: all; memory needs -a)\n"
+           "  --modes LIST      full,truncate,sinks,memory,rag (default: all but rag; memory needs -a)\n"
+           "                    rag (passkey): the document cut into 256-token chunks, those that\n"
+           "                    best match the question by BM25 read in full attention before it,\n"
+           "                    in document order, as many as the largest memory mode's cells allow\n"
            "  -a ADAPTER        compressor for memory mode; repeat for several (one row each)\n"
            "  --window N        truncate/sinks cells (default: the memory mode's cells at the same\n"
            "                    length, so budgets are equal; 1024 without memory)\n"
@@ -1205,6 +1243,8 @@ static void usage(void) {
            "                    rows say whether a paged segment held the needle (needle_paged)\n"
            "  --scorer S        recall's scorer: bm25 (default), keys, keys-shared, slots\n"
            "  --recall-at P     before-recent (default) or after-recent\n"
+           "  --local N         with segments paged, only the newest N raw tokens (question\n"
+           "                    included) stay beside them (default 0: the whole raw window)\n"
            "  --chunk N         tokens per scored piece (default 128)\n"
            "  --max-docs N      only the first N books / essays / documents\n"
            "  --seed S          passkey keys and placement (default 1)\n"
@@ -1273,6 +1313,14 @@ int cmd_eval(int argc, char **argv) {
         } else if (!strcmp(a, "--recall")) {
             if (parse_list("--recall", v, 0, MN_STREAM_RECALL_MAXK, o.recall, &o.n_recall)) return 2;
             i++;
+        } else if (!strcmp(a, "--local")) {
+            if (!v || (o.recall_local = strtol(v, NULL, 10)) < 0 || o.recall_local > 1 << 20)
+                return cli_usage_error("eval", "--local takes a number of tokens (0: all), got '%s'", v ? v : "");
+            i++;
+        } else if (!strcmp(a, "--needle")) {
+            if (!v || (o.needle = mn_needle_parse(v)) < 0)
+                return cli_usage_error("eval", "--needle is one of key, multi, fact (got '%s')", v ? v : "");
+            i++;
         } else if (!strcmp(a, "--scorer")) {
             if (!v || (o.scorer = mn_recall_scorer_parse(v)) < 0)
                 return cli_usage_error("eval", "--scorer is one of keys, keys-shared, slots, bm25 (got '%s')", v ? v : "");
@@ -1333,6 +1381,10 @@ int cmd_eval(int argc, char **argv) {
         if (o.modes[k].mode == MN_MODE_MEMORY && !o.n_ad)
             return cli_usage_error("eval", "memory mode needs -a ADAPTER");
     if (!o.n_modes) return cli_usage_error("eval", "no modes to run (memory needs -a ADAPTER)");
+    for (int k = 0; k < o.n_modes; k++)
+        if (o.modes[k].mode == EV_MODE_RAG && strcmp(o.task, "passkey"))
+            return cli_usage_error("eval", "the rag mode is built for passkey only (ppl and recall have no question; "
+                                           "qa does not have it yet)");
     if (o.sinks >= o.window) return cli_usage_error("eval", "--sinks %ld leaves no room in a window of %ld", o.sinks, o.window);
     if (cli_load_model(o.model_path, &o.m)) return 1;
     int rc = 0;

@@ -20,7 +20,7 @@
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title;
-    long threads, n_predict, seed, max_tokens, recall;
+    long threads, n_predict, seed, max_tokens, recall, local;
     double temp;
     int f32, quiet, scorer, late, no_exact;
 } mem_opts;
@@ -31,6 +31,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
     o->recall = MN_RECALL_DEFAULT_K;
     o->scorer = MN_RECALL_DEFAULT_SCORER;
     o->late = MN_RECALL_DEFAULT_LATE;
+    o->local = MN_RECALL_DEFAULT_LOCAL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                                   \
@@ -60,6 +61,9 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--recall")) {
             if (cli_parse_int(cmd, a, v, 0, MN_STREAM_RECALL_MAXK, &o->recall)) return 2;
+            i++;
+        } else if (!strcmp(a, "--local")) {
+            if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->local)) return 2;
             i++;
         } else if (!strcmp(a, "--exact")) {
             if (!v || (strcmp(v, "tokens") && strcmp(v, "none")))
@@ -272,7 +276,8 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     sp.window = cp.n_ctx;
     if (!rc && (mn_context_create(L->m, &cp, &ctx) || mn_stream_create(ctx, &sp, &s) ||
                 mn_stream_attach(s, &bind, (int)o->threads) ||
-                (recall && mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late))))
+                (recall && (mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late) ||
+                            mn_stream_set_recall_local(s, (int32_t)o->local)))))
         rc = cli_fail("memory stream");
     if (!rc && o->recall > 0 && !recall && !o->quiet)
         fprintf(stderr, "[recall off: it needs a UIO adapter with a recent window]\n");
@@ -369,8 +374,10 @@ int cmd_ask(int argc, char **argv) {
                    "                    paged are listed with where they lie in the document\n"
                    "  --scorer S        how segments are chosen: bm25 (default), keys, keys-shared, slots\n"
                    "  --recall-at P     before-recent (default: document order) or after-recent\n"
+                   "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
+                   "                    document's recent window beside them (default %d; 0: all)\n"
                    "  -q                no statistics on stderr\n",
-                   MN_RECALL_DEFAULT_K);
+                   MN_RECALL_DEFAULT_K, MN_RECALL_DEFAULT_LOCAL);
             return 0;
         }
     mem_opts o;
@@ -409,7 +416,7 @@ int cmd_ask(int argc, char **argv) {
         if (mn_chat_format(tok, &msg, 1, 1, &prompt)) rc = cli_fail("chat template");
         else rc = cli_tokenize(L.m, prompt, strlen(prompt), 1, 1, &ids, &n);
         const mn_docmem *mems[1] = {&d};
-        const mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late};
+        const mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late, (int32_t)o.local};
         int32_t *q = NULL;
         int64_t nq = 0;
         if (!rc && o.recall > 0 && d.n_exact > 0 && cli_tokenize(L.m, o.question, strlen(o.question), 0, 0, &q, &nq))

@@ -471,7 +471,7 @@ static int store_query(const st_opts *o, int ask) {
             r.sampling.seed = (uint64_t)o->seed;
             r.lora = lora;
             mn_answer_stats st;
-            r.recall = (mn_recall_opts){(int32_t)o->recall, MN_RECALL_DEFAULT_SCORER, MN_RECALL_DEFAULT_LATE};
+            r.recall = mn_recall_default_opts((int32_t)o->recall);
             r.on_piece = print_piece; /* the answer streams to stdout as it is generated */
             r.user = stdout;
             if (mn_answer(c, a, &r, &st)) rc = cli_fail("answer");

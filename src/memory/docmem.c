@@ -388,8 +388,12 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                 }
                 if (paged) paged->page_s += now_s() - t0;
             }
-            if (pass == (recall && ro->late ? 0 : 1) && !rc && d->n_raw > d->n_head)
-                rc = mn_decode(c, d->raw + d->n_head, d->n_raw - d->n_head, NULL, 0);
+            if (pass == (recall && ro->late ? 0 : 1) && !rc && d->n_raw > d->n_head) {
+                /* with segments paged, the raw tail's newest ro->local tokens only */
+                int32_t from = d->n_head;
+                if (ns > 0 && ro->local > 0 && d->n_raw - from > ro->local) from = d->n_raw - ro->local;
+                rc = mn_decode(c, d->raw + from, d->n_raw - from, NULL, 0);
+            }
         }
     }
     free(pos);

@@ -96,6 +96,12 @@ int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots);
  * recent window), nearest the question, out of document order:
  * [sinks | memory | recent raw | paged | question ...]. */
 int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int late);
+/* While segments are paged in, only the newest n_tokens of the local tokens
+ * (the raw recent window and the current piece read so far, question
+ * included) stay in the cache: [sinks | memory | paged | newest n | ...].
+ * 0 (the default) keeps them all. Fewer raw cells beside the paged text can
+ * answer better: the model reads a short window more sharply. */
+int mn_stream_set_recall_local(mn_stream *s, int32_t n_tokens);
 /* Chooses and pages in the segments for a query (the question, or the recent
  * text); the choice is made again for the same query after each later
  * compression (the cells after the memory are rebuilt then). */

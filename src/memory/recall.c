@@ -21,6 +21,11 @@
 
 static const char *const k_scorer_names[MN_RECALL_N_SCORERS] = {"keys", "keys-shared", "slots", "bm25"};
 
+mn_recall_opts mn_recall_default_opts(int32_t k) {
+    return (mn_recall_opts){.k = k, .scorer = MN_RECALL_DEFAULT_SCORER, .late = MN_RECALL_DEFAULT_LATE,
+                            .local = MN_RECALL_DEFAULT_LOCAL};
+}
+
 int mn_recall_scorer_parse(const char *name) {
     for (int i = 0; i < MN_RECALL_N_SCORERS; i++)
         if (name && !strcmp(name, k_scorer_names[i])) return i;

@@ -50,6 +50,7 @@ typedef enum {
 #define MN_RECALL_DEFAULT_K 4
 #define MN_RECALL_DEFAULT_SCORER MN_RECALL_BM25
 #define MN_RECALL_DEFAULT_LATE 0
+#define MN_RECALL_DEFAULT_LOCAL 0
 
 /* "keys", "keys-shared", "slots", "bm25"; -1 if unknown. */
 int mn_recall_scorer_parse(const char *name);
@@ -58,12 +59,18 @@ const char *mn_recall_scorer_name(mn_recall_scorer sc);
 int mn_recall_scorer_needs_q(mn_recall_scorer sc);
 
 /* What a reader asks of recall: k segments (0: none) by a scorer, paged in
- * before the raw recent window (document order) or after it (late). */
+ * before the raw recent window (document order) or after it (late); with
+ * segments paged, only the newest `local` raw tokens of that window stay
+ * (0: all of them). */
 typedef struct {
     int32_t k;
     mn_recall_scorer scorer;
     int late;
+    int32_t local;
 } mn_recall_opts;
+
+/* The defaults above. */
+mn_recall_opts mn_recall_default_opts(int32_t k);
 
 typedef struct mn_exact mn_exact;
 

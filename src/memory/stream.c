@@ -47,6 +47,7 @@ struct mn_stream {
     int32_t recall_k;
     mn_recall_scorer scorer;
     int recall_late;     /* paged segments after the local tokens read so far, not before them */
+    int32_t recall_local;/* with segments paged, the newest local tokens kept raw (0: all of them) */
     float *rep, *rep_sh; /* (L, R, KD) one segment's representative keys */
     int32_t *query;      /* (nq) the query the paged segments were chosen for */
     int32_t nq;
@@ -197,6 +198,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The oldest local tokens left out of the cache when it is rebuilt after
+ * paging: all but the newest recall_local (the raw window at the answer). */
+static int32_t local_skip(const mn_stream *s) {
+    return s->n_paged_segs > 0 && s->recall_local > 0 && s->n_local > s->recall_local ? s->n_local - s->recall_local : 0;
+}
+
 /* Scores the stored segments for s->query and decodes the best recall_k after
  * [sinks | memory], dropping whatever followed (the local tokens are decoded
  * again, after them, when logits are next wanted). */
@@ -217,7 +224,8 @@ static int page_in(mn_stream *s) {
     const double t1 = now_s();
     s->t_select += t1 - t0;
     if (!rc && s->recall_late && s->n_local > 0) { /* the local tokens first, the paged segments after them */
-        rc = mn_decode(s->ctx, s->local, s->n_local, NULL, 0);
+        const int32_t skip = local_skip(s);
+        rc = mn_decode(s->ctx, s->local + skip, s->n_local - skip, NULL, 0);
         s->n_dec = s->n_local;
     }
     for (int32_t i = 0; i < s->n_paged_segs && !rc; i++) {
@@ -278,6 +286,12 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
     s->recall_k = k;
     s->scorer = scorer;
     s->recall_late = late != 0;
+    return MN_OK;
+}
+
+int mn_stream_set_recall_local(mn_stream *s, int32_t n_tokens) {
+    if (n_tokens < 0) return mn_error(MN_EINVAL, "raw window of %d tokens at recall (0: all)", n_tokens);
+    s->recall_local = n_tokens;
     return MN_OK;
 }
 
@@ -432,6 +446,7 @@ static int feed_recent(mn_stream *s, const int32_t *ids, int32_t n, float *logit
         else if (logits && i + p == n) lg = logits;
         int rc = MN_OK;
         if (lg) {
+            if (s->n_dec == 0) s->n_dec = local_skip(s); /* the cache is rebuilt after the paged segments */
             if (s->n_dec < s->n_local) rc = mn_decode(s->ctx, s->local + s->n_dec, s->n_local - s->n_dec, NULL, 0);
             if (!rc) rc = mn_decode(s->ctx, ids + i, p, lg, logits_all);
             if (rc) return rc;

@@ -211,7 +211,7 @@ static void run_answer(slot *sl, job *j) {
         r.cancel = &j->cancel;
         r.on_piece = on_piece;
         r.user = j;
-        r.recall = (mn_recall_opts){j->recall, MN_RECALL_DEFAULT_SCORER, MN_RECALL_DEFAULT_LATE};
+        r.recall = mn_recall_default_opts(j->recall);
         rc = mn_answer(sl->ctx, s->a, &r, &j->st);
     }
     for (int i = 0; i < nm; i++) mn_memcache_put(s->cache, mems[i]);
