@@ -97,8 +97,10 @@ built: setup
 # (progress, ingest speed, memory against full attention's KV), then a question about a
 # detail from its first page, answered from memory.
 RUN_BOOK := data/eval/books/pg3261-news-from-nowhere.txt
+# ROW=FILE appends the run's JSON row (machine, answer, paged segments, every part of the cache)
+# to FILE, e.g. make run ROW=docs/results/run.jsonl
 run: setup model built
-	./mnemo ask -m $(MODEL_FILE) --doc $(RUN_BOOK) --max-tokens 24000 -n 48 \
+	./mnemo ask -m $(MODEL_FILE) --doc $(RUN_BOOK) --max-tokens 24000 -n 48 $(if $(ROW),--row $(ROW)) \
 	  "At the discussion at the League, at the very beginning of the story, how many persons were present?"
 
 # Trains (or continues training) the shipped adapter with its recipe; see the script.

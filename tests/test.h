@@ -1,8 +1,13 @@
 /* test.h - the minimal harness every tests/test_*.c uses.
  *
  * CHECK(cond, fmt, ...) records one assertion; a failing one prints file:line
- * and the message. TEST_MAIN_END prints "N passed, N failed" for this program
- * and returns non-zero on any failure. scripts/run_tests.sh adds them up.
+ * and the message. TEST_SKIP(fmt, ...) records a part not run on this machine
+ * or build, for a reason that is legitimate there (a CPU feature it lacks, a
+ * check too slow under the sanitizers); a missing prerequisite that the
+ * project installs (the model, a fixture) is a failing CHECK, never a skip.
+ * TEST_MAIN_END prints "N passed, N failed, N skipped" for this program and
+ * returns non-zero on any failure. scripts/run_tests.sh adds them up and
+ * names every skip.
  */
 #ifndef MN_TEST_H
 #define MN_TEST_H
@@ -12,7 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int t_pass, t_fail;
+static int t_pass, t_fail, t_skip;
+
+#define TEST_SKIP(...)                                  \
+    do {                                                \
+        t_skip++;                                       \
+        printf("SKIP %s:%d: ", __FILE__, __LINE__);     \
+        printf(__VA_ARGS__);                            \
+        putchar('\n');                                  \
+    } while (0)
 
 #define CHECK(cond, ...)                                                  \
     do {                                                                  \
@@ -42,7 +55,7 @@ static inline const char *test_model_path(void) {
 
 #define TEST_MAIN_END()                                                  \
     do {                                                                 \
-        printf("%s: %d passed, %d failed\n", __FILE__, t_pass, t_fail); \
+        printf("%s: %d passed, %d failed, %d skipped\n", __FILE__, t_pass, t_fail, t_skip); \
         return t_fail ? 1 : 0;                                           \
     } while (0)
 

@@ -629,9 +629,7 @@ out:
 int main(void) {
     tiny_tests();
     const char *path = test_model_path();
-    if (path)
-        real_model_tests(path);
-    else
-        printf("  SKIP real-model adapter tests: no model at models/ (make model)\n");
+    CHECK(path != NULL, "the default model is missing (make model fetches it): the real-model adapter tests need it");
+    if (path) real_model_tests(path);
     TEST_MAIN_END();
 }

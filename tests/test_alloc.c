@@ -13,7 +13,7 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 int main(void) {
-    printf("skip: allocation counting under AddressSanitizer\n");
+    TEST_SKIP("allocation counting under AddressSanitizer (its allocator is not the one counted)");
     TEST_MAIN_END();
 }
 #else

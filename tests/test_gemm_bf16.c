@@ -96,10 +96,11 @@ static void test_products(void) {
 int main(void) {
     test_rounding();
     if (!mn_bf16_supported()) {
-        printf("test_gemm_bf16: SKIPPED the products: this CPU has no AVX512_BF16\n");
+        TEST_SKIP("the bf16 products: this CPU has no AVX512_BF16");
         TEST_MAIN_END();
     }
-    printf("  AMX tiles: %s\n", mn_bf16_amx_ready() ? "in use for whole 32-row blocks" : "not usable here");
+    if (mn_bf16_amx_ready()) printf("  AMX tiles: in use for whole 32-row blocks\n");
+    else TEST_SKIP("the AMX tile path: not usable on this CPU or kernel (the AVX512_BF16 path is checked)");
     test_products();
     TEST_MAIN_END();
 }

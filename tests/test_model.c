@@ -204,7 +204,7 @@ int main(void) {
     unlink(f32); /* the mapping stays valid */
     if (getenv("MN_SANITIZED")) {
         /* the sanitized build is ~20x slower; the parity checks run in the normal build */
-        printf("skip: llama.cpp parity under sanitizers\n");
+        TEST_SKIP("llama.cpp parity under the sanitizers (runs in the normal build)");
     } else {
         parity q = compare_with_fixture(m, "tests/fixtures/logits_smollm2.bin", 1, 0.5f);
         CHECK(q.agree * 100 >= q.total * 99, "Q4_1 argmax agreement up to ties %lld/%lld", (long long)q.agree,

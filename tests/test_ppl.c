@@ -32,7 +32,7 @@ int main(void) {
     const char *path = test_model_path();
     CHECK(path != NULL, "the default model is missing (make model fetches it)");
     if (!path || getenv("MN_SANITIZED")) {
-        if (path) printf("skip: perplexity parity under sanitizers (runs in the normal build)\n");
+        if (path) TEST_SKIP("perplexity parity under the sanitizers (runs in the normal build)");
         TEST_MAIN_END();
     }
     size_t flen = 0, blen = 0;

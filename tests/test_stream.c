@@ -114,7 +114,7 @@ int main(void) {
 
     /* StreamingLLM: sinks beat truncation once the window slides */
     if (getenv("MN_SANITIZED")) {
-        printf("skip: sinks vs truncate perplexity under sanitizers\n");
+        TEST_SKIP("sinks vs truncate perplexity under the sanitizers (runs in the normal build)");
     } else if (n_book > 1024) {
         double ppl[3] = {0};
         for (int mode = MN_MODE_TRUNCATE; mode <= MN_MODE_SINKS; mode++) {

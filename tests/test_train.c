@@ -170,7 +170,7 @@ static double bf16_step(mn_tmodel *tm, const uio_params *P, const int32_t *ids, 
 
 static void test_bf16(mn_model *m) {
     if (!mn_bf16_supported()) {
-        printf("test_train: SKIPPED bf16 training products: this CPU has no AVX512_BF16\n");
+        TEST_SKIP("bf16 training products: this CPU has no AVX512_BF16");
         return;
     }
     mn_tmodel *tm = NULL;
@@ -280,19 +280,21 @@ static void test_resume(mn_model *m) {
           mn_last_error());
     c.ratios[1] = 8, c.tau = 3;
     CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EINVAL, "tau 3 of 3 segments accepted");
-    /* a summary adapter trains through the same loop; its loss moves */
+    /* a summary adapter trains through the same loop; its validation loss falls */
     ap = mn_adapter_default_params(MN_COMP_SUMMARY);
     ap.segment = 16, ap.ratio = 4, ap.rank = 4, ap.alpha = 8;
     char sad[700];
     snprintf(sad, sizeof sad, "%s/summary.gguf", g_dir);
     CHECK(mn_adapter_init(m, &ap, &a) == 0 && mn_adapter_save(a, sad) == 0, "summary adapter: %s", mn_last_error());
     mn_adapter_free(a);
-    c.adapter_in = sad, c.tau = 1, c.steps = 3, c.ckpt_every = 0, c.out = out2;
+    c.adapter_in = sad, c.tau = 1, c.steps = 8, c.ckpt_every = 0, c.out = out2, c.lr = 1e-2f;
     double first = NAN, last = NAN;
     c.eval_every = 1;
     CHECK(mn_train_run(m, &c, record_loss, (double *[]){&first, &last}) == 0, "summary training: %s",
           mn_last_error());
-    CHECK(isfinite(first) && isfinite(last) && first != last, "summary training loss %g -> %g", first, last);
+    printf("summary training: validation loss %.4f -> %.4f\n", first, last);
+    /* it falls, by a margin a zero or sign-flipped gradient would miss (measured: 6.018 -> 5.674) */
+    CHECK(isfinite(first) && isfinite(last) && last < first - 0.1, "summary training loss %g -> %g", first, last);
     mn_adapter *trained = NULL;
     CHECK(mn_adapter_load(m, out2, &trained) == 0, "trained summary adapter loads: %s", mn_last_error());
     mn_adapter_free(trained);
@@ -315,7 +317,9 @@ static void test_resume(mn_model *m) {
             for (int64_t e = 0; e < n; e++) bsum += fabs(d[e]);
     }
     CHECK(bsum > 0, "fine-tuning left the decoder LoRA at its initial B = 0");
-    CHECK(isfinite(last) && last != first, "fine-tuning validation loss %g -> %g", first, last);
+    printf("fine-tuning: validation loss %.4f -> %.4f\n", first, last);
+    /* measured: 6.132 -> 5.673 */
+    CHECK(isfinite(last) && last < first - 0.1, "fine-tuning validation loss %g -> %g", first, last);
     mn_lora_file_free(lf);
     c.resume = dec;
     CHECK(mn_train_run(m, &c, NULL, NULL) == MN_EUNSUPPORTED, "fine-tuning with --resume should be refused");

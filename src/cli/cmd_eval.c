@@ -911,7 +911,7 @@ static int task_qa(ev_opts *o) {
     prog_start("qa", total);
     for (int di = 0; di < nd && !rc; di++) {
         doc *d = &docs[di];
-        int64_t matched = 0;
+        int64_t matched = 0, matched_max = 0;
         for (int k = 0; k < o->n_modes && !rc; k++) {
             const ev_mode *em = &o->modes[k];
             int past = 0;
@@ -919,24 +919,56 @@ static int task_qa(ev_opts *o) {
                 prog_add((double)d->n, NULL);
                 continue;
             }
+            const int rag = em->mode == EV_MODE_RAG;
             int32_t window = (int32_t)o->window;
-            if (!o->window_given && matched) window = (int32_t)matched;
+            if (!o->window_given && matched) window = (int32_t)(rag ? matched_max : matched);
             char label[160];
             snprintf(label, sizeof label, "doc %d/%d %s", di + 1, nd, em->label);
             ev_run r;
-            if (run_open(o, em, d->n, window, 1024, &r)) {
+            /* rag: a full-attention context of the window, filled per question */
+            ev_mode full = *em;
+            full.mode = MN_MODE_FULL, full.recall = 0;
+            if (run_open(o, rag ? &full : em, rag ? window : d->n, window, 1024, &r)) {
                 rc = cli_fail(label);
                 break;
             }
             /* the document through the mode, the last token with logits so a lazy stream has decoded its window */
-            rc = run_read(&r, d->ids, d->n - 1, label);
-            if (!rc) rc = mn_stream_feed(r.s, d->ids + d->n - 1, 1, lg, 0);
-            note_cells(&r);
+            if (rag) prog_add((double)d->n, label);
+            else {
+                rc = run_read(&r, d->ids, d->n - 1, label);
+                if (!rc) rc = mn_stream_feed(r.s, d->ids + d->n - 1, 1, lg, 0);
+                note_cells(&r);
+            }
             if (em->mode == MN_MODE_MEMORY && !matched) matched = r.max_cells;
+            int32_t *rag_buf = rag ? malloc(sizeof(int32_t) * (size_t)window) : NULL;
+            if (rag && !rag_buf) rc = mn_error(MN_ENOMEM, "out of memory");
             int ok_doc = 0, n_mc = 0, n_ff = 0;
             double f1_doc = 0;
             for (int qi = 0; qi < d->nq && !rc; qi++) {
                 mn_qa_item *q = &d->q[qi];
+                if (em->recall || rag) { /* the question's words choose what is read beside it */
+                    int32_t *qid = NULL;
+                    int64_t nqt = 0;
+                    rc = tokenize_str(o->m, q->stem, 0, &qid, &nqt);
+                    if (!rc && nqt == 0) rc = mn_error(MN_EINVAL, "question %d is empty", qi + 1);
+                    if (!rc && em->recall) {
+                        rc = mn_stream_recall(r.s, qid, (int32_t)nqt);
+                        if (!rc) rc = mn_stream_sync(r.s);
+                    } else if (!rc) {
+                        int64_t got = 0;
+                        mn_kv_clear(r.ctx);
+                        rc = mn_rag_select(o->m, d->ids, d->n, qid, (int32_t)nqt, RAG_CHUNK, window, rag_buf, &got, NULL,
+                                           NULL);
+                        for (int64_t i = 0; !rc && i < got; i += 512)
+                            rc = mn_decode(r.ctx, rag_buf + i, (int32_t)(got - i < 512 ? got - i : 512), NULL, 0);
+                    }
+                    free(qid);
+                    note_cells(&r);
+                    if (rc) {
+                        cli_fail(label);
+                        break;
+                    }
+                }
                 if (q->kind == MN_QA_FREE) { /* free-form: a short greedy answer, token F1 */
                     char *pq = malloc(strlen(q->stem) + 64), ans[512];
                     sprintf(pq, "\n\nQuestion: %s\nAnswer briefly.\nAnswer:", q->stem);
@@ -991,16 +1023,21 @@ static int task_qa(ev_opts *o) {
             }
             if (!rc) {
                 printf("{\"task\": \"qa\", \"set\": \"%s\", \"doc\": %d, \"doc_tokens\": %lld, \"mode\": \"%s\", "
-                       "\"adapter\": %s%s%s, \"window\": %d, \"questions\": %d, \"correct\": %d, \"free_form\": %d, "
-                       "\"f1_sum\": %.4f, \"kv_cells\": %lld}\n",
+                       "\"adapter\": %s%s%s, \"recall\": %d, \"scorer\": \"%s\", \"local\": %ld, \"window\": %d, "
+                       "\"questions\": %d, \"correct\": %d, \"free_form\": %d, \"f1_sum\": %.4f, \"kv_cells\": %lld}\n",
                        base_name(o->src), di, (long long)d->n, mode_name(em->mode), em->ad >= 0 ? "\"" : "",
-                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
-                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, n_mc, ok_doc, n_ff,
-                       f1_doc, (long long)r.max_cells);
+                       em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "", em->recall,
+                       em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : rag ? "bm25" : "none",
+                       em->recall ? o->recall_local : 0L,
+                       em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE || rag ? window : 0, n_mc, ok_doc,
+                       n_ff, f1_doc, (long long)r.max_cells);
                 fflush(stdout);
                 right[k] += ok_doc, asked[k] += n_mc, f1[k] += f1_doc, asked_ff[k] += n_ff;
                 if (r.max_cells > cells_max[k]) cells_max[k] = r.max_cells;
             }
+            /* after the questions: with recall, the paged cells count */
+            if (em->mode == MN_MODE_MEMORY && r.max_cells > matched_max) matched_max = r.max_cells;
+            free(rag_buf);
             run_close(&r);
         }
     }
@@ -1228,7 +1265,7 @@ static void usage(void) {
            "           memory, ROUGE-L of a greedy reproduction for the first --generate samples\n\n"
            "common options:\n"
            "  --modes LIST      full,truncate,sinks,memory,rag (default: all but rag; memory needs -a)\n"
-           "                    rag (passkey): the document cut into 256-token chunks, those that\n"
+           "                    rag (passkey, qa): the document cut into 256-token chunks, those that\n"
            "                    best match the question by BM25 read in full attention before it,\n"
            "                    in document order, as many as the largest memory mode's cells allow\n"
            "  -a ADAPTER        compressor for memory mode; repeat for several (one row each)\n"
@@ -1238,9 +1275,10 @@ static void usage(void) {
            "  --max-memory N    memory mode keeps only the newest N memory slots (older ones are\n"
            "                    dropped, the rest re-positioned), so its cells stay within the\n"
            "                    model's trained positions at any length (default: all slots)\n"
-           "  --recall K,..     passkey: memory modes once per K, each paging the K stored segments\n"
-           "                    that best match the question back in raw (0: the memory alone);\n"
-           "                    rows say whether a paged segment held the needle (needle_paged)\n"
+           "  --recall K,..     passkey, qa: memory modes once per K, each paging the K stored\n"
+           "                    segments that best match the question back in raw (0: the memory\n"
+           "                    alone; qa: chosen again for each question); passkey rows say\n"
+           "                    whether a paged segment held the needle (needle_paged)\n"
            "  --scorer S        recall's scorer: bm25 (default), keys, keys-shared, slots\n"
            "  --recall-at P     before-recent (default) or after-recent\n"
            "  --local N         with segments paged, only the newest N raw tokens (question\n"
@@ -1382,9 +1420,8 @@ int cmd_eval(int argc, char **argv) {
             return cli_usage_error("eval", "memory mode needs -a ADAPTER");
     if (!o.n_modes) return cli_usage_error("eval", "no modes to run (memory needs -a ADAPTER)");
     for (int k = 0; k < o.n_modes; k++)
-        if (o.modes[k].mode == EV_MODE_RAG && strcmp(o.task, "passkey"))
-            return cli_usage_error("eval", "the rag mode is built for passkey only (ppl and recall have no question; "
-                                           "qa does not have it yet)");
+        if (o.modes[k].mode == EV_MODE_RAG && strcmp(o.task, "passkey") && strcmp(o.task, "qa"))
+            return cli_usage_error("eval", "the rag mode is for passkey and qa (ppl and recall have no question)");
     if (o.sinks >= o.window) return cli_usage_error("eval", "--sinks %ld leaves no room in a window of %ld", o.sinks, o.window);
     if (cli_load_model(o.model_path, &o.m)) return 1;
     int rc = 0;

@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
+#include <time.h>
 #include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "cli.h"
 #include "memory/docmem.h"
@@ -19,7 +21,7 @@
 #include "train/data.h"
 
 typedef struct {
-    const char *model, *adapter, *doc, *mem, *out, *question, *title;
+    const char *model, *adapter, *doc, *mem, *out, *question, *title, *row;
     long threads, n_predict, seed, max_tokens, recall, local;
     double temp;
     int f32, quiet, scorer, late, no_exact;
@@ -42,7 +44,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
         continue;                                                         \
     }
         STR("-m", model) STR("-a", adapter) STR("-f", doc) STR("--doc", doc) STR("--mem", mem) STR("-o", out)
-        STR("--title", title)
+        STR("--title", title) STR("--row", row)
 #undef STR
         if (!strcmp(a, "-t")) {
             if (cli_parse_int(cmd, a, v, 0, 512, &o->threads)) return 2;
@@ -221,6 +223,81 @@ static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t 
     }
 }
 
+/* What one `ask` measured, for --row. */
+typedef struct {
+    const char *doc, *question, *answer;
+    int64_t doc_tokens, kv_cells, memory_slots, recalled, raw, per_cell, full_cells;
+    long recall, local;
+    int scorer;
+    int64_t paged_start[MN_STREAM_RECALL_MAXK];
+    int32_t paged_len[MN_STREAM_RECALL_MAXK], n_paged;
+    double read_s, ttft_s;
+} ask_row;
+
+static const char *base_of(const char *p) {
+    const char *b = strrchr(p, '/');
+    return b ? b + 1 : p;
+}
+
+/* Appends one JSON line to o->row: the machine, the command's inputs, the answer and every part of
+ * the cache it was given (the README's main job, checkable against RESULTS.md). */
+static int write_row(const mem_opts *o, const ask_row *r) {
+    char cpu[160] = "unknown", date[32];
+    FILE *ci = fopen("/proc/cpuinfo", "r");
+    for (char line[512]; ci && fgets(line, sizeof line, ci);)
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+            cpu[strcspn(cpu, "\n")] = 0;
+            break;
+        }
+    if (ci) fclose(ci);
+    const time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    cJSON *j = cJSON_CreateObject(), *mach = cJSON_AddObjectToObject(j, "machine"), *pg;
+    cJSON_AddStringToObject(j, "task", "ask");
+    cJSON_AddStringToObject(j, "date", date);
+    cJSON_AddStringToObject(mach, "cpu", cpu);
+    cJSON_AddNumberToObject(mach, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddStringToObject(mach, "kernels", mn_cpu_isa_name());
+    cJSON_AddStringToObject(j, "model", base_of(cli_model_path(o->model)));
+    cJSON_AddStringToObject(j, "adapter", base_of(o->adapter));
+    cJSON_AddStringToObject(j, "doc", r->doc);
+    cJSON_AddNumberToObject(j, "doc_tokens", (double)r->doc_tokens);
+    cJSON_AddStringToObject(j, "question", r->question);
+    cJSON_AddStringToObject(j, "answer", r->answer);
+    cJSON_AddNumberToObject(j, "recall", (double)r->recall);
+    cJSON_AddStringToObject(j, "scorer", r->recall ? mn_recall_scorer_name((mn_recall_scorer)r->scorer) : "none");
+    cJSON_AddNumberToObject(j, "local", (double)r->local);
+    pg = cJSON_AddArrayToObject(j, "paged");
+    for (int32_t i = 0; i < r->n_paged && i < MN_STREAM_RECALL_MAXK; i++) {
+        cJSON *seg = cJSON_CreateObject();
+        cJSON_AddNumberToObject(seg, "start", (double)(r->paged_start[i] > 0 ? r->paged_start[i] : 0));
+        cJSON_AddNumberToObject(seg, "end", (double)(r->paged_start[i] + r->paged_len[i]));
+        cJSON_AddItemToArray(pg, seg);
+    }
+    /* the cache the question was read with: every part named, every cell counted */
+    cJSON_AddNumberToObject(j, "kv_cells", (double)r->kv_cells);
+    cJSON_AddNumberToObject(j, "memory_slots", (double)r->memory_slots);
+    cJSON_AddNumberToObject(j, "recalled_cells", (double)r->recalled);
+    cJSON_AddNumberToObject(j, "raw_cells", (double)r->raw);
+    cJSON_AddNumberToObject(j, "kv_mib", (double)(r->kv_cells * r->per_cell) / 1048576.0);
+    cJSON_AddNumberToObject(j, "full_attention_cells", (double)r->full_cells);
+    cJSON_AddNumberToObject(j, "full_attention_kv_mib", (double)(r->full_cells * r->per_cell) / 1048576.0);
+    cJSON_AddNumberToObject(j, "read_seconds", r->read_s);
+    cJSON_AddNumberToObject(j, "seconds_to_first_token", r->ttft_s);
+    char *txt = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    FILE *f = txt ? fopen(o->row, "a") : NULL;
+    const int ok = f && fprintf(f, "%s\n", txt) > 0;
+    if (f && fclose(f)) f = NULL;
+    free(txt);
+    if (!ok || !f) {
+        fprintf(stderr, "mnemo: cannot append the row to '%s'\n", o->row);
+        return 1;
+    }
+    return 0;
+}
+
 /* ask --doc: the chat turn [template | document | question] read through a
  * memory stream, with progress; then the answer. */
 static int ask_stream(const mem_opts *o, loaded *L) {
@@ -323,6 +400,9 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     if (!rc && mn_stream_feed(s, all + npre + nd, (int32_t)npost, logits, 0)) rc = cli_fail("question");
     double t_ttft = cli_now() - t_start;
     int64_t g = 0;
+    const int64_t cells_q = ctx ? mn_kv_n_cells(ctx) : 0; /* at the question's end, before the answer */
+    char *answer = NULL;
+    size_t alen = 0;
     for (char piece[256]; !rc && g < o->n_predict; g++) {
         int32_t id = mn_sampler_sample(smp, logits);
         mn_sampler_accept(smp, id);
@@ -330,6 +410,8 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         int pl = cli_piece(tok, id, piece, sizeof piece);
         fwrite(piece, 1, (size_t)pl, stdout);
         fflush(stdout);
+        char *na = realloc(answer, alen + (size_t)pl + 1);
+        if (na) memcpy(na + alen, piece, (size_t)pl), alen += (size_t)pl, na[alen] = 0, answer = na;
         if (mn_stream_feed(s, &id, 1, logits, 0)) rc = cli_fail("decode");
     }
     if (!rc) {
@@ -347,6 +429,17 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 (long long)(cells - mn_stream_n_memory(s) - mn_stream_n_paged(s)), cells * per_cell / 1048576.0,
                 (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
     }
+    if (!rc && o->row) {
+        ask_row r = {.doc = o->doc, .doc_tokens = nd, .question = o->question, .answer = answer ? answer : "",
+                     .recall = recall ? o->recall : 0, .scorer = o->scorer, .local = recall ? o->local : 0,
+                     .kv_cells = cells_q, .memory_slots = mn_stream_n_memory(s), .recalled = mn_stream_n_paged(s),
+                     .per_cell = per_cell, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft};
+        r.raw = r.kv_cells - r.memory_slots - r.recalled;
+        if (recall) r.n_paged = mn_stream_recalled(s, r.paged_start, r.paged_len, MN_STREAM_RECALL_MAXK);
+        for (int32_t i = 0; i < r.n_paged && i < MN_STREAM_RECALL_MAXK; i++) r.paged_start[i] -= npre; /* in the document */
+        rc = write_row(o, &r);
+    }
+    free(answer);
     free(text), free(pre), free(post), free(doc), free(pre_ids), free(post_ids), free(all), free(logits);
     mn_sampler_free(smp);
     mn_stream_free(s);
@@ -376,6 +469,8 @@ int cmd_ask(int argc, char **argv) {
                    "  --recall-at P     before-recent (default: document order) or after-recent\n"
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
                    "                    document's recent window beside them (default %d; 0: all)\n"
+                   "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
+                   "                    the answer, the segments paged and every part of the cache\n"
                    "  -q                no statistics on stderr\n",
                    MN_RECALL_DEFAULT_K, MN_RECALL_DEFAULT_LOCAL);
             return 0;
@@ -388,6 +483,7 @@ int cmd_ask(int argc, char **argv) {
         return cli_usage_error("ask", "needs one of --mem FILE / --doc FILE, a question and -a ADAPTER (no shipped "
                                       "adapter found)");
     if (o.max_tokens && !o.doc) return cli_usage_error("ask", "--max-tokens goes with --doc");
+    if (o.row && !o.doc) return cli_usage_error("ask", "--row goes with --doc");
     loaded L;
     if (load_all(&o, &L)) {
         unload(&L);

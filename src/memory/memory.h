@@ -102,6 +102,11 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
  * 0 (the default) keeps them all. Fewer raw cells beside the paged text can
  * answer better: the model reads a short window more sharply. */
 int mn_stream_set_recall_local(mn_stream *s, int32_t n_tokens);
+/* Decodes the local tokens a lazy stream (UIO with a recent window) has not
+ * put in the cache yet, so that the context holds the stream's whole layout:
+ * a caller may then decode after it directly and drop those cells again (the
+ * evaluation scores answers so). No-op for the other streams. */
+int mn_stream_sync(mn_stream *s);
 /* Chooses and pages in the segments for a query (the question, or the recent
  * text); the choice is made again for the same query after each later
  * compression (the cells after the memory are rebuilt then). */

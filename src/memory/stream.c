@@ -289,6 +289,17 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
     return MN_OK;
 }
 
+int mn_stream_sync(mn_stream *s) {
+    if (!s->uio || s->recent <= 0 || s->p.mode != MN_MODE_MEMORY) return MN_OK;
+    if (s->n_dec == 0) s->n_dec = local_skip(s);
+    if (s->n_dec < s->n_local) {
+        int rc = mn_decode(s->ctx, s->local + s->n_dec, s->n_local - s->n_dec, NULL, 0);
+        if (rc) return rc;
+        s->n_dec = s->n_local;
+    }
+    return MN_OK;
+}
+
 int mn_stream_set_recall_local(mn_stream *s, int32_t n_tokens) {
     if (n_tokens < 0) return mn_error(MN_EINVAL, "raw window of %d tokens at recall (0: all)", n_tokens);
     s->recall_local = n_tokens;
