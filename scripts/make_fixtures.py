@@ -11,8 +11,12 @@ line (default: all).
   chat   : tests/fixtures/chat.txt - chat prompts rendered by jinja2 exactly as
            transformers' apply_chat_template does, for the default model's
            template and reference ChatML / Llama-2 templates
+  quant  : tests/fixtures/quant_ref.bin - blocks of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+           Q4_K, Q6_K and their dequantized values by the `gguf` package's
+           numpy port of ggml's reference code (legacy types quantized by it
+           from known floats, K types from random bits with valid scales)
 
-Usage: python3 scripts/make_fixtures.py [tokens] [chat]
+Usage: python3 scripts/make_fixtures.py [tokens] [chat] [quant]
 Needs: pip install llama-cpp-python jinja2 gguf; the default model under
 models/ and llama.cpp's vocab files under .cache/vocab/ (make setup).
 
@@ -242,7 +246,51 @@ def fixture_chat():
     print(f"chat: wrote {os.path.relpath(out, ROOT)} ({len(lines) - 1 - 2} cases)")
 
 
-FIXTURES = {"tokens": fixture_tokens, "chat": fixture_chat}
+def fixture_quant():
+    """quant_ref.bin, little-endian: b"MNQF", u32 version 1, u32 count; per type: u32 ggml type, u32 n
+    (values), u32 nbytes, u32 has_src; the n source floats if has_src (the reference quantized them into
+    the bytes); the nbytes block bytes; the n reference-dequantized floats."""
+    import struct
+    import numpy as np
+    import gguf
+    from gguf import quants
+    T = gguf.GGMLQuantizationType
+    rng = np.random.default_rng(20261206)
+    out = [b"MNQF", struct.pack("<II", 1, 7)]
+    for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K"):
+        qt = getattr(T, name)
+        bs, ts = gguf.GGML_QUANT_SIZES[qt]
+        n = 1024
+        if bs == 32:  # quantized by the reference from floats of varied scale per block
+            x = (rng.standard_normal(n) * np.repeat(rng.uniform(0.01, 3.0, n // bs), bs)).astype(np.float32)
+            x[:bs] = 0.0  # an all-zero block
+            q = quants.quantize(x.reshape(1, -1), qt).reshape(-1)
+            src = x
+        else:  # random bits, the f16 scales set to valid values
+            q = rng.integers(0, 256, size=(n // bs) * ts, dtype=np.uint8)
+            blocks = q.reshape(-1, ts)
+            for b in blocks:
+                if name == "Q4_K":  # d, dmin at the front
+                    b[0:2] = np.frombuffer(np.float16(rng.uniform(1e-3, 0.1)).tobytes(), np.uint8)
+                    b[2:4] = np.frombuffer(np.float16(rng.uniform(1e-3, 0.1)).tobytes(), np.uint8)
+                else:  # Q6_K: d at the end
+                    b[ts - 2:ts] = np.frombuffer(np.float16(rng.uniform(1e-3, 0.1)).tobytes(), np.uint8)
+            src = None
+        deq = quants.dequantize(q.reshape(1, -1), qt).reshape(-1).astype(np.float32)
+        assert deq.size == n and np.all(np.isfinite(deq)), name
+        out.append(struct.pack("<IIII", int(qt), n, q.size, 1 if src is not None else 0))
+        if src is not None:
+            out.append(src.astype("<f4").tobytes())
+        out.append(q.astype(np.uint8).tobytes())
+        out.append(deq.astype("<f4").tobytes())
+    path = os.path.join(FIX, "quant_ref.bin")
+    with open(path, "wb") as fh:
+        fh.write(b"".join(out))
+    from importlib.metadata import version
+    print(f"quant: wrote {os.path.relpath(path, ROOT)} (gguf {version('gguf')})")
+
+
+FIXTURES = {"tokens": fixture_tokens, "chat": fixture_chat, "quant": fixture_quant}
 
 
 def main(argv):

@@ -1,7 +1,10 @@
 /* test_quant.c - kernels: fp16/bf16 conversion, quantize/dequantize accuracy
  * per type, every SIMD vec_dot / from_float / to_float / vector op against
  * the scalar reference, and mn_gemm_q against loops of scalar vec_dot, for
- * every ISA this machine has.
+ * every ISA this machine has. Every quantized type is also checked against
+ * the reference implementation's own numbers (ggml's reference code as the
+ * `gguf` package ports it; tests/fixtures/quant_ref.bin): dequantization and
+ * quantization bit for bit, dot products within float summation.
  *
  * Tolerance for SIMD-vs-scalar dot products: every kernel computes the same
  * exact integer block sums and the same float scale products; only the order
@@ -535,8 +538,80 @@ static void test_vec_exp(void) {
     free(x), free(y), free(b);
 }
 
+/* ----------------------------------------------- reference fixtures (gguf) */
+
+/* tests/fixtures/quant_ref.bin (scripts/make_fixtures.py quant): blocks of each
+ * type and their values as the reference dequantizes them; for the 32-wide
+ * types also the floats the reference quantized into those blocks. Every ISA's
+ * to_float must give the reference's values bit for bit; our quantizer the
+ * reference's blocks bit for bit; every vec_dot the exact dot of the reference
+ * values with the quantized activations, within float summation (and, for
+ * Q4_1/Q5_1, Q8_1's f16 sum, as llama.cpp's own kernel). */
+static void test_reference_fixture(void) {
+    FILE *f = fopen("tests/fixtures/quant_ref.bin", "rb");
+    CHECK(f != NULL, "tests/fixtures/quant_ref.bin missing (it is part of the repository; make fixtures)");
+    if (!f) return;
+    char magic[4];
+    uint32_t hdr[2];
+    CHECK(fread(magic, 1, 4, f) == 4 && !memcmp(magic, "MNQF", 4) && fread(hdr, 4, 2, f) == 2 && hdr[0] == 1,
+          "fixture header");
+    int seen = 0;
+    for (uint32_t t = 0; t < hdr[1]; t++) {
+        uint32_t h[4];
+        if (fread(h, 4, 4, f) != 4) {
+            CHECK(0, "fixture truncated at type %u", t);
+            break;
+        }
+        const int type = (int)h[0];
+        const int64_t n = h[1];
+        const size_t nb = h[2];
+        float *src = h[3] ? malloc(sizeof(float) * (size_t)n) : NULL, *ref = malloc(sizeof(float) * (size_t)n);
+        float *got = malloc(sizeof(float) * (size_t)n), *x = malloc(sizeof(float) * (size_t)n);
+        uint8_t *q = malloc(nb), *mine = malloc(nb);
+        int ok = (!h[3] || fread(src, sizeof(float), (size_t)n, f) == (size_t)n) && fread(q, 1, nb, f) == nb &&
+                 fread(ref, sizeof(float), (size_t)n, f) == (size_t)n;
+        CHECK(ok && nb == rowb(type, n), "type %d: %lld values in %zu bytes", type, (long long)n, nb);
+        const char *name = mn_type_layout_get(type) ? mn_type_layout_get(type)->name : "?";
+        for (int isa = MN_ISA_SCALAR; ok && isa <= MN_ISA_AVX512; isa++) {
+            const mn_quant_traits *v = mn_quant_get_isa(type, (mn_isa)isa);
+            if (!v) continue;
+            v->to_float(q, got, n);
+            CHECK(!memcmp(got, ref, sizeof(float) * (size_t)n), "%s %s: dequantized as the reference, bit for bit", name,
+                  mn_isa_name((mn_isa)isa));
+            if (src) {
+                v->from_float(src, mine, n);
+                size_t diff = 0;
+                for (size_t i = 0; i < nb; i++) diff += mine[i] != q[i];
+                CHECK(diff == 0, "%s %s: quantized as the reference, bit for bit (%zu of %zu bytes differ)", name,
+                      mn_isa_name((mn_isa)isa), diff, nb);
+            }
+            /* the dot with quantized activations */
+            const mn_quant_traits *a = mn_quant_get_isa(v->vec_dot_type, MN_ISA_SCALAR);
+            uint8_t *xq = malloc(rowb(v->vec_dot_type, n));
+            float *xd = malloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) x[i] = frand() * (i % 97 == 0 ? 20.0f : 1.0f);
+            a->from_float(x, xq, n);
+            a->to_float(xq, xd, n);
+            double exact = 0;
+            for (int64_t i = 0; i < n; i++) exact += (double)ref[i] * xd[i];
+            const double mag = magnitude(ref, xd, n);
+            float dot;
+            v->vec_dot(n, &dot, q, xq);
+            const double tol = (type == MN_TYPE_Q4_1 || type == MN_TYPE_Q5_1 ? 2e-3 : 1e-5) * mag + 1e-30;
+            CHECK(fabs(dot - exact) <= tol, "%s %s: dot %.9g vs the reference values' %.9g (mag %.3g)", name,
+                  mn_isa_name((mn_isa)isa), dot, exact, mag);
+            free(xq), free(xd);
+        }
+        seen += ok;
+        free(src), free(ref), free(got), free(x), free(q), free(mine);
+    }
+    CHECK(seen == 7, "the fixture's 7 types read (%d)", seen);
+    fclose(f);
+}
+
 int main(void) {
     test_isa();
+    test_reference_fixture();
     test_fp16();
     test_quantize();
     test_vec_dot();

@@ -24,6 +24,10 @@ const char *cli_model_path(const char *given);
  * NULL ($MNEMO_ADAPTER=none: NULL). The adapter's own check refuses it for
  * another model. */
 const char *cli_adapter_path(const char *given);
+/* --mem-dir DIR of the store commands: the PostgreSQL store's directory for memory files, as
+ * MNEMO_MEM_DIR gives it (store_pg.c reads it from there); an absolute path. 0, or 2 with a usage
+ * error. */
+int cli_set_mem_dir(const char *cmd, const char *dir);
 /* Loads the model at cli_model_path(given), printing a clear error on failure. */
 int cli_load_model(const char *given, mn_model **out);
 

@@ -30,6 +30,7 @@ static void usage(void) {
            "frozen; default: the one the store's memories were made with), and records it as the\n"
            "group's adapter in the store.\n\n"
            "  -o FILE        the LoRA (default: lora-<group>.gguf in the store's memory directory)\n"
+           "  --mem-dir DIR  a PostgreSQL store's memory directory (or $MNEMO_MEM_DIR)\n"
            "  --rank R       LoRA rank (default 8), --alpha A (16), --targets qkvo subset (qv)\n"
            "  --steps S      (default 100), --segments N (4), --batch B (1), --lr LR (1e-3),\n"
            "  --bptt MODE, --tau T, --warmup N, --eval-every K, --seed S, -t N: as for 'mnemo train'\n"
@@ -98,7 +99,9 @@ int cmd_finetune(int argc, char **argv) {
         if (!val) return cli_usage_error(CMD, "unknown option or missing value: '%s'", a);
         i++;
         if (!strcmp(a, "--db")) db = val;
-        else if (!strcmp(a, "--group")) group = val;
+        else if (!strcmp(a, "--mem-dir")) {
+            if (cli_set_mem_dir(CMD, val)) return 2;
+        } else if (!strcmp(a, "--group")) group = val;
         else if (!strcmp(a, "-m")) model = val;
         else if (!strcmp(a, "-a")) c.adapter_in = val;
         else if (!strcmp(a, "-o")) out = val;

@@ -25,6 +25,8 @@ int cmd_serve(int argc, char **argv) {
                    "  GET /v1/models, POST|GET /v1/documents, GET|DELETE /v1/documents/ID\n"
                    "  GET /health, GET /metrics (Prometheus), GET / (web page)\n\n"
                    "  -a ADAPTER        compressor adapter (default: the store's, recorded by 'store add')\n"
+                   "  --mem-dir DIR     a PostgreSQL store's memory files (or $MNEMO_MEM_DIR): an absolute\n"
+                   "                    path every server sees, recorded when the store is created\n"
                    "  --slots N         inference slots, each its own context (default 2)\n"
                    "  --queue N         requests waiting beyond the running ones; more get 503 (default 16)\n"
                    "  --ctx N           KV cells per slot (default: the model's trained context)\n"
@@ -56,6 +58,9 @@ int cmd_serve(int argc, char **argv) {
             else if (!strcmp(a, "--host")) p.host = val;
             else if (!strcmp(a, "--api-keys")) keys_path = val;
             else p.api_key = val;
+            i++;
+        } else if (!strcmp(a, "--mem-dir")) {
+            if (cli_set_mem_dir("serve", val)) return 2;
             i++;
         } else if (!strcmp(a, "--port")) {
             if (cli_parse_int("serve", a, val, 0, 65535, &v)) return 2;

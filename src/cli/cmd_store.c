@@ -55,8 +55,9 @@ static int usage(FILE *f) {
             "common: --db FILE (required), -m MODEL, -a ADAPTER (default: the store's), -t threads\n"
             "  --db takes a SQLite file (created if missing, memory files in FILE.mem/) or a PostgreSQL\n"
             "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"
-            "  its memory files go to MNEMO_MEM_DIR (an absolute path every server sees, recorded in\n"
-            "  the store when it is created)\n", MN_RECALL_DEFAULT_K);
+            "  its memory files go to --mem-dir DIR or MNEMO_MEM_DIR (an absolute path every server\n"
+            "  sees, recorded in the store when it is created; given again, it overrides the record\n"
+            "  for a host that mounts the directory elsewhere)\n", MN_RECALL_DEFAULT_K);
     return f == stdout ? 0 : 2;
 }
 
@@ -87,6 +88,9 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
 #undef INT
         if (!strcmp(a, "--temp")) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
+            i++;
+        } else if (!strcmp(a, "--mem-dir")) {
+            if (cli_set_mem_dir(cmd, v)) return 2;
             i++;
         } else if (!strcmp(a, "--gc")) {
             o->gc = 1;

@@ -212,3 +212,10 @@ int cli_piece(const mn_tokenizer *tok, int32_t id, char *buf, size_t cap) {
     memcpy(buf, p, len);
     return (int)len;
 }
+
+int cli_set_mem_dir(const char *cmd, const char *dir) {
+    if (!dir || dir[0] != '/')
+        return cli_usage_error(cmd, "--mem-dir takes an absolute path every server sees (got '%s')", dir ? dir : "");
+    if (setenv("MNEMO_MEM_DIR", dir, 1)) return cli_usage_error(cmd, "--mem-dir: cannot set it");
+    return 0;
+}

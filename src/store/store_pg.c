@@ -763,8 +763,9 @@ static int migrate(pg_store *s, int create, int have_dir) {
                           s->where);
         } else if (!have_dir) {
             rc = mn_error(MN_EINVAL,
-                          "store %s: no directory for memory files: set MNEMO_MEM_DIR to an absolute path every "
-                          "server sees (it is recorded in the store when the store is created)",
+                          "store %s: no directory for memory files: give an absolute path every server sees "
+                          "(mnemo store/serve --mem-dir DIR, or MNEMO_MEM_DIR; it is recorded in the store when "
+                          "the store is created)",
                           s->where);
         } else {
             rc = exec(s, "schema", "CREATE TABLE mnemo_schema(version INTEGER NOT NULL)");
@@ -843,7 +844,10 @@ int mn_store_open_pg(const char *conninfo, int flags, mn_store **out) {
     if (rc && rc != MN_ENOTFOUND) goto fail;
     const char *dir = env && *env ? env : recorded[0] ? recorded : NULL;
     if (!dir) { /* a store whose record was deleted by hand */
-        rc = mn_error(MN_EINVAL, "store %s: no directory for memory files recorded: set MNEMO_MEM_DIR", s->where);
+        rc = mn_error(MN_EINVAL,
+                      "store %s: no directory for memory files recorded: give one (mnemo store/serve --mem-dir DIR, "
+                      "or MNEMO_MEM_DIR)",
+                      s->where);
         goto fail;
     }
     if (!(s->mem_dir = strdup(dir))) {

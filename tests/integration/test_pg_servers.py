@@ -28,6 +28,25 @@ def psql(conn, sql):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def test_mem_dir_option(conn, adapter, files, tmp):
+    """Without MNEMO_MEM_DIR the store names both ways to give the directory; --mem-dir gives it."""
+    env = dict(os.environ)
+    env.pop("MNEMO_MEM_DIR", None)
+    run = lambda *a: subprocess.run([ts.BIN, *a], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    r = run("store", "add", "--db", conn, "-m", ts.MODEL, "-a", adapter, files[0])
+    check(r.returncode != 0 and "--mem-dir" in r.stderr and "MNEMO_MEM_DIR" in r.stderr,
+          "pg store without a memory directory names --mem-dir and MNEMO_MEM_DIR: " + r.stderr)
+    r = run("store", "add", "--db", conn, "--mem-dir", "relative/dir", "-m", ts.MODEL, "-a", adapter, files[0])
+    check(r.returncode == 2 and "absolute" in r.stderr, "--mem-dir must be absolute: " + r.stderr)
+    md = os.path.join(tmp, "mem-option")
+    r = run("store", "add", "--db", conn, "--mem-dir", md, "-m", ts.MODEL, "-a", adapter, files[0])
+    check(r.returncode == 0 and "added" in r.stdout and os.path.isdir(md) and len(os.listdir(md)) >= 1,
+          "pg store add --mem-dir: " + r.stdout + r.stderr)
+    r = run("store", "ls", "--db", conn)
+    check(r.returncode == 0 and len(r.stdout.strip().splitlines()) == 2, "the directory is recorded: ls without it: "
+          + r.stdout + r.stderr)
+
+
 def test_cli(conn, adapter, files):
     r = ts.mnemo("store", "add", "--db", conn, "-m", ts.MODEL, "-a", adapter, "--group", "g1", *files)
     check(r.returncode == 0 and r.stdout.count("added") == 3, "pg store add: " + r.stdout + r.stderr)
@@ -158,9 +177,10 @@ def main():
                 with open(p, "w") as f:
                     f.write(text)
                 files.append(p)
-            for db in ("cli", "srv"):
+            for db in ("cli", "srv", "md"):
                 psql(admin, f"CREATE DATABASE {db}")
             test_cli(admin + " dbname=cli", adapter, files)
+            test_mem_dir_option(admin + " dbname=md", adapter, files, tmp)
             if not ts.SANITIZED:
                 test_two_servers(admin + " dbname=srv", adapter)
                 test_kill_during_upload(admin + " dbname=srv", adapter)
