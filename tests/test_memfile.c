@@ -280,6 +280,28 @@ static void test_hostile(void) {
     expect_bad_mem(longer, n + 1, MN_EFORMAT, "after the payload", "trailing byte");
     free(longer);
 
+    /* the header alone (listings): the same facts as a full open; a truncated file, a corrupt header byte and
+     * trailing bytes refused; the payload's bytes are not read (its checksum is checked when it is opened) */
+    mn_memfile_info hi;
+    CHECK(mn_memfile_read_info(path, &hi) == 0 && hi.n_slots == M && hi.n_layer == NL && hi.dim == D &&
+              hi.n_tokens == in.n_tokens && !strcmp(hi.title, in.title),
+          "header-only read: %s", mn_last_error());
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        write_bytes(tp, b, lens[i]);
+        CHECK(mn_memfile_read_info(tp, &hi) == MN_EFORMAT && strstr(mn_last_error(), tp),
+              "header-only read of a file truncated to %zu: %s", lens[i], mn_last_error());
+    }
+    b[40] ^= 0x10;
+    write_bytes(tp, b, n);
+    b[40] ^= 0x10;
+    CHECK(mn_memfile_read_info(tp, &hi) == MN_EFORMAT, "header-only read of a corrupt header: %s", mn_last_error());
+    b[n - 1] ^= 0x10;
+    write_bytes(tp, b, n);
+    b[n - 1] ^= 0x10;
+    CHECK(mn_memfile_read_info(tp, &hi) == 0 && mn_memfile_open(tp, &mf) == MN_EFORMAT,
+          "a corrupt payload: the header reads, the open refuses it");
+    CHECK(mn_memfile_read_info("/nonexistent/x.mem", &hi) == MN_ENOTFOUND, "a missing file");
+
     /* every single-byte corruption: payload -> payload checksum; header -> some clean error */
     int payload_ok = 1, header_ok = 1;
     for (size_t i = 0; i < n; i++) {

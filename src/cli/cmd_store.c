@@ -205,8 +205,10 @@ static void *add_worker(void *arg) {
             J->tokens_done += res.existed ? 0 : res.n_tokens;
             /* stdout gets one line per committed document, flushed, so a
              * caller always knows what the store holds */
-            printf("%s\t%lld\t%s\t%lld tokens -> %d slots\n", res.existed ? "exists" : "added", (long long)res.id,
-                   path, (long long)res.n_tokens, res.n_slots);
+            printf("%s\t%lld\t%s\t%lld tokens -> %d memory slots + %d raw = %lld KV cells (+ %d exact tokens for "
+                   "recall)\n",
+                   res.existed ? "exists" : "added", (long long)res.id, path, (long long)res.n_tokens, res.n_slots,
+                   res.n_raw, (long long)res.n_cells, res.n_exact);
             fflush(stdout);
         }
         draw(J, 0);
@@ -285,16 +287,20 @@ static int store_ls(const st_opts *o) {
     int64_t n;
     int rc = mn_store_list_owned(s, recorded_adapter_hash(s), o->owner, &d, &n) ? cli_fail("store") : 0;
     if (!rc) {
-        printf("%-6s %-12s %9s %7s %6s %10s  %s\n", "id", "group", "tokens", "slots", "ratio", "bytes", "title");
+        /* every part of a memory named: slots, raw tokens, the KV cells they make, the exact tokens for recall */
+        printf("%-6s %-12s %9s %7s %6s %8s %6s %8s %10s  %s\n", "id", "group", "tokens", "slots", "raw", "kv_cells",
+               "ratio", "exact", "bytes", "title");
         for (int64_t i = 0; i < n; i++) {
-            if (d[i].n_slots >= 0)
-                printf("%-6lld %-12s %9lld %7d %6.1f %10lld  %s\n", (long long)d[i].id, d[i].group,
-                       (long long)d[i].n_tokens, d[i].n_slots,
-                       d[i].n_slots ? (double)d[i].n_tokens / d[i].n_slots : 0.0, (long long)d[i].mem_bytes,
+            mn_store_mem_parts p;
+            if (d[i].n_slots >= 0) {
+                mn_store_doc_parts(s, &d[i], &p); /* an unreadable file shows its parts as -1 */
+                printf("%-6lld %-12s %9lld %7d %6d %8lld %6.1f %8d %10lld  %s\n", (long long)d[i].id, d[i].group,
+                       (long long)d[i].n_tokens, p.slots, p.raw, (long long)p.cells,
+                       p.cells ? (double)d[i].n_tokens / (double)p.cells : 0.0, p.exact, (long long)d[i].mem_bytes,
                        d[i].title);
-            else
-                printf("%-6lld %-12s %9lld %7s %6s %10s  %s\n", (long long)d[i].id, d[i].group,
-                       (long long)d[i].n_tokens, "-", "-", "-", d[i].title);
+            } else
+                printf("%-6lld %-12s %9lld %7s %6s %8s %6s %8s %10s  %s\n", (long long)d[i].id, d[i].group,
+                       (long long)d[i].n_tokens, "-", "-", "-", "-", "-", "-", d[i].title);
         }
         free(d);
     }
@@ -483,7 +489,7 @@ static int store_query(const st_opts *o, int ask) {
             if (!rc) {
                 printf("\nSources:\n");
                 for (int i = 0; i < nd; i++)
-                    printf("  [%d] %s (document %lld, group %s, %lld tokens -> %d slots)\n", i + 1, docs[i].title,
+                    printf("  [%d] %s (document %lld, group %s, %lld tokens -> %d KV cells)\n", i + 1, docs[i].title,
                            (long long)docs[i].id, docs[i].group, (long long)docs[i].n_tokens, docs[i].n_slots);
                 if (!o->quiet)
                     fprintf(stderr, "[%d memory cells (%d of them %d recalled segments); %lld prompt tokens; %.2f s to "

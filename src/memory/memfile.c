@@ -342,7 +342,10 @@ static int get_name(const uint8_t *field, size_t cap, char *dst, const char *wha
     return 0;
 }
 
-static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
+/* b holds the whole file of `size` bytes, or with header_only its header
+ * alone (size is still the file's): everything is checked but the payload's
+ * checksum. */
+static int parse(const uint8_t *b, size_t size, mn_memfile *mf, int header_only) {
     if (size == 0) return mn_error(MN_EFORMAT, "memory file: empty file");
     size_t nm = size < 8 ? size : 8;
     if (memcmp(b, k_magic, nm) != 0)
@@ -434,7 +437,7 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf) {
         return mn_error(MN_EFORMAT, "memory file: header checksum mismatch (stored %016llx, computed %016llx): "
                                     "the file is corrupt",
                         (unsigned long long)get_u64(b + O_HSUM), (unsigned long long)hsum);
-    uint64_t psum = mn_memfile_fnv1a64(MN_FNV64_INIT, b + MN_MEMFILE_HEADER_SIZE, (size_t)want);
+    uint64_t psum = header_only ? get_u64(b + O_PSUM) : mn_memfile_fnv1a64(MN_FNV64_INIT, b + MN_MEMFILE_HEADER_SIZE, (size_t)want);
     if (psum != get_u64(b + O_PSUM))
         return mn_error(MN_EFORMAT, "memory file: payload checksum mismatch (stored %016llx, computed %016llx): "
                                     "the file is corrupt",
@@ -472,7 +475,7 @@ int mn_memfile_open_memory(const void *data, size_t size, mn_memfile **out) {
     if (!mf) return mn_error(MN_ENOMEM, "memory file: out of memory");
     mf->base = data;
     mf->size = size;
-    int rc = parse(data, size, mf);
+    int rc = parse(data, size, mf, 0);
     if (rc) {
         free(mf);
         return rc;
@@ -521,13 +524,39 @@ int mn_memfile_open(const char *path, mn_memfile **out) {
     mf->base = p;
     mf->size = size;
     mf->mapped = 1;
-    int rc = parse(p, size, mf);
+    int rc = parse(p, size, mf, 0);
     if (rc) {
         munmap(p, size);
         free(mf);
         return mn_error_prefix(rc, path);
     }
     *out = mf;
+    return 0;
+}
+
+int mn_memfile_read_info(const char *path, mn_memfile_info *info) {
+    if (!path || !info) return mn_error(MN_EINVAL, "memory file: NULL argument");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return mn_error(e == ENOENT ? MN_ENOTFOUND : MN_EIO, "%s: cannot open memory file: %s", path, strerror(e));
+    }
+    struct stat st;
+    uint8_t h[MN_MEMFILE_HEADER_SIZE];
+    int rc = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        rc = mn_error(MN_EIO, "%s: not a readable regular file", path);
+    ssize_t got = rc ? 0 : pread(fd, h, sizeof h, 0);
+    close(fd);
+    if (rc) return rc;
+    if (got < 0) return mn_error(MN_EIO, "%s: read failed", path);
+    if ((size_t)got < sizeof h && (size_t)got < (size_t)st.st_size) return mn_error(MN_EIO, "%s: short read", path);
+    mn_memfile mf;
+    memset(&mf, 0, sizeof mf);
+    /* a file shorter than the header is parsed as what it is, and refused */
+    rc = parse(h, (size_t)got < sizeof h ? (size_t)got : (size_t)st.st_size, &mf, 1);
+    if (rc) return mn_error_prefix(rc, path);
+    *info = mf.info;
     return 0;
 }
 

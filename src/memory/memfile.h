@@ -157,6 +157,11 @@ int mn_memfile_read_exact(const mn_memfile *mf, int32_t *ids, float *rep, float 
  * fields, sizes against the file size with overflow checks, strings, both
  * checksums) before returning. *out is NULL on failure. */
 int mn_memfile_open(const char *path, mn_memfile **out);
+/* The header facts of the file at path, read without mapping the payload:
+ * the header is validated as mn_memfile_open does (its checksum included) and
+ * the file's size checked against it; the payload's checksum is not (it is
+ * when the memory is opened to be used). For listings of many files. */
+int mn_memfile_read_info(const char *path, mn_memfile_info *info);
 /* Same over a caller-owned buffer that must outlive the handle (tests, fuzzing). */
 int mn_memfile_open_memory(const void *data, size_t size, mn_memfile **out);
 /* NULL is a no-op. Unmaps the file. */

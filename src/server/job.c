@@ -213,8 +213,7 @@ char *job_response_json(const job *j) {
         cJSON_AddStringToObject(o, "title", j->title ? j->title : "");
         cJSON_AddStringToObject(o, "group", j->group ? j->group : MN_STORE_DEFAULT_GROUP);
         cJSON_AddNumberToObject(o, "tokens", (double)j->ing.n_tokens);
-        cJSON_AddNumberToObject(o, "memory_slots", j->ing.n_slots);
-        cJSON_AddNumberToObject(o, "ratio", j->ing.n_slots ? (double)j->ing.n_tokens / j->ing.n_slots : 0.0);
+        mn_server_add_memory_parts(o, j->ing.n_tokens, j->ing.n_slots, j->ing.n_raw, j->ing.n_exact, j->ing.n_cells);
         cJSON_AddNumberToObject(o, "bytes", (double)j->ing.mem_bytes);
         cJSON_AddNumberToObject(o, "chunks", j->ing.n_chunks);
         cJSON_AddBoolToObject(o, "existed", j->ing.existed);

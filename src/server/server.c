@@ -438,7 +438,16 @@ static enum MHD_Result submit(mn_server *s, struct MHD_Connection *c, conn_state
     return r;
 }
 
-static cJSON *doc_json(const mn_store_doc *d) {
+void mn_server_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int64_t cells) {
+    /* every part named; -1 stands for a part the memory file could not tell */
+    cJSON_AddNumberToObject(o, "memory_slots", slots);
+    cJSON_AddNumberToObject(o, "raw_cells", raw);
+    cJSON_AddNumberToObject(o, "kv_cells", (double)cells);
+    cJSON_AddNumberToObject(o, "exact_tokens", exact);
+    cJSON_AddNumberToObject(o, "ratio", cells > 0 ? (double)tokens / (double)cells : 0.0);
+}
+
+static cJSON *doc_json(mn_store *s, const mn_store_doc *d) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "id", (double)d->id);
     cJSON_AddStringToObject(o, "object", "document");
@@ -446,8 +455,9 @@ static cJSON *doc_json(const mn_store_doc *d) {
     cJSON_AddStringToObject(o, "group", d->group);
     cJSON_AddStringToObject(o, "sha256", d->sha256);
     cJSON_AddNumberToObject(o, "tokens", (double)d->n_tokens);
-    cJSON_AddNumberToObject(o, "memory_slots", d->n_slots);
-    cJSON_AddNumberToObject(o, "ratio", d->n_slots > 0 ? (double)d->n_tokens / d->n_slots : 0.0);
+    mn_store_mem_parts p;
+    mn_store_doc_parts(s, d, &p);
+    mn_server_add_memory_parts(o, d->n_tokens, p.slots, p.raw, p.exact, p.cells);
     cJSON_AddNumberToObject(o, "bytes", (double)d->mem_bytes);
     cJSON_AddNumberToObject(o, "created", (double)d->created);
     return o;
@@ -463,7 +473,7 @@ static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, co
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *arr = cJSON_AddArrayToObject(o, "data");
-    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, doc_json(&d[i]));
+    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, doc_json(s->store, &d[i]));
     free(d);
     return send_json(c, cs, 200, o);
 }
@@ -490,7 +500,7 @@ static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn
     pthread_mutex_unlock(&s->store_mu);
     if (rc == MN_ENOTFOUND) return send_error(c, cs, 404, "not_found_error", "no document with id %lld", (long long)id);
     if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
-    if (!del) return send_json(c, cs, 200, doc_json(&d));
+    if (!del) return send_json(c, cs, 200, doc_json(s->store, &d));
     mn_memcache_forget(s->cache, id);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "id", (double)id);

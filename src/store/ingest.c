@@ -157,7 +157,11 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
         out->id = id;
         out->existed = 1;
         out->n_tokens = have.n_tokens;
-        out->n_slots = have.n_slots;
+        mn_store_mem_parts parts;
+        lock(store_lock);
+        mn_store_doc_parts(s, &have, &parts); /* unknown parts stay -1, the recorded cells stand */
+        unlock(store_lock);
+        out->n_slots = parts.slots, out->n_raw = parts.raw, out->n_exact = parts.exact, out->n_cells = parts.cells;
         out->n_chunks = (int32_t)have.n_chunks;
         out->mem_bytes = have.mem_bytes;
         out->seconds = mn_answer_now() - t0;
@@ -253,6 +257,9 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
     out->existed = existed;
     out->n_tokens = mem.n_tokens;
     out->n_slots = mem.n_slots;
+    out->n_raw = mem.n_raw;
+    out->n_exact = mem.n_exact;
+    out->n_cells = mn_docmem_cells(&mem);
     out->n_chunks = ch.n;
     out->mem_bytes = bytes;
 done:

@@ -30,7 +30,10 @@ typedef struct {
     int64_t id;
     int existed;       /* the text was already stored with a memory for this adapter */
     int64_t n_tokens;
-    int32_t n_slots;   /* context cells the memory takes: slots (KV cells or embeddings) and raw tokens */
+    int32_t n_slots;   /* memory slots (KV cells or embeddings); -1 when unknown (an unreadable file) */
+    int32_t n_raw;     /* raw tokens kept beside them; -1 when unknown */
+    int32_t n_exact;   /* exact tokens kept for recall (paged in on demand); -1 when unknown */
+    int64_t n_cells;   /* context cells the memory takes before recall: slots + raw */
     int32_t n_chunks;
     int64_t mem_bytes; /* memory file size */
     double seconds;

@@ -143,6 +143,18 @@ void mn_store_close(mn_store *s);
 
 /* Directory of the memory files (absolute or relative to the working dir). */
 const char *mn_store_mem_dir(mn_store *s);
+
+/* What a document's memory holds, named part by part: memory slots, raw
+ * tokens kept beside them, and the exact tokens kept for recall; cells is
+ * what the decoder holds for it before recall (slots + raw). */
+typedef struct {
+    int32_t slots, raw, exact;
+    int64_t cells;
+} mn_store_mem_parts;
+/* Reads the parts from the memory file's header (mn_memfile_read_info).
+ * On failure (no memory for the adapter, an unreadable file) the parts are
+ * -1, cells the count the store recorded, and the error is returned. */
+int mn_store_doc_parts(mn_store *s, const mn_store_doc *d, mn_store_mem_parts *p);
 /* MN_ENOTFOUND when no document has this text hash. */
 int mn_store_find_sha(mn_store *s, const char *sha256, int64_t *id);
 /* Adds a document with its chunks and memory in one transaction. A text

@@ -208,16 +208,26 @@ def test_server(tmp, adapter):
     try:
         st, h = request(base, "GET", "/health", key=None)
         check(st == 200 and h.get("status") == "ok", f"health {st} {h}")
-        ids = {}
+        ids, uploaded = {}, {}
+        parts = ("memory_slots", "raw_cells", "kv_cells", "exact_tokens", "ratio")
         for name, text in DOCS.items():
             st, d = request(base, "POST", "/v1/documents", {"title": name, "text": text, "group": "g"})
             check(st == 201 and d.get("memory_slots", 0) > 0 and d.get("tokens", 0) > 0 and d.get("bytes", 0) > 0,
                   f"upload {name}: {st} {d}")
+            # every cell the decoder will hold is counted, and the ratio is over them
+            check(d.get("kv_cells") == d.get("memory_slots", 0) + d.get("raw_cells", -1) and
+                  abs(d.get("ratio", 0) - d.get("tokens", 0) / max(d.get("kv_cells", 1), 1)) < 1e-6,
+                  f"upload {name} names its parts: {d}")
             ids[name] = d.get("id")
+            uploaded[d.get("id")] = {k: d.get(k) for k in parts}
         st, d = request(base, "POST", "/v1/documents", {"title": "again", "text": DOCS["bread"]})
-        check(st == 201 and d.get("existed") is True and d.get("id") == ids["bread"], "re-upload is a no-op")
+        check(st == 201 and d.get("existed") is True and d.get("id") == ids["bread"] and
+              {k: d.get(k) for k in parts} == uploaded[ids["bread"]], f"re-upload is a no-op, same parts: {d}")
         st, lst = request(base, "GET", "/v1/documents")
         check(st == 200 and len(lst.get("data", [])) == 3, "list documents")
+        # the listing says what the upload said
+        for x in lst.get("data", []):
+            check({k: x.get(k) for k in parts} == uploaded.get(x.get("id")), f"listing agrees with upload: {x}")
         # retrieval picks the right document among several
         for name, q in QUESTIONS.items():
             st, r = request(base, "POST", "/v1/chat/completions",
