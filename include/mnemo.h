@@ -23,6 +23,7 @@ enum {
     MN_EUNSUPPORTED = -5,/* well-formed but not supported */
     MN_ENOTFOUND = -6,   /* missing key/tensor/file */
     MN_ERANGE = -7,      /* value out of range (e.g. prompt longer than context) */
+    MN_EUNAVAILABLE = -8,/* a backend outside the process (database, memory directory) cannot serve now: retry */
 };
 
 /* Message of the last failure on this thread (never NULL). */

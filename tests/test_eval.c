@@ -128,6 +128,15 @@ int main(void) {
     CHECK(ms > 0 && ms < 1800 / 8 + 16, "memory slots %.0f", ms);
     /* the short window sees none of the repetition's source: worse than full */
     CHECK(field(out, "\"truncate\"", NULL, "nll") > f2 + 0.2, "truncate(%.0f) should be worse than full", sw);
+    /* recall in ppl: before each scored piece the text just read pages 2 segments in beside the memory */
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths 1800 --score 256 --modes memory -a %s --recall 0,2 -t 2",
+             book, ad);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0, "eval ppl --recall: %d %s", rc, out);
+    const double k0 = field(out, "\"recall\": 0,", NULL, "kv_cells"), k2 = field(out, "\"recall\": 2,", NULL, "kv_cells"),
+                 n2 = field(out, "\"recall\": 2,", NULL, "nll");
+    CHECK(k0 == mc && k2 > k0 && isfinite(n2) && n2 > 0, "recall rows: cells %.0f -> %.0f (memory alone %.0f), nll %.4f",
+          k0, k2, mc, n2);
     /* --max-memory: the newest slots only, fewer cells, and the sinks window follows */
     snprintf(args, sizeof args,
              "eval ppl --books %s --lengths 1800 --score 256 --modes memory,sinks -a %s --max-memory 32 -t 2", book, ad);

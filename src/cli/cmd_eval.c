@@ -359,6 +359,12 @@ static int ppl_one(ev_opts *o, const ev_mode *em, const int32_t *ids, int64_t L,
     double sum = 0;
     for (int64_t i = ctx_n; !rc && i < L - 1;) {
         const int32_t p = (int32_t)(L - 1 - i < chunk ? L - 1 - i : chunk);
+        /* recall: the text just read (up to 128 tokens before the piece) chooses what is paged in beside the
+         * memory, as a reader's recent words would; causal, the piece itself is not seen */
+        if (em->recall && i > 0) {
+            const int64_t nq = i < 128 ? i : 128;
+            if ((rc = mn_stream_recall(r.s, ids + i - nq, (int32_t)nq))) break;
+        }
         if ((rc = mn_stream_feed(r.s, ids + i, p, lg, 1))) break;
         note_cells(&r);
         for (int32_t k = 0; k < p; k++) sum -= log_softmax_at(lg + (size_t)k * V, V, ids[i + k + 1]);
@@ -440,13 +446,15 @@ static int task_ppl(ev_opts *o) {
                 if (em->mode == MN_MODE_MEMORY && cells > mn_model_n_ctx_train(o->m)) past = 1;
                 printf("{\"task\": \"ppl\", \"book\": \"%s\", \"length\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
                        "\"window\": %d, \"scored\": %ld, \"nll\": %.6f, \"ppl\": %.4f, \"kv_cells\": %lld, "
-                       "\"kv_bytes\": %lld, \"memory_slots\": %d, \"max_memory\": %ld, \"past_trained\": %s, "
-                       "\"seconds\": %.2f}\n",
+                       "\"kv_bytes\": %lld, \"memory_slots\": %d, \"max_memory\": %ld, \"recall\": %d, "
+                       "\"scorer\": \"%s\", \"local\": %ld, \"past_trained\": %s, \"seconds\": %.2f}\n",
                        base_name(files[f]), L, mode_name(em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? base_name(o->ad_path[em->ad]) : "null", em->ad >= 0 ? "\"" : "",
                        em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE ? window : 0, o->score, nll,
                        exp(nll), (long long)cells, (long long)kv_bytes(o->m, cells), slots,
-                       em->mode == MN_MODE_MEMORY ? o->max_memory : 0, past ? "true" : "false", cli_now() - t0);
+                       em->mode == MN_MODE_MEMORY ? o->max_memory : 0, em->recall,
+                       em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
+                       em->recall ? o->recall_local : 0L, past ? "true" : "false", cli_now() - t0);
                 fflush(stdout);
                 tb->nll_sum[k][li] += nll;
                 tb->n[k][li]++;
@@ -1275,10 +1283,11 @@ static void usage(void) {
            "  --max-memory N    memory mode keeps only the newest N memory slots (older ones are\n"
            "                    dropped, the rest re-positioned), so its cells stay within the\n"
            "                    model's trained positions at any length (default: all slots)\n"
-           "  --recall K,..     passkey, qa: memory modes once per K, each paging the K stored\n"
-           "                    segments that best match the question back in raw (0: the memory\n"
-           "                    alone; qa: chosen again for each question); passkey rows say\n"
-           "                    whether a paged segment held the needle (needle_paged)\n"
+           "  --recall K,..     memory modes once per K, each paging the K stored segments that best\n"
+           "                    match the question back in raw (0: the memory alone; qa: chosen again\n"
+           "                    for each question; ppl: before each scored piece, for the 128 tokens\n"
+           "                    read before it); passkey rows say whether a paged segment held the\n"
+           "                    needle (needle_paged)\n"
            "  --scorer S        recall's scorer: bm25 (default), keys, keys-shared, slots\n"
            "  --recall-at P     before-recent (default) or after-recent\n"
            "  --local N         with segments paged, only the newest N raw tokens (question\n"

@@ -35,6 +35,7 @@ const char *mn_strerror(int code) {
     case MN_EUNSUPPORTED: return "unsupported";
     case MN_ENOTFOUND: return "not found";
     case MN_ERANGE: return "out of range";
+    case MN_EUNAVAILABLE: return "unavailable (retry later)";
     default: return "unknown error";
     }
 }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ typedef struct {
     atomic_llong requests[6];  /* by status class: 1xx..5xx, index 1..5 */
     atomic_llong by_code[600];
     atomic_llong prompt_tokens, completion_tokens, documents_added;
+    atomic_llong backend_errors; /* requests answered 503 because the store or the memory directory failed */
     atomic_llong lat_bucket[N_BUCKETS + 1], lat_count;
     atomic_llong lat_sum_us, ttft_sum_us, ttft_count;
 } metrics;
@@ -153,6 +155,30 @@ static int visible_to(mn_server *s, int64_t id, const char *owner) {
     return rc;
 }
 
+/* The HTTP status of a library error: a backend that cannot serve now is 503 (with Retry-After, so
+ * a client or balancer retries), a missing thing 404, a bad request 400; 500 is left for bugs. */
+static int status_of(int rc) {
+    return rc == MN_EUNAVAILABLE ? 503 : rc == MN_ENOTFOUND ? 404 : rc == MN_ERANGE || rc == MN_EINVAL ? 400 : 500;
+}
+static const char *type_of(int rc) {
+    return rc == MN_EUNAVAILABLE ? "backend_unavailable_error"
+           : rc == MN_ENOTFOUND ? "not_found_error"
+           : rc == MN_ERANGE || rc == MN_EINVAL ? "invalid_request_error"
+                                                : "server_error";
+}
+
+/* The memory directory as the server needs it (listed, read, written); else MN_EUNAVAILABLE naming it
+ * and the cause: a lost mount or a changed permission is an outage of a backend, not a missing file. */
+static int mem_dir_ok(mn_store *st) {
+    const char *d = mn_store_mem_dir(st);
+    struct stat sb;
+    errno = 0;
+    if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(d, R_OK | W_OK | X_OK) != 0)
+        return mn_error(MN_EUNAVAILABLE, "memory directory %s unavailable: %s", d,
+                        errno ? strerror(errno) : "not a directory");
+    return MN_OK;
+}
+
 static void run_answer(slot *sl, job *j) {
     mn_server *s = sl->srv;
     int64_t ids[64];
@@ -177,10 +203,10 @@ static void run_answer(slot *sl, job *j) {
     if (!rc && j->n_used > 0) rc = mn_group_loras_get(s->loras, s->store, j->used[0].group, &lora);
     pthread_mutex_unlock(&s->store_mu);
     if (rc) {
+        if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
         pthread_mutex_lock(&j->mu);
-        job_fail(j, rc == MN_ENOTFOUND ? 404 : rc == MN_ERANGE ? 400 : 500,
-                 rc == MN_ENOTFOUND ? "not_found_error" : rc == MN_ERANGE ? "invalid_request_error" : "server_error",
-                 "%s", mn_last_error());
+        job_fail(j, rc == MN_EINVAL ? 500 : status_of(rc), rc == MN_EINVAL ? "server_error" : type_of(rc), "%s",
+                 mn_last_error());
         pthread_mutex_unlock(&j->mu);
         return;
     }
@@ -191,6 +217,7 @@ static void run_answer(slot *sl, job *j) {
         snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s->store), j->used[i].mem_file);
         rc = mn_memcache_get(s->cache, j->used[i].id, p, j->used[i].mem_checksum, &mems[nm]);
         if (!rc) nm++;
+        else if ((rc == MN_ENOTFOUND || rc == MN_EIO) && mem_dir_ok(s->store)) rc = MN_EUNAVAILABLE;
     }
     if (!rc) {
         mn_answer_request r;
@@ -219,8 +246,9 @@ static void run_answer(slot *sl, job *j) {
     mn_kv_clear(sl->ctx);
     pthread_mutex_lock(&j->mu);
     if (rc) {
-        job_fail(j, rc == MN_ERANGE || rc == MN_EINVAL ? 400 : 500,
-                 rc == MN_ERANGE || rc == MN_EINVAL ? "invalid_request_error" : "server_error", "%s", mn_last_error());
+        if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
+        job_fail(j, rc == MN_ENOTFOUND ? 500 : status_of(rc), rc == MN_ENOTFOUND ? "server_error" : type_of(rc), "%s",
+                 mn_last_error());
     } else if (j->st.finish == MN_FINISH_TIMEOUT && !j->started) {
         job_fail(j, 504, "timeout_error", "the request did not finish within %.0f s", s->p.timeout_s);
     } else {
@@ -267,9 +295,11 @@ static void run_doc_add(slot *sl, job *j) {
         if (!rc && added) j->ing.existed = 0;
     }
     pthread_mutex_lock(&j->mu);
+    if (rc == MN_EIO && mem_dir_ok(s->store)) rc = MN_EUNAVAILABLE; /* the memory file could not be written there */
+    if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
     if (rc)
-        job_fail(j, rc == MN_EINVAL ? 400 : 500, rc == MN_EINVAL ? "invalid_request_error" : "server_error", "%s",
-                 mn_last_error());
+        job_fail(j, rc == MN_EINVAL || rc == MN_EUNAVAILABLE ? status_of(rc) : 500,
+                 rc == MN_EINVAL || rc == MN_EUNAVAILABLE ? type_of(rc) : "server_error", "%s", mn_last_error());
     else if (!j->ing.existed)
         atomic_fetch_add(&s->mx.documents_added, 1);
     pthread_mutex_unlock(&j->mu);
@@ -344,6 +374,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, conn_state *cs, int 
 }
 
 /* ------------------------------------------------------------- handlers */
+
 
 static void new_id(job *j, const char *prefix) {
     static atomic_ullong counter;
@@ -469,7 +500,9 @@ static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, co
     pthread_mutex_lock(&s->store_mu);
     int rc = mn_store_list_owned(s->store, mn_adapter_hash(s->a), owner, &d, &n);
     pthread_mutex_unlock(&s->store_mu);
-    if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
+    if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
+    if (rc) return send_error(c, cs, rc == MN_EUNAVAILABLE ? 503 : 500, type_of(rc == MN_EUNAVAILABLE ? rc : MN_EIO), "%s",
+                              mn_last_error());
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *arr = cJSON_AddArrayToObject(o, "data");
@@ -499,7 +532,9 @@ static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn
         }
     pthread_mutex_unlock(&s->store_mu);
     if (rc == MN_ENOTFOUND) return send_error(c, cs, 404, "not_found_error", "no document with id %lld", (long long)id);
-    if (rc) return send_error(c, cs, 500, "server_error", "%s", mn_last_error());
+    if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
+    if (rc) return send_error(c, cs, rc == MN_EUNAVAILABLE ? 503 : 500, type_of(rc == MN_EUNAVAILABLE ? rc : MN_EIO), "%s",
+                              mn_last_error());
     if (!del) return send_json(c, cs, 200, doc_json(s->store, &d));
     mn_memcache_forget(s->cache, id);
     cJSON *o = cJSON_CreateObject();
@@ -509,14 +544,36 @@ static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn
     return send_json(c, cs, 200, o);
 }
 
+/* 200 only when a document request could succeed now: the store answers a query and the memory
+ * directory can be listed, read and written; otherwise 503 naming the part that fails, so a load
+ * balancer sends the traffic elsewhere until it recovers (the next probe reconnects the store). */
 static enum MHD_Result health(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
+    char val[MN_STORE_PATH_CAP];
+    pthread_mutex_lock(&s->store_mu);
+    int src = mn_store_meta_get(s->store, "mem_dir", val, sizeof val);
+    if (src == MN_ENOTFOUND) src = MN_OK; /* a SQLite store records no directory: it answered */
+    char store_err[512] = "";
+    if (src) snprintf(store_err, sizeof store_err, "%s", mn_last_error());
+    pthread_mutex_unlock(&s->store_mu);
+    const int drc = mem_dir_ok(s->store);
+    char dir_err[512] = "";
+    if (drc) snprintf(dir_err, sizeof dir_err, "%s", mn_last_error());
+    const int draining = atomic_load(&s->draining), ok = !draining && !src && !drc;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", atomic_load(&s->draining) ? "draining" : "ok");
+    cJSON_AddStringToObject(o, "status", draining ? "draining" : ok ? "ok" : "unavailable");
     cJSON_AddStringToObject(o, "model", s->model_id);
     cJSON_AddNumberToObject(o, "slots", s->p.n_slots);
     cJSON_AddNumberToObject(o, "busy", atomic_load(&s->busy));
     cJSON_AddNumberToObject(o, "queue", queue_depth(s));
-    return send_json(c, cs, atomic_load(&s->draining) ? 503 : 200, o);
+    cJSON *st = cJSON_AddObjectToObject(o, "store");
+    cJSON_AddStringToObject(st, "backend", mn_store_backend(s->store));
+    cJSON_AddBoolToObject(st, "ok", !src);
+    if (src) cJSON_AddStringToObject(st, "error", store_err);
+    cJSON *md = cJSON_AddObjectToObject(o, "memory_dir");
+    cJSON_AddStringToObject(md, "path", mn_store_mem_dir(s->store));
+    cJSON_AddBoolToObject(md, "ok", !drc);
+    if (drc) cJSON_AddStringToObject(md, "error", dir_err);
+    return send_json(c, cs, ok ? 200 : 503, o);
 }
 
 static enum MHD_Result metrics_page(mn_server *s, struct MHD_Connection *c, conn_state *cs) {
@@ -533,6 +590,9 @@ static enum MHD_Result metrics_page(mn_server *s, struct MHD_Connection *c, conn
       "mnemo_prompt_tokens_total %lld\n", (long long)atomic_load(&s->mx.prompt_tokens));
     P("# HELP mnemo_completion_tokens_total Tokens generated.\n# TYPE mnemo_completion_tokens_total counter\n"
       "mnemo_completion_tokens_total %lld\n", (long long)atomic_load(&s->mx.completion_tokens));
+    P("# HELP mnemo_backend_errors_total Requests answered 503 because the store or the memory directory could not "
+      "serve.\n# TYPE mnemo_backend_errors_total counter\nmnemo_backend_errors_total %lld\n",
+      (long long)atomic_load(&s->mx.backend_errors));
     P("# HELP mnemo_documents_added_total Documents compressed into the store.\n"
       "# TYPE mnemo_documents_added_total counter\nmnemo_documents_added_total %lld\n",
       (long long)atomic_load(&s->mx.documents_added));

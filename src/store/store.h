@@ -143,6 +143,8 @@ void mn_store_close(mn_store *s);
 
 /* Directory of the memory files (absolute or relative to the working dir). */
 const char *mn_store_mem_dir(mn_store *s);
+/* "sqlite" or "postgresql". */
+const char *mn_store_backend(mn_store *s);
 
 /* What a document's memory holds, named part by part: memory slots, raw
  * tokens kept beside them, and the exact tokens kept for recall; cells is

@@ -76,11 +76,26 @@ static const char *const k_migrations[SCHEMA_VERSION] = {
 };
 
 /* libpq's messages end in a newline; ours do not. */
+/* SQLSTATEs of a database that cannot serve now but may soon: connection
+ * exceptions (08), insufficient resources (53), shutdown or start-up (57P0x),
+ * a statement or lock timeout (57014, 55P03), serialization failures (40001,
+ * 40P01). */
+static int transient_state(const char *st) {
+    if (!st || strlen(st) != 5) return 0;
+    return !strncmp(st, "08", 2) || !strncmp(st, "53", 2) || !strncmp(st, "57P0", 4) || !strcmp(st, "57014") ||
+           !strcmp(st, "55P03") || !strcmp(st, "40001") || !strcmp(st, "40P01");
+}
+
+/* An error naming the store and the cause; a lost connection or a transient
+ * state is MN_EUNAVAILABLE (the server answers 503 and the next call
+ * reconnects), whatever code the caller proposed. */
 static int pg_fail(pg_store *s, int code, const char *what, const PGresult *r) {
     const char *m = r ? PQresultErrorMessage(r) : "";
     if (!m || !*m) m = PQerrorMessage(s->conn);
     size_t n = strlen(m);
     while (n && (m[n - 1] == '\n' || m[n - 1] == ' ')) n--;
+    if (PQstatus(s->conn) != CONNECTION_OK || (r && transient_state(PQresultErrorField(r, PG_DIAG_SQLSTATE))))
+        code = MN_EUNAVAILABLE;
     return mn_error(code, "store %s: %s: %.*s", s->where, what, (int)n, m);
 }
 

@@ -9,12 +9,16 @@ database in a throw-away cluster (scripts/pg_cluster.sh; no service is assumed).
 - kill -9 of a server in the middle of an upload leaves only whole documents (each with its chunks and
   memory), `store verify` passes, and the other server goes on serving.
 Prints "N passed, N failed" like the C tests. Fresh adapters are untrained: mechanics only."""
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_server as ts  # noqa: E402  (the server fixture, requests and checks)
@@ -69,6 +73,81 @@ def chat_on(base, doc_id):
     return ts.request(base, "POST", "/v1/chat/completions",
                       {"messages": [{"role": "user", "content": "What is this about?"}], "max_tokens": 2,
                        "mnemo": {"documents": [doc_id], "ignore_eos": True}})
+
+
+def status_and_retry(base, path):
+    """GET path: the status, the Retry-After header, the error message."""
+    req = urllib.request.Request(base + path, method="GET")
+    req.add_header("Authorization", "Bearer " + ts.KEY)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Retry-After"), ""
+    except urllib.error.HTTPError as e:
+        body = e.read().decode()
+        try:
+            msg = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = body
+        return e.code, e.headers.get("Retry-After"), msg
+
+
+def test_outage(conn, adapter, cluster):
+    """The database stopped under a running server (issue 28): every document request answers 503 with
+    Retry-After and a message naming the store, never 500; /health says 503 and names the store; started
+    again, the same server serves within 5 seconds, nothing lost."""
+    srv = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
+    paused = False
+    try:
+        st, d = ts.request(srv.base, "POST", "/v1/documents", {"title": "bread", "text": ts.DOCS["bread"]})
+        bid = d.get("id") if st == 201 else None
+        check(st == 201 and bid, f"upload before the outage: {st} {d}")
+        st, h = ts.request(srv.base, "GET", "/health", key=None)
+        check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("ok") is True and
+              h.get("store", {}).get("backend") == "postgresql" and h.get("memory_dir", {}).get("ok") is True,
+              f"health names the store and the memory directory: {st} {h}")
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        paused = r.returncode == 0
+        check(paused, "database stopped: " + r.stderr)
+        for path in ("/v1/documents", f"/v1/documents/{bid}"):
+            st, retry, msg = status_and_retry(srv.base, path)
+            check(st == 503 and retry and "store" in msg, f"GET {path} during the outage: {st} {retry} {msg}")
+        st, r = chat_on(srv.base, bid)
+        check(st == 503 and ts.err_msg(r), f"a document chat during the outage: {st} {r}")
+        st, r = ts.request(srv.base, "POST", "/v1/documents", {"title": "chess", "text": ts.DOCS["chess"]})
+        check(st == 503 and ts.err_msg(r), f"an upload during the outage: {st} {r}")
+        st, h = ts.request(srv.base, "GET", "/health", key=None)
+        check(st == 503 and h.get("status") == "unavailable" and h.get("store", {}).get("ok") is False and
+              h.get("store", {}).get("error") and h.get("memory_dir", {}).get("ok") is True,
+              f"health during the outage names the store: {st} {h}")
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        paused = r.returncode != 0
+        check(not paused, "database started again: " + r.stderr)
+        t0, st = time.time(), 0
+        while time.time() - t0 < 5:
+            st, lst = ts.request(srv.base, "GET", "/v1/documents")
+            if st == 200:
+                break
+            time.sleep(0.2)
+        check(st == 200 and bid in [x["id"] for x in lst.get("data", [])],
+              f"the same server serves again within 5 s ({time.time() - t0:.1f} s), nothing lost: {st}")
+        st, r = chat_on(srv.base, bid)
+        check(st == 200, f"a document chat after the outage: {st}")
+        st, h = ts.request(srv.base, "GET", "/health", key=None)
+        check(st == 200 and h.get("status") == "ok", f"health after the outage: {st} {h}")
+        n_chess = psql(conn, "SELECT count(*) FROM documents WHERE title = 'chess'")
+        check(n_chess == "0", f"the upload refused during the outage left no row ({n_chess})")
+        with urllib.request.urlopen(srv.base + "/metrics", timeout=30) as m:
+            mt = m.read().decode()
+        nerr = re.search(r"^mnemo_backend_errors_total (\d+)", mt, re.M)
+        check(nerr and int(nerr.group(1)) >= 4 and 'code="500"' not in mt,
+              f"metrics count the backend errors and no 500: {nerr and nerr.group(0)}")
+    finally:
+        if paused:
+            subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, timeout=120)
+        rc, err = srv.stop()
+        check(rc == 0, f"server after the outage exits cleanly: {rc} {err[-300:]}")
 
 
 def test_two_servers(conn, adapter):
@@ -183,6 +262,8 @@ def main():
             test_mem_dir_option(admin + " dbname=md", adapter, files, tmp)
             if not ts.SANITIZED:
                 test_two_servers(admin + " dbname=srv", adapter)
+                psql(admin, "CREATE DATABASE outage")
+                test_outage(admin + " dbname=outage", adapter, cluster)
                 test_kill_during_upload(admin + " dbname=srv", adapter)
         finally:
             subprocess.run(["bash", "scripts/pg_cluster.sh", "stop", cluster], cwd=ROOT, timeout=120)
