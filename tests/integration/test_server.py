@@ -242,6 +242,22 @@ def test_server(tmp, adapter):
         check(st == 200 and r.get("object") == "chat.completion" and r["usage"]["completion_tokens"] == 6 and
               r["choices"][0]["message"]["role"] == "assistant" and r["choices"][0]["finish_reason"] == "length" and
               r["mnemo"]["memory_cells"] > 0, f"chat: {st} {r}")
+        # the memory directory lost (an unmounted volume): health and uploads say 503 naming it, never 500;
+        # back in place, the same server serves again
+        mem, away = db + ".mem", db + ".mem.away"
+        os.rename(mem, away)
+        try:
+            st, h = request(base, "GET", "/health", key=None)
+            check(st == 503 and h.get("memory_dir", {}).get("ok") is False and "memory directory" in
+                  h.get("memory_dir", {}).get("error", "") and h.get("store", {}).get("ok") is True,
+                  f"health without the memory directory: {st} {h}")
+            st, r = request(base, "POST", "/v1/documents", {"title": "lost", "text": "A text for a lost directory. " * 20})
+            check(st == 503 and err_msg(r) and "memory directory" in r["error"]["message"],
+                  f"upload without the memory directory: {st} {r}")
+        finally:
+            os.rename(away, mem)
+        st, h = request(base, "GET", "/health", key=None)
+        check(st == 200 and h.get("status") == "ok", f"health with the directory back: {st} {h}")
         # streamed chat with curl
         ev = curl_stream(base, {"model": "m", "stream": True, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
                                 "mnemo": {"documents": [ids["chess"]], "ignore_eos": True}})
@@ -334,8 +350,10 @@ def test_server(tmp, adapter):
         st, r = request(base, "POST", "/v1/chat/completions", {"max_tokens": 2, "messages": [{"role": "user", "content": "x"}]})
         check(st == 503 and err_msg(r), f"queue full: {st} {r} (health {h})")
         st, m = request(base, "GET", "/metrics", key=None)
-        check(st == 200 and "mnemo_queue_depth 6" in m and 'mnemo_requests_total{code="503"} 1' in m and
-              "mnemo_memory_bytes" in m and "mnemo_completion_tokens_total" in m, "metrics")
+        # 503s: the lost memory directory's health probe and upload, then the full queue
+        check(st == 200 and "mnemo_queue_depth 6" in m and 'mnemo_requests_total{code="503"} 3' in m and
+              "mnemo_backend_errors_total 1\n" in m and "mnemo_memory_bytes" in m and
+              "mnemo_completion_tokens_total" in m and 'code="500"' not in m, "metrics: " + str(m)[:2000])
         req = urllib.request.Request(base + "/v1/completions", data=b'{"prompt": "x", "max_tokens": 1}', method="POST",
                                      headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
         try:
