@@ -45,6 +45,17 @@ static void scorer_names(void) {
         CHECK(mn_recall_scorer_parse(mn_recall_scorer_name((mn_recall_scorer)i)) == i, "scorer name %d", i);
     CHECK(mn_recall_scorer_parse("nope") == -1 && mn_recall_scorer_parse(NULL) == -1, "unknown scorer");
     CHECK(!mn_recall_scorer_needs_q(MN_RECALL_BM25) && mn_recall_scorer_needs_q(MN_RECALL_KEYS), "which need queries");
+    /* auto K: 2 for a short store (8K: 24 segments), one per 16 stored, at most 8 (32K: 120 segments) */
+    CHECK(mn_recall_auto_k(MN_RECALL_AUTO, 3) == 2 && mn_recall_auto_k(MN_RECALL_AUTO, 24) == 2 &&
+              mn_recall_auto_k(MN_RECALL_AUTO, 48) == 3 && mn_recall_auto_k(MN_RECALL_AUTO, 120) == 8 &&
+              mn_recall_auto_k(MN_RECALL_AUTO, 5000) == 8 && mn_recall_auto_k(5, 120) == 5 && mn_recall_auto_k(0, 120) == 0,
+          "auto K");
+    CHECK(mn_recall_max_k(MN_RECALL_AUTO) == MN_RECALL_AUTO_MAX && mn_recall_max_k(3) == 3, "most segments paged");
+    int32_t k = 99;
+    CHECK(mn_recall_parse_k("auto", 64, &k) == 0 && k == MN_RECALL_AUTO && mn_recall_parse_k("7", 64, &k) == 0 && k == 7 &&
+              mn_recall_parse_k("65", 64, &k) == -1 && mn_recall_parse_k("-1", 64, &k) == -1 &&
+              mn_recall_parse_k("2x", 64, &k) == -1 && mn_recall_parse_k(NULL, 64, &k) == -1,
+          "K parsed: auto or a count");
 }
 
 /* Segments of filler, one of which (the 3rd) holds a rare word; the query

@@ -160,11 +160,15 @@ static int parse_modes(ev_opts *o, const char *s) {
                     ev_mode *e = &o->modes[o->n_modes++];
                     e->mode = md, e->ad = a, e->recall = o->n_recall ? (int32_t)o->recall[r] : 0;
                     const char *b = strrchr(o->ad_path[a], '/');
-                    if (e->recall)
-                        snprintf(e->label, sizeof e->label, "memory:%s+recall%d:%s%s", b ? b + 1 : o->ad_path[a],
-                                 e->recall, mn_recall_scorer_name((mn_recall_scorer)o->scorer),
-                                 o->recall_late ? ":after-recent" : "");
-                    else snprintf(e->label, sizeof e->label, "memory:%s", b ? b + 1 : o->ad_path[a]);
+                    if (e->recall) {
+                        char kn[16];
+                        if (e->recall < 0) snprintf(kn, sizeof kn, "-auto");
+                        else snprintf(kn, sizeof kn, "%d", e->recall);
+                        snprintf(e->label, sizeof e->label, "memory:%s+recall%s:%s%s", b ? b + 1 : o->ad_path[a], kn,
+                                 mn_recall_scorer_name((mn_recall_scorer)o->scorer), o->recall_late ? ":after-recent" : "");
+                    } else {
+                        snprintf(e->label, sizeof e->label, "memory:%s", b ? b + 1 : o->ad_path[a]);
+                    }
                 }
         } else {
             ev_mode *e = &o->modes[o->n_modes++];
@@ -204,7 +208,7 @@ static int run_open(ev_opts *o, const ev_mode *em, int64_t n_tokens, int32_t win
         if (o->max_memory > 0 && need > o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks))
             need = o->max_memory + mn_memory_n_ctx(b, 0, sp.n_sinks);
         n_ctx = need + extra;
-        if (em->recall && b->kind == MN_COMP_UIO) n_ctx += (int64_t)em->recall * b->uio.params.l;
+        if (em->recall && b->kind == MN_COMP_UIO) n_ctx += (int64_t)mn_recall_max_k(em->recall) * b->uio.params.l;
     } else n_ctx = (int64_t)window + extra;
     if (n_ctx > (1 << 22)) return mn_error(MN_ERANGE, "%lld cells do not fit a context", (long long)n_ctx);
     sp.window = em->mode == MN_MODE_TRUNCATE || em->mode == MN_MODE_SINKS ? window : (int32_t)n_ctx;
@@ -1283,7 +1287,8 @@ static void usage(void) {
            "  --max-memory N    memory mode keeps only the newest N memory slots (older ones are\n"
            "                    dropped, the rest re-positioned), so its cells stay within the\n"
            "                    model's trained positions at any length (default: all slots)\n"
-           "  --recall K,..     memory modes once per K, each paging the K stored segments that best\n"
+           "  --recall K,..     memory modes once per K (a count, or auto: one per 16 stored segments,\n"
+           "                    2 to 8; rows say -1), each paging the K stored segments that best\n"
            "                    match the question back in raw (0: the memory alone; qa: chosen again\n"
            "                    for each question; ppl: before each scored piece, for the 128 tokens\n"
            "                    read before it); passkey rows say whether a paged segment held the\n"
@@ -1358,7 +1363,18 @@ int cmd_eval(int argc, char **argv) {
             if (cli_parse_int("eval", a, v, 1, 1L << 30, &o.span_end)) return 2;
             i++;
         } else if (!strcmp(a, "--recall")) {
-            if (parse_list("--recall", v, 0, MN_STREAM_RECALL_MAXK, o.recall, &o.n_recall)) return 2;
+            /* counts, or "auto" (a count that grows with the store) */
+            char buf[256];
+            o.n_recall = 0;
+            snprintf(buf, sizeof buf, "%s", v ? v : "");
+            for (char *sv = NULL, *t = strtok_r(buf, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
+                int32_t k;
+                if (o.n_recall == MAX_ITEMS || mn_recall_parse_k(t, MN_STREAM_RECALL_MAXK, &k))
+                    return cli_usage_error("eval", "--recall takes counts 0..%d or auto, comma-separated (got '%s')",
+                                           MN_STREAM_RECALL_MAXK, v ? v : "");
+                o.recall[o.n_recall++] = k;
+            }
+            if (!o.n_recall) return cli_usage_error("eval", "--recall needs a value");
             i++;
         } else if (!strcmp(a, "--local")) {
             if (!v || (o.recall_local = strtol(v, NULL, 10)) < 0 || o.recall_local > 1 << 20)

@@ -62,7 +62,11 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
             i++;
         } else if (!strcmp(a, "--recall")) {
-            if (cli_parse_int(cmd, a, v, 0, MN_STREAM_RECALL_MAXK, &o->recall)) return 2;
+            int32_t k;
+            if (mn_recall_parse_k(v, MN_STREAM_RECALL_MAXK, &k))
+                return cli_usage_error(cmd, "--recall takes auto or a count of segments 0..%d (got '%s')",
+                                       MN_STREAM_RECALL_MAXK, v ? v : "");
+            o->recall = k;
             i++;
         } else if (!strcmp(a, "--local")) {
             if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->local)) return 2;
@@ -265,7 +269,8 @@ static int write_row(const mem_opts *o, const ask_row *r) {
     cJSON_AddNumberToObject(j, "doc_tokens", (double)r->doc_tokens);
     cJSON_AddStringToObject(j, "question", r->question);
     cJSON_AddStringToObject(j, "answer", r->answer);
-    cJSON_AddNumberToObject(j, "recall", (double)r->recall);
+    if (r->recall < 0) cJSON_AddStringToObject(j, "recall", "auto"); /* the count paged: "paged" */
+    else cJSON_AddNumberToObject(j, "recall", (double)r->recall);
     cJSON_AddStringToObject(j, "scorer", r->recall ? mn_recall_scorer_name((mn_recall_scorer)r->scorer) : "none");
     cJSON_AddNumberToObject(j, "local", (double)r->local);
     pg = cJSON_AddArrayToObject(j, "paged");
@@ -344,9 +349,9 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     sp.mode = MN_MODE_MEMORY;
     if (bind.kind == MN_COMP_BEACON) sp.n_sinks = bind.beacon.params.sinks;
     /* recall: UIO with a recent window only (other compressors read without it) */
-    const int recall = o->recall > 0 && bind.kind == MN_COMP_UIO && bind.uio.params.recent > 0;
+    const int recall = o->recall != 0 && bind.kind == MN_COMP_UIO && bind.uio.params.recent > 0;
     const int64_t need = (int64_t)mn_memory_n_ctx(&bind, n, sp.n_sinks) + o->n_predict + 1 +
-                         (recall ? o->recall * (int64_t)bind.uio.params.l : 0);
+                         (recall ? mn_recall_max_k((int32_t)o->recall) * (int64_t)bind.uio.params.l : 0);
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(need < (1 << 22) ? need : (1 << 22));
     cp.n_threads = (int)o->threads;
@@ -356,7 +361,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 (recall && (mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late) ||
                             mn_stream_set_recall_local(s, (int32_t)o->local)))))
         rc = cli_fail("memory stream");
-    if (!rc && o->recall > 0 && !recall && !o->quiet)
+    if (!rc && o->recall != 0 && !recall && !o->quiet)
         fprintf(stderr, "[recall off: it needs a UIO adapter with a recent window]\n");
     const int64_t per_cell = (int64_t)mn_model_n_layer(L->m) * mn_model_kv_dim(L->m) * 4; /* K + V, f16 */
     const int tty = isatty(2);
@@ -462,9 +467,9 @@ int cmd_ask(int argc, char **argv) {
                    "  -a ADAPTER        compressor (default: the adapter shipped for the default model)\n"
                    "  -n N              most answer tokens (default 256)\n"
                    "  --temp T          sampling temperature (default 0: greedy)\n"
-                   "  --recall K        page the K stored segments that best match the question back in raw\n"
-                   "                    beside the memory (default %d; 0: the memory alone); the segments\n"
-                   "                    paged are listed with where they lie in the document\n"
+                   "  --recall K|auto   page the K stored segments that best match the question back in raw\n"
+                   "                    beside the memory (default auto: one per 16 stored, 2 to 8; 0: the\n"
+                   "                    memory alone); the segments paged are listed with where they lie\n"
                    "  --scorer S        how segments are chosen: bm25 (default), keys, keys-shared, slots\n"
                    "  --recall-at P     before-recent (default: document order) or after-recent\n"
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
@@ -472,7 +477,7 @@ int cmd_ask(int argc, char **argv) {
                    "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
                    "                    the answer, the segments paged and every part of the cache\n"
                    "  -q                no statistics on stderr\n",
-                   MN_RECALL_DEFAULT_K, MN_RECALL_DEFAULT_LOCAL);
+                   MN_RECALL_DEFAULT_LOCAL);
             return 0;
         }
     mem_opts o;
@@ -512,12 +517,14 @@ int cmd_ask(int argc, char **argv) {
         if (mn_chat_format(tok, &msg, 1, 1, &prompt)) rc = cli_fail("chat template");
         else rc = cli_tokenize(L.m, prompt, strlen(prompt), 1, 1, &ids, &n);
         const mn_docmem *mems[1] = {&d};
+        const int asked = o.recall != 0;
+        o.recall = mn_docmem_recall_k(mems, 1, (int32_t)o.recall); /* auto: the count for this memory */
         const mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late, (int32_t)o.local};
         int32_t *q = NULL;
         int64_t nq = 0;
         if (!rc && o.recall > 0 && d.n_exact > 0 && cli_tokenize(L.m, o.question, strlen(o.question), 0, 0, &q, &nq))
             rc = 1;
-        if (!rc && o.recall > 0 && d.n_exact == 0 && !o.quiet)
+        if (!rc && asked && d.n_exact == 0 && !o.quiet)
             fprintf(stderr, "[recall off: the memory file has no exact part (written by an older build, "
                             "with --exact none, or by a compressor without a recent window)]\n");
         const int64_t rcells = o.recall > 0 ? mn_docmem_recall_cells(mems, 1, (int32_t)o.recall) : 0;

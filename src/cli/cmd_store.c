@@ -48,7 +48,8 @@ static int usage(FILE *f) {
             "  query \"question\" [-k K]             rank documents (BM25 + dense, fused by rank)\n"
             "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S] [--recall R]\n"
             "        answer from the top-k documents' memories (one group's), citing them; R segments of\n"
-            "        their exact text are paged back in beside the memories (default %d; 0: memory alone)\n"
+            "        their exact text are paged back in beside the memories (default auto: one per 16\n"
+            "        stored segments of each, 2 to 8; 0: memory alone)\n"
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
@@ -57,7 +58,7 @@ static int usage(FILE *f) {
             "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"
             "  its memory files go to --mem-dir DIR or MNEMO_MEM_DIR (an absolute path every server\n"
             "  sees, recorded in the store when it is created; given again, it overrides the record\n"
-            "  for a host that mounts the directory elsewhere)\n", MN_RECALL_DEFAULT_K);
+            "  for a host that mounts the directory elsewhere)\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -84,9 +85,16 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         continue;                                                      \
     }
         INT("-k", k, 1, MAX_K) INT("-t", threads, 0, 512) INT("-j", jobs, 0, 512) INT("-n", n_predict, 1, 1 << 16)
-        INT("--seed", seed, 0, 0x7fffffffL) INT("--recall", recall, 0, MN_DOCMEM_RECALL_MAXK)
+        INT("--seed", seed, 0, 0x7fffffffL)
 #undef INT
-        if (!strcmp(a, "--temp")) {
+        if (!strcmp(a, "--recall")) {
+            int32_t k;
+            if (mn_recall_parse_k(v, MN_DOCMEM_RECALL_MAXK, &k))
+                return cli_usage_error(cmd, "--recall takes auto or a count of segments 0..%d (got '%s')",
+                                       MN_DOCMEM_RECALL_MAXK, v ? v : "");
+            o->recall = k;
+            i++;
+        } else if (!strcmp(a, "--temp")) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
             i++;
         } else if (!strcmp(a, "--mem-dir")) {

@@ -272,14 +272,26 @@ int mn_docmem_prime(mn_context *c, const mn_adapter *a, const mn_docmem *const *
     return mn_docmem_prime_recall(c, a, mems, n, NULL, NULL, 0, n_pos_out, NULL);
 }
 
+/* Segments a memory of S stored segments pages: its share of a total k, or
+ * (auto) its own count for S. */
+static int32_t mem_k(int32_t k, int with, int32_t S) { return k >= 0 ? (k + with - 1) / with : mn_recall_auto_k(k, S); }
+
+int32_t mn_docmem_recall_k(const mn_docmem *const *mems, int n, int32_t k) {
+    if (k >= 0) return k;
+    int32_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (mems[i] && mems[i]->n_exact > 0) total += mn_recall_auto_k(k, mems[i]->n_exact / mems[i]->exact_seg);
+    return total < MN_DOCMEM_RECALL_MAXK ? total : MN_DOCMEM_RECALL_MAXK;
+}
+
 int64_t mn_docmem_recall_cells(const mn_docmem *const *mems, int n, int32_t k) {
     int64_t cells = 0;
     int with = 0;
     for (int i = 0; i < n; i++) with += mems[i] && mems[i]->n_exact > 0;
-    for (int i = 0; i < n && k > 0; i++) {
+    for (int i = 0; i < n && k != 0; i++) {
         const mn_docmem *d = mems[i];
         if (!d || d->n_exact <= 0) continue;
-        int64_t ki = (k + with - 1) / with, S = d->n_exact / d->exact_seg;
+        const int64_t S = d->n_exact / d->exact_seg, ki = mem_k(k, with, (int32_t)S);
         cells += (ki < S ? ki : S) * d->exact_seg;
     }
     return cells;
@@ -325,11 +337,12 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                            mn_docmem_paged *paged) {
     if (!c || !a || (n > 0 && !mems)) return mn_error(MN_EINVAL, "docmem prime: missing argument");
     if (paged) memset(paged, 0, sizeof *paged);
-    if (ro && ro->k > 0 && (ro->k > MN_DOCMEM_RECALL_MAXK || (unsigned)ro->scorer >= MN_RECALL_N_SCORERS))
-        return mn_error(MN_EINVAL, "recall of %d segments (1..%d) by scorer %d", ro->k, MN_DOCMEM_RECALL_MAXK,
+    if (ro && ro->k != 0 &&
+        ((ro->k < 0 && ro->k != MN_RECALL_AUTO) || ro->k > MN_DOCMEM_RECALL_MAXK || (unsigned)ro->scorer >= MN_RECALL_N_SCORERS))
+        return mn_error(MN_EINVAL, "recall of %d segments (1..%d, or auto) by scorer %d", ro->k, MN_DOCMEM_RECALL_MAXK,
                         (int)ro->scorer);
     int with = 0; /* memories with an exact part; without any, recall is off */
-    for (int i = 0; i < n && ro && ro->k > 0; i++) with += mems[i] && mems[i]->n_exact > 0;
+    for (int i = 0; i < n && ro && ro->k != 0; i++) with += mems[i] && mems[i]->n_exact > 0;
     const int recall = with > 0;
     if (recall && (!q || nq <= 0)) return mn_error(MN_EINVAL, "recall needs a query");
     if (recall && nq > MN_RECALL_MAXQ) { /* the end of a long query: what the answer follows */
@@ -370,7 +383,7 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         }
         if (!rc && recall && d->n_exact > 0) {
             const double t0 = now_s();
-            rc = choose(c, d, ro, (ro->k + with - 1) / with, q, nq, segs, &ns);
+            rc = choose(c, d, ro, mem_k(ro->k, with, d->n_exact / d->exact_seg), q, nq, segs, &ns);
             if (paged) paged->select_s += now_s() - t0, paged->stored += d->n_exact / d->exact_seg;
         }
         for (int pass = 0; pass < 2 && !rc; pass++) {

@@ -105,6 +105,9 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                            const mn_recall_opts *ro, const int32_t *q, int32_t nq, int32_t *n_pos_out,
                            mn_docmem_paged *paged);
 /* Cells that recall of k segments can add to n memories. */
+/* The total K that k means for these memories: k itself, or (MN_RECALL_AUTO)
+ * the sum of each memory's own count for its stored segments. */
+int32_t mn_docmem_recall_k(const mn_docmem *const *mems, int n, int32_t k);
 int64_t mn_docmem_recall_cells(const mn_docmem *const *mems, int n, int32_t k);
 
 #endif

@@ -87,9 +87,11 @@ int mn_stream_set_memory_cap(mn_stream *s, int32_t max_slots);
  * every segment compressed also keeps its ids and index, and
  * mn_stream_recall pages the k segments that best answer a query back in raw,
  * after the memory: [sinks | memory | paged | recent raw | current piece].
- * k 0 switches it off. It is switched on before the stream reads; once on, k,
+ * k 0 switches it off; k MN_RECALL_AUTO pages a number that grows with the
+ * segments stored (mn_recall_auto_k). It is switched on before the stream reads; once on, k,
  * scorer and place may change at any time (the next choice uses them). The
- * context needs k * l more cells (mn_memory_n_ctx does not count them). */
+ * context needs mn_recall_max_k(k) * l more cells (mn_memory_n_ctx does not
+ * count them). */
 #define MN_STREAM_RECALL_MAXK 64
 #define MN_STREAM_RECALL_MAXQ MN_RECALL_MAXQ
 /* late: the paged segments go after the local tokens read so far (the raw

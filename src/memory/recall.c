@@ -26,6 +26,27 @@ mn_recall_opts mn_recall_default_opts(int32_t k) {
                             .local = MN_RECALL_DEFAULT_LOCAL};
 }
 
+int32_t mn_recall_auto_k(int32_t k, int32_t n_stored) {
+    if (k >= 0) return k;
+    int32_t a = (n_stored + MN_RECALL_AUTO_PER - 1) / MN_RECALL_AUTO_PER;
+    return a < MN_RECALL_AUTO_MIN ? MN_RECALL_AUTO_MIN : a > MN_RECALL_AUTO_MAX ? MN_RECALL_AUTO_MAX : a;
+}
+
+int32_t mn_recall_max_k(int32_t k) { return k >= 0 ? k : MN_RECALL_AUTO_MAX; }
+
+int mn_recall_parse_k(const char *s, int32_t max, int32_t *k) {
+    if (!s) return -1;
+    if (!strcmp(s, "auto")) {
+        *k = MN_RECALL_AUTO;
+        return 0;
+    }
+    char *end;
+    const long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0 || v > max) return -1;
+    *k = (int32_t)v;
+    return 0;
+}
+
 int mn_recall_scorer_parse(const char *name) {
     for (int i = 0; i < MN_RECALL_N_SCORERS; i++)
         if (name && !strcmp(name, k_scorer_names[i])) return i;

@@ -46,12 +46,21 @@ typedef enum {
 #define MN_RECALL_N_SCORERS 4
 #define MN_RECALL_REP 8 /* R: representative keys per segment and layer */
 #define MN_RECALL_MAXQ 128 /* query tokens scored (a longer query: its end) */
+/* K = MN_RECALL_AUTO pages a number of segments that grows with the store:
+ * one per 16 stored segments, at least 2 and at most 8 (mn_recall_auto_k). */
+#define MN_RECALL_AUTO (-1)
+#define MN_RECALL_AUTO_MIN 2
+#define MN_RECALL_AUTO_MAX 8
+#define MN_RECALL_AUTO_PER 16
 /* The defaults the commands use, chosen on validation text (docs/RESULTS.md,
- * "Choosing K and the raw window"): K 2 found as many keys as K 1 and more
- * than K 4 at 8K on data/val, and covers a fact split across two segments;
- * the whole raw window stays (local 0): keeping only its newest 128 tokens
- * answered as well there but loses what the window holds beyond them */
-#define MN_RECALL_DEFAULT_K 2
+ * "Choosing K and the raw window"): at 8K (24 stored segments) K 2 found as
+ * many keys as K 1 and more than K 4, and covers a fact split across two
+ * segments; at 32K (120 segments) bm25's top 2 missed the key's segment in
+ * both trials and its top 8 held it in both: so K grows with the store, 2 at
+ * 8K, 8 from 32K on. The whole raw window stays (local 0): keeping only its
+ * newest 128 tokens answered as well at 8K but loses what the window holds
+ * beyond them */
+#define MN_RECALL_DEFAULT_K MN_RECALL_AUTO
 #define MN_RECALL_DEFAULT_SCORER MN_RECALL_BM25
 #define MN_RECALL_DEFAULT_LATE 0
 #define MN_RECALL_DEFAULT_LOCAL 0
@@ -75,6 +84,13 @@ typedef struct {
 
 /* The defaults above. */
 mn_recall_opts mn_recall_default_opts(int32_t k);
+/* K for a store of n_stored segments: k itself when k >= 0, else (auto) one
+ * per MN_RECALL_AUTO_PER stored segments within [AUTO_MIN, AUTO_MAX]. */
+int32_t mn_recall_auto_k(int32_t k, int32_t n_stored);
+/* The most segments k may page: k, or AUTO_MAX for auto (context sizing). */
+int32_t mn_recall_max_k(int32_t k);
+/* "auto" or a count in [0, max] -> *k; -1 if neither. */
+int mn_recall_parse_k(const char *s, int32_t max, int32_t *k);
 
 typedef struct mn_exact mn_exact;
 

@@ -219,7 +219,7 @@ static int page_in(mn_stream *s) {
     /* the query's own queries, read right after the memory, then dropped */
     if (mn_recall_scorer_needs_q(s->scorer)) rc = mn_recall_capture_queries(s->ctx, s->query, s->nq, s->qbuf);
     if (!rc) rc = mn_exact_score(s->exact, s->scorer, s->qbuf, s->query, s->nq, scores);
-    if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, s->recall_k, s->paged);
+    if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, mn_recall_auto_k(s->recall_k, S), s->paged);
     free(scores);
     const double t1 = now_s();
     s->t_select += t1 - t0;
@@ -247,18 +247,18 @@ static int page_in(mn_stream *s) {
 }
 
 int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int late) {
-    if (k < 0 || k > MN_STREAM_RECALL_MAXK)
-        return mn_error(MN_EINVAL, "recall of %d segments (0..%d)", k, MN_STREAM_RECALL_MAXK);
+    if ((k < 0 && k != MN_RECALL_AUTO) || k > MN_STREAM_RECALL_MAXK)
+        return mn_error(MN_EINVAL, "recall of %d segments (0..%d, or auto)", k, MN_STREAM_RECALL_MAXK);
     if ((unsigned)scorer >= MN_RECALL_N_SCORERS) return mn_error(MN_EINVAL, "unknown recall scorer %d", (int)scorer);
     if (k == 0) {
         recall_off(s);
         return MN_OK;
     }
     if (s->exact) { /* on already: k, scorer and place change, the store stays */
-        int32_t *np = realloc(s->paged, sizeof(int32_t) * (size_t)k);
+        int32_t *np = realloc(s->paged, sizeof(int32_t) * (size_t)mn_recall_max_k(k));
         if (!np) return mn_error(MN_ENOMEM, "out of memory");
         s->paged = np;
-        if (s->n_paged_segs > k) s->n_paged_segs = k; /* what is paged stays until the next choice */
+        if (s->n_paged_segs > mn_recall_max_k(k)) s->n_paged_segs = mn_recall_max_k(k); /* what is paged stays */
         s->recall_k = k, s->scorer = scorer, s->recall_late = late != 0;
         return MN_OK;
     }
@@ -276,7 +276,7 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
         s->rep = malloc(sizeof(float) * rep), s->rep_sh = malloc(sizeof(float) * rep);
         s->qbuf = malloc(sizeof(float) * L * MN_STREAM_RECALL_MAXQ * (size_t)mn_model_q_dim(m));
         s->query = malloc(sizeof(int32_t) * MN_STREAM_RECALL_MAXQ);
-        s->paged = malloc(sizeof(int32_t) * (size_t)k);
+        s->paged = malloc(sizeof(int32_t) * (size_t)mn_recall_max_k(k));
         if (!s->rep || !s->rep_sh || !s->qbuf || !s->query || !s->paged) rc = mn_error(MN_ENOMEM, "out of memory");
     }
     if (rc) {

@@ -92,6 +92,7 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     if (rc) goto done;
     if (r->n_mems > 0) {
         mn_recall_opts ro = r->recall;
+        ro.k = mn_docmem_recall_k(r->mems, r->n_mems, ro.k); /* auto: a count for these memories */
         int32_t *q = NULL;
         int64_t nq = 0;
         if (ro.k > 0) {
