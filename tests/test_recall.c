@@ -345,6 +345,14 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &short_tail, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2 &&
               mn_kv_n_cells(c) == e.n_head + e.n_slots + 2 * l + 8,
           "local 8: [head | slots | paged | 8 raw] (%d cells)", mn_kv_n_cells(c));
+    /* auto: the count for this memory's stored segments */
+    mn_kv_clear(c);
+    const mn_recall_opts autok = {MN_RECALL_AUTO, MN_RECALL_BM25, 0, 0};
+    const int32_t ka = mn_recall_auto_k(MN_RECALL_AUTO, S);
+    CHECK(mn_docmem_recall_k(mems, 1, MN_RECALL_AUTO) == ka && mn_docmem_recall_k(mems, 1, 3) == 3, "auto K for %d: %d", S,
+          ka);
+    CHECK(mn_docmem_prime_recall(c, a, mems, 1, &autok, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == (ka < S ? ka : S),
+          "auto pages %d segments (%d)", ka, pg.n);
     mn_kv_clear(c);
     const mn_recall_opts keys = {2, MN_RECALL_KEYS, 1, 0};
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2,
