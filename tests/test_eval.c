@@ -132,7 +132,7 @@ int main(void) {
      * (the sanitized build reads a shorter text: the same checks) */
     const int san = getenv("MN_SANITIZED") != NULL;
     snprintf(args, sizeof args, "eval ppl --books %s --lengths %d --score 256 --modes memory -a %s --recall 0,2 -t 2",
-             book, san ? 1100 : 1800, ad);
+             book, san ? 800 : 1800, ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval ppl --recall: %d %s", rc, out);
     const double k0 = field(out, "\"recall\": 0,", NULL, "kv_cells"), k2 = field(out, "\"recall\": 2,", NULL, "kv_cells"),
