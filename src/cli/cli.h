@@ -28,6 +28,8 @@ const char *cli_adapter_path(const char *given);
  * MNEMO_MEM_DIR gives it (store_pg.c reads it from there); an absolute path. 0, or 2 with a usage
  * error. */
 int cli_set_mem_dir(const char *cmd, const char *dir);
+/* --recall K|auto: a count of segments 0..max or MN_RECALL_AUTO into *k; 0, or 2 with a usage error. */
+int cli_parse_recall(const char *cmd, const char *v, int32_t max, long *k);
 /* Loads the model at cli_model_path(given), printing a clear error on failure. */
 int cli_load_model(const char *given, mn_model **out);
 

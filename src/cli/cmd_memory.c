@@ -62,11 +62,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;
             i++;
         } else if (!strcmp(a, "--recall")) {
-            int32_t k;
-            if (mn_recall_parse_k(v, MN_STREAM_RECALL_MAXK, &k))
-                return cli_usage_error(cmd, "--recall takes auto or a count of segments 0..%d (got '%s')",
-                                       MN_STREAM_RECALL_MAXK, v ? v : "");
-            o->recall = k;
+            if (cli_parse_recall(cmd, v, MN_STREAM_RECALL_MAXK, &o->recall)) return 2;
             i++;
         } else if (!strcmp(a, "--local")) {
             if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->local)) return 2;

@@ -88,11 +88,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         INT("--seed", seed, 0, 0x7fffffffL)
 #undef INT
         if (!strcmp(a, "--recall")) {
-            int32_t k;
-            if (mn_recall_parse_k(v, MN_DOCMEM_RECALL_MAXK, &k))
-                return cli_usage_error(cmd, "--recall takes auto or a count of segments 0..%d (got '%s')",
-                                       MN_DOCMEM_RECALL_MAXK, v ? v : "");
-            o->recall = k;
+            if (cli_parse_recall(cmd, v, MN_DOCMEM_RECALL_MAXK, &o->recall)) return 2;
             i++;
         } else if (!strcmp(a, "--temp")) {
             if (cli_parse_float(cmd, a, v, 0, 100, &o->temp)) return 2;

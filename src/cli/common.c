@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "memory/recall.h"
 
 int cli_fail(const char *what) {
     fprintf(stderr, "mnemo: %s: %s\n", what, mn_last_error());
@@ -217,5 +218,13 @@ int cli_set_mem_dir(const char *cmd, const char *dir) {
     if (!dir || dir[0] != '/')
         return cli_usage_error(cmd, "--mem-dir takes an absolute path every server sees (got '%s')", dir ? dir : "");
     if (setenv("MNEMO_MEM_DIR", dir, 1)) return cli_usage_error(cmd, "--mem-dir: cannot set it");
+    return 0;
+}
+
+int cli_parse_recall(const char *cmd, const char *v, int32_t max, long *k) {
+    int32_t got;
+    if (mn_recall_parse_k(v, max, &got))
+        return cli_usage_error(cmd, "--recall takes auto or a count of segments 0..%d (got '%s')", max, v ? v : "");
+    *k = got;
     return 0;
 }

@@ -10,18 +10,12 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_server as ts  # noqa: E402  (the shared check counter)
+
+ROOT = ts.ROOT
 SCRIPT = os.path.join(ROOT, "scripts/run_tests.sh")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {what}")
+check = ts.check
 
 
 def prog(path, body, executable=True):
@@ -59,5 +53,5 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 0 and r.stdout.strip().split("\n")[-1] == "tests: 10 passed, 0 failed, 1 skipped",
           "a clean run: " + r.stdout)
 
-print(f"tests/integration/test_run_tests.py: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(f"tests/integration/test_run_tests.py: {ts.passed} passed, {ts.failed} failed")
+sys.exit(1 if ts.failed else 0)
