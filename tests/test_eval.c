@@ -14,6 +14,36 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "eval/eval.h"
+
+/* a sink that keeps the rows (one per line), the last progress and the notes */
+typedef struct {
+    char rows[1 << 15];
+    size_t n;
+    double done, total;
+    int n_progress, n_notes;
+} lib_sink;
+
+static void lib_row(void *u, const char *json) {
+    lib_sink *s = u;
+    s->n += (size_t)snprintf(s->rows + s->n, sizeof s->rows - s->n, "%s\n", json);
+}
+static void lib_progress(void *u, const char *task, double done, double total, const char *label) {
+    lib_sink *s = u;
+    s->done = done, s->total = total, s->n_progress++;
+}
+static void lib_note(void *u, const char *msg) { ((lib_sink *)u)->n_notes++; }
+
+/* the JSON rows of a CLI run's stdout (the lines that open with '{') */
+static void rows_of(const char *out, char *rows, size_t cap) {
+    size_t n = 0;
+    rows[0] = 0;
+    for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *e = strchr(l, '\n');
+        const size_t len = e ? (size_t)(e - l) + 1 : strlen(l);
+        if (*l == '{' && n + len < cap) memcpy(rows + n, l, len), n += len, rows[n] = 0;
+    }
+}
 
 static const char *bin(void) {
     const char *b = getenv("MNEMO_BIN");
@@ -160,6 +190,8 @@ int main(void) {
     CHECK(fa >= 0.66, "full attention found the key in %.2f of trials at 600 tokens", fa);
     CHECK(ta == 0, "a 64-token window found a key 500 tokens back (%.2f)", ta);
     CHECK(strstr(out, "exact-digit accuracy") != NULL, "passkey table");
+    static char cli_rows[1 << 15];
+    rows_of(out, cli_rows, sizeof cli_rows);
     /* the fact variant; rag reads the chunks BM25 picks for the question, within the window: the fact's chunk
      * among them in every trial */
     const int sanitized = getenv("MN_SANITIZED") != NULL;
@@ -254,6 +286,44 @@ int main(void) {
     CHECK(run_err(args, out, sizeof out) == 1 && strstr(out, "bad.jsonl:1") && strstr(out, "no options") &&
               strstr(out, "A. ..."),
           "a gold letter without options: %s", out);
+
+    /* 7. the library (src/eval, what the CLI, the server and bindings call): the same rows as the CLI for the
+     * same options, progress to the end, the summary table; bad options and texts are errors with a message */
+    mn_model *m = NULL;
+    CHECK(mn_model_load(test_model_path(), &m) == 0, "model: %s", mn_last_error());
+    if (m) {
+        mn_eval_opts o;
+        mn_eval_default_opts(&o, MN_EVAL_PASSKEY);
+        o.m = m, o.src = hay, o.threads = 2, o.window = 64, o.window_given = 1, o.trials = 3;
+        o.n_lengths = 1, o.lengths[0] = 600, o.n_depths = 1, o.depths[0] = 0;
+        CHECK(mn_eval_set_modes(&o, "full,truncate") == 0 && o.n_modes == 2, "modes: %s", mn_last_error());
+        static lib_sink ls;
+        const mn_eval_sink sink = {lib_row, lib_progress, lib_note, &ls};
+        char *summary = NULL;
+        rc = mn_eval_run(&o, &sink, &summary);
+        CHECK(rc == 0, "mn_eval_run passkey: %s", mn_last_error());
+        CHECK(!strcmp(ls.rows, cli_rows), "the library's rows are the CLI's:\n%s---\n%s", ls.rows, cli_rows);
+        CHECK(ls.n_progress > 1 && ls.total > 0 && fabs(ls.done - ls.total) < 1e-6, "progress %.0f of %.0f", ls.done,
+              ls.total);
+        CHECK(summary && strstr(summary, "| full |") && strstr(summary, "exact-digit accuracy"), "summary: %s",
+              summary ? summary : "(none)");
+        free(summary);
+        /* errors: a mode the task has no use for, a missing text, memory without an adapter */
+        mn_eval_opts bad = o;
+        bad.task = MN_EVAL_PPL, bad.lengths[0] = 2048;
+        CHECK(mn_eval_set_modes(&bad, "rag") == 0 && mn_eval_run(&bad, &sink, &summary) == MN_EINVAL &&
+                  strstr(mn_last_error(), "passkey and qa") && !summary,
+              "rag for ppl: %s", mn_last_error());
+        bad = o;
+        bad.src = "/nonexistent/hay";
+        CHECK(mn_eval_run(&bad, &sink, &summary) != 0 && strstr(mn_last_error(), "/nonexistent/hay") && !summary,
+              "missing haystack: %s", mn_last_error());
+        CHECK(mn_eval_set_modes(&bad, "memory") == MN_EINVAL && strstr(mn_last_error(), "adapter"),
+              "memory without adapter: %s", mn_last_error());
+        CHECK(mn_eval_set_modes(&bad, "full,nope") == MN_EINVAL && strstr(mn_last_error(), "nope"), "unknown mode: %s",
+              mn_last_error());
+        mn_model_free(m);
+    }
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
