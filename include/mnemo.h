@@ -24,10 +24,26 @@ enum {
     MN_ENOTFOUND = -6,   /* missing key/tensor/file */
     MN_ERANGE = -7,      /* value out of range (e.g. prompt longer than context) */
     MN_EUNAVAILABLE = -8,/* a backend outside the process (database, memory directory) cannot serve now: retry */
+    MN_ECANCELLED = -9,  /* stopped by the caller (a progress or text callback returned non-zero) */
 };
+
+/* Progress of a long call: done of total units (tokens). Return non-zero to
+ * stop the call, which then fails with MN_ECANCELLED and keeps nothing. */
+typedef int (*mn_progress_fn)(void *user, int64_t done, int64_t total);
+/* A piece of generated text (raw bytes: a UTF-8 character may arrive split
+ * over two calls). Return non-zero to stop generating. */
+typedef int (*mn_text_fn)(void *user, const char *text, size_t len);
 
 /* Message of the last failure on this thread (never NULL). */
 const char *mn_last_error(void);
+
+/* The OPENBLAS_CORETYPE this CPU should run with, when the OpenBLAS loaded
+ * in this process chose older kernels than the CPU allows (a CPU newer than
+ * its build knows); NULL when its choice is right. OpenBLAS reads the variable
+ * only when it is loaded, so a program sets it and starts again (the CLI
+ * re-executes itself; a binding asks a probe process first): training and
+ * compression then run on the fast kernels and give the same bits as the CLI. */
+const char *mn_blas_core_advice(void);
 /* Short description of a status code. */
 const char *mn_strerror(int code);
 /* The instruction set the kernels were dispatched to: "avx512", "avx2" or "scalar". */
@@ -325,6 +341,88 @@ int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, in
 
 /* Convenience: mn_chat_template_from_tokenizer + mn_chat_apply. */
 int mn_chat_format(const mn_tokenizer *tok, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out);
+
+/* ------------------------------------------ documents in memory (LLoCO)
+ * A document read once into compressed memory (the adapter's compressor),
+ * kept with its exact part for recall, saved to and loaded from memory files
+ * (`mnemo compress` and `mnemo ask --mem` are these calls), and asked
+ * questions. A document borrows its model and adapter: they must outlive it.
+ * Calls on one document may run on several threads at once (each ask makes
+ * its own context). */
+typedef struct mn_doc mn_doc;
+
+/* A compressor adapter (UIO, Activation Beacon or summary) for model m,
+ * from its GGUF file (`mnemo adapter init` / `mnemo train` write them). */
+typedef struct mn_adapter mn_adapter;
+int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out);
+void mn_adapter_free(mn_adapter *a);
+
+/* Reads text[0..len) (tokenised with the model's BOS, as `mnemo compress`
+ * reads a file) into memory on n_threads threads (<= 0: all cores). exact:
+ * keep the compressed segments' ids and recall index (`--exact tokens`, the
+ * default) or not (0). progress (optional) is called on this thread. */
+int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t len, int exact, int n_threads,
+                mn_progress_fn progress, void *user, mn_doc **out);
+/* A memory file written by mn_doc_save or `mnemo compress` with this model
+ * and adapter (anything else: a clear error). */
+int mn_doc_load(const mn_model *m, const mn_adapter *a, const char *path, mn_doc **out);
+/* Writes the memory file atomically (f16; f32 if asked); title optional. */
+int mn_doc_save(const mn_doc *d, const char *path, const char *title, int f32);
+void mn_doc_free(mn_doc *d);
+
+typedef struct {
+    int64_t tokens;         /* document tokens */
+    int32_t memory_slots;   /* compressed cells */
+    int32_t raw_cells;      /* tokens kept raw beside them (sinks, recent window) */
+    int64_t kv_cells;       /* what a reader holds before recall: slots + raw */
+    int32_t exact_tokens;   /* tokens kept exact for recall (0: no recall) */
+    int32_t exact_segments; /* the segments recall chooses among */
+} mn_doc_info;
+void mn_doc_get_info(const mn_doc *d, mn_doc_info *out);
+/* SHA-256 of what a reader of the document gets (its tokens, raw ids, slots
+ * and exact part, as floats), hex in out[65]: two documents with the same
+ * digest answer alike. */
+int mn_doc_digest(const mn_doc *d, char out[65]);
+
+typedef struct {
+    int32_t max_tokens;    /* most answer tokens (default 256) */
+    float temperature;     /* 0: greedy (default) */
+    uint64_t seed;
+    int32_t recall;        /* segments paged back in beside the memory: -1 auto (default), 0 none, or a count */
+    int32_t n_threads;     /* <= 0: all cores */
+} mn_ask_params;
+mn_ask_params mn_ask_default_params(void);
+
+typedef struct {
+    int64_t prompt_tokens, completion_tokens;
+    int64_t kv_cells;       /* cells at the end: memory, raw, recalled, question and answer */
+    int32_t recalled;       /* segments recall paged in, and their cells */
+    int32_t recalled_cells;
+    int32_t finish;         /* 0 stop (end of turn), 1 length (max_tokens or the context's end) */
+    double seconds_to_first_token, seconds;
+} mn_ask_stats;
+
+/* Answers a question from the document's memory through the chat template;
+ * pieces go to on_text as they are sampled (optional; non-zero from it stops
+ * with MN_ECANCELLED), the whole answer to *answer (optional, malloc'd),
+ * numbers to st (optional). */
+int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn_text_fn on_text, void *user,
+               char **answer, mn_ask_stats *st);
+
+/* ---------------------------------------- requests as the server takes them
+ * A chat (`/v1/chat/completions`) or completion (`/v1/completions`) request
+ * body answered in process on context c: the server's parser, generation and
+ * response JSON, without HTTP. model_id names the model in the response.
+ * Without "stream": *response gets the response body (malloc'd). With
+ * "stream": true, each chunk's JSON goes to on_chunk (non-zero stops) and
+ * *response gets NULL. A request naming stored documents is MN_EINVAL here
+ * (they live in a store: use the server). A bad request is MN_EINVAL with the
+ * message a 400 carries. */
+typedef int (*mn_chunk_fn)(void *user, const char *json);
+int mn_request_chat(mn_context *c, const char *model_id, const char *body, size_t len, mn_chunk_fn on_chunk,
+                    void *user, char **response);
+int mn_request_completion(mn_context *c, const char *model_id, const char *body, size_t len, mn_chunk_fn on_chunk,
+                          void *user, char **response);
 
 #ifdef __cplusplus
 }

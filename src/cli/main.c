@@ -1,5 +1,4 @@
 /* main.c - the `mnemo` command: dispatches to one file per command. */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,23 +36,13 @@ static void usage(FILE *f) {
     fprintf(f, "\nThe model defaults to %s (fetched by 'make model'), or $MNEMO_MODEL.\n", MN_DEFAULT_MODEL);
 }
 
-/* OpenBLAS (the training GEMMs) picks its kernels once, when the library is
- * loaded, from the CPU model number; a model newer than the Debian build
- * knows (e.g. Emerald Rapids, family 6 model 207) falls back to the SSE3
- * "Prescott" kernels (training ran 3.1x slower on them here). Its only switch
- * is OPENBLAS_CORETYPE read at load time, so when the choice is older than
- * the ISA mnemo detected, the command re-executes itself once with it set.
- * An explicit OPENBLAS_CORETYPE is left alone. */
+/* OpenBLAS chooses its kernels when loaded: with older ones than the CPU
+ * allows (mn_blas_core_advice), the command re-executes itself once with
+ * OPENBLAS_CORETYPE set. An explicit OPENBLAS_CORETYPE is left alone. */
 static void blas_core_fixup(char **argv) {
     if (getenv("OPENBLAS_CORETYPE") || getenv("MNEMO_BLAS_REEXEC")) return;
-    static const char *const k_old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
-                                        "Sandybridge", "Barcelona", "Bulldozer", "Piledriver"};
-    const char *core = openblas_get_corename();
-    int old = 0;
-    for (size_t i = 0; core && i < sizeof k_old / sizeof k_old[0]; i++) old |= !strcmp(core, k_old[i]);
-    const mn_isa isa = mn_cpu_isa();
-    const char *want = isa == MN_ISA_AVX512 ? "SkylakeX" : isa == MN_ISA_AVX2 ? "Haswell" : NULL;
-    if (!old || !want) return;
+    const char *want = mn_blas_core_advice();
+    if (!want) return;
     setenv("OPENBLAS_CORETYPE", want, 1);
     setenv("MNEMO_BLAS_REEXEC", "1", 1);
     execv("/proc/self/exe", argv); /* returns only on failure: run on with the slow kernels */

@@ -36,6 +36,7 @@ const char *mn_strerror(int code) {
     case MN_ENOTFOUND: return "not found";
     case MN_ERANGE: return "out of range";
     case MN_EUNAVAILABLE: return "unavailable (retry later)";
+    case MN_ECANCELLED: return "cancelled";
     default: return "unknown error";
     }
 }

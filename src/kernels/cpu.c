@@ -5,6 +5,7 @@
  * saving opmask/ZMM state (XCR0 bits 5-7). MNEMO_ISA=scalar|avx2|avx512 lowers
  * the level (it can never raise it above what the CPU has).
  */
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,3 +77,22 @@ const char *mn_isa_name(mn_isa isa) {
     }
     return "?";
 }
+
+/* OpenBLAS (the training and compression GEMMs) picks its kernels once, when
+ * it is loaded, from the CPU model number; a model newer than the Debian build
+ * knows (e.g. Emerald Rapids, family 6 model 207) falls back to the SSE3
+ * "Prescott" kernels (training ran 3.1x slower on them here, and the results
+ * differ in the last bits from the fast kernels'). Its only switch is
+ * OPENBLAS_CORETYPE, read at load time: the CLI re-executes itself with the
+ * advice, a binding sets it before loading the library (a probe process asks). */
+const char *mn_blas_core_advice(void) {
+    static const char *const k_old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                                        "Sandybridge", "Barcelona", "Bulldozer", "Piledriver"};
+    const char *core = openblas_get_corename();
+    int old = 0;
+    for (size_t i = 0; core && i < sizeof k_old / sizeof k_old[0]; i++) old |= !strcmp(core, k_old[i]);
+    const mn_isa isa = mn_cpu_isa();
+    const char *want = isa == MN_ISA_AVX512 ? "SkylakeX" : isa == MN_ISA_AVX2 ? "Haswell" : NULL;
+    return old ? want : NULL;
+}
+

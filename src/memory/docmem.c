@@ -46,6 +46,25 @@ void mn_docmem_drop_exact(mn_docmem *d) {
 
 int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
                        mn_docmem *out) {
+    return mn_docmem_compress_progress(m, a, ids, n, n_threads, NULL, out);
+}
+
+/* The compressed part's progress as the document's (its first n_mem tokens of n). */
+typedef struct {
+    const mn_compress_progress *pr;
+    int64_t n;
+} doc_progress;
+
+static int doc_progress_fn(void *user, int64_t done, int64_t total) {
+    const doc_progress *dp = user;
+    return dp->pr->fn(dp->pr->user, done < dp->n ? done : dp->n - 1, dp->n);
+}
+
+int mn_docmem_compress_progress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
+                                const mn_compress_progress *pr0, mn_docmem *out) {
+    doc_progress dp = {pr0, n};
+    const mn_compress_progress wrapped = {doc_progress_fn, &dp};
+    const mn_compress_progress *pr = pr0 && pr0->fn ? &wrapped : NULL;
     memset(out, 0, sizeof *out);
     if (!m || !a || !ids) return mn_error(MN_EINVAL, "docmem compress: no model, adapter or tokens");
     if (n <= 0) return mn_error(MN_EINVAL, "nothing to compress");
@@ -81,14 +100,16 @@ int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *id
     case MN_COMP_UIO:
         /* with a recent window the compressed segments are whole: they keep their exact form for recall */
         if (n_mem > 0 && b.uio.params.recent > 0)
-            rc = mn_uio_compress_doc_indexed(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &rep, &rep_sh, &M);
+            rc = mn_uio_compress_doc_indexed(m, &b.uio.params, ids, n_mem, n_threads, pr, &k, &v, &rep, &rep_sh, &M);
         else rc = n_mem > 0 ? mn_uio_compress_doc(m, &b.uio.params, ids, n_mem, n_threads, &k, &v, &M) : MN_OK;
         break;
     case MN_COMP_BEACON: rc = mn_beacon_compress_doc(m, &b.beacon.params, ids, n, n_threads, &k, &v, &M); break;
-    case MN_COMP_SUMMARY: rc = mn_summary_compress_doc(m, &b.summary.params, ids, n, n_threads, &k, &M); break;
+    case MN_COMP_SUMMARY: rc = mn_summary_compress_doc(m, &b.summary.params, ids, n, n_threads, pr, &k, &M); break;
     }
     const int32_t seg = b.kind == MN_COMP_UIO ? b.uio.params.l : 0;
+    /* the paths that report as they go ended with all tokens; the others report once, at the end */
     mn_memory_unbind(&b);
+    if (!rc && pr) pr0->fn(pr0->user, n, n); /* the whole document, once, at the end */
     int32_t *exact = NULL;
     if (!rc && rep) {
         if (n_mem > MN_MEMFILE_MAX_EXACT) rc = mn_error(MN_ERANGE, "%lld exact tokens exceed %d", (long long)n_mem, MN_MEMFILE_MAX_EXACT);

@@ -14,6 +14,7 @@
 
 #include "memory/adapter.h"
 #include "memory/recall.h"
+#include "memory/uio.h"
 #include "mnemo.h"
 
 typedef enum { MN_DOCMEM_KV = 0, MN_DOCMEM_EMBD = 1 } mn_docmem_kind;
@@ -56,6 +57,12 @@ typedef struct {
 int mn_docmem_compress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
                        mn_docmem *out);
 
+/* The same with progress over the document's tokens (uio.h: about every
+ * 50 ms while UIO and summary compressors work; Activation Beacon's windows
+ * run in order and report only the end, which every compressor reports once);
+ * a stop asked by it is MN_ECANCELLED. */
+int mn_docmem_compress_progress(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int n_threads,
+                                const mn_compress_progress *pr, mn_docmem *out);
 /* Forgets the exact part (a memory file without it is smaller; recall is off). */
 void mn_docmem_drop_exact(mn_docmem *d);
 

@@ -2,6 +2,8 @@
 #include "memory/memory.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +94,13 @@ uint64_t mn_adapter_hash(const mn_adapter *a) {
 
 /* Segments are independent, so workers take them round-robin, each with its
  * own single-threaded encoder; segment s fills slots [s*m, s*m + m_s). */
+/* What a document's workers share: tokens done, a stop asked by the
+ * progress callback, workers finished. */
+typedef struct {
+    atomic_llong done;
+    atomic_int stop, finished;
+} doc_shared;
+
 typedef struct {
     const mn_model *m;
     const mn_uio_params *p;
@@ -105,6 +114,7 @@ typedef struct {
     int32_t M;
     int rc;
     char err[256];
+    doc_shared *sh; /* progress and stop, shared by the workers */
 } doc_job;
 
 static void *doc_worker(void *arg) {
@@ -121,7 +131,12 @@ static void *doc_worker(void *arg) {
     float *k = malloc(sizeof(float) * per * (size_t)L), *v = malloc(sizeof(float) * per * (size_t)L);
     if (!k || !v) j->rc = mn_error(MN_ENOMEM, "out of memory");
     for (int64_t s = j->id; s < n_seg && !j->rc; s += j->n_workers) {
+        if (atomic_load(&j->sh->stop)) {
+            j->rc = mn_error(MN_ECANCELLED, "stopped");
+            break;
+        }
         int32_t r = (int32_t)(j->n - s * l < l ? j->n - s * l : l), ms;
+        atomic_fetch_add(&j->sh->done, r); /* counted as begun: the last report comes after the join */
         if (j->e) {
             const size_t C = (size_t)mn_model_n_embd(j->m);
             j->rc = mn_uio_encode_out(u, j->ids + s * l, r, j->e + (size_t)s * (size_t)j->p->m * C, &ms);
@@ -148,13 +163,14 @@ static void *doc_worker(void *arg) {
     free(k);
     free(v);
     mn_uio_free(u);
+    atomic_fetch_add(&j->sh->finished, 1);
     return NULL;
 }
 
 /* Both document modes: memory K/V (k_out, v_out) or final hidden states (e_out). */
 static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                        float **k_out, float **v_out, float **e_out, float **rep_out, float **rep_sh_out,
-                        int32_t *M_out) {
+                        const mn_compress_progress *pr, float **k_out, float **v_out, float **e_out, float **rep_out,
+                        float **rep_sh_out, int32_t *M_out) {
     *M_out = 0;
     if (n <= 0) return mn_error(MN_EINVAL, "nothing to compress");
     if (p->m <= 0 || p->l <= 0 || p->l % p->m)
@@ -191,20 +207,35 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
         free(k), free(v), free(e), free(jobs), free(tids), free(rep), free(rep_sh);
         return mn_error(MN_ENOMEM, "out of memory");
     }
+    doc_shared sh;
+    atomic_init(&sh.done, 0), atomic_init(&sh.stop, 0), atomic_init(&sh.finished, 0);
+    /* with progress, every worker is a thread and the calling thread reports (a callback into a
+     * binding runs where it was called from) */
+    const int first = pr && pr->fn ? 0 : 1;
     for (int i = 0; i < n_threads; i++) {
-        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, e, rep, rep_sh, (int32_t)M, 0, {0}};
-        if (i > 0 && pthread_create(&tids[i], NULL, doc_worker, &jobs[i])) {
+        jobs[i] = (doc_job){m, p, ids, n, n_threads, i, kd, k, v, e, rep, rep_sh, (int32_t)M, 0, {0}, &sh};
+        if (i >= first && pthread_create(&tids[i], NULL, doc_worker, &jobs[i])) {
             jobs[i].rc = mn_error(MN_ENOMEM, "cannot start a compression thread");
             snprintf(jobs[i].err, sizeof jobs[i].err, "%s", mn_last_error());
             tids[i] = 0;
+            atomic_fetch_add(&sh.finished, 1);
         }
     }
-    doc_worker(&jobs[0]);
+    if (first) doc_worker(&jobs[0]);
+    else
+        while (atomic_load(&sh.finished) < n_threads) {
+            if (!atomic_load(&sh.stop) && pr->fn(pr->user, atomic_load(&sh.done), n)) atomic_store(&sh.stop, 1);
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     int rc = MN_OK;
     for (int i = 0; i < n_threads; i++) {
-        if (i > 0 && tids[i]) pthread_join(tids[i], NULL);
+        if (i >= first && tids[i]) pthread_join(tids[i], NULL);
         if (jobs[i].rc && !rc) rc = mn_error(jobs[i].rc, "%s", jobs[i].err);
     }
+    if (atomic_load(&sh.stop)) rc = mn_error(MN_ECANCELLED, "stopped by the caller after %lld of %lld tokens",
+                                            (long long)atomic_load(&sh.done), (long long)n);
+    else if (!rc && first == 0) pr->fn(pr->user, n, n);
     free(jobs);
     free(tids);
     if (rc) {
@@ -221,20 +252,20 @@ static int compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
 int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
                         float **k_out, float **v_out, int32_t *M_out) {
     *k_out = *v_out = NULL;
-    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, NULL, NULL, M_out);
+    return compress_doc(m, p, ids, n, n_threads, NULL, k_out, v_out, NULL, NULL, NULL, M_out);
 }
 
 int mn_uio_compress_doc_indexed(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n,
-                                int n_threads, float **k_out, float **v_out, float **rep_out, float **rep_sh_out,
-                                int32_t *M_out) {
+                                int n_threads, const mn_compress_progress *pr, float **k_out, float **v_out,
+                                float **rep_out, float **rep_sh_out, int32_t *M_out) {
     *k_out = *v_out = *rep_out = *rep_sh_out = NULL;
-    return compress_doc(m, p, ids, n, n_threads, k_out, v_out, NULL, rep_out, rep_sh_out, M_out);
+    return compress_doc(m, p, ids, n, n_threads, pr, k_out, v_out, NULL, rep_out, rep_sh_out, M_out);
 }
 
 int mn_uio_encode_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                      float **e_out, int32_t *M_out) {
+                      const mn_compress_progress *pr, float **e_out, int32_t *M_out) {
     *e_out = NULL;
-    return compress_doc(m, p, ids, n, n_threads, NULL, NULL, e_out, NULL, NULL, M_out);
+    return compress_doc(m, p, ids, n, n_threads, pr, NULL, NULL, e_out, NULL, NULL, M_out);
 }
 
 /* ------------------------------------------------------------ any compressor */

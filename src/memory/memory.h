@@ -49,10 +49,10 @@ int mn_uio_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t
                         float **k_out, float **v_out, int32_t *M_out);
 
 /* The same, with recall's index of every segment (recall.h): *rep_out and
- * *rep_sh_out (n_seg, L, R, KD) floats, malloc'd. */
+ * *rep_sh_out (n_seg, L, R, KD) floats, malloc'd; pr optional. */
 int mn_uio_compress_doc_indexed(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n,
-                                int n_threads, float **k_out, float **v_out, float **rep_out, float **rep_sh_out,
-                                int32_t *M_out);
+                                int n_threads, const mn_compress_progress *pr, float **k_out, float **v_out,
+                                float **rep_out, float **rep_sh_out, int32_t *M_out);
 
 /* Attaches a UIO encoder (its own context and n_threads threads) to a stream
  * created with mode MN_MODE_MEMORY. The parameters' arrays must outlive it. */
@@ -61,7 +61,7 @@ int mn_stream_attach_uio(mn_stream *s, const mn_uio_params *p, int n_threads);
 /* The same encoder with the memory tokens' final hidden states as output
  * (summary embeddings): *e_out (M, C) malloc'd. */
 int mn_uio_encode_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                      float **e_out, int32_t *M_out);
+                      const mn_compress_progress *pr, float **e_out, int32_t *M_out);
 
 /* Attaches an Activation Beacon compressor: it runs in the stream's own
  * context (beacons attend to the stream's cells), keeping [raw sinks |

@@ -48,8 +48,8 @@ void mn_summary_unbind(mn_summary_binding *b) {
 }
 
 int mn_summary_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                            float **embd_out, int32_t *M_out) {
-    return mn_uio_encode_doc(m, p, ids, n, n_threads, embd_out, M_out);
+                            const mn_compress_progress *pr, float **embd_out, int32_t *M_out) {
+    return mn_uio_encode_doc(m, p, ids, n, n_threads, pr, embd_out, M_out);
 }
 
 int mn_summary_prime(mn_context *c, const float *embd, int32_t n) {

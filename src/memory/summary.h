@@ -36,7 +36,7 @@ void mn_summary_unbind(mn_summary_binding *b);
  * ceil(r / (l/m)) embeddings) in parallel on n_threads threads (<= 0: all
  * cores). *embd_out (M, C) malloc'd. Same result for any thread count. */
 int mn_summary_compress_doc(const mn_model *m, const mn_uio_params *p, const int32_t *ids, int64_t n, int n_threads,
-                            float **embd_out, int32_t *M_out);
+                            const mn_compress_progress *pr, float **embd_out, int32_t *M_out);
 
 /* Decodes n summary embeddings (n, C) into c after its cells (positions
  * continue), in pieces of the context's batch size; no logits. */

@@ -52,4 +52,13 @@ int mn_uio_capture_queries(mn_uio *u);
  * positions (*pos, *mm of them); NULL unless capturing. */
 const float *mn_uio_last_queries(const mn_uio *u, const int32_t **pos, int32_t *mm);
 
+/* Progress of a document's compression: fn (mnemo.h's mn_progress_fn) is
+ * called on the calling thread about every 50 ms with the tokens begun, and
+ * once with all of them at the end; non-zero from it stops the workers at
+ * their next segment (MN_ECANCELLED). */
+typedef struct {
+    mn_progress_fn fn;
+    void *user;
+} mn_compress_progress;
+
 #endif

@@ -2,9 +2,11 @@
 #include "server/job.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "utf8.h"
@@ -17,6 +19,13 @@ job *job_new(job_type t) {
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     return j;
+}
+
+void job_new_id(job *j, const char *prefix) {
+    static atomic_ullong counter;
+    unsigned long long n = atomic_fetch_add(&counter, 1);
+    snprintf(j->id, sizeof j->id, "%s-%llx%04llx", prefix, (unsigned long long)time(NULL), n & 0xffff);
+    j->created = (int64_t)time(NULL);
 }
 
 void job_ref(job *j) {

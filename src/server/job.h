@@ -64,6 +64,8 @@ typedef struct job {
 } job;
 
 job *job_new(job_type t);
+/* The response id ("chatcmpl-...", "cmpl-...") and creation time. */
+void job_new_id(job *j, const char *prefix);
 void job_ref(job *j);
 void job_unref(job *j);
 /* Marks the job failed with an HTTP status and an OpenAI-style error type. */

@@ -376,13 +376,6 @@ static enum MHD_Result send_error(struct MHD_Connection *c, conn_state *cs, int 
 /* ------------------------------------------------------------- handlers */
 
 
-static void new_id(job *j, const char *prefix) {
-    static atomic_ullong counter;
-    unsigned long long n = atomic_fetch_add(&counter, 1);
-    snprintf(j->id, sizeof j->id, "%s-%llx%04llx", prefix, (unsigned long long)time(NULL), n & 0xffff);
-    j->created = (int64_t)time(NULL);
-}
-
 /* Streams the SSE bytes a worker appends to a job. */
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     job *j = cls;
@@ -692,7 +685,7 @@ static enum MHD_Result route(mn_server *s, struct MHD_Connection *c, conn_state 
     const char *err = mn_request_parse(j, cs->body, cs->len, &lim, msg, sizeof msg);
     j->owner = owner;
     if (!err && rt != MN_RT_DOC_ADD) {
-        new_id(j, rt == MN_RT_CHAT ? "chatcmpl" : "cmpl");
+        job_new_id(j, rt == MN_RT_CHAT ? "chatcmpl" : "cmpl");
         /* unknown documents answer 404 at once, not after a wait in the queue */
         for (int i = 0; i < j->n_docs; i++) {
             mn_store_doc d;

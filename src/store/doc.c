@@ -1,0 +1,236 @@
+/* doc.c - documents in memory, the public face of the LLoCO path (mnemo.h):
+ * a document read into its compressed memory (docmem.c), saved and loaded as
+ * a memory file (memfile.c), asked through the one generation loop the store
+ * and the server share (answer.c). `mnemo compress` reads with mn_doc_read,
+ * so a binding's memory file equals the CLI's. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "memory/docmem.h"
+#include "store/answer.h"
+#include "store/sha256.h"
+
+struct mn_doc {
+    mn_docmem d;
+    const mn_model *m;
+    const mn_adapter *a;
+};
+
+static int tokenize(const mn_model *m, const char *text, size_t len, int bos, int32_t **ids, int64_t *n) {
+    const mn_tokenizer *tok = mn_model_tokenizer(m);
+    int64_t cap = (int64_t)len + 16, got = 0;
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!buf) return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
+    int rc = mn_tokenize(tok, text, len, bos, 0, buf, cap, &got);
+    if (rc == MN_ERANGE && got > cap) {
+        int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
+        if (!nb) {
+            free(buf);
+            return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
+        }
+        buf = nb, cap = got;
+        rc = mn_tokenize(tok, text, len, bos, 0, buf, cap, &got);
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *ids = buf, *n = got;
+    return MN_OK;
+}
+
+int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t len, int exact, int n_threads,
+                mn_progress_fn progress, void *user, mn_doc **out) {
+    *out = NULL;
+    if (!m || !a || (!text && len)) return mn_error(MN_EINVAL, "doc read: missing model, adapter or text");
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int rc = tokenize(m, text ? text : "", len, 1, &ids, &n);
+    if (rc) return rc;
+    /* BOS alone is no text */
+    if (n == 0 || (n == 1 && ids[0] == mn_token_bos(mn_model_tokenizer(m)))) {
+        free(ids);
+        return mn_error(MN_EINVAL, "the document has no text to read");
+    }
+    mn_doc *d = calloc(1, sizeof *d);
+    if (!d) {
+        free(ids);
+        return mn_error(MN_ENOMEM, "out of memory");
+    }
+    const mn_compress_progress pr = {progress, user};
+    rc = mn_docmem_compress_progress(m, a, ids, n, n_threads, progress ? &pr : NULL, &d->d);
+    free(ids);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    if (!exact) mn_docmem_drop_exact(&d->d);
+    d->m = m, d->a = a;
+    *out = d;
+    return MN_OK;
+}
+
+int mn_doc_load(const mn_model *m, const mn_adapter *a, const char *path, mn_doc **out) {
+    *out = NULL;
+    if (!m || !a || !path) return mn_error(MN_EINVAL, "doc load: missing model, adapter or path");
+    mn_doc *d = calloc(1, sizeof *d);
+    if (!d) return mn_error(MN_ENOMEM, "out of memory");
+    const int rc = mn_docmem_load(path, m, a, &d->d);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    d->m = m, d->a = a;
+    *out = d;
+    return MN_OK;
+}
+
+int mn_doc_save(const mn_doc *d, const char *path, const char *title, int f32) {
+    if (!d || !path) return mn_error(MN_EINVAL, "doc save: missing document or path");
+    return mn_docmem_save_titled(&d->d, d->m, d->a, path, f32, title);
+}
+
+void mn_doc_free(mn_doc *d) {
+    if (!d) return;
+    mn_docmem_release(&d->d);
+    free(d);
+}
+
+void mn_doc_get_info(const mn_doc *d, mn_doc_info *out) {
+    memset(out, 0, sizeof *out);
+    if (!d) return;
+    out->tokens = d->d.n_tokens;
+    out->memory_slots = d->d.n_slots;
+    out->raw_cells = d->d.n_raw;
+    out->kv_cells = mn_docmem_cells(&d->d);
+    out->exact_tokens = d->d.n_exact;
+    out->exact_segments = d->d.n_exact && d->d.exact_seg ? d->d.n_exact / d->d.exact_seg : 0;
+}
+
+int mn_doc_digest(const mn_doc *d, char out[65]) {
+    out[0] = 0;
+    if (!d) return mn_error(MN_EINVAL, "doc digest: no document");
+    const mn_docmem *x = &d->d;
+    mn_sha256_ctx c;
+    mn_sha256_init(&c);
+    const int64_t head[8] = {x->kind, x->n_slots, x->n_tokens, x->n_raw, x->n_head, x->n_layer, x->dim, x->n_exact};
+    mn_sha256_update(&c, head, sizeof head);
+    if (x->n_raw) mn_sha256_update(&c, x->raw, sizeof(int32_t) * (size_t)x->n_raw);
+    const size_t cells = (size_t)x->n_layer * (size_t)x->n_slots * (size_t)x->dim;
+    if (x->k && cells) mn_sha256_update(&c, x->k, sizeof(float) * cells);
+    if (x->v && cells) mn_sha256_update(&c, x->v, sizeof(float) * cells);
+    if (x->n_exact) {
+        mn_sha256_update(&c, x->exact, sizeof(int32_t) * (size_t)x->n_exact);
+        const size_t re = (size_t)(x->n_exact / x->exact_seg) * (size_t)x->n_layer * MN_RECALL_REP * (size_t)x->dim;
+        if (x->rep) mn_sha256_update(&c, x->rep, sizeof(float) * re);
+        if (x->rep_sh) mn_sha256_update(&c, x->rep_sh, sizeof(float) * re);
+    }
+    uint8_t h[32];
+    mn_sha256_final(&c, h);
+    for (int i = 0; i < 32; i++) {
+        static const char hex[] = "0123456789abcdef";
+        out[2 * i] = hex[h[i] >> 4], out[2 * i + 1] = hex[h[i] & 15];
+    }
+    out[64] = 0;
+    return MN_OK;
+}
+
+mn_ask_params mn_ask_default_params(void) {
+    mn_ask_params p;
+    memset(&p, 0, sizeof p);
+    p.max_tokens = 256;
+    p.recall = MN_RECALL_DEFAULT_K;
+    return p;
+}
+
+typedef struct {
+    mn_text_fn fn;
+    void *user;
+    char *text;
+    size_t len, cap;
+    int oom;
+} ask_acc;
+
+static int on_piece(void *user, const char *text, size_t len) {
+    ask_acc *a = user;
+    if (a->len + len + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 256;
+        while (cap < a->len + len + 1) cap *= 2;
+        char *nt = realloc(a->text, cap);
+        if (!nt) {
+            a->oom = 1;
+            return 1;
+        }
+        a->text = nt, a->cap = cap;
+    }
+    memcpy(a->text + a->len, text, len);
+    a->len += len;
+    a->text[a->len] = 0;
+    return a->fn ? a->fn(a->user, text, len) : 0;
+}
+
+int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn_text_fn on_text, void *user,
+               char **answer, mn_ask_stats *st) {
+    if (answer) *answer = NULL;
+    if (st) memset(st, 0, sizeof *st);
+    if (!d || !question) return mn_error(MN_EINVAL, "doc ask: missing document or question");
+    const mn_ask_params dp = mn_ask_default_params();
+    if (!p) p = &dp;
+    if (p->max_tokens <= 0) return mn_error(MN_EINVAL, "max_tokens must be positive (got %d)", p->max_tokens);
+    if (p->recall < MN_RECALL_AUTO || p->recall > MN_DOCMEM_RECALL_MAXK)
+        return mn_error(MN_EINVAL, "recall is -1 (auto), 0 (none) or a count up to %d (got %d)", MN_DOCMEM_RECALL_MAXK,
+                        p->recall);
+    /* the cells the answer needs: the memory, what recall may page, the prompt and the answer, within the
+     * model's trained positions (mn_answer pages fewer segments where they do not fit) */
+    const mn_docmem *mems[1] = {&d->d};
+    const mn_chat_msg msg = {"user", question};
+    char *prompt = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int rc = mn_chat_format(mn_model_tokenizer(d->m), &msg, 1, 1, &prompt);
+    if (!rc) rc = tokenize(d->m, prompt, strlen(prompt), 1, &ids, &n);
+    free(prompt), free(ids);
+    if (rc) return rc;
+    const int32_t k = p->recall ? mn_docmem_recall_k(mems, 1, p->recall) : 0;
+    int64_t need = mn_docmem_cells(&d->d) + (k > 0 ? mn_docmem_recall_cells(mems, 1, k) : 0) + n + p->max_tokens + 1;
+    const int64_t limit = mn_model_n_ctx_train(d->m);
+    if (mn_docmem_cells(&d->d) + n + 1 > limit)
+        return mn_error(MN_ERANGE, "%lld memory cells and a question of %lld tokens exceed the model's %lld positions",
+                        (long long)mn_docmem_cells(&d->d), (long long)n, (long long)limit);
+    if (need > limit) need = limit;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = (int32_t)need;
+    cp.n_threads = p->n_threads;
+    mn_context *c = NULL;
+    if ((rc = mn_context_create(d->m, &cp, &c))) return rc;
+    ask_acc acc = {on_text, user, NULL, 0, 0, 0};
+    mn_answer_request r;
+    memset(&r, 0, sizeof r);
+    r.msgs = &msg, r.n_msgs = 1;
+    r.mems = mems, r.n_mems = 1;
+    r.max_tokens = p->max_tokens;
+    r.sampling = mn_sampler_default_params();
+    r.sampling.temperature = p->temperature;
+    r.sampling.seed = p->seed;
+    r.on_piece = on_piece, r.user = &acc;
+    r.recall = mn_recall_default_opts(p->recall);
+    mn_answer_stats as;
+    rc = mn_answer(c, d->a, &r, &as);
+    if (!rc && acc.oom) rc = mn_error(MN_ENOMEM, "out of memory keeping the answer");
+    if (!rc && as.finish == MN_FINISH_CANCELLED)
+        rc = mn_error(MN_ECANCELLED, "stopped by the caller after %lld tokens", (long long)as.completion_tokens);
+    if (!rc && st) {
+        st->prompt_tokens = as.prompt_tokens, st->completion_tokens = as.completion_tokens;
+        st->kv_cells = mn_kv_n_cells(c);
+        st->recalled = as.recalled, st->recalled_cells = as.recalled_cells;
+        st->finish = (int32_t)as.finish;
+        st->seconds_to_first_token = as.t_first_token, st->seconds = as.t_total;
+    }
+    mn_context_free(c);
+    if (!rc && answer) {
+        *answer = acc.text ? acc.text : strdup("");
+        if (!*answer) rc = mn_error(MN_ENOMEM, "out of memory");
+    } else free(acc.text);
+    return rc;
+}
