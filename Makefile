@@ -33,7 +33,7 @@ BIN      := $(BUILD)/mnemo
 
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all built setup model run train-default test unit asan ubsan sanitize bench fixtures clean \
+.PHONY: all built setup model run train-default test unit asan ubsan sanitize bench fixtures clean shared python \
         fuzz fuzz-lib fuzz-build fuzz-regress fuzz-corpus
 all: $(BIN) $(TESTS) mnemo
 
@@ -77,6 +77,19 @@ $(LIB): $(LIB_OBJ)
 
 $(BIN): $(CLI_OBJ) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+# The shared library the Python package loads (python/mnemo): the same sources, position-independent,
+# in their own build directory. Only the public API (include/mnemo.h) is meant to be called.
+$(BUILD)/libmnemo.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libmnemo.so -o $@ $^ $(LDLIBS)
+
+shared:
+	@$(MAKE) --no-print-directory BUILD=build-pic CFLAGS="-fPIC $(CFLAGS)" build-pic/libmnemo.so
+
+# The Python package installed into the project's venv from this checkout, and its tests
+# (make test runs them too, through tests/integration/test_python.py).
+python: setup model built
+	@.cache/venv/bin/python tests/integration/test_python.py
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
@@ -170,6 +183,6 @@ fuzz-corpus: all
 	./build/make_corpus tests/fuzz/corpus
 
 clean:
-	rm -rf build build-san build-fuzz mnemo
+	rm -rf build build-san build-fuzz build-pic mnemo python/mnemo/_libmnemo*.so
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

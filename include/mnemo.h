@@ -36,6 +36,9 @@ typedef int (*mn_text_fn)(void *user, const char *text, size_t len);
 
 /* Message of the last failure on this thread (never NULL). */
 const char *mn_last_error(void);
+/* Frees what a call returned as malloc'd (a response, an answer): for
+ * bindings, whose own free may not be this library's. */
+void mn_free(void *p);
 
 /* The OPENBLAS_CORETYPE this CPU should run with, when the OpenBLAS loaded
  * in this process chose older kernels than the CPU allows (a CPU newer than
@@ -413,9 +416,10 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
  * A chat (`/v1/chat/completions`) or completion (`/v1/completions`) request
  * body answered in process on context c: the server's parser, generation and
  * response JSON, without HTTP. model_id names the model in the response.
- * Without "stream": *response gets the response body (malloc'd). With
- * "stream": true, each chunk's JSON goes to on_chunk (non-zero stops) and
- * *response gets NULL. A request naming stored documents is MN_EINVAL here
+ * Without "stream": *response gets the response body (malloc'd; mn_free),
+ * and on_chunk (optional) is called with NULL after each generated token, a
+ * chance to stop. With "stream": true, each chunk's JSON goes to on_chunk and
+ * *response gets NULL. Non-zero from on_chunk stops: MN_ECANCELLED. A request naming stored documents is MN_EINVAL here
  * (they live in a store: use the server). A bad request is MN_EINVAL with the
  * message a 400 carries. */
 typedef int (*mn_chunk_fn)(void *user, const char *json);

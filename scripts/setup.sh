@@ -29,3 +29,6 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
 fi
 [ -x .cache/venv/bin/python ] || python3 -m venv .cache/venv
 .cache/venv/bin/python -c "import openai" >/dev/null 2>&1 || .cache/venv/bin/python -m pip install -q openai
+# The Python package (python/) is built in this venv without isolation (setuptools + wheel) and tested with pytest.
+.cache/venv/bin/python -c "import pytest, wheel, setuptools" >/dev/null 2>&1 || \
+  .cache/venv/bin/python -m pip install -q pytest wheel "setuptools>=61"

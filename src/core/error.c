@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local char tl_msg[1024];
@@ -40,3 +41,5 @@ const char *mn_strerror(int code) {
     default: return "unknown error";
     }
 }
+
+void mn_free(void *p) { free(p); }

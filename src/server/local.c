@@ -38,6 +38,7 @@ static int on_piece(void *user, const char *text, size_t len) {
     local_run *lr = user;
     const int rc = job_emit_text(lr->j, text, len, 0);
     if (lr->j->stream) deliver(lr);
+    else if (lr->on_chunk && lr->on_chunk(lr->user, NULL)) lr->stop = 1; /* a chance to stop, each token */
     return rc || lr->stop;
 }
 

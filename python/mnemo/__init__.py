@@ -1,0 +1,465 @@
+"""mnemo from Python: long documents read into compressed memory, with exact recall, on the CPU.
+
+    import mnemo
+    m = mnemo.Model()                                  # or mnemo.Model("path/to/model.gguf")
+    r = m.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=32)
+    print(r["choices"][0]["message"]["content"])
+    mem = mnemo.Memory(m, open("book.txt").read())     # a string or a path; progress shown by default
+    print(mem.ask("Who wrote the letter?", max_tokens=48))   # the answer as a string
+    mem.save("book.mem"); mem = mnemo.Memory.load(m, "book.mem")
+
+Everything here calls the C library's public API (include/mnemo.h) through ctypes: requests and
+responses are the server's own (its parser and JSON), a memory is what `mnemo compress` writes, an
+answer is what `mnemo ask --mem` gives. Long calls release the GIL; Ctrl-C stops a long read or an
+answer cleanly (KeyboardInterrupt, nothing kept).
+"""
+import codecs
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+from . import _lib
+from ._lib import byref, c_void_p, lib
+
+__all__ = ["Model", "Memory", "MnemoError", "cpu_isa"]
+
+DEFAULT_MODEL = os.path.join("models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+DEFAULT_ADAPTER = os.path.join("adapters", "SmolLM2-135M-Instruct.uio.gguf")
+
+
+class MnemoError(RuntimeError):
+    """A failure reported by the library: .code is its name ("EINVAL", "EIO", ...), .message its text."""
+
+    def __init__(self, rc, message):
+        self.rc = rc
+        self.code = _lib.ERRORS.get(rc, str(rc))
+        self.message = message
+        super().__init__("%s (%s)" % (message, self.code))
+
+
+def _check(rc, what=None):
+    if rc:
+        msg = _lib.last_error()
+        raise MnemoError(rc, "%s: %s" % (what, msg) if what else msg)
+
+
+def cpu_isa():
+    """The SIMD level the kernels run with: "avx512", "avx2" or "scalar"."""
+    return lib.mn_cpu_isa_name().decode()
+
+
+def _find(rel, env):
+    """$env, else rel under the working directory, else under the checkout the package was built from."""
+    p = os.environ.get(env)
+    if p:
+        return p
+    roots = [os.getcwd()]
+    try:
+        from ._build_info import SOURCE_ROOT
+        roots.append(SOURCE_ROOT)
+    except ImportError:
+        pass
+    for r in roots:
+        c = os.path.join(r, rel)
+        if os.path.isfile(c):
+            return c
+    return None
+
+
+def _drain(worker, q, stop):
+    """Yields what a worker thread puts in q until it puts the end marker; closing the generator
+    early asks the worker to stop and waits for it."""
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
+_END = object()
+
+
+class _Interruptible:
+    """Ctrl-C during a long C call: while the call runs (on the main thread, where Python's default
+    handler is installed) SIGINT only sets a flag; the call's callbacks see it and stop the call, and
+    KeyboardInterrupt is raised once it has returned, nothing kept. An exception in a user's callback
+    stops the call the same way and is raised after it."""
+
+    def __init__(self):
+        self.interrupted = False
+        self.error = None
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
+
+    def _on_sigint(self, signum, frame):
+        self.interrupted = True
+
+    def guard(self, fn, *args):
+        if self.interrupted or self.error is not None:
+            return 1
+        try:
+            return 1 if fn(*args) else 0
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return 1
+        except BaseException as e:  # noqa: BLE001 - raised again after the C call
+            self.error = e
+            return 1
+
+    def finish(self, rc, what):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        if self.error is not None:
+            raise self.error
+        _check(rc, what)
+
+
+class Model:
+    """A GGUF model (Llama family), memory-mapped. path: the model file; by default $MNEMO_MODEL or the
+    repository's default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by `make model`).
+    n_ctx: cells of the context chat and completion requests run in (default: the model's trained
+    context). Calls from several threads are safe: requests on one Model take turns on its context,
+    memories answer on contexts of their own."""
+
+    def __init__(self, path=None, n_ctx=None, n_threads=0):
+        self._m = None
+        path = os.fspath(path) if path is not None else _find(DEFAULT_MODEL, "MNEMO_MODEL")
+        if not path:
+            raise MnemoError(-6, "the default model %s was not found (run `make model` in the mnemo checkout, set "
+                                 "MNEMO_MODEL, or pass a path)" % DEFAULT_MODEL)
+        h = c_void_p()
+        _check(lib.mn_model_load(path.encode(), byref(h)), "cannot load model %s" % path)
+        self._m = h
+        self.path = path
+        self.n_threads = int(n_threads)
+        self.n_ctx = int(n_ctx) if n_ctx else lib.mn_model_n_ctx_train(h)
+        self.model_id = os.path.basename(path)
+        self._ctx = None
+        self._lock = threading.Lock()
+        self._adapters = {}
+
+    # -- properties
+    @property
+    def name(self):
+        return lib.mn_model_name(self._m).decode("utf-8", "replace")
+
+    @property
+    def n_ctx_train(self):
+        return lib.mn_model_n_ctx_train(self._m)
+
+    @property
+    def n_vocab(self):
+        return lib.mn_model_n_vocab(self._m)
+
+    # -- tokens
+    def tokenize(self, text, add_bos=False, special=False):
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        tok = lib.mn_model_tokenizer(self._m)
+        cap = len(data) + 16
+        while True:
+            buf = (_lib.c_int32 * cap)()
+            n = _lib.c_int64()
+            rc = lib.mn_tokenize(tok, data, len(data), int(add_bos), int(special), buf, cap, byref(n))
+            if rc == -7 and n.value > cap:
+                cap = n.value
+                continue
+            _check(rc, "tokenize")
+            return list(buf[: n.value])
+
+    def detokenize(self, ids):
+        tok = lib.mn_model_tokenizer(self._m)
+        arr = (_lib.c_int32 * len(ids))(*ids)
+        cap = 16 * len(ids) + 16
+        while True:
+            out = _lib.ctypes.create_string_buffer(cap)
+            n = _lib.c_size_t()
+            rc = lib.mn_detokenize(tok, arr, len(ids), 0, out, cap, byref(n))
+            if rc == -7 and n.value >= cap:
+                cap = n.value + 1
+                continue
+            _check(rc, "detokenize")
+            return out.raw[: n.value].decode("utf-8", "replace")
+
+    # -- requests, as the server answers them
+    def _context(self):
+        if self._ctx is None:
+            p = lib.mn_context_default_params()
+            p.n_ctx, p.n_threads = self.n_ctx, self.n_threads
+            h = c_void_p()
+            _check(lib.mn_context_create(self._m, byref(p), byref(h)), "context")
+            self._ctx = h
+        return self._ctx
+
+    def _request(self, fn, body, stream):
+        raw = json.dumps(body).encode("utf-8")
+        mid = self.model_id.encode()
+        if not stream:
+            guard = _Interruptible()
+            cb = _lib.CHUNK_FN(lambda user, payload: guard.guard(lambda: False))
+            out = c_void_p()
+            with self._lock, guard:
+                rc = fn(self._context(), mid, raw, len(raw), cb, None, byref(out))
+            guard.finish(rc, None)
+            return json.loads(_lib.take_string(out))
+        q, stop, result = queue.Queue(), threading.Event(), {}
+
+        def on_chunk(user, payload):
+            if payload is not None:
+                q.put(json.loads(payload.decode("utf-8")))
+            return 1 if stop.is_set() else 0
+
+        cb = _lib.CHUNK_FN(on_chunk)
+
+        def work():
+            try:
+                with self._lock:
+                    result["rc"] = fn(self._context(), mid, raw, len(raw), cb, None, None)
+                    result["msg"] = _lib.last_error()
+            finally:
+                q.put(_END)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def chunks():
+            yield from _drain(worker, q, stop)
+            rc = result.get("rc", 0)
+            if rc and rc != _lib.ECANCELLED:
+                raise MnemoError(rc, result.get("msg", ""))
+
+        return chunks()
+
+    def create_chat_completion(self, messages, max_tokens=None, temperature=None, stream=False, **kwargs):
+        """An OpenAI-style chat completion: the same request and response (or, with stream=True, an
+        iterator of the same chunks) as the server's /v1/chat/completions."""
+        body = {"messages": messages, "stream": bool(stream)}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        body.update(kwargs)
+        return self._request(lib.mn_request_chat, body, stream)
+
+    def create_completion(self, prompt, max_tokens=None, temperature=None, stream=False, **kwargs):
+        """A completion of a raw prompt, as the server's /v1/completions."""
+        body = {"prompt": prompt, "stream": bool(stream)}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        body.update(kwargs)
+        return self._request(lib.mn_request_completion, body, stream)
+
+    def generate(self, prompt, max_tokens=128, temperature=0.0, **kwargs):
+        """The continuation of a raw prompt, as a string."""
+        r = self.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, **kwargs)
+        return r["choices"][0]["text"]
+
+    # -- adapters, kept while the model lives (memories borrow them)
+    def _adapter(self, path):
+        path = os.fspath(path) if path is not None else _find(DEFAULT_ADAPTER, "MNEMO_ADAPTER")
+        if not path:
+            raise MnemoError(-6, "no adapter given and the default %s was not found (set MNEMO_ADAPTER or pass "
+                                 "adapter=)" % DEFAULT_ADAPTER)
+        key = os.path.realpath(path)
+        with self._lock:
+            if key not in self._adapters:
+                h = c_void_p()
+                _check(lib.mn_adapter_load(self._m, path.encode(), byref(h)), "adapter %s" % path)
+                self._adapters[key] = h
+            return self._adapters[key]
+
+    def close(self):
+        """Frees the model now (memories made with it must not be used after)."""
+        if getattr(self, "_m", None):
+            if self._ctx is not None:
+                lib.mn_context_free(self._ctx)
+                self._ctx = None
+            for h in self._adapters.values():
+                lib.mn_adapter_free(h)
+            self._adapters = {}
+            lib.mn_model_free(self._m)
+            self._m = None
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        return "Model(%r)" % self.path
+
+
+def _progress_bar(done, total, t0, last=[0.0]):
+    now = time.monotonic()
+    if done < total and now - last[0] < 0.2:
+        return False
+    last[0] = now
+    rate = done / max(now - t0, 1e-9)
+    eta = (total - done) / rate if rate > 0 else 0
+    sys.stderr.write("\r[read] %d/%d tokens  %.0f tok/s  ETA %.0fs   " % (done, total, rate, eta))
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+    return False
+
+
+class Memory:
+    """A document read into compressed memory with the model's compressor adapter (by default the one
+    shipped for the default model), its exact part kept for recall unless exact=False. document: the
+    text, or a path (a pathlib.Path, or a string naming an existing file). progress: True shows a
+    progress line on stderr, a callable gets (done, total) tokens (returning True stops the read),
+    False shows nothing. The memory equals the file `mnemo compress` writes for the same text."""
+
+    def __init__(self, model, document, adapter=None, exact=True, progress=True, n_threads=0, _handle=None):
+        self._d = None
+        self.model = model
+        self._a = model._adapter(adapter)
+        if _handle is not None:
+            self._d = _handle
+            return
+        if isinstance(document, os.PathLike) or (isinstance(document, str) and len(document) < 4096 and
+                                                  "\n" not in document and os.path.isfile(document)):
+            with open(os.fspath(document), "rb") as f:
+                data = f.read()
+        elif isinstance(document, str):
+            data = document.encode("utf-8")
+        elif isinstance(document, (bytes, bytearray)):
+            data = bytes(document)
+        else:
+            raise TypeError("document: a string, bytes or a path")
+        guard, t0 = _Interruptible(), time.monotonic()
+        if progress is True:
+            def report(done, total):
+                return _progress_bar(done, total, t0)
+        elif callable(progress):
+            report = progress
+        else:
+            def report(done, total):
+                return False
+        cb = _lib.PROGRESS_FN(lambda user, done, total: guard.guard(report, done, total))
+        h = c_void_p()
+        with guard:
+            rc = lib.mn_doc_read(model._m, self._a, data, len(data), int(bool(exact)), int(n_threads), cb, None,
+                                 byref(h))
+        guard.finish(rc, "read")
+        self._d = h
+
+    @classmethod
+    def load(cls, model, path, adapter=None):
+        """A memory file written by save() or `mnemo compress` with this model and adapter."""
+        a = model._adapter(adapter)
+        h = c_void_p()
+        _check(lib.mn_doc_load(model._m, a, os.fspath(path).encode(), byref(h)), "memory file %s" % path)
+        return cls(model, None, adapter=adapter, _handle=h)
+
+    def save(self, path, title=None, f32=False):
+        _check(lib.mn_doc_save(self._d, os.fspath(path).encode(), title.encode("utf-8") if title else None,
+                               int(bool(f32))), "save %s" % path)
+
+    @property
+    def info(self):
+        """tokens, memory_slots, raw_cells, kv_cells (what a reader holds before recall), exact_tokens and
+        exact_segments (what recall chooses among)."""
+        i = _lib.DocInfo()
+        lib.mn_doc_get_info(self._d, byref(i))
+        return {k: getattr(i, k) for k, _ in _lib.DocInfo._fields_}
+
+    @property
+    def digest(self):
+        """SHA-256 of what a reader gets from this memory: equal digests answer alike."""
+        out = (_lib.ctypes.c_char * 65)()
+        _check(lib.mn_doc_digest(self._d, out), "digest")
+        return out.value.decode()
+
+    def ask(self, question, max_tokens=256, temperature=0.0, seed=0, recall="auto", stream=False, n_threads=0,
+            stats=None):
+        """Answers a question from the memory; recall pages the stored segments that best match it
+        back in raw ("auto": one per 16 stored, 2 to 8; 0: the memory alone; or a count). Returns the
+        answer, or with stream=True an iterator of its pieces. stats (a dict) gets the numbers."""
+        p = lib.mn_ask_default_params()
+        p.max_tokens, p.temperature, p.seed, p.n_threads = int(max_tokens), float(temperature), int(seed), int(n_threads)
+        p.recall = -1 if recall in ("auto", None) else int(recall)
+        q = question.encode("utf-8")
+        st = _lib.AskStats()
+
+        def fill_stats():
+            if stats is not None:
+                stats.update({k: getattr(st, k) for k, _ in _lib.AskStats._fields_})
+
+        if not stream:
+            guard = _Interruptible()
+            cb = _lib.TEXT_FN(lambda user, text, n: guard.guard(lambda: False))
+            out = c_void_p()
+            with guard:
+                rc = lib.mn_doc_ask(self._d, q, byref(p), cb, None, byref(out), byref(st))
+            guard.finish(rc, "ask")
+            fill_stats()
+            return _lib.take_string(out)
+        pieces, stop, result = queue.Queue(), threading.Event(), {}
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+
+        def on_text(user, text, n):
+            s = dec.decode(_lib.ctypes.string_at(text, n))
+            if s:
+                pieces.put(s)
+            return 1 if stop.is_set() else 0
+
+        cb = _lib.TEXT_FN(on_text)
+
+        def work():
+            try:
+                result["rc"] = lib.mn_doc_ask(self._d, q, byref(p), cb, None, None, byref(st))
+                result["msg"] = _lib.last_error()
+                tail = dec.decode(b"", final=True)
+                if tail:
+                    pieces.put(tail)
+            finally:
+                pieces.put(_END)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def gen():
+            yield from _drain(worker, pieces, stop)
+            rc = result.get("rc", 0)
+            if rc and rc != _lib.ECANCELLED:
+                raise MnemoError(rc, result.get("msg", ""))
+            fill_stats()
+
+        return gen()
+
+    def close(self):
+        if getattr(self, "_d", None):
+            lib.mn_doc_free(self._d)
+            self._d = None
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        i = self.info
+        return "Memory(%d tokens -> %d slots + %d raw, %d exact)" % (i["tokens"], i["memory_slots"], i["raw_cells"],
+                                                                      i["exact_tokens"])

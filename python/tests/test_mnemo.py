@@ -1,0 +1,218 @@
+"""The Python package against the CLI and the server's shapes (run from the repository root, after
+`pip install .`; `make python-test` does both). The memory and the answers must be the CLI's own:
+`mnemo compress` and `mnemo ask --mem` run beside the package on the same text."""
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import mnemo
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLI = os.environ.get("MNEMO_CLI", str(ROOT / "build" / "mnemo"))
+BOOK = ROOT / "data" / "train" / "books" / "pg1082.txt"
+ADAPTER = ROOT / "adapters" / "SmolLM2-135M-Instruct.uio.gguf"
+QUESTION = "Who is the author of this book?"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mnemo.Model(n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def doc_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("doc") / "doc.txt"
+    p.write_bytes(BOOK.read_bytes()[:20000])
+    return p
+
+
+@pytest.fixture(scope="module")
+def memory(model, doc_path):
+    # the text as the CLI reads the file: bytes decoded, line ends kept (read_text() would turn CRLF into LF)
+    return mnemo.Memory(model, doc_path.read_bytes().decode("utf-8"), progress=False, n_threads=2)
+
+
+def cli(*args):
+    r = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+# ------------------------------------------------------------------ requests
+def test_chat_completion_shape_and_stream(model):
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    r = model.create_chat_completion(messages=msgs, max_tokens=12)
+    assert r["object"] == "chat.completion" and r["id"].startswith("chatcmpl-")
+    assert r["model"] == os.path.basename(model.path)
+    text = r["choices"][0]["message"]["content"]
+    assert text and r["choices"][0]["finish_reason"] in ("stop", "length")
+    assert r["usage"]["completion_tokens"] > 0
+    chunks = list(model.create_chat_completion(messages=msgs, max_tokens=12, stream=True))
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == text
+    assert chunks[-1]["choices"][0]["finish_reason"] == r["choices"][0]["finish_reason"]
+
+
+def test_stream_closed_early_stops(model):
+    it = model.create_chat_completion(messages=[{"role": "user", "content": "Count to fifty."}], max_tokens=64,
+                                      stream=True)
+    first = next(it)
+    assert first["choices"][0]["delta"]
+    it.close()  # the generator's worker is told to stop and joined; the model is free again
+    r = model.create_completion("One, two,", max_tokens=4)
+    assert r["object"] == "text_completion"
+
+
+def test_generate_and_tokens(model):
+    out = model.generate("The capital of France is", max_tokens=6)
+    assert isinstance(out, str) and out
+    ids = model.tokenize("hello world")
+    assert ids and model.detokenize(ids) == "hello world"
+    assert model.n_ctx_train > 0 and model.n_vocab > 0
+
+
+def test_request_errors(model):
+    with pytest.raises(mnemo.MnemoError) as e:
+        model.create_chat_completion(messages="nope")
+    assert e.value.code == "EINVAL" and "messages" in e.value.message
+    with pytest.raises(mnemo.MnemoError) as e:
+        model.create_chat_completion(messages=[{"role": "user", "content": "hi"}], mnemo={"documents": [1]})
+    assert "store" in str(e.value)
+    with pytest.raises(mnemo.MnemoError) as e:
+        model.create_chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=10 ** 9)
+    assert "max_tokens" in str(e.value)
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.Model(str(tmp_path / "missing.gguf"))
+    assert "missing.gguf" in str(e.value)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(mnemo.MnemoError):
+        mnemo.Model(str(bad))
+
+
+def test_threads_share_a_model(model):
+    msgs = [{"role": "user", "content": "Say hello."}]
+    want = model.create_chat_completion(messages=msgs, max_tokens=8)["choices"][0]["message"]["content"]
+    got, errors = [], []
+
+    def one():
+        try:
+            got.append(model.create_chat_completion(messages=msgs, max_tokens=8)["choices"][0]["message"]["content"])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=one) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and got == [want] * 3
+
+
+# ------------------------------------------------------------------ memory
+def test_memory_equals_cli(model, memory, doc_path, tmp_path):
+    info = memory.info
+    assert info["tokens"] > 2600 and info["memory_slots"] > 0 and info["exact_tokens"] > 0
+    assert info["kv_cells"] == info["memory_slots"] + info["raw_cells"]
+    mine, theirs = tmp_path / "py.mem", tmp_path / "cli.mem"
+    memory.save(mine, title="doc")
+    cli("compress", "-a", str(ADAPTER), "-f", str(doc_path), "-o", str(theirs), "-t", "2")
+    a, b = mnemo.Memory.load(model, mine), mnemo.Memory.load(model, theirs)
+    assert a.digest == b.digest and a.info == b.info
+    # read from the path: the same memory
+    from_path = mnemo.Memory(model, doc_path, progress=False, n_threads=2)
+    assert from_path.digest == memory.digest
+
+
+def test_ask_equals_cli_and_streams(model, memory, tmp_path):
+    path = tmp_path / "m.mem"
+    memory.save(path)
+    loaded = mnemo.Memory.load(model, path)
+    stats = {}
+    answer = loaded.ask(QUESTION, max_tokens=24, stats=stats)
+    assert isinstance(answer, str) and answer
+    assert stats["recalled"] > 0 and stats["completion_tokens"] > 0
+    out = cli("ask", "-a", str(ADAPTER), "--mem", str(path), "-n", "24", "-t", "2", "-q", QUESTION)
+    assert out.rstrip("\n") == answer
+    assert "".join(loaded.ask(QUESTION, max_tokens=24, stream=True)) == answer
+    none = {}
+    loaded.ask(QUESTION, max_tokens=4, recall=0, stats=none)
+    assert none["recalled"] == 0
+
+
+def test_memory_progress_and_stop(model, doc_path):
+    seen = []
+    mnemo.Memory(model, doc_path, progress=lambda d, t: seen.append((d, t)) and False, n_threads=2)
+    assert seen and seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.Memory(model, doc_path, progress=lambda d, t: True, n_threads=2)
+    assert e.value.code == "ECANCELLED"
+
+    def boom(d, t):
+        raise ValueError("from the callback")
+
+    with pytest.raises(ValueError, match="from the callback"):
+        mnemo.Memory(model, doc_path, progress=boom, n_threads=2)
+
+
+def test_ctrl_c_stops_a_read(model):
+    text = BOOK.read_text()[:120000]
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        mnemo.Memory(model, text, progress=False, n_threads=2)
+    assert time.monotonic() - t0 < 20  # stopped, not read to the end
+
+
+def test_read_releases_the_gil(model, doc_path):
+    done = threading.Event()
+    ticks = 0
+
+    def read():
+        mnemo.Memory(model, doc_path, progress=False, n_threads=1)
+        done.set()
+
+    t = threading.Thread(target=read)
+    t.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    t.join()
+    assert ticks > 50
+
+
+def test_threads_ask_one_memory(memory):
+    want = memory.ask(QUESTION, max_tokens=8)
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(memory.ask(QUESTION, max_tokens=8))) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert got == [want, want]
+
+
+def test_memory_errors(model, tmp_path):
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.Memory(model, "", progress=False)
+    assert "no text" in str(e.value)
+    trunc = tmp_path / "t.mem"
+    with pytest.raises(mnemo.MnemoError):
+        mnemo.Memory.load(model, tmp_path / "missing.mem")
+    trunc.write_bytes(b"MNEMOMEM" + b"\0" * 100)
+    with pytest.raises(mnemo.MnemoError):
+        mnemo.Memory.load(model, trunc)
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.Memory(model, "some text", adapter=tmp_path / "nope.gguf", progress=False)
+    assert "nope.gguf" in str(e.value)
+    with pytest.raises(TypeError):
+        mnemo.Memory(model, 42, progress=False)

@@ -1,0 +1,30 @@
+"""Builds the C library (libmnemo.so) from the repository's sources with its Makefile and ships it
+inside the package as the extension module mnemo/_libmnemo*.so, which mnemo/_lib.py loads with ctypes.
+The system packages come first: `make setup` (gcc, OpenBLAS, SQLite, libpq, libmicrohttpd, cJSON)."""
+import os
+import shutil
+import subprocess
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class MakeSharedLibrary(build_ext):
+    def build_extension(self, ext):
+        jobs = str(os.cpu_count() or 1)
+        subprocess.run(["make", "-C", ROOT, "-j" + jobs, "shared"], check=True)
+        out = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        shutil.copyfile(os.path.join(ROOT, "build-pic", "libmnemo.so"), out)
+        # where the default model and adapter live when the package was built from a checkout
+        info = os.path.join(os.path.dirname(out), "_build_info.py")
+        with open(info, "w") as f:
+            f.write("# written by setup.py: the checkout this package was built from\nSOURCE_ROOT = %r\n" % ROOT)
+
+
+# setuptools works in build-py/ (build/ is the Makefile's)
+os.makedirs(os.path.join(ROOT, "build-py"), exist_ok=True)
+setup(ext_modules=[Extension("mnemo._libmnemo", sources=[])], cmdclass={"build_ext": MakeSharedLibrary},
+      options={"build": {"build_base": "build-py"}, "egg_info": {"egg_base": "build-py"}})
