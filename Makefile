@@ -33,7 +33,7 @@ BIN      := $(BUILD)/mnemo
 
 MODEL_FILE := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all built setup model run train-default test unit asan ubsan sanitize bench fixtures clean shared python \
+.PHONY: all built setup setup-run model run train-default test unit asan ubsan sanitize bench fixtures clean shared python \
         fuzz fuzz-lib fuzz-build fuzz-regress fuzz-corpus
 all: $(BIN) $(TESTS) mnemo
 
@@ -98,6 +98,9 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 setup:
 	@bash scripts/setup.sh
 
+setup-run:
+	@bash scripts/setup.sh run
+
 model: setup
 	@bash scripts/fetch_model.sh
 
@@ -112,7 +115,10 @@ built: setup
 RUN_BOOK := data/eval/books/pg3261-news-from-nowhere.txt
 # ROW=FILE appends the run's JSON row (machine, answer, paged segments, every part of the cache)
 # to FILE, e.g. make run ROW=docs/results/run.jsonl
-run: setup model built
+# It installs, fetches and builds only what it needs (make test adds the rest).
+run: setup-run
+	@bash scripts/fetch_model.sh model
+	@$(MAKE) --no-print-directory mnemo
 	./mnemo ask -m $(MODEL_FILE) --doc $(RUN_BOOK) --max-tokens 24000 -n 48 $(if $(ROW),--row $(ROW)) \
 	  "At the discussion at the League, at the very beginning of the story, how many persons were present?"
 

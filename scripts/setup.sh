@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs what mnemo needs on a fresh Debian machine; does nothing for what is present.
+#   scripts/setup.sh       everything: the build, the tests (PostgreSQL, Open MPI, clang for fuzzing,
+#                          Chromium and a Python venv for the server's and the package's tests)
+#   scripts/setup.sh run   only what `make run` needs: the compiler and the libraries the build links
 set -euo pipefail
+mode=${1:-all}
+pkgs=(gcc make python3 ca-certificates libopenblas-dev libsqlite3-dev libpq-dev libmicrohttpd-dev libcjson-dev)
+[ "$mode" = run ] || pkgs+=(postgresql libopenmpi-dev openmpi-bin clang libclang-rt-14-dev)
 need=()
-for p in gcc make python3 ca-certificates libopenblas-dev libsqlite3-dev libpq-dev postgresql libopenmpi-dev openmpi-bin libmicrohttpd-dev libcjson-dev clang libclang-rt-14-dev; do
+for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
@@ -14,6 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+[ "$mode" = run ] && exit 0
 # Integration tests of the server: headless Chromium for the web page (Debian package) and the
 # official openai client (PyPI) in a venv under .cache/, each installed only when missing.
 cd "$(dirname "$0")/.."

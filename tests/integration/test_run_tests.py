@@ -53,5 +53,14 @@ with tempfile.TemporaryDirectory() as d:
     check(r.returncode == 0 and r.stdout.strip().split("\n")[-1] == "tests: 10 passed, 0 failed, 1 skipped",
           "a clean run: " + r.stdout)
 
+# `make run` installs, fetches and builds only what the main job needs (issue 23): its dry run names the
+# run-only set-up and the model alone, builds no test program and installs nothing the tests use
+r = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True)
+out = r.stdout + r.stderr
+check(r.returncode == 0 and "scripts/setup.sh run" in out and "fetch_model.sh model" in out,
+      "make run's set-up is the main job's:\n" + out[-2000:])
+check("build/tests/" not in out and "chromium" not in out and "pip install" not in out and "sanitize" not in out,
+      "make run builds no test and installs nothing for the tests:\n" + out[-2000:])
+
 print(f"tests/integration/test_run_tests.py: {ts.passed} passed, {ts.failed} failed")
 sys.exit(1 if ts.failed else 0)
