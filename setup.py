@@ -1,5 +1,6 @@
 """Builds the C library (libmnemo.so) from the repository's sources with its Makefile and ships it
-inside the package as the extension module mnemo/_libmnemo*.so, which mnemo/_lib.py loads with ctypes.
+inside the package as the extension module mnemo/_libmnemo*.so, which mnemo/_lib.py loads with ctypes,
+and the `mnemo` command beside it (mnemo/bin/mnemo: python -m mnemo.server, evaluate and train run it).
 The system packages come first: `make setup` (gcc, OpenBLAS, SQLite, libpq, libmicrohttpd, cJSON)."""
 import os
 import shutil
@@ -14,10 +15,11 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 class MakeSharedLibrary(build_ext):
     def build_extension(self, ext):
         jobs = str(os.cpu_count() or 1)
-        subprocess.run(["make", "-C", ROOT, "-j" + jobs, "shared"], check=True)
+        subprocess.run(["make", "-C", ROOT, "-j" + jobs, "shared", "mnemo"], check=True)
         out = self.get_ext_fullpath(ext.name)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
+        os.makedirs(os.path.join(os.path.dirname(out), "bin"), exist_ok=True)
         shutil.copyfile(os.path.join(ROOT, "build-pic", "libmnemo.so"), out)
+        shutil.copy2(os.path.join(ROOT, "mnemo"), os.path.join(os.path.dirname(out), "bin", "mnemo"))
         # where the default model and adapter live when the package was built from a checkout
         info = os.path.join(os.path.dirname(out), "_build_info.py")
         with open(info, "w") as f:

@@ -25,7 +25,7 @@ import time
 from . import _lib
 from ._lib import byref, c_void_p, lib
 
-__all__ = ["Model", "Memory", "MnemoError", "cpu_isa"]
+__all__ = ["Model", "Memory", "MnemoError", "cpu_isa", "evaluate", "train"]
 
 DEFAULT_MODEL = os.path.join("models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 DEFAULT_ADAPTER = os.path.join("adapters", "SmolLM2-135M-Instruct.uio.gguf")
@@ -463,3 +463,6 @@ class Memory:
         i = self.info
         return "Memory(%d tokens -> %d slots + %d raw, %d exact)" % (i["tokens"], i["memory_slots"], i["raw_cells"],
                                                                       i["exact_tokens"])
+
+
+from .cli import evaluate, train  # noqa: E402  (they raise MnemoError, defined above)

@@ -16,7 +16,8 @@ POINTER, byref = ctypes.POINTER, ctypes.byref
 
 # return codes (mnemo.h)
 ERRORS = {-1: "EINVAL", -2: "ENOMEM", -3: "EIO", -4: "EFORMAT", -5: "EUNSUPPORTED", -6: "ENOTFOUND",
-          -7: "ERANGE", -8: "EUNAVAILABLE", -9: "ECANCELLED"}
+          -7: "ERANGE", -8: "EUNAVAILABLE", -9: "ECANCELLED",
+          -100: "ECOMMAND"}  # not the library's: the packaged command failed (mnemo/cli.py)
 ECANCELLED = -9
 
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_int64, c_int64)

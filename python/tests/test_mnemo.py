@@ -216,3 +216,49 @@ def test_memory_errors(model, tmp_path):
     assert "nope.gguf" in str(e.value)
     with pytest.raises(TypeError):
         mnemo.Memory(model, 42, progress=False)
+
+
+# ------------------------------------------------------------------ the command's wrappers
+def test_evaluate_rows_equal_the_cli(tmp_path):
+    hay = tmp_path / "hay"
+    hay.mkdir()
+    (hay / "essay.txt").write_bytes(BOOK.read_bytes()[30000:36000])
+    opts = dict(haystack=str(hay), lengths=[600], depths=[0], trials=1, modes=["full", "truncate"], window=64, t=2)
+    rows = mnemo.evaluate("passkey", progress=False, **opts)
+    assert [r["mode"] for r in rows] == ["full", "truncate"] and all(r["task"] == "passkey" for r in rows)
+    out = cli("eval", "passkey", "--haystack", str(hay), "--lengths", "600", "--depths", "0", "--trials", "1",
+              "--modes", "full,truncate", "--window", "64", "-t", "2")
+    import json
+    assert rows == [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.evaluate("passkey", progress=False, needle="nope")
+    assert "needle" in str(e.value)
+
+
+def test_train_rows(tmp_path):
+    init, out = tmp_path / "init.gguf", tmp_path / "out.gguf"
+    cli("adapter", "init", "--compressor", "uio", "--segment", "64", "--ratio", "8", "--rank", "4", "-o", str(init))
+    text = tmp_path / "t.txt"
+    text.write_bytes(BOOK.read_bytes()[40000:60000])
+    rows = mnemo.train(init, text, out, progress=False, steps=3, segments=3, lr=1e-3, t=2)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows) and rows[0]["steps"] == 3
+    assert out.exists()
+
+
+def test_server_module(tmp_path):
+    import json
+    import sys
+    import urllib.request
+    h = subprocess.run([sys.executable, "-m", "mnemo.server", "--help"], capture_output=True, text=True, timeout=60)
+    assert h.returncode == 0 and "--db" in h.stdout
+    p = subprocess.Popen([sys.executable, "-m", "mnemo.server", "--db", str(tmp_path / "s.db"), "--port", "0",
+                          "-a", str(ADAPTER)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("listening "), line
+        port = int(line.split()[1])
+        with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=30) as r:
+            assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+    finally:
+        p.terminate()
+        p.wait(timeout=60)

@@ -50,6 +50,7 @@ static void usage(void) {
            "                   128 + signal, so a script does not take the adapter as finished\n"
            "  --cache DIR      tokenised-data cache (default .cache/train)\n"
            "  --seed S, -t N   seed (default 1), threads (default all cores)\n"
+           "  --json           each step also as a JSON row on stdout (step, loss, val_loss, lr, ...)\n"
            "  --f32, --bf16    products with the frozen weights in f32, or with their inputs\n"
            "                   rounded to bf16 and f32 sums (AVX512_BF16; the mixed precision of\n"
            "                   GPU training). Default: bf16 where the CPU has it and a timing\n"
@@ -90,6 +91,7 @@ static int parse_list(const char *s, mn_train_config *c) {
 }
 
 static volatile sig_atomic_t g_stop; /* the signal that asked to stop, or 0 */
+static int g_json;                    /* --json: each step also as a JSON row on stdout */
 static void on_signal(int sig) { g_stop = sig; }
 
 typedef struct {
@@ -116,6 +118,18 @@ int cli_train_progress(const struct mn_train_progress *p, void *ud) {
     fprintf(stderr, "step %5lld/%lld  ratio %3d  loss %.4f  val %s  lr %.2e  |g| %.3f  %.0f tok/s  ETA %.0fs%s%s\n",
             (long long)p->step, (long long)p->steps, p->ratio, p->loss, val, p->lr, p->grad_norm, p->tokens_per_s,
             p->eta_s, p->checkpointed ? "  [ckpt]" : "", win);
+    if (g_json) {
+        char vq[32] = "null";
+        if (!isnan(p->val_qa)) snprintf(vq, sizeof vq, "%.6f", p->val_qa);
+        if (!isnan(p->val_loss)) snprintf(val, sizeof val, "%.6f", p->val_loss);
+        else snprintf(val, sizeof val, "null");
+        printf("{\"step\": %lld, \"steps\": %lld, \"ratio\": %d, \"loss\": %.6f, \"val_loss\": %s, \"val_qa\": %s, "
+               "\"qa_step\": %s, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"eta_s\": %.1f, "
+               "\"checkpointed\": %s}\n",
+               (long long)p->step, (long long)p->steps, p->ratio, p->loss, val, vq, p->qa_step ? "true" : "false", p->lr,
+               p->grad_norm, p->tokens_per_s, p->eta_s, p->checkpointed ? "true" : "false");
+        fflush(stdout);
+    }
     /* MNEMO_TRAIN_HOLD=1 (tests only): rank 0 waits after its first checkpoint until a signal comes, so a
      * test can kill a rank mid-run however fast the machine trains (the other ranks wait in the next
      * step's reduction); without it a fast machine had finished the run before the test found the ranks */
@@ -172,6 +186,8 @@ int cmd_train(int argc, char **argv) {
             if (mm < 0) return cli_usage_error(CMD, "--bptt is full, tbptt, incremental, reservoir or unbiased");
             c.bptt = (mn_bptt_mode)mm;
             bptt_set = 1;
+        } else if (!strcmp(a, "--json")) {
+            g_json = 1;
         } else if (!strcmp(a, "--f32")) {
             c.f32 = 1;
         } else if (!strcmp(a, "--bf16")) {

@@ -1,0 +1,16 @@
+"""python -m mnemo.server [options]: the server `mnemo serve` starts (the packaged command, the same
+options: --db, --port, --api-key, --slots, ...; see --help)."""
+import os
+import sys
+
+from .cli import cli_path
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    exe = cli_path()
+    os.execv(exe, [exe, "serve", *argv])
+
+
+if __name__ == "__main__":
+    main()
