@@ -29,6 +29,9 @@ const char *cli_adapter_path(const char *given);
  * error. */
 int cli_set_mem_dir(const char *cmd, const char *dir);
 /* --recall K|auto: a count of segments 0..max or MN_RECALL_AUTO into *k; 0, or 2 with a usage error. */
+/* --db-timeout S / --db-connect-timeout S of a PostgreSQL store (the statement and lock timeout, the
+ * connect timeout; 0: none), passed to the store through MNEMO_DB_TIMEOUT / MNEMO_DB_CONNECT_TIMEOUT. */
+int cli_set_db_seconds(const char *cmd, const char *opt, const char *v);
 int cli_parse_recall(const char *cmd, const char *v, int32_t max, long *k);
 /* Loads the model at cli_model_path(given), printing a clear error on failure. */
 int cli_load_model(const char *given, mn_model **out);

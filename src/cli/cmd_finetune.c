@@ -101,6 +101,8 @@ int cmd_finetune(int argc, char **argv) {
         if (!strcmp(a, "--db")) db = val;
         else if (!strcmp(a, "--mem-dir")) {
             if (cli_set_mem_dir(CMD, val)) return 2;
+        } else if (!strcmp(a, "--db-timeout") || !strcmp(a, "--db-connect-timeout")) {
+            if (cli_set_db_seconds(CMD, a, val)) return 2;
         } else if (!strcmp(a, "--group")) group = val;
         else if (!strcmp(a, "-m")) model = val;
         else if (!strcmp(a, "-a")) c.adapter_in = val;

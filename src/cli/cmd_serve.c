@@ -25,6 +25,9 @@ int cmd_serve(int argc, char **argv) {
                    "  GET /v1/models, POST|GET /v1/documents, GET|DELETE /v1/documents/ID\n"
                    "  GET /health, GET /metrics (Prometheus), GET / (web page)\n\n"
                    "  -a ADAPTER        compressor adapter (default: the store's, recorded by 'store add')\n"
+                   "  --db-timeout S    a PostgreSQL store's statement and lock timeout (default 10 s; 0: none):\n"
+                   "                    a hung or locked database answers 503 after S seconds, not never\n"
+                   "  --db-connect-timeout S  its connect timeout (default 5 s)\n"
                    "  --mem-dir DIR     a PostgreSQL store's memory files (or $MNEMO_MEM_DIR): an absolute\n"
                    "                    path every server sees, recorded when the store is created\n"
                    "  --slots N         inference slots, each its own context (default 2)\n"
@@ -61,6 +64,9 @@ int cmd_serve(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--mem-dir")) {
             if (cli_set_mem_dir("serve", val)) return 2;
+            i++;
+        } else if (!strcmp(a, "--db-timeout") || !strcmp(a, "--db-connect-timeout")) {
+            if (cli_set_db_seconds("serve", a, val)) return 2;
             i++;
         } else if (!strcmp(a, "--port")) {
             if (cli_parse_int("serve", a, val, 0, 65535, &v)) return 2;

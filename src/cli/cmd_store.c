@@ -58,7 +58,8 @@ static int usage(FILE *f) {
             "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"
             "  its memory files go to --mem-dir DIR or MNEMO_MEM_DIR (an absolute path every server\n"
             "  sees, recorded in the store when it is created; given again, it overrides the record\n"
-            "  for a host that mounts the directory elsewhere)\n");
+            "  for a host that mounts the directory elsewhere); --db-timeout S its statement and lock\n"
+            "  timeout (default 10 s, 0: none), --db-connect-timeout S its connect timeout (default 5 s)\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -95,6 +96,9 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--mem-dir")) {
             if (cli_set_mem_dir(cmd, v)) return 2;
+            i++;
+        } else if (!strcmp(a, "--db-timeout") || !strcmp(a, "--db-connect-timeout")) {
+            if (cli_set_db_seconds(cmd, a, v)) return 2;
             i++;
         } else if (!strcmp(a, "--gc")) {
             o->gc = 1;

@@ -221,6 +221,16 @@ int cli_set_mem_dir(const char *cmd, const char *dir) {
     return 0;
 }
 
+int cli_set_db_seconds(const char *cmd, const char *opt, const char *v) {
+    char *end = NULL;
+    const double x = v ? strtod(v, &end) : -1;
+    if (!v || end == v || *end || !(x >= 0) || x > 86400)
+        return cli_usage_error(cmd, "%s takes seconds, 0 for no limit (got '%s')", opt, v ? v : "");
+    const char *env = !strcmp(opt, "--db-timeout") ? "MNEMO_DB_TIMEOUT" : "MNEMO_DB_CONNECT_TIMEOUT";
+    if (setenv(env, v, 1)) return cli_usage_error(cmd, "%s: cannot set it", opt);
+    return 0;
+}
+
 int cli_parse_recall(const char *cmd, const char *v, int32_t max, long *k) {
     int32_t got;
     if (mn_recall_parse_k(v, max, &got))

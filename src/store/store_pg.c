@@ -817,13 +817,39 @@ int mn_store_is_pg(const char *spec) {
     return k > i && spec[k] == '=';
 }
 
+/* An environment variable of seconds (>= 0) into *v, which keeps its default when the variable is unset;
+ * 0 when it is set to something else. */
+static int env_seconds(const char *name, double *v) {
+    const char *e = getenv(name);
+    if (!e || !*e) return 1;
+    char *end;
+    const double x = strtod(e, &end);
+    if (*end || !(x >= 0) || x > 86400) return 0;
+    *v = x;
+    return 1;
+}
+
 int mn_store_open_pg(const char *conninfo, int flags, mn_store **out) {
     *out = NULL;
     pg_store *s = calloc(1, sizeof *s);
     if (!s) return mn_error(MN_ENOMEM, "out of memory");
     s->base.ops = &k_pg_ops;
     s->readonly = (flags & MN_STORE_READONLY) != 0;
-    s->conn = PQconnectdb(conninfo);
+    /* A hung database costs a request its deadline, not a slot forever: a connect timeout and a
+     * statement and lock timeout, as connection parameters so that a reconnect (PQreset) keeps them.
+     * Placed before the user's conninfo, which overrides them where it sets its own. */
+    char ct[32], opts[96];
+    double st_s = 10, ct_s = 5;
+    if (!env_seconds("MNEMO_DB_TIMEOUT", &st_s) || !env_seconds("MNEMO_DB_CONNECT_TIMEOUT", &ct_s)) {
+        free(s);
+        return mn_error(MN_EINVAL, "MNEMO_DB_TIMEOUT and MNEMO_DB_CONNECT_TIMEOUT are seconds (0: no limit)");
+    }
+    snprintf(ct, sizeof ct, "%d", ct_s > 0 && ct_s < 2 ? 2 : (int)ct_s); /* libpq's least effective value is 2 */
+    snprintf(opts, sizeof opts, "-c statement_timeout=%lld -c lock_timeout=%lld", (long long)(st_s * 1000),
+             (long long)(st_s * 1000));
+    const char *const keys[] = {"connect_timeout", "options", "client_encoding", "dbname", NULL};
+    const char *const vals[] = {ct, opts, "UTF8", conninfo, NULL};
+    s->conn = PQconnectdbParams(keys, vals, 1);
     int rc = 0;
     if (!s->conn) {
         free(s);

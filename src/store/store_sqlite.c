@@ -64,7 +64,19 @@ static const char *k_schema =
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '2');"
     "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
+/* An error naming the store and the cause. Faults of the file rather than of the request (the database
+ * locked by another process past the busy timeout, a full disk, a read-only or vanished file, an I/O
+ * error) are MN_EUNAVAILABLE: the server answers 503, and the next request tries again. */
 static int sq_err(sq_store *s, int code, const char *what) {
+    switch (sqlite3_errcode(s->db) & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN: code = MN_EUNAVAILABLE; break;
+    default: break;
+    }
     return mn_error(code, "store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
@@ -73,6 +85,15 @@ static int exec(sq_store *s, const char *sql, const char *what) {
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     if (rc == SQLITE_OK) return 0;
     int code = (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) ? MN_EFORMAT : MN_EIO;
+    switch (rc & 0xff) { /* as sq_err: faults of the file, not of the request */
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN: code = MN_EUNAVAILABLE; break;
+    default: break;
+    }
     mn_error(code, "store %s: %s: %s", s->path, what, msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return code;
@@ -773,7 +794,15 @@ int mn_store_open_sqlite(const char *path, int flags, mn_store **out) {
         sq_close(&s->base);
         return MN_EIO;
     }
-    sqlite3_busy_timeout(s->db, 10000);
+    /* how long a statement waits for another process's lock: MNEMO_DB_TIMEOUT (--db-timeout), 10 s by default */
+    double wait_s = 10;
+    const char *tv = getenv("MNEMO_DB_TIMEOUT");
+    if (tv && *tv) {
+        char *end;
+        const double x = strtod(tv, &end);
+        if (!*end && x >= 0 && x <= 86400) wait_s = x;
+    }
+    sqlite3_busy_timeout(s->db, (int)(wait_s * 1000));
     sqlite3_extended_result_codes(s->db, 0);
     /* The first statement reads the header, so this is where a file that is
      * not a database (or a damaged one) is caught. */

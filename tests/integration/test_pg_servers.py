@@ -150,6 +150,43 @@ def test_outage(conn, adapter, cluster):
         check(rc == 0, f"server after the outage exits cleanly: {rc} {err[-300:]}")
 
 
+def test_held_lock(conn, adapter):
+    """A lock held past the statement timeout (issue 28): a server started with --db-timeout 2 answers a
+    document request that waits on the lock with 503, Retry-After and a message naming the timeout within
+    a few seconds, instead of holding a slot for as long as the lock lasts; released, it serves again.
+    A bad --db-timeout is a usage error."""
+    r = subprocess.run([ts.BIN, "serve", "--db", conn, "--db-timeout", "soon"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode == 2 and "--db-timeout" in r.stderr, f"a bad --db-timeout: {r.returncode} {r.stderr}")
+    srv = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1", "--db-timeout", "2")
+    holder = None
+    try:
+        st, _ = ts.request(srv.base, "GET", "/v1/documents")
+        check(st == 200, f"listing before the lock: {st}")
+        holder = subprocess.Popen(["psql", conn, "-qAt"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        holder.stdin.write("BEGIN; LOCK TABLE documents IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+        holder.stdin.flush()
+        got = holder.stdout.readline().strip()
+        check(got == "locked", f"a session holds the documents table: {got!r}")
+        t0 = time.time()
+        st, retry, msg = status_and_retry(srv.base, "/v1/documents")
+        dt = time.time() - t0
+        check(st == 503 and retry and "timeout" in msg and dt < 10,
+              f"a request waiting on the lock: {st} {retry} {msg!r} after {dt:.1f} s")
+        holder.stdin.write("ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder = None
+        st, _ = ts.request(srv.base, "GET", "/v1/documents")
+        check(st == 200, f"listing once the lock is released: {st}")
+    finally:
+        if holder:
+            holder.kill()
+        rc, err = srv.stop()
+        check(rc == 0, f"server after the held lock exits cleanly: {rc} {err[-300:]}")
+
+
 def test_two_servers(conn, adapter):
     a = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
     b = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1")
@@ -265,6 +302,7 @@ def main():
                 psql(admin, "CREATE DATABASE outage")
                 test_outage(admin + " dbname=outage", adapter, cluster)
                 test_kill_during_upload(admin + " dbname=srv", adapter)
+                test_held_lock(admin + " dbname=srv", adapter)
         finally:
             subprocess.run(["bash", "scripts/pg_cluster.sh", "stop", cluster], cwd=ROOT, timeout=120)
     print(f"tests/integration/test_pg_servers.py: {ts.passed} passed, {ts.failed} failed")
