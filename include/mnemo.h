@@ -77,12 +77,23 @@ int mn_model_describe(const mn_model *m, char *buf, size_t cap);
 int mn_model_convert(const char *in_path, const char *out_path, int type);
 
 /* -------------------------------------------------------------- contexts */
+/* The KV cache's cell format: f16, or q8_0 (blocks of 32 values with an f16
+ * scale, 34 bytes per 32 values: 53 % of f16's bytes; the head size must be a
+ * multiple of 32). */
+typedef enum { MN_CACHE_F16 = 0, MN_CACHE_Q8_0 = 1 } mn_cache_type;
+/* "f16", "q8_0" -> the type; -1 if unknown. */
+int mn_cache_type_parse(const char *name);
+const char *mn_cache_type_name(int type);
+
 typedef struct {
     int32_t n_ctx;     /* KV cache cells; <= 0: the model's trained context */
     int32_t n_batch;   /* tokens per forward batch (scratch size); <= 0: 512 */
     int n_threads;     /* including the caller; <= 0: all online cores */
+    int cache_type;    /* mn_cache_type */
 } mn_context_params;
 
+/* The defaults; cache_type is $MNEMO_CACHE_TYPE when it is set (f16 or q8_0:
+ * how `mnemo --cache-type` reaches every command), else f16. */
 mn_context_params mn_context_default_params(void);
 /* A KV cache plus scratch buffers and a thread pool; the model must outlive it. */
 int mn_context_create(const mn_model *m, const mn_context_params *p, mn_context **out);

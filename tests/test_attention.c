@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/attention.h"
+#include "kernels/quant.h"
 #include "test.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -151,9 +152,106 @@ static void test_parts(void) {
     }
 }
 
+/* The q8_0 cache's kernels (tile, split-decode parts, row kernel), every ISA, against attention in double
+ * precision over the same dequantised rows (d * q in f32, as the quantiser's own dequantiser gives it):
+ * rows of blocks at an odd byte stride, head sizes of 1 to 4 blocks, causal limits and masks. */
+static double q8_ref(int D, int64_t n, const float *q, float scale, const float *Kf, const float *Vf,
+                     const uint8_t *mask, int64_t lim, double *o) {
+    double mx = -1e300, sum = 0, *s = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    for (int64_t j = 0; j < lim; j++) {
+        s[j] = -1e300;
+        if (mask && !mask[j]) continue;
+        double d = 0;
+        for (int i = 0; i < D; i++) d += (double)q[i] * Kf[(size_t)j * D + i];
+        s[j] = d * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (int i = 0; i < D; i++) o[i] = 0;
+    for (int64_t j = 0; j < lim; j++) {
+        if (mask && !mask[j]) continue;
+        const double p = exp(s[j] - mx);
+        sum += p;
+        for (int i = 0; i < D; i++) o[i] += p * Vf[(size_t)j * D + i];
+    }
+    for (int i = 0; i < D; i++) o[i] /= sum;
+    free(s);
+    return sum;
+}
+
+static void test_q8(void) {
+    const mn_quant_traits *qt = mn_quant_get(MN_TYPE_Q8_0);
+    for (int trial = 0; trial < 24; trial++) {
+        const int Gs[] = {1, 3, 4, 8}, Ds[] = {64, 32, 128, 96};
+        const int G = Gs[trial % 4], D = Ds[(trial / 4) % 4], nb = D / MN_Q8_BLOCK;
+        const int nq = 1 + (int)(urand() * 40);
+        const int64_t n = (trial % 3 == 0 ? 0 : (int64_t)(urand() * 1200)) + nq;
+        const size_t ld = (size_t)nb * MN_Q8_BYTES + 7; /* an odd stride: the blocks' scales unaligned */
+        uint8_t *K = calloc(ld * (size_t)n + 64, 1), *V = calloc(ld * (size_t)n + 64, 1), *mk = malloc((size_t)n);
+        float *Kf = malloc(sizeof(float) * (size_t)n * D), *Vf = malloc(sizeof(float) * (size_t)n * D);
+        float *x = malloc(sizeof(float) * (size_t)D), *y = malloc(sizeof(float) * (size_t)D);
+        float *q = malloc(sizeof(float) * (size_t)nq * G * D), *out = malloc(sizeof(float) * (size_t)nq * G * D);
+        double *ref = malloc(sizeof(double) * (size_t)D);
+        int exact = 1;
+        for (int64_t j = 0; j < n; j++) {
+            for (int i = 0; i < D; i++) x[i] = (float)(urand() * 4 - 2);
+            qt->from_float(x, K + (size_t)j * ld, D);
+            mn_q8_row_to_f32(K + (size_t)j * ld, D, Kf + (size_t)j * D);
+            qt->to_float(K + (size_t)j * ld, y, D);
+            for (int i = 0; i < D; i++) exact &= y[i] == Kf[(size_t)j * D + i];
+            for (int i = 0; i < D; i++) x[i] = (float)(urand() * 2 - 1);
+            qt->from_float(x, V + (size_t)j * ld, D);
+            mn_q8_row_to_f32(V + (size_t)j * ld, D, Vf + (size_t)j * D);
+            mk[j] = (uint8_t)(trial % 2 == 0 || urand() < 0.7 || j == n - 1);
+        }
+        CHECK(exact, "q8 row dequantisation equals the quantiser's own (D=%d)", D);
+        for (int i = 0; i < nq * G * D; i++) q[i] = (float)(urand() * 6 - 3);
+        const uint8_t *mask = trial % 2 ? mk : NULL;
+        const float scale = 1.0f / sqrtf((float)D);
+        int64_t lim[64];
+        const uint8_t *rows[64];
+        for (int i = 0; i < nq; i++) lim[i] = n - nq + i + 1, rows[i] = mask;
+        float *scratch = malloc(sizeof(float) * (mn_attn_tile_scratch(G, D, nq, n) + (size_t)G * (size_t)n));
+        float *parts = malloc(sizeof(float) * MN_ATTN_PART(G, D) * 8);
+        for (int isa = MN_ISA_SCALAR; isa <= MN_ISA_AVX512; isa++) {
+            mn_attn_tile_q8_fn tf = mn_attn_tile_q8_get_isa((mn_isa)isa);
+            mn_attn_part_q8_fn pf = mn_attn_part_q8_get_isa((mn_isa)isa);
+            mn_attn_group_q8_fn gf = mn_attn_group_q8_get_isa((mn_isa)isa);
+            if (!tf || !pf || !gf) continue;
+            tf(G, D, nq, q, (size_t)G * D, scale, K, V, ld, lim, mask ? rows : NULL, out, (size_t)G * D, scratch);
+            double et = 0, ep = 0, eg = 0;
+            for (int i = 0; i < nq; i++)
+                for (int g = 0; g < G; g++) {
+                    q8_ref(D, n, q + ((size_t)i * G + g) * D, scale, Kf, Vf, mask, lim[i], ref);
+                    for (int d = 0; d < D; d++) et = fmax(et, fabs(out[((size_t)i * G + g) * D + d] - ref[d]));
+                }
+            /* the last query row decoded alone: ranges of 512 keys merged, and the row kernel */
+            const float *ql = q + (size_t)(nq - 1) * G * D;
+            int np = 0;
+            for (int64_t j0 = 0; j0 < n; j0 += 512, np++)
+                pf(G, D, n - j0 < 512 ? n - j0 : 512, ql, scale, K + (size_t)j0 * ld, V + (size_t)j0 * ld, ld,
+                   mask ? mask + j0 : NULL, parts + (size_t)np * MN_ATTN_PART(G, D), scratch);
+            mn_attn_combine(G, D, np, parts, out);
+            for (int g = 0; g < G; g++) {
+                q8_ref(D, n, ql + (size_t)g * D, scale, Kf, Vf, mask, n, ref);
+                for (int d = 0; d < D; d++) ep = fmax(ep, fabs(out[(size_t)g * D + d] - ref[d]));
+            }
+            gf(G, D, n, ql, scale, K, V, ld, mask, out, scratch);
+            for (int g = 0; g < G; g++) {
+                q8_ref(D, n, ql + (size_t)g * D, scale, Kf, Vf, mask, n, ref);
+                for (int d = 0; d < D; d++) eg = fmax(eg, fabs(out[(size_t)g * D + d] - ref[d]));
+            }
+            CHECK(et < 2e-5 && ep < 2e-5 && eg < 2e-5, "q8 %s G=%d D=%d nq=%d n=%lld: tile %.3g, parts %.3g, row %.3g",
+                  mn_isa_name((mn_isa)isa), G, D, nq, (long long)n, et, ep, eg);
+        }
+        free(K), free(V), free(mk), free(Kf), free(Vf), free(x), free(y), free(q), free(out), free(ref), free(scratch),
+            free(parts);
+    }
+}
+
 int main(void) {
     test_tiles();
     test_parts();
+    test_q8();
     const int shapes[][3] = {{3, 64, 1}, {3, 64, 37}, {1, 64, 300}, {4, 128, 65}, {8, 64, 16}, {3, 32, 1000}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int G = shapes[si][0], D = shapes[si][1], n = shapes[si][2];

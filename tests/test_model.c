@@ -182,6 +182,96 @@ static void test_kv_exactness(mn_model *m) {
     mn_context_free(c);
 }
 
+/* The q8_0 cache (--cache-type q8_0): logits close to the f16 cache's, its cells 53 % of the bytes, cells
+ * read out and appended back give the same logits, shifted cells keep the result, and the cache type
+ * reaches every context through MNEMO_CACHE_TYPE (an unknown one is refused). */
+static void test_q8_cache(mn_model *m) {
+    const int32_t V = mn_model_n_vocab(m);
+    const mn_tokenizer *tk = mn_model_tokenizer(m);
+    const char *text = "The lighthouse keeper of Skerry Point kept a logbook of every ship that passed. In the winter "
+                       "of 1887 a storm drove the schooner Margaret onto the rocks, and the keeper rowed out alone to "
+                       "save her crew. He was seventy years old, and the crew were nine.";
+    int32_t ids[256];
+    int64_t n = 0;
+    CHECK(mn_tokenize(tk, text, strlen(text), 1, 0, ids, 256, &n) == 0 && n > 40, "tokenize");
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 256, cp.n_threads = 2;
+    mn_context *cf = NULL, *cq = NULL, *c2 = NULL;
+    CHECK(mn_context_create(m, &cp, &cf) == 0, "f16 context");
+    cp.cache_type = MN_CACHE_Q8_0;
+    CHECK(mn_context_create(m, &cp, &cq) == 0 && mn_context_create(m, &cp, &c2) == 0, "q8_0 contexts: %s",
+          mn_last_error());
+    if (!cf || !cq || !c2) return;
+    float *lf = malloc(sizeof(float) * (size_t)V * (size_t)n), *lq = malloc(sizeof(float) * (size_t)V * (size_t)n);
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    CHECK(mn_decode(cf, ids, (int32_t)n, lf, 1) == 0 && mn_decode(cq, ids, (int32_t)n, lq, 1) == 0, "decode");
+    /* an 8-bit cache moves every logit a little (the Q4_1 model quantises its activations too, so small
+     * changes travel); a broken kernel moves them by tens */
+    double worst = 0, kl = 0;
+    int same = 0;
+    for (int64_t t = 0; t < n; t++) {
+        worst = fmax(worst, max_diff(lf + t * V, lq + t * V, V));
+        /* KL(f16 || q8_0) of the next-token distributions, in nats */
+        double mf = -1e300, mq = -1e300, zf = 0, zq = 0, acc = 0;
+        for (int32_t v = 0; v < V; v++) mf = fmax(mf, lf[t * V + v]), mq = fmax(mq, lq[t * V + v]);
+        for (int32_t v = 0; v < V; v++) zf += exp(lf[t * V + v] - mf), zq += exp(lq[t * V + v] - mq);
+        for (int32_t v = 0; v < V; v++) {
+            const double a = lf[t * V + v] - mf - log(zf), b = lq[t * V + v] - mq - log(zq);
+            acc += exp(a) * (a - b);
+        }
+        kl += acc / (double)n;
+        int32_t af = 0, aq = 0;
+        for (int32_t v = 1; v < V; v++) {
+            if (lf[t * V + v] > lf[t * V + af]) af = v;
+            if (lq[t * V + v] > lq[t * V + aq]) aq = v;
+        }
+        same += af == aq;
+    }
+    CHECK(worst < 3 && kl < 0.01 && same * 100 >= (int)n * 90,
+          "q8_0 vs f16 logits: max |diff| %.3f, mean KL %.5f nats, argmax agree %d/%lld", worst, kl, same, (long long)n);
+    printf("  q8_0 cache: logits max |diff| %.3f, mean KL %.5f nats vs f16, argmax agree %d/%lld\n", worst, kl, same,
+           (long long)n);
+    CHECK(mn_context_kv_bytes(cq) * 64 == mn_context_kv_bytes(cf) * 34, "q8_0 cells take 34/64 of f16's bytes (%zu vs %zu)",
+          mn_context_kv_bytes(cq), mn_context_kv_bytes(cf));
+    /* the first 30 cells read out and appended back: the same logits after them */
+    const int64_t L = mn_model_n_layer(m), KD = 192;
+    float *k = malloc(sizeof(float) * (size_t)(L * 30 * KD)), *v = malloc(sizeof(float) * (size_t)(L * 30 * KD));
+    int32_t pos[30];
+    for (int i = 0; i < 30; i++) pos[i] = i;
+    CHECK(mn_kv_read(cq, 0, 30, k, v) == 0 && mn_kv_append(c2, 30, pos, k, v, 1) == 0, "read and append: %s",
+          mn_last_error());
+    CHECK(mn_decode(c2, ids + 30, (int32_t)(n - 30), lg, 0) == 0, "decode after the appended cells");
+    const double d_app = max_diff(lq + (n - 1) * V, lg, V);
+    CHECK(d_app < 1e-4, "q8_0 cells read and appended back: %.6f", d_app);
+    /* moved 9 positions later (re-rotated and quantised again): every distance kept, the logits close */
+    mn_kv_clear(c2);
+    CHECK(mn_kv_append(c2, 30, pos, k, v, 1) == 0 && mn_kv_shift(c2, 0, 30, 9) == 0 && mn_kv_next_pos(c2) == 39,
+          "shift a q8_0 cache");
+    CHECK(mn_decode(c2, ids + 30, (int32_t)(n - 30), lg, 0) == 0, "decode after the shift");
+    const double d_sh = max_diff(lq + (n - 1) * V, lg, V);
+    CHECK(d_sh < 1.5, "q8_0 cells shifted: %.4f", d_sh);
+    /* the drop of cells moves whole q8_0 rows */
+    mn_kv_clear(c2);
+    CHECK(mn_decode(c2, ids, (int32_t)n, NULL, 0) == 0 && mn_kv_drop(c2, (int32_t)n - 10, (int32_t)n) == 0 &&
+              mn_decode(c2, ids + n - 10, 10, lg, 0) == 0,
+          "drop and re-decode");
+    CHECK(max_diff(lq + (n - 1) * V, lg, V) < 1e-4, "q8_0 drop + re-decode: %.6f", max_diff(lq + (n - 1) * V, lg, V));
+    /* the cache type through the environment, as `mnemo --cache-type` passes it */
+    setenv("MNEMO_CACHE_TYPE", "q8_0", 1);
+    CHECK(mn_context_default_params().cache_type == MN_CACHE_Q8_0, "MNEMO_CACHE_TYPE=q8_0");
+    setenv("MNEMO_CACHE_TYPE", "q4", 1);
+    mn_context_params bad = mn_context_default_params();
+    mn_context *cb = NULL;
+    CHECK(mn_context_create(m, &bad, &cb) == MN_EINVAL && !cb && strstr(mn_last_error(), "q8_0"),
+          "an unknown cache type: %s", mn_last_error());
+    unsetenv("MNEMO_CACHE_TYPE");
+    CHECK(mn_cache_type_parse("f16") == MN_CACHE_F16 && mn_cache_type_parse("q8_0") == MN_CACHE_Q8_0 &&
+              mn_cache_type_parse("x") == -1 && !strcmp(mn_cache_type_name(MN_CACHE_Q8_0), "q8_0"),
+          "cache type names");
+    free(k), free(v), free(lf), free(lq), free(lg);
+    mn_context_free(cf), mn_context_free(cq), mn_context_free(c2);
+}
+
 int main(void) {
     mn_model *m = NULL;
     CHECK(mn_model_load("/nonexistent/model.gguf", &m) == MN_ENOTFOUND && m == NULL, "missing file");
@@ -221,6 +311,7 @@ int main(void) {
         }
     }
     if (m32) test_kv_exactness(m32);
+    test_q8_cache(m);
     mn_model_free(m32);
     mn_model_free(m);
     TEST_MAIN_END();

@@ -26,7 +26,7 @@ CHUNK_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_char_p)
 
 
 class ContextParams(ctypes.Structure):
-    _fields_ = [("n_ctx", c_int32), ("n_batch", c_int32), ("n_threads", c_int)]
+    _fields_ = [("n_ctx", c_int32), ("n_batch", c_int32), ("n_threads", c_int), ("cache_type", c_int)]
 
 
 class DocInfo(ctypes.Structure):
@@ -89,6 +89,7 @@ def _declare(lib):
     f("mn_tokenize", c_int, c_void_p, c_char_p, c_size_t, c_int, c_int, POINTER(c_int32), c_int64, POINTER(c_int64))
     f("mn_detokenize", c_int, c_void_p, POINTER(c_int32), c_int64, c_int, c_char_p, c_size_t, POINTER(c_size_t))
     f("mn_context_default_params", ContextParams)
+    f("mn_cache_type_parse", c_int, c_char_p)
     f("mn_context_create", c_int, c_void_p, POINTER(ContextParams), POINTER(c_void_p))
     f("mn_context_free", None, c_void_p)
     f("mn_context_n_ctx", c_int32, c_void_p)

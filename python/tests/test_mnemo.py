@@ -68,6 +68,14 @@ def test_stream_closed_early_stops(model):
     assert r["object"] == "text_completion"
 
 
+def test_q8_cache():
+    m8 = mnemo.Model(n_threads=2, cache_type="q8_0")
+    r = m8.create_completion("The capital of France is", max_tokens=4)
+    assert r["choices"][0]["text"]
+    with pytest.raises(mnemo.MnemoError):
+        mnemo.Model(cache_type="q4")
+
+
 def test_generate_and_tokens(model):
     out = model.generate("The capital of France is", max_tokens=6)
     assert isinstance(out, str) and out

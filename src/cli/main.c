@@ -34,6 +34,8 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         fprintf(f, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].help);
     fprintf(f, "\nThe model defaults to %s (fetched by 'make model'), or $MNEMO_MODEL.\n", MN_DEFAULT_MODEL);
+    fprintf(f, "Every command takes --cache-type f16|q8_0 (or $MNEMO_CACHE_TYPE): the KV cache's format (default f16;\n"
+               "q8_0: 8-bit blocks, 53%% of the bytes).\n");
 }
 
 /* OpenBLAS chooses its kernels when loaded: with older ones than the CPU
@@ -49,8 +51,30 @@ static void blas_core_fixup(char **argv) {
     unsetenv("OPENBLAS_CORETYPE");
 }
 
+/* --cache-type T anywhere on the command line (every command creates its contexts with
+ * mn_context_default_params, which reads MNEMO_CACHE_TYPE): taken out before the command parses. */
+static int cache_type_option(int *argc, char **argv) {
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        const char *v = !strcmp(a, "--cache-type") ? (i + 1 < *argc ? argv[i + 1] : NULL)
+                        : !strncmp(a, "--cache-type=", 13) ? a + 13 : (const char *)1;
+        if (v == (const char *)1) continue;
+        if (!v || mn_cache_type_parse(v) < 0) {
+            fprintf(stderr, "mnemo: --cache-type is f16 or q8_0 (got '%s')\n", v ? v : "");
+            return 2;
+        }
+        setenv("MNEMO_CACHE_TYPE", v, 1);
+        const int drop = a[12] == '=' ? 1 : 2;
+        for (int j = i; j + drop <= *argc; j++) argv[j] = argv[j + drop];
+        *argc -= drop;
+        i--;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     blas_core_fixup(argv);
+    if (cache_type_option(&argc, argv)) return 2;
     if (argc < 2) {
         usage(stderr);
         return 2;

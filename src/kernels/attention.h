@@ -84,4 +84,48 @@ void mn_attn_group_avx2(int G, int D, int64_t n, const float *q, float scale, co
 void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
                           const uint16_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
 
+/* ------------------------------------------------------ q8_0 cache
+ * The same tiled and split-decode kernels over an 8-bit cache: each cached
+ * row is blocks of 32 values (mn_block_q8_0: an f16 scale d, 32 int8 q; the
+ * value is d * q, computed in f32 as llama.cpp's q8_0 does). K and V point at
+ * the head's first block, ld is the row stride in BYTES, D a multiple of 32.
+ * A row is dequantised once where the f16 kernels convert it, so the
+ * arithmetic after that is theirs. */
+#define MN_Q8_BLOCK 32
+#define MN_Q8_BYTES 34 /* sizeof(mn_block_q8_0) */
+typedef void (*mn_attn_tile_q8_fn)(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint8_t *K,
+                                   const uint8_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask,
+                                   float *out, size_t ldo, float *scratch);
+typedef void (*mn_attn_part_q8_fn)(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K,
+                                   const uint8_t *V, size_t ld, const uint8_t *mask, float *part, float *scratch);
+typedef void (*mn_attn_group_q8_fn)(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K,
+                                    const uint8_t *V, size_t ld, const uint8_t *mask, float *out, float *scratch);
+mn_attn_tile_q8_fn mn_attn_tile_q8_get_isa(mn_isa isa); /* NULL if the CPU lacks the ISA */
+mn_attn_part_q8_fn mn_attn_part_q8_get_isa(mn_isa isa);
+mn_attn_group_q8_fn mn_attn_group_q8_get_isa(mn_isa isa);
+/* D values of a q8_0 row (from its first block) to floats */
+void mn_q8_row_to_f32(const uint8_t *row, int D, float *out);
+
+void mn_attn_group_q8_scalar(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                             size_t ld, const uint8_t *mask, float *out, float *scratch);
+void mn_attn_part_q8_scalar(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                            size_t ld, const uint8_t *mask, float *part, float *scratch);
+void mn_attn_tile_q8_scalar(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint8_t *K,
+                            const uint8_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                            size_t ldo, float *scratch);
+void mn_attn_group_q8_avx2(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                           size_t ld, const uint8_t *mask, float *out, float *scratch);
+void mn_attn_part_q8_avx2(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                          size_t ld, const uint8_t *mask, float *part, float *scratch);
+void mn_attn_tile_q8_avx2(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint8_t *K,
+                          const uint8_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                          size_t ldo, float *scratch);
+void mn_attn_group_q8_avx512(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                             size_t ld, const uint8_t *mask, float *out, float *scratch);
+void mn_attn_part_q8_avx512(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                            size_t ld, const uint8_t *mask, float *part, float *scratch);
+void mn_attn_tile_q8_avx512(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint8_t *K,
+                            const uint8_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+                            size_t ldo, float *scratch);
+
 #endif

@@ -29,10 +29,24 @@ static inline __m512 sum16(const __m512 *a) {
 /* The row kernel over n key rows. part NULL: normalised output in out (the
  * group kernel). part non-NULL: the unnormalised sums, maxima and sums of
  * exponentials of a key range (attention.h, mn_attn_part_*); out unused. */
+/* Lanes c*16 .. c*16+15 of a cached row (bytes): f16 values, or (q8) q8_0 blocks, d * q in f32. */
+static inline __attribute__((always_inline)) __m512 row16(const uint8_t *row, int c, const int q8) {
+    if (q8) {
+        const uint8_t *b = row + (size_t)(c >> 1) * MN_Q8_BYTES;
+        uint16_t h;
+        memcpy(&h, b, 2);
+        const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + (c & 1) * 16))));
+        return _mm512_mul_ps(x, _mm512_set1_ps(_cvtsh_ss(h)));
+    }
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + (size_t)c * 32)));
+}
+
+/* K, V: bytes, ld: the row stride in bytes; q8 (a constant after inlining): q8_0 rows, else f16. */
 static inline __attribute__((always_inline)) void group_impl(int G, int D, int64_t n, const float *q, float scale,
-                                                             const uint16_t *K, const uint16_t *V, size_t ld,
-                                                             const uint8_t *mask, float *out, float *part,
-                                                             float *scratch) {
+                                                             const uint8_t *K, const uint8_t *V, size_t ld,
+                                                             const int q8, const uint8_t *mask, float *out,
+                                                             float *part, float *scratch) {
+    const int row_bytes = q8 ? D / MN_Q8_BLOCK * MN_Q8_BYTES : 2 * D;
     const int nv = D / 16;
     __m512 qv[GMAX][16];
     for (int g = 0; g < G; g++)
@@ -58,16 +72,14 @@ static inline __attribute__((always_inline)) void group_impl(int G, int D, int64
              * block's values into L2 for the value pass over the same rows */
             for (int r = 0; r < 16; r++) {
                 const char *kp = (const char *)(K + (size_t)(j + 32 + r) * ld), *vp = (const char *)(V + (size_t)(j + r) * ld);
-                for (int b = 0; b < 2 * D; b += 64) {
+                for (int b = 0; b < row_bytes; b += 64) {
                     if (j + 32 + r < n) _mm_prefetch(kp + b, _MM_HINT_T0);
                     _mm_prefetch(vp + b, _MM_HINT_T1);
                 }
             }
             _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) {
-                const uint16_t *k = K + (size_t)(j + r) * ld;
-                for (int c = 0; c < nv; c++)
-                    _mm512_storeu_ps(kf + r * D + c * 16,
-                                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c * 16))));
+                const uint8_t *k = K + (size_t)(j + r) * ld;
+                for (int c = 0; c < nv; c++) _mm512_storeu_ps(kf + r * D + c * 16, row16(k, c, q8));
             }
             for (int g = 0; g < G; g++) {
                 __m512 a[16];
@@ -90,9 +102,9 @@ static inline __attribute__((always_inline)) void group_impl(int G, int D, int64
             for (int g = 0; g < G; g++) scratch[(int64_t)g * n + j] = -INFINITY;
             continue;
         }
-        const uint16_t *k = K + (size_t)j * ld;
+        const uint8_t *k = K + (size_t)j * ld;
         __m512 kc[16];
-        for (int c = 0; c < nv; c++) kc[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + c * 16)));
+        for (int c = 0; c < nv; c++) kc[c] = row16(k, c, q8);
         for (int g = 0; g < G; g++) {
             __m512 acc = _mm512_mul_ps(qv[g][0], kc[0]);
             for (int c = 1; c < nv; c++) acc = _mm512_fmadd_ps(qv[g][c], kc[c], acc);
@@ -109,11 +121,11 @@ static inline __attribute__((always_inline)) void group_impl(int G, int D, int64
         for (int c = 0; c < nv; c++) acc[g][c] = _mm512_setzero_ps();
     for (int64_t j = 0; j < n; j++) {
         if (mask && !mask[j]) continue;
-        const uint16_t *v = V + (size_t)j * ld;
+        const uint8_t *v = V + (size_t)j * ld;
         if (j + 8 < n)
-            for (int b = 0; b < 2 * D; b += 64) _mm_prefetch((const char *)(v + 8 * ld) + b, _MM_HINT_T0);
+            for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)(v + 8 * ld) + b, _MM_HINT_T0);
         __m512 vc[16];
-        for (int c = 0; c < nv; c++) vc[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + c * 16)));
+        for (int c = 0; c < nv; c++) vc[c] = row16(v, c, q8);
         for (int g = 0; g < G; g++) {
             __m512 p = _mm512_set1_ps(scratch[(int64_t)g * n + j]);
             for (int c = 0; c < nv; c++) acc[g][c] = _mm512_fmadd_ps(p, vc[c], acc[g][c]);
@@ -135,8 +147,9 @@ void mn_attn_group_avx512(int G, int D, int64_t n, const float *q, float scale, 
         mn_attn_group_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
         return;
     }
-    if (D == 64) group_impl(G, 64, n, q, scale, K, V, ld, mask, out, NULL, scratch); /* the common head size, unrolled */
-    else group_impl(G, D, n, q, scale, K, V, ld, mask, out, NULL, scratch);
+    const uint8_t *Kb = (const uint8_t *)K, *Vb = (const uint8_t *)V;
+    if (D == 64) group_impl(G, 64, n, q, scale, Kb, Vb, 2 * ld, 0, mask, out, NULL, scratch); /* the common head size */
+    else group_impl(G, D, n, q, scale, Kb, Vb, 2 * ld, 0, mask, out, NULL, scratch);
 }
 
 void mn_attn_part_avx512(int G, int D, int64_t n, const float *q, float scale, const uint16_t *K,
@@ -145,8 +158,29 @@ void mn_attn_part_avx512(int G, int D, int64_t n, const float *q, float scale, c
         mn_attn_part_scalar(G, D, n, q, scale, K, V, ld, mask, part, scratch);
         return;
     }
-    if (D == 64) group_impl(G, 64, n, q, scale, K, V, ld, mask, NULL, part, scratch);
-    else group_impl(G, D, n, q, scale, K, V, ld, mask, NULL, part, scratch);
+    const uint8_t *Kb = (const uint8_t *)K, *Vb = (const uint8_t *)V;
+    if (D == 64) group_impl(G, 64, n, q, scale, Kb, Vb, 2 * ld, 0, mask, NULL, part, scratch);
+    else group_impl(G, D, n, q, scale, Kb, Vb, 2 * ld, 0, mask, NULL, part, scratch);
+}
+
+void mn_attn_group_q8_avx512(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                             size_t ld, const uint8_t *mask, float *out, float *scratch) {
+    if (G > GMAX || D % MN_Q8_BLOCK || D > 256) {
+        mn_attn_group_q8_scalar(G, D, n, q, scale, K, V, ld, mask, out, scratch);
+        return;
+    }
+    if (D == 64) group_impl(G, 64, n, q, scale, K, V, ld, 1, mask, out, NULL, scratch);
+    else group_impl(G, D, n, q, scale, K, V, ld, 1, mask, out, NULL, scratch);
+}
+
+void mn_attn_part_q8_avx512(int G, int D, int64_t n, const float *q, float scale, const uint8_t *K, const uint8_t *V,
+                            size_t ld, const uint8_t *mask, float *part, float *scratch) {
+    if (G > GMAX || D % MN_Q8_BLOCK || D > 256) {
+        mn_attn_part_q8_scalar(G, D, n, q, scale, K, V, ld, mask, part, scratch);
+        return;
+    }
+    if (D == 64) group_impl(G, 64, n, q, scale, K, V, ld, 1, mask, NULL, part, scratch);
+    else group_impl(G, D, n, q, scale, K, V, ld, 1, mask, NULL, part, scratch);
 }
 
 /* ---------------------------------------------------------------- tiled */
@@ -173,4 +207,14 @@ typedef __m512 vec;
 #define TILE_FN mn_attn_tile_avx512
 #define GROUP_FN mn_attn_group_avx512
 #define TILE_PAIR 1 /* two row-heads per pass: 32 registers hold both sets of accumulators */
+#include "kernels/attention_tile_impl.h"
+
+/* the same tiled kernel over a q8_0 cache (attention.h) */
+#undef TILE_FN
+#undef GROUP_FN
+#define V_Q8ROW(p, c) row16((p), (c), 1)
+#define TILE_Q8 1
+#define TILE_FN mn_attn_tile_q8_avx512
+#define GROUP_FN mn_attn_group_q8_avx512
+#define TILE_PAIR 1
 #include "kernels/attention_tile_impl.h"

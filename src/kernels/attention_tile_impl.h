@@ -23,6 +23,16 @@
  * The loops over a row's registers are unrolled by pragma: left as loops,
  * their small arrays live on the stack and every FMA waits on a store.
  */
+/* The cache's row type: f16 values, or with TILE_Q8 q8_0 blocks (attention.h; ld in bytes then), each
+ * row converted to floats once per tile by TILE_ROW: V_F16, or the ISA's V_Q8ROW(row, c) for lanes
+ * c*VW .. c*VW + VW - 1. */
+#ifdef TILE_Q8
+#define TILE_KT uint8_t
+#define TILE_ROW(p, c) V_Q8ROW(p, c)
+#else
+#define TILE_KT uint16_t
+#define TILE_ROW(p, c) V_F16((p) + (c) * VW)
+#endif
 #define TILE_NV (BK / VW)
 #define TILE_CAT2(a, b) a##b
 #define TILE_CAT(a, b) TILE_CAT2(a, b)
@@ -125,8 +135,8 @@ static inline __attribute__((always_inline)) void TILE_UNITS(const int n, const 
 
 /* D is a constant in the calls below (32, 64, 80, 96, 128), so the per-row accumulators
  * (D / VW registers) are unrolled into registers instead of a stack array. */
-static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
-                    const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, int nq, const float *q, size_t ldq, float scale, const TILE_KT *K,
+                    const TILE_KT *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
                     size_t ldo, float *scratch) {
     float *KT = scratch;             /* (D, BK) */
     float *Vf = KT + (size_t)D * BK; /* (BK, D) */
@@ -146,11 +156,11 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
     for (int64_t j0 = 0; j0 < maxlim; j0 += BK) {
         const int nb = (int)(maxlim - j0 < BK ? maxlim - j0 : BK);
         for (int j = 0; j < nb; j++) {
-            const uint16_t *k = K + (size_t)(j0 + j) * ld, *v = V + (size_t)(j0 + j) * ld;
+            const TILE_KT *k = K + (size_t)(j0 + j) * ld, *v = V + (size_t)(j0 + j) * ld;
             float row[256];
             _Pragma("GCC unroll 16") for (int c = 0; c < dv; c++) {
-                V_STORE(row + c * VW, V_F16(k + c * VW));
-                V_STORE(Vf + (size_t)j * D + c * VW, V_F16(v + c * VW));
+                V_STORE(row + c * VW, TILE_ROW(k, c));
+                V_STORE(Vf + (size_t)j * D + c * VW, TILE_ROW(v, c));
             }
             for (int d = 0; d < D; d++) KT[(size_t)d * BK + j] = row[d];
         }
@@ -196,8 +206,8 @@ static inline __attribute__((always_inline)) void TILE_BODY(int G, const int D, 
 }
 
 /* 0 when D has no specialisation here (the caller falls back per row). */
-static int TILE_CAT(TILE_FN, _fixed)(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K,
-                   const uint16_t *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
+static int TILE_CAT(TILE_FN, _fixed)(int G, int D, int nq, const float *q, size_t ldq, float scale, const TILE_KT *K,
+                   const TILE_KT *V, size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out,
                    size_t ldo, float *scratch) {
     switch (D) {
     case 32: TILE_BODY(G, 32, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
@@ -209,7 +219,7 @@ static int TILE_CAT(TILE_FN, _fixed)(int G, int D, int nq, const float *q, size_
     }
 }
 
-void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, const uint16_t *K, const uint16_t *V,
+void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, const TILE_KT *K, const TILE_KT *V,
              size_t ld, const int64_t *lim, const uint8_t *const *mask, float *out, size_t ldo, float *scratch) {
     if (D % VW == 0 && TILE_CAT(TILE_FN, _fixed)(G, D, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch))
         return;
@@ -225,3 +235,6 @@ void TILE_FN(int G, int D, int nq, const float *q, size_t ldq, float scale, cons
 #undef TILE_SOFT
 #undef TILE_UNITS
 #undef TILE_PAIR
+#undef TILE_KT
+#undef TILE_ROW
+#undef TILE_Q8

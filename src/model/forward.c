@@ -28,6 +28,7 @@
 #include "model.h"
 #include "forward.h"
 #include "kernels/attention.h"
+#include "kernels/quant.h"
 #include "threadpool.h"
 
 #define N_XQ_SLOTS 3
@@ -37,7 +38,10 @@ struct mn_context {
     mn_threadpool *pool;
     int32_t n_ctx, n_batch;
     int64_t KD;               /* K*D: width of one cell's key (or value) per layer */
-    uint16_t *kcache, *vcache; /* (n_layer, n_ctx, KD) f16 */
+    uint8_t *kcache, *vcache;  /* (n_layer, n_ctx) rows of rb bytes: KD f16, or KD/32 q8_0 blocks */
+    int cache_type;            /* mn_cache_type */
+    size_t rb;                 /* bytes of one cell's keys (or values) in one layer */
+    const mn_quant_traits *q8; /* q8_0 cache: the row (de)quantiser */
     int32_t *cell_pos;         /* (n_ctx) */
     int32_t n_cells;
 
@@ -56,6 +60,8 @@ struct mn_context {
     size_t scores_ld;
     mn_attn_tile_fn attn;       /* blocks of tokens (prefill) */
     mn_attn_part_fn attn_part;  /* one token (decode), a range of keys */
+    mn_attn_tile_q8_fn attn_q8; /* the same over a q8_0 cache */
+    mn_attn_part_q8_fn attn_part_q8;
     float *parts;   /* (n_kv_head, max chunks, MN_ATTN_PART) split decode's partial results */
     float *lora_u;  /* (T, max rank) scratch for LoRA */
     int32_t lora_cap;
@@ -217,14 +223,34 @@ typedef struct {
 #define DEC_CHUNK 512
 static int64_t dec_chunks(int64_t n) { return (n + DEC_CHUNK - 1) / DEC_CHUNK; }
 
+/* The cache row of a cell in a layer, and its conversion from and to KD floats. */
+static inline uint8_t *krow(const mn_context *c, int64_t l, int64_t cell) {
+    return c->kcache + ((size_t)l * (size_t)c->n_ctx + (size_t)cell) * c->rb;
+}
+static inline uint8_t *vrow(const mn_context *c, int64_t l, int64_t cell) {
+    return c->vcache + ((size_t)l * (size_t)c->n_ctx + (size_t)cell) * c->rb;
+}
+static void row_put(const mn_context *c, const float *x, uint8_t *row) {
+    if (c->cache_type == MN_CACHE_Q8_0) c->q8->from_float(x, row, c->KD);
+    else mn_vec_get()->cvt_f32_f16(c->KD, x, (uint16_t *)row);
+}
+static void row_get(const mn_context *c, const uint8_t *row, float *x) {
+    if (c->cache_type == MN_CACHE_Q8_0) {
+        c->q8->to_float(row, x, c->KD);
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)row;
+    for (int64_t i = 0; i < c->KD; i++) x[i] = mn_fp16_to_fp32(h[i]);
+}
+
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     mn_context *c = a->c;
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
     const int64_t KD = c->KD, HD = (int64_t)hp->n_head * D;
-    const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
-    const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
+    const uint8_t *kc = krow(c, a->layer, 0), *vc = vrow(c, a->layer, 0);
+    const size_t hb = c->cache_type == MN_CACHE_Q8_0 ? (size_t)D / MN_Q8_BLOCK * MN_Q8_BYTES : (size_t)D * 2;
     const float scale = 1.0f / sqrtf((float)D);
     float *sc = c->scores + (size_t)ith * c->scores_ld;
     const int64_t nblk = (a->T + ATT_BQ - 1) / ATT_BQ;
@@ -239,8 +265,13 @@ static void attn_worker(void *arg, int ith, int nth) {
             rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld : NULL;
         }
         const int64_t off = t0 * HD + (int64_t)kh * G * D;
-        c->attn(G, D, nq, c->q + off, (size_t)HD, scale, kc + (int64_t)kh * D, vc + (int64_t)kh * D, (size_t)KD, lim,
-                c->mask ? rows : NULL, c->att + off, (size_t)HD, sc);
+        if (c->cache_type == MN_CACHE_Q8_0)
+            c->attn_q8(G, D, nq, c->q + off, (size_t)HD, scale, kc + kh * hb, vc + kh * hb, c->rb, lim,
+                       c->mask ? rows : NULL, c->att + off, (size_t)HD, sc);
+        else
+            c->attn(G, D, nq, c->q + off, (size_t)HD, scale, (const uint16_t *)(kc + kh * hb),
+                    (const uint16_t *)(vc + kh * hb), (size_t)KD, lim, c->mask ? rows : NULL, c->att + off,
+                    (size_t)HD, sc);
     }
 }
 
@@ -252,17 +283,22 @@ static void decode_worker(void *arg, int ith, int nth) {
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
     const int64_t KD = c->KD, n = (int64_t)a->n_past + 1, S = dec_chunks(n), maxS = dec_chunks(c->n_ctx);
-    const uint16_t *kc = c->kcache + (int64_t)a->layer * c->n_ctx * KD;
-    const uint16_t *vc = c->vcache + (int64_t)a->layer * c->n_ctx * KD;
+    const uint8_t *kc = krow(c, a->layer, 0), *vc = vrow(c, a->layer, 0);
+    const size_t hb = c->cache_type == MN_CACHE_Q8_0 ? (size_t)D / MN_Q8_BLOCK * MN_Q8_BYTES : (size_t)D * 2;
     const float scale = 1.0f / sqrtf((float)D);
     float *sc = c->scores + (size_t)ith * c->scores_ld;
     const uint8_t *mrow = c->mask ? c->mask + c->mask_row0 * c->mask_ld : NULL;
     for (int64_t p = ith; p < S * K; p += nth) {
         const int64_t s = p / K, j0 = s * DEC_CHUNK, len = n - j0 < DEC_CHUNK ? n - j0 : DEC_CHUNK;
         const int kh = (int)(p % K);
-        c->attn_part(G, D, len, c->q + (int64_t)kh * G * D, scale, kc + j0 * KD + (int64_t)kh * D,
-                     vc + j0 * KD + (int64_t)kh * D, (size_t)KD, mrow ? mrow + j0 : NULL,
-                     c->parts + ((size_t)kh * (size_t)maxS + (size_t)s) * MN_ATTN_PART(G, D), sc);
+        float *part = c->parts + ((size_t)kh * (size_t)maxS + (size_t)s) * MN_ATTN_PART(G, D);
+        const uint8_t *kr = kc + (size_t)j0 * c->rb + kh * hb, *vr = vc + (size_t)j0 * c->rb + kh * hb;
+        if (c->cache_type == MN_CACHE_Q8_0)
+            c->attn_part_q8(G, D, len, c->q + (int64_t)kh * G * D, scale, kr, vr, c->rb, mrow ? mrow + j0 : NULL, part,
+                            sc);
+        else
+            c->attn_part(G, D, len, c->q + (int64_t)kh * G * D, scale, (const uint16_t *)kr, (const uint16_t *)vr,
+                         (size_t)KD, mrow ? mrow + j0 : NULL, part, sc);
     }
 }
 
@@ -380,6 +416,18 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->n_ctx = p.n_ctx;
     c->n_batch = p.n_batch;
     c->KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    if (p.cache_type != MN_CACHE_F16 && p.cache_type != MN_CACHE_Q8_0) {
+        free(c);
+        return mn_error(MN_EINVAL, "cache type %d is not f16 or q8_0 (MNEMO_CACHE_TYPE or --cache-type)", p.cache_type);
+    }
+    if (p.cache_type == MN_CACHE_Q8_0 && hp->head_dim % MN_Q8_BLOCK) {
+        free(c);
+        return mn_error(MN_EUNSUPPORTED, "a q8_0 cache needs a head size that is a multiple of %d (this model's: %d)",
+                        MN_Q8_BLOCK, hp->head_dim);
+    }
+    c->cache_type = p.cache_type;
+    c->rb = p.cache_type == MN_CACHE_Q8_0 ? (size_t)(c->KD / MN_Q8_BLOCK) * MN_Q8_BYTES : (size_t)c->KD * 2;
+    c->q8 = mn_quant_get(MN_TYPE_Q8_0);
     /* our pool splits the LoRA products by rows; BLAS runs single-threaded inside */
     openblas_set_num_threads(1);
     int rc = mn_threadpool_create(p.n_threads, &c->pool);
@@ -389,10 +437,10 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     }
     const int64_t T = p.n_batch, C = hp->n_embd, F = hp->n_ff, HD = (int64_t)hp->n_head * hp->head_dim;
     const int64_t CF = C > F ? C : F;
-    const size_t cells = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->KD;
+    const size_t cells = (size_t)hp->n_layer * (size_t)c->n_ctx;
     int ok = 1;
-    c->kcache = xcalloc(cells, sizeof(uint16_t), &ok);
-    c->vcache = xcalloc(cells, sizeof(uint16_t), &ok);
+    c->kcache = xcalloc(cells, c->rb, &ok);
+    c->vcache = xcalloc(cells, c->rb, &ok);
     c->cell_pos = xcalloc((size_t)c->n_ctx, sizeof(int32_t), &ok);
     c->x = xcalloc((size_t)(T * C), sizeof(float), &ok);
     c->xn = xcalloc((size_t)(T * CF), sizeof(float), &ok);
@@ -408,6 +456,8 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * c->scores_ld, sizeof(float), &ok);
     c->attn = mn_attn_tile_get();
     c->attn_part = mn_attn_part_get();
+    c->attn_q8 = mn_attn_tile_q8_get_isa(mn_cpu_isa());
+    c->attn_part_q8 = mn_attn_part_q8_get_isa(mn_cpu_isa());
     c->parts = xcalloc((size_t)hp->n_head_kv * (size_t)dec_chunks(c->n_ctx) *
                            MN_ATTN_PART(hp->n_head / hp->n_head_kv, hp->head_dim),
                        sizeof(float), &ok);
@@ -419,7 +469,7 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     if (!ok) {
         mn_context_free(c);
         return mn_error(MN_ENOMEM, "out of memory allocating a context of %d tokens (KV cache %.1f MiB)", p.n_ctx,
-                        2.0 * (double)cells * 2 / (1 << 20));
+                        2.0 * (double)cells * (double)c->rb / (1 << 20));
     }
     *out = c;
     return MN_OK;
@@ -448,8 +498,21 @@ void mn_context_free(mn_context *c) {
     free(c);
 }
 
+int mn_cache_type_parse(const char *name) {
+    if (!name) return -1;
+    if (!strcmp(name, "f16")) return MN_CACHE_F16;
+    if (!strcmp(name, "q8_0") || !strcmp(name, "q8")) return MN_CACHE_Q8_0;
+    return -1;
+}
+
+const char *mn_cache_type_name(int type) {
+    return type == MN_CACHE_F16 ? "f16" : type == MN_CACHE_Q8_0 ? "q8_0" : "?";
+}
+
 mn_context_params mn_context_default_params(void) {
-    mn_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0};
+    mn_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .cache_type = MN_CACHE_F16};
+    const char *env = getenv("MNEMO_CACHE_TYPE");
+    if (env && *env) p.cache_type = mn_cache_type_parse(env); /* unknown: -1, refused by mn_context_create */
     return p;
 }
 
@@ -457,7 +520,7 @@ int32_t mn_context_n_ctx(const mn_context *c) { return c->n_ctx; }
 int mn_context_n_threads(const mn_context *c) { return mn_threadpool_size(c->pool); }
 const mn_model *mn_context_model(const mn_context *c) { return c->m; }
 size_t mn_context_kv_bytes(const mn_context *c) {
-    return (size_t)c->n_cells * (size_t)c->m->hp.n_layer * (size_t)c->KD * 2 * sizeof(uint16_t);
+    return (size_t)c->n_cells * (size_t)c->m->hp.n_layer * c->rb * 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -475,11 +538,9 @@ int mn_kv_drop(mn_context *c, int32_t c0, int32_t c1) {
         return mn_error(MN_EINVAL, "kv drop [%d, %d) outside the %d cells", c0, c1, c->n_cells);
     int32_t tail = c->n_cells - c1, nd = c1 - c0;
     if (nd == 0) return MN_OK;
-    const int64_t KD = c->KD;
     for (int l = 0; l < c->m->hp.n_layer; l++) {
-        uint16_t *kc = c->kcache + (int64_t)l * c->n_ctx * KD, *vc = c->vcache + (int64_t)l * c->n_ctx * KD;
-        memmove(kc + (int64_t)c0 * KD, kc + (int64_t)c1 * KD, sizeof(uint16_t) * (size_t)(tail * KD));
-        memmove(vc + (int64_t)c0 * KD, vc + (int64_t)c1 * KD, sizeof(uint16_t) * (size_t)(tail * KD));
+        memmove(krow(c, l, c0), krow(c, l, c1), c->rb * (size_t)tail);
+        memmove(vrow(c, l, c0), vrow(c, l, c1), c->rb * (size_t)tail);
     }
     memmove(c->cell_pos + c0, c->cell_pos + c1, sizeof(int32_t) * (size_t)tail);
     c->n_cells -= nd;
@@ -495,16 +556,17 @@ int mn_kv_shift(mn_context *c, int32_t c0, int32_t c1, int32_t delta) {
     float cs[1024], tmp[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
     rope_table(cs, (float)delta, D, hp->rope_base, hp->rope_freq_scale);
-    for (int l = 0; l < hp->n_layer; l++) {
-        uint16_t *kc = c->kcache + (int64_t)l * c->n_ctx * c->KD;
-        for (int32_t j = c0; j < c1; j++)
-            for (int h = 0; h < K; h++) {
-                uint16_t *k = kc + (int64_t)j * c->KD + (int64_t)h * D;
-                for (int i = 0; i < D; i++) tmp[i] = mn_fp16_to_fp32(k[i]);
-                rope_apply(tmp, 1, D, cs);
-                for (int i = 0; i < D; i++) k[i] = mn_fp32_to_fp16(tmp[i]);
-            }
-    }
+    /* each key row back to floats, rotated by delta, stored again (a q8_0 row is quantised anew, as
+     * llama.cpp shifts a quantised cache); the context's K scratch holds one row */
+    (void)tmp;
+    float *row = c->kn;
+    for (int l = 0; l < hp->n_layer; l++)
+        for (int32_t j = c0; j < c1; j++) {
+            uint8_t *k = krow(c, l, j);
+            row_get(c, k, row);
+            rope_apply(row, K, D, cs);
+            row_put(c, row, k);
+        }
     for (int32_t j = c0; j < c1; j++) c->cell_pos[j] += delta;
     return MN_OK;
 }
@@ -527,18 +589,16 @@ int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, c
     const int64_t KD = c->KD;
     float cs[1024], tmp[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
+    (void)tmp;
+    float *row = c->kn; /* one row of scratch */
     for (int32_t j = 0; j < n; j++) {
         if (!k_has_rope) rope_table(cs, (float)pos[j], D, hp->rope_base, hp->rope_freq_scale);
         for (int l = 0; l < hp->n_layer; l++) {
             const float *ks = k + ((int64_t)l * n + j) * KD, *vs = v + ((int64_t)l * n + j) * KD;
-            uint16_t *kd = c->kcache + ((int64_t)l * c->n_ctx + c->n_cells + j) * KD;
-            uint16_t *vd = c->vcache + ((int64_t)l * c->n_ctx + c->n_cells + j) * KD;
-            for (int h = 0; h < hp->n_head_kv; h++) {
-                memcpy(tmp, ks + (int64_t)h * D, sizeof(float) * (size_t)D);
-                if (!k_has_rope) rope_apply(tmp, 1, D, cs);
-                for (int i = 0; i < D; i++) kd[(int64_t)h * D + i] = mn_fp32_to_fp16(tmp[i]);
-            }
-            for (int64_t i = 0; i < KD; i++) vd[i] = mn_fp32_to_fp16(vs[i]);
+            memcpy(row, ks, sizeof(float) * (size_t)KD);
+            if (!k_has_rope) rope_apply(row, hp->n_head_kv, D, cs);
+            row_put(c, row, krow(c, l, c->n_cells + j));
+            row_put(c, vs, vrow(c, l, c->n_cells + j));
         }
         c->cell_pos[c->n_cells + j] = pos[j];
     }
@@ -551,12 +611,8 @@ int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
     const int64_t KD = c->KD;
     for (int l = 0; l < c->m->hp.n_layer; l++)
         for (int32_t j = 0; j < n; j++) {
-            const uint16_t *ks = c->kcache + ((int64_t)l * c->n_ctx + c0 + j) * KD;
-            const uint16_t *vs = c->vcache + ((int64_t)l * c->n_ctx + c0 + j) * KD;
-            for (int64_t i = 0; i < KD; i++) {
-                if (k) k[((int64_t)l * n + j) * KD + i] = mn_fp16_to_fp32(ks[i]);
-                if (v) v[((int64_t)l * n + j) * KD + i] = mn_fp16_to_fp32(vs[i]);
-            }
+            if (k) row_get(c, krow(c, l, c0 + j), k + ((int64_t)l * n + j) * KD);
+            if (v) row_get(c, vrow(c, l, c0 + j), v + ((int64_t)l * n + j) * KD);
         }
     return MN_OK;
 }
@@ -640,14 +696,11 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
                 if (b->capture_v) memcpy(b->capture_v + dst, c->vn + t * KD, sizeof(float) * (size_t)KD);
             }
 
-        uint16_t *kc = c->kcache + ((int64_t)l * c->n_ctx + n_past) * KD;
-        uint16_t *vc = c->vcache + ((int64_t)l * c->n_ctx + n_past) * KD;
-        const mn_vec_ops *vo = mn_vec_get();
         for (int64_t t = 0; t < T; t++) {
             rope_apply(c->q + t * HD, (int)H, (int)D, c->rope_cs + t * D);
             rope_apply(c->kn + t * KD, (int)K, (int)D, c->rope_cs + t * D);
-            vo->cvt_f32_f16(KD, c->kn + t * KD, kc + t * KD);
-            vo->cvt_f32_f16(KD, c->vn + t * KD, vc + t * KD);
+            row_put(c, c->kn + t * KD, krow(c, l, n_past + t));
+            row_put(c, c->vn + t * KD, vrow(c, l, n_past + t));
         }
         attn_task at = {c, l, T, n_past};
         mn_threadpool_run(c->pool, T == 1 ? decode_worker : attn_worker, &at);
