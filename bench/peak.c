@@ -17,6 +17,11 @@
  * (wall clock), and per core by each thread's CPU time: when other processes
  * share the cores the wall-clock figures drop, the CPU-time one does not.
  *
+ * Then the memory read bandwidth, the bound of decode (each token reads the
+ * weights and the whole KV cache once): threads sum disjoint slices of a
+ * 1 GiB buffer (far beyond the caches) with full-width loads, best of 3
+ * passes, for 1 thread and N threads, in GB/s (1e9 bytes).
+ *
  * Build and run: bash bench/peak.sh [threads]
  */
 #define _GNU_SOURCE
@@ -184,6 +189,70 @@ static double measure(int isa, int n, float *sink, double *per_core_cpu) {
     return best;
 }
 
+/* ------------------------------------------------------------ read bandwidth */
+typedef struct {
+    const float *p;
+    size_t n;
+    pthread_barrier_t *bar;
+    float sink;
+} rd_job;
+
+__attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
+        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+__attribute__((target("avx2"))) static float read_avx2(const float *p, size_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 32 <= n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+        a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+
+static void *rd_worker(void *arg) {
+    rd_job *j = arg;
+    pthread_barrier_wait(j->bar);
+    j->sink = __builtin_cpu_supports("avx512f") ? read_avx512(j->p, j->n) : read_avx2(j->p, j->n);
+    return NULL;
+}
+
+/* Best GB/s of 3 passes over buf (n floats) split among t threads. */
+static double read_bw(const float *buf, size_t n, int t, float *sink) {
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        pthread_t th[256];
+        rd_job jobs[256];
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, (unsigned)t + 1);
+        const size_t per = n / (size_t)t / 64 * 64;
+        for (int i = 0; i < t; i++) {
+            jobs[i] = (rd_job){buf + (size_t)i * per, per, &bar, 0};
+            pthread_create(&th[i], NULL, rd_worker, &jobs[i]);
+        }
+        pthread_barrier_wait(&bar);
+        const double t0 = now();
+        for (int i = 0; i < t; i++) pthread_join(th[i], NULL);
+        const double dt = now() - t0;
+        pthread_barrier_destroy(&bar);
+        for (int i = 0; i < t; i++) *sink += jobs[i].sink;
+        const double gbs = (double)per * (double)t * sizeof(float) / dt * 1e-9;
+        if (gbs > best) best = gbs;
+    }
+    return best;
+}
+
 int main(int argc, char **argv) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int n = argc > 1 ? atoi(argv[1]) : (int)(ncpu > 0 ? ncpu : 1);
@@ -214,6 +283,18 @@ int main(int argc, char **argv) {
             double pc;
             double gf = measure(isas[i].isa, counts[c], &sink, &pc);
             printf("%-8s %8d %14.1f %14.1f %18.1f\n", isas[i].name, counts[c], gf / counts[c], gf, pc);
+        }
+    }
+    if (__builtin_cpu_supports("avx2")) {
+        const size_t nf = (size_t)1 << 28; /* 1 GiB of floats */
+        float *buf = aligned_alloc(64, nf * sizeof(float));
+        if (buf) {
+            for (size_t i = 0; i < nf; i++) buf[i] = (float)(i & 7); /* touched: every page is real memory */
+            printf("\nmemory read bandwidth (1 GiB, %s loads)\n%-8s %8s %14s\n",
+                   __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", "", "threads", "GB/s");
+            printf("%-8s %8d %14.1f\n", "read", 1, read_bw(buf, nf, 1, &sink));
+            if (n > 1) printf("%-8s %8d %14.1f\n", "read", n, read_bw(buf, nf, n, &sink));
+            free(buf);
         }
     }
     /* keep the results observable so the loops cannot be removed */

@@ -69,6 +69,9 @@ const char *mn_model_name(const mn_model *m);
 /* Identity of the weights (names, shapes, types, data samples); adapters and
  * memory files record it to refuse being used with another model. */
 uint64_t mn_model_hash(const mn_model *m);
+/* Bytes of weights one decoded token reads: every layer's matrices and norms, the output
+ * projection and one embedding row (the bandwidth bound of decode, with the KV cache). */
+size_t mn_model_decode_bytes(const mn_model *m);
 /* One-line summary of the architecture into buf; returns snprintf's count. */
 int mn_model_describe(const mn_model *m, char *buf, size_t cap);
 

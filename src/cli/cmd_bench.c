@@ -75,6 +75,7 @@ int cmd_bench(int argc, char **argv) {
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)n_toks);
     float *logits = malloc(sizeof(float) * (size_t)V);
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
+    double kv_read = 0; /* the KV bytes a decode step reads, averaged over the steps */
     if (!toks || !logits || !pp || !tg) return cli_fail("out of memory");
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (long i = 0; i < n_toks; i++) {
@@ -92,10 +93,12 @@ int cmd_bench(int argc, char **argv) {
         if (n_gen > 0 && !rc) {
             mn_kv_clear(ctx);
             if (depth > 0 && mn_decode(ctx, toks, (int32_t)depth, logits, 0)) rc = cli_fail("decode");
+            const double kv0 = (double)mn_context_kv_bytes(ctx);
             double t0 = cli_now();
             for (long i = 0; i < n_gen && !rc; i++)
                 if (mn_decode(ctx, toks + depth + i, 1, logits, 0)) rc = cli_fail("decode");
             if (r >= 0) tg[r] = n_gen / (cli_now() - t0);
+            kv_read = (kv0 + (double)mn_context_kv_bytes(ctx)) / 2;
         }
     }
     if (!rc) {
@@ -105,17 +108,24 @@ int cmd_bench(int argc, char **argv) {
         long rss = cli_peak_rss_kib();
         char desc[512];
         mn_model_describe(m, desc, sizeof desc);
+        /* decode's bandwidth: each step reads the weights and the cache once */
+        const double wb = (double)mn_model_decode_bytes(m), step = wb + kv_read;
         if (json) {
             printf("{\"engine\": \"mnemo\", \"isa\": \"%s\", \"model\": \"%s\", \"threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"reps\": %ld, "
-                   "\"depth\": %ld, \"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
-                   "\"peak_rss_mib\": %.1f}\n",
-                   mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, depth, ppm, pps, tgm,
-                   tgs, rss / 1024.0);
+                   "\"depth\": %ld, \"cache_type\": \"%s\", \"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
+                   "\"decode_weight_mib\": %.1f, \"decode_kv_mib\": %.1f, \"decode_read_gbs\": %.2f, \"peak_rss_mib\": %.1f}\n",
+                   mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, depth,
+                   mn_cache_type_name(mn_context_default_params().cache_type), ppm, pps, tgm, tgs, wb / 1048576.0,
+                   kv_read / 1048576.0, n_gen > 0 ? step * tgm * 1e-9 : 0.0, rss / 1024.0);
         } else {
             printf("%s\nthreads %d, kernels %s\n", desc, mn_context_n_threads(ctx), mn_cpu_isa_name());
             if (n_prompt > 0) printf("pp%-5ld %9.2f +/- %.2f tok/s\n", n_prompt, ppm, pps);
             if (n_gen > 0 && depth > 0) printf("tg%ld @ d%ld %9.2f +/- %.2f tok/s\n", n_gen, depth, tgm, tgs);
             else if (n_gen > 0) printf("tg%-5ld %9.2f +/- %.2f tok/s\n", n_gen, tgm, tgs);
+            if (n_gen > 0)
+                printf("decode reads %.1f MiB of weights + %.1f MiB of %s cache a token: %.1f GB/s\n", wb / 1048576.0,
+                       kv_read / 1048576.0, mn_cache_type_name(mn_context_default_params().cache_type),
+                       step * tgm * 1e-9);
             printf("peak RSS %.1f MiB\n", rss / 1024.0);
         }
     }

@@ -271,3 +271,18 @@ int mn_model_describe(const mn_model *m, char *buf, size_t cap) {
 }
 
 const char *mn_cpu_isa_name(void) { return mn_isa_name(mn_cpu_isa()); }
+
+size_t mn_model_decode_bytes(const mn_model *m) {
+    const mn_hparams *hp = &m->hp;
+    size_t b = 0;
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const mn_layer *L = &m->layers[l];
+        const mn_weight *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) b += w[i]->row_bytes * (size_t)w[i]->ne1;
+        b += 2 * sizeof(float) * (size_t)hp->n_embd; /* the two norms */
+    }
+    const mn_weight *out = m->output.data ? &m->output : &m->tok_embd;
+    b += out->row_bytes * (size_t)out->ne1 + m->tok_embd.row_bytes + sizeof(float) * (size_t)hp->n_embd;
+    return b;
+}
+
