@@ -370,6 +370,9 @@ class Memory:
         with guard:
             rc = lib.mn_doc_read(model._m, self._a, data, len(data), int(bool(exact)), int(n_threads), cb, None,
                                  byref(h))
+        if not rc and (guard.interrupted or guard.error is not None) and h.value:
+            lib.mn_doc_free(h)  # finished before the stop was seen: nothing kept all the same
+            h = c_void_p()
         guard.finish(rc, "read")
         self._d = h
 
@@ -421,6 +424,9 @@ class Memory:
             out = c_void_p()
             with guard:
                 rc = lib.mn_doc_ask(self._d, q, byref(p), cb, None, byref(out), byref(st))
+            if (guard.interrupted or guard.error is not None) and out.value:
+                lib.mn_free(out.value)  # a stop seen after the end: the answer is dropped all the same
+                out = c_void_p()
             guard.finish(rc, "ask")
             fill_stats()
             return _lib.take_string(out)

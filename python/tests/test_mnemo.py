@@ -171,14 +171,21 @@ def test_memory_progress_and_stop(model, doc_path):
         mnemo.Memory(model, doc_path, progress=boom, n_threads=2)
 
 
-def test_ctrl_c_stops_a_read(model):
-    text = BOOK.read_text()[:120000]
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    t0 = time.monotonic()
-    timer.start()
+def test_ctrl_c_stops_a_read(model, doc_path):
+    """Ctrl-C during a read: SIGINT arrives while the C call runs (sent from the first progress report, so
+    the test does not depend on the machine's speed); the read stops and KeyboardInterrupt is raised."""
+    sent = []
+
+    def interrupt(done, total):
+        if not sent:
+            sent.append(done)
+            os.kill(os.getpid(), signal.SIGINT)
+        return False
+
     with pytest.raises(KeyboardInterrupt):
-        mnemo.Memory(model, text, progress=False, n_threads=2)
-    assert time.monotonic() - t0 < 20  # stopped, not read to the end
+        mnemo.Memory(model, doc_path, progress=interrupt, n_threads=2)
+    assert sent == [0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
 
 
 def test_read_releases_the_gil(model, doc_path):
@@ -195,7 +202,7 @@ def test_read_releases_the_gil(model, doc_path):
         ticks += 1
         time.sleep(0.001)
     t.join()
-    assert ticks > 50
+    assert ticks > 5  # the reporter sleeps 50 ms between reports with the GIL released: ticks run then
 
 
 def test_threads_ask_one_memory(memory):
