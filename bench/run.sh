@@ -33,12 +33,13 @@ if [ "${LONG:-1}" = 1 ]; then
   ./mnemo bench -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --json | tee -a "$OUT"
   python3 bench/llamacpp_bench.py -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
 fi
-# decode against memory bandwidth, per cache type: each decoded token reads the weights and the whole
+# decode against memory bandwidth, per cache type (CACHE=0 skips): each decoded token reads the weights and the whole
 # cache once (the rows say how many bytes; bench/peak.c measures the machine's read bandwidth)
 if [ "${CACHE:-1}" = 1 ]; then
   gcc -O3 -std=c11 -pthread bench/peak.c -o build/peak-bench && ./build/peak-bench "$T" | sed -n '/read bandwidth/,$p'
+  # CACHE_DEPTHS="8192 32768" adds 32K (its full-attention prefill runs twice, about ten minutes a type)
   for ct in f16 q8_0; do
-    for d in 8192 32768; do
+    for d in ${CACHE_DEPTHS:-8192}; do
       ./mnemo bench -m "$MODEL" -p 512 -n 32 -d "$d" -t "$T" -r 1 --cache-type "$ct" --json | tee -a "$OUT"
     done
   done

@@ -262,6 +262,9 @@ int32_t mn_token_find(const mn_tokenizer *t, const char *text, size_t len);
  * with a bigger buffer), MN_EINVAL, MN_ENOMEM. out may be NULL when cap is 0. */
 int mn_tokenize(const mn_tokenizer *t, const char *text, size_t len, int add_special, int parse_special,
                 int32_t *out, int64_t cap, int64_t *n_out);
+/* mn_tokenize into a malloc'd array (*ids, *n; caller frees), sized for the text. */
+int mn_tokenize_new(const mn_tokenizer *t, const char *text, size_t len, int add_special, int parse_special,
+                    int32_t **ids, int64_t *n);
 
 enum {
     /* render CONTROL/UNKNOWN tokens (BOS, <|im_start|>, ...) as their text */

@@ -132,26 +132,27 @@ void ev_bprintf(ev_buf *b, const char *fmt, ...) {
     va_end(ap);
 }
 
-void ev_row(ev_ctx *c, const char *fmt, ...) {
-    if (!c->sink || !c->sink->row) return;
+/* a formatted line to one of the sink's text callbacks (row or note) */
+static void to_sink(void (*fn)(void *, const char *), void *user, const char *fmt, va_list ap) {
+    if (!fn) return;
     ev_buf b = {0};
-    va_list ap;
-    va_start(ap, fmt);
     ev_vbprintf(&b, fmt, ap);
-    va_end(ap);
-    if (!b.failed && b.p) c->sink->row(c->sink->user, b.p);
+    if (!b.failed && b.p) fn(user, b.p);
     free(b.p);
 }
 
-void ev_note(ev_ctx *c, const char *fmt, ...) {
-    if (!c->sink || !c->sink->note) return;
-    ev_buf b = {0};
+void ev_row(ev_ctx *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    ev_vbprintf(&b, fmt, ap);
+    to_sink(c->sink ? c->sink->row : NULL, c->sink ? c->sink->user : NULL, fmt, ap);
     va_end(ap);
-    if (!b.failed && b.p) c->sink->note(c->sink->user, b.p);
-    free(b.p);
+}
+
+void ev_note(ev_ctx *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    to_sink(c->sink ? c->sink->note : NULL, c->sink ? c->sink->user : NULL, fmt, ap);
+    va_end(ap);
 }
 
 void ev_prog_start(ev_ctx *c, const char *what, double total) {
@@ -319,28 +320,7 @@ void ev_free_list(char **l, int n) {
 }
 
 int ev_tokenize(const mn_model *m, const char *s, int special, int32_t **ids, int64_t *n) {
-    *ids = NULL, *n = 0;
-    const size_t len = strlen(s);
-    int64_t cap = (int64_t)len + 16, got = 0;
-    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
-    if (!buf) return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
-    const mn_tokenizer *tk = mn_model_tokenizer(m);
-    int rc = mn_tokenize(tk, s, len, 0, special, buf, cap, &got);
-    if (rc == MN_ERANGE && got > cap) {
-        int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
-        if (!nb) {
-            free(buf);
-            return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
-        }
-        buf = nb, cap = got;
-        rc = mn_tokenize(tk, s, len, 0, special, buf, cap, &got);
-    }
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *ids = buf, *n = got;
-    return MN_OK;
+    return mn_tokenize_new(mn_model_tokenizer(m), s, strlen(s), 0, special, ids, n);
 }
 
 int ev_load_tokens(const mn_model *m, const char *path, int32_t **ids, int64_t *n) {

@@ -3,10 +3,10 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "memory/memfile.h"
@@ -92,8 +92,6 @@ uint64_t mn_adapter_hash(const mn_adapter *a) {
     return h;
 }
 
-/* Segments are independent, so workers take them round-robin, each with its
- * own single-threaded encoder; segment s fills slots [s*m, s*m + m_s). */
 /* What a document's workers share: tokens done, a stop asked by the
  * progress callback, workers finished. */
 typedef struct {
@@ -101,6 +99,8 @@ typedef struct {
     atomic_int stop, finished;
 } doc_shared;
 
+/* Segments are independent, so workers take them round-robin, each with its
+ * own single-threaded encoder; segment s fills slots [s*m, s*m + m_s). */
 typedef struct {
     const mn_model *m;
     const mn_uio_params *p;

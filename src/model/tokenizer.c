@@ -1630,3 +1630,28 @@ int mn_detokenize(const mn_tokenizer *t, const int32_t *ids, int64_t n, int flag
     out[total] = 0;
     return 0;
 }
+
+int mn_tokenize_new(const mn_tokenizer *t, const char *text, size_t len, int add_special, int parse_special,
+                    int32_t **ids, int64_t *n) {
+    *ids = NULL, *n = 0;
+    int64_t cap = (int64_t)len + 16, got = 0;
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!buf) return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
+    int rc = mn_tokenize(t, text, len, add_special, parse_special, buf, cap, &got);
+    if (rc == MN_ERANGE && got > cap) { /* the count it needs */
+        int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
+        if (!nb) {
+            free(buf);
+            return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
+        }
+        buf = nb, cap = got;
+        rc = mn_tokenize(t, text, len, add_special, parse_special, buf, cap, &got);
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *ids = buf, *n = got;
+    return MN_OK;
+}
+

@@ -18,26 +18,7 @@ struct mn_doc {
 };
 
 static int tokenize(const mn_model *m, const char *text, size_t len, int bos, int32_t **ids, int64_t *n) {
-    const mn_tokenizer *tok = mn_model_tokenizer(m);
-    int64_t cap = (int64_t)len + 16, got = 0;
-    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
-    if (!buf) return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
-    int rc = mn_tokenize(tok, text, len, bos, 0, buf, cap, &got);
-    if (rc == MN_ERANGE && got > cap) {
-        int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
-        if (!nb) {
-            free(buf);
-            return mn_error(MN_ENOMEM, "out of memory tokenizing %zu bytes", len);
-        }
-        buf = nb, cap = got;
-        rc = mn_tokenize(tok, text, len, bos, 0, buf, cap, &got);
-    }
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *ids = buf, *n = got;
-    return MN_OK;
+    return mn_tokenize_new(mn_model_tokenizer(m), text, len, bos, 0, ids, n);
 }
 
 int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t len, int exact, int n_threads,

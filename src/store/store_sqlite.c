@@ -64,36 +64,31 @@ static const char *k_schema =
     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '2');"
     "UPDATE meta SET value = '2' WHERE key = 'schema';";
 
-/* An error naming the store and the cause. Faults of the file rather than of the request (the database
- * locked by another process past the busy timeout, a full disk, a read-only or vanished file, an I/O
- * error) are MN_EUNAVAILABLE: the server answers 503, and the next request tries again. */
-static int sq_err(sq_store *s, int code, const char *what) {
-    switch (sqlite3_errcode(s->db) & 0xff) {
+/* Faults of the file rather than of the request (the database locked by another process past the busy
+ * timeout, a full disk, a read-only or vanished file, an I/O error) are MN_EUNAVAILABLE: the server
+ * answers 503, and the next request tries again. Other results keep the code proposed. */
+static int sq_code(int sqlite_rc, int code) {
+    switch (sqlite_rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
     case SQLITE_FULL:
     case SQLITE_READONLY:
     case SQLITE_IOERR:
-    case SQLITE_CANTOPEN: code = MN_EUNAVAILABLE; break;
-    default: break;
+    case SQLITE_CANTOPEN: return MN_EUNAVAILABLE;
+    default: return code;
     }
-    return mn_error(code, "store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+/* An error naming the store and the cause. */
+static int sq_err(sq_store *s, int code, const char *what) {
+    return mn_error(sq_code(sqlite3_errcode(s->db), code), "store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
 static int exec(sq_store *s, const char *sql, const char *what) {
     char *msg = NULL;
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     if (rc == SQLITE_OK) return 0;
-    int code = (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) ? MN_EFORMAT : MN_EIO;
-    switch (rc & 0xff) { /* as sq_err: faults of the file, not of the request */
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN: code = MN_EUNAVAILABLE; break;
-    default: break;
-    }
+    const int code = sq_code(rc, (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) ? MN_EFORMAT : MN_EIO);
     mn_error(code, "store %s: %s: %s", s->path, what, msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
     return code;
