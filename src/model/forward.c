@@ -553,12 +553,11 @@ int mn_kv_shift(mn_context *c, int32_t c0, int32_t c1, int32_t delta) {
     if (delta == 0) return MN_OK;
     const mn_hparams *hp = &c->m->hp;
     const int D = hp->head_dim, K = hp->n_head_kv;
-    float cs[1024], tmp[1024];
+    float cs[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
     rope_table(cs, (float)delta, D, hp->rope_base, hp->rope_freq_scale);
     /* each key row back to floats, rotated by delta, stored again (a q8_0 row is quantised anew, as
      * llama.cpp shifts a quantised cache); the context's K scratch holds one row */
-    (void)tmp;
     float *row = c->kn;
     for (int l = 0; l < hp->n_layer; l++)
         for (int32_t j = c0; j < c1; j++) {
@@ -587,9 +586,8 @@ int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, c
         return mn_error(MN_ERANGE, "kv append of %d cells does not fit (%d of %d used)", n, c->n_cells, c->n_ctx);
     const int D = hp->head_dim;
     const int64_t KD = c->KD;
-    float cs[1024], tmp[1024];
+    float cs[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
-    (void)tmp;
     float *row = c->kn; /* one row of scratch */
     for (int32_t j = 0; j < n; j++) {
         if (!k_has_rope) rope_table(cs, (float)pos[j], D, hp->rope_base, hp->rope_freq_scale);
