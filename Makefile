@@ -101,8 +101,9 @@ setup:
 setup-run:
 	@bash scripts/setup.sh run
 
+# make model: every model and vocabulary the tests use; MODEL=smollm2 or MODEL=gemma3-270m: that one.
 model: setup
-	@bash scripts/fetch_model.sh
+	@bash scripts/fetch_model.sh $(MODEL)
 
 # `all` in a fresh make once setup has run, so that what this Makefile detects when it is
 # read (Open MPI's flags) sees the packages setup has just installed.
@@ -151,6 +152,7 @@ bench: all model
 fixtures: all model
 	python3 scripts/make_fixtures.py
 	python3 scripts/make_logit_fixtures.py
+	python3 scripts/make_logit_fixtures.py --gemma3
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c) with ASan+UBSan, built with clang over a clang
 # build of the library instrumented for coverage. `make fuzz` runs each for FUZZ_TIME

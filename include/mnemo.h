@@ -93,6 +93,10 @@ typedef struct {
     int32_t n_batch;   /* tokens per forward batch (scratch size); <= 0: 512 */
     int n_threads;     /* including the caller; <= 0: all online cores */
     int cache_type;    /* mn_cache_type */
+    /* Models with sliding-window layers (Gemma 3): 0 keeps in those layers only the cells
+     * their window still sees (n_window + n_batch rows, the memory saving); 1 keeps every
+     * cell, for a caller that reads old cells back (mn_kv_read) */
+    int swa_full;
 } mn_context_params;
 
 /* The defaults; cache_type is $MNEMO_CACHE_TYPE when it is set (f16 or q8_0:
@@ -334,7 +338,10 @@ typedef struct {
     const char *content;
 } mn_chat_msg;
 
-typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2 } mn_chat_style;
+/* PLAIN: a base model without a chat template (no <|im_start|> token either):
+ * a completion prompt, "{system}\n\n" then "Question: {user}\n" and
+ * "Answer: {assistant}\n\n" per turn, and "Answer:" to generate. */
+typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2, MN_CHAT_PLAIN = 3 } mn_chat_style;
 
 typedef struct {
     mn_chat_style style;
@@ -358,6 +365,18 @@ void mn_chat_template_clear(mn_chat_template *ct);
  * that do not alternate), MN_ENOMEM. */
 int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out,
                   size_t *out_len);
+
+/* Where a reply ends. A chat model ends its turn with an end-of-generation
+ * token; a base model on the plain prompt goes on to ask itself the next
+ * question, so there the first line break after the reply's first visible
+ * character ends it too. mn_turn_init reads the model's template once;
+ * mn_turn_end says, for each sampled token, whether the reply stops before it. */
+typedef struct {
+    int plain; /* the template is MN_CHAT_PLAIN */
+    int shown; /* the reply has shown a visible character */
+} mn_turn;
+void mn_turn_init(mn_turn *t, const mn_tokenizer *tok);
+int mn_turn_end(mn_turn *t, const mn_tokenizer *tok, int32_t id);
 
 /* Convenience: mn_chat_template_from_tokenizer + mn_chat_apply. */
 int mn_chat_format(const mn_tokenizer *tok, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out);

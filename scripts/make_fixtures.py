@@ -46,6 +46,7 @@ BOOK = os.path.join(ROOT, "data", "eval", "books", "pg11229.txt")
 # (fixture name, GGUF, replacement tokenizer.ggml.pre or None)
 VOCABS = [
     ("smollm2", MODEL, None),
+    ("gemma3", os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"), None),
     ("llama-spm", os.path.join(VOCAB_DIR, "ggml-vocab-llama-spm.gguf"), None),
     ("llama-bpe", os.path.join(VOCAB_DIR, "ggml-vocab-llama-bpe.gguf"), None),
     ("gpt-2", os.path.join(VOCAB_DIR, "ggml-vocab-gpt-2.gguf"), None),

@@ -10,6 +10,14 @@
  * K/V: about 0.6% per matrix product, 5.5% of the logits' rms at the worst of
  * 2340 logits. The bound is 15%; the same comparison against a reference
  * without RoPE or with NeoX (half-split) rotation pairs gives 88% and 110%.
+ *
+ * The Gemma 3 configuration writes the same shapes as architecture "gemma3":
+ * norms of each query and key head, norms after attention and after the
+ * feed-forward block, GeGLU (tanh GELU), embeddings times sqrt(n_embd), NeoX
+ * RoPE with base 1e6 in the global layer and 1e4 in the window layer, and a
+ * sliding window of SWA_W = 4 cells in layer 0 (pattern 2), so that the 9
+ * tokens overrun it. Checked through prefill in one piece, in pieces of 4,
+ * token by token (the decode kernels) and with an explicit causal mask.
  */
 #include <stdint.h>
 #include <unistd.h>
@@ -26,6 +34,9 @@ static const float EPS = 1e-5f, THETA = 10000.0f;
 /* configuration under test: kv heads (GQA when < H) and linear RoPE scaling */
 static int KH = 2;
 static double ROPE_SCALE = 1.0;
+static int GEMMA;          /* write and check the gemma3 configuration */
+enum { SWA_W = 4 };        /* its window (cells), layer 0 only */
+static const double GEMMA_THETA = 1e6;
 
 static uint64_t rng = 0x12345678abcdefull;
 static double urand(void) {
@@ -61,15 +72,16 @@ static void add_matrix(mn_gguf_writer *w, const char *name, int type, int64_t co
     free(q);
 }
 
-static void add_norm(mn_gguf_writer *w, const char *name, double *out) {
+static void add_norm_n(mn_gguf_writer *w, const char *name, double *out, int n) {
     float f[C];
-    for (int i = 0; i < C; i++) out[i] = f[i] = (float)(1.0 + 0.1 * nrand());
-    int64_t ne[1] = {C};
+    for (int i = 0; i < n; i++) out[i] = f[i] = (float)(1.0 + 0.1 * nrand());
+    int64_t ne[1] = {n};
     mn_gguf_writer_add_tensor(w, name, MN_TYPE_F32, 1, ne, f);
 }
+static void add_norm(mn_gguf_writer *w, const char *name, double *out) { add_norm_n(w, name, out, C); }
 
 typedef struct {
-    double attn_norm[C], ffn_norm[C];
+    double attn_norm[C], ffn_norm[C], post_attn[C], post_ffn[C], q_norm[D], k_norm[D];
     dmat wq, wk, wv, wo, wg, wu, wd;
 } dlayer;
 static dlayer L[NL];
@@ -82,23 +94,35 @@ static const int k_types[] = {MN_TYPE_Q4_1, MN_TYPE_Q8_0, MN_TYPE_Q4_K, MN_TYPE_
 
 static int write_model(const char *path) {
     mn_gguf_writer *w = mn_gguf_writer_create();
-    mn_gguf_writer_set_str(w, "general.architecture", "llama");
+    const char *A = GEMMA ? "gemma3" : "llama";
+    char key[96];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, A), key)
+    mn_gguf_writer_set_str(w, "general.architecture", A);
     mn_gguf_writer_set_str(w, "general.name", "tiny-test");
-    mn_gguf_writer_set_u32(w, "llama.block_count", NL);
-    mn_gguf_writer_set_u32(w, "llama.context_length", 64);
-    mn_gguf_writer_set_u32(w, "llama.embedding_length", C);
-    mn_gguf_writer_set_u32(w, "llama.feed_forward_length", F);
-    mn_gguf_writer_set_u32(w, "llama.attention.head_count", H);
-    mn_gguf_writer_set_u32(w, "llama.attention.head_count_kv", KH);
-    mn_gguf_writer_set_f32(w, "llama.rope.freq_base", THETA);
-    mn_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", EPS);
-    if (ROPE_SCALE != 1.0) {
-        mn_gguf_writer_set_str(w, "llama.rope.scaling.type", "linear");
-        mn_gguf_writer_set_f32(w, "llama.rope.scaling.factor", (float)ROPE_SCALE);
+    mn_gguf_writer_set_u32(w, KEY("block_count"), NL);
+    mn_gguf_writer_set_u32(w, KEY("context_length"), 64);
+    mn_gguf_writer_set_u32(w, KEY("embedding_length"), C);
+    mn_gguf_writer_set_u32(w, KEY("feed_forward_length"), F);
+    mn_gguf_writer_set_u32(w, KEY("attention.head_count"), H);
+    mn_gguf_writer_set_u32(w, KEY("attention.head_count_kv"), KH);
+    mn_gguf_writer_set_f32(w, KEY("rope.freq_base"), GEMMA ? (float)GEMMA_THETA : THETA);
+    mn_gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), EPS);
+    if (GEMMA) {
+        mn_gguf_writer_set_u32(w, KEY("attention.key_length"), D);
+        mn_gguf_writer_set_u32(w, KEY("attention.value_length"), D);
+        mn_gguf_writer_set_u32(w, KEY("attention.sliding_window"), SWA_W);
+        mn_gguf_writer_set_u32(w, KEY("attention.sliding_window_pattern"), 2);
     }
+    if (ROPE_SCALE != 1.0) {
+        mn_gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear");
+        mn_gguf_writer_set_f32(w, KEY("rope.scaling.factor"), (float)ROPE_SCALE);
+    }
+#undef KEY
     tiny_vocab_write(w);
     int ti = 0;
-    add_matrix(w, "token_embd.weight", k_types[ti++ % NTYPES], C, V, 1.0, &E);
+    /* Gemma multiplies embeddings by sqrt(C): stored smaller, the residual stream stays at the scale of
+     * the normed block outputs, so that attention moves the logits enough to be checked */
+    add_matrix(w, "token_embd.weight", k_types[ti++ % NTYPES], C, V, GEMMA ? 1.0 / sqrt(C) : 1.0, &E);
     add_matrix(w, "output.weight", k_types[ti++ % NTYPES], C, V, 0.1, &OUT);
     add_norm(w, "output_norm.weight", onorm);
     char nm[64];
@@ -118,6 +142,16 @@ static int write_model(const char *path) {
         add_norm(w, nm, L[l].attn_norm);
         snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
         add_norm(w, nm, L[l].ffn_norm);
+        if (GEMMA) {
+            snprintf(nm, sizeof nm, "blk.%d.attn_q_norm.weight", l);
+            add_norm_n(w, nm, L[l].q_norm, D);
+            snprintf(nm, sizeof nm, "blk.%d.attn_k_norm.weight", l);
+            add_norm_n(w, nm, L[l].k_norm, D);
+            snprintf(nm, sizeof nm, "blk.%d.post_attention_norm.weight", l);
+            add_norm(w, nm, L[l].post_attn);
+            snprintf(nm, sizeof nm, "blk.%d.post_ffw_norm.weight", l);
+            add_norm(w, nm, L[l].post_ffn);
+        }
     }
     int rc = mn_gguf_writer_write(w, path);
     mn_gguf_writer_free(w);
@@ -147,29 +181,35 @@ static void matvec(const dmat *m, const double *x, double *y) {
         y[r] = s;
     }
 }
-static void rmsnorm_d(const double *x, const double *w, double *y) {
+static void rmsnorm_n(const double *x, const double *w, double *y, int n) {
     double ss = 0;
-    for (int i = 0; i < C; i++) ss += x[i] * x[i];
-    double sc = 1.0 / sqrt(ss / C + EPS);
-    for (int i = 0; i < C; i++) y[i] = x[i] * sc * w[i];
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double sc = 1.0 / sqrt(ss / n + EPS);
+    for (int i = 0; i < n; i++) y[i] = x[i] * sc * w[i];
 }
+static void rmsnorm_d(const double *x, const double *w, double *y) { rmsnorm_n(x, w, y, C); }
 
-/* rope_mode: 0 = correct (adjacent pairs), 1 = none, 2 = half-split pairs (NeoX) */
-static void rope_d(double *v, int pos, int rope_mode) {
+/* rope_mode: 0 = correct (adjacent pairs; NeoX for Gemma), 1 = none, 2 = the other pairing.
+ * Gemma: base 1e6 (scaled like Llama's) in the global layer, 1e4 unscaled in the window layer. */
+static void rope_d(double *v, int pos, int rope_mode, int layer) {
     if (rope_mode == 1) return;
+    const int neox = (rope_mode == 2) != GEMMA;
+    const double theta = GEMMA ? (layer == 0 ? 1e4 : GEMMA_THETA) : THETA;
+    const double scale = GEMMA && layer == 0 ? 1.0 : ROPE_SCALE;
     for (int i = 0; i < D / 2; i++) {
-        double th = pos / ROPE_SCALE * pow(THETA, -2.0 * i / D), c = cos(th), s = sin(th);
-        int a = rope_mode == 0 ? 2 * i : i, b = rope_mode == 0 ? 2 * i + 1 : i + D / 2;
+        double th = pos / scale * pow(theta, -2.0 * i / D), c = cos(th), s = sin(th);
+        int a = neox ? i : 2 * i, b = neox ? i + D / 2 : 2 * i + 1;
         double x0 = v[a], x1 = v[b];
         v[a] = x0 * c - x1 * s;
         v[b] = x0 * s + x1 * c;
     }
 }
 
-static void reference(const int32_t *ids, double *logits /* (T, V) */, int rope_mode) {
+/* window: the window layer's cells (Gemma; 0 = none, to show the window matters) */
+static void reference_w(const int32_t *ids, double *logits /* (T, V) */, int rope_mode, int window) {
     static double x[T][C], xn[C], q[T][H * D], k[T][H * D], v[T][H * D], att[H * D], tmp[C], g[F], u[F];
     for (int t = 0; t < T; t++)
-        for (int i = 0; i < C; i++) x[t][i] = E.w[(int64_t)ids[t] * C + i];
+        for (int i = 0; i < C; i++) x[t][i] = E.w[(int64_t)ids[t] * C + i] * (GEMMA ? sqrt((double)C) : 1.0);
     for (int l = 0; l < NL; l++) {
         for (int t = 0; t < T; t++) {
             rmsnorm_d(x[t], L[l].attn_norm, xn);
@@ -180,33 +220,42 @@ static void reference(const int32_t *ids, double *logits /* (T, V) */, int rope_
                 lora_d(la_q[l], lb_q[l], H * D, xn, q[t]);
                 lora_d(la_v[l], lb_v[l], KH * D, xn, v[t]);
             }
-            for (int h = 0; h < H; h++) rope_d(q[t] + h * D, t, rope_mode);
-            for (int h = 0; h < KH; h++) rope_d(k[t] + h * D, t, rope_mode);
+            if (GEMMA) {
+                for (int h = 0; h < H; h++) rmsnorm_n(q[t] + h * D, L[l].q_norm, q[t] + h * D, D);
+                for (int h = 0; h < KH; h++) rmsnorm_n(k[t] + h * D, L[l].k_norm, k[t] + h * D, D);
+            }
+            for (int h = 0; h < H; h++) rope_d(q[t] + h * D, t, rope_mode, l);
+            for (int h = 0; h < KH; h++) rope_d(k[t] + h * D, t, rope_mode, l);
         }
         for (int t = 0; t < T; t++) {
+            const int j0 = GEMMA && l == 0 && window && t + 1 > window ? t + 1 - window : 0;
             for (int h = 0; h < H; h++) {
                 int kh = h / (H / KH);
                 double s[T], mx = -1e300, sum = 0;
-                for (int j = 0; j <= t; j++) {
+                for (int j = j0; j <= t; j++) {
                     double d = 0;
                     for (int i = 0; i < D; i++) d += q[t][h * D + i] * k[j][kh * D + i];
                     s[j] = d / sqrt((double)D);
                     if (s[j] > mx) mx = s[j];
                 }
-                for (int j = 0; j <= t; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int j = j0; j <= t; j++) sum += (s[j] = exp(s[j] - mx));
                 for (int i = 0; i < D; i++) {
                     double o = 0;
-                    for (int j = 0; j <= t; j++) o += s[j] * v[j][kh * D + i];
+                    for (int j = j0; j <= t; j++) o += s[j] * v[j][kh * D + i];
                     att[h * D + i] = o / sum;
                 }
             }
             matvec(&L[l].wo, att, tmp);
+            if (GEMMA) rmsnorm_d(tmp, L[l].post_attn, tmp);
             for (int i = 0; i < C; i++) x[t][i] += tmp[i];
             rmsnorm_d(x[t], L[l].ffn_norm, xn);
             matvec(&L[l].wg, xn, g);
             matvec(&L[l].wu, xn, u);
-            for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            for (int i = 0; i < F; i++)
+                g[i] = (GEMMA ? 0.5 * g[i] * (1 + tanh(sqrt(2 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i])))
+                              : g[i] / (1 + exp(-g[i]))) * u[i];
             matvec(&L[l].wd, g, tmp);
+            if (GEMMA) rmsnorm_d(tmp, L[l].post_ffn, tmp);
             for (int i = 0; i < C; i++) x[t][i] += tmp[i];
         }
     }
@@ -214,6 +263,10 @@ static void reference(const int32_t *ids, double *logits /* (T, V) */, int rope_
         rmsnorm_d(x[t], onorm, xn);
         matvec(&OUT, xn, logits + (int64_t)t * V);
     }
+}
+
+static void reference(const int32_t *ids, double *logits, int rope_mode) {
+    reference_w(ids, logits, rope_mode, SWA_W);
 }
 
 /* max |a - b| / rms(b) */
@@ -235,10 +288,11 @@ static void free_weights(void) {
     }
 }
 
-static void run_config(int kh, double rope_scale) {
+static void run_config(int kh, double rope_scale, int gemma) {
     KH = kh;
     ROPE_SCALE = rope_scale;
-    printf("  config: %d kv heads of %d, rope scale %g\n", KH, H, ROPE_SCALE);
+    GEMMA = gemma;
+    printf("  config: %s, %d kv heads of %d, rope scale %g\n", GEMMA ? "gemma3" : "llama", KH, H, ROPE_SCALE);
     char path[] = "/tmp/mnemo-tiny-XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0, "mkstemp");
@@ -316,6 +370,47 @@ static void run_config(int kh, double rope_scale) {
         mn_context_free(c);
     }
 
+    if (GEMMA) {
+        /* the window through every kernel path: token by token (decode), an explicit causal mask
+         * (the window combined with a caller's mask), pieces of 3 (blocks that start inside it) */
+        mn_context_params cp = mn_context_default_params();
+        cp.n_ctx = 32;
+        cp.n_threads = 2;
+        cp.n_batch = 3;
+        mn_context *c;
+        CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+        static float one[V];
+        for (int t = 0; t < T; t++) {
+            CHECK(mn_decode(c, ids + t, 1, one, 0) == 0, "decode token %d", t);
+            memcpy(lg + (size_t)t * V, one, sizeof one);
+        }
+        double e_tok = rel_err(lg, ref, (int64_t)T * V);
+        mn_kv_clear(c);
+        CHECK(mn_decode(c, ids, T, lg, 1) == 0, "decode in pieces");
+        double e_pieces = rel_err(lg, ref, (int64_t)T * V);
+        mn_kv_clear(c);
+        uint8_t mask[T * T];
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) mask[i * T + j] = j <= i;
+        mn_batch b = {.n = T, .tokens = ids, .mask = mask};
+        CHECK(mn_decode_batch(c, &b, lg, 1) == 0, "decode with a mask: %s", mn_last_error());
+        double e_mask = rel_err(lg, ref, (int64_t)T * V);
+        mn_context_free(c);
+        reference_w(ids, bad, 0, 0);
+        double e_nowin = rel_err(lg, bad, (int64_t)T * V);
+        reference_w(ids, bad, 0, SWA_W - 1);
+        double e_short = rel_err(lg, bad, (int64_t)T * V);
+        reference_w(ids, bad, 0, SWA_W + 1);
+        double e_long = rel_err(lg, bad, (int64_t)T * V);
+        printf("  window: token by token %.4f, pieces of 3 %.4f, with a mask %.4f; against references without the "
+               "window %.3f, one cell shorter %.3f, one longer %.3f\n", e_tok, e_pieces, e_mask, e_nowin, e_short,
+               e_long);
+        CHECK(e_tok < 0.15 && e_pieces < 0.15 && e_mask < 0.15, "window paths vs reference: %.4f %.4f %.4f", e_tok,
+              e_pieces, e_mask);
+        CHECK(e_nowin > 0.3 && e_short > 0.3 && e_long > 0.3, "the exact window must matter here (%.3f %.3f %.3f)",
+              e_nowin, e_short, e_long);
+    }
+
     /* the comparison has teeth: plausible bugs land far outside the tolerance */
     reference(ids, bad, 1);
     double e_norope = rel_err(lg, bad, (int64_t)T * V);
@@ -329,8 +424,9 @@ static void run_config(int kh, double rope_scale) {
 }
 
 int main(void) {
-    run_config(2, 1.0);
-    run_config(H, 2.0); /* Llama-2 style: no GQA; and linear RoPE scaling */
+    run_config(2, 1.0, 0);
+    run_config(H, 2.0, 0); /* Llama-2 style: no GQA; and linear RoPE scaling */
+    run_config(1, 1.0, 1); /* Gemma 3: one kv head, a window, norms, GeGLU */
     char path[] = "/tmp/mnemo-tiny-XXXXXX";
     int fd = mkstemp(path);
     close(fd);

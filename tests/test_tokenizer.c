@@ -772,6 +772,7 @@ static void test_malformed(void) {
 
 int main(void) {
     test_fixture_file("tests/fixtures/tokens_smollm2.txt");
+    test_fixture_file("tests/fixtures/tokens_gemma3.txt");
     test_fixture_file("tests/fixtures/tokens_llama-spm.txt");
     test_fixture_file("tests/fixtures/tokens_llama-bpe.txt");
     test_fixture_file("tests/fixtures/tokens_gpt-2.txt");

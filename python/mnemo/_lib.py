@@ -26,7 +26,8 @@ CHUNK_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_char_p)
 
 
 class ContextParams(ctypes.Structure):
-    _fields_ = [("n_ctx", c_int32), ("n_batch", c_int32), ("n_threads", c_int), ("cache_type", c_int)]
+    _fields_ = [("n_ctx", c_int32), ("n_batch", c_int32), ("n_threads", c_int), ("cache_type", c_int),
+                ("swa_full", c_int)]
 
 
 class DocInfo(ctypes.Structure):

@@ -35,6 +35,8 @@ int cli_set_db_seconds(const char *cmd, const char *opt, const char *v);
 int cli_parse_recall(const char *cmd, const char *v, int32_t max, long *k);
 /* Loads the model at cli_model_path(given), printing a clear error on failure. */
 int cli_load_model(const char *given, mn_model **out);
+/* Says on stderr how chat prompts are made when the model's own template is missing or unknown. */
+void cli_chat_note(const mn_model *m);
 
 /* Reads a whole file (NUL-terminated copy in *out, caller frees). */
 int cli_read_file(const char *path, char **out, size_t *len);

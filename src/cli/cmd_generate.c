@@ -464,6 +464,7 @@ int cmd_chat(int argc, char **argv) {
         session_close(&s);
         return 1;
     }
+    cli_chat_note(s.m);
     const mn_tokenizer *tok = mn_model_tokenizer(s.m);
     int interactive = o.once == NULL;
     mn_chat_msg *msgs = NULL;
@@ -567,10 +568,12 @@ int cmd_chat(int argc, char **argv) {
         size_t ans_cap = 256, ans_len = 0;
         char *answer = malloc(ans_cap);
         char piece[256];
+        mn_turn turn;
+        mn_turn_init(&turn, tok);
         for (g = 0; g < o.n_predict && answer; g++) {
             int32_t id = mn_sampler_sample(s.smp, s.logits);
             mn_sampler_accept(s.smp, id);
-            if (mn_token_is_eog(tok, id)) break;
+            if (mn_turn_end(&turn, tok, id)) break;
             int len = cli_piece(tok, id, piece, sizeof piece);
             if (len > 0) {
                 fwrite(piece, 1, (size_t)len, stdout);

@@ -421,10 +421,12 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     const double t_dec0 = cli_now();
     char *answer = NULL;
     size_t alen = 0;
+    mn_turn turn;
+    mn_turn_init(&turn, tok);
     for (char piece[256]; !rc && g < o->n_predict; g++) {
         int32_t id = mn_sampler_sample(smp, logits);
         mn_sampler_accept(smp, id);
-        if (mn_token_is_eog(tok, id)) break;
+        if (mn_turn_end(&turn, tok, id)) break;
         int pl = cli_piece(tok, id, piece, sizeof piece);
         fwrite(piece, 1, (size_t)pl, stdout);
         fflush(stdout);
@@ -513,6 +515,7 @@ int cmd_ask(int argc, char **argv) {
         unload(&L);
         return 1;
     }
+    cli_chat_note(L.m);
     if (o.doc) {
         rc = ask_stream(&o, &L);
         unload(&L);
@@ -580,10 +583,12 @@ int cmd_ask(int argc, char **argv) {
         if (!rc) {
             t_ttft = cli_now() - t_start;
             char piece[256];
+            mn_turn turn;
+            mn_turn_init(&turn, tok);
             for (; g < o.n_predict; g++) {
                 int32_t id = mn_sampler_sample(smp, logits);
                 mn_sampler_accept(smp, id);
-                if (mn_token_is_eog(tok, id)) break;
+                if (mn_turn_end(&turn, tok, id)) break;
                 int len = cli_piece(tok, id, piece, sizeof piece);
                 fwrite(piece, 1, (size_t)len, stdout);
                 fflush(stdout);

@@ -124,6 +124,7 @@ int cmd_serve(int argc, char **argv) {
     mn_model *m = NULL;
     mn_adapter *ad = NULL;
     int rc = cli_load_model(model, &m);
+    if (!rc) cli_chat_note(m);
     if (!rc && mn_adapter_load(m, adapter, &ad)) rc = cli_fail("adapter");
     if (!rc && mn_ingest_bind_model(s, m)) rc = cli_fail("store");
     /* the model id clients see: the file name without directory and extension */

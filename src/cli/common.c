@@ -95,6 +95,13 @@ int cli_chat_wrap(const mn_model *m, const char *before, const char *after, cons
     return 0;
 }
 
+void cli_chat_note(const mn_model *m) {
+    mn_chat_template ct;
+    if (mn_chat_template_from_tokenizer(mn_model_tokenizer(m), &ct)) return;
+    if (ct.fallback) fprintf(stderr, "mnemo: %s\n", ct.note);
+    mn_chat_template_clear(&ct);
+}
+
 int cli_load_model(const char *given, mn_model **out) {
     const char *path = cli_model_path(given);
     int rc = mn_model_load(path, out);

@@ -399,14 +399,14 @@ int mn_recall_rep_keys(const mn_model *m, const mn_context *enc, int32_t r, cons
         return mn_error(MN_ENOMEM, "out of memory indexing a segment");
     }
     int rc = mn_kv_read(enc, 0, r, k, NULL);
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = hp->attn_scale;
     for (int32_t li = 0; li < L && !rc; li++) {
         float *wl = w + (size_t)li * r;
         for (int32_t i = 0; i < mm && !rc; i++) {
             const int32_t vis = mpos[i] < r ? mpos[i] : r; /* segment tokens before the memory token */
             if (vis <= 0) continue;
             memcpy(qr, mq + ((size_t)li * mm + i) * HD, sizeof(float) * (size_t)HD);
-            if ((rc = mn_rope_rotate(m, qr, H, mpos[i]))) break; /* the query as the encoder used it */
+            if ((rc = mn_rope_rotate(m, li, qr, H, mpos[i]))) break; /* the query as the encoder used it */
             for (int32_t h = 0; h < H; h++) {
                 const float *qh = qr + (size_t)h * D;
                 float mx = -FLT_MAX;
@@ -434,8 +434,8 @@ int mn_recall_rep_keys(const mn_model *m, const mn_context *enc, int32_t r, cons
             memcpy(d, k + ((size_t)li * r + pick[i]) * KD, sizeof(float) * (size_t)KD);
             memcpy(ds, k + ((size_t)li * r + pick_sh[i]) * KD, sizeof(float) * (size_t)KD);
             /* RoPE undone: the cell of token j was rotated at position j */
-            rc = mn_rope_rotate(m, d, hp->n_head_kv, -mn_kv_pos(enc, pick[i]));
-            if (!rc) rc = mn_rope_rotate(m, ds, hp->n_head_kv, -mn_kv_pos(enc, pick_sh[i]));
+            rc = mn_rope_rotate(m, li, d, hp->n_head_kv, -mn_kv_pos(enc, pick[i]));
+            if (!rc) rc = mn_rope_rotate(m, li, ds, hp->n_head_kv, -mn_kv_pos(enc, pick_sh[i]));
         }
     }
     free(k), free(w), free(qr), free(lg);

@@ -114,7 +114,13 @@ int mn_chat_template_parse(const char *tmpl, size_t len, const mn_tokenizer *tok
     copy_tok_text(tok, tok ? mn_token_eos(tok) : -1, out->eos, sizeof out->eos, "</s>");
     if (!tmpl || len == 0) {
         out->fallback = 1;
-        snprintf(out->note, sizeof out->note, "the model has no chat template; using ChatML");
+        if (tok && mn_token_find(tok, "<|im_start|>", 12) < 0) {
+            out->style = MN_CHAT_PLAIN;
+            snprintf(out->note, sizeof out->note,
+                     "the model has no chat template (a base model?); using a plain Question/Answer prompt");
+        } else {
+            snprintf(out->note, sizeof out->note, "the model has no chat template; using ChatML");
+        }
         return 0;
     }
     if (find_mem(tmpl, len, "<|im_start|>")) {
@@ -213,6 +219,25 @@ static int render_chatml(const mn_chat_template *ct, const mn_chat_msg *m, int n
     return 0;
 }
 
+static int render_plain(const mn_chat_msg *m, int n, int agp, sbuf *b) {
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].role, "system")) {
+            sb_str(b, m[i].content);
+            sb_str(b, "\n\n");
+        } else if (!strcmp(m[i].role, "assistant")) {
+            sb_str(b, "Answer: ");
+            sb_str(b, m[i].content);
+            sb_str(b, "\n\n");
+        } else {
+            sb_str(b, "Question: ");
+            sb_str(b, m[i].content);
+            sb_str(b, "\n");
+        }
+    }
+    if (agp) sb_str(b, "Answer:");
+    return 0;
+}
+
 static int render_llama2(const mn_chat_template *ct, const mn_chat_msg *m, int n, sbuf *b) {
     const char *sys = NULL;
     if (n > 0 && strcmp(m[0].role, "system") == 0) {
@@ -261,8 +286,9 @@ int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, in
         if (!msgs[i].role || !msgs[i].content) return mn_error(MN_EINVAL, "mn_chat_apply: message %d has no role/content", i);
     sbuf b = {0};
     sb_add(&b, "", 0);
-    int rc = ct->style == MN_CHAT_LLAMA2 ? render_llama2(ct, msgs, n, &b)
-                                         : render_chatml(ct, msgs, n, add_generation_prompt, &b);
+    int rc = ct->style == MN_CHAT_LLAMA2  ? render_llama2(ct, msgs, n, &b)
+             : ct->style == MN_CHAT_PLAIN ? render_plain(msgs, n, add_generation_prompt, &b)
+                                          : render_chatml(ct, msgs, n, add_generation_prompt, &b);
     if (!rc && b.oom) rc = mn_error(MN_ENOMEM, "chat: out of memory");
     if (rc) {
         free(b.p);
@@ -270,6 +296,27 @@ int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, in
     }
     *out = b.p;
     if (out_len) *out_len = b.n;
+    return 0;
+}
+
+void mn_turn_init(mn_turn *t, const mn_tokenizer *tok) {
+    mn_chat_template ct;
+    t->plain = t->shown = 0;
+    if (mn_chat_template_from_tokenizer(tok, &ct) == 0) {
+        t->plain = ct.style == MN_CHAT_PLAIN;
+        mn_chat_template_clear(&ct);
+    }
+}
+
+int mn_turn_end(mn_turn *t, const mn_tokenizer *tok, int32_t id) {
+    if (mn_token_is_eog(tok, id)) return 1;
+    if (!t->plain) return 0;
+    size_t len = 0;
+    const char *p = mn_token_piece(tok, id, 0, &len);
+    for (size_t i = 0; p && i < len; i++) {
+        if (p[i] == '\n' && t->shown) return 1;
+        if (!(p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r')) t->shown = 1;
+    }
     return 0;
 }
 

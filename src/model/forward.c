@@ -1,4 +1,5 @@
-/* forward.c - the Llama forward pass over a KV cache of explicitly positioned cells.
+/* forward.c - the forward pass (Llama family and Gemma 3) over a KV cache of
+ * explicitly positioned cells.
  *
  * Design:
  * - The KV cache is a sequence of cells; cell i holds, for every layer, one key
@@ -15,6 +16,18 @@
  *   vec_dot_type) by the quantised weights, split by output rows across the
  *   thread pool. Everything is sized at context creation; decode allocates
  *   nothing.
+ *
+ * - Gemma 3 is the same pass with switches (model.h): norms of each query and
+ *   key head, norms of the attention and feed-forward outputs, GeGLU, scaled
+ *   input embeddings, NeoX RoPE with a base per layer, and sliding-window
+ *   layers. A window layer's token sees the last n_swa cells up to itself in
+ *   cell order; for plain text that is llama.cpp's window of positions, and
+ *   cells placed before the window (memory, paged segments) reach only the
+ *   global layers. Unless the context asks for every cell (swa_full), a window
+ *   layer keeps only the cells it can still see: a buffer of n_swa + n_batch
+ *   rows holding cells [swa_base, n_cells), slid forward when a batch needs
+ *   room. Cells dropped, appended or read there follow the same rule; reading
+ *   a cell a window layer no longer holds is an error, never stale data.
  *
  * Shapes: T tokens in a batch, C n_embd, H heads, K kv heads, D head dim,
  * F n_ff, V vocab, N cache cells (capacity n_ctx).
@@ -38,7 +51,12 @@ struct mn_context {
     mn_threadpool *pool;
     int32_t n_ctx, n_batch;
     int64_t KD;               /* K*D: width of one cell's key (or value) per layer */
-    uint8_t *kcache, *vcache;  /* (n_layer, n_ctx) rows of rb bytes: KD f16, or KD/32 q8_0 blocks */
+    uint8_t *kcache, *vcache;  /* (global layers, n_ctx) rows of rb bytes: KD f16, or KD/32 q8_0 blocks */
+    uint8_t *kloc, *vloc;      /* (window layers, swa_cap) rows, or NULL when window layers keep every cell */
+    int32_t swa_cap;           /* rows per window layer (0: they live in kcache like the others) */
+    int32_t swa_base;          /* first cell the window layers hold */
+    int32_t *lidx;             /* (n_layer) the layer's index within its buffer */
+    uint8_t *lloc;             /* (n_layer) 1: the layer's rows are in kloc */
     int cache_type;            /* mn_cache_type */
     size_t rb;                 /* bytes of one cell's keys (or values) in one layer */
     const mn_quant_traits *q8; /* q8_0 cache: the row (de)quantiser */
@@ -55,7 +73,8 @@ struct mn_context {
     float *gate; /* (T, F) */
     float *up;   /* (T, F) */
     float *tmp;  /* (T, C) */
-    float *rope_cs; /* (T, D/2, 2) cos, sin */
+    float *rope_cs; /* (2, T, D/2, 2) cos, sin: global layers, then window layers */
+    uint8_t *swa_mask; /* per thread: ATT_BQ rows of (n_swa + ATT_BQ) visibility bytes */
     float *scores;  /* per thread: scores_ld floats of attention scratch */
     size_t scores_ld;
     mn_attn_tile_fn attn;       /* blocks of tokens (prefill) */
@@ -105,20 +124,27 @@ static void rope_table(float *cs, float pos, int D, float base, float freq_scale
     }
 }
 
-/* Rotates adjacent pairs (2i, 2i+1) of each of n_heads vectors of D. */
-static void rope_apply(float *x, int n_heads, int D, const float *cs) {
+/* Rotates the pairs of each of n_heads vectors of D: adjacent (2i, 2i+1), or
+ * with neox (i, i + D/2), the layout of models whose Q and K rows the GGUF
+ * converter did not permute (Gemma). */
+static void rope_apply(float *x, int n_heads, int D, const float *cs, int neox) {
+    const int st = neox ? 1 : 2, off = neox ? D / 2 : 1;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (int64_t)h * D;
         for (int i = 0; i < D / 2; i++) {
             float c = cs[2 * i], s = cs[2 * i + 1];
-            float a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * c - b * s;
-            v[2 * i + 1] = a * s + b * c;
+            float a = v[st * i], b = v[st * i + off];
+            v[st * i] = a * c - b * s;
+            v[st * i + off] = a * s + b * c;
         }
     }
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+/* GELU, tanh form (Gemma's GeGLU, as llama.cpp computes it) */
+static inline float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * x * (1.0f + 0.044715f * x * x)));
+}
 
 /* ------------------------------------------------------------------------ */
 /* Parallel kernels                                                          */
@@ -224,11 +250,36 @@ typedef struct {
 static int64_t dec_chunks(int64_t n) { return (n + DEC_CHUNK - 1) / DEC_CHUNK; }
 
 /* The cache row of a cell in a layer, and its conversion from and to KD floats. */
+static inline size_t row_off(const mn_context *c, int64_t l, int64_t cell) {
+    if (c->lloc[l]) return ((size_t)c->lidx[l] * (size_t)c->swa_cap + (size_t)(cell - c->swa_base)) * c->rb;
+    return ((size_t)c->lidx[l] * (size_t)c->n_ctx + (size_t)cell) * c->rb;
+}
 static inline uint8_t *krow(const mn_context *c, int64_t l, int64_t cell) {
-    return c->kcache + ((size_t)l * (size_t)c->n_ctx + (size_t)cell) * c->rb;
+    return (c->lloc[l] ? c->kloc : c->kcache) + row_off(c, l, cell);
 }
 static inline uint8_t *vrow(const mn_context *c, int64_t l, int64_t cell) {
-    return c->vcache + ((size_t)l * (size_t)c->n_ctx + (size_t)cell) * c->rb;
+    return (c->lloc[l] ? c->vloc : c->vcache) + row_off(c, l, cell);
+}
+/* The first cell layer l can attend to from a token in cell q (its window, and what it holds). */
+static inline int64_t first_visible(const mn_context *c, int64_t l, int64_t q) {
+    if (!c->m->layers[l].swa) return 0;
+    int64_t f = q + 1 > c->m->hp.n_swa ? q + 1 - c->m->hp.n_swa : 0;
+    return f > c->swa_base ? f : c->swa_base;
+}
+
+/* Window layers' buffers: make cells [.., end) fit, keeping cells from `keep` on
+ * (and every held cell when they fit): the rows of cells [keep, n_cells) move to
+ * the front. end - keep must not exceed swa_cap. */
+static void swa_make_room(mn_context *c, int64_t keep, int64_t end) {
+    if (!c->swa_cap || end - c->swa_base <= c->swa_cap) return;
+    if (keep < c->swa_base) keep = c->swa_base;
+    const int64_t n_keep = c->n_cells > keep ? c->n_cells - keep : 0;
+    for (int l = 0; l < c->m->hp.n_layer; l++) {
+        if (!c->lloc[l] || !n_keep) continue;
+        memmove(c->kloc + (size_t)c->lidx[l] * (size_t)c->swa_cap * c->rb, krow(c, l, keep), c->rb * (size_t)n_keep);
+        memmove(c->vloc + (size_t)c->lidx[l] * (size_t)c->swa_cap * c->rb, vrow(c, l, keep), c->rb * (size_t)n_keep);
+    }
+    c->swa_base = (int32_t)keep;
 }
 static void row_put(const mn_context *c, const float *x, uint8_t *row) {
     if (c->cache_type == MN_CACHE_Q8_0) c->q8->from_float(x, row, c->KD);
@@ -249,9 +300,9 @@ static void attn_worker(void *arg, int ith, int nth) {
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
     const int64_t KD = c->KD, HD = (int64_t)hp->n_head * D;
-    const uint8_t *kc = krow(c, a->layer, 0), *vc = vrow(c, a->layer, 0);
+    const int W = c->m->layers[a->layer].swa;
     const size_t hb = c->cache_type == MN_CACHE_Q8_0 ? (size_t)D / MN_Q8_BLOCK * MN_Q8_BYTES : (size_t)D * 2;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = hp->attn_scale;
     float *sc = c->scores + (size_t)ith * c->scores_ld;
     const int64_t nblk = (a->T + ATT_BQ - 1) / ATT_BQ;
     for (int64_t p = ith; p < nblk * K; p += nth) {
@@ -260,20 +311,41 @@ static void attn_worker(void *arg, int ith, int nth) {
         const int nq = (int)(a->T - t0 < ATT_BQ ? a->T - t0 : ATT_BQ);
         int64_t lim[ATT_BQ];
         const uint8_t *rows[ATT_BQ];
+        /* a window layer's block starts at its first token's window: the kernel reads keys from
+         * cell `base` on, and a later token's cells before its own window are masked out */
+        const int64_t base = W ? first_visible(c, a->layer, a->n_past + t0) : 0;
+        int masked = c->mask != NULL;
         for (int i = 0; i < nq; i++) {
-            lim[i] = a->n_past + t0 + i + 1;
-            rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld : NULL;
+            lim[i] = a->n_past + t0 + i + 1 - base;
+            rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld + base : NULL;
+            if (W && first_visible(c, a->layer, a->n_past + t0 + i) > base) masked = 1;
         }
+        if (W && masked) {
+            const int64_t ld = hp->n_swa + ATT_BQ;
+            uint8_t *buf = c->swa_mask + (size_t)ith * (size_t)(ATT_BQ * ld);
+            for (int i = 0; i < nq; i++) {
+                uint8_t *r = buf + (size_t)i * (size_t)ld;
+                const int64_t lo = first_visible(c, a->layer, a->n_past + t0 + i) - base;
+                memset(r, 0, (size_t)lo);
+                if (rows[i]) memcpy(r + lo, rows[i] + lo, (size_t)(lim[i] - lo));
+                else memset(r + lo, 1, (size_t)(lim[i] - lo));
+                rows[i] = r;
+            }
+        }
+        const uint8_t *kc = krow(c, a->layer, base), *vc = vrow(c, a->layer, base);
         const int64_t off = t0 * HD + (int64_t)kh * G * D;
         if (c->cache_type == MN_CACHE_Q8_0)
             c->attn_q8(G, D, nq, c->q + off, (size_t)HD, scale, kc + kh * hb, vc + kh * hb, c->rb, lim,
-                       c->mask ? rows : NULL, c->att + off, (size_t)HD, sc);
+                       masked ? rows : NULL, c->att + off, (size_t)HD, sc);
         else
             c->attn(G, D, nq, c->q + off, (size_t)HD, scale, (const uint16_t *)(kc + kh * hb),
-                    (const uint16_t *)(vc + kh * hb), (size_t)KD, lim, c->mask ? rows : NULL, c->att + off,
+                    (const uint16_t *)(vc + kh * hb), (size_t)KD, lim, masked ? rows : NULL, c->att + off,
                     (size_t)HD, sc);
     }
 }
+
+/* The first cell a decoded token (the n-th cell) attends to in a layer. */
+static int64_t dec_first(const mn_context *c, int layer, int64_t n) { return first_visible(c, layer, n - 1); }
 
 /* One token: (chunk, KV head) items dealt round robin, each writing its part;
  * attn_merge (after the pool returns) combines each head's parts. */
@@ -282,12 +354,13 @@ static void decode_worker(void *arg, int ith, int nth) {
     mn_context *c = a->c;
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
-    const int64_t KD = c->KD, n = (int64_t)a->n_past + 1, S = dec_chunks(n), maxS = dec_chunks(c->n_ctx);
-    const uint8_t *kc = krow(c, a->layer, 0), *vc = vrow(c, a->layer, 0);
+    const int64_t first = dec_first(c, a->layer, (int64_t)a->n_past + 1);
+    const int64_t KD = c->KD, n = (int64_t)a->n_past + 1 - first, S = dec_chunks(n), maxS = dec_chunks(c->n_ctx);
+    const uint8_t *kc = krow(c, a->layer, first), *vc = vrow(c, a->layer, first);
     const size_t hb = c->cache_type == MN_CACHE_Q8_0 ? (size_t)D / MN_Q8_BLOCK * MN_Q8_BYTES : (size_t)D * 2;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = c->m->hp.attn_scale;
     float *sc = c->scores + (size_t)ith * c->scores_ld;
-    const uint8_t *mrow = c->mask ? c->mask + c->mask_row0 * c->mask_ld : NULL;
+    const uint8_t *mrow = c->mask ? c->mask + c->mask_row0 * c->mask_ld + first : NULL;
     for (int64_t p = ith; p < S * K; p += nth) {
         const int64_t s = p / K, j0 = s * DEC_CHUNK, len = n - j0 < DEC_CHUNK ? n - j0 : DEC_CHUNK;
         const int kh = (int)(p % K);
@@ -302,10 +375,10 @@ static void decode_worker(void *arg, int ith, int nth) {
     }
 }
 
-static void attn_merge(mn_context *c, int32_t n_past) {
+static void attn_merge(mn_context *c, int layer, int32_t n_past) {
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
-    const int64_t S = dec_chunks((int64_t)n_past + 1), maxS = dec_chunks(c->n_ctx);
+    const int64_t n = (int64_t)n_past + 1, S = dec_chunks(n - dec_first(c, layer, n)), maxS = dec_chunks(c->n_ctx);
     for (int kh = 0; kh < K; kh++)
         mn_attn_combine(G, D, (int)S, c->parts + (size_t)kh * (size_t)maxS * MN_ATTN_PART(G, D),
                         c->att + (int64_t)kh * G * D);
@@ -355,7 +428,10 @@ static void swiglu_worker(void *arg, int ith, int nth) {
     const int64_t F = s->c->m->hp.n_ff;
     long lo, hi;
     mn_split((long)(s->T * F), ith, nth, 64, &lo, &hi);
-    for (long i = lo; i < hi; i++) s->c->xn[i] = silu(s->c->gate[i]) * s->c->up[i];
+    if (s->c->m->hp.act == MN_ACT_GELU_TANH)
+        for (long i = lo; i < hi; i++) s->c->xn[i] = gelu_tanh(s->c->gate[i]) * s->c->up[i];
+    else
+        for (long i = lo; i < hi; i++) s->c->xn[i] = silu(s->c->gate[i]) * s->c->up[i];
 }
 
 /* Alternative f32 projections for flagged tokens (beacons): y[t] = W x[t]
@@ -437,10 +513,24 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     }
     const int64_t T = p.n_batch, C = hp->n_embd, F = hp->n_ff, HD = (int64_t)hp->n_head * hp->head_dim;
     const int64_t CF = C > F ? C : F;
-    const size_t cells = (size_t)hp->n_layer * (size_t)c->n_ctx;
+    /* window layers keep n_swa + n_batch rows unless every cell is asked for (or fits anyway) */
+    if (hp->n_swa_layers && !p.swa_full && (int64_t)hp->n_swa + p.n_batch < p.n_ctx)
+        c->swa_cap = hp->n_swa + p.n_batch;
+    const int n_loc = c->swa_cap ? hp->n_swa_layers : 0;
+    const size_t cells = (size_t)(hp->n_layer - n_loc) * (size_t)c->n_ctx, loc = (size_t)n_loc * (size_t)c->swa_cap;
     int ok = 1;
+    c->lidx = xcalloc((size_t)hp->n_layer, sizeof(int32_t), &ok);
+    c->lloc = xcalloc((size_t)hp->n_layer, 1, &ok);
+    for (int l = 0, ng = 0, nl = 0; ok && l < hp->n_layer; l++) {
+        c->lloc[l] = c->swa_cap && m->layers[l].swa;
+        c->lidx[l] = c->lloc[l] ? nl++ : ng++;
+    }
     c->kcache = xcalloc(cells, c->rb, &ok);
     c->vcache = xcalloc(cells, c->rb, &ok);
+    if (loc) {
+        c->kloc = xcalloc(loc, c->rb, &ok);
+        c->vloc = xcalloc(loc, c->rb, &ok);
+    }
     c->cell_pos = xcalloc((size_t)c->n_ctx, sizeof(int32_t), &ok);
     c->x = xcalloc((size_t)(T * C), sizeof(float), &ok);
     c->xn = xcalloc((size_t)(T * CF), sizeof(float), &ok);
@@ -451,7 +541,9 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->gate = xcalloc((size_t)(T * F), sizeof(float), &ok);
     c->up = xcalloc((size_t)(T * F), sizeof(float), &ok);
     c->tmp = xcalloc((size_t)(T * C), sizeof(float), &ok);
-    c->rope_cs = xcalloc((size_t)(T * hp->head_dim), sizeof(float), &ok);
+    c->rope_cs = xcalloc((size_t)(2 * T * hp->head_dim), sizeof(float), &ok);
+    if (hp->n_swa)
+        c->swa_mask = xcalloc((size_t)mn_threadpool_size(c->pool) * ATT_BQ, (size_t)(hp->n_swa + ATT_BQ), &ok);
     c->scores_ld = mn_attn_tile_scratch(hp->n_head / hp->n_head_kv, hp->head_dim, ATT_BQ, c->n_ctx);
     c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * c->scores_ld, sizeof(float), &ok);
     c->attn = mn_attn_tile_get();
@@ -469,7 +561,7 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     if (!ok) {
         mn_context_free(c);
         return mn_error(MN_ENOMEM, "out of memory allocating a context of %d tokens (KV cache %.1f MiB)", p.n_ctx,
-                        2.0 * (double)cells * (double)c->rb / (1 << 20));
+                        2.0 * (double)(cells + loc) * (double)c->rb / (1 << 20));
     }
     *out = c;
     return MN_OK;
@@ -480,6 +572,10 @@ void mn_context_free(mn_context *c) {
     mn_threadpool_free(c->pool);
     free(c->kcache);
     free(c->vcache);
+    free(c->kloc);
+    free(c->vloc);
+    free(c->lidx);
+    free(c->lloc);
     free(c->cell_pos);
     free(c->x);
     free(c->xn);
@@ -491,6 +587,7 @@ void mn_context_free(mn_context *c) {
     free(c->up);
     free(c->tmp);
     free(c->rope_cs);
+    free(c->swa_mask);
     free(c->scores);
     free(c->parts);
     free(c->lora_u);
@@ -510,7 +607,7 @@ const char *mn_cache_type_name(int type) {
 }
 
 mn_context_params mn_context_default_params(void) {
-    mn_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .cache_type = MN_CACHE_F16};
+    mn_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .cache_type = MN_CACHE_F16, .swa_full = 0};
     const char *env = getenv("MNEMO_CACHE_TYPE");
     if (env && *env) p.cache_type = mn_cache_type_parse(env); /* unknown: -1, refused by mn_context_create */
     return p;
@@ -520,7 +617,9 @@ int32_t mn_context_n_ctx(const mn_context *c) { return c->n_ctx; }
 int mn_context_n_threads(const mn_context *c) { return mn_threadpool_size(c->pool); }
 const mn_model *mn_context_model(const mn_context *c) { return c->m; }
 size_t mn_context_kv_bytes(const mn_context *c) {
-    return (size_t)c->n_cells * (size_t)c->m->hp.n_layer * c->rb * 2;
+    size_t rows = 0;
+    for (int l = 0; l < c->m->hp.n_layer; l++) rows += (size_t)(c->lloc[l] ? c->n_cells - c->swa_base : c->n_cells);
+    return rows * c->rb * 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -531,17 +630,25 @@ int32_t mn_kv_pos(const mn_context *c, int32_t cell) {
     return (cell >= 0 && cell < c->n_cells) ? c->cell_pos[cell] : -1;
 }
 int32_t mn_kv_next_pos(const mn_context *c) { return c->n_cells ? c->cell_pos[c->n_cells - 1] + 1 : 0; }
-void mn_kv_clear(mn_context *c) { c->n_cells = 0; }
+void mn_kv_clear(mn_context *c) { c->n_cells = c->swa_base = 0; }
 
 int mn_kv_drop(mn_context *c, int32_t c0, int32_t c1) {
     if (c0 < 0 || c1 < c0 || c1 > c->n_cells)
         return mn_error(MN_EINVAL, "kv drop [%d, %d) outside the %d cells", c0, c1, c->n_cells);
     int32_t tail = c->n_cells - c1, nd = c1 - c0;
     if (nd == 0) return MN_OK;
+    /* window layers hold [swa_base, n_cells): the held cells after the range move down */
+    const int32_t b = c->swa_base, lo = c0 > b ? c0 : b, hi = c1 > b ? c1 : b;
     for (int l = 0; l < c->m->hp.n_layer; l++) {
+        if (c->lloc[l]) {
+            memmove(krow(c, l, lo), krow(c, l, hi), c->rb * (size_t)(c->n_cells - hi));
+            memmove(vrow(c, l, lo), vrow(c, l, hi), c->rb * (size_t)(c->n_cells - hi));
+            continue;
+        }
         memmove(krow(c, l, c0), krow(c, l, c1), c->rb * (size_t)tail);
         memmove(vrow(c, l, c0), vrow(c, l, c1), c->rb * (size_t)tail);
     }
+    c->swa_base = b >= c1 ? b - nd : b >= c0 ? c0 : b;
     memmove(c->cell_pos + c0, c->cell_pos + c1, sizeof(int32_t) * (size_t)tail);
     c->n_cells -= nd;
     return MN_OK;
@@ -555,27 +662,31 @@ int mn_kv_shift(mn_context *c, int32_t c0, int32_t c1, int32_t delta) {
     const int D = hp->head_dim, K = hp->n_head_kv;
     float cs[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
-    rope_table(cs, (float)delta, D, hp->rope_base, hp->rope_freq_scale);
     /* each key row back to floats, rotated by delta, stored again (a q8_0 row is quantised anew, as
      * llama.cpp shifts a quantised cache); the context's K scratch holds one row */
     float *row = c->kn;
-    for (int l = 0; l < hp->n_layer; l++)
-        for (int32_t j = c0; j < c1; j++) {
+    for (int l = 0; l < hp->n_layer; l++) {
+        const mn_layer *L = &c->m->layers[l];
+        if (l == 0 || L->rope_base != L[-1].rope_base || L->rope_freq_scale != L[-1].rope_freq_scale)
+            rope_table(cs, (float)delta, D, L->rope_base, L->rope_freq_scale);
+        for (int32_t j = c->lloc[l] && c0 < c->swa_base ? c->swa_base : c0; j < c1; j++) {
             uint8_t *k = krow(c, l, j);
             row_get(c, k, row);
-            rope_apply(row, K, D, cs);
+            rope_apply(row, K, D, cs, hp->rope_neox);
             row_put(c, row, k);
         }
+    }
     for (int32_t j = c0; j < c1; j++) c->cell_pos[j] += delta;
     return MN_OK;
 }
 
-int mn_rope_rotate(const mn_model *m, float *x, int n_heads, int32_t pos) {
+int mn_rope_rotate(const mn_model *m, int layer, float *x, int n_heads, int32_t pos) {
     const mn_hparams *hp = &m->hp;
     float cs[1024];
     if (hp->head_dim > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", hp->head_dim);
-    rope_table(cs, (float)pos, hp->head_dim, hp->rope_base, hp->rope_freq_scale);
-    rope_apply(x, n_heads, hp->head_dim, cs);
+    if (layer < 0 || layer >= hp->n_layer) return mn_error(MN_EINVAL, "layer %d out of range", layer);
+    rope_table(cs, (float)pos, hp->head_dim, m->layers[layer].rope_base, m->layers[layer].rope_freq_scale);
+    rope_apply(x, n_heads, hp->head_dim, cs, hp->rope_neox);
     return MN_OK;
 }
 
@@ -589,12 +700,17 @@ int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, c
     float cs[1024];
     if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
     float *row = c->kn; /* one row of scratch */
+    /* window layers keep the last n_swa cells of what the cache will hold */
+    swa_make_room(c, (int64_t)c->n_cells + n - hp->n_swa, (int64_t)c->n_cells + n);
     for (int32_t j = 0; j < n; j++) {
-        if (!k_has_rope) rope_table(cs, (float)pos[j], D, hp->rope_base, hp->rope_freq_scale);
         for (int l = 0; l < hp->n_layer; l++) {
+            const mn_layer *L = &c->m->layers[l];
+            if (c->lloc[l] && c->n_cells + j < c->swa_base) continue;
             const float *ks = k + ((int64_t)l * n + j) * KD, *vs = v + ((int64_t)l * n + j) * KD;
             memcpy(row, ks, sizeof(float) * (size_t)KD);
-            if (!k_has_rope) rope_apply(row, hp->n_head_kv, D, cs);
+            if (!k_has_rope && (l == 0 || L->rope_base != L[-1].rope_base || L->rope_freq_scale != L[-1].rope_freq_scale))
+                rope_table(cs, (float)pos[j], D, L->rope_base, L->rope_freq_scale);
+            if (!k_has_rope) rope_apply(row, hp->n_head_kv, D, cs, hp->rope_neox);
             row_put(c, row, krow(c, l, c->n_cells + j));
             row_put(c, vs, vrow(c, l, c->n_cells + j));
         }
@@ -606,6 +722,10 @@ int mn_kv_append(mn_context *c, int32_t n, const int32_t *pos, const float *k, c
 
 int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
     if (c0 < 0 || n < 0 || c0 + n > c->n_cells) return mn_error(MN_EINVAL, "kv read outside the cache");
+    if (c->swa_cap && n > 0 && c0 < c->swa_base)
+        return mn_error(MN_ERANGE,
+                        "kv read of cell %d: the sliding-window layers keep only cells from %d on (a context "
+                        "that reads old cells back needs swa_full)", c0, c->swa_base);
     const int64_t KD = c->KD;
     for (int l = 0; l < c->m->hp.n_layer; l++)
         for (int32_t j = 0; j < n; j++) {
@@ -631,19 +751,25 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
     const int32_t n_past = c->n_cells;
     const int32_t pos0 = mn_kv_next_pos(c);
 
-    /* embeddings */
+    /* embeddings (given ones are taken as they are: mn_model_embed scales its own) */
+    float *cs_swa = c->rope_cs + T * D;
     for (int64_t t = 0; t < T; t++) {
         if (tokens) {
             m->tok_embd.qt->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
                                      c->x + t * C, C);
+            if (hp->embd_scale != 1.0f)
+                for (int64_t i = 0; i < C; i++) c->x[t * C + i] *= hp->embd_scale;
         } else {
             memcpy(c->x + t * C, embd + t * C, sizeof(float) * (size_t)C);
         }
         int32_t p = b->pos ? b->pos[i0 + t] : pos0 + (int32_t)t;
         rope_table(c->rope_cs + t * D, (float)p, (int)D, hp->rope_base, hp->rope_freq_scale);
+        if (hp->n_swa_layers) rope_table(cs_swa + t * D, (float)p, (int)D, hp->rope_base_swa, 1.0f);
         c->cell_pos[n_past + t] = p;
     }
     c->mask_row0 = i0;
+    /* the window layers' buffers take this piece, keeping what its first token can see */
+    swa_make_room(c, (int64_t)n_past + 1 - hp->n_swa, (int64_t)n_past + T);
 
     for (int l = 0; l < hp->n_layer; l++) {
         const mn_layer *L = &m->layers[l];
@@ -678,6 +804,10 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
             if (ap->k) apply_alt(c, ap->k[l], alt, c->xn, C, c->kn, KD, T);
             if (ap->v) apply_alt(c, ap->v[l], alt, c->xn, C, c->vn, KD, T);
         }
+        if (L->q_norm)
+            for (int64_t i = 0; i < T * H; i++) rmsnorm(c->q + i * D, c->q + i * D, L->q_norm, D, hp->norm_eps);
+        if (L->k_norm)
+            for (int64_t i = 0; i < T * K; i++) rmsnorm(c->kn + i * D, c->kn + i * D, L->k_norm, D, hp->norm_eps);
         if (b->capture_q)
             for (int32_t k = 0; k < b->n_capture; k++) {
                 int64_t t = b->capture_idx[k] - i0;
@@ -694,15 +824,16 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
                 if (b->capture_v) memcpy(b->capture_v + dst, c->vn + t * KD, sizeof(float) * (size_t)KD);
             }
 
+        const float *cs = L->swa ? cs_swa : c->rope_cs;
         for (int64_t t = 0; t < T; t++) {
-            rope_apply(c->q + t * HD, (int)H, (int)D, c->rope_cs + t * D);
-            rope_apply(c->kn + t * KD, (int)K, (int)D, c->rope_cs + t * D);
+            rope_apply(c->q + t * HD, (int)H, (int)D, cs + t * D, hp->rope_neox);
+            rope_apply(c->kn + t * KD, (int)K, (int)D, cs + t * D, hp->rope_neox);
             row_put(c, c->kn + t * KD, krow(c, l, n_past + t));
             row_put(c, c->vn + t * KD, vrow(c, l, n_past + t));
         }
         attn_task at = {c, l, T, n_past};
         mn_threadpool_run(c->pool, T == 1 ? decode_worker : attn_worker, &at);
-        if (T == 1) attn_merge(c, n_past);
+        if (T == 1) attn_merge(c, l, n_past);
 
         invalidate_xq(c);
         g = (gemm_task){.n_jobs = 1, .T = T};
@@ -711,6 +842,8 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
         mn_threadpool_run(c->pool, gemm_worker, &g);
         if (c->lora && c->lora->o) apply_lora(c, &c->lora->o[l], c->att, HD, c->tmp, C, T);
         if (alt && b->alt_proj->o) apply_alt(c, b->alt_proj->o[l], alt, c->att, HD, c->tmp, C, T);
+        if (L->post_attn_norm)
+            for (int64_t t = 0; t < T; t++) rmsnorm(c->tmp + t * C, c->tmp + t * C, L->post_attn_norm, C, hp->norm_eps);
         for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
 
         /* feed-forward block */
@@ -730,6 +863,8 @@ static int forward_batch(mn_context *c, const mn_batch *b, int64_t i0, int64_t T
         xq = activation_for(c, &L->w_down, c->xn, T, F, &st);
         g.jobs[0] = (gemm_job){&L->w_down, xq, st, c->tmp, C};
         mn_threadpool_run(c->pool, gemm_worker, &g);
+        if (L->post_ffn_norm)
+            for (int64_t t = 0; t < T; t++) rmsnorm(c->tmp + t * C, c->tmp + t * C, L->post_ffn_norm, C, hp->norm_eps);
         for (int64_t i = 0; i < T * C; i++) c->x[i] += c->tmp[i];
     }
     c->n_cells += (int32_t)T;
@@ -866,6 +1001,11 @@ int mn_context_project(mn_context *c, int layer, char which, const float *x, int
         apply_lora(c, lo, x, w->ne0, y, w->ne1, T);
         c->lora = saved;
     }
+    /* queries and keys as the layer uses them: with their per-head norms (Gemma 3) */
+    const float *hn = which == 'q' ? L->q_norm : which == 'k' ? L->k_norm : NULL;
+    if (hn)
+        for (int64_t i = 0; i < (int64_t)T * (w->ne1 / hp->head_dim); i++)
+            rmsnorm(y + i * hp->head_dim, y + i * hp->head_dim, hn, hp->head_dim, hp->norm_eps);
     return MN_OK;
 }
 
@@ -879,6 +1019,8 @@ int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out)
             return mn_error(MN_EINVAL, "token id %d outside the vocabulary (%d)", ids[i], m->hp.n_vocab);
         m->tok_embd.qt->to_float((const char *)m->tok_embd.data + (size_t)ids[i] * m->tok_embd.row_bytes, out + i * C,
                                  C);
+        if (m->hp.embd_scale != 1.0f)
+            for (int64_t j = 0; j < C; j++) out[i * C + j] *= m->hp.embd_scale;
     }
     return MN_OK;
 }

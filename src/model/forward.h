@@ -81,16 +81,17 @@ int mn_context_set_lora(mn_context *c, const mn_lora_set *set);
 int mn_context_project(mn_context *c, int layer, char which, const float *x, int32_t T, float *y, int with_lora,
                        const mn_lora_set *lora);
 
-/* Rotates n_heads head vectors x (n_heads, head_dim) by RoPE at position pos (a
- * negative pos undoes a rotation at -pos): keys read from the cache become
- * position-free this way. */
-int mn_rope_rotate(const mn_model *m, float *x, int n_heads, int32_t pos);
+/* Rotates n_heads head vectors x (n_heads, head_dim) by layer `layer`'s RoPE
+ * at position pos (a negative pos undoes a rotation at -pos): keys read from
+ * the cache become position-free this way. */
+int mn_rope_rotate(const mn_model *m, int layer, float *x, int n_heads, int32_t pos);
 /* Width of one cell's key or value (n_head_kv * head_dim). */
 int32_t mn_model_kv_dim(const mn_model *m);
 /* Width of one token's queries (n_head * head_dim). */
 int32_t mn_model_q_dim(const mn_model *m);
 
-/* Dequantised input embeddings of n tokens into out (n, C). */
+/* Input embeddings of n tokens into out (n, C): dequantised, times the model's
+ * embedding scale (Gemma), as the forward pass feeds a token. */
 int mn_model_embed(const mn_model *m, const int32_t *ids, int32_t n, float *out);
 
 #endif

@@ -1,4 +1,4 @@
-/* model.c - loads a Llama-family GGUF into an mn_model (see model.h).
+/* model.c - loads a Llama-family or Gemma 3 GGUF into an mn_model (see model.h).
  *
  * Loading validates, in order: the architecture, every hyperparameter (ranges
  * and consistency, e.g. n_head divisible by n_head_kv), then every tensor's
@@ -44,62 +44,82 @@ static int get_f32_key(const mn_gguf *g, const char *arch, const char *suffix, f
     return MN_OK;
 }
 
+/* Which architectures load, and the metadata prefix of each. */
+static int arch_of(const mn_gguf_str *a) {
+    if (a->len == 5 && memcmp(a->ptr, "llama", 5) == 0) return MN_ARCH_LLAMA;
+    if (a->len == 6 && memcmp(a->ptr, "gemma3", 6) == 0) return MN_ARCH_GEMMA3;
+    return -1;
+}
+
 static int load_hparams(mn_model *m) {
     const mn_gguf *g = m->gguf;
-    mn_gguf_str arch;
-    if (mn_gguf_get_str(g, "general.architecture", &arch))
+    mn_gguf_str astr;
+    if (mn_gguf_get_str(g, "general.architecture", &astr))
         return mn_error(MN_EFORMAT, "missing metadata key 'general.architecture'");
-    if (!(arch.len == 5 && memcmp(arch.ptr, "llama", 5) == 0))
-        return mn_error(MN_EUNSUPPORTED, "architecture '%.*s' is not supported (only 'llama')",
-                        (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    const int arch = arch_of(&astr);
+    if (arch < 0)
+        return mn_error(MN_EUNSUPPORTED, "architecture '%.*s' is not supported (llama, gemma3)",
+                        (int)(astr.len > 64 ? 64 : astr.len), astr.ptr);
+    const char *A = arch == MN_ARCH_GEMMA3 ? "gemma3" : "llama";
     mn_gguf_str name;
     if (mn_gguf_get_str(g, "general.name", &name) == MN_OK) {
         size_t n = name.len < sizeof m->name - 1 ? name.len : sizeof m->name - 1;
         memcpy(m->name, name.ptr, n);
         m->name[n] = 0;
     } else {
-        snprintf(m->name, sizeof m->name, "llama");
+        snprintf(m->name, sizeof m->name, "%s", A);
     }
 
-    uint32_t n_layer, n_ctx, n_embd, n_ff, n_head, n_head_kv, n_rot;
+    uint32_t n_layer, n_ctx, n_embd, n_ff, n_head, n_head_kv, n_rot, key_len, val_len;
     float scale_factor;
     int rc;
-    if ((rc = get_u32_key(g, "llama", "block_count", &n_layer, 1, 0)) ||
-        (rc = get_u32_key(g, "llama", "context_length", &n_ctx, 1, 0)) ||
-        (rc = get_u32_key(g, "llama", "embedding_length", &n_embd, 1, 0)) ||
-        (rc = get_u32_key(g, "llama", "feed_forward_length", &n_ff, 1, 0)) ||
-        (rc = get_u32_key(g, "llama", "attention.head_count", &n_head, 1, 0)))
+    if ((rc = get_u32_key(g, A, "block_count", &n_layer, 1, 0)) ||
+        (rc = get_u32_key(g, A, "context_length", &n_ctx, 1, 0)) ||
+        (rc = get_u32_key(g, A, "embedding_length", &n_embd, 1, 0)) ||
+        (rc = get_u32_key(g, A, "feed_forward_length", &n_ff, 1, 0)) ||
+        (rc = get_u32_key(g, A, "attention.head_count", &n_head, 1, 0)))
         return rc;
-    if ((rc = get_u32_key(g, "llama", "attention.head_count_kv", &n_head_kv, 0, n_head))) return rc;
+    if ((rc = get_u32_key(g, A, "attention.head_count_kv", &n_head_kv, 0, n_head))) return rc;
     mn_hparams *hp = &m->hp;
+    hp->arch = arch;
     if (n_layer < 1 || n_layer > 1024) return mn_error(MN_EFORMAT, "block_count %u out of range", n_layer);
     if (n_embd < 1 || n_embd > 65536) return mn_error(MN_EFORMAT, "embedding_length %u out of range", n_embd);
     if (n_ff < 1 || n_ff > 1 << 20) return mn_error(MN_EFORMAT, "feed_forward_length %u out of range", n_ff);
-    if (n_head < 1 || n_head > 1024 || n_embd % n_head)
-        return mn_error(MN_EFORMAT, "head_count %u does not divide embedding_length %u", n_head, n_embd);
+    if (n_head < 1 || n_head > 1024) return mn_error(MN_EFORMAT, "head_count %u out of range", n_head);
     if (n_head_kv < 1 || n_head % n_head_kv)
         return mn_error(MN_EFORMAT, "head_count_kv %u does not divide head_count %u", n_head_kv, n_head);
     if (n_ctx < 1 || n_ctx > (1u << 24)) return mn_error(MN_EFORMAT, "context_length %u out of range", n_ctx);
-    uint32_t head_dim = n_embd / n_head;
-    if (head_dim % 2) return mn_error(MN_EFORMAT, "head dimension %u is odd", head_dim);
-    if ((rc = get_u32_key(g, "llama", "rope.dimension_count", &n_rot, 0, head_dim))) return rc;
+    /* the head size is n_embd / n_head unless the file states it (Gemma 3: 256 with n_embd 640, 4 heads) */
+    if ((rc = get_u32_key(g, A, "attention.key_length", &key_len, 0, 0)) ||
+        (rc = get_u32_key(g, A, "attention.value_length", &val_len, 0, key_len)))
+        return rc;
+    if (!key_len && n_embd % n_head)
+        return mn_error(MN_EFORMAT, "head_count %u does not divide embedding_length %u", n_head, n_embd);
+    uint32_t head_dim = key_len ? key_len : n_embd / n_head;
+    if (!val_len) val_len = head_dim;
+    if (val_len != head_dim)
+        return mn_error(MN_EUNSUPPORTED, "value head size %u differs from the key head size %u", val_len, head_dim);
+    if (head_dim < 2 || head_dim > 1024 || head_dim % 2)
+        return mn_error(MN_EFORMAT, "head dimension %u is odd or out of range", head_dim);
+    if ((rc = get_u32_key(g, A, "rope.dimension_count", &n_rot, 0, head_dim))) return rc;
     if (n_rot != head_dim)
         return mn_error(MN_EUNSUPPORTED, "partial RoPE (rope.dimension_count %u != head dim %u)", n_rot, head_dim);
-    if ((rc = get_f32_key(g, "llama", "rope.freq_base", &hp->rope_base, 0, 10000.0f))) return rc;
-    if ((rc = get_f32_key(g, "llama", "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1, 0))) return rc;
+    if ((rc = get_f32_key(g, A, "rope.freq_base", &hp->rope_base, 0, 10000.0f))) return rc;
+    if ((rc = get_f32_key(g, A, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1, 0))) return rc;
     if (hp->rope_base <= 0) return mn_error(MN_EFORMAT, "rope.freq_base must be positive");
     if (hp->norm_eps <= 0 || hp->norm_eps > 1) return mn_error(MN_EFORMAT, "rms epsilon out of range");
     hp->rope_freq_scale = 1.0f;
+    char key[96];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", A);
     mn_gguf_str stype;
-    if (mn_gguf_get_str(g, "llama.rope.scaling.type", &stype) == MN_OK &&
-        !(stype.len == 4 && memcmp(stype.ptr, "none", 4) == 0)) {
+    if (mn_gguf_get_str(g, key, &stype) == MN_OK && !(stype.len == 4 && memcmp(stype.ptr, "none", 4) == 0)) {
         if (!(stype.len == 6 && memcmp(stype.ptr, "linear", 6) == 0))
             return mn_error(MN_EUNSUPPORTED, "rope scaling type '%.*s' is not supported (none, linear)",
                             (int)(stype.len > 32 ? 32 : stype.len), stype.ptr);
-        if ((rc = get_f32_key(g, "llama", "rope.scaling.factor", &scale_factor, 1, 1))) return rc;
+        if ((rc = get_f32_key(g, A, "rope.scaling.factor", &scale_factor, 1, 1))) return rc;
         if (scale_factor <= 0) return mn_error(MN_EFORMAT, "rope.scaling.factor must be positive");
         hp->rope_freq_scale = 1.0f / scale_factor;
-    } else if (get_f32_key(g, "llama", "rope.scale_linear", &scale_factor, 0, 1.0f) == MN_OK && scale_factor > 0) {
+    } else if (get_f32_key(g, A, "rope.scale_linear", &scale_factor, 0, 1.0f) == MN_OK && scale_factor > 0) {
         hp->rope_freq_scale = 1.0f / scale_factor; /* older key */
     }
     hp->n_layer = (int32_t)n_layer;
@@ -110,6 +130,28 @@ static int load_hparams(mn_model *m) {
     hp->n_head_kv = (int32_t)n_head_kv;
     hp->head_dim = (int32_t)head_dim;
     hp->n_rot = (int32_t)n_rot;
+    hp->attn_scale = 1.0f / sqrtf((float)head_dim);
+    hp->embd_scale = 1.0f;
+    hp->act = MN_ACT_SILU;
+    if (arch == MN_ARCH_GEMMA3) {
+        /* Gemma 3 (as llama.cpp reads it): NeoX RoPE, GeGLU with the tanh GELU, embeddings
+         * times sqrt(n_embd), and local layers with a sliding window and RoPE base 10000
+         * (unscaled) in every `pattern` - 1 of `pattern` layers; the file gives the window. */
+        uint32_t swa, pattern;
+        if ((rc = get_u32_key(g, A, "attention.sliding_window", &swa, 1, 0))) return rc;
+        if ((rc = get_u32_key(g, A, "attention.sliding_window_pattern", &pattern, 0, 6))) return rc;
+        if (swa < 1 || swa > n_ctx) return mn_error(MN_EFORMAT, "sliding_window %u out of range", swa);
+        if (pattern < 1 || pattern > n_layer) return mn_error(MN_EFORMAT, "sliding_window_pattern %u out of range", pattern);
+        float base_swa;
+        if ((rc = get_f32_key(g, A, "rope.freq_base_swa", &base_swa, 0, 10000.0f))) return rc;
+        if (base_swa <= 0) return mn_error(MN_EFORMAT, "rope.freq_base_swa must be positive");
+        hp->rope_neox = 1;
+        hp->act = MN_ACT_GELU_TANH;
+        hp->embd_scale = sqrtf((float)n_embd);
+        hp->n_swa = (int32_t)swa;
+        hp->swa_pattern = (int32_t)pattern;
+        hp->rope_base_swa = base_swa;
+    }
     return MN_OK;
 }
 
@@ -214,6 +256,24 @@ static int load_weights(mn_model *m) {
         if ((rc = get_norm(g, nm, C, &L->attn_norm))) return rc;
         snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
         if ((rc = get_norm(g, nm, C, &L->ffn_norm))) return rc;
+        L->rope_base = hp->rope_base;
+        L->rope_freq_scale = hp->rope_freq_scale;
+        if (hp->arch == MN_ARCH_GEMMA3) {
+            snprintf(nm, sizeof nm, "blk.%d.attn_q_norm.weight", l);
+            if ((rc = get_norm(g, nm, hp->head_dim, &L->q_norm))) return rc;
+            snprintf(nm, sizeof nm, "blk.%d.attn_k_norm.weight", l);
+            if ((rc = get_norm(g, nm, hp->head_dim, &L->k_norm))) return rc;
+            snprintf(nm, sizeof nm, "blk.%d.post_attention_norm.weight", l);
+            if ((rc = get_norm(g, nm, C, &L->post_attn_norm))) return rc;
+            snprintf(nm, sizeof nm, "blk.%d.post_ffw_norm.weight", l);
+            if ((rc = get_norm(g, nm, C, &L->post_ffn_norm))) return rc;
+            if (l % hp->swa_pattern < hp->swa_pattern - 1) {
+                L->swa = 1;
+                L->rope_base = hp->rope_base_swa;
+                L->rope_freq_scale = 1.0f;
+                m->hp.n_swa_layers++;
+            }
+        }
     }
     return MN_OK;
 }
@@ -261,12 +321,17 @@ uint64_t mn_model_hash(const mn_model *m) { return m->weights_hash; }
 
 int mn_model_describe(const mn_model *m, char *buf, size_t cap) {
     const mn_hparams *hp = &m->hp;
+    char swa[96] = "";
+    if (hp->n_swa)
+        snprintf(swa, sizeof swa, ", sliding window %d cells in %d of %d layers (theta %g)", hp->n_swa,
+                 hp->n_swa_layers, hp->n_layer, hp->rope_base_swa);
     return snprintf(buf, cap,
-                    "%s: %d layers, n_embd %d, %d heads (%d kv), head dim %d, ffn %d, vocab %d, ctx %d, "
-                    "rope theta %g (freq scale %g), eps %g, matrices %s, embedding %s%s",
-                    m->name, hp->n_layer, hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_ff,
-                    hp->n_vocab, hp->n_ctx_train, hp->rope_base, hp->rope_freq_scale, hp->norm_eps,
-                    mn_type_layout_get(m->layers[0].wq.type)->name, mn_type_layout_get(m->tok_embd.type)->name,
+                    "%s (%s): %d layers, n_embd %d, %d heads (%d kv), head dim %d, ffn %d, vocab %d, ctx %d, "
+                    "rope theta %g (freq scale %g)%s, eps %g, matrices %s, embedding %s%s",
+                    m->name, hp->arch == MN_ARCH_GEMMA3 ? "gemma3" : "llama", hp->n_layer, hp->n_embd, hp->n_head,
+                    hp->n_head_kv, hp->head_dim, hp->n_ff, hp->n_vocab, hp->n_ctx_train, hp->rope_base,
+                    hp->rope_freq_scale, swa, hp->norm_eps, mn_type_layout_get(m->layers[0].wq.type)->name,
+                    mn_type_layout_get(m->tok_embd.type)->name,
                     m->output.data == m->tok_embd.data ? " (tied output)" : "");
 }
 
@@ -279,7 +344,7 @@ size_t mn_model_decode_bytes(const mn_model *m) {
         const mn_layer *L = &m->layers[l];
         const mn_weight *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int i = 0; i < 7; i++) b += w[i]->row_bytes * (size_t)w[i]->ne1;
-        b += 2 * sizeof(float) * (size_t)hp->n_embd; /* the two norms */
+        b += (L->post_attn_norm ? 4 : 2) * sizeof(float) * (size_t)hp->n_embd; /* the norms */
     }
     const mn_weight *out = m->output.data ? &m->output : &m->tok_embd;
     b += out->row_bytes * (size_t)out->ne1 + m->tok_embd.row_bytes + sizeof(float) * (size_t)hp->n_embd;

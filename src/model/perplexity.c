@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "mnemo.h"
+#include "model/forward.h"
 
 int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, int32_t stride, int32_t bos,
                   mn_ppl_progress_fn progress, void *user, mn_ppl_result *res) {
@@ -24,14 +25,18 @@ int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, i
         return mn_error(MN_ERANGE, "the text has %lld tokens; perplexity needs at least 2 x ctx = %d", (long long)n,
                         2 * n_ctx);
     const int32_t V = mn_model_n_vocab(mn_context_model(c));
-    float *logits = malloc(sizeof(float) * (size_t)V * (size_t)n_ctx);
+    const int32_t first = n_ctx - stride > n_ctx / 2 ? n_ctx - stride : n_ctx / 2;
+    /* logits only for the scored rows (a 262K vocabulary makes a full window's 1 GiB) */
+    float *logits = malloc(sizeof(float) * (size_t)V * (size_t)(n_ctx - 1 - first));
     int32_t *win = malloc(sizeof(int32_t) * (size_t)n_ctx);
-    if (!logits || !win) {
+    uint8_t *scored = calloc((size_t)n_ctx, 1);
+    if (!logits || !win || !scored) {
         free(logits);
         free(win);
-        return mn_error(MN_ENOMEM, "out of memory for %d x %d logits", n_ctx, V);
+        free(scored);
+        return mn_error(MN_ENOMEM, "out of memory for %d x %d logits", n_ctx - 1 - first, V);
     }
-    const int32_t first = n_ctx - stride > n_ctx / 2 ? n_ctx - stride : n_ctx / 2;
+    for (int32_t j = first; j < n_ctx - 1; j++) scored[j] = 1;
     double nll = 0, nll2 = 0;
     int64_t count = 0, windows = 0;
     int rc = MN_OK;
@@ -39,9 +44,10 @@ int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, i
         memcpy(win, ids + start, sizeof(int32_t) * (size_t)n_ctx);
         if (bos >= 0) win[0] = bos;
         mn_kv_clear(c);
-        if ((rc = mn_decode(c, win, n_ctx, logits, 1))) break;
+        mn_batch b = {.n = n_ctx, .tokens = win, .logits_mask = scored};
+        if ((rc = mn_decode_batch(c, &b, logits, 1))) break;
         for (int32_t j = first; j < n_ctx - 1; j++) {
-            const float *lg = logits + (size_t)j * (size_t)V;
+            const float *lg = logits + (size_t)(j - first) * (size_t)V;
             float mx = lg[0];
             for (int32_t k = 1; k < V; k++) mx = lg[k] > mx ? lg[k] : mx;
             double sum = 0;
@@ -56,6 +62,7 @@ int mn_perplexity(mn_context *c, const int32_t *ids, int64_t n, int32_t n_ctx, i
     }
     free(logits);
     free(win);
+    free(scored);
     if (rc) return rc;
     double mean = nll / (double)count;
     double var = nll2 / (double)count - mean * mean;

@@ -138,6 +138,8 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     for (int64_t i = 0; i < n; i++) mn_sampler_accept(smp, ids[i]);
     st->finish = MN_FINISH_LENGTH;
     char piece[256];
+    mn_turn turn;
+    mn_turn_init(&turn, tok);
     for (int64_t g = 0; g < max_new; g++) {
         if (stopped(r, st)) break;
         int32_t id = mn_sampler_sample(smp, logits);
@@ -147,7 +149,7 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
         }
         if (g == 0) st->t_first_token = mn_answer_now() - t0;
         mn_sampler_accept(smp, id);
-        if (!r->ignore_eos && mn_token_is_eog(tok, id)) {
+        if (!r->ignore_eos && mn_turn_end(&turn, tok, id)) {
             st->finish = MN_FINISH_STOP;
             break;
         }

@@ -71,6 +71,9 @@ static void dequant(real *dst, const mn_weight *w, float *row) {
 int TN(mn_tmodel_create)(const mn_model *m, TN(mn_tmodel) * *out) {
     *out = NULL;
     const mn_hparams *hp = &m->hp;
+    if (hp->arch != MN_ARCH_LLAMA)
+        return mn_error(MN_EUNSUPPORTED, "training through this architecture is not built yet (Llama family only); "
+                                         "inference, memory files and recall work");
     if (hp->n_rot != hp->head_dim)
         return mn_error(MN_EUNSUPPORTED, "training needs rope over the whole head (n_rot %d, head_dim %d)", hp->n_rot,
                         hp->head_dim);
