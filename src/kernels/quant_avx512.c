@@ -121,6 +121,46 @@ static ALWAYS_INLINE void wg16_q4_0(const uint8_t *p, wgroup *g) {
     g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(off, p, 1)));
     g->mw = _mm512_setzero_ps();
 }
+/* A Q5_0 block's fifth bits (qh, at b + 2) as two vectors in the order of its qs bytes:
+ * byte j = 0x10 where bit j (lo: values 0..15) or bit j + 16 (hi: values 16..31) is set. */
+static ALWAYS_INLINE void q5_bits(const uint8_t *b, __m128i *lo, __m128i *hi) {
+    const uint32_t qh = mn_rd32(b + 2);
+    const __m128i t = _mm_set1_epi8(0x10);
+    *lo = _mm_and_si128(_mm_movm_epi8((__mmask16)(qh & 0xFFFFu)), t);
+    *hi = _mm_and_si128(_mm_movm_epi8((__mmask16)(qh >> 16)), t);
+}
+/* 16 Q5_0 blocks (22 bytes each): Q4_0's arrangement, each value's fifth bit ORed in
+ * (the bits take the same gather and transpose as the nibbles they complete). */
+static ALWAYS_INLINE void wg16_q5_0(const uint8_t *p, wgroup *g) {
+    __m512i Z[4], L[4], H[4];
+    #pragma GCC unroll 8
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *b = p + 88 * k;
+        __m128i lo[4], hi[4];
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) q5_bits(b + 22 * j, &lo[j], &hi[j]);
+        __m512i z = _mm512_castsi128_si512(ld128(b + 6));
+        z = _mm512_inserti32x4(z, ld128(b + 28), 1);
+        z = _mm512_inserti32x4(z, ld128(b + 50), 2);
+        Z[k] = _mm512_inserti32x4(z, ld128(b + 72), 3);
+        __m512i l = _mm512_castsi128_si512(lo[0]), h = _mm512_castsi128_si512(hi[0]);
+        l = _mm512_inserti32x4(l, lo[1], 1), h = _mm512_inserti32x4(h, hi[1], 1);
+        l = _mm512_inserti32x4(l, lo[2], 2), h = _mm512_inserti32x4(h, hi[2], 2);
+        L[k] = _mm512_inserti32x4(l, lo[3], 3), H[k] = _mm512_inserti32x4(h, hi[3], 3);
+    }
+    tr4(&Z[0], &Z[1], &Z[2], &Z[3]);
+    tr4(&L[0], &L[1], &L[2], &L[3]);
+    tr4(&H[0], &H[1], &H[2], &H[3]);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        g->v[i] = _mm512_or_si512(nib_lo(Z[i]), L[i]);
+        g->v[4 + i] = _mm512_or_si512(nib_hi(Z[i]), H[i]);
+    }
+    /* d of block pi(l) = 4*(l%4) + l/4, read as the dword at 22*pi(l) */
+    const __m512i off = _mm512_setr_epi32(0, 88, 176, 264, 22, 110, 198, 286, 44, 132, 220, 308, 66, 154, 242, 330);
+    g->dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(off, p, 1)));
+    g->mw = _mm512_setzero_ps();
+}
 /* 8 Q8_0 blocks (34 bytes each), weights fed as w ^ 0x80. */
 static ALWAYS_INLINE void wg8_q8_0(const uint8_t *p, wgroup *g) {
     __m512i P[4];
@@ -167,6 +207,28 @@ static ALWAYS_INLINE void wpair_q4_0(const uint8_t *p, int n, wgroup *g) {
     g->dw = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(h)));
     g->mw = _mm512_setzero_ps();
 }
+static ALWAYS_INLINE void wpair_q5_0(const uint8_t *p, int n, wgroup *g) {
+    __m512i v, bits;
+    __m128i h, lo0, hi0, lo1 = _mm_setzero_si128(), hi1 = _mm_setzero_si128();
+    q5_bits(p, &lo0, &hi0);
+    if (n == 2) {
+        q5_bits(p + 22, &lo1, &hi1);
+        v = _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(ld128(p + 6)), 0xFF00, ld128(p + 28));
+        h = _mm_setr_epi16((short)mn_rd16(p), (short)mn_rd16(p + 22), 0, 0, 0, 0, 0, 0);
+    } else {
+        v = _mm512_maskz_broadcast_i32x4(0x00FF, ld128(p + 6));
+        h = _mm_setr_epi16((short)mn_rd16(p), 0, 0, 0, 0, 0, 0, 0);
+    }
+    /* lanes: block 0 values 0..15, 16..31, then block 1's (as wpair_q4_0 splits the nibbles) */
+    bits = _mm512_castsi128_si512(lo0);
+    bits = _mm512_inserti32x4(bits, hi0, 1);
+    bits = _mm512_inserti32x4(bits, lo1, 2);
+    bits = _mm512_inserti32x4(bits, hi1, 3);
+    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    g->v[0] = _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi8(0x0F)), bits);
+    g->dw = _mm512_permutexvar_ps(idx_pair(0, 1), _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+    g->mw = _mm512_setzero_ps();
+}
 static ALWAYS_INLINE void wpair_q8_0(const uint8_t *p, int n, wgroup *g) {
     __m512i v;
     __m128i h;
@@ -189,7 +251,7 @@ typedef struct {
     int wtype;
     int main_blocks, main_nv; /* 16/8 (G16) or 8/4 (G8) */
     int has_m;                /* Q4_1: min term via aux */
-    int init_mul;             /* 0 (aux = s), -8 (Q4_0), -128 (Q8_0) */
+    int init_mul;             /* 0 (aux = s), -8 (Q4_0), -16 (Q5_0), -128 (Q8_0) */
     int wblk, ablk, aqs;      /* weight/activation block bytes, activation qs offset */
     int64_t nmain, npair, nsingle;
     size_t a_bytes; /* one repacked token */
@@ -210,6 +272,10 @@ static int make_plan(int wtype, int64_t K, plan *P) {
     case MN_TYPE_Q4_0:
         P->main_blocks = 16, P->main_nv = 8, P->has_m = 0, P->init_mul = -8;
         P->wblk = 18, P->ablk = 34, P->aqs = 2;
+        break;
+    case MN_TYPE_Q5_0:
+        P->main_blocks = 16, P->main_nv = 8, P->has_m = 0, P->init_mul = -16;
+        P->wblk = 22, P->ablk = 34, P->aqs = 2;
         break;
     case MN_TYPE_Q8_0:
         P->main_blocks = 8, P->main_nv = 4, P->has_m = 0, P->init_mul = -128;
@@ -323,17 +389,19 @@ static void act_repack(const plan *P, const uint8_t *x, uint8_t *o) {
 static ALWAYS_INLINE void load_main(int wtype, const uint8_t *p, wgroup *g) {
     if (wtype == MN_TYPE_Q4_1) wg16_q4_1(p, g);
     else if (wtype == MN_TYPE_Q4_0) wg16_q4_0(p, g);
+    else if (wtype == MN_TYPE_Q5_0) wg16_q5_0(p, g);
     else wg8_q8_0(p, g);
 }
 static ALWAYS_INLINE void load_pair(int wtype, const uint8_t *p, int n, wgroup *g) {
     if (wtype == MN_TYPE_Q4_1) wpair_q4_1(p, n, g);
     else if (wtype == MN_TYPE_Q4_0) wpair_q4_0(p, n, g);
+    else if (wtype == MN_TYPE_Q5_0) wpair_q5_0(p, n, g);
     else wpair_q8_0(p, n, g);
 }
 static ALWAYS_INLINE int main_blocks_of(int wtype) { return wtype == MN_TYPE_Q8_0 ? 8 : 16; }
 static ALWAYS_INLINE int main_nv_of(int wtype) { return wtype == MN_TYPE_Q8_0 ? 4 : 8; }
 static ALWAYS_INLINE int wblk_of(int wtype) {
-    return wtype == MN_TYPE_Q4_1 ? 20 : wtype == MN_TYPE_Q4_0 ? 18 : 34;
+    return wtype == MN_TYPE_Q4_1 ? 20 : wtype == MN_TYPE_Q4_0 ? 18 : wtype == MN_TYPE_Q5_0 ? 22 : 34;
 }
 
 /* One weight group (in registers) against one token's activation group. */
@@ -531,6 +599,7 @@ static ALWAYS_INLINE void tile(int wtype, int R, int TT, const plan *P, const ui
 
 TILE_SET(tq41, MN_TYPE_Q4_1)
 TILE_SET(tq40, MN_TYPE_Q4_0)
+TILE_SET(tq50, MN_TYPE_Q5_0)
 TILE_SET(tq80, MN_TYPE_Q8_0)
 
 #define DIRECT_FN(name, WT)                                                                                \
@@ -542,6 +611,7 @@ TILE_SET(tq80, MN_TYPE_Q8_0)
     }
 DIRECT_FN(direct_q41, MN_TYPE_Q4_1)
 DIRECT_FN(direct_q40, MN_TYPE_Q4_0)
+DIRECT_FN(direct_q50, MN_TYPE_Q5_0)
 DIRECT_FN(direct_q80, MN_TYPE_Q8_0)
 
 /* Tokens at most this many use the register-only path. */
@@ -565,7 +635,7 @@ int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t
     uint8_t *abuf = scratch, *wbuf = scratch + (size_t)tc * P.a_bytes;
     const uint8_t *w = W, *x = X;
     void (*const(*tab)[3])(const plan *, const uint8_t *, const uint8_t *, float *, int64_t, int64_t, int64_t) =
-        wtype == MN_TYPE_Q4_1 ? tq41_tab : wtype == MN_TYPE_Q4_0 ? tq40_tab : tq80_tab;
+        wtype == MN_TYPE_Q4_1 ? tq41_tab : wtype == MN_TYPE_Q4_0 ? tq40_tab : wtype == MN_TYPE_Q5_0 ? tq50_tab : tq80_tab;
 
     for (int64_t c0 = 0; c0 < T; c0 += tc) {
         const int64_t nt = T - c0 < tc ? T - c0 : tc;
@@ -574,6 +644,7 @@ int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t
         if (nt <= DIRECT_MAX_T) {
             if (wtype == MN_TYPE_Q4_1) direct_q41(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
             else if (wtype == MN_TYPE_Q4_0) direct_q40(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
+            else if (wtype == MN_TYPE_Q5_0) direct_q50(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
             else direct_q80(&P, w, w_stride, r0, r1, abuf, (int)nt, Yc, ldy);
             continue;
         }
@@ -585,6 +656,7 @@ int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t
                 uint8_t *dst = wbuf + (size_t)(r - rb) * P.w_bytes;
                 if (wtype == MN_TYPE_Q4_1) w_repack(MN_TYPE_Q4_1, &P, w, w_stride, r, R, dst);
                 else if (wtype == MN_TYPE_Q4_0) w_repack(MN_TYPE_Q4_0, &P, w, w_stride, r, R, dst);
+                else if (wtype == MN_TYPE_Q5_0) w_repack(MN_TYPE_Q5_0, &P, w, w_stride, r, R, dst);
                 else w_repack(MN_TYPE_Q8_0, &P, w, w_stride, r, R, dst);
             }
             /* each 4-token slice of activations is reused from L1 by every
