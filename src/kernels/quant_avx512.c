@@ -619,8 +619,105 @@ DIRECT_FN(direct_q80, MN_TYPE_Q8_0)
 /* Repacked activations kept per pass (they are streamed once per 4 rows). */
 #define ACT_BUDGET (1u << 20)
 
+/* ------------------------------------------------ K-quants (Q4_K, Q6_K) x Q8_K
+ * Several tokens: each weight row is unpacked once per call into a super-block
+ * form both types share, then dotted with every token's Q8_K row as it is
+ * (its 256 int8 values are already in element order):
+ *   w[256]    unsigned values in element order (Q4_K: 0..15; Q6_K: q + 32, 0..63)
+ *   sv[4][16] float scale of each int32 lane of vpdpbusd over the 64 bytes of
+ *             vector v (lane L sums elements 64v + 4L .. +3): d * sc of its sub-block
+ *   cv[16]    float factor of bsums[g] (the activation's sum over elements
+ *             16g..16g+15): Q4_K -dmin * m[g/2], Q6_K -32 * d * sc[g]
+ * so that a super-block contributes x.d * (sum_v sum_L sv[v][L] * dot[v][L] +
+ * sum_g cv[g] * bsums[g]). The integer dots are exact; the float sums differ
+ * from the one-block reference by rounding only. */
+typedef struct {
+    uint8_t w[256];
+    float sv[4][16];
+    float cv[16];
+} ksb;
+
+static void ksb_q4_K(const mn_block_q4_K *b, ksb *o) {
+    const float d = h2f(b->d), dmin = h2f(b->dmin);
+    float dsc[8], mm[8];
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        mn_q4k_scale_min(b->scales, j, &sc, &m);
+        dsc[j] = d * (float)sc;
+        mm[j] = -dmin * (float)m;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            o->w[64 * c + l] = b->qs[32 * c + l] & 0xF;
+            o->w[64 * c + 32 + l] = b->qs[32 * c + l] >> 4;
+        }
+    for (int v = 0; v < 4; v++)
+        for (int L = 0; L < 16; L++) o->sv[v][L] = dsc[(64 * v + 4 * L) / 32];
+    for (int g = 0; g < 16; g++) o->cv[g] = mm[g / 2];
+}
+
+static void ksb_q6_K(const mn_block_q6_K *b, ksb *o) {
+    const float d = h2f(b->d);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        uint8_t *u = o->w + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            u[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            u[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            u[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            u[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+        }
+    }
+    for (int v = 0; v < 4; v++)
+        for (int L = 0; L < 16; L++) o->sv[v][L] = d * (float)b->scales[(64 * v + 4 * L) / 16];
+    for (int g = 0; g < 16; g++) o->cv[g] = -32.0f * d * (float)b->scales[g];
+}
+
+/* One unpacked row (nsb super-blocks) against one token's Q8_K row. */
+static ALWAYS_INLINE float ksb_dot(const ksb *w, const mn_block_q8_K *x, int64_t nsb) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const ksb *k = w + i;
+        __m512 tf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(ld256(x[i].bsums))), ld512f(k->cv));
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            const __m512i dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ld512(k->w + 64 * v), ld512(x[i].qs + 64 * v));
+            tf = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), ld512f(k->sv[v]), tf);
+        }
+        acc = _mm512_fmadd_ps(tf, _mm512_set1_ps(x[i].d), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* Rows of KROWS unpacked per block (about 18 KiB of L1 at K = 1024), every token against them. */
+#define KROWS 8
+static int gemm_kquant(int wtype, int64_t K, const void *W, size_t w_stride, int64_t r0, int64_t r1, const void *X,
+                       size_t x_stride, int64_t T, float *Y, int64_t ldy) {
+    if (K % 256 || T < 4) return 0; /* a token or three: the row kernels, without the unpacking */
+    const int64_t nsb = K / 256;
+    ksb *buf = mn_quant_scratch(sizeof(ksb) * (size_t)(KROWS * nsb));
+    if (!buf) return 0;
+    const uint8_t *w = W, *x = X;
+    for (int64_t rb = r0; rb < r1; rb += KROWS) {
+        const int64_t re = rb + KROWS < r1 ? rb + KROWS : r1;
+        for (int64_t r = rb; r < re; r++)
+            for (int64_t i = 0; i < nsb; i++) {
+                ksb *o = buf + (r - rb) * nsb + i;
+                if (wtype == MN_TYPE_Q4_K) ksb_q4_K((const mn_block_q4_K *)(w + (size_t)r * w_stride) + i, o);
+                else ksb_q6_K((const mn_block_q6_K *)(w + (size_t)r * w_stride) + i, o);
+            }
+        for (int64_t t = 0; t < T; t++) {
+            const mn_block_q8_K *xt = (const mn_block_q8_K *)(x + (size_t)t * x_stride);
+            for (int64_t r = rb; r < re; r++) Y[t * ldy + r] = ksb_dot(buf + (r - rb) * nsb, xt, nsb);
+        }
+    }
+    return 1;
+}
+
 int mn_gemm_avx512(int wtype, int64_t K, const void *W, size_t w_stride, int64_t r0, int64_t r1,
                    const void *X, size_t x_stride, int64_t T, float *Y, int64_t ldy) {
+    if (wtype == MN_TYPE_Q4_K || wtype == MN_TYPE_Q6_K)
+        return K > 0 && gemm_kquant(wtype, K, W, w_stride, r0, r1, X, x_stride, T, Y, ldy);
     plan P;
     if (K <= 0 || K % MN_QK || !make_plan(wtype, K, &P)) return 0;
     int64_t tc = (int64_t)(ACT_BUDGET / P.a_bytes) & ~(int64_t)3;

@@ -141,10 +141,7 @@ static void rope_apply(float *x, int n_heads, int D, const float *cs, int neox) 
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-/* GELU, tanh form (Gemma's GeGLU, as llama.cpp computes it) */
-static inline float gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * x * (1.0f + 0.044715f * x * x)));
-}
+
 
 /* ------------------------------------------------------------------------ */
 /* Parallel kernels                                                          */
@@ -428,9 +425,14 @@ static void swiglu_worker(void *arg, int ith, int nth) {
     const int64_t F = s->c->m->hp.n_ff;
     long lo, hi;
     mn_split((long)(s->T * F), ith, nth, 64, &lo, &hi);
-    if (s->c->m->hp.act == MN_ACT_GELU_TANH)
-        for (long i = lo; i < hi; i++) s->c->xn[i] = gelu_tanh(s->c->gate[i]) * s->c->up[i];
-    else
+    if (s->c->m->hp.act == MN_ACT_GELU_TANH) {
+        /* 0.5 x (1 + tanh u) = x / (1 + exp(-2u)): one vectorised exp per value instead of tanhf
+         * (a tenth of a Gemma prefill); xn holds exp(-2u) before the product */
+        float *e = s->c->xn, *g = s->c->gate;
+        for (long i = lo; i < hi; i++) e[i] = -1.5957691216057308f * g[i] * (1.0f + 0.044715f * g[i] * g[i]);
+        if (hi > lo) mn_vec_get()->exp_lincomb(hi - lo, e + lo, e + lo, 1.0f, NULL, 0.0f);
+        for (long i = lo; i < hi; i++) e[i] = g[i] / (1.0f + e[i]) * s->c->up[i];
+    } else
         for (long i = lo; i < hi; i++) s->c->xn[i] = silu(s->c->gate[i]) * s->c->up[i];
 }
 
