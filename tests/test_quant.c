@@ -157,6 +157,7 @@ static void test_quantize(void) {
             for (int64_t i = 0; i < n; i++) x[i] = frand() * (rep % 3 == 0 ? 100.0f : 1.0f);
             if (rep == 1) memset(x, 0, 64 * 4); /* an all-zero block */
             if (rep == 2) for (int i = 0; i < 256; i++) x[i] = 0.25f; /* constant */
+            if (rep == 4) x[300] = -7.5f, x[301] = 7.5f, x[700] = 9.0f, x[650] = -9.0f; /* equal magnitudes */
             s->from_float(x, q, n);
             s->to_float(q, y, n);
             const int B = blck(type) > 32 ? blck(type) : 32;

@@ -844,7 +844,47 @@ static void f16_to_float_512(const void *vx, float *y, int64_t n) {
     }
 }
 
+/* Q8_K activations (the K-quants' vec_dot_type), exactly as the scalar reference: the value of
+ * largest magnitude (the first of equals) sets iscale = -127 / max; q = round-to-nearest-even of
+ * iscale * x, at most 127; bsums per 16. */
+static void q8_K_from_float_512(const float *x, void *vy, int64_t n) {
+    mn_block_q8_K *y = vy;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        __m512 am = _mm512_setzero_ps();
+        for (int v = 0; v < 16; v++) am = _mm512_max_ps(am, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * v)));
+        const float amax = _mm512_reduce_max_ps(am);
+        if (amax == 0) {
+            y[i].d = 0;
+            memset(y[i].qs, 0, 256);
+            memset(y[i].bsums, 0, sizeof y[i].bsums);
+            continue;
+        }
+        float mx = 0;
+        for (int v = 0; v < 16; v++) {
+            const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + 16 * v)),
+                                                     _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (hit) {
+                mx = x[16 * v + __builtin_ctz(hit)];
+                break;
+            }
+        }
+        const float iscale = -127.f / mx;
+        const __m512 is = _mm512_set1_ps(iscale);
+        int16_t bs[16];
+        for (int v = 0; v < 16; v++) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(is, _mm512_loadu_ps(x + 16 * v)));
+            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(y[i].qs + 16 * v), _mm512_cvtepi32_epi8(q));
+            bs[v] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        memcpy(y[i].bsums, bs, sizeof bs);
+        y[i].d = 1 / iscale;
+    }
+}
+
 const mn_qfns mn_qfns_avx512[MN_TYPE_COUNT] = {
+    [MN_TYPE_Q8_K] = {NULL, q8_K_from_float_512, NULL},
     [MN_TYPE_F16] = {f16_to_float_512, NULL, NULL},
     [MN_TYPE_Q4_0] = {NULL, NULL, q4_0_q8_0_dot_512},
     [MN_TYPE_Q4_1] = {NULL, NULL, q4_1_q8_1_dot_512},
