@@ -36,6 +36,7 @@ static int KH = 2;
 static double ROPE_SCALE = 1.0;
 static int GEMMA;          /* write and check the gemma3 configuration */
 enum { SWA_W = 4 };        /* its window (cells), layer 0 only */
+#define TM_KD_G (1 * D)    /* one cell's key width in the gemma3 configuration (one kv head) */
 static const double GEMMA_THETA = 1e6;
 
 static uint64_t rng = 0x12345678abcdefull;
@@ -409,6 +410,35 @@ static void run_config(int kh, double rope_scale, int gemma) {
               e_pieces, e_mask);
         CHECK(e_nowin > 0.3 && e_short > 0.3 && e_long > 0.3, "the exact window must matter here (%.3f %.3f %.3f)",
               e_nowin, e_short, e_long);
+
+        /* The window layers' buffer (n_window + n_batch = 7 rows here) through the cell operations:
+         * cells read back and appended, dropped and decoded again, give the logits of the plain run;
+         * a cell the window layers no longer hold is refused, not read stale. */
+        cp.n_batch = 3;
+        CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+        static float last[V];
+        CHECK(mn_decode(c, ids, T, NULL, 0) == 0, "decode");
+        float k[NL * 3 * TM_KD_G], v[NL * 3 * TM_KD_G];
+        CHECK(mn_kv_read(c, 0, 3, k, v) == MN_ERANGE && strstr(mn_last_error(), "sliding-window"),
+              "an old cell of a window layer is refused: %s", mn_last_error());
+        CHECK(mn_kv_read(c, T - 3, 3, k, v) == 0, "held cells read: %s", mn_last_error());
+        CHECK(mn_kv_drop(c, T - 3, T) == 0 && mn_kv_n_cells(c) == T - 3, "drop the last three");
+        int32_t pos3[3] = {T - 3, T - 2, T - 1};
+        CHECK(mn_kv_append(c, 3, pos3, k, v, 1) == 0, "append them back: %s", mn_last_error());
+        const int32_t nxt = 77;
+        CHECK(mn_decode(c, &nxt, 1, last, 0) == 0, "decode after the append");
+        mn_kv_clear(c);
+        CHECK(mn_decode(c, ids, T, NULL, 0) == 0 && mn_decode(c, &nxt, 1, one, 0) == 0, "plain run");
+        double e_app = 0;
+        for (int i = 0; i < V; i++) e_app = fmax(e_app, fabs(last[i] - one[i]));
+        /* dropped and decoded again (cells whose windows the buffer still holds) */
+        CHECK(mn_kv_drop(c, T - 2, T + 1) == 0, "drop");
+        CHECK(mn_decode(c, ids + T - 2, 2, NULL, 0) == 0 && mn_decode(c, &nxt, 1, last, 0) == 0, "decode again");
+        double e_drop = 0;
+        for (int i = 0; i < V; i++) e_drop = fmax(e_drop, fabs(last[i] - one[i]));
+        printf("  window buffer: cells read and appended back %.2g, dropped and decoded again %.2g\n", e_app, e_drop);
+        CHECK(e_app < 1e-4 && e_drop < 1e-4, "window buffer operations: %.3g %.3g", e_app, e_drop);
+        mn_context_free(c);
     }
 
     /* the comparison has teeth: plausible bugs land far outside the tolerance */

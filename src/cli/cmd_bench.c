@@ -23,16 +23,18 @@ static void stats(const double *x, int n, double *mean, double *sd) {
 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0;
+    long n_prompt = 512, n_gen = 128, threads = 0, reps = 3, depth = 0, n_batch = 0;
     int json = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: mnemo bench [-m FILE] [-p 512] [-n 128] [-d 0] [-t N] [-r 3] [--json]\n\n"
+            printf("usage: mnemo bench [-m FILE] [-p 512] [-n 128] [-d 0] [-b B] [-t N] [-r 3] [--json]\n\n"
                    "Measures prefill (-p tokens in one batch) and decode (-n tokens one by one) speed, each\n"
                    "from an empty cache, repeated -r times after a warm-up; also reports peak RSS.\n"
-                   "  -d D   decode after D tokens of context (their prefill is not timed)\n");
+                   "  -d D   decode after D tokens of context (their prefill is not timed)\n"
+                   "  -b B   forward batch (default: the prompt in one); a model with sliding-window\n"
+                   "         layers keeps window + B cells in them, so -b 512 shows its cache saving\n");
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!v) return cli_usage_error("bench", "-m needs a value");
@@ -50,6 +52,9 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (cli_parse_int("bench", a, v, 0, 512, &threads)) return 2;
             i++;
+        } else if (!strcmp(a, "-b")) {
+            if (cli_parse_int("bench", a, v, 1, 1 << 20, &n_batch)) return 2;
+            i++;
         } else if (!strcmp(a, "-r")) {
             if (cli_parse_int("bench", a, v, 1, 1000, &reps)) return 2;
             i++;
@@ -63,7 +68,7 @@ int cmd_bench(int argc, char **argv) {
     if (cli_load_model(model, &m)) return 1;
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(n_prompt > n_gen + depth ? n_prompt : n_gen + depth) + 1;
-    cp.n_batch = (int32_t)(n_prompt > 0 ? n_prompt : 512);
+    cp.n_batch = (int32_t)(n_batch > 0 ? n_batch : n_prompt > 0 ? n_prompt : 512);
     cp.n_threads = (int)threads;
     mn_context *ctx;
     if (mn_context_create(m, &cp, &ctx)) {
@@ -112,10 +117,10 @@ int cmd_bench(int argc, char **argv) {
         const double wb = (double)mn_model_decode_bytes(m), step = wb + kv_read;
         if (json) {
             printf("{\"engine\": \"mnemo\", \"isa\": \"%s\", \"model\": \"%s\", \"threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"reps\": %ld, "
-                   "\"depth\": %ld, \"cache_type\": \"%s\", \"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
+                   "\"depth\": %ld, \"n_batch\": %d, \"cache_type\": \"%s\", \"prefill_tok_s\": %.2f, \"prefill_sd\": %.2f, \"decode_tok_s\": %.2f, \"decode_sd\": %.2f, "
                    "\"decode_weight_mib\": %.1f, \"decode_kv_mib\": %.1f, \"decode_read_gbs\": %.2f, \"peak_rss_mib\": %.1f}\n",
                    mn_cpu_isa_name(), mn_model_name(m), mn_context_n_threads(ctx), n_prompt, n_gen, reps, depth,
-                   mn_cache_type_name(mn_context_default_params().cache_type), ppm, pps, tgm, tgs, wb / 1048576.0,
+                   cp.n_batch, mn_cache_type_name(mn_context_default_params().cache_type), ppm, pps, tgm, tgs, wb / 1048576.0,
                    kv_read / 1048576.0, n_gen > 0 ? step * tgm * 1e-9 : 0.0, rss / 1024.0);
         } else {
             printf("%s\nthreads %d, kernels %s\n", desc, mn_context_n_threads(ctx), mn_cpu_isa_name());
