@@ -110,6 +110,9 @@ int mn_context_n_threads(const mn_context *c);
 const mn_model *mn_context_model(const mn_context *c);
 /* Bytes of K/V held by the occupied cells. */
 size_t mn_context_kv_bytes(const mn_context *c);
+/* Bytes of K/V a context with the default batch holds for `cells` cells of the given cache
+ * type: every layer's cells, but at most window + 512 in sliding-window layers (Gemma 3). */
+size_t mn_model_kv_bytes(const mn_model *m, int64_t cells, int cache_type);
 
 /* Runs n tokens after the cells already in the cache (positions continue from
  * the last cell's). logits: NULL; or n_vocab floats for the last token; or

@@ -226,10 +226,16 @@ static void print_recalled(const mn_model *m, const mn_stream *s, const int32_t 
     }
 }
 
+/* MiB of K/V `cells` cells hold in this model and cache type (window layers keep their window only). */
+static double kv_mib(const mn_model *m, int64_t cells) {
+    return (double)mn_model_kv_bytes(m, cells, mn_context_default_params().cache_type) / 1048576.0;
+}
+
 /* What one `ask` measured, for --row. */
 typedef struct {
     const char *doc, *question, *answer;
-    int64_t doc_tokens, kv_cells, memory_slots, recalled, raw, per_cell, full_cells;
+    int64_t doc_tokens, kv_cells, memory_slots, recalled, raw, full_cells;
+    const mn_model *m; /* sizes the cells (mn_model_kv_bytes) */
     long recall, local;
     int scorer;
     int64_t paged_start[MN_STREAM_RECALL_MAXK];
@@ -287,9 +293,9 @@ static int write_row(const mem_opts *o, const ask_row *r) {
     cJSON_AddNumberToObject(j, "memory_slots", (double)r->memory_slots);
     cJSON_AddNumberToObject(j, "recalled_cells", (double)r->recalled);
     cJSON_AddNumberToObject(j, "raw_cells", (double)r->raw);
-    cJSON_AddNumberToObject(j, "kv_mib", (double)(r->kv_cells * r->per_cell) / 1048576.0);
+    cJSON_AddNumberToObject(j, "kv_mib", kv_mib(r->m, r->kv_cells));
     cJSON_AddNumberToObject(j, "full_attention_cells", (double)r->full_cells);
-    cJSON_AddNumberToObject(j, "full_attention_kv_mib", (double)(r->full_cells * r->per_cell) / 1048576.0);
+    cJSON_AddNumberToObject(j, "full_attention_kv_mib", kv_mib(r->m, r->full_cells));
     cJSON_AddNumberToObject(j, "read_seconds", r->read_s);
     cJSON_AddNumberToObject(j, "seconds_to_first_token", r->ttft_s);
     cJSON_AddNumberToObject(j, "recall_select_seconds", r->select_s);
@@ -375,7 +381,6 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         rc = cli_fail("memory stream");
     if (!rc && o->recall != 0 && !recall && !o->quiet)
         fprintf(stderr, "[recall off: it needs a UIO adapter with a recent window]\n");
-    const int64_t per_cell = (int64_t)mn_model_n_layer(L->m) * mn_model_kv_dim(L->m) * 4; /* K + V, f16 */
     const int tty = isatty(2);
     const double t0 = cli_now();
     int64_t done = 0;
@@ -394,7 +399,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                     "%s[read] %lld/%lld tokens  %.0f tok/s  KV %lld cells (%d memory slots + %lld raw tokens, %.1f MiB) "
                     "vs full KV %.1f MiB  ETA %.0fs%s",
                     tty ? "\r" : "", (long long)done, (long long)(npre + nd), rate, (long long)cells,
-                    mn_stream_n_memory(s), (long long)raw, cells * per_cell / 1048576.0, done * per_cell / 1048576.0,
+                    mn_stream_n_memory(s), (long long)raw, kv_mib(L->m, cells), kv_mib(L->m, done),
                     (npre + nd - done) / rate, tty ? "   " : "\n");
         }
     }
@@ -447,14 +452,14 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 "token; %lld answer tokens]\n",
                 (long long)nd, t_read, (npre + nd) / (t_read > 0 ? t_read : 1e-9), mn_stream_n_memory(s),
                 (long long)cells, mn_stream_n_memory(s), mn_stream_n_paged(s),
-                (long long)(cells - mn_stream_n_memory(s) - mn_stream_n_paged(s)), cells * per_cell / 1048576.0,
-                (n + g) * per_cell / 1048576.0, t_ttft, (long long)g);
+                (long long)(cells - mn_stream_n_memory(s) - mn_stream_n_paged(s)), kv_mib(L->m, cells),
+                kv_mib(L->m, n + g), t_ttft, (long long)g);
     }
     if (!rc && o->row) {
         ask_row r = {.doc = o->doc, .doc_tokens = nd, .question = o->question, .answer = answer ? answer : "",
                      .recall = recall ? o->recall : 0, .scorer = o->scorer, .local = recall ? o->local : 0,
                      .kv_cells = cells_q, .memory_slots = mn_stream_n_memory(s), .recalled = mn_stream_n_paged(s),
-                     .per_cell = per_cell, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft,
+                     .m = L->m, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft,
                      .answer_tokens = g, .decode_s = t_dec};
         if (recall) mn_stream_recall_time(s, &r.select_s, &r.page_s);
         r.raw = r.kv_cells - r.memory_slots - r.recalled;

@@ -248,7 +248,7 @@ int32_t ev_argmax(const float *lg, int32_t V) {
 }
 
 int64_t ev_kv_bytes(const mn_model *m, int64_t cells) {
-    return cells * (int64_t)mn_model_n_layer(m) * (int64_t)mn_model_kv_dim(m) * 2 * 2;
+    return (int64_t)mn_model_kv_bytes(m, cells, MN_CACHE_F16);
 }
 
 const char *ev_base_name(const char *p) {

@@ -38,6 +38,7 @@ int mn_uio_create(const mn_model *m, const mn_uio_params *p, int n_threads, mn_u
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = T;
     cp.n_batch = T; /* one piece: the whole segment plus its memory tokens */
+    cp.swa_full = 1; /* recall reads the segment's cells back (mn_recall_rep_keys) */
     cp.n_threads = n_threads;
     int rc = mn_context_create(m, &cp, &u->ctx);
     if (rc) {

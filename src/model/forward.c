@@ -74,7 +74,8 @@ struct mn_context {
     float *up;   /* (T, F) */
     float *tmp;  /* (T, C) */
     float *rope_cs; /* (2, T, D/2, 2) cos, sin: global layers, then window layers */
-    uint8_t *swa_mask; /* per thread: ATT_BQ rows of (n_swa + ATT_BQ) visibility bytes */
+    uint8_t *swa_mask; /* per thread: ATT_BQ rows of swa_ld visibility bytes */
+    int64_t swa_ld;    /* min(n_swa, n_ctx) + ATT_BQ */
     float *scores;  /* per thread: scores_ld floats of attention scratch */
     size_t scores_ld;
     mn_attn_tile_fn attn;       /* blocks of tokens (prefill) */
@@ -318,7 +319,7 @@ static void attn_worker(void *arg, int ith, int nth) {
             if (W && first_visible(c, a->layer, a->n_past + t0 + i) > base) masked = 1;
         }
         if (W && masked) {
-            const int64_t ld = hp->n_swa + ATT_BQ;
+            const int64_t ld = c->swa_ld;
             uint8_t *buf = c->swa_mask + (size_t)ith * (size_t)(ATT_BQ * ld);
             for (int i = 0; i < nq; i++) {
                 uint8_t *r = buf + (size_t)i * (size_t)ld;
@@ -544,8 +545,11 @@ int mn_context_create(const mn_model *m, const mn_context_params *params, mn_con
     c->up = xcalloc((size_t)(T * F), sizeof(float), &ok);
     c->tmp = xcalloc((size_t)(T * C), sizeof(float), &ok);
     c->rope_cs = xcalloc((size_t)(2 * T * hp->head_dim), sizeof(float), &ok);
-    if (hp->n_swa)
-        c->swa_mask = xcalloc((size_t)mn_threadpool_size(c->pool) * ATT_BQ, (size_t)(hp->n_swa + ATT_BQ), &ok);
+    if (hp->n_swa) {
+        /* a row's visible cells in a window layer span at most the window plus the block's other rows */
+        c->swa_ld = (hp->n_swa < p.n_ctx ? hp->n_swa : p.n_ctx) + ATT_BQ;
+        c->swa_mask = xcalloc((size_t)mn_threadpool_size(c->pool) * ATT_BQ, (size_t)c->swa_ld, &ok);
+    }
     c->scores_ld = mn_attn_tile_scratch(hp->n_head / hp->n_head_kv, hp->head_dim, ATT_BQ, c->n_ctx);
     c->scores = xcalloc((size_t)mn_threadpool_size(c->pool) * c->scores_ld, sizeof(float), &ok);
     c->attn = mn_attn_tile_get();
@@ -618,6 +622,15 @@ mn_context_params mn_context_default_params(void) {
 int32_t mn_context_n_ctx(const mn_context *c) { return c->n_ctx; }
 int mn_context_n_threads(const mn_context *c) { return mn_threadpool_size(c->pool); }
 const mn_model *mn_context_model(const mn_context *c) { return c->m; }
+size_t mn_model_kv_bytes(const mn_model *m, int64_t cells, int cache_type) {
+    const mn_hparams *hp = &m->hp;
+    const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim;
+    const size_t rb = cache_type == MN_CACHE_Q8_0 ? (size_t)(KD / MN_Q8_BLOCK) * MN_Q8_BYTES : (size_t)KD * 2;
+    const int64_t held = hp->n_swa && cells > hp->n_swa + 512 ? hp->n_swa + 512 : cells;
+    return rb * 2 *
+           ((size_t)(hp->n_layer - hp->n_swa_layers) * (size_t)cells + (size_t)hp->n_swa_layers * (size_t)held);
+}
+
 size_t mn_context_kv_bytes(const mn_context *c) {
     size_t rows = 0;
     for (int l = 0; l < c->m->hp.n_layer; l++) rows += (size_t)(c->lloc[l] ? c->n_cells - c->swa_base : c->n_cells);
