@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mnemo vs llama.cpp on the default model, same machine, same run: prefill 512, decode 128, and
+# mnemo vs llama.cpp on the default model (then on Gemma 3 270M, below), same machine, same run: prefill 512, decode 128, and
 # prefill 8,192 / decode at 8,192 of context (llama.cpp with flash attention),
 # 2 threads, peak RSS. Installs llama-cpp-python from source if missing (several minutes).
 # AMX is disabled in that build: ggml's AMX path crashes on VMs that report AMX without
@@ -43,4 +43,22 @@ if [ "${CACHE:-1}" = 1 ]; then
       ./mnemo bench -m "$MODEL" -p 512 -n 32 -d "$d" -t "$T" -r 1 --cache-type "$ct" --json | tee -a "$OUT"
     done
   done
+fi
+# the second model family, Gemma 3 270M (sliding-window layers), when `make model` has fetched it (GEMMA=0 skips):
+# 512 and 8,192 as above; GEMMA_32K=1 adds decode after 32,768 of context (llama.cpp's part takes ten minutes),
+# mnemo in batches of 512 so that its window layers keep 512 + 512 cells (the cache bytes are in the row)
+G=models/gemma-3-270m-q4_k_m.gguf
+if [ "${GEMMA:-1}" = 1 ] && [ -f "$G" ]; then
+  for i in 1 2; do
+    ./mnemo bench -m "$G" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a "$OUT"
+    python3 bench/llamacpp_bench.py -m "$G" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a "$OUT"
+  done
+  if [ "${LONG:-1}" = 1 ]; then
+    ./mnemo bench -m "$G" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --json | tee -a "$OUT"
+    python3 bench/llamacpp_bench.py -m "$G" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
+  fi
+  if [ "${GEMMA_32K:-0}" = 1 ]; then
+    ./mnemo bench -m "$G" -p 8192 -n 32 -d 32768 -b 512 -t "$T" -r 1 --json | tee -a "$OUT"
+    python3 bench/llamacpp_bench.py -m "$G" -p 8192 -n 32 -d 32768 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
+  fi
 fi
