@@ -3,7 +3,7 @@
  * Build by hand after `make`:
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Isrc/core bench/bench_quant.c \
  *       build/libmnemo.a -lm -pthread -o build/bench_quant
- *   ./build/bench_quant [threads]
+ *   ./build/bench_quant [threads] [gemma3]   (gemma3: Gemma 3 270M's shapes and types)
  *
  * Shapes are SmolLM2-135M's: Q4_1 matrices 1536x576 (ffn up/gate) and
  * 576x1536 (ffn down), the Q8_0 tied output 49152x576. "hot" repeats one
@@ -121,6 +121,19 @@ static void bench_quantize(mn_isa isa, int type, int64_t K, int64_t T) {
 
 int main(int argc, char **argv) {
     const int nth = argc > 1 ? atoi(argv[1]) : 1;
+    if (argc > 2 && !strcmp(argv[2], "gemma3")) {
+        /* Gemma 3 270M Q4_K_M: Q5_0 q/gate/up, Q4_K attention output, Q6_K ffn down, Q8_0 tied output */
+        const mn_isa I = mn_cpu_isa_hw();
+        const int64_t Ts[] = {1, 64};
+        for (int k = 0; k < 2; k++) {
+            const int64_t T = Ts[k];
+            bench("q5_0", I, MN_TYPE_Q5_0, 2048, 640, T, T == 1, nth);
+            bench("q4_K", I, MN_TYPE_Q4_K, 640, 1024, T, T == 1, nth);
+            bench("q6_K", I, MN_TYPE_Q6_K, 640, 2048, T, T == 1, nth);
+            bench("q8_0", I, MN_TYPE_Q8_0, T == 1 ? 262144 : 4096, 640, T, T == 1, nth);
+        }
+        return 0;
+    }
     for (int isa = MN_ISA_SCALAR; isa <= (int)mn_cpu_isa_hw(); isa++) {
         const mn_isa I = (mn_isa)isa;
         const int reps_t[] = {1, 64};

@@ -844,6 +844,74 @@ static void f16_to_float_512(const void *vx, float *y, int64_t n) {
     }
 }
 
+/* K-quant rows against one token (decode): the scalar reference's integer sums, by VNNI over
+ * 64 values at a time, and its float expression per super-block, so the result is the
+ * reference's bit for bit. */
+static void q4_K_q8_K_dot_512(int64_t n, float *s, const void *vw, const void *vx) {
+    const mn_block_q4_K *w = vw;
+    const mn_block_q8_K *x = vx;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    float sum = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) mn_q4k_scale_min(w[i].scales, j, &sc[j], &m[j]);
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = ld256(w[i].qs + 32 * c);
+            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m512i dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                   _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                                                   ld512(x[i].qs + 64 * c));
+            const __m512i scv = _mm512_mask_set1_epi32(_mm512_set1_epi32(sc[2 * c]), 0xFF00, sc[2 * c + 1]);
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dp, scv));
+        }
+        const int sumi = _mm512_reduce_add_epi32(isum);
+        int summ = 0;
+        for (int j = 0; j < 8; j++) summ += m[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+        sum += x[i].d * h2f(w[i].d) * (float)sumi - x[i].d * h2f(w[i].dmin) * (float)summ;
+    }
+    *s = sum;
+}
+
+static void q6_K_q8_K_dot_512(int64_t n, float *s, const void *vw, const void *vx) {
+    const mn_block_q6_K *w = vw;
+    const mn_block_q8_K *x = vx;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    float sum = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        const __m512i sc16 = _mm512_cvtepi8_epi32(ld128(w[i].scales));
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i a = ld256(w[i].ql + 64 * h), b = ld256(w[i].ql + 64 * h + 32), hb = ld256(w[i].qh + 32 * h);
+            /* q + 32 in 0..63 for elements 128h + 0..31, 32..63, 64..95, 96..127 (quant.c's layout) */
+            const __m256i u0 = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+            const __m256i u1 = _mm256_or_si256(_mm256_and_si256(b, m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+            const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+            const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+            const __m512i v0 = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
+            const __m512i v1 = _mm512_inserti64x4(_mm512_castsi256_si512(u2), u3, 1);
+            /* lane L of vector 2h + k sums elements 4L..4L+3 of its 64: sub-block 8h + 4k + L/4 */
+            const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32(8 * h), _mm512_srli_epi32(
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2));
+            const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
+            const __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v0, ld512(x[i].qs + 128 * h));
+            const __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v1, ld512(x[i].qs + 128 * h + 64));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(d0, _mm512_permutexvar_epi32(i0, sc16)));
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(d1, _mm512_permutexvar_epi32(i1, sc16)));
+        }
+        int corr = 0; /* the values were fed as q + 32 */
+        for (int g = 0; g < 16; g++) corr += w[i].scales[g] * x[i].bsums[g];
+        const int sumi = _mm512_reduce_add_epi32(isum) - 32 * corr;
+        sum += h2f(w[i].d) * x[i].d * (float)sumi;
+    }
+    *s = sum;
+}
+
 /* Q8_K activations (the K-quants' vec_dot_type), exactly as the scalar reference: the value of
  * largest magnitude (the first of equals) sets iscale = -127 / max; q = round-to-nearest-even of
  * iscale * x, at most 127; bsums per 16. */
@@ -885,6 +953,8 @@ static void q8_K_from_float_512(const float *x, void *vy, int64_t n) {
 
 const mn_qfns mn_qfns_avx512[MN_TYPE_COUNT] = {
     [MN_TYPE_Q8_K] = {NULL, q8_K_from_float_512, NULL},
+    [MN_TYPE_Q4_K] = {NULL, NULL, q4_K_q8_K_dot_512},
+    [MN_TYPE_Q6_K] = {NULL, NULL, q6_K_q8_K_dot_512},
     [MN_TYPE_F16] = {f16_to_float_512, NULL, NULL},
     [MN_TYPE_Q4_0] = {NULL, NULL, q4_0_q8_0_dot_512},
     [MN_TYPE_Q4_1] = {NULL, NULL, q4_1_q8_1_dot_512},
