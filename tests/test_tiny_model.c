@@ -484,6 +484,46 @@ int main(void) {
     CHECK(mn_model_load(path, &m) == MN_EFORMAT && !m, "head count");
     CHECK(strstr(mn_last_error(), "head_count 5") != NULL, "message: %s", mn_last_error());
     mn_gguf_writer_free(w);
+    /* a gemma3 file with a missing or inconsistent window or head size is refused, saying which key */
+    struct {
+        const char *key;
+        uint32_t val; /* 0: the key is left out */
+        int rc;
+        const char *msg;
+    } bad[] = {
+        {"gemma3.attention.sliding_window", 0, MN_EFORMAT, "missing metadata key 'gemma3.attention.sliding_window'"},
+        {"gemma3.attention.sliding_window", 1u << 20, MN_EFORMAT, "sliding_window"},
+        {"gemma3.attention.sliding_window_pattern", 99, MN_EFORMAT, "sliding_window_pattern 99"},
+        {"gemma3.attention.value_length", 32, MN_EUNSUPPORTED, "value head size 32"},
+        {"gemma3.attention.key_length", 3, MN_EFORMAT, "head dimension 3"},
+    };
+    for (size_t bi = 0; bi < sizeof bad / sizeof bad[0]; bi++) {
+        w = mn_gguf_writer_create();
+        mn_gguf_writer_set_str(w, "general.architecture", "gemma3");
+        mn_gguf_writer_set_u32(w, "gemma3.block_count", NL);
+        mn_gguf_writer_set_u32(w, "gemma3.context_length", 64);
+        mn_gguf_writer_set_u32(w, "gemma3.embedding_length", C);
+        mn_gguf_writer_set_u32(w, "gemma3.feed_forward_length", F);
+        mn_gguf_writer_set_u32(w, "gemma3.attention.head_count", H);
+        mn_gguf_writer_set_f32(w, "gemma3.attention.layer_norm_rms_epsilon", EPS);
+        const char *keys[] = {"gemma3.attention.key_length", "gemma3.attention.value_length",
+                              "gemma3.attention.sliding_window", "gemma3.attention.sliding_window_pattern"};
+        const uint32_t vals[] = {D, D, 4, 2};
+        for (int k = 0; k < 4; k++) {
+            /* an odd head size in both key and value lengths */
+            const int both = !strcmp(bad[bi].key, "gemma3.attention.key_length") && k == 1;
+            if (!strcmp(keys[k], bad[bi].key) || both) {
+                if (bad[bi].val) mn_gguf_writer_set_u32(w, keys[k], bad[bi].val);
+            } else {
+                mn_gguf_writer_set_u32(w, keys[k], vals[k]);
+            }
+        }
+        mn_gguf_writer_write(w, path);
+        mn_gguf_writer_free(w);
+        m = NULL;
+        CHECK(mn_model_load(path, &m) == bad[bi].rc && !m && strstr(mn_last_error(), bad[bi].msg),
+              "gemma3 with a bad %s: %s", bad[bi].key, mn_last_error());
+    }
     unlink(path);
     TEST_MAIN_END();
 }
