@@ -10,6 +10,12 @@
 
 #include "error.h"
 
+/* A file system that cannot take the file now (full, over quota, past the size limit, read-only, failing)
+ * is a backend outage the caller may retry, not a bug: MN_EUNAVAILABLE (a server answers 503). */
+static int io_code(int e) {
+    return e == ENOSPC || e == EDQUOT || e == EFBIG || e == EROFS || e == EIO ? MN_EUNAVAILABLE : MN_EIO;
+}
+
 int mn_file_create_temp(const char *path, FILE **f, int *fd, char **tmp) {
     size_t pl = strlen(path);
     char *t = malloc(pl + 16);
@@ -17,7 +23,8 @@ int mn_file_create_temp(const char *path, FILE **f, int *fd, char **tmp) {
     snprintf(t, pl + 16, "%s.tmp.XXXXXX", path);
     int d = mkstemp(t);
     if (d < 0) {
-        int rc = mn_error(MN_EIO, "%s: cannot create temporary file %s: %s", path, t, strerror(errno));
+        const int e = errno;
+        int rc = mn_error(io_code(e), "%s: cannot create temporary file %s: %s", path, t, strerror(e));
         free(t);
         return rc;
     }
@@ -46,7 +53,7 @@ int mn_file_commit(FILE *f, int fd, char *tmp, const char *path, int ok, int err
     if (!ok) {
         unlink(tmp);
         free(tmp);
-        return mn_error(MN_EIO, "%s: %s failed: %s", path, what, e ? strerror(e) : "short write");
+        return mn_error(io_code(e), "%s: %s failed: %s", path, what, e ? strerror(e) : "short write");
     }
     free(tmp);
     /* make the rename durable: fsync the containing directory (best effort) */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -176,6 +177,9 @@ static int mem_dir_ok(mn_store *st) {
     if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(d, R_OK | W_OK | X_OK) != 0)
         return mn_error(MN_EUNAVAILABLE, "memory directory %s unavailable: %s", d,
                         errno ? strerror(errno) : "not a directory");
+    struct statvfs fs;
+    if (statvfs(d, &fs) == 0 && fs.f_bavail == 0)
+        return mn_error(MN_EUNAVAILABLE, "memory directory %s unavailable: its file system is full", d);
     return MN_OK;
 }
 

@@ -509,6 +509,55 @@ def test_sqlite_locked(tmp, adapter):
     check(r.returncode == 0, f"the store verifies after the lock: {r.stdout} {r.stderr}")
 
 
+def test_full_disk(tmp, adapter):
+    """A file system that cannot take a memory file (issue 28: here the server's file-size limit, which fails
+    the write with EFBIG as a full disk fails it with ENOSPC, without mounting anything): the upload answers
+    503 with Retry-After naming the memory file and the cause, not 500; nothing is half stored (no row, no
+    memory file, the store verifies); the server goes on serving what it has."""
+    import resource
+    db = os.path.join(tmp, "full.db")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.Popen([BIN, "serve", "--db", db, "--port", "0", "--api-key", KEY, "-m", MODEL, "-a", adapter,
+                             "--slots", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limit)
+    try:
+        m = re.match(r"listening (\d+)", proc.stdout.readline())
+        check(m is not None, "server with a file-size limit starts")
+        if not m:
+            return
+        base = f"http://127.0.0.1:{m.group(1)}"
+        req = urllib.request.Request(base + "/v1/documents", method="POST",
+                                     data=json.dumps({"title": "bread", "text": DOCS["bread"] * 40}).encode())
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", "Bearer " + KEY)
+        st, retry, msg = 0, None, ""
+        try:
+            urllib.request.urlopen(req, timeout=300)
+        except urllib.error.HTTPError as e:
+            st, retry = e.code, e.headers.get("Retry-After")
+            msg = (json.loads(e.read() or b"{}").get("error") or {}).get("message", "")
+        check(st == 503 and retry and ".mem" in msg and "too large" in msg,
+              f"an upload the file system cannot take: {st} {retry} {msg!r}")
+        st, lst = request(base, "GET", "/v1/documents")
+        check(st == 200 and lst.get("data") == [], f"nothing stored, the server still serves: {st} {lst}")
+        left = [f for f in os.listdir(db + ".mem")] if os.path.isdir(db + ".mem") else []
+        check(left == [], f"no memory file left behind: {left}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = None
+        check(rc == 0, f"server after the failed write exits cleanly: {rc} {proc.stderr.read()[-300:]}")
+    r = mnemo("store", "verify", "--db", db)
+    check(r.returncode == 0, f"the store verifies after the failed write: {r.stdout} {r.stderr}")
+
+
 def test_page(base):
     """The page driven like a user (its #selftest hook), in headless Chromium. The outcome is awaited, not
     timed: the page puts it in its title when done, and the DevTools list (/json) is polled for that title
@@ -600,6 +649,7 @@ def main():
             test_server(tmp, adapter)
             test_scoped_keys(tmp, adapter)
             test_sqlite_locked(tmp, adapter)
+            test_full_disk(tmp, adapter)
     print(f"tests/integration/test_server.py: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
