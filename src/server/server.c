@@ -590,6 +590,9 @@ static enum MHD_Result metrics_page(mn_server *s, struct MHD_Connection *c, conn
     P("# HELP mnemo_backend_errors_total Requests answered 503 because the store or the memory directory could not "
       "serve.\n# TYPE mnemo_backend_errors_total counter\nmnemo_backend_errors_total %lld\n",
       (long long)atomic_load(&s->mx.backend_errors));
+    P("# HELP mnemo_backend_reconnects_total Connections to the store re-established after an outage.\n"
+      "# TYPE mnemo_backend_reconnects_total counter\nmnemo_backend_reconnects_total %lld\n",
+      (long long)mn_store_reconnects(s->store));
     P("# HELP mnemo_documents_added_total Documents compressed into the store.\n"
       "# TYPE mnemo_documents_added_total counter\nmnemo_documents_added_total %lld\n",
       (long long)atomic_load(&s->mx.documents_added));

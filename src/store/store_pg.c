@@ -27,12 +27,13 @@
  *
  * Every write is one transaction (READ COMMITTED; the same text uploaded
  * through two servers at once meets the UNIQUE sha256, and the loser takes
- * the winner's id). A connection that broke (server restart) is reset once
- * before the next operation.
+ * the winner's id). A connection that broke (server restart) is reset
+ * before the next operation, with a backoff while the database stays away.
  */
 #include <errno.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,8 @@ typedef struct {
     char *where; /* "database NAME on HOST" for messages, never the password */
     char *mem_dir;
     int readonly;
+    atomic_llong reconnects;  /* connections re-established (metrics read it from other threads) */
+    double retry_at, backoff; /* no reconnect attempt before retry_at (monotonic seconds) */
 } pg_store;
 
 #define SCHEMA_VERSION 2
@@ -125,11 +128,29 @@ static int exec(pg_store *s, const char *what, const char *sql) {
     return rc;
 }
 
-/* A server that restarted leaves the connection bad: reconnect once. */
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A server that restarted leaves the connection bad: reconnect. While the database stays away, attempts
+ * back off (0.1 s doubling to 1 s: one connect per interval, however many requests arrive, and still
+ * back within about a second of the database's return); requests in between fail at once. */
 static int alive(pg_store *s) {
     if (PQstatus(s->conn) == CONNECTION_OK) return 0;
+    const double t = mono_s();
+    if (t < s->retry_at)
+        return mn_error(MN_EUNAVAILABLE, "store %s: connection lost; the next reconnect attempt is in %.1f s",
+                        s->where, s->retry_at - t);
     PQreset(s->conn);
-    if (PQstatus(s->conn) != CONNECTION_OK) return pg_fail(s, MN_EIO, "connection lost", NULL);
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        s->backoff = s->backoff > 0 ? (s->backoff * 2 < 1.0 ? s->backoff * 2 : 1.0) : 0.1;
+        s->retry_at = mono_s() + s->backoff;
+        return pg_fail(s, MN_EIO, "connection lost", NULL);
+    }
+    s->backoff = s->retry_at = 0;
+    atomic_fetch_add(&s->reconnects, 1);
     return s->readonly ? exec(s, "read-only session", "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY") : 0;
 }
 
@@ -736,11 +757,13 @@ static int pg_check(mn_store *b, char *report, size_t cap) {
     return bad ? mn_error(MN_EFORMAT, "store %s: %lld memory records name no plain file", s->where, (long long)bad) : 0;
 }
 
+static int64_t pg_reconnects(mn_store *b) { return atomic_load(&((pg_store *)b)->reconnects); }
+
 static const mn_store_ops k_pg_ops = {
     "postgresql", pg_close,           pg_mem_dir,     pg_find_sha,     pg_add,        pg_get,
     pg_list,      pg_remove,          pg_search_text, pg_search_dense, pg_chunk_text, pg_group_set_adapter,
     pg_group_get, pg_groups,          pg_meta_get,    pg_meta_set,     pg_mem_files,  pg_check,
-    pg_grant,     pg_owns,            pg_disown,
+    pg_grant,     pg_owns,            pg_disown,      pg_reconnects,
 };
 
 static void quiet(void *arg, const char *message) { (void)arg, (void)message; }
@@ -834,6 +857,7 @@ int mn_store_open_pg(const char *conninfo, int flags, mn_store **out) {
     pg_store *s = calloc(1, sizeof *s);
     if (!s) return mn_error(MN_ENOMEM, "out of memory");
     s->base.ops = &k_pg_ops;
+    atomic_init(&s->reconnects, 0);
     s->readonly = (flags & MN_STORE_READONLY) != 0;
     /* A hung database costs a request its deadline, not a slot forever: a connect timeout and a
      * statement and lock timeout, as connection parameters so that a reconnect (PQreset) keeps them.

@@ -758,7 +758,7 @@ static const mn_store_ops k_sqlite_ops = {
     "sqlite",     sq_close,           sq_mem_dir,     sq_find_sha,  sq_add,        sq_get,
     sq_list,      sq_remove,          sq_search_bm25, sq_search_dense, sq_chunk_text, sq_group_set_adapter,
     sq_group_get, sq_groups,          sq_meta_get,    sq_meta_set,  sq_mem_files,  sq_check,
-    sq_grant,     sq_owns,            sq_disown,
+    sq_grant,     sq_owns,            sq_disown,      NULL /* no connection to re-establish */,
 };
 
 int mn_store_open_sqlite(const char *path, int flags, mn_store **out) {

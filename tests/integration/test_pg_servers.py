@@ -143,6 +143,8 @@ def test_outage(conn, adapter, cluster):
         nerr = re.search(r"^mnemo_backend_errors_total (\d+)", mt, re.M)
         check(nerr and int(nerr.group(1)) >= 4 and 'code="500"' not in mt,
               f"metrics count the backend errors and no 500: {nerr and nerr.group(0)}")
+        nrec = re.search(r"^mnemo_backend_reconnects_total (\d+)", mt, re.M)
+        check(nrec and int(nrec.group(1)) >= 1, f"metrics count the reconnect: {nrec and nrec.group(0)}")
     finally:
         if paused:
             subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, timeout=120)
