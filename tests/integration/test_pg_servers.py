@@ -152,6 +152,69 @@ def test_outage(conn, adapter, cluster):
         check(rc == 0, f"server after the outage exits cleanly: {rc} {err[-300:]}")
 
 
+def test_outage_during_stream(conn, adapter, cluster):
+    """The database stopped while a document chat streams (issue 28): the answer already has its memory, so
+    the stream goes on to its end ([DONE], every token), no 500 anywhere; what asks the database meanwhile
+    gets 503; started again, the same server serves."""
+    srv = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "2", "-t", "1")
+    paused = False
+    try:
+        st, d = ts.request(srv.base, "POST", "/v1/documents", {"title": "volcano", "text": ts.DOCS["volcano"]})
+        vid = d.get("id") if st in (200, 201) else None
+        check(vid, f"upload before the stream: {st} {d}")
+        n_tok = 1024  # about five seconds of decoding: the database stops while it streams
+        req = urllib.request.Request(srv.base + "/v1/chat/completions", method="POST", data=json.dumps(
+            {"stream": True, "max_tokens": n_tok, "messages": [{"role": "user", "content": "Tell me about it."}],
+             "mnemo": {"documents": [vid], "ignore_eos": True}}).encode())
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", "Bearer " + ts.KEY)
+        events, after = [], 0
+        with urllib.request.urlopen(req, timeout=300) as resp:
+            check(resp.status == 200, f"stream starts: {resp.status}")
+            for raw in resp:
+                line = raw.decode().strip()
+                if not line.startswith("data: "):
+                    continue
+                events.append(line[6:])
+                if len(events) == 1:  # the first token is out: stop the database under the stream
+                    r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT,
+                                       capture_output=True, text=True, timeout=120)
+                    paused = r.returncode == 0
+                    check(paused, "database stopped during the stream: " + r.stderr)
+                    st, retry, msg = status_and_retry(srv.base, "/v1/documents")
+                    check(st == 503 and retry, f"the store answers 503 while the stream goes on: {st} {retry} {msg}")
+                elif paused:
+                    after += 1
+                if events[-1] == "[DONE]":
+                    break
+        toks = sum(1 for e in events[:-1] if '"content"' in e and json.loads(e)["choices"][0]["delta"].get("content"))
+        check(events and events[-1] == "[DONE]" and after > 10,
+              f"the stream ended whole after the database stopped: {len(events)} events, {after} after the stop, "
+              f"last {events[-1:]}")
+        last = json.loads(events[-2]) if len(events) > 1 else {}
+        fin = (last.get("choices") or [{}])[0].get("finish_reason")
+        check(toks > 100 and fin in ("length", "stop"), f"the answer streamed to its end: {toks} tokens, {fin}, {last}")
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        paused = r.returncode != 0
+        check(not paused, "database started again: " + r.stderr)
+        t0, st = time.time(), 0
+        while time.time() - t0 < 5:
+            st, lst = ts.request(srv.base, "GET", "/v1/documents")
+            if st == 200:
+                break
+            time.sleep(0.2)
+        check(st == 200 and vid in [x["id"] for x in lst.get("data", [])], f"serving again within 5 s: {st}")
+        with urllib.request.urlopen(srv.base + "/metrics", timeout=30) as m:
+            mt = m.read().decode()
+        check('code="500"' not in mt, "no 500 during the stream's outage")
+    finally:
+        if paused:
+            subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, timeout=120)
+        rc, err = srv.stop()
+        check(rc == 0, f"server after the stream's outage exits cleanly: {rc} {err[-300:]}")
+
+
 def test_held_lock(conn, adapter):
     """A lock held past the statement timeout (issue 28): a server started with --db-timeout 2 answers a
     document request that waits on the lock with 503, Retry-After and a message naming the timeout within
@@ -303,6 +366,8 @@ def main():
                 test_two_servers(admin + " dbname=srv", adapter)
                 psql(admin, "CREATE DATABASE outage")
                 test_outage(admin + " dbname=outage", adapter, cluster)
+                psql(admin, "CREATE DATABASE outage2")
+                test_outage_during_stream(admin + " dbname=outage2", adapter, cluster)
                 test_kill_during_upload(admin + " dbname=srv", adapter)
                 test_held_lock(admin + " dbname=srv", adapter)
         finally:
