@@ -297,6 +297,60 @@ def test_two_servers(conn, adapter):
     check(rc_a == 0 and rc_b == 0, f"both servers drain and exit 0 ({rc_a}, {rc_b}): {err_a[-300:]} {err_b[-300:]}")
 
 
+def test_outage_during_upload(conn, adapter, cluster):
+    """The database stopped while an upload compresses (issue 28): the upload answers 503 with Retry-After
+    (its commit meets the outage), nothing is half stored, `store verify --gc` leaves no orphan memory
+    file; started again, the same upload stores the document whole. The essay takes the server seconds to
+    compress at one thread; the database stops in about one."""
+    essay = os.path.join(ts.ESSAYS, "aord.txt")
+    if not check(os.path.exists(essay), "essay for the outage test is part of the repository"):
+        return
+    with open(essay) as f:
+        text = f.read() * 3  # about 6K tokens: seconds of compression against the second the stop takes
+    mem = os.environ["MNEMO_MEM_DIR"] + "-upload-outage"  # its own: --gc must not see other databases' files
+    os.makedirs(mem, exist_ok=True)
+    srv = ts.Server(conn, "-m", ts.MODEL, "-a", adapter, "--slots", "1", "-t", "1", "--max-body", "2000000",
+                    "--mem-dir", mem)
+    paused = False
+    outcome = []
+    try:
+        th = threading.Thread(target=lambda: outcome.append(
+            ts.request(srv.base, "POST", "/v1/documents", {"title": "essay", "text": text}, timeout=300)))
+        th.start()
+        time.sleep(0.5)  # the upload is compressing
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        paused = r.returncode == 0
+        check(paused, "database stopped during the upload: " + r.stderr)
+        th.join()
+        st, body = outcome[0] if outcome else (0, {})
+        check(st == 503 and ts.err_msg(body), f"the upload meeting the outage: {st} {body}")
+        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        paused = r.returncode != 0
+        check(not paused, "database started again: " + r.stderr)
+        n = psql(conn, "SELECT count(*) FROM documents WHERE title = 'essay'")
+        check(n == "0", f"nothing of the refused upload stored ({n})")
+        r = ts.mnemo("store", "verify", "--db", conn, "--mem-dir", mem, "--gc")
+        check(r.returncode == 0 and "memory files: ok" in r.stdout, "verify --gc after the outage: " + r.stdout + r.stderr)
+        left = set(os.listdir(mem))
+        known = set((psql(conn, "SELECT string_agg(file, ' ') FROM memories") or "").split())
+        check(left <= known, f"no orphan memory file: {sorted(left - known)}")
+        t0, st = time.time(), 0
+        while time.time() - t0 < 5:
+            st, _ = ts.request(srv.base, "GET", "/v1/documents")
+            if st == 200:
+                break
+            time.sleep(0.2)
+        st, d = ts.request(srv.base, "POST", "/v1/documents", {"title": "essay", "text": text}, timeout=300)
+        check(st == 201 and not d.get("existed"), f"the same upload once the database is back: {st} {d}")
+    finally:
+        if paused:
+            subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, timeout=120)
+        rc, err = srv.stop()
+        check(rc == 0, f"server after the upload's outage exits cleanly: {rc} {err[-300:]}")
+
+
 def test_kill_during_upload(conn, adapter):
     """kill -9 of a server while it compresses an upload: only whole documents in the database."""
     essay = os.path.join(ts.ESSAYS, "aord.txt")
@@ -368,6 +422,8 @@ def main():
                 test_outage(admin + " dbname=outage", adapter, cluster)
                 psql(admin, "CREATE DATABASE outage2")
                 test_outage_during_stream(admin + " dbname=outage2", adapter, cluster)
+                psql(admin, "CREATE DATABASE outage3")
+                test_outage_during_upload(admin + " dbname=outage3", adapter, cluster)
                 test_kill_during_upload(admin + " dbname=srv", adapter)
                 test_held_lock(admin + " dbname=srv", adapter)
         finally:
