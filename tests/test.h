@@ -43,6 +43,22 @@ static int t_pass, t_fail, t_skip;
     CHECK(fabs((double)(a) - (double)(b)) <= (tol), "%s: %.9g vs %.9g (tol %.3g)", what, \
           (double)(a), (double)(b), (double)(tol))
 
+/* A whole file, NUL-terminated (*n, if given, its length), or NULL. */
+static inline char *test_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long l = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = l >= 0 ? malloc((size_t)l + 1) : NULL;
+    size_t got = b ? fread(b, 1, (size_t)l, f) : 0;
+    fclose(f);
+    if (!b) return NULL;
+    b[got] = 0;
+    if (n) *n = got;
+    return b;
+}
+
 /* Path of the default model, or NULL (tests needing it are then skipped loudly). */
 static inline const char *test_model_path(void) {
     const char *p = getenv("MNEMO_MODEL");

@@ -38,22 +38,6 @@ static const char *gemma_path(void) {
     return p ? p : "models/gemma-3-270m-q4_k_m.gguf";
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
-}
-
 static int read_all(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n; }
 
 static void test_hparams(const mn_model *m) {
@@ -231,7 +215,7 @@ static void test_greedy(mn_model *m, mn_context *c, const cJSON *gens, int exact
 }
 
 static void test_ppl_and_greedy(mn_model *m) {
-    char *fix = slurp("tests/fixtures/ppl_gemma3.json");
+    char *fix = test_slurp("tests/fixtures/ppl_gemma3.json", NULL);
     CHECK(fix != NULL, "tests/fixtures/ppl_gemma3.json missing (it is part of the repository)");
     cJSON *j = fix ? cJSON_Parse(fix) : NULL;
     free(fix);
@@ -244,7 +228,7 @@ static void test_ppl_and_greedy(mn_model *m) {
     CHECK(ref > 1 && ctx == 1024 && n_text == 8192, "fixture fields");
 
     /* the book as the fixture script cut it: without the Gutenberg header and footer */
-    char *book = slurp("data/eval/books/pg3261-news-from-nowhere.txt");
+    char *book = test_slurp("data/eval/books/pg3261-news-from-nowhere.txt", NULL);
     CHECK(book != NULL, "eval book missing (it is part of the repository)");
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = ctx > 0 ? ctx : 1024;
@@ -314,7 +298,7 @@ int main(void) {
         unlink(f32); /* the mapping stays valid */
         if (m32) {
             test_logits(m32, "tests/fixtures/logits_gemma3_f32.bin", (bounds){99.5, 100, 0.05, 0.01});
-            char *fix = slurp("tests/fixtures/ppl_gemma3.json");
+            char *fix = test_slurp("tests/fixtures/ppl_gemma3.json", NULL);
             cJSON *j = fix ? cJSON_Parse(fix) : NULL;
             free(fix);
             mn_context_params cp = mn_context_default_params();

@@ -12,22 +12,6 @@
 #include "model/tokenizer.h"
 #include "test.h"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0, *len = (size_t)n;
-    return b;
-}
-
 int main(void) {
     const char *path = test_model_path();
     CHECK(path != NULL, "the default model is missing (make model fetches it)");
@@ -36,10 +20,10 @@ int main(void) {
         TEST_MAIN_END();
     }
     size_t flen = 0, blen = 0;
-    char *fix = slurp("tests/fixtures/ppl_smollm2.json", &flen);
+    char *fix = test_slurp("tests/fixtures/ppl_smollm2.json", &flen);
     CHECK(fix != NULL, "fixture tests/fixtures/ppl_smollm2.json missing");
     const char *book_path = "data/eval/books/pg3261-news-from-nowhere.txt";
-    char *book = slurp(book_path, &blen);
+    char *book = test_slurp(book_path, &blen);
     if (!book) {
         CHECK(0, "%s not found (it is part of the repository)", book_path);
         free(fix);

@@ -25,21 +25,6 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long l = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)l + 1);
-    size_t got = b ? fread(b, 1, (size_t)l, f) : 0;
-    fclose(f);
-    if (!b) return NULL;
-    b[got] = 0;
-    if (n) *n = got;
-    return b;
-}
-
 static int hexval(int c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -165,7 +150,7 @@ static mn_tokenizer *load_vocab_patched(const char *path, const char *pre, mn_gg
     int rc;
     if (pre) {
         size_t n = 0, pn = 0;
-        char *raw = slurp(path, &n);
+        char *raw = test_slurp(path, &n);
         *mem = raw ? patch_pre(raw, n, pre, &pn) : NULL;
         free(raw);
         CHECK(*mem != NULL, "patching tokenizer.ggml.pre of %s", path);
@@ -189,7 +174,7 @@ static mn_tokenizer *load_vocab(const char *path, mn_gguf **g) {
 /* ---------------------------------------------------------------------- */
 
 static void test_fixture_file(const char *fixture) {
-    char *data = slurp(fixture, NULL);
+    char *data = test_slurp(fixture, NULL);
     if (!data) {
         CHECK(0, "%s missing (it is part of the repository; make fixtures rebuilds it)", fixture);
         return;
@@ -247,7 +232,7 @@ static void test_fixture_file(const char *fixture) {
                   n_ref, n_mine);
         } else if (!strcmp(f[0], "book") && nf >= 4) {
             size_t blen;
-            char *book = slurp(f[1], &blen);
+            char *book = test_slurp(f[1], &blen);
             if (!book) {
                 CHECK(0, "%s: book %s not present (it is part of the repository)", fixture, f[1]);
                 continue;
@@ -334,7 +319,7 @@ static void test_llamacpp_inp(const char *vocab) {
     snprintf(path, sizeof path, ".cache/vocab/ggml-vocab-%s.gguf", vocab);
     snprintf(pin, sizeof pin, "%s.inp", path);
     snprintf(pout, sizeof pout, "%s.out", path);
-    char *inp = slurp(pin, NULL), *outp = slurp(pout, NULL);
+    char *inp = test_slurp(pin, NULL), *outp = test_slurp(pout, NULL);
     mn_gguf *g = NULL;
     mn_tokenizer *t = inp && outp ? load_vocab(path, &g) : NULL;
     if (!t) {
@@ -513,7 +498,7 @@ static void test_default_model(void) {
 }
 
 static void test_chat_fixture(void) {
-    char *data = slurp("tests/fixtures/chat.txt", NULL);
+    char *data = test_slurp("tests/fixtures/chat.txt", NULL);
     if (!data) {
         CHECK(0, "tests/fixtures/chat.txt missing (it is part of the repository)");
         return;

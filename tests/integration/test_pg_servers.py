@@ -91,6 +91,25 @@ def status_and_retry(base, path):
         return e.code, e.headers.get("Retry-After"), msg
 
 
+def cluster_do(action, cluster, why):
+    """pg_cluster.sh pause|resume on the throw-away cluster, checked; True when it did."""
+    r = subprocess.run(["bash", "scripts/pg_cluster.sh", action, cluster], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    check(r.returncode == 0, f"database {why}: " + r.stderr)
+    return r.returncode == 0
+
+
+def serving_again(base, within=5.0):
+    """Polls the document list until it answers 200, for at most `within` seconds: (status, body, seconds)."""
+    t0, st, lst = time.time(), 0, {}
+    while time.time() - t0 < within:
+        st, lst = ts.request(base, "GET", "/v1/documents")
+        if st == 200:
+            break
+        time.sleep(0.2)
+    return st, lst, time.time() - t0
+
+
 def test_outage(conn, adapter, cluster):
     """The database stopped under a running server (issue 28): every document request answers 503 with
     Retry-After and a message naming the store, never 500; /health says 503 and names the store; started
@@ -105,10 +124,7 @@ def test_outage(conn, adapter, cluster):
         check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("ok") is True and
               h.get("store", {}).get("backend") == "postgresql" and h.get("memory_dir", {}).get("ok") is True,
               f"health names the store and the memory directory: {st} {h}")
-        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        paused = r.returncode == 0
-        check(paused, "database stopped: " + r.stderr)
+        paused = cluster_do("pause", cluster, "stopped")
         for path in ("/v1/documents", f"/v1/documents/{bid}"):
             st, retry, msg = status_and_retry(srv.base, path)
             check(st == 503 and retry and "store" in msg, f"GET {path} during the outage: {st} {retry} {msg}")
@@ -120,18 +136,10 @@ def test_outage(conn, adapter, cluster):
         check(st == 503 and h.get("status") == "unavailable" and h.get("store", {}).get("ok") is False and
               h.get("store", {}).get("error") and h.get("memory_dir", {}).get("ok") is True,
               f"health during the outage names the store: {st} {h}")
-        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        paused = r.returncode != 0
-        check(not paused, "database started again: " + r.stderr)
-        t0, st = time.time(), 0
-        while time.time() - t0 < 5:
-            st, lst = ts.request(srv.base, "GET", "/v1/documents")
-            if st == 200:
-                break
-            time.sleep(0.2)
+        paused = not cluster_do("resume", cluster, "started again")
+        st, lst, waited = serving_again(srv.base)
         check(st == 200 and bid in [x["id"] for x in lst.get("data", [])],
-              f"the same server serves again within 5 s ({time.time() - t0:.1f} s), nothing lost: {st}")
+              f"the same server serves again within 5 s ({waited:.1f} s), nothing lost: {st}")
         st, r = chat_on(srv.base, bid)
         check(st == 200, f"a document chat after the outage: {st}")
         st, h = ts.request(srv.base, "GET", "/health", key=None)
@@ -177,10 +185,7 @@ def test_outage_during_stream(conn, adapter, cluster):
                     continue
                 events.append(line[6:])
                 if len(events) == 1:  # the first token is out: stop the database under the stream
-                    r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT,
-                                       capture_output=True, text=True, timeout=120)
-                    paused = r.returncode == 0
-                    check(paused, "database stopped during the stream: " + r.stderr)
+                    paused = cluster_do("pause", cluster, "stopped during the stream")
                     st, retry, msg = status_and_retry(srv.base, "/v1/documents")
                     check(st == 503 and retry, f"the store answers 503 while the stream goes on: {st} {retry} {msg}")
                 elif paused:
@@ -194,16 +199,8 @@ def test_outage_during_stream(conn, adapter, cluster):
         last = json.loads(events[-2]) if len(events) > 1 else {}
         fin = (last.get("choices") or [{}])[0].get("finish_reason")
         check(toks > 100 and fin in ("length", "stop"), f"the answer streamed to its end: {toks} tokens, {fin}, {last}")
-        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        paused = r.returncode != 0
-        check(not paused, "database started again: " + r.stderr)
-        t0, st = time.time(), 0
-        while time.time() - t0 < 5:
-            st, lst = ts.request(srv.base, "GET", "/v1/documents")
-            if st == 200:
-                break
-            time.sleep(0.2)
+        paused = not cluster_do("resume", cluster, "started again")
+        st, lst, waited = serving_again(srv.base)
         check(st == 200 and vid in [x["id"] for x in lst.get("data", [])], f"serving again within 5 s: {st}")
         with urllib.request.urlopen(srv.base + "/metrics", timeout=30) as m:
             mt = m.read().decode()
@@ -318,17 +315,11 @@ def test_outage_during_upload(conn, adapter, cluster):
             ts.request(srv.base, "POST", "/v1/documents", {"title": "essay", "text": text}, timeout=300)))
         th.start()
         time.sleep(0.5)  # the upload is compressing
-        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        paused = r.returncode == 0
-        check(paused, "database stopped during the upload: " + r.stderr)
+        paused = cluster_do("pause", cluster, "stopped during the upload")
         th.join()
         st, body = outcome[0] if outcome else (0, {})
         check(st == 503 and ts.err_msg(body), f"the upload meeting the outage: {st} {body}")
-        r = subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
-        paused = r.returncode != 0
-        check(not paused, "database started again: " + r.stderr)
+        paused = not cluster_do("resume", cluster, "started again")
         n = psql(conn, "SELECT count(*) FROM documents WHERE title = 'essay'")
         check(n == "0", f"nothing of the refused upload stored ({n})")
         r = ts.mnemo("store", "verify", "--db", conn, "--mem-dir", mem, "--gc")
@@ -336,12 +327,7 @@ def test_outage_during_upload(conn, adapter, cluster):
         left = set(os.listdir(mem))
         known = set((psql(conn, "SELECT string_agg(file, ' ') FROM memories") or "").split())
         check(left <= known, f"no orphan memory file: {sorted(left - known)}")
-        t0, st = time.time(), 0
-        while time.time() - t0 < 5:
-            st, _ = ts.request(srv.base, "GET", "/v1/documents")
-            if st == 200:
-                break
-            time.sleep(0.2)
+        st, lst, waited = serving_again(srv.base)
         st, d = ts.request(srv.base, "POST", "/v1/documents", {"title": "essay", "text": text}, timeout=300)
         check(st == 201 and not d.get("existed"), f"the same upload once the database is back: {st} {d}")
     finally:
