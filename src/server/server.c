@@ -549,6 +549,8 @@ static enum MHD_Result health(mn_server *s, struct MHD_Connection *c, conn_state
     pthread_mutex_lock(&s->store_mu);
     int src = mn_store_meta_get(s->store, "mem_dir", val, sizeof val);
     if (src == MN_ENOTFOUND) src = MN_OK; /* a SQLite store records no directory: it answered */
+    int schema = 0;
+    if (!src) src = mn_store_schema_version(s->store, &schema);
     char store_err[512] = "";
     if (src) snprintf(store_err, sizeof store_err, "%s", mn_last_error());
     pthread_mutex_unlock(&s->store_mu);
@@ -565,6 +567,7 @@ static enum MHD_Result health(mn_server *s, struct MHD_Connection *c, conn_state
     cJSON *st = cJSON_AddObjectToObject(o, "store");
     cJSON_AddStringToObject(st, "backend", mn_store_backend(s->store));
     cJSON_AddBoolToObject(st, "ok", !src);
+    if (!src) cJSON_AddNumberToObject(st, "schema_version", schema);
     if (src) cJSON_AddStringToObject(st, "error", store_err);
     cJSON *md = cJSON_AddObjectToObject(o, "memory_dir");
     cJSON_AddStringToObject(md, "path", mn_store_mem_dir(s->store));

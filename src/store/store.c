@@ -27,6 +27,7 @@ void mn_store_close(mn_store *s) {
 const char *mn_store_mem_dir(mn_store *s) { return s->ops->mem_dir(s); }
 const char *mn_store_backend(mn_store *s) { return s->ops->name; }
 int64_t mn_store_reconnects(mn_store *s) { return s->ops->reconnects ? s->ops->reconnects(s) : 0; }
+int mn_store_schema_version(mn_store *s, int *version) { return s->ops->schema_version(s, version); }
 int mn_store_find_sha(mn_store *s, const char *sha256, int64_t *id) { return s->ops->find_sha(s, sha256, id); }
 
 int mn_store_doc_parts(mn_store *s, const mn_store_doc *d, mn_store_mem_parts *p) {

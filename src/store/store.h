@@ -112,6 +112,7 @@ typedef struct {
     int (*owns)(mn_store *s, int64_t id, const char *owner, int *yes);
     int (*disown)(mn_store *s, int64_t id, const char *owner, int *removed, char *mem_files, size_t cap);
     int64_t (*reconnects)(mn_store *s); /* NULL: a backend without connections */
+    int (*schema_version)(mn_store *s, int *version);
 } mn_store_ops;
 
 /* Backends start their handle struct with this. */
@@ -148,6 +149,8 @@ const char *mn_store_mem_dir(mn_store *s);
 const char *mn_store_backend(mn_store *s);
 /* Connections to the backend re-established after it was lost (any thread may ask). */
 int64_t mn_store_reconnects(mn_store *s);
+/* The schema version the store's tables are at (a query: it also says the store answers). */
+int mn_store_schema_version(mn_store *s, int *version);
 
 /* What a document's memory holds, named part by part: memory slots, raw
  * tokens kept beside them, and the exact tokens kept for recall; cells is

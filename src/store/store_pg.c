@@ -759,11 +759,22 @@ static int pg_check(mn_store *b, char *report, size_t cap) {
 
 static int64_t pg_reconnects(mn_store *b) { return atomic_load(&((pg_store *)b)->reconnects); }
 
+static int pg_schema_version(mn_store *b, int *version) {
+    pg_store *s = (pg_store *)b;
+    PGresult *r = NULL;
+    int rc = alive(s);
+    if (!rc) rc = run(s, "schema version", "SELECT max(version) FROM mnemo_schema", 0, NULL, NULL, NULL, 0, &r);
+    if (!rc) *version = (int)get_i64(r, 0, 0);
+    PQclear(r);
+    return rc;
+}
+
 static const mn_store_ops k_pg_ops = {
     "postgresql", pg_close,           pg_mem_dir,     pg_find_sha,     pg_add,        pg_get,
     pg_list,      pg_remove,          pg_search_text, pg_search_dense, pg_chunk_text, pg_group_set_adapter,
     pg_group_get, pg_groups,          pg_meta_get,    pg_meta_set,     pg_mem_files,  pg_check,
     pg_grant,     pg_owns,            pg_disown,      pg_reconnects,
+    pg_schema_version,
 };
 
 static void quiet(void *arg, const char *message) { (void)arg, (void)message; }

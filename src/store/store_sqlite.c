@@ -754,11 +754,19 @@ static int sq_check(mn_store *b, char *report, size_t cap) {
     return rc;
 }
 
+static int sq_schema_version(mn_store *b, int *version) {
+    char v[32];
+    int rc = meta_get((sq_store *)b, "schema", v, sizeof v);
+    if (!rc) *version = atoi(v);
+    return rc;
+}
+
 static const mn_store_ops k_sqlite_ops = {
     "sqlite",     sq_close,           sq_mem_dir,     sq_find_sha,  sq_add,        sq_get,
     sq_list,      sq_remove,          sq_search_bm25, sq_search_dense, sq_chunk_text, sq_group_set_adapter,
     sq_group_get, sq_groups,          sq_meta_get,    sq_meta_set,  sq_mem_files,  sq_check,
     sq_grant,     sq_owns,            sq_disown,      NULL /* no connection to re-establish */,
+    sq_schema_version,
 };
 
 int mn_store_open_sqlite(const char *path, int flags, mn_store **out) {

@@ -122,8 +122,9 @@ def test_outage(conn, adapter, cluster):
         check(st == 201 and bid, f"upload before the outage: {st} {d}")
         st, h = ts.request(srv.base, "GET", "/health", key=None)
         check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("ok") is True and
-              h.get("store", {}).get("backend") == "postgresql" and h.get("memory_dir", {}).get("ok") is True,
-              f"health names the store and the memory directory: {st} {h}")
+              h.get("store", {}).get("backend") == "postgresql" and h.get("memory_dir", {}).get("ok") is True and
+              h.get("store", {}).get("schema_version", 0) >= 1,
+              f"health names the store, its schema version and the memory directory: {st} {h}")
         paused = cluster_do("pause", cluster, "stopped")
         for path in ("/v1/documents", f"/v1/documents/{bid}"):
             st, retry, msg = status_and_retry(srv.base, path)

@@ -208,7 +208,8 @@ def test_server(tmp, adapter):
     base = srv.base
     try:
         st, h = request(base, "GET", "/health", key=None)
-        check(st == 200 and h.get("status") == "ok", f"health {st} {h}")
+        check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("schema_version") == 2,
+              f"health, with the store's schema version: {st} {h}")
         ids, uploaded = {}, {}
         parts = ("memory_slots", "raw_cells", "kv_cells", "exact_tokens", "ratio")
         for name, text in DOCS.items():
