@@ -143,7 +143,6 @@ static void rope_apply(float *x, int n_heads, int D, const float *cs, int neox) 
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
-
 /* ------------------------------------------------------------------------ */
 /* Parallel kernels                                                          */
 
@@ -298,7 +297,7 @@ static void attn_worker(void *arg, int ith, int nth) {
     const mn_hparams *hp = &c->m->hp;
     const int K = hp->n_head_kv, D = hp->head_dim, G = hp->n_head / hp->n_head_kv;
     const int64_t KD = c->KD, HD = (int64_t)hp->n_head * D;
-    const int W = c->m->layers[a->layer].swa;
+    const int win = c->m->layers[a->layer].swa; /* a sliding-window layer */
     const size_t hb = c->cache_type == MN_CACHE_Q8_0 ? (size_t)D / MN_Q8_BLOCK * MN_Q8_BYTES : (size_t)D * 2;
     const float scale = hp->attn_scale;
     float *sc = c->scores + (size_t)ith * c->scores_ld;
@@ -311,14 +310,14 @@ static void attn_worker(void *arg, int ith, int nth) {
         const uint8_t *rows[ATT_BQ];
         /* a window layer's block starts at its first token's window: the kernel reads keys from
          * cell `base` on, and a later token's cells before its own window are masked out */
-        const int64_t base = W ? first_visible(c, a->layer, a->n_past + t0) : 0;
+        const int64_t base = win ? first_visible(c, a->layer, a->n_past + t0) : 0;
         int masked = c->mask != NULL;
         for (int i = 0; i < nq; i++) {
             lim[i] = a->n_past + t0 + i + 1 - base;
             rows[i] = c->mask ? c->mask + (c->mask_row0 + t0 + i) * c->mask_ld + base : NULL;
-            if (W && first_visible(c, a->layer, a->n_past + t0 + i) > base) masked = 1;
+            if (win && first_visible(c, a->layer, a->n_past + t0 + i) > base) masked = 1;
         }
-        if (W && masked) {
+        if (win && masked) {
             const int64_t ld = c->swa_ld;
             uint8_t *buf = c->swa_mask + (size_t)ith * (size_t)(ATT_BQ * ld);
             for (int i = 0; i < nq; i++) {
