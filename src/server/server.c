@@ -70,6 +70,7 @@ struct mn_server {
     mn_memcache *cache;
     mn_group_loras *loras; /* decoder LoRA per document group */
     char model_id[128];
+    char prompt_format[16]; /* how chat messages become the prompt: chatml, llama2, plain (a base model) */
     struct MHD_Daemon *d;
     int port;
     slot *slots;
@@ -561,6 +562,7 @@ static enum MHD_Result health(mn_server *s, struct MHD_Connection *c, conn_state
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", draining ? "draining" : ok ? "ok" : "unavailable");
     cJSON_AddStringToObject(o, "model", s->model_id);
+    cJSON_AddStringToObject(o, "prompt_format", s->prompt_format);
     cJSON_AddNumberToObject(o, "slots", s->p.n_slots);
     cJSON_AddNumberToObject(o, "busy", atomic_load(&s->busy));
     cJSON_AddNumberToObject(o, "queue", queue_depth(s));
@@ -841,6 +843,13 @@ int mn_server_start(const mn_model *m, const mn_adapter *a, mn_store *st, const 
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     snprintf(s->model_id, sizeof s->model_id, "%s", p->model_id && p->model_id[0] ? p->model_id : mn_model_name(m));
+    mn_chat_template ct;
+    snprintf(s->prompt_format, sizeof s->prompt_format, "chatml");
+    if (mn_chat_template_from_tokenizer(mn_model_tokenizer(m), &ct) == 0) {
+        snprintf(s->prompt_format, sizeof s->prompt_format, "%s",
+                 ct.style == MN_CHAT_PLAIN ? "plain" : ct.style == MN_CHAT_LLAMA2 ? "llama2" : "chatml");
+        mn_chat_template_clear(&ct);
+    }
     int rc = 0;
     if (!(s->q = calloc((size_t)p->queue_cap, sizeof *s->q)) || !(s->slots = calloc((size_t)p->n_slots, sizeof *s->slots)))
         rc = mn_error(MN_ENOMEM, "out of memory");

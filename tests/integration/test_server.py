@@ -208,8 +208,8 @@ def test_server(tmp, adapter):
     base = srv.base
     try:
         st, h = request(base, "GET", "/health", key=None)
-        check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("schema_version") == 2,
-              f"health, with the store's schema version: {st} {h}")
+        check(st == 200 and h.get("status") == "ok" and h.get("store", {}).get("schema_version") == 2 and
+              h.get("prompt_format") == "chatml", f"health, with the store's schema version and the prompt format: {st} {h}")
         ids, uploaded = {}, {}
         parts = ("memory_slots", "raw_cells", "kv_cells", "exact_tokens", "ratio")
         for name, text in DOCS.items():
@@ -559,6 +559,32 @@ def test_full_disk(tmp, adapter):
     check(r.returncode == 0, f"the store verifies after the failed write: {r.stdout} {r.stderr}")
 
 
+def test_base_model(tmp):
+    """A second family's base model (Gemma 3 270M, no chat template) served: /health says the prompt is the
+    plain Question/Answer form, and a chat reply ends at its first line break instead of writing the next
+    question itself."""
+    gemma = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+    if not check(os.path.exists(gemma), "Gemma 3 270M is fetched by make model"):
+        return
+    ad = os.path.join(tmp, "gemma-uio.gguf")
+    r = mnemo("adapter", "init", "-m", gemma, "--compressor", "uio", "--rank", "8", "-o", ad)
+    check(r.returncode == 0, "adapter init for gemma: " + r.stderr)
+    srv = Server(os.path.join(tmp, "gemma.db"), "-m", gemma, "-a", ad, "--slots", "1")
+    try:
+        st, h = request(srv.base, "GET", "/health", key=None)
+        check(st == 200 and h.get("prompt_format") == "plain", f"health names the plain prompt: {st} {h}")
+        st, r = request(srv.base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 48, "temperature": 0,
+                         "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        msg = r["choices"][0]["message"]["content"] if st == 200 else ""
+        fin = r["choices"][0]["finish_reason"] if st == 200 else None
+        check(st == 200 and msg.strip() and "Question:" not in msg and (fin == "length" or "\n" not in msg.strip()),
+              f"a base model's reply ends at its line: {st} {fin} {msg!r}")
+    finally:
+        rc, err = srv.stop()
+        check(rc == 0 and "plain Question/Answer prompt" in err, f"the server said how it prompts: {rc} {err[-300:]}")
+
+
 def test_page(base):
     """The page driven like a user (its #selftest hook), in headless Chromium. The outcome is awaited, not
     timed: the page puts it in its title when done, and the DevTools list (/json) is polled for that title
@@ -651,6 +677,7 @@ def main():
             test_scoped_keys(tmp, adapter)
             test_sqlite_locked(tmp, adapter)
             test_full_disk(tmp, adapter)
+            test_base_model(tmp)
     print(f"tests/integration/test_server.py: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
