@@ -109,7 +109,14 @@ typedef struct {
 static int load_all(const mem_opts *o, loaded *L) {
     memset(L, 0, sizeof *L);
     if (cli_load_model(o->model, &L->m)) return 1;
-    if (mn_adapter_load(L->m, o->adapter, &L->ad)) return cli_fail("adapter");
+    if (mn_adapter_load(L->m, o->adapter, &L->ad)) {
+        cli_fail("adapter");
+        if (strstr(mn_last_error(), "was made for model"))
+            fprintf(stderr, "mnemo: an adapter belongs to one model: pass -a with one made for this one "
+                            "('mnemo adapter init -m MODEL --compressor uio -o A.gguf' writes an untrained one, "
+                            "'mnemo train -a A.gguf' trains it, for the Llama family so far)\n");
+        return 1;
+    }
     return 0;
 }
 
