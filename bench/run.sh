@@ -22,16 +22,24 @@ if ! python3 -c "import llama_cpp" 2>/dev/null; then
     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
     python3 -m pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 fi
+# both engines on one model with the same arguments (mnemo's own first: -b, bench's forward batch, is mnemo's only)
+both() {
+  local m=$1; shift
+  ./mnemo bench -m "$m" "$@" --json | tee -a "$OUT"
+  local a=() skip=0
+  for x in "$@"; do
+    if [ $skip = 1 ]; then skip=0; continue; fi
+    [ "$x" = -b ] && { skip=1; continue; }
+    a+=("$x")
+  done
+  python3 bench/llamacpp_bench.py -m "$m" "${a[@]}" ${FA:+--flash-attn} | tee -a "$OUT"
+}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%F)"
-for i in 1 2; do  # alternate the two engines so drift in machine load hits both
-  ./mnemo bench -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a "$OUT"
-  python3 bench/llamacpp_bench.py -m "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a "$OUT"
-done
+for i in 1 2; do both "$MODEL" -p "$P" -n "$N" -t "$T" -r "$R"; done  # alternated: drift in load hits both
 # long context: prefill 8,192 tokens, and decode 32 tokens after 8,192 of context; llama.cpp with
 # its flash attention (LONG=0 skips these; each takes a minute or two per engine)
 if [ "${LONG:-1}" = 1 ]; then
-  ./mnemo bench -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --json | tee -a "$OUT"
-  python3 bench/llamacpp_bench.py -m "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
+  FA=1 both "$MODEL" -p 8192 -n 32 -d 8192 -t "$T" -r 1
 fi
 # decode against memory bandwidth, per cache type (CACHE=0 skips): each decoded token reads the weights and the whole
 # cache once (the rows say how many bytes; bench/peak.c measures the machine's read bandwidth)
@@ -49,16 +57,7 @@ fi
 # mnemo in batches of 512 so that its window layers keep 512 + 512 cells (the cache bytes are in the row)
 G=models/gemma-3-270m-q4_k_m.gguf
 if [ "${GEMMA:-1}" = 1 ] && [ -f "$G" ]; then
-  for i in 1 2; do
-    ./mnemo bench -m "$G" -p "$P" -n "$N" -t "$T" -r "$R" --json | tee -a "$OUT"
-    python3 bench/llamacpp_bench.py -m "$G" -p "$P" -n "$N" -t "$T" -r "$R" | tee -a "$OUT"
-  done
-  if [ "${LONG:-1}" = 1 ]; then
-    ./mnemo bench -m "$G" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --json | tee -a "$OUT"
-    python3 bench/llamacpp_bench.py -m "$G" -p 8192 -n 32 -d 8192 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
-  fi
-  if [ "${GEMMA_32K:-0}" = 1 ]; then
-    ./mnemo bench -m "$G" -p 8192 -n 32 -d 32768 -b 512 -t "$T" -r 1 --json | tee -a "$OUT"
-    python3 bench/llamacpp_bench.py -m "$G" -p 8192 -n 32 -d 32768 -t "$T" -r 1 --flash-attn | tee -a "$OUT"
-  fi
+  for i in 1 2; do both "$G" -p "$P" -n "$N" -t "$T" -r "$R"; done
+  if [ "${LONG:-1}" = 1 ]; then FA=1 both "$G" -p 8192 -n 32 -d 8192 -t "$T" -r 1; fi
+  if [ "${GEMMA_32K:-0}" = 1 ]; then FA=1 both "$G" -p 8192 -n 32 -d 32768 -b 512 -t "$T" -r 1; fi
 fi

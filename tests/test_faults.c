@@ -130,18 +130,6 @@ int fdatasync(int fd) {
 
 static char g_dir[64];
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
-
 static int leftovers(void) {
     DIR *d = opendir(g_dir);
     int n = 0;
@@ -165,12 +153,12 @@ static void run_writer(const char *name, writer_fn w) {
                 return;
             }
             size_t n0, n1;
-            unsigned char *before = slurp(path, &n0);
+            unsigned char *before = (unsigned char *)test_slurp(path, &n0);
             arm(fn, k);
             int rc = w(path, 1);
             const int hit = (int)g_hit;
             disarm();
-            unsigned char *after = slurp(path, &n1);
+            unsigned char *after = (unsigned char *)test_slurp(path, &n1);
             if (!hit) { /* past the last call of fn: a clean write */
                 if (rc) bad++, fprintf(stderr, "  %s: %s never failed, yet: %s\n", name, k_fn[fn], mn_last_error());
                 free(before), free(after);
