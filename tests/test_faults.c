@@ -152,7 +152,7 @@ static void run_writer(const char *name, writer_fn w) {
                 CHECK(0, "%s: the good write failed: %s", name, mn_last_error());
                 return;
             }
-            size_t n0, n1;
+            size_t n0 = 0, n1 = 0;
             unsigned char *before = (unsigned char *)test_slurp(path, &n0);
             arm(fn, k);
             int rc = w(path, 1);
