@@ -203,13 +203,26 @@ static void test_basic(void) {
     }
     rc = mn_store_verify_files(s, rep, sizeof rep);
     CHECK(rc == MN_EFORMAT && strstr(rep, "doc1.mem"), "damaged memory file found: %d %s", rc, rep);
-    snprintf(p, sizeof p, "%s/orphan.mem", mn_store_mem_dir(s));
-    f = fopen(p, "wb");
-    if (f) fclose(f);
+    /* orphans: a memory file named as ingest names them and an interrupted write's temporary file; beside them a
+     * user's files in the same directory, which gc must never touch */
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char orphan[512], tmpf[600], mine[3][600];
+    snprintf(orphan, sizeof orphan, "%s/%s-00000000deadbeef-0badcafe.mem", mn_store_mem_dir(s), hex);
+    snprintf(tmpf, sizeof tmpf, "%s.tmp.Ab12Cd", orphan);
+    snprintf(mine[0], sizeof mine[0], "%s/notes.txt", mn_store_mem_dir(s));
+    snprintf(mine[1], sizeof mine[1], "%s/orphan.mem", mn_store_mem_dir(s));
+    snprintf(mine[2], sizeof mine[2], "%s/%s-00000000deadbeef-0badcafe.mem.bak", mn_store_mem_dir(s), hex);
+    const char *made[5] = {orphan, tmpf, mine[0], mine[1], mine[2]};
+    for (int i = 0; i < 5; i++)
+        if ((f = fopen(made[i], "wb"))) fclose(f);
     int removed = -1;
-    CHECK(mn_store_gc(s, 3600, &removed) == 0 && removed == 0 && access(p, F_OK) == 0, "gc keeps young orphans");
-    CHECK(mn_store_gc(s, 0, &removed) == 0 && removed == 1 && access(p, F_OK) != 0, "gc removes orphans: %d",
-          removed);
+    CHECK(mn_store_gc(s, 3600, &removed) == 0 && removed == 0 && access(orphan, F_OK) == 0, "gc keeps young orphans");
+    CHECK(mn_store_gc(s, 0, &removed) == 0 && removed == 2 && access(orphan, F_OK) != 0 && access(tmpf, F_OK) != 0,
+          "gc removes orphans: %d", removed);
+    for (int i = 0; i < 3; i++) {
+        CHECK(access(mine[i], F_OK) == 0, "gc leaves a file the store did not make: %s", mine[i]);
+        unlink(mine[i]);
+    }
 
     /* remove */
     char files[256];

@@ -53,6 +53,8 @@ static int usage(FILE *f) {
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
+            "                                      (only files named as the store names them; a shared\n"
+            "                                      --mem-dir's other files are left alone)\n"
             "common: --db FILE (required), -m MODEL, -a ADAPTER (default: the store's), -t threads\n"
             "  --db takes a SQLite file (created if missing, memory files in FILE.mem/) or a PostgreSQL\n"
             "  database shared by several servers: postgresql://USER@HOST/DB or 'host=H dbname=DB ...';\n"

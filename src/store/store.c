@@ -128,6 +128,24 @@ static void free_names(char **names, int64_t n) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Whether a file name is one the store makes: "<sha256>-<adapter hash>-<8 hex>.mem"
+ * (ingest.c), or the temporary file an interrupted write of one leaves
+ * ("<that>.tmp.XXXXXX", fileio.c). A memory directory may hold other files (a
+ * user's, or another store's by another naming): gc leaves them alone. */
+static int store_made(const char *name) {
+    static const int runs[3] = {64, 16, 8};
+    const char *p = name;
+    for (int r = 0; r < 3; r++) {
+        for (int i = 0; i < runs[r]; i++, p++)
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+        if (r < 2 && *p++ != '-') return 0;
+    }
+    if (strncmp(p, ".mem", 4)) return 0;
+    p += 4;
+    if (!*p) return 1;
+    return !strncmp(p, ".tmp.", 5) && strlen(p + 5) == 6;
+}
+
 int mn_store_gc(mn_store *s, double min_age_s, int *n_removed) {
     if (n_removed) *n_removed = 0;
     char **names;
@@ -144,7 +162,7 @@ int mn_store_gc(mn_store *s, double min_age_s, int *n_removed) {
     struct dirent *e;
     time_t now = time(NULL);
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
+        if (e->d_name[0] == '.' || !store_made(e->d_name)) continue;
         const char *key = e->d_name;
         if (bsearch(&key, names, (size_t)n, sizeof *names, cmp_str)) continue;
         char p[MN_STORE_PATH_CAP];
