@@ -13,7 +13,9 @@ total_pass=0; total_fail=0; total_skip=0; skips=()
 py=python3; [ -x .cache/venv/bin/python ] && py=.cache/venv/bin/python
 programs=()
 for src in tests/test_*.c; do programs+=("$build/tests/$(basename "$src" .c)"); done
+t_start=$SECONDS
 for t in "${programs[@]}" tests/integration/test_*.py; do
+  t0=$SECONDS
   case "$t" in
     *.py) [ -f "$t" ] || continue; out=$("$py" "$t" 2>&1); rc=$? ;;
     *) if [ ! -f "$t" ] || [ ! -x "$t" ]; then
@@ -31,7 +33,10 @@ for t in "${programs[@]}" tests/integration/test_*.py; do
     echo "  CRASH $t (exit $rc)"; printf '%s\n' "$out" | tail -20; p=${p:-0}; f=$(( ${f:-0} + 1 ))
   fi
   total_pass=$((total_pass+p)); total_fail=$((total_fail+f)); total_skip=$((total_skip+${k:-0}))
+  # The time each program takes is what keeps CI inside its limit: say it where CI logs show it.
+  echo "  time $t: $((SECONDS-t0)) s"
 done
+echo "time ($build): $((SECONDS-t_start)) s for every program"
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -xE 'avx2|fma|f16c|avx512f|avx512bw|avx512_vnni|avx512_bf16|amx_tile|amx_bf16' | tr '\n' ' ')
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //'), $(nproc) cores; features: ${flags:-none of avx2/avx512/amx}"
 if [ "${#skips[@]}" -gt 0 ]; then
