@@ -188,8 +188,11 @@ int main(int argc, char **argv) {
         rc = mn_doc_ask(la, "Who is the author of this book?", &ap, on_text, &tx, &ans, &st);
         CHECK(rc == 0 && ans && *ans && !strcmp(ans, tx.text), "ask: rc %d %s / '%s' vs pieces '%s'", rc,
               rc ? mn_last_error() : "", ans ? ans : "", tx.text);
-        CHECK(st.completion_tokens > 0 && st.completion_tokens <= 24 && st.kv_cells > info.kv_cells &&
-                  st.recalled > 0 && st.recalled_cells > 0,
+        /* the cells: the memory, the paged segments, then the raw window's newest tokens (the default local), the
+         * question and the answer, fewer than the whole raw window */
+        CHECK(st.completion_tokens > 0 && st.completion_tokens <= 24 &&
+                  st.kv_cells > info.memory_slots + st.recalled_cells + st.completion_tokens &&
+                  st.kv_cells < info.kv_cells + st.recalled_cells && st.recalled > 0 && st.recalled_cells > 0,
               "ask stats: %lld tokens, %lld cells, %d recalled (%d cells)", (long long)st.completion_tokens,
               (long long)st.kv_cells, st.recalled, st.recalled_cells);
         /* the same answer as `mnemo ask --mem` (greedy) */

@@ -11,7 +11,9 @@
  * when truncated or corrupt, and without it (--exact none) stays version 2
  * and primes with recall off. A shorter raw window beside the paged text
  * (local) keeps only the newest tokens, with the logits of a cache built by
- * hand; the evaluation's RAG baseline picks the chunk with the pass key,
+ * hand, and what it drops can be paged back (a question quoting it pages its
+ * segment; the key scorers, without keys for it, do not); the evaluation's RAG
+ * baseline picks the chunk with the pass key,
  * within its budget, in document order.
  */
 #include <math.h>
@@ -245,6 +247,7 @@ static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
           mn_last_error());
     const int32_t paged = mn_stream_n_paged(s);
     CHECK(mn_stream_feed(s, &nl, 1, lg, 0) == 0, "a token after it");
+    fed++;
     CHECK(mn_kv_n_cells(c) == 4 + mem + paged + 16 + 1, "[sinks | memory | paged | 16 raw | token] (%d cells)",
           mn_kv_n_cells(c));
     {
@@ -254,7 +257,7 @@ static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     }
     /* the same logits as a cache built by hand: [sinks | memory | paged] then the 16 tokens and the token */
     {
-        const int32_t V = mn_model_n_vocab(m), nloc = (int32_t)(n - (int64_t)S * l) + fed + 1;
+        const int32_t V = mn_model_n_vocab(m), nloc = (int32_t)(n - (int64_t)S * l) + fed;
         float *lg2 = malloc(sizeof(float) * (size_t)V);
         int32_t *tail = malloc(sizeof(int32_t) * 17);
         /* the local tokens: the text's raw window, then the newlines fed */
@@ -269,6 +272,51 @@ static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
         for (int32_t v = 0; v < V; v++) d = fmaxf(d, fabsf(lg[v] - lg2[v]));
         CHECK(d == 0, "logits with the short window match the hand-built cache (max diff %g)", (double)d);
         free(lg2), free(tail);
+    }
+    /* What the short window drops can be paged back: a query that quotes the raw window's text (its tokens 10-40,
+     * outside the newest 16) pages the window's segment that holds them, shorter than l where the window ends,
+     * and the cache is the one built by hand from the text's ids */
+    {
+        const int64_t w0 = (int64_t)S * l; /* the raw window's first token in the text */
+        const int32_t *wq = ids + w0 + 10;
+        CHECK(n - w0 > 16 + 40, "the raw window (%lld tokens) reaches past its newest 16", (long long)(n - w0));
+        CHECK(mn_stream_recall(s, wq, 30) == 0, "recall of the window's text: %s", mn_last_error());
+        int64_t st[MN_STREAM_RECALL_MAXK];
+        int32_t ln[MN_STREAM_RECALL_MAXK];
+        const int32_t k = mn_stream_recalled(s, st, ln, MN_STREAM_RECALL_MAXK);
+        int hit = 0, cells = 0;
+        for (int32_t i = 0; i < k; i++) hit |= st[i] <= w0 + 10 && st[i] + ln[i] >= w0 + 40, cells += ln[i];
+        CHECK(k == K && hit, "the window's segment with the quoted text is paged (%lld+%d, %lld+%d)", (long long)st[0],
+              ln[0], (long long)st[k > 1], ln[k > 1]);
+        CHECK(mn_stream_n_exact(s) == S, "the window's segments were offered, not stored (%d)", mn_stream_n_exact(s));
+        const int32_t pg = mn_stream_n_paged(s);
+        CHECK(pg == cells - (st[0] < 4 ? 4 - (int32_t)st[0] : 0), "paged cells %d, segments %d tokens", pg, cells);
+        CHECK(mn_stream_feed(s, &nl, 1, lg, 0) == 0, "a token after it");
+        fed++;
+        const int32_t V = mn_model_n_vocab(m);
+        const int64_t total = n + fed; /* the text, then the newlines fed */
+        CHECK(mn_kv_n_cells(c) == 4 + mem + pg + 16 + 1, "[sinks | memory | paged | 16 raw | token] (%d cells)",
+              mn_kv_n_cells(c));
+        float *lg2 = malloc(sizeof(float) * (size_t)V);
+        int32_t *by = malloc(sizeof(int32_t) * (size_t)(pg + 17));
+        int32_t nb = 0;
+        for (int32_t i = 0; i < k; i++)
+            for (int64_t j = st[i] < 4 ? 4 : st[i]; j < st[i] + ln[i]; j++) by[nb++] = j < n ? ids[j] : nl;
+        for (int64_t j = total - 17; j < total; j++) by[nb++] = j < n ? ids[j] : nl;
+        CHECK(nb == pg + 17 && mn_kv_drop(c, 4 + mem, mn_kv_n_cells(c)) == 0 && mn_decode(c, by, nb - 1, NULL, 0) == 0 &&
+                  mn_decode(c, by + nb - 1, 1, lg2, 0) == 0,
+              "by hand");
+        float d = 0;
+        for (int32_t v = 0; v < V; v++) d = fmaxf(d, fabsf(lg[v] - lg2[v]));
+        CHECK(d == 0, "logits with a window segment paged match the hand-built cache (max diff %g)", (double)d);
+        /* the key scorers have no keys for the window's text: they page stored segments only */
+        CHECK(mn_stream_set_recall(s, K, MN_RECALL_KEYS, 0) == 0 && mn_stream_recall(s, wq, 30) == 0, "keys: %s",
+              mn_last_error());
+        const int32_t k2 = mn_stream_recalled(s, st, ln, MN_STREAM_RECALL_MAXK);
+        int stored = k2 == K;
+        for (int32_t i = 0; i < k2; i++) stored &= st[i] + ln[i] <= w0;
+        CHECK(stored, "keys page stored segments only (%lld, %lld)", (long long)st[0], (long long)st[k2 > 1]);
+        free(lg2), free(by);
     }
     free(lg);
     mn_stream_free(s);
@@ -345,6 +393,29 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &short_tail, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2 &&
               mn_kv_n_cells(c) == e.n_head + e.n_slots + 2 * l + 8,
           "local 8: [head | slots | paged | 8 raw] (%d cells)", mn_kv_n_cells(c));
+    /* what the short tail drops can be paged back: a query quoting the tail's tokens 10-40 pages them */
+    {
+        mn_kv_clear(c);
+        const int64_t t0 = e.n_tokens - (e.n_raw - e.n_head);
+        CHECK(e.n_raw - e.n_head > 8 + 40, "the raw tail (%d tokens) reaches past its newest 8", e.n_raw - e.n_head);
+        CHECK(mn_docmem_prime_recall(c, a, mems, 1, &short_tail, ids + t0 + 10, 30, NULL, &pg) == 0 && pg.n == 2,
+              "recall of the tail's text: %s", mn_last_error());
+        int hit = 0;
+        for (int32_t i = 0; i < pg.n; i++) hit |= pg.start[i] <= t0 + 10 && pg.start[i] + pg.len[i] >= t0 + 40;
+        CHECK(hit && pg.stored == S, "the tail's segment with the quoted text is paged (%lld+%d, %lld+%d)",
+              (long long)pg.start[0], pg.len[0], (long long)pg.start[1], pg.len[1]);
+        CHECK(mn_kv_n_cells(c) == e.n_head + e.n_slots + pg.cells + 8 && pg.cells == pg.len[0] + pg.len[1],
+              "[head | slots | paged | 8 raw] (%d cells, %d paged)", mn_kv_n_cells(c), (int)pg.cells);
+        int pos_ok = 1;
+        for (int32_t i = 1; i < mn_kv_n_cells(c); i++) pos_ok &= mn_kv_pos(c, i) == mn_kv_pos(c, i - 1) + 1;
+        CHECK(pos_ok, "positions contiguous");
+        /* the key scorers pass the tail's text over */
+        mn_kv_clear(c);
+        const mn_recall_opts keys_short = {2, MN_RECALL_KEYS, 0, 8};
+        CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys_short, ids + t0 + 10, 30, NULL, &pg) == 0 && pg.n == 2 &&
+                  pg.start[0] + pg.len[0] <= t0 && pg.start[1] + pg.len[1] <= t0,
+              "keys page stored segments only (%lld, %lld)", (long long)pg.start[0], (long long)pg.start[1]);
+    }
     /* auto: the count for this memory's stored segments */
     mn_kv_clear(c);
     const mn_recall_opts autok = {MN_RECALL_AUTO, MN_RECALL_BM25, 0, 0};

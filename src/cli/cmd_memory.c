@@ -506,7 +506,8 @@ int cmd_ask(int argc, char **argv) {
                    "  --scorer S        how segments are chosen: bm25 (default), keys, keys-shared, slots\n"
                    "  --recall-at P     before-recent (default: document order) or after-recent\n"
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
-                   "                    document's recent window beside them (default %d; 0: all)\n"
+                   "                    document's recent window beside them; the rest of the window is\n"
+                   "                    offered to recall like the compressed segments (default %d; 0: all)\n"
                    "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
                    "                    the answer, the segments paged and every part of the cache\n"
                    "  -q                no statistics on stderr\n",

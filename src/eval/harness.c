@@ -39,6 +39,8 @@ void mn_eval_default_opts(mn_eval_opts *o, mn_eval_task task) {
     o->task = task;
     o->src = mn_eval_default_source(task);
     o->scorer = MN_RECALL_DEFAULT_SCORER, o->recall_late = MN_RECALL_DEFAULT_LATE;
+    /* a question reads best beside a short raw window; text that goes on needs its recent past */
+    o->recall_local = task == MN_EVAL_PPL ? 0 : MN_RECALL_DEFAULT_LOCAL;
     o->sinks = 4, o->window = 1024, o->chunk = 128, o->score = 1024, o->trials = 2, o->seed = 1;
     o->samples = 8, o->n_generate = 2;
     o->n_lengths = 2;

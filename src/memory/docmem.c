@@ -324,15 +324,40 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Chooses up to k of d's segments for the query, which is read after the cells
- * primed so far (to capture its queries) and dropped again. */
+/* The raw tail's tokens a short window (ro->local) leaves out: they are
+ * offered to recall beside the compressed segments, in segments of the same
+ * length, from the tail's start (BM25 reads their text; the key scorers have
+ * no keys for them). */
+static int32_t tail_dropped(const mn_docmem *d, const mn_recall_opts *ro) {
+    const int32_t tail = d->n_raw - d->n_head;
+    return ro->local > 0 && tail > ro->local ? tail - ro->local : 0;
+}
+
+/* Candidate seg's ids: a compressed segment (seg < S) or a segment of the
+ * dropped raw tail; *start its first token in the document. */
+static const int32_t *cand_ids(const mn_docmem *d, const mn_recall_opts *ro, int32_t seg, int32_t *n, int64_t *start) {
+    const int32_t S = d->n_exact / d->exact_seg;
+    if (seg < S) {
+        *n = d->exact_seg, *start = (int64_t)seg * d->exact_seg;
+        return d->exact + (size_t)seg * d->exact_seg;
+    }
+    const int32_t off = (seg - S) * d->exact_seg, drop = tail_dropped(d, ro);
+    *n = drop - off < d->exact_seg ? drop - off : d->exact_seg;
+    *start = d->n_tokens - (d->n_raw - d->n_head) + off;
+    return d->raw + d->n_head + off;
+}
+
+/* Chooses up to k of d's segments (and of its dropped tail's) for the query,
+ * which is read after the cells primed so far (to capture its queries) and
+ * dropped again. */
 static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, int32_t k, const int32_t *q, int32_t nq,
                   int32_t *segs, int32_t *n_segs) {
     const mn_model *m = mn_context_model(c);
     const int32_t S = d->n_exact / d->exact_seg, per = d->n_slots / S, L = mn_model_n_layer(m);
+    const int32_t drop = tail_dropped(d, ro), W = (drop + d->exact_seg - 1) / d->exact_seg;
     const size_t re = (size_t)L * MN_RECALL_REP * (size_t)d->dim;
     mn_exact *x = NULL;
-    float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)S);
+    float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)(S + W));
     /* the keys are converted into the store only for a scorer that reads them */
     const int keys = mn_recall_scorer_needs_q(ro->scorer);
     int rc = !scores ? mn_error(MN_ENOMEM, "out of memory")
@@ -341,6 +366,12 @@ static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, i
     for (int32_t s = 0; s < S && !rc; s++)
         rc = mn_exact_add(x, d->exact + (size_t)s * d->exact_seg, d->exact_seg, (int64_t)s * d->exact_seg, d->rep + s * re,
                           d->rep_sh + s * re, d->k + (size_t)s * per * d->dim, d->n_slots);
+    for (int32_t w = 0; w < W && !rc; w++) {
+        int32_t n;
+        int64_t st;
+        const int32_t *ids = cand_ids(d, ro, S + w, &n, &st);
+        rc = mn_exact_add_text(x, ids, n, st);
+    }
     if (!rc && keys) {
         if (!(qb = malloc(sizeof(float) * (size_t)L * (size_t)nq * (size_t)mn_model_q_dim(m))))
             rc = mn_error(MN_ENOMEM, "out of memory");
@@ -412,12 +443,15 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
             if (pass == (recall && ro->late) && ns > 0) {
                 const double t0 = now_s();
                 for (int32_t j = 0; j < ns && !rc; j++) {
-                    rc = mn_decode(c, d->exact + (size_t)segs[j] * d->exact_seg, d->exact_seg, NULL, 0);
+                    int32_t len;
+                    int64_t st;
+                    const int32_t *ids = cand_ids(d, ro, segs[j], &len, &st);
+                    rc = mn_decode(c, ids, len, NULL, 0);
                     if (!rc && paged && paged->n < MN_DOCMEM_RECALL_MAXK) {
                         paged->mem[paged->n] = i;
-                        paged->start[paged->n] = (int64_t)segs[j] * d->exact_seg;
-                        paged->len[paged->n++] = d->exact_seg;
-                        paged->cells += d->exact_seg;
+                        paged->start[paged->n] = st;
+                        paged->len[paged->n++] = len;
+                        paged->cells += len;
                     }
                 }
                 if (paged) paged->page_s += now_s() - t0;

@@ -65,6 +65,7 @@ struct mn_exact {
     int32_t l, M;     /* segment length, memory slots per segment */
     int keys;         /* the keys are held (0: ids alone, BM25 only) */
     int32_t n, cap;   /* segments */
+    uint8_t *text;    /* (cap) 1: added by mn_exact_add_text, no keys (the key scorers pass it over) */
     int32_t *ids;     /* (cap, l) */
     int32_t *len;     /* (cap) */
     int64_t *start;   /* (cap) */
@@ -98,7 +99,7 @@ int mn_exact_create_lexical(const mn_model *m, int32_t l, mn_exact **out) {
 
 void mn_exact_free(mn_exact *x) {
     if (!x) return;
-    free(x->ids), free(x->len), free(x->start), free(x->rep), free(x->rep_sh), free(x->slot);
+    free(x->ids), free(x->len), free(x->start), free(x->text), free(x->rep), free(x->rep_sh), free(x->slot);
     free(x->term), free(x->qmark);
     free(x);
 }
@@ -126,6 +127,7 @@ static int grow(mn_exact *x) {
     GROW(ids, x->l);
     GROW(len, 1);
     GROW(start, 1);
+    GROW(text, 1);
     if (x->keys) {
         GROW(rep, rep_elems(x));
         GROW(rep_sh, rep_elems(x));
@@ -152,6 +154,7 @@ int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, cons
     memcpy(x->ids + (size_t)s * x->l, ids, sizeof(int32_t) * (size_t)n);
     x->len[s] = n;
     x->start[s] = start;
+    x->text[s] = 0;
     x->n++;
     if (!x->keys) return MN_OK;
     to_f16(x->rep + (size_t)s * rep_elems(x), rep, rep_elems(x));
@@ -160,6 +163,31 @@ int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, cons
     for (int32_t li = 0; li < x->L; li++)
         to_f16(sd + (size_t)li * x->M * x->KD, slot_k + (size_t)li * (size_t)slot_ld * x->KD, (size_t)x->M * x->KD);
     return MN_OK;
+}
+
+int mn_exact_add_text(mn_exact *x, const int32_t *ids, int32_t n, int64_t start) {
+    if (!x || !ids || n <= 0 || n > x->l || start < 0)
+        return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= x->V) return mn_error(MN_EINVAL, "exact store: token id %d out of range", ids[i]);
+    int rc = grow(x);
+    if (rc) return rc;
+    const int32_t s = x->n;
+    memcpy(x->ids + (size_t)s * x->l, ids, sizeof(int32_t) * (size_t)n);
+    x->len[s] = n;
+    x->start[s] = start;
+    x->text[s] = 1;
+    if (x->keys) { /* zeros, never read: the key scorers pass text segments over */
+        memset(x->rep + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
+        memset(x->rep_sh + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
+        memset(x->slot + (size_t)s * slot_elems(x), 0, sizeof(uint16_t) * slot_elems(x));
+    }
+    x->n++;
+    return MN_OK;
+}
+
+void mn_exact_truncate(mn_exact *x, int32_t n) {
+    if (x && n >= 0 && n < x->n) x->n = n;
 }
 
 const int32_t *mn_exact_ids(const mn_exact *x, int32_t seg, int32_t *n, int64_t *start) {
@@ -210,16 +238,21 @@ static int score_keys(mn_exact *x, const uint16_t *keys, int32_t nk, size_t seg_
                 const float *row = sc + r * cols;
                 float mx = -FLT_MAX;
                 for (int32_t s = 0; s < S; s++) {
+                    if (x->text[s]) continue;
                     float b = -FLT_MAX;
                     for (int32_t j = 0; j < nk; j++) b = row[(int64_t)s * nk + j] > b ? row[(int64_t)s * nk + j] : b;
                     best[s] = b;
                     mx = b > mx ? b : mx;
                 }
                 double sum = 0;
-                for (int32_t s = 0; s < S; s++) sum += (best[s] = expf(best[s] - mx));
-                for (int32_t s = 0; s < S; s++) scores[s] += (float)(best[s] / sum);
+                for (int32_t s = 0; s < S; s++)
+                    if (!x->text[s]) sum += (best[s] = expf(best[s] - mx));
+                for (int32_t s = 0; s < S; s++)
+                    if (!x->text[s]) scores[s] += (float)(best[s] / sum);
             }
         }
+    for (int32_t s = 0; s < S; s++)
+        if (x->text[s]) scores[s] = -1.0f; /* below every keyed segment (their scores are >= 0) */
     free(qp), free(kp), free(sc), free(best);
     return MN_OK;
 }

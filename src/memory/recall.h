@@ -57,13 +57,17 @@ typedef enum {
  * many keys as K 1 and more than K 4, and covers a fact split across two
  * segments; at 32K (120 segments) bm25's top 2 missed the key's segment in
  * both trials and its top 8 held it in both: so K grows with the store, 2 at
- * 8K, 8 from 32K on. The whole raw window stays (local 0): keeping only its
- * newest 128 tokens answered as well at 8K but loses what the window holds
- * beyond them */
+ * 8K, 8 from 32K on. With segments paged, only the newest 128 tokens of the
+ * raw window stay beside them (local 128) and the rest of the window is
+ * offered to recall like the compressed segments: on validation (8K, key,
+ * fact and multi-key needles at depths 10-90 %) that answered 19 of 30 against
+ * 16 of 30 with the whole window, in 43 % of the cells (RESULTS.md, "The raw
+ * window pageable"). Perplexity streams keep the whole window (eval ppl's
+ * default): text that goes on needs its recent past, a question does not */
 #define MN_RECALL_DEFAULT_K MN_RECALL_AUTO
 #define MN_RECALL_DEFAULT_SCORER MN_RECALL_BM25
 #define MN_RECALL_DEFAULT_LATE 0
-#define MN_RECALL_DEFAULT_LOCAL 0
+#define MN_RECALL_DEFAULT_LOCAL 128
 
 /* "keys", "keys-shared", "slots", "bm25"; -1 if unknown. */
 int mn_recall_scorer_parse(const char *name);
@@ -111,6 +115,14 @@ int32_t mn_exact_seg_len(const mn_exact *x);
  * Keys are held as f16. */
 int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
                  const float *slot_k, int64_t slot_ld);
+/* Appends a segment of text alone (ids[0..n), n <= l, no keys): raw tokens a
+ * reader dropped from its window, offered to recall beside the compressed
+ * segments. BM25 scores it like any other; the key scorers score it -1, below
+ * every segment with keys. */
+int mn_exact_add_text(mn_exact *x, const int32_t *ids, int32_t n, int64_t start);
+/* Keeps the first n segments (what was added after them, e.g. text segments
+ * offered for one choice, is forgotten). */
+void mn_exact_truncate(mn_exact *x, int32_t n);
 /* Segment seg's ids (*n of them) and its first token's index in the text. */
 const int32_t *mn_exact_ids(const mn_exact *x, int32_t seg, int32_t *n, int64_t *start);
 /* Segment seg's keys, f16: which 0 per-layer, 1 shared representative keys

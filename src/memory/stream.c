@@ -52,7 +52,9 @@ struct mn_stream {
     int32_t *query;      /* (nq) the query the paged segments were chosen for */
     int32_t nq;
     float *qbuf;         /* (L, MN_STREAM_RECALL_MAXQ, HD) its queries */
-    int32_t *paged;      /* (recall_k) segments paged in, in document order */
+    int32_t *paged;      /* (max k) scratch: the segments chosen, in document order */
+    int64_t *pstart;     /* (max k) where each paged segment starts in the text read */
+    int32_t *plen;       /* (max k) and its tokens (a segment of the raw window may be shorter) */
     int32_t n_paged_segs, n_paged; /* and their cells, after the memory */
     double t_select, t_page;       /* seconds spent choosing and paging, since the last reset */
 };
@@ -95,10 +97,11 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
 /* Forgets the exact store and the recall state. */
 static void recall_off(mn_stream *s) {
     mn_exact_free(s->exact);
-    free(s->rep), free(s->rep_sh), free(s->query), free(s->qbuf), free(s->paged);
+    free(s->rep), free(s->rep_sh), free(s->query), free(s->qbuf), free(s->paged), free(s->pstart), free(s->plen);
     s->exact = NULL;
     s->rep = s->rep_sh = s->qbuf = NULL;
-    s->query = s->paged = NULL;
+    s->query = s->paged = s->plen = NULL;
+    s->pstart = NULL;
     s->recall_k = s->nq = s->n_paged = s->n_paged_segs = 0;
 }
 
@@ -198,28 +201,42 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The oldest local tokens left out of the cache when it is rebuilt after
- * paging: all but the newest recall_local (the raw window at the answer). */
-static int32_t local_skip(const mn_stream *s) {
-    return s->n_paged_segs > 0 && s->recall_local > 0 && s->n_local > s->recall_local ? s->n_local - s->recall_local : 0;
+/* The oldest local tokens a paged cache leaves out: all but the newest
+ * recall_local (the raw window at the answer). */
+static int32_t local_dropped(const mn_stream *s) {
+    return s->recall_local > 0 && s->n_local > s->recall_local ? s->n_local - s->recall_local : 0;
 }
+
+/* The local tokens left out of the cache when it is rebuilt after paging. */
+static int32_t local_skip(const mn_stream *s) { return s->n_paged_segs > 0 ? local_dropped(s) : 0; }
 
 /* Scores the stored segments for s->query and decodes the best recall_k after
  * [sinks | memory], dropping whatever followed (the local tokens are decoded
  * again, after them, when logits are next wanted). */
 static int page_in(mn_stream *s) {
-    const int32_t base = s->n_sink_cells + s->n_memory, S = mn_exact_n(s->exact);
-    if (S == 0 || s->nq == 0 || s->recall_k == 0) return MN_OK;
+    const int32_t base = s->n_sink_cells + s->n_memory, S0 = mn_exact_n(s->exact);
+    const int32_t drop = local_dropped(s);
+    if (S0 == 0 || s->nq == 0 || s->recall_k == 0) return MN_OK; /* nothing compressed: the text is all raw */
     int rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx));
     if (rc) return rc;
     s->n_dec = s->n_paged = s->n_paged_segs = 0;
     const double t0 = now_s();
-    float *scores = malloc(sizeof(float) * (size_t)S);
-    if (!scores) return mn_error(MN_ENOMEM, "out of memory");
+    /* The raw tokens a short window leaves out are offered beside the stored
+     * segments, in segments of the same length, so that what the window drops
+     * can be paged back like what the memory compressed (BM25 reads their
+     * text; the key scorers have no keys for them and pass them over). */
+    for (int32_t off = 0; off < drop && !rc; off += s->seg_l)
+        rc = mn_exact_add_text(s->exact, s->local + off, drop - off < s->seg_l ? drop - off : s->seg_l,
+                               s->n_seen - s->n_local + off);
+    const int32_t S = mn_exact_n(s->exact);
+    float *scores = rc ? NULL : malloc(sizeof(float) * (size_t)S);
+    if (!rc && !scores) rc = mn_error(MN_ENOMEM, "out of memory");
     /* the query's own queries, read right after the memory, then dropped */
-    if (mn_recall_scorer_needs_q(s->scorer)) rc = mn_recall_capture_queries(s->ctx, s->query, s->nq, s->qbuf);
+    if (!rc && mn_recall_scorer_needs_q(s->scorer)) rc = mn_recall_capture_queries(s->ctx, s->query, s->nq, s->qbuf);
     if (!rc) rc = mn_exact_score(s->exact, s->scorer, s->qbuf, s->query, s->nq, scores);
-    if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, mn_recall_auto_k(s->recall_k, S), s->paged);
+    /* K follows the stored segments alone (as the context was sized) */
+    if (!rc) s->n_paged_segs = mn_exact_top(s->exact, scores, mn_recall_auto_k(s->recall_k, S0), s->paged);
+    for (int32_t i = 0; i < s->n_paged_segs; i++) mn_exact_ids(s->exact, s->paged[i], &s->plen[i], &s->pstart[i]);
     free(scores);
     const double t1 = now_s();
     s->t_select += t1 - t0;
@@ -237,11 +254,14 @@ static int page_in(mn_stream *s) {
             ids += skip, n -= skip;
         }
         if (n == 0) continue;
-        if (base + s->n_paged + n + s->n_local > mn_context_n_ctx(s->ctx))
-            return mn_error(MN_ERANGE, "paging %d recalled segments needs more than the context's %d cells",
-                            s->n_paged_segs, mn_context_n_ctx(s->ctx));
+        if (base + s->n_paged + n + s->n_local > mn_context_n_ctx(s->ctx)) {
+            rc = mn_error(MN_ERANGE, "paging %d recalled segments needs more than the context's %d cells",
+                          s->n_paged_segs, mn_context_n_ctx(s->ctx));
+            break;
+        }
         if (!(rc = mn_decode(s->ctx, ids, n, NULL, 0))) s->n_paged += n;
     }
+    mn_exact_truncate(s->exact, S0); /* the window's segments were offered for this choice only */
     s->t_page += now_s() - t1;
     return rc;
 }
@@ -255,9 +275,14 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
         return MN_OK;
     }
     if (s->exact) { /* on already: k, scorer and place change, the store stays */
-        int32_t *np = realloc(s->paged, sizeof(int32_t) * (size_t)mn_recall_max_k(k));
-        if (!np) return mn_error(MN_ENOMEM, "out of memory");
-        s->paged = np;
+        const size_t mk = (size_t)mn_recall_max_k(k);
+        int32_t *np = realloc(s->paged, sizeof(int32_t) * mk);
+        if (np) s->paged = np;
+        int32_t *nl = np ? realloc(s->plen, sizeof(int32_t) * mk) : NULL;
+        if (nl) s->plen = nl;
+        int64_t *ns = nl ? realloc(s->pstart, sizeof(int64_t) * mk) : NULL;
+        if (!ns) return mn_error(MN_ENOMEM, "out of memory");
+        s->pstart = ns;
         if (s->n_paged_segs > mn_recall_max_k(k)) s->n_paged_segs = mn_recall_max_k(k); /* what is paged stays */
         s->recall_k = k, s->scorer = scorer, s->recall_late = late != 0;
         return MN_OK;
@@ -277,7 +302,10 @@ int mn_stream_set_recall(mn_stream *s, int32_t k, mn_recall_scorer scorer, int l
         s->qbuf = malloc(sizeof(float) * L * MN_STREAM_RECALL_MAXQ * (size_t)mn_model_q_dim(m));
         s->query = malloc(sizeof(int32_t) * MN_STREAM_RECALL_MAXQ);
         s->paged = malloc(sizeof(int32_t) * (size_t)mn_recall_max_k(k));
-        if (!s->rep || !s->rep_sh || !s->qbuf || !s->query || !s->paged) rc = mn_error(MN_ENOMEM, "out of memory");
+        s->plen = malloc(sizeof(int32_t) * (size_t)mn_recall_max_k(k));
+        s->pstart = malloc(sizeof(int64_t) * (size_t)mn_recall_max_k(k));
+        if (!s->rep || !s->rep_sh || !s->qbuf || !s->query || !s->paged || !s->plen || !s->pstart)
+            rc = mn_error(MN_ENOMEM, "out of memory");
     }
     if (rc) {
         recall_off(s);
@@ -324,11 +352,8 @@ int mn_stream_recall(mn_stream *s, const int32_t *query, int32_t nq) {
 int32_t mn_stream_recalled(const mn_stream *s, int64_t *starts, int32_t *lens, int32_t cap) {
     int32_t i = 0;
     for (; i < s->n_paged_segs && i < cap; i++) {
-        int32_t n;
-        int64_t st;
-        mn_exact_ids(s->exact, s->paged[i], &n, &st);
-        if (starts) starts[i] = st;
-        if (lens) lens[i] = n;
+        if (starts) starts[i] = s->pstart[i];
+        if (lens) lens[i] = s->plen[i];
     }
     return s->n_paged_segs;
 }
