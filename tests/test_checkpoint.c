@@ -5,6 +5,7 @@
  * tensors refused with the optimizer untouched, and kill -9 during saves
  * always leaving a whole checkpoint (the old or the new one). */
 #include <fcntl.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -216,12 +217,21 @@ int main(void) {
     t.st.loss_ema = 2.345678901234567;
     snprintf(t.st.config, sizeof t.st.config, "compressor=uio segment=16 ratio=4 rank=2 lr=0.01 seed=2024");
     for (int s = 0; s < 3; s++) trainer_step(&t);
+    /* what a save killed inside the GGUF writer leaves: removed by the next save; another file alike is not */
+    char stale[128], other[128];
+    snprintf(stale, sizeof stale, "%s.ckpt-tmp.tmp.Ab1xYz", ck);
+    snprintf(other, sizeof other, "%s.ckpt-tmp.tmp.notmine", ck);
+    FILE *sf = fopen(stale, "wb"), *of = fopen(other, "wb");
+    if (sf) fclose(sf);
+    if (of) fclose(of);
     CHECK(mn_checkpoint_save(ck, t.a, t.o, &t.st) == 0, "save: %s", mn_last_error());
     long size = file_size(ck);
     {
         char tmp[96];
         snprintf(tmp, sizeof tmp, "%s.ckpt-tmp", ck);
         CHECK(access(tmp, F_OK) != 0, "no temporary file left behind");
+        CHECK(access(stale, F_OK) != 0 && access(other, F_OK) == 0, "a killed save's file removed, not another");
+        unlink(other);
     }
 
     /* load into a trainer built around a different adapter of the same shape */
@@ -432,6 +442,13 @@ int main(void) {
         char tmp[96];
         snprintf(tmp, sizeof tmp, "%s.ckpt-tmp", ck);
         unlink(tmp);
+        /* the kills' leftovers go with the next save */
+        CHECK(mn_checkpoint_save(ck, t.a, t.o, &t.st) == 0, "save after the kills: %s", mn_last_error());
+        glob_t g;
+        snprintf(tmp, sizeof tmp, "%s.ckpt-tmp*", ck);
+        const int left = glob(tmp, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+        if (left) globfree(&g);
+        CHECK(left == 0, "%d temporary files left after the kills and a save", left);
     }
 
     trainer_free(&t);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -137,6 +138,26 @@ static void fsync_dir(const char *path) {
     free(d);
 }
 
+/* A save killed while the GGUF writer ran leaves "<path>.ckpt-tmp.tmp.XXXXXX"
+ * (its own temporary file, as large as a checkpoint): the next save of the
+ * same path removes them, so crashes do not pile up files beside it. */
+static void remove_stale(const char *path) {
+    size_t n = strlen(path);
+    char *pat = malloc(n * 2 + 32), *q = pat;
+    if (!pat) return;
+    for (size_t i = 0; i < n; i++) { /* the path itself matched literally */
+        if (strchr("*?[\\", path[i])) *q++ = '\\';
+        *q++ = path[i];
+    }
+    strcpy(q, ".ckpt-tmp.tmp.??????");
+    glob_t g;
+    if (glob(pat, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) unlink(g.gl_pathv[i]);
+        globfree(&g);
+    }
+    free(pat);
+}
+
 int mn_checkpoint_save(const char *path, const mn_adapter *a, mn_adamw *o, const mn_train_state *st) {
     if (!path || !a || !o || !st) return mn_error(MN_EINVAL, "checkpoint save: NULL argument");
     if (strnlen(st->config, sizeof st->config) == sizeof st->config)
@@ -158,6 +179,7 @@ int mn_checkpoint_save(const char *path, const mn_adapter *a, mn_adamw *o, const
     }
     mn_gguf_writer *w = mn_gguf_writer_create();
     if (!w) return mn_error(MN_ENOMEM, "out of memory");
+    remove_stale(path);
     size_t tl = strlen(path) + 16;
     char *tmp = malloc(tl);
     int rc = tmp ? build(w, a, o, st) : mn_error(MN_ENOMEM, "out of memory");

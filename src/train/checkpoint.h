@@ -20,7 +20,8 @@
  * Saving writes "<path>.ckpt-tmp", sets its checksum, fsyncs and renames it
  * over path (then fsyncs the directory), so a kill -9 at any moment leaves
  * either the old or the new checkpoint at path (and maybe a stale
- * <path>.ckpt-tmp, which the next save replaces).
+ * <path>.ckpt-tmp or <path>.ckpt-tmp.tmp.XXXXXX, which the next save replaces
+ * or removes).
  */
 #ifndef MN_TRAIN_CHECKPOINT_H
 #define MN_TRAIN_CHECKPOINT_H
