@@ -86,9 +86,16 @@ int main(void) {
         CHECK(0, "the default model is missing (make model fetches it)");
         TEST_MAIN_END();
     }
-    char dir[] = "/tmp/mnemo-eval-XXXXXX", book[256], hay[256], ad[256], args[2048];
+    char dir[] = "/tmp/mnemo-eval-XXXXXX", book[256], rbook[256], hay[256], ad[256], args[2048];
     if (!mkdtemp(dir)) return 1;
+    /* The sanitized build runs the model about 20 times slower: it reads texts of half the length, with the same
+     * checks (the repetition, the windows and the scored span scaled alike). L1 < L2: the two ppl lengths, the
+     * second reaching into the repetition; SC: scored tokens; PK: the passkey haystack's length. */
+    const int san = getenv("MN_SANITIZED") != NULL;
+    const int NW = san ? 550 : 1100, L1 = san ? 600 : 1200, L2 = san ? 900 : 1800, SC = san ? 128 : 256,
+              PK = san ? 400 : 600;
     snprintf(book, sizeof book, "%s/book.txt", dir);
+    snprintf(rbook, sizeof rbook, "%s/rbook.txt", dir);
     snprintf(hay, sizeof hay, "%s/hay", dir);
     snprintf(ad, sizeof ad, "%s/uio.gguf", dir);
     /* a text whose second half repeats its first: context pays */
@@ -97,11 +104,16 @@ int main(void) {
                                   "thistle", "engine", "marble", "falcon"};
     uint64_t g = 7;
     char para[16384];
-    size_t pl = 0;
+    size_t pl = 0, pl_small = 0;
     for (int i = 0; i < 1100; i++) {
         g ^= g << 13, g ^= g >> 7, g ^= g << 17;
         pl += (size_t)snprintf(para + pl, sizeof para - pl, "%s%s", words[g % 12], i % 13 == 12 ? ".\n" : " ");
+        if (i + 1 == NW) pl_small = pl;
     }
+    fprintf(f, "%.*s%.*s", (int)pl_small, para, (int)pl_small, para);
+    fclose(f);
+    /* eval recall reads spans after the first 2,000 tokens: the whole text in every build */
+    f = fopen(rbook, "w");
     fprintf(f, "%s%s", para, para);
     fclose(f);
     char cmd[1024];
@@ -126,43 +138,46 @@ int main(void) {
     CHECK(run("eval --help", out, sizeof out) == 0 && strstr(out, "passkey"), "help");
 
     /* 2. ppl: same scored tokens, full == truncate with a window holding it all */
-    snprintf(args, sizeof args, "eval ppl --books %s --lengths 1200,1800 --score 256 --modes full,truncate --window 2048 -t 2",
-             book);
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths %d,%d --score %d --modes full,truncate --window 2048 -t 2",
+             book, L1, L2, SC);
     int rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval ppl: %d %s", rc, out);
-    const double f1 = field(out, "\"length\": 1200,", "\"full\"", "nll"),
-                 f2 = field(out, "\"length\": 1800,", "\"full\"", "nll"),
-                 t2 = field(out, "\"length\": 1800,", "\"truncate\"", "nll");
-    CHECK(isfinite(f1) && isfinite(f2) && fabs(f2 - t2) < 1e-4, "full %.6f vs truncate(2048) %.6f at 1800", f2, t2);
-    CHECK(f2 < f1 - 0.2, "1800 tokens of context should beat 1200 on a repeated text: %.4f vs %.4f", f2, f1);
-    CHECK(field(out, "\"length\": 1800,", "\"full\"", "scored") == 256, "scored tokens");
-    CHECK(field(out, "\"length\": 1800,", "\"full\"", "kv_cells") >= 1798, "full holds the text's cells");
-    CHECK(strstr(out, "| mode | 1200 | 1800 |") != NULL, "markdown table: %s", out);
+    char len1[32], len2[32], tab[64];
+    snprintf(len1, sizeof len1, "\"length\": %d,", L1);
+    snprintf(len2, sizeof len2, "\"length\": %d,", L2);
+    snprintf(tab, sizeof tab, "| mode | %d | %d |", L1, L2);
+    const double f1 = field(out, len1, "\"full\"", "nll"), f2 = field(out, len2, "\"full\"", "nll"),
+                 t2 = field(out, len2, "\"truncate\"", "nll");
+    CHECK(isfinite(f1) && isfinite(f2) && fabs(f2 - t2) < 1e-4, "full %.6f vs truncate(2048) %.6f at %d", f2, t2, L2);
+    CHECK(f2 < f1 - 0.2, "%d tokens of context should beat %d on a repeated text: %.4f vs %.4f", L2, L1, f2, f1);
+    CHECK(field(out, len2, "\"full\"", "scored") == SC, "scored tokens");
+    CHECK(field(out, len2, "\"full\"", "kv_cells") >= L2 - 2, "full holds the text's cells");
+    CHECK(strstr(out, tab) != NULL, "markdown table: %s", out);
     /* --span-end: one length alone scores the same tokens as in the run that held both */
-    snprintf(args, sizeof args, "eval ppl --books %s --lengths 1200 --span-end 1800 --score 256 --modes full -t 2", book);
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths %d --span-end %d --score %d --modes full -t 2", book, L1,
+             L2, SC);
     rc = run(args, out, sizeof out);
-    CHECK(rc == 0 && fabs(field(out, "\"length\": 1200,", "\"full\"", "nll") - f1) < 1e-6,
-          "--span-end 1800: %.6f vs %.6f: %s", field(out, "\"length\": 1200,", "\"full\"", "nll"), f1, out);
+    CHECK(rc == 0 && fabs(field(out, len1, "\"full\"", "nll") - f1) < 1e-6, "--span-end %d: %.6f vs %.6f: %s", L2,
+          field(out, len1, "\"full\"", "nll"), f1, out);
 
     /* 3. memory with a fresh adapter; sinks window matched to its cells */
     snprintf(args, sizeof args,
              "adapter init --compressor uio --segment 128 --ratio 8 --rank 4 --recent 1 -o %s >/dev/null", ad);
     CHECK(run(args, out, sizeof out) == 0, "adapter init: %s", out);
-    snprintf(args, sizeof args, "eval ppl --books %s --lengths 1800 --score 256 --modes memory,sinks,truncate -a %s -t 2",
-             book, ad);
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths %d --score %d --modes memory,sinks,truncate -a %s -t 2",
+             book, L2, SC, ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval ppl memory: %d %s", rc, out);
     const double mc = field(out, "\"memory\"", NULL, "kv_cells"), sw = field(out, "\"sinks\"", NULL, "window"),
                  ms = field(out, "\"memory\"", NULL, "memory_slots");
     CHECK(mc > 0 && sw == mc, "sinks window %.0f not matched to memory cells %.0f", sw, mc);
-    CHECK(ms > 0 && ms < 1800 / 8 + 16, "memory slots %.0f", ms);
+    CHECK(ms > 0 && ms < L2 / 8 + 16, "memory slots %.0f", ms);
     /* the short window sees none of the repetition's source: worse than full */
     CHECK(field(out, "\"truncate\"", NULL, "nll") > f2 + 0.2, "truncate(%.0f) should be worse than full", sw);
     /* recall in ppl: before each scored piece the text just read pages 2 segments in beside the memory
      * (the sanitized build reads a shorter text: the same checks) */
-    const int san = getenv("MN_SANITIZED") != NULL;
-    snprintf(args, sizeof args, "eval ppl --books %s --lengths %d --score 256 --modes memory -a %s --recall 0,2 -t 2",
-             book, san ? 800 : 1800, ad);
+    snprintf(args, sizeof args, "eval ppl --books %s --lengths %d --score %d --modes memory -a %s --recall 0,2 -t 2",
+             book, san ? 800 : L2, SC, ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval ppl --recall: %d %s", rc, out);
     const double k0 = field(out, "\"recall\": 0,", NULL, "kv_cells"), k2 = field(out, "\"recall\": 2,", NULL, "kv_cells"),
@@ -171,7 +186,8 @@ int main(void) {
           "recall rows: cells %.0f -> %.0f (memory alone %.0f), nll %.4f", k0, k2, mc, n2);
     /* --max-memory: the newest slots only, fewer cells, and the sinks window follows */
     snprintf(args, sizeof args,
-             "eval ppl --books %s --lengths 1800 --score 256 --modes memory,sinks -a %s --max-memory 32 -t 2", book, ad);
+             "eval ppl --books %s --lengths %d --score %d --modes memory,sinks -a %s --max-memory 32 -t 2", book, L2, SC,
+             ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval ppl --max-memory: %d %s", rc, out);
     const double cc = field(out, "\"memory\"", NULL, "kv_cells");
@@ -182,32 +198,31 @@ int main(void) {
 
     /* 4. passkey: full attention finds it; a 64-cell truncation window cannot see a key at depth 0 */
     snprintf(args, sizeof args,
-             "eval passkey --haystack %s --lengths 600 --depths 0 --trials 3 --modes full,truncate --window 64 -t 2",
-             hay);
+             "eval passkey --haystack %s --lengths %d --depths 0 --trials 3 --modes full,truncate --window 64 -t 2",
+             hay, PK);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval passkey: %d %s", rc, out);
     const double fa = field(out, "\"full\"", NULL, "accuracy"), ta = field(out, "\"truncate\"", NULL, "accuracy");
-    CHECK(fa >= 0.66, "full attention found the key in %.2f of trials at 600 tokens", fa);
-    CHECK(ta == 0, "a 64-token window found a key 500 tokens back (%.2f)", ta);
+    CHECK(fa >= 0.66, "full attention found the key in %.2f of trials at %d tokens", fa, PK);
+    CHECK(ta == 0, "a 64-token window found a key %d tokens back (%.2f)", PK - 100, ta);
     CHECK(strstr(out, "exact-digit accuracy") != NULL, "passkey table");
     static char cli_rows[1 << 15];
     rows_of(out, cli_rows, sizeof cli_rows);
     /* the fact variant; rag reads the chunks BM25 picks for the question, within the window: the fact's chunk
      * among them in every trial */
-    const int sanitized = getenv("MN_SANITIZED") != NULL;
     snprintf(args, sizeof args,
              "eval passkey --haystack %s --lengths %d --depths 20 --trials 2 --modes full,rag --window 700 "
              "--needle fact -t 2",
-             hay, sanitized ? 1000 : 1500);
+             hay, san ? 1000 : 1500);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"needle\": \"fact\"") && strstr(out, "fact accuracy"), "eval passkey fact: %d %s", rc,
           out);
     CHECK(field(out, "\"rag\"", NULL, "needle_paged") == 2 && field(out, "\"rag\"", NULL, "kv_cells") <= 700,
           "rag chose the fact's chunk within 700 cells: %s", out);
-    CHECK(field(out, "\"full\"", NULL, "kv_cells") > (sanitized ? 950 : 1400), "full read it all");
+    CHECK(field(out, "\"full\"", NULL, "kv_cells") > (san ? 950 : 1400), "full read it all");
     snprintf(args, sizeof args,
              "eval passkey --haystack %s --lengths %d --depths 50 --trials 2 --modes full --needle multi -t 2", hay,
-             sanitized ? 500 : 800);
+             san ? 500 : 800);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"needle\": \"multi\"") && field(out, "\"full\"", NULL, "trials") == 2,
           "eval passkey multi: %d %s", rc, out);
@@ -217,7 +232,7 @@ int main(void) {
           "rag outside passkey: %s", out);
 
     /* 5. recall: rows per sample and ratio, accuracies in [0, 1]; ratios must divide the segment */
-    snprintf(args, sizeof args, "eval recall --books %s --ratios 4,8 --samples 2 --generate 1 -a %s -t 2", book, ad);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 4,8 --samples 2 --generate 1 -a %s -t 2", rbook, ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval recall: %d %s", rc, out);
     const double r0 = field(out, "\"ratio\": null", NULL, "token_accuracy"),
@@ -225,17 +240,24 @@ int main(void) {
     CHECK(r0 >= 0 && r0 <= 1 && r8 >= 0 && r8 <= 1 && rl >= 0 && rl <= 1, "recall values %.3f %.3f %.3f", r0, r8, rl);
     CHECK(field(out, "\"ratio\": 8,", NULL, "memory_slots") == 16, "ratio 8 of a 128-token segment is 16 slots");
     CHECK(strstr(out, "| ratio 8 | 16 |") != NULL, "recall table: %s", out);
-    snprintf(args, sizeof args, "eval recall --books %s --ratios 3 -a %s", book, ad);
+    /* a text too short to hold a span: an error that says what it needs, not an empty success */
+    snprintf(cmd, sizeof cmd, "%s/short.txt", dir);
+    f = fopen(cmd, "w");
+    fprintf(f, "Only a few words here.\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 8 -a %s", cmd, ad);
+    CHECK(run_err(args, out, sizeof out) == 1 && strstr(out, "after its first 2000"), "a text too short: %s", out);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 3 -a %s", rbook, ad);
     CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "does not divide"), "ratio 3: %s", out);
     /* a span of two segments: both memories held, the table and rows name the span */
     snprintf(args, sizeof args, "eval recall --books %s --ratios 8 --length 256 --samples 1 --generate 1 -a %s -t 2",
-             book, ad);
+             rbook, ad);
     rc = run(args, out, sizeof out);
     CHECK(rc == 0, "eval recall --length 256: %d %s", rc, out);
     CHECK(field(out, "\"ratio\": 8,", NULL, "memory_slots") == 32 && field(out, "\"ratio\": 8,", NULL, "length") == 256,
           "two segments' memories at ratio 8: %s", out);
     CHECK(strstr(out, "| ratio 8 | 32 |") != NULL && strstr(out, "(2 segments each)"), "recall span table: %s", out);
-    snprintf(args, sizeof args, "eval recall --books %s --ratios 8 --length 200 -a %s", book, ad);
+    snprintf(args, sizeof args, "eval recall --books %s --ratios 8 --length 200 -a %s", rbook, ad);
     CHECK(run_err(args, out, sizeof out) == 2 && strstr(out, "multiple of the adapter's segment"), "length 200: %s", out);
 
     /* 6. qa: a free-form and a multiple-choice question over a short document; a malformed line */
@@ -295,7 +317,7 @@ int main(void) {
         mn_eval_opts o;
         mn_eval_default_opts(&o, MN_EVAL_PASSKEY);
         o.m = m, o.src = hay, o.threads = 2, o.window = 64, o.window_given = 1, o.trials = 3;
-        o.n_lengths = 1, o.lengths[0] = 600, o.n_depths = 1, o.depths[0] = 0;
+        o.n_lengths = 1, o.lengths[0] = PK, o.n_depths = 1, o.depths[0] = 0;
         CHECK(mn_eval_set_modes(&o, "full,truncate") == 0 && o.n_modes == 2, "modes: %s", mn_last_error());
         static lib_sink ls;
         const mn_eval_sink sink = {lib_row, lib_progress, lib_note, &ls};

@@ -106,6 +106,9 @@ int ev_task_readback(ev_ctx *c) {
     float *lg = malloc(sizeof(float) * (size_t)V * (size_t)N);
     int32_t *out = malloc(sizeof(int32_t) * (size_t)N);
     if (!rc && (!segs || !snk || !k || !v || !lg || !out)) rc = mn_error(MN_ENOMEM, "out of memory");
+    if (!rc && got == 0)
+        rc = mn_error(MN_EINVAL, "%s: no text holds a span of %d tokens after its first 2000 (each needs more than %d tokens)",
+                      o->src, N, 2000 + N);
     if (!rc && got < ns) ev_note(c, "only %d spans of %d tokens found", got, N);
     double acc[MN_EVAL_MAX_ITEMS], rg[MN_EVAL_MAX_ITEMS], acc0 = 0;
     int nrg[MN_EVAL_MAX_ITEMS];
