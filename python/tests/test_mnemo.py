@@ -173,18 +173,24 @@ def test_memory_progress_and_stop(model, doc_path):
 
 def test_ctrl_c_stops_a_read(model, doc_path):
     """Ctrl-C during a read: SIGINT arrives while the C call runs (sent from the first progress report, so
-    the test does not depend on the machine's speed); the read stops and KeyboardInterrupt is raised."""
+    the test does not depend on the machine's speed); the read stops and KeyboardInterrupt is raised.
+    The signal goes to the main thread, where the report runs: sent to the process, the kernel may hand
+    it to one of the C worker threads, and Python would run its handler only when the main thread next
+    runs Python code, which under load can be after the read has returned and the handler been given
+    back (seen once as "DID NOT RAISE")."""
     sent = []
 
     def interrupt(done, total):
         if not sent:
             sent.append(done)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return False
 
     with pytest.raises(KeyboardInterrupt):
         mnemo.Memory(model, doc_path, progress=interrupt, n_threads=2)
-    assert sent == [0]
+    # one report, whatever it counted: the first comes about 50 ms in, with the tokens begun by then (0, or a
+    # segment or more on a loaded machine), and the stop it asked for ended the read
+    assert len(sent) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
 
 
