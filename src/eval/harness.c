@@ -144,10 +144,20 @@ static void to_sink(void (*fn)(void *, const char *), void *user, const char *fm
 }
 
 void ev_row(ev_ctx *c, const char *fmt, ...) {
+    if (!c->sink || !c->sink->row) return;
     va_list ap;
     va_start(ap, fmt);
-    to_sink(c->sink ? c->sink->row : NULL, c->sink ? c->sink->user : NULL, fmt, ap);
+    ev_buf b = {0};
+    ev_vbprintf(&b, fmt, ap);
     va_end(ap);
+    /* every row names the KV cache format it was measured with (MNEMO_CACHE_TYPE, --cache-type): a q8_0 row
+     * and an f16 row are otherwise alike */
+    if (!b.failed && b.n > 1 && b.p[b.n - 1] == '}') {
+        b.p[--b.n] = 0;
+        ev_bprintf(&b, ", \"cache_type\": \"%s\"}", mn_cache_type_name(mn_context_default_params().cache_type));
+    }
+    if (!b.failed && b.p) c->sink->row(c->sink->user, b.p);
+    free(b.p);
 }
 
 void ev_note(ev_ctx *c, const char *fmt, ...) {
