@@ -142,19 +142,27 @@ static void to_f16(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = mn_fp32_to_fp16(src[i]);
 }
 
-int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
-                 const float *slot_k, int64_t slot_ld) {
-    if (!x || !ids || n <= 0 || n > x->l || start < 0 || (x->keys && (!rep || !rep_sh || !slot_k || slot_ld < x->M)))
-        return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
+/* Checks and stores a segment's ids as segment x->n (not yet counted); *seg gets its index. */
+static int put_ids(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, int text, int32_t *seg) {
     for (int32_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= x->V) return mn_error(MN_EINVAL, "exact store: token id %d out of range", ids[i]);
     int rc = grow(x);
     if (rc) return rc;
-    const int32_t s = x->n;
+    const int32_t s = *seg = x->n;
     memcpy(x->ids + (size_t)s * x->l, ids, sizeof(int32_t) * (size_t)n);
     x->len[s] = n;
     x->start[s] = start;
-    x->text[s] = 0;
+    x->text[s] = (uint8_t)text;
+    return MN_OK;
+}
+
+int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
+                 const float *slot_k, int64_t slot_ld) {
+    if (!x || !ids || n <= 0 || n > x->l || start < 0 || (x->keys && (!rep || !rep_sh || !slot_k || slot_ld < x->M)))
+        return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
+    int32_t s;
+    int rc = put_ids(x, ids, n, start, 0, &s);
+    if (rc) return rc;
     x->n++;
     if (!x->keys) return MN_OK;
     to_f16(x->rep + (size_t)s * rep_elems(x), rep, rep_elems(x));
@@ -168,15 +176,9 @@ int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, cons
 int mn_exact_add_text(mn_exact *x, const int32_t *ids, int32_t n, int64_t start) {
     if (!x || !ids || n <= 0 || n > x->l || start < 0)
         return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
-    for (int32_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= x->V) return mn_error(MN_EINVAL, "exact store: token id %d out of range", ids[i]);
-    int rc = grow(x);
+    int32_t s;
+    int rc = put_ids(x, ids, n, start, 1, &s);
     if (rc) return rc;
-    const int32_t s = x->n;
-    memcpy(x->ids + (size_t)s * x->l, ids, sizeof(int32_t) * (size_t)n);
-    x->len[s] = n;
-    x->start[s] = start;
-    x->text[s] = 1;
     if (x->keys) { /* zeros, never read: the key scorers pass text segments over */
         memset(x->rep + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
         memset(x->rep_sh + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
