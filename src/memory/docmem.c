@@ -333,8 +333,12 @@ static int32_t tail_dropped(const mn_docmem *d, const mn_recall_opts *ro) {
     return ro->local > 0 && tail > ro->local ? tail - ro->local : 0;
 }
 
+/* The document position of the raw tail's first token. */
+static int64_t tail_start(const mn_docmem *d) { return d->n_tokens - (d->n_raw - d->n_head); }
+
 /* Candidate seg's ids: a compressed segment (seg < S) or a segment of the
- * dropped raw tail; *start its first token in the document. */
+ * dropped raw tail, cut as mn_exact_add_text cuts it; *start its first token
+ * in the document. */
 static const int32_t *cand_ids(const mn_docmem *d, const mn_recall_opts *ro, int32_t seg, int32_t *n, int64_t *start) {
     const int32_t S = d->n_exact / d->exact_seg;
     if (seg < S) {
@@ -343,7 +347,7 @@ static const int32_t *cand_ids(const mn_docmem *d, const mn_recall_opts *ro, int
     }
     const int32_t off = (seg - S) * d->exact_seg, drop = tail_dropped(d, ro);
     *n = drop - off < d->exact_seg ? drop - off : d->exact_seg;
-    *start = d->n_tokens - (d->n_raw - d->n_head) + off;
+    *start = tail_start(d) + off;
     return d->raw + d->n_head + off;
 }
 
@@ -354,10 +358,10 @@ static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, i
                   int32_t *segs, int32_t *n_segs) {
     const mn_model *m = mn_context_model(c);
     const int32_t S = d->n_exact / d->exact_seg, per = d->n_slots / S, L = mn_model_n_layer(m);
-    const int32_t drop = tail_dropped(d, ro), W = (drop + d->exact_seg - 1) / d->exact_seg;
+    const int32_t drop = tail_dropped(d, ro);
     const size_t re = (size_t)L * MN_RECALL_REP * (size_t)d->dim;
     mn_exact *x = NULL;
-    float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)(S + W));
+    float *qb = NULL, *scores = malloc(sizeof(float) * (size_t)(S + drop / d->exact_seg + 1));
     /* the keys are converted into the store only for a scorer that reads them */
     const int keys = mn_recall_scorer_needs_q(ro->scorer);
     int rc = !scores ? mn_error(MN_ENOMEM, "out of memory")
@@ -366,12 +370,7 @@ static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, i
     for (int32_t s = 0; s < S && !rc; s++)
         rc = mn_exact_add(x, d->exact + (size_t)s * d->exact_seg, d->exact_seg, (int64_t)s * d->exact_seg, d->rep + s * re,
                           d->rep_sh + s * re, d->k + (size_t)s * per * d->dim, d->n_slots);
-    for (int32_t w = 0; w < W && !rc; w++) {
-        int32_t n;
-        int64_t st;
-        const int32_t *ids = cand_ids(d, ro, S + w, &n, &st);
-        rc = mn_exact_add_text(x, ids, n, st);
-    }
+    if (!rc && drop > 0) rc = mn_exact_add_text(x, d->raw + d->n_head, drop, tail_start(d));
     if (!rc && keys) {
         if (!(qb = malloc(sizeof(float) * (size_t)L * (size_t)nq * (size_t)mn_model_q_dim(m))))
             rc = mn_error(MN_ENOMEM, "out of memory");

@@ -174,17 +174,18 @@ int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, cons
 }
 
 int mn_exact_add_text(mn_exact *x, const int32_t *ids, int32_t n, int64_t start) {
-    if (!x || !ids || n <= 0 || n > x->l || start < 0)
-        return mn_error(MN_EINVAL, "exact store: bad segment (%d tokens of at most %d)", n, x ? x->l : 0);
-    int32_t s;
-    int rc = put_ids(x, ids, n, start, 1, &s);
-    if (rc) return rc;
-    if (x->keys) { /* zeros, never read: the key scorers pass text segments over */
-        memset(x->rep + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
-        memset(x->rep_sh + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
-        memset(x->slot + (size_t)s * slot_elems(x), 0, sizeof(uint16_t) * slot_elems(x));
+    if (!x || !ids || n <= 0 || start < 0) return mn_error(MN_EINVAL, "exact store: bad text run (%d tokens)", n);
+    for (int32_t off = 0; off < n; off += x->l) {
+        int32_t s;
+        int rc = put_ids(x, ids + off, n - off < x->l ? n - off : x->l, start + off, 1, &s);
+        if (rc) return rc;
+        if (x->keys) { /* zeros: the key scorers pass text segments over, but read every row into their product */
+            memset(x->rep + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
+            memset(x->rep_sh + (size_t)s * rep_elems(x), 0, sizeof(uint16_t) * rep_elems(x));
+            memset(x->slot + (size_t)s * slot_elems(x), 0, sizeof(uint16_t) * slot_elems(x));
+        }
+        x->n++;
     }
-    x->n++;
     return MN_OK;
 }
 

@@ -115,10 +115,11 @@ int32_t mn_exact_seg_len(const mn_exact *x);
  * Keys are held as f16. */
 int mn_exact_add(mn_exact *x, const int32_t *ids, int32_t n, int64_t start, const float *rep, const float *rep_sh,
                  const float *slot_k, int64_t slot_ld);
-/* Appends a segment of text alone (ids[0..n), n <= l, no keys): raw tokens a
- * reader dropped from its window, offered to recall beside the compressed
- * segments. BM25 scores it like any other; the key scorers score it -1, below
- * every segment with keys. */
+/* Appends a run of text alone (ids[0..n), no keys), cut into segments of l
+ * from its start (the last one shorter), the first starting at `start`: raw
+ * tokens a reader dropped from its window, offered to recall beside the
+ * compressed segments. BM25 scores them like any other; the key scorers score
+ * them -1, below every segment with keys. */
 int mn_exact_add_text(mn_exact *x, const int32_t *ids, int32_t n, int64_t start);
 /* Keeps the first n segments (what was added after them, e.g. text segments
  * offered for one choice, is forgotten). */

@@ -225,9 +225,7 @@ static int page_in(mn_stream *s) {
      * segments, in segments of the same length, so that what the window drops
      * can be paged back like what the memory compressed (BM25 reads their
      * text; the key scorers have no keys for them and pass them over). */
-    for (int32_t off = 0; off < drop && !rc; off += s->seg_l)
-        rc = mn_exact_add_text(s->exact, s->local + off, drop - off < s->seg_l ? drop - off : s->seg_l,
-                               s->n_seen - s->n_local + off);
+    if (drop > 0) rc = mn_exact_add_text(s->exact, s->local, drop, s->n_seen - s->n_local);
     const int32_t S = mn_exact_n(s->exact);
     float *scores = rc ? NULL : malloc(sizeof(float) * (size_t)S);
     if (!rc && !scores) rc = mn_error(MN_ENOMEM, "out of memory");
