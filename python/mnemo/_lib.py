@@ -106,6 +106,15 @@ def _declare(lib):
     f("mn_ask_default_params", AskParams)
     f("mn_doc_ask", c_int, c_void_p, c_char_p, POINTER(AskParams), TEXT_FN, c_void_p, POINTER(c_void_p),
       POINTER(AskStats))
+    f("mn_docstore_open", c_int, c_char_p, c_void_p, c_char_p, c_char_p, c_int, POINTER(c_void_p))
+    f("mn_docstore_close", None, c_void_p)
+    f("mn_docstore_add", c_int, c_void_p, c_char_p, c_size_t, c_char_p, c_char_p, c_char_p, POINTER(c_void_p))
+    f("mn_docstore_list", c_int, c_void_p, POINTER(c_void_p))
+    f("mn_docstore_get", c_int, c_void_p, c_int64, POINTER(c_void_p))
+    f("mn_docstore_remove", c_int, c_void_p, c_int64)
+    f("mn_docstore_query", c_int, c_void_p, c_char_p, c_int, POINTER(c_void_p))
+    f("mn_docstore_ask", c_int, c_void_p, c_char_p, POINTER(c_int64), c_int, c_int, POINTER(AskParams), TEXT_FN,
+      c_void_p, POINTER(c_void_p), POINTER(c_void_p), POINTER(AskStats))
     for name in ("mn_request_chat", "mn_request_completion"):
         f(name, c_int, c_void_p, c_char_p, c_char_p, c_size_t, CHUNK_FN, c_void_p, POINTER(c_void_p))
     return lib

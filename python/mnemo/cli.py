@@ -19,6 +19,16 @@ def cli_path():
     return p
 
 
+def cli_env(args):
+    """The command's environment: without -m, the model the package itself would use (the command finds
+    the shipped adapters beside it, but the model may live in the package's cache)."""
+    env = dict(os.environ)
+    if "-m" not in args and not env.get("MNEMO_MODEL"):
+        from . import default_model
+        env["MNEMO_MODEL"] = default_model()
+    return env
+
+
 def _args(options):
     """--name value for each option: lists comma-joined, True as a bare flag, None and False left out."""
     out = []
@@ -40,7 +50,7 @@ def run_rows(args, progress=True):
     ours as it comes when progress is true. A failure raises MnemoError with the command's message."""
     from . import MnemoError
 
-    proc = subprocess.Popen([cli_path(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([cli_path(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(args))
     tail = []
 
     def copy_err():

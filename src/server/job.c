@@ -216,17 +216,7 @@ char *job_chunk_json(const job *j, const char *text, size_t len, const char *fin
 char *job_response_json(const job *j) {
     cJSON *o;
     if (j->type == JOB_DOC_ADD) {
-        o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "id", (double)j->ing.id);
-        cJSON_AddStringToObject(o, "object", "document");
-        cJSON_AddStringToObject(o, "title", j->title ? j->title : "");
-        cJSON_AddStringToObject(o, "group", j->group ? j->group : MN_STORE_DEFAULT_GROUP);
-        cJSON_AddNumberToObject(o, "tokens", (double)j->ing.n_tokens);
-        mn_server_add_memory_parts(o, j->ing.n_tokens, j->ing.n_slots, j->ing.n_raw, j->ing.n_exact, j->ing.n_cells);
-        cJSON_AddNumberToObject(o, "bytes", (double)j->ing.mem_bytes);
-        cJSON_AddNumberToObject(o, "chunks", j->ing.n_chunks);
-        cJSON_AddBoolToObject(o, "existed", j->ing.existed);
-        cJSON_AddNumberToObject(o, "seconds", j->ing.seconds);
+        o = mn_ingest_json(&j->ing, j->title, j->group);
     } else {
         cJSON *c;
         o = completion_head(j, j->type == JOB_CHAT ? "chat.completion" : "text_completion", &c);

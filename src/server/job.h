@@ -12,6 +12,7 @@
 
 #include "mnemo.h"
 #include "store/answer.h"
+#include "store/docstore.h"
 #include "store/ingest.h"
 #include "store/store.h"
 
@@ -86,10 +87,5 @@ char *job_response_json(const job *j);
 const char *job_finish_reason(const job *j);
 /* Usage chunk of a stream (stream_options.include_usage), malloc'd. */
 char *job_usage_json(const job *j);
-
-/* A document's memory in a response, part by part (server.c): memory_slots, raw_cells, kv_cells
- * (slots + raw: what the decoder holds before recall), exact_tokens (kept for recall) and ratio
- * (tokens per KV cell); -1 for a part the memory file could not tell. */
-void mn_server_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int64_t cells);
 
 #endif

@@ -467,31 +467,6 @@ static enum MHD_Result submit(mn_server *s, struct MHD_Connection *c, conn_state
     return r;
 }
 
-void mn_server_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int64_t cells) {
-    /* every part named; -1 stands for a part the memory file could not tell */
-    cJSON_AddNumberToObject(o, "memory_slots", slots);
-    cJSON_AddNumberToObject(o, "raw_cells", raw);
-    cJSON_AddNumberToObject(o, "kv_cells", (double)cells);
-    cJSON_AddNumberToObject(o, "exact_tokens", exact);
-    cJSON_AddNumberToObject(o, "ratio", cells > 0 ? (double)tokens / (double)cells : 0.0);
-}
-
-static cJSON *doc_json(mn_store *s, const mn_store_doc *d) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "id", (double)d->id);
-    cJSON_AddStringToObject(o, "object", "document");
-    cJSON_AddStringToObject(o, "title", d->title);
-    cJSON_AddStringToObject(o, "group", d->group);
-    cJSON_AddStringToObject(o, "sha256", d->sha256);
-    cJSON_AddNumberToObject(o, "tokens", (double)d->n_tokens);
-    mn_store_mem_parts p;
-    mn_store_doc_parts(s, d, &p);
-    mn_server_add_memory_parts(o, d->n_tokens, p.slots, p.raw, p.exact, p.cells);
-    cJSON_AddNumberToObject(o, "bytes", (double)d->mem_bytes);
-    cJSON_AddNumberToObject(o, "created", (double)d->created);
-    return o;
-}
-
 static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, conn_state *cs, const char *owner) {
     mn_store_doc *d = NULL;
     int64_t n = 0;
@@ -504,7 +479,7 @@ static enum MHD_Result list_documents(mn_server *s, struct MHD_Connection *c, co
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *arr = cJSON_AddArrayToObject(o, "data");
-    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, doc_json(s->store, &d[i]));
+    for (int64_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, mn_store_doc_json(s->store, &d[i]));
     free(d);
     return send_json(c, cs, 200, o);
 }
@@ -522,18 +497,13 @@ static enum MHD_Result one_document(mn_server *s, struct MHD_Connection *c, conn
     } else if (!(rc = visible_to(s, id, owner))) {
         rc = del ? mn_store_remove(s->store, id, files, sizeof files) : mn_store_get(s->store, id, mn_adapter_hash(s->a), &d);
     }
-    if (!rc && del)
-        for (char *sv = NULL, *f = strtok_r(files, "\n", &sv); f; f = strtok_r(NULL, "\n", &sv)) {
-            char p[MN_STORE_PATH_CAP];
-            snprintf(p, sizeof p, "%s/%s", mn_store_mem_dir(s->store), f);
-            unlink(p);
-        }
+    if (!rc && del) mn_store_unlink_files(s->store, files);
     pthread_mutex_unlock(&s->store_mu);
     if (rc == MN_ENOTFOUND) return send_error(c, cs, 404, "not_found_error", "no document with id %lld", (long long)id);
     if (rc == MN_EUNAVAILABLE) atomic_fetch_add(&s->mx.backend_errors, 1);
     if (rc) return send_error(c, cs, rc == MN_EUNAVAILABLE ? 503 : 500, type_of(rc == MN_EUNAVAILABLE ? rc : MN_EIO), "%s",
                               mn_last_error());
-    if (!del) return send_json(c, cs, 200, doc_json(s->store, &d));
+    if (!del) return send_json(c, cs, 200, mn_store_doc_json(s->store, &d));
     mn_memcache_forget(s->cache, id);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "id", (double)id);

@@ -176,3 +176,51 @@ done:
     mn_sampler_free(smp);
     return rc;
 }
+
+int mn_ask_params_check(const mn_ask_params *p) {
+    if (p->max_tokens <= 0) return mn_error(MN_EINVAL, "max_tokens must be positive (got %d)", p->max_tokens);
+    if (p->recall < MN_RECALL_AUTO || p->recall > MN_DOCMEM_RECALL_MAXK)
+        return mn_error(MN_EINVAL, "recall is -1 (auto), 0 (none) or a count up to %d (got %d)", MN_DOCMEM_RECALL_MAXK,
+                        p->recall);
+    return MN_OK;
+}
+
+int mn_answer_acc_piece(void *user, const char *text, size_t len) {
+    mn_answer_acc *a = user;
+    if (a->len + len + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 256;
+        while (cap < a->len + len + 1) cap *= 2;
+        char *nt = realloc(a->text, cap);
+        if (!nt) {
+            a->oom = 1;
+            return 1;
+        }
+        a->text = nt, a->cap = cap;
+    }
+    memcpy(a->text + a->len, text, len);
+    a->len += len;
+    a->text[a->len] = 0;
+    return a->fn ? a->fn(a->user, text, len) : 0;
+}
+
+int mn_answer_acc_finish(mn_answer_acc *acc, int rc, const mn_answer_stats *as, int64_t kv_cells, char **answer,
+                         mn_ask_stats *st) {
+    if (!rc && acc->oom) rc = mn_error(MN_ENOMEM, "out of memory keeping the answer");
+    if (!rc && as->finish == MN_FINISH_CANCELLED)
+        rc = mn_error(MN_ECANCELLED, "stopped by the caller after %lld tokens", (long long)as->completion_tokens);
+    if (!rc && st) {
+        st->prompt_tokens = as->prompt_tokens, st->completion_tokens = as->completion_tokens;
+        st->kv_cells = kv_cells;
+        st->recalled = as->recalled, st->recalled_cells = as->recalled_cells;
+        st->finish = (int32_t)as->finish;
+        st->seconds_to_first_token = as->t_first_token, st->seconds = as->t_total;
+    }
+    if (!rc && answer) {
+        *answer = acc->text ? acc->text : strdup("");
+        if (!*answer) rc = mn_error(MN_ENOMEM, "out of memory");
+    } else {
+        free(acc->text);
+    }
+    acc->text = NULL;
+    return rc;
+}

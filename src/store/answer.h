@@ -71,4 +71,23 @@ double mn_answer_now(void);
 
 const char *mn_finish_name(mn_finish f); /* "stop", "length", "cancelled", "timeout" */
 
+/* The public asks (mn_doc_ask, mn_docstore_ask) over mn_answer: their
+ * parameters checked, the pieces kept and passed on, the end turned into
+ * the public stats and errors. */
+int mn_ask_params_check(const mn_ask_params *p);
+typedef struct {
+    mn_text_fn fn; /* the caller's, optional */
+    void *user;
+    char *text;
+    size_t len, cap;
+    int oom;
+} mn_answer_acc;
+/* An mn_answer_piece_fn; user is an mn_answer_acc. */
+int mn_answer_acc_piece(void *user, const char *text, size_t len);
+/* After mn_answer returned rc: a stop is MN_ECANCELLED, the text goes to
+ * *answer (optional; else freed), the stats to st (optional; kv_cells the
+ * cache's at the end). Returns the final code. */
+int mn_answer_acc_finish(mn_answer_acc *acc, int rc, const mn_answer_stats *as, int64_t kv_cells, char **answer,
+                         mn_ask_stats *st);
+
 #endif

@@ -125,32 +125,6 @@ mn_ask_params mn_ask_default_params(void) {
     return p;
 }
 
-typedef struct {
-    mn_text_fn fn;
-    void *user;
-    char *text;
-    size_t len, cap;
-    int oom;
-} ask_acc;
-
-static int on_piece(void *user, const char *text, size_t len) {
-    ask_acc *a = user;
-    if (a->len + len + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 256;
-        while (cap < a->len + len + 1) cap *= 2;
-        char *nt = realloc(a->text, cap);
-        if (!nt) {
-            a->oom = 1;
-            return 1;
-        }
-        a->text = nt, a->cap = cap;
-    }
-    memcpy(a->text + a->len, text, len);
-    a->len += len;
-    a->text[a->len] = 0;
-    return a->fn ? a->fn(a->user, text, len) : 0;
-}
-
 int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn_text_fn on_text, void *user,
                char **answer, mn_ask_stats *st) {
     if (answer) *answer = NULL;
@@ -158,10 +132,8 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     if (!d || !question) return mn_error(MN_EINVAL, "doc ask: missing document or question");
     const mn_ask_params dp = mn_ask_default_params();
     if (!p) p = &dp;
-    if (p->max_tokens <= 0) return mn_error(MN_EINVAL, "max_tokens must be positive (got %d)", p->max_tokens);
-    if (p->recall < MN_RECALL_AUTO || p->recall > MN_DOCMEM_RECALL_MAXK)
-        return mn_error(MN_EINVAL, "recall is -1 (auto), 0 (none) or a count up to %d (got %d)", MN_DOCMEM_RECALL_MAXK,
-                        p->recall);
+    int rc = mn_ask_params_check(p);
+    if (rc) return rc;
     /* the cells the answer needs: the memory, what recall may page, the prompt and the answer, within the
      * model's trained positions (mn_answer pages fewer segments where they do not fit) */
     const mn_docmem *mems[1] = {&d->d};
@@ -169,7 +141,7 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     char *prompt = NULL;
     int32_t *ids = NULL;
     int64_t n = 0;
-    int rc = mn_chat_format(mn_model_tokenizer(d->m), &msg, 1, 1, &prompt);
+    rc = mn_chat_format(mn_model_tokenizer(d->m), &msg, 1, 1, &prompt);
     if (!rc) rc = tokenize(d->m, prompt, strlen(prompt), 1, &ids, &n);
     free(prompt), free(ids);
     if (rc) return rc;
@@ -185,7 +157,7 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     cp.n_threads = p->n_threads;
     mn_context *c = NULL;
     if ((rc = mn_context_create(d->m, &cp, &c))) return rc;
-    ask_acc acc = {on_text, user, NULL, 0, 0, 0};
+    mn_answer_acc acc = {on_text, user, NULL, 0, 0, 0};
     mn_answer_request r;
     memset(&r, 0, sizeof r);
     r.msgs = &msg, r.n_msgs = 1;
@@ -194,24 +166,11 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     r.sampling = mn_sampler_default_params();
     r.sampling.temperature = p->temperature;
     r.sampling.seed = p->seed;
-    r.on_piece = on_piece, r.user = &acc;
+    r.on_piece = mn_answer_acc_piece, r.user = &acc;
     r.recall = mn_recall_default_opts(p->recall);
     mn_answer_stats as;
     rc = mn_answer(c, d->a, &r, &as);
-    if (!rc && acc.oom) rc = mn_error(MN_ENOMEM, "out of memory keeping the answer");
-    if (!rc && as.finish == MN_FINISH_CANCELLED)
-        rc = mn_error(MN_ECANCELLED, "stopped by the caller after %lld tokens", (long long)as.completion_tokens);
-    if (!rc && st) {
-        st->prompt_tokens = as.prompt_tokens, st->completion_tokens = as.completion_tokens;
-        st->kv_cells = mn_kv_n_cells(c);
-        st->recalled = as.recalled, st->recalled_cells = as.recalled_cells;
-        st->finish = (int32_t)as.finish;
-        st->seconds_to_first_token = as.t_first_token, st->seconds = as.t_total;
-    }
+    rc = mn_answer_acc_finish(&acc, rc, &as, mn_kv_n_cells(c), answer, st);
     mn_context_free(c);
-    if (!rc && answer) {
-        *answer = acc.text ? acc.text : strdup("");
-        if (!*answer) rc = mn_error(MN_ENOMEM, "out of memory");
-    } else free(acc.text);
     return rc;
 }
