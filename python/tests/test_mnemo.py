@@ -362,6 +362,17 @@ def test_store_postgresql(model, doc_path, tmp_path, monkeypatch):
         subprocess.run(["bash", str(ROOT / "scripts" / "pg_cluster.sh"), "stop", str(cluster)], timeout=120)
 
 
+def test_example_reads_a_book(doc_path, tmp_path):
+    """examples/read_a_book.py as a user runs it: the memory table, an answer, the plot."""
+    import sys
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "read_a_book.py"), str(doc_path), "Who wrote it?"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "4096 tokens ->" in r.stdout and "A: " in r.stdout and "memory slots" in r.stdout
+    svg = (tmp_path / "memory.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2
+
+
 # ------------------------------------------------------------------ the command's wrappers
 def test_evaluate_rows_equal_the_cli(tmp_path):
     hay = tmp_path / "hay"
