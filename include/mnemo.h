@@ -432,6 +432,8 @@ typedef struct {
     uint64_t seed;
     int32_t recall;        /* segments paged back in beside the memory: -1 auto (default), 0 none, or a count */
     int32_t n_threads;     /* <= 0: all cores */
+    int32_t local;         /* with segments paged, the newest raw tokens of the document's recent window kept
+                            * beside them; the rest of the window is offered to recall (default 128; 0: all) */
 } mn_ask_params;
 mn_ask_params mn_ask_default_params(void);
 

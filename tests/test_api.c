@@ -11,6 +11,8 @@
 #include "test.h"
 #include "mnemo.h"
 
+#define MN_TEST_LOCAL 128 /* the documented default of mn_ask_params.local */
+
 static const char *bin(void) {
     const char *b = getenv("MNEMO_BIN");
     return b ? b : "./build/mnemo";
@@ -216,6 +218,25 @@ int main(int argc, char **argv) {
         if (got && cli_ans[got - 1] == '\n') cli_ans[got - 1] = 0;
         CHECK(!strcmp(cli_ans, ans0), "the API answers as `ask --mem`: '%s' vs '%s'", ans0, cli_ans);
         free(ans0);
+        /* local 0: the whole raw window beside the same paged segments, as many more cells as the window
+         * holds beyond the default's newest tokens (the raw cells also count the sinks, which both keep) */
+        mn_ask_stats st0;
+        ap.local = 0;
+        CHECK(mn_doc_ask(la, "Who is the author of this book?", &ap, NULL, NULL, &ans, &st0) == 0 &&
+                  st0.recalled == st.recalled && st0.recalled_cells == st.recalled_cells &&
+                  (st0.kv_cells - st0.completion_tokens) - (st.kv_cells - st.completion_tokens) <=
+                      info.raw_cells - MN_TEST_LOCAL &&
+                  (st0.kv_cells - st0.completion_tokens) - (st.kv_cells - st.completion_tokens) >
+                      info.raw_cells - MN_TEST_LOCAL - 16,
+              "local 0 keeps the whole window: %lld cells (%d recalled, %lld answer) vs %lld (%d, %lld); raw %d",
+              (long long)st0.kv_cells, st0.recalled_cells, (long long)st0.completion_tokens, (long long)st.kv_cells,
+              st.recalled_cells, (long long)st.completion_tokens, info.raw_cells);
+        free(ans);
+        ap.local = -1;
+        CHECK(mn_doc_ask(la, "x", &ap, NULL, NULL, &ans, NULL) == MN_EINVAL && strstr(mn_last_error(), "local"),
+              "local -1 refused: %s", mn_last_error());
+        ap.local = mn_ask_default_params().local;
+        CHECK(ap.local == MN_TEST_LOCAL, "the default local is %d", ap.local);
         ap.recall = 0;
         CHECK(mn_doc_ask(la, "Who is the author of this book?", &ap, NULL, NULL, &ans, &st) == 0 && st.recalled == 0,
               "recall 0 pages nothing: %s", mn_last_error());

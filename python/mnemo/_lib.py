@@ -37,7 +37,7 @@ class DocInfo(ctypes.Structure):
 
 class AskParams(ctypes.Structure):
     _fields_ = [("max_tokens", c_int32), ("temperature", c_float), ("seed", c_uint64), ("recall", c_int32),
-                ("n_threads", c_int32)]
+                ("n_threads", c_int32), ("local", c_int32)]
 
 
 class AskStats(ctypes.Structure):

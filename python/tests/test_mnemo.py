@@ -222,6 +222,19 @@ def test_threads_ask_one_memory(memory):
     assert got == [want, want]
 
 
+def test_ask_local_window(memory):
+    """local: the recent window's newest tokens kept beside the paged segments (0: the whole window)."""
+    st, st0 = {}, {}
+    memory.ask(QUESTION, max_tokens=4, stats=st)
+    memory.ask(QUESTION, max_tokens=4, stats=st0, local=0)
+    assert st["recalled"] == st0["recalled"] > 0
+    more = (st0["kv_cells"] - st0["completion_tokens"]) - (st["kv_cells"] - st["completion_tokens"])
+    assert memory.info["raw_cells"] - 128 - 16 < more <= memory.info["raw_cells"] - 128  # the sinks stay in both
+    with pytest.raises(mnemo.MnemoError) as e:
+        memory.ask(QUESTION, max_tokens=4, local=-1)
+    assert "local" in str(e.value)
+
+
 def test_memory_errors(model, tmp_path):
     with pytest.raises(mnemo.MnemoError) as e:
         mnemo.Memory(model, "", progress=False)

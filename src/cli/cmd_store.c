@@ -28,7 +28,7 @@ typedef struct {
     const char *db, *model, *adapter, *group, *docs_csv, *owner;
     const char *args[4096];
     int n_args;
-    long k, threads, jobs, n_predict, seed, recall;
+    long k, threads, jobs, n_predict, seed, recall, local;
     double temp;
     int gc, quiet;
 } st_opts;
@@ -44,10 +44,11 @@ static int usage(FILE *f) {
             "                                      bytes); --owner: only O's\n"
             "  rm    ID...                         remove documents and their memory files\n"
             "  query \"question\" [-k K]             rank documents (BM25 + dense, fused by rank)\n"
-            "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S] [--recall R]\n"
+            "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S] [--recall R] [--local N]\n"
             "        answer from the top-k documents' memories (one group's), citing them; R segments of\n"
             "        their exact text are paged back in beside the memories (default auto: one per 16\n"
-            "        stored segments of each, 2 to 8; 0: memory alone)\n"
+            "        stored segments of each, 2 to 8; 0: memory alone); with segments paged, N raw tokens of\n"
+            "        each memory's recent window stay beside them (default 128; 0: all)\n"
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
@@ -68,6 +69,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
     o->k = 3;
     o->n_predict = 256;
     o->recall = MN_RECALL_DEFAULT_K;
+    o->local = MN_RECALL_DEFAULT_LOCAL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                             \
@@ -86,7 +88,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         continue;                                                      \
     }
         INT("-k", k, 1, MAX_K) INT("-t", threads, 0, 512) INT("-j", jobs, 0, 512) INT("-n", n_predict, 1, 1 << 16)
-        INT("--seed", seed, 0, 0x7fffffffL)
+        INT("--seed", seed, 0, 0x7fffffffL) INT("--local", local, 0, 1 << 20)
 #undef INT
         if (!strcmp(a, "--recall")) {
             if (cli_parse_recall(cmd, v, MN_DOCMEM_RECALL_MAXK, &o->recall)) return 2;
@@ -435,6 +437,7 @@ static int store_query(const st_opts *o, int ask) {
         p.temperature = (float)o->temp;
         p.seed = (uint64_t)o->seed;
         p.recall = (int32_t)o->recall;
+        p.local = (int32_t)o->local;
         mn_store_doc docs[MAX_K];
         int nd = 0, lora = 0;
         mn_answer_stats st;

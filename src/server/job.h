@@ -40,6 +40,7 @@ typedef struct job {
     int64_t doc_ids[JOB_MAX_DOCS];
     int n_docs, retrieve_k;
     int recall;           /* segments paged back in from the memories' exact parts (0: none) */
+    int recall_local;     /* with segments paged, the raw tokens of each memory's recent window kept (0: all) */
     int32_t max_tokens;
     mn_sampler_params sampling;
     char id[48];

@@ -50,6 +50,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
     const cJSON *v;
     j->max_tokens = s->max_tokens < 256 ? s->max_tokens : 256;
     j->recall = MN_RECALL_DEFAULT_K;
+    j->recall_local = MN_RECALL_DEFAULT_LOCAL;
     if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
         (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
@@ -139,6 +140,15 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
                 return msg;
             }
             j->recall = (int)v->valuedouble;
+        }
+        if ((v = cJSON_GetObjectItemCaseSensitive(mn, "local"))) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (1 << 20) ||
+                v->valuedouble != floor(v->valuedouble)) {
+                snprintf(msg, cap, "mnemo.local must be an integer in [0, %d] (raw tokens of a memory's recent "
+                         "window kept beside paged segments; 0: all)", 1 << 20);
+                return msg;
+            }
+            j->recall_local = (int)v->valuedouble;
         }
         if (j->retrieve_k && j->n_docs) {
             snprintf(msg, cap, "give mnemo.documents or mnemo.retrieve, not both");

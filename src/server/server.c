@@ -244,6 +244,7 @@ static void run_answer(slot *sl, job *j) {
         r.on_piece = on_piece;
         r.user = j;
         r.recall = mn_recall_default_opts(j->recall);
+        r.recall.local = j->recall_local;
         rc = mn_answer(sl->ctx, s->a, &r, &j->st);
     }
     for (int i = 0; i < nm; i++) mn_memcache_put(s->cache, mems[i]);

@@ -182,6 +182,7 @@ int mn_ask_params_check(const mn_ask_params *p) {
     if (p->recall < MN_RECALL_AUTO || p->recall > MN_DOCMEM_RECALL_MAXK)
         return mn_error(MN_EINVAL, "recall is -1 (auto), 0 (none) or a count up to %d (got %d)", MN_DOCMEM_RECALL_MAXK,
                         p->recall);
+    if (p->local < 0) return mn_error(MN_EINVAL, "local is a number of raw tokens, 0 for all (got %d)", p->local);
     return MN_OK;
 }
 

@@ -122,6 +122,7 @@ mn_ask_params mn_ask_default_params(void) {
     memset(&p, 0, sizeof p);
     p.max_tokens = 256;
     p.recall = MN_RECALL_DEFAULT_K;
+    p.local = MN_RECALL_DEFAULT_LOCAL;
     return p;
 }
 
@@ -168,6 +169,7 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     r.sampling.seed = p->seed;
     r.on_piece = mn_answer_acc_piece, r.user = &acc;
     r.recall = mn_recall_default_opts(p->recall);
+    r.recall.local = p->local;
     mn_answer_stats as;
     rc = mn_answer(c, d->a, &r, &as);
     rc = mn_answer_acc_finish(&acc, rc, &as, mn_kv_n_cells(c), answer, st);

@@ -322,6 +322,7 @@ static int answer_locked(mn_docstore *ds, const char *question, const int64_t *i
         r.sampling.seed = p->seed;
         r.lora = lora;
         r.recall = mn_recall_default_opts(p->recall);
+        r.recall.local = p->local;
         r.on_piece = on_piece, r.user = user;
         rc = mn_answer(ds->ctx, ds->a, &r, st);
         *kv_cells = mn_kv_n_cells(ds->ctx);

@@ -244,6 +244,13 @@ def test_server(tmp, adapter):
         check(st == 200 and r.get("object") == "chat.completion" and r["usage"]["completion_tokens"] == 6 and
               r["choices"][0]["message"]["role"] == "assistant" and r["choices"][0]["finish_reason"] == "length" and
               r["mnemo"]["memory_cells"] > 0, f"chat: {st} {r}")
+        # the raw window kept beside paged segments (mnemo.local): a count of tokens, 0 for all
+        for local, want in ((0, 200), (64, 200), (-1, 400), (1.5, 400), ("all", 400)):
+            st, r = request(base, "POST", "/v1/chat/completions",
+                            {"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "Summarise."}],
+                             "mnemo": {"documents": [ids["volcano"]], "local": local}})
+            check(st == want and (want == 200 or "mnemo.local" in r.get("error", {}).get("message", "")),
+                  f"mnemo.local {local!r}: {st} {r}")
         # the memory directory lost (an unmounted volume): health and uploads say 503 naming it, never 500;
         # back in place, the same server serves again
         mem, away = db + ".mem", db + ".mem.away"
