@@ -106,6 +106,43 @@ static void bm25(const mn_model *m) {
     mn_exact_free(x);
 }
 
+/* BM25 with overlapping edges: in contiguous segments of filler, a sentence
+ * cut by the boundary between segments 2 and 3 ("... secret harbour" | "code
+ * ..."): both segments score it whole, the top 2 are those two and score
+ * alike; the same words split across a gap (segments not adjacent in the
+ * document) are not joined. */
+static void bm25_overlap(const mn_model *m) {
+    const int32_t l = 64, S = 6; /* overlap: a quarter of a segment, 16 tokens */
+    const char *filler = " The old mill stood by the river and the wheel turned slowly in the water all day long";
+    int64_t nf, nh, nt, nq;
+    int32_t *f = tokenize(m, filler, &nf), *head = tokenize(m, " At dusk they spoke of the secret harbour", &nh),
+            *tail = tokenize(m, " code, which nobody else knew.", &nt), *q = tokenize(m, "What was the secret harbour code?", &nq);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(S * l));
+    for (int32_t i = 0; i < S * l; i++) ids[i] = f[i % nf];
+    const int32_t cut = 3 * l; /* the sentence ends segment 2 and begins segment 3 */
+    memcpy(ids + cut - nh, head, sizeof(int32_t) * (size_t)nh);
+    memcpy(ids + cut, tail, sizeof(int32_t) * (size_t)nt);
+    CHECK(nh < 16 && nt < 16, "each half within the overlap (%lld, %lld tokens)", (long long)nh, (long long)nt);
+    mn_exact *x;
+    CHECK(mn_exact_create_lexical(m, l, &x) == 0, "create");
+    for (int32_t s = 0; s < S; s++) CHECK(mn_exact_add_text(x, ids + s * l, l, (int64_t)s * l) == 0, "add %d", s);
+    float sc[8];
+    int32_t top[2];
+    CHECK(mn_exact_score(x, MN_RECALL_BM25, NULL, q, (int32_t)nq, sc) == 0, "scores");
+    CHECK(mn_exact_top(x, sc, 2, top) == 2 && top[0] == 2 && top[1] == 3, "the two halves' segments first (%d %d)",
+          top[0], top[1]);
+    CHECK(sc[3] > 0.8f * sc[2] && sc[2] > 0.8f * sc[3] && sc[2] > 3 * sc[0], "both read the whole sentence: %.3f %.3f (filler %.3f)",
+          sc[2], sc[3], sc[0]);
+    /* segment 3 moved away from segment 2 in the document: nothing borrowed across the gap */
+    mn_exact_clear(x);
+    for (int32_t s = 0; s < S; s++)
+        CHECK(mn_exact_add_text(x, ids + s * l, l, (int64_t)s * l + (s >= 3 ? 1000 : 0)) == 0, "add %d", s);
+    CHECK(mn_exact_score(x, MN_RECALL_BM25, NULL, q, (int32_t)nq, sc) == 0, "scores");
+    CHECK(sc[2] > 1.3f * sc[3], "across a gap each keeps its own half: %.3f vs %.3f", sc[2], sc[3]);
+    mn_exact_free(x);
+    free(f), free(head), free(tail), free(q), free(ids);
+}
+
 /* Keys: segment 3's keys point along the query's queries (per kv head, the
  * mean of its heads' queries), the others are noise of the same size. */
 static void keys(const mn_model *m) {
@@ -544,6 +581,7 @@ int main(void) {
         TEST_MAIN_END();
     }
     bm25(m);
+    bm25_overlap(m);
     keys(m);
     /* under the sanitizers a shorter text read with 1 raw segment instead of the shipped 8: the same checks on
      * fewer tokens (the instrumented encoder reads about 20 tokens a second) */

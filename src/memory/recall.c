@@ -308,6 +308,17 @@ static int build_terms(mn_exact *x) {
     return MN_OK;
 }
 
+/* Counts the query terms among segment s's tokens [from, to) into row (per
+ * query term); returns the tokens counted. */
+static int32_t count_terms(const mn_exact *x, int32_t s, int32_t from, int32_t to, int32_t *row) {
+    const int32_t *sid = x->ids + (size_t)s * x->l;
+    for (int32_t i = from; i < to; i++) {
+        const int32_t t = x->term[sid[i]];
+        if (t >= 0 && x->qmark[t]) row[x->qmark[t] - 1]++;
+    }
+    return to - from;
+}
+
 static int score_bm25(mn_exact *x, const int32_t *ids, int32_t nq, float *scores) {
     int rc = build_terms(x);
     if (rc) return rc;
@@ -327,15 +338,25 @@ static int score_bm25(mn_exact *x, const int32_t *ids, int32_t nq, float *scores
         qt[nt] = t;
         x->qmark[t] = ++nt;
     }
+    /* Each segment is read with the edges of its document neighbours (chunk overlap, as passage
+     * retrieval does): a sentence cut by a segment boundary still scores whole in both segments,
+     * so both are paged and read together instead of neither ranking. */
+    const int32_t W = MN_RECALL_BM25_OVERLAP < x->l / 4 ? MN_RECALL_BM25_OVERLAP : x->l / 4;
+    int32_t *dl = malloc(sizeof(int32_t) * (size_t)(S > 0 ? S : 1));
     double avg = 0;
-    for (int32_t s = 0; s < S; s++) {
-        const int32_t *sid = x->ids + (size_t)s * x->l;
-        avg += x->len[s];
-        for (int32_t i = 0; i < x->len[s]; i++) {
-            const int32_t t = x->term[sid[i]];
-            if (t >= 0 && x->qmark[t]) tf[(size_t)s * nt + x->qmark[t] - 1]++;
-        }
-        for (int32_t j = 0; j < nt; j++) df[j] += tf[(size_t)s * nt + j] > 0;
+    for (int32_t s = 0; s < S && dl; s++) {
+        int32_t *row = tf + (size_t)s * nt;
+        dl[s] = count_terms(x, s, 0, x->len[s], row);
+        if (W > 0 && s > 0 && x->start[s - 1] + x->len[s - 1] == x->start[s])
+            dl[s] += count_terms(x, s - 1, x->len[s - 1] > W ? x->len[s - 1] - W : 0, x->len[s - 1], row);
+        if (W > 0 && s + 1 < S && x->start[s] + x->len[s] == x->start[s + 1])
+            dl[s] += count_terms(x, s + 1, 0, x->len[s + 1] < W ? x->len[s + 1] : W, row);
+        avg += dl[s];
+        for (int32_t j = 0; j < nt; j++) df[j] += row[j] > 0;
+    }
+    if (!dl) {
+        free(qt), free(tf), free(df);
+        return mn_error(MN_ENOMEM, "out of memory scoring %d segments", S);
     }
     avg /= S > 0 ? S : 1;
     const double k1 = 1.2, b = 0.75;
@@ -345,12 +366,12 @@ static int score_bm25(mn_exact *x, const int32_t *ids, int32_t nq, float *scores
             const double f = tf[(size_t)s * nt + j];
             if (f <= 0) continue;
             const double idf = log(((double)S - df[j] + 0.5) / (df[j] + 0.5) + 1.0);
-            sc += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * x->len[s] / avg));
+            sc += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * dl[s] / avg));
         }
         scores[s] = (float)sc;
     }
     for (int32_t j = 0; j < nt; j++) x->qmark[qt[j]] = 0;
-    free(qt), free(tf), free(df);
+    free(qt), free(tf), free(df), free(dl);
     return MN_OK;
 }
 
