@@ -479,6 +479,20 @@ static void test_model_retrieval(void) {
         rc = mn_retrieve(s, c, "zzz qqq", NULL, 2, r, &nr);
         CHECK(rc == 0 && nr == 2 && r[0].rank_bm25 == 0 && r[0].rank_dense == 1, "dense-only fallback: n=%d", nr);
     }
+    /* fusion: lists that rank two documents in swapped order tie; the one each list rates closer to its
+     * best wins, whatever the ids; a document both lists put first wins outright */
+    const mn_store_hit bm[2] = {{7, 21.8}, {3, 3.6}}, dn[2] = {{3, 0.793}, {7, 0.761}}, dn2[2] = {{7, 0.8}, {3, 0.1}};
+    mn_retrieval_hit fh[4];
+    int nf = 0;
+    CHECK(mn_retrieve_fuse(bm, 2, dn, 2, 4, fh, &nf) == 0 && nf == 2 && fh[0].doc_id == 7 && fh[1].doc_id == 3 &&
+              fh[0].score == fh[1].score && fh[0].rank_bm25 == 1 && fh[0].rank_dense == 2,
+          "a tie goes to the stronger scores: %lld then %lld", nf ? (long long)fh[0].doc_id : -1LL,
+          nf > 1 ? (long long)fh[1].doc_id : -1LL);
+    const mn_store_hit bm2[2] = {{3, 21.8}, {7, 3.6}};
+    CHECK(mn_retrieve_fuse(bm2, 2, dn, 2, 1, fh, &nf) == 0 && nf == 1 && fh[0].doc_id == 3, "both lists first: %lld",
+          (long long)fh[0].doc_id);
+    CHECK(mn_retrieve_fuse(bm, 2, dn2, 2, 4, fh, &nf) == 0 && nf == 2 && fh[0].doc_id == 7 && fh[0].score > fh[1].score,
+          "agreement fuses higher");
     mn_store_close(s);
     mn_context_free(c);
     mn_model_free(m);

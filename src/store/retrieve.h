@@ -24,6 +24,11 @@ typedef struct {
 int mn_retrieve(mn_store *s, mn_context *embed_ctx, const char *question, const char *owner, int k,
                 mn_retrieval_hit *hits, int *n);
 
+/* The fusion alone: BM25 hits bm and dense hits dn (best first, at most 32
+ * each) into the k best by reciprocal rank; equal fused scores go to the
+ * document with the larger sum of its scores over each list's best. */
+int mn_retrieve_fuse(const mn_store_hit *bm, int nb, const mn_store_hit *dn, int nd, int k, mn_retrieval_hit *hits,
+                     int *n);
 /* Turns document ids (explicit, or retrieval hits best first) into the
  * documents to answer from, with their memories for adapter_hash. Explicit
  * ids (retrieved = 0) must all exist, have a memory and fit in slot_budget
