@@ -223,6 +223,24 @@ static void test_basic(void) {
         CHECK(access(mine[i], F_OK) == 0, "gc leaves a file the store did not make: %s", mine[i]);
         unlink(mine[i]);
     }
+    /* the first gc marked the directory with the store's id; a directory another store marked (two stores
+     * given one memory directory) is refused, and that store's files stay */
+    char marker[600], sid[64] = "", got[64] = "";
+    snprintf(marker, sizeof marker, "%s/" MN_STORE_DIR_MARKER, mn_store_mem_dir(s));
+    CHECK(mn_store_meta_get(s, "store_id", sid, sizeof sid) == 0 && strlen(sid) == 32, "the store has an id: %s", sid);
+    if ((f = fopen(marker, "r"))) {
+        if (!fgets(got, sizeof got, f)) got[0] = 0;
+        fclose(f);
+    }
+    got[strcspn(got, "\n")] = 0;
+    CHECK(!strcmp(got, sid), "the marker names it: '%s' vs '%s'", got, sid);
+    if ((f = fopen(marker, "w"))) fputs("0123456789abcdef0123456789abcdef\n", f), fclose(f);
+    if ((f = fopen(orphan, "wb"))) fclose(f);
+    rc = mn_store_gc(s, 0, &removed);
+    CHECK(rc == MN_EINVAL && strstr(mn_last_error(), "another store") && access(orphan, F_OK) == 0 && removed == 0,
+          "a directory marked by another store: gc refused, its files kept: %d %s", rc, mn_last_error());
+    if ((f = fopen(marker, "w"))) fprintf(f, "%s\n", sid), fclose(f);
+    CHECK(mn_store_gc(s, 0, &removed) == 0 && removed == 1 && access(orphan, F_OK) != 0, "its own marker: gc runs");
 
     /* remove */
     char files[256];

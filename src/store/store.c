@@ -146,11 +146,56 @@ static int store_made(const char *name) {
     return !strncmp(p, ".tmp.", 5) && strlen(p + 5) == 6;
 }
 
+/* The store's identity (meta "store_id", 32 hex digits, made on first need)
+ * written in its memory directory (MN_STORE_DIR_MARKER) the first time gc
+ * runs there: a directory two stores share (two PostgreSQL databases given
+ * the same MNEMO_MEM_DIR) holds files each store sees as orphans, and gc
+ * must not delete the other store's memories. A marker naming another store
+ * stops gc with an error that says so. */
+static int claim_mem_dir(mn_store *s) {
+    char id[64] = "";
+    int rc = mn_store_meta_get(s, "store_id", id, sizeof id);
+    if (rc == MN_ENOTFOUND) {
+        uint8_t r[16];
+        FILE *u = fopen("/dev/urandom", "rb");
+        const int ok = u && fread(r, 1, sizeof r, u) == sizeof r;
+        if (u) fclose(u);
+        if (!ok) return mn_error(MN_EIO, "store: cannot read /dev/urandom for the store's id");
+        for (int i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", r[i]);
+        if ((rc = mn_store_meta_set(s, "store_id", id))) return rc;
+        rc = mn_store_meta_get(s, "store_id", id, sizeof id); /* another writer may have set it first */
+    }
+    if (rc) return rc;
+    char path[MN_STORE_PATH_CAP + 32], got[64] = "";
+    snprintf(path, sizeof path, "%s/%s", mn_store_mem_dir(s), MN_STORE_DIR_MARKER);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        const size_t n = fread(got, 1, sizeof got - 1, f);
+        fclose(f);
+        got[n] = 0;
+        got[strcspn(got, "\r\n")] = 0;
+        if (strcmp(got, id))
+            return mn_error(MN_EINVAL,
+                            "memory directory %s belongs to another store (%s names store %s, this is %s): gc would "
+                            "delete that store's memories; give each store its own directory (--mem-dir)",
+                            mn_store_mem_dir(s), MN_STORE_DIR_MARKER, got, id);
+        return MN_OK;
+    }
+    if (errno != ENOENT) return mn_error(MN_EIO, "cannot read %s: %s", path, strerror(errno));
+    f = fopen(path, "w");
+    if (!f) return mn_error(MN_EIO, "cannot write %s: %s", path, strerror(errno));
+    const int bad = fprintf(f, "%s\n", id) < 0;
+    if (fclose(f) || bad) return mn_error(MN_EIO, "cannot write %s: %s", path, strerror(errno));
+    return MN_OK;
+}
+
 int mn_store_gc(mn_store *s, double min_age_s, int *n_removed) {
     if (n_removed) *n_removed = 0;
+    int rc = claim_mem_dir(s);
+    if (rc) return rc;
     char **names;
     int64_t n;
-    int rc = mn_store_mem_files(s, &names, NULL, &n);
+    rc = mn_store_mem_files(s, &names, NULL, &n);
     if (rc) return rc;
     qsort(names, (size_t)n, sizeof *names, cmp_str);
     const char *dir = mn_store_mem_dir(s);

@@ -224,7 +224,10 @@ int mn_store_check(mn_store *s, char *report, size_t cap);
 /* Deletes files in the memory directory that no document refers to (left by
  * an ingest that was killed before its commit) and older than min_age_s
  * seconds (so a concurrent writer's file that is about to be committed
- * survives). *n_removed (optional) gets the count. */
+ * survives). *n_removed (optional) gets the count. The first gc writes the
+ * store's id into the directory (MN_STORE_DIR_MARKER); a directory marked by
+ * another store is refused (MN_EINVAL), its files left alone. */
+#define MN_STORE_DIR_MARKER ".mnemo-store"
 int mn_store_gc(mn_store *s, double min_age_s, int *n_removed);
 /* Verifies that every referenced memory file exists with the recorded size
  * and checksum; report lists the problems. MN_EFORMAT if any. */
