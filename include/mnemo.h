@@ -344,7 +344,8 @@ typedef struct {
 /* PLAIN: a base model without a chat template (no <|im_start|> token either):
  * a completion prompt, "{system}\n\n" then "Question: {user}\n" and
  * "Answer: {assistant}\n\n" per turn, and "Answer:" to generate. */
-typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2, MN_CHAT_PLAIN = 3 } mn_chat_style;
+/* GEMMA: Gemma's <start_of_turn>{user|model}\n...<end_of_turn>\n turns (see chat.h). */
+typedef enum { MN_CHAT_CHATML = 1, MN_CHAT_LLAMA2 = 2, MN_CHAT_PLAIN = 3, MN_CHAT_GEMMA = 4 } mn_chat_style;
 
 typedef struct {
     mn_chat_style style;

@@ -198,6 +198,48 @@ LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messag
           "{% endfor %}")
 
 
+# The Gemma 3 instruction-tuned models' template (google/gemma-3-*-it tokenizer_config.json), text parts only.
+GEMMA3 = ("{{ bos_token }}\n"
+          "{%- if messages[0]['role'] == 'system' -%}\n"
+          "    {%- if messages[0]['content'] is string -%}\n"
+          "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n"
+          "    {%- else -%}\n"
+          "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n"
+          "    {%- endif -%}\n"
+          "    {%- set loop_messages = messages[1:] -%}\n"
+          "{%- else -%}\n"
+          "    {%- set first_user_prefix = \"\" -%}\n"
+          "    {%- set loop_messages = messages -%}\n"
+          "{%- endif -%}\n"
+          "{%- for message in loop_messages -%}\n"
+          "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+          "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+          "    {%- endif -%}\n"
+          "    {%- if (message['role'] == 'assistant') -%}\n"
+          "        {%- set role = \"model\" -%}\n"
+          "    {%- else -%}\n"
+          "        {%- set role = message['role'] -%}\n"
+          "    {%- endif -%}\n"
+          "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+          "    {%- if message['content'] is string -%}\n"
+          "        {{ message['content'] | trim }}\n"
+          "    {%- elif message['content'] is iterable -%}\n"
+          "        {%- for item in message['content'] -%}\n"
+          "            {%- if item['type'] == 'image' -%}\n"
+          "                {{ '<start_of_image>' }}\n"
+          "            {%- elif item['type'] == 'text' -%}\n"
+          "                {{ item['text'] | trim }}\n"
+          "            {%- endif -%}\n"
+          "        {%- endfor -%}\n"
+          "    {%- else -%}\n"
+          "        {{ raise_exception(\"Invalid content type\") }}\n"
+          "    {%- endif -%}\n"
+          "    {{ '<end_of_turn>\n' }}\n"
+          "{%- endfor -%}\n"
+          "{%- if add_generation_prompt -%}\n"
+          "    {{'<start_of_turn>model\n'}}\n"
+          "{%- endif -%}\n")
+
 def render(template, messages, add_generation_prompt, bos="<s>", eos="</s>"):
     """Renders like transformers' apply_chat_template (sandboxed, trim_blocks, lstrip_blocks)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -229,7 +271,8 @@ def fixture_chat():
     }
     cases = [("model", model_tmpl, ["three", "system", "one", "empty"]),
              ("chatml", CHATML_PLAIN, ["three", "system", "one"]),
-             ("llama2", LLAMA2, ["three", "system", "one"])]
+             ("llama2", LLAMA2, ["three", "system", "one"]),
+             ("gemma3", GEMMA3, ["three", "system", "one"])]
     lines = ["# chat prompts rendered by jinja2 like transformers.apply_chat_template - scripts/make_fixtures.py"]
     for name, tmpl, _ in cases:
         if name != "model":
@@ -238,7 +281,9 @@ def fixture_chat():
         for cn in conv_names:
             for agp in (0, 1):
                 msgs = convs[cn]
-                text = render(tmpl, msgs, bool(agp))
+                # Gemma's leading {{ bos_token }} is the tokenizer's to add (mnemo renders without it,
+                # as llama.cpp does): rendered here with an empty BOS
+                text = render(tmpl, msgs, bool(agp), bos="" if name == "gemma3" else "<s>")
                 enc = ",".join(f"{m['role']}={m['content'].encode().hex()}" for m in msgs)
                 lines.append(f"case\t{name}\t{agp}\t{enc}\t{text.encode().hex()}")
     out = os.path.join(FIX, "chat.txt")

@@ -590,6 +590,15 @@ static void test_chat_misc(void) {
     CHECK(mn_chat_apply(&ct, m, 2, 1, &out, NULL) == MN_EINVAL && !out, "llama2 roles must alternate");
     mn_chat_msg bad = {"user", NULL};
     CHECK(mn_chat_apply(&ct, &bad, 1, 1, &out, NULL) == MN_EINVAL, "NULL content");
+    const char *g = "{{ '<start_of_turn>' + role + '\\n' }}";
+    CHECK(mn_chat_template_parse(g, strlen(g), NULL, &ct) == 0 && ct.style == MN_CHAT_GEMMA && !ct.fallback,
+          "gemma detected");
+    CHECK(mn_chat_apply(&ct, m, 2, 1, &out, NULL) == MN_EINVAL && !out && strstr(mn_last_error(), "alternate"),
+          "gemma roles must alternate");
+    mn_chat_msg sys_only = {"system", "Be brief."};
+    CHECK(mn_chat_apply(&ct, &sys_only, 1, 1, &out, NULL) == 0 && !strcmp(out, "<start_of_turn>model\n"),
+          "a system message alone writes no turn: %s", out ? out : "(null)");
+    free(out);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -1,4 +1,4 @@
-/* chat.c - ChatML and Llama-2 chat prompt rendering (see chat.h). */
+/* chat.c - ChatML, Llama-2 and Gemma chat prompt rendering (see chat.h). */
 #include "model/chat.h"
 
 #include <stdio.h>
@@ -133,9 +133,14 @@ int mn_chat_template_parse(const char *tmpl, size_t len, const mn_tokenizer *tok
         out->style = MN_CHAT_LLAMA2;
         return 0;
     }
+    if (find_mem(tmpl, len, "<start_of_turn>")) {
+        out->style = MN_CHAT_GEMMA;
+        return 0;
+    }
     out->fallback = 1;
     snprintf(out->note, sizeof out->note,
-             "chat template not recognised (neither ChatML <|im_start|> nor Llama-2 [INST]); using ChatML");
+             "chat template not recognised (not ChatML <|im_start|>, Llama-2 [INST] or Gemma <start_of_turn>); "
+             "using ChatML");
     return 0;
 }
 
@@ -277,6 +282,32 @@ static int render_llama2(const mn_chat_template *ct, const mn_chat_msg *m, int n
     return 0;
 }
 
+/* Gemma: a system message is written at the start of the first user turn,
+ * the assistant's role is "model", contents are stripped, roles alternate
+ * from user. The template's leading BOS is left to the tokenizer. */
+static int render_gemma(const mn_chat_msg *m, int n, int agp, sbuf *b) {
+    const char *sys = NULL;
+    if (n > 0 && strcmp(m[0].role, "system") == 0) {
+        sys = m[0].content;
+        m++, n--;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((strcmp(m[i].role, "user") == 0) != (i % 2 == 0))
+            return mn_error(MN_EINVAL, "chat: Gemma conversation roles must alternate user/assistant/user/...");
+        sb_str(b, "<start_of_turn>");
+        sb_str(b, strcmp(m[i].role, "assistant") == 0 ? "model" : m[i].role);
+        sb_str(b, "\n");
+        if (i == 0 && sys) {
+            sb_str(b, sys);
+            sb_str(b, "\n\n");
+        }
+        sb_stripped(b, m[i].content, strlen(m[i].content));
+        sb_str(b, "<end_of_turn>\n");
+    }
+    if (agp) sb_str(b, "<start_of_turn>model\n");
+    return 0;
+}
+
 int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, int add_generation_prompt, char **out,
                   size_t *out_len) {
     if (out) *out = NULL;
@@ -288,6 +319,7 @@ int mn_chat_apply(const mn_chat_template *ct, const mn_chat_msg *msgs, int n, in
     sb_add(&b, "", 0);
     int rc = ct->style == MN_CHAT_LLAMA2  ? render_llama2(ct, msgs, n, &b)
              : ct->style == MN_CHAT_PLAIN ? render_plain(msgs, n, add_generation_prompt, &b)
+             : ct->style == MN_CHAT_GEMMA ? render_gemma(msgs, n, add_generation_prompt, &b)
                                           : render_chatml(ct, msgs, n, add_generation_prompt, &b);
     if (!rc && b.oom) rc = mn_error(MN_ENOMEM, "chat: out of memory");
     if (rc) {
