@@ -277,9 +277,14 @@ static int answer_locked(mn_docstore *ds, const char *question, const int64_t *i
         return mn_error(MN_EINVAL, "0..%d document ids (got %d)", MN_DOCSTORE_MAX_K, n_ids);
     int rc = mn_ask_params_check(p);
     if (!rc) rc = need_adapter(ds);
+    const int threads = p->n_threads > 0 ? p->n_threads : ds->n_threads;
+    if (!rc && ds->ctx && threads > 0 && mn_context_n_threads(ds->ctx) != threads) { /* asked for other threads */
+        mn_context_free(ds->ctx);
+        ds->ctx = NULL;
+    }
     if (!rc && !ds->ctx) {
         mn_context_params cp = mn_context_default_params();
-        cp.n_threads = p->n_threads > 0 ? p->n_threads : ds->n_threads;
+        cp.n_threads = threads;
         cp.n_ctx = mn_model_n_ctx_train(ds->m);
         rc = mn_context_create(ds->m, &cp, &ds->ctx);
     }
