@@ -133,11 +133,6 @@ static const char *adapter_path(const st_opts *o, mn_store *s, char *buf, size_t
     return NULL;
 }
 
-static uint64_t recorded_adapter_hash(mn_store *s) {
-    char h[64];
-    return mn_store_meta_get(s, "adapter_hash", h, sizeof h) == 0 ? strtoull(h, NULL, 16) : 0;
-}
-
 /* ------------------------------------------------------------------- add */
 
 typedef struct {
@@ -246,13 +241,7 @@ static int store_add(const st_opts *o) {
     int rc = cli_load_model(o->model, &m);
     if (!rc && mn_adapter_load(m, ap, &a)) rc = cli_fail("adapter");
     if (!rc && mn_ingest_bind_model(s, m)) rc = cli_fail("store");
-    if (!rc && record) {
-        char abs[PATH_MAX], h[32];
-        snprintf(h, sizeof h, "%016llx", (unsigned long long)mn_adapter_hash(a));
-        if (mn_store_meta_set(s, "adapter_path", realpath(ap, abs) ? abs : ap) ||
-            mn_store_meta_set(s, "adapter_hash", h))
-            rc = cli_fail("store");
-    }
+    if (!rc && record && mn_store_record_adapter(s, ap, mn_adapter_hash(a))) rc = cli_fail("store");
     if (rc) {
         mn_adapter_free(a);
         mn_model_free(m);
@@ -297,7 +286,7 @@ static int store_ls(const st_opts *o) {
     if (open_store(o, MN_STORE_READONLY, &s)) return 1;
     mn_store_doc *d;
     int64_t n;
-    int rc = mn_store_list_owned(s, recorded_adapter_hash(s), o->owner, &d, &n) ? cli_fail("store") : 0;
+    int rc = mn_store_list_owned(s, mn_store_recorded_adapter_hash(s), o->owner, &d, &n) ? cli_fail("store") : 0;
     if (!rc) {
         /* every part of a memory named: slots, raw tokens, the KV cells they make, the exact tokens for recall */
         printf("%-6s %-12s %9s %7s %6s %8s %6s %8s %10s  %s\n", "id", "group", "tokens", "slots", "raw", "kv_cells",

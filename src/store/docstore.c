@@ -150,9 +150,7 @@ static int need_adapter(mn_docstore *ds) {
 
 /* The adapter whose memories a listing describes: the loaded one, else the one the store records. */
 static uint64_t list_hash(mn_docstore *ds) {
-    if (ds->a) return mn_adapter_hash(ds->a);
-    char h[64];
-    return mn_store_meta_get(ds->s, "adapter_hash", h, sizeof h) == MN_OK ? strtoull(h, NULL, 16) : 0;
+    return ds->a ? mn_adapter_hash(ds->a) : mn_store_recorded_adapter_hash(ds->s);
 }
 
 /* ---------------------------------------------------------------- calls */
@@ -163,13 +161,8 @@ int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *t
     if (!ds || (!text && len)) return mn_error(MN_EINVAL, "docstore add: missing store or text");
     pthread_mutex_lock(&ds->mu);
     int rc = need_adapter(ds);
-    if (!rc && ds->record) {
-        char h[32];
-        snprintf(h, sizeof h, "%016llx", (unsigned long long)mn_adapter_hash(ds->a));
-        if (!(rc = mn_store_meta_set(ds->s, "adapter_path", ds->adapter_path)) &&
-            !(rc = mn_store_meta_set(ds->s, "adapter_hash", h)))
-            ds->record = 0;
-    }
+    if (!rc && ds->record && !(rc = mn_store_record_adapter(ds->s, ds->adapter_path, mn_adapter_hash(ds->a))))
+        ds->record = 0;
     mn_ingest_result r;
     memset(&r, 0, sizeof r);
     const mn_ingest_doc d = {title ? title : "", source ? source : "", group, text ? text : "", len};

@@ -3,6 +3,7 @@
  * that works the same for every backend (garbage collection, verification). */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,18 @@ static int store_made(const char *name) {
     p += 4;
     if (!*p) return 1;
     return !strncmp(p, ".tmp.", 5) && strlen(p + 5) == 6;
+}
+
+int mn_store_record_adapter(mn_store *s, const char *path, uint64_t hash) {
+    char abs[PATH_MAX], h[32];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)hash);
+    int rc = mn_store_meta_set(s, "adapter_path", realpath(path, abs) ? abs : path);
+    return rc ? rc : mn_store_meta_set(s, "adapter_hash", h);
+}
+
+uint64_t mn_store_recorded_adapter_hash(mn_store *s) {
+    char h[64];
+    return mn_store_meta_get(s, "adapter_hash", h, sizeof h) == MN_OK ? strtoull(h, NULL, 16) : 0;
 }
 
 /* The store's identity (meta "store_id", 32 hex digits, made on first need)

@@ -214,6 +214,11 @@ int mn_store_groups(mn_store *s, mn_store_group **out, int64_t *n);
 /* Store-wide facts (model hash, embedding dim, ...). get: MN_ENOTFOUND when unset. */
 int mn_store_meta_get(mn_store *s, const char *key, char *val, size_t cap);
 int mn_store_meta_set(mn_store *s, const char *key, const char *val);
+/* The store's compressor adapter, as the first add records it (meta
+ * "adapter_path", made absolute, and "adapter_hash", 16 hex digits). */
+int mn_store_record_adapter(mn_store *s, const char *path, uint64_t hash);
+/* The recorded adapter's hash; 0 when none is recorded. */
+uint64_t mn_store_recorded_adapter_hash(mn_store *s);
 /* Every memory file name referenced (malloc'd array of malloc'd strings),
  * and (checksums optional) the payload checksum recorded for each. */
 int mn_store_mem_files(mn_store *s, char ***names, uint64_t **checksums, int64_t *n);
