@@ -399,6 +399,12 @@ typedef struct mn_doc mn_doc;
 typedef struct mn_adapter mn_adapter;
 int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out);
 void mn_adapter_free(mn_adapter *a);
+/* The adapter's reader: a decoder LoRA that answers from the exact text recall
+ * pages back (scripts/train_reader.sh). mn_adapter_load attaches the file
+ * named like the adapter with ".reader.gguf" for ".gguf" where one exists;
+ * asks with recall on then answer with it. Another file, or NULL for none. */
+int mn_adapter_set_reader(mn_adapter *a, const mn_model *m, const char *path);
+const char *mn_adapter_reader_path(const mn_adapter *a); /* NULL: none */
 
 /* Reads text[0..len) (tokenised with the model's BOS, as `mnemo compress`
  * reads a file) into memory on n_threads threads (<= 0: all cores). exact:
@@ -444,6 +450,7 @@ typedef struct {
     int32_t recalled;       /* segments recall paged in, and their cells */
     int32_t recalled_cells;
     int32_t finish;         /* 0 stop (end of turn), 1 length (max_tokens or the context's end) */
+    int32_t reader;         /* 1: answered with the adapter's reader (recall on) */
     double seconds_to_first_token, seconds;
 } mn_ask_stats;
 

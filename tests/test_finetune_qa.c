@@ -74,7 +74,12 @@ static const char *k_good =
     "\n"
     "{\"doc\": \"orchard\", \"question\": \"What grows by the wall?\", \"answer\": \"pears\", \"id\": 7}\n"
     "{\"doc\": 1, \"question\": \"What colour are the boats?\", \"answer\": \"red\"}\n"
-    "{\"doc\": \"2\", \"question\": \"Who grows them?\", \"answer\": \"the gardener\"}\n";
+    "{\"doc\": \"2\", \"question\": \"Who grows them?\", \"answer\": \"the gardener\"}\n"
+    "{\"context\": \"The lighthouse keeper lit nine lamps before the storm.\", \"question\": \"How many lamps?\", "
+    "\"answer\": \"nine\"}\n"
+    "{\"context\": \"The lighthouse keeper lit nine lamps before the storm.\", \"question\": \"How many lamps?\", "
+    "\"answer\": \"nine\", \"inline\": true}\n";
+static const char *k_passage = "The lighthouse keeper lit nine lamps before the storm.";
 
 /* ---- 2. parity with the answering path ---- */
 static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
@@ -90,7 +95,9 @@ static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
     }
     int32_t n = 0;
     const mn_qa_example *ex = mn_qaset_examples(q, &n);
-    CHECK(n == 4 && mn_qaset_n_docs(q) == 2, "%d pairs over %d documents", n, mn_qaset_n_docs(q));
+    CHECK(n == 6 && mn_qaset_n_docs(q) == 2, "%d pairs over %d documents", n, mn_qaset_n_docs(q));
+    CHECK(n == 6 && !mn_qaset_context(q, 0) && mn_qaset_context(q, 4) && !strcmp(mn_qaset_context(q, 4), k_passage),
+          "the passage is kept with its pair only");
     const mn_tokenizer *tok = mn_model_tokenizer(m);
     /* the prompt is mn_answer's: the question as the user message, the assistant's turn opened */
     const mn_chat_msg msg = {"user", "How many boats?"};
@@ -109,6 +116,33 @@ static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
                   0 &&
               !strcmp(ans, "seven") && mn_token_is_eog(tok, ex[0].ids[ex[0].n_ids - 1]),
           "the answer tokens are '%s' then the end of turn", ans);
+    /* a passage pair: no memory; the passage as a document is read (BOS, its text), then the same prompt */
+    if (n == 6) {
+        int32_t ctx[64];
+        int64_t nc = 0;
+        const mn_chat_msg pm = {"user", "How many lamps?"};
+        CHECK(mn_tokenize(tok, k_passage, strlen(k_passage), 1, 0, ctx, 64, &nc) == 0 &&
+                  mn_chat_format(tok, &pm, 1, 1, &prompt) == 0 &&
+                  mn_tokenize(tok, prompt, strlen(prompt), 1, 1, pids, 256, &npi) == 0,
+              "passage: %s", mn_last_error());
+        free(prompt);
+        const mn_qa_example *e = &ex[4];
+        CHECK(e->n_mem == 0 && e->n_prompt == nc + npi && !memcmp(e->ids, ctx, sizeof(int32_t) * (size_t)nc) &&
+                  !memcmp(e->ids + nc, pids, sizeof(int32_t) * (size_t)npi),
+              "the passage pair reads %d memory cells and a prompt of %d tokens (want 0 and %lld + %lld)", e->n_mem,
+              e->n_prompt, (long long)nc, (long long)npi);
+        /* inline: the passage opens the user's message, a blank line before the question */
+        char msg_text[256];
+        snprintf(msg_text, sizeof msg_text, "%s\n\n%s", k_passage, "How many lamps?");
+        const mn_chat_msg im = {"user", msg_text};
+        CHECK(mn_chat_format(tok, &im, 1, 1, &prompt) == 0 &&
+                  mn_tokenize(tok, prompt, strlen(prompt), 1, 1, pids, 256, &npi) == 0,
+              "inline prompt: %s", mn_last_error());
+        free(prompt);
+        e = &ex[5];
+        CHECK(e->n_mem == 0 && e->n_prompt == npi && !memcmp(e->ids, pids, sizeof(int32_t) * (size_t)npi),
+              "the inline pair's prompt is %d tokens (want the message's %lld)", e->n_prompt, (long long)npi);
+    }
     /* a LoRA with nonzero B, as trainer views and as the engine's set */
     mn_lora_file *lf = NULL;
     CHECK(mn_lora_file_init(m, "qkvo", 2, 4, 5, &lf) == 0, "lora: %s", mn_last_error());
@@ -147,7 +181,7 @@ static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
         mn_kv_clear(c);
         float *lg = malloc(sizeof(float) * (size_t)e->n_ids * V);
         int rc = mn_context_set_lora(c, set);
-        if (!rc) rc = mn_docmem_prime(c, a, &mp, 1, NULL);
+        if (!rc && e->n_mem) rc = mn_docmem_prime(c, a, &mp, 1, NULL);
         if (!rc) rc = mn_decode(c, e->ids, e->n_ids, lg, 1);
         CHECK(rc == 0, "engine: %s", mn_last_error());
         double el = 0;
@@ -159,7 +193,7 @@ static void test_parity(const mn_model *m, mn_store *s, const char *adapter) {
             el += mx + log(z) - r[e->ids[j + 1]];
         }
         CHECK(fabs(tl - el) < 2e-3 * fabs(el), "pair %d (%s memory): trainer loss %.6f, answering path %.6f", i,
-              e->kv ? "KV" : "embedding", tl, el);
+              e->n_mem ? e->kv ? "KV" : "embedding" : "no", tl, el);
         free(lg);
     }
     mn_context_free(c);
@@ -250,6 +284,12 @@ static void test_malformed(const mn_model *m, mn_store *s) {
         {"[1, 2]\n", ":1:", "JSON object", MN_EFORMAT},
         {"{\"doc\": \"harbor\", \"question\": \"q\", \"answer\": \"a\"} trailing\n", ":1:", "not valid JSON",
          MN_EFORMAT},
+        {"{\"context\": \"\", \"question\": \"q\", \"answer\": \"a\"}\n", ":1:", "\"context\"", MN_EFORMAT},
+        {"{\"context\": 5, \"question\": \"q\", \"answer\": \"a\"}\n", ":1:", "\"context\"", MN_EFORMAT},
+        {"{\"doc\": \"harbor\", \"question\": \"q\", \"answer\": \"a\", \"inline\": true}\n", ":1:", "\"inline\"", MN_EFORMAT},
+        {"{\"context\": \"text\", \"question\": \"q\", \"answer\": \"a\", \"inline\": 1}\n", ":1:", "\"inline\"", MN_EFORMAT},
+        {"{\"doc\": \"harbor\", \"context\": \"text\", \"question\": \"q\", \"answer\": \"a\"}\n", ":1:", "not both",
+         MN_EFORMAT},
         {"\n  \n", "empty.jsonl", "no question-answer pairs", MN_EFORMAT},
     };
     mn_adapter *a = NULL;
@@ -283,6 +323,28 @@ static void test_malformed(const mn_model *m, mn_store *s) {
     const int st = pp ? pclose(pp) : -1;
     CHECK(st != 0 && strstr(out, "bad.jsonl:2:") && strstr(out, "lighthouse") && !strstr(out, "step "),
           "CLI with a bad line: status %d, output:\n%s", st, out);
+
+    /* passages alone: a new group with no documents trains on them and records its LoRA */
+    char good[700], lora[700];
+    write_text("passages.jsonl",
+               "{\"context\": \"The lighthouse keeper lit nine lamps before the storm.\", \"question\": \"How many "
+               "lamps?\", \"answer\": \"nine\"}\n{\"context\": \"Three carts waited by the mill.\", \"question\": "
+               "\"How many carts?\", \"answer\": \"three\"}\n",
+               good, sizeof good);
+    snprintf(lora, sizeof lora, "%s/passages.gguf", g_dir);
+    snprintf(cmd, sizeof cmd,
+             "%s finetune --db %s --group readers -m %s --qa %s --qa-mix 1 --steps 2 --segments 2 -t 1 -o %s 2>&1", bin,
+             g_db, g_model, good, lora);
+    pp = popen(cmd, "r");
+    got = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
+    out[got] = 0;
+    const int st2 = pp ? pclose(pp) : -1;
+    CHECK(st2 == 0 && strstr(out, "2 question-answer pairs over 0 documents") && strstr(out, "on 2 documents") &&
+              strstr(out, "group 'readers': decoder LoRA"),
+          "CLI on passages: status %d, output:\n%s", st2, out);
+    mn_store_group gr;
+    CHECK(mn_store_group_get(s, "readers", &gr) == 0 && !strcmp(gr.adapter_path, lora), "the group records %s",
+          lora);
 }
 
 int main(void) {

@@ -42,6 +42,16 @@ static int words(const char *s, char w[][32], int cap) {
     return n;
 }
 
+/* Whether the word lists a and b share a run of 4 words. */
+static int shares_four(char a[][32], int na, char b[][32], int nb) {
+    for (int x = 0; x + 4 <= na; x++)
+        for (int y = 0; y + 4 <= nb; y++)
+            if (!strcmp(a[x], b[y]) && !strcmp(a[x + 1], b[y + 1]) && !strcmp(a[x + 2], b[y + 2]) &&
+                !strcmp(a[x + 3], b[y + 3]))
+                return 1;
+    return 0;
+}
+
 /* The evaluation's texts (needles, facts, labels, questions) share no run of 4 words with the training
  * windows' texts, and none of them speaks of a "pass key", the training needles' word. */
 static void eval_phrasings_disjoint(void) {
@@ -55,15 +65,31 @@ static void eval_phrasings_disjoint(void) {
         for (int j = 0; j < mn_synth_n_phrasings(); j++) {
             char b[64][32];
             const int nb = words(mn_synth_phrasing(j), b, 64);
-            int shared = 0;
-            for (int x = 0; x + 4 <= na && !shared; x++)
-                for (int y = 0; y + 4 <= nb && !shared; y++)
-                    shared = !strcmp(a[x], b[y]) && !strcmp(a[x + 1], b[y + 1]) && !strcmp(a[x + 2], b[y + 2]) &&
-                             !strcmp(a[x + 3], b[y + 3]);
-            CHECK(!shared, "eval text \"%s\" shares 4 words with the training text \"%s\"", ev,
+            CHECK(!shares_four(a, na, b, nb), "eval text \"%s\" shares 4 words with the training text \"%s\"", ev,
                   mn_synth_phrasing(j));
         }
     }
+}
+
+/* The reader's training pairs (scripts/make_reader_data.py, the decoder LoRA recall answers with) share
+ * no run of 4 words with the evaluation's texts either. */
+static void reader_phrasings_disjoint(void) {
+    FILE *p = popen("python3 scripts/make_reader_data.py --phrasings", "r");
+    CHECK(p != NULL, "cannot run scripts/make_reader_data.py");
+    if (!p) return;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, p)) {
+        char b[64][32];
+        const int nb = words(line, b, 64);
+        n++;
+        for (int i = 0; i < mn_eval_n_texts(); i++) {
+            char a[64][32];
+            const int na = words(mn_eval_text(i), a, 64);
+            CHECK(!shares_four(a, na, b, nb), "eval text \"%s\" shares 4 words with the reader's phrasing \"%s\"", mn_eval_text(i), line);
+        }
+    }
+    CHECK(pclose(p) == 0 && n >= 20, "%d reader phrasings listed", n);
 }
 
 /* The eval's trials: each states the number it asks for, and the check takes that number, in digits or
@@ -121,6 +147,7 @@ static void eval_trials(void) {
 
 int main(void) {
     eval_phrasings_disjoint();
+    reader_phrasings_disjoint();
     eval_trials();
     const char *path = test_model_path();
     CHECK(path != NULL, "the default model is missing (make model fetches it)");

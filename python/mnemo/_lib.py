@@ -42,7 +42,7 @@ class AskParams(ctypes.Structure):
 
 class AskStats(ctypes.Structure):
     _fields_ = [("prompt_tokens", c_int64), ("completion_tokens", c_int64), ("kv_cells", c_int64),
-                ("recalled", c_int32), ("recalled_cells", c_int32), ("finish", c_int32),
+                ("recalled", c_int32), ("recalled_cells", c_int32), ("finish", c_int32), ("reader", c_int32),
                 ("seconds_to_first_token", c_double), ("seconds", c_double)]
 
 

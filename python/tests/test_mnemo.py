@@ -148,12 +148,14 @@ def test_ask_equals_cli_and_streams(model, memory, tmp_path):
     answer = loaded.ask(QUESTION, max_tokens=24, stats=stats)
     assert isinstance(answer, str) and answer
     assert stats["recalled"] > 0 and stats["completion_tokens"] > 0
+    # the shipped reader sits beside the shipped adapter: recall on answers with it, recall off without
+    assert stats["reader"] == 1
     out = cli("ask", "-a", str(ADAPTER), "--mem", str(path), "-n", "24", "-t", "2", "-q", QUESTION)
     assert out.rstrip("\n") == answer
     assert "".join(loaded.ask(QUESTION, max_tokens=24, stream=True)) == answer
     none = {}
     loaded.ask(QUESTION, max_tokens=4, recall=0, stats=none)
-    assert none["recalled"] == 0
+    assert none["recalled"] == 0 and none["reader"] == 0
 
 
 def test_memory_progress_and_stop(model, doc_path):

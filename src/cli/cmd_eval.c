@@ -14,6 +14,7 @@
 #include "eval/needle.h"
 #include "memory/memory.h"
 #include "memory/recall.h"
+#include "model/lora.h"
 
 /* ------------------------------------------------------------- list parsing */
 static int parse_list(const char *opt, const char *s, long lo, long hi, long *out, int *n) {
@@ -111,6 +112,10 @@ static void usage(void) {
            "  --local N         with segments paged, only the newest N raw tokens (question\n"
            "                    included) stay beside them, the rest of the window offered to recall\n"
            "                    (default 128 for passkey and qa; ppl 0: the whole raw window)\n"
+           "  --lora FILE       a decoder LoRA (`mnemo finetune -o`) every mode reads and answers with\n"
+           "                    (default: none, but memory modes with recall answer passkey and qa\n"
+           "                    with the adapter's reader, ADAPTER with .reader.gguf for .gguf)\n"
+           "  --no-reader       memory modes with recall answer without the adapter's reader\n"
            "  --chunk N         tokens per scored piece (default 128)\n"
            "  --max-docs N      only the first N books / essays / documents\n"
            "  --seed S          passkey keys and placement (default 1)\n"
@@ -130,9 +135,9 @@ int cmd_eval(int argc, char **argv) {
     if (task < 0) return cli_usage_error("eval", "unknown task '%s' (ppl, passkey, qa or recall)", argv[0]);
     mn_eval_opts o;
     mn_eval_default_opts(&o, (mn_eval_task)task);
-    const char *ratios = NULL, *model_path = NULL, *ad_path[MN_EVAL_MAX_ADAPTERS];
+    const char *ratios = NULL, *model_path = NULL, *lora_path = NULL, *ad_path[MN_EVAL_MAX_ADAPTERS];
     const char *modes = "full,truncate,sinks,memory", *lengths = NULL, *depths = NULL, *src = NULL;
-    int modes_given = 0;
+    int modes_given = 0, no_reader = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NEED_V                                                                      \
@@ -207,6 +212,12 @@ int cmd_eval(int argc, char **argv) {
                 return cli_usage_error("eval", "--recall-at is before-recent or after-recent (got '%s')", v ? v : "");
             o.recall_late = !strcmp(v, "after-recent");
             i++;
+        } else if (!strcmp(a, "--no-reader")) {
+            no_reader = 1;
+        } else if (!strcmp(a, "--lora")) {
+            if (!v) return cli_usage_error("eval", "--lora needs a file");
+            lora_path = v;
+            i++;
         } else if (!strcmp(a, "--max-memory")) {
             if (cli_parse_int("eval", a, v, 0, 1 << 22, &o.max_memory)) return 2;
             i++;
@@ -269,6 +280,13 @@ int cmd_eval(int argc, char **argv) {
         if (mn_adapter_load(m, ad_path[a], &ad[a]) || mn_memory_bind(m, ad[a], &bind[a])) rc = cli_fail(ad_path[a]);
         else o.bind[a] = &bind[a], n_bound++;
     }
+    mn_lora_file *lora = NULL;
+    if (!rc && lora_path) {
+        if (mn_lora_file_load(m, lora_path, &lora)) rc = cli_fail(lora_path);
+        else o.lora = mn_lora_file_set(lora), o.lora_name = lora_path;
+    }
+    for (int a = 0; a < n_bound && !no_reader; a++)
+        o.reader[a] = mn_adapter_reader(ad[a]), o.reader_name[a] = mn_adapter_reader_path(ad[a]);
     if (!rc && mn_eval_check(&o)) rc = cli_usage_error("eval", "%s", mn_last_error());
     if (!rc) {
         progress_state ps = {0};
@@ -281,6 +299,7 @@ int cmd_eval(int argc, char **argv) {
         else if (summary) printf("\n%s", summary);
         free(summary);
     }
+    mn_lora_file_free(lora);
     for (int a = 0; a < o.n_ad; a++) {
         if (a < n_bound) mn_memory_unbind(&bind[a]);
         mn_adapter_free(ad[a]);

@@ -38,6 +38,10 @@ static void usage(void) {
            "                   {\"doc\": ID or \"title\", \"question\": \"...\", \"answer\": \"...\"}\n"
            "                 the decoder reads that document's stored memory and the question in the\n"
            "                 chat template answering uses; the loss is on the answer's tokens only.\n"
+           "                 {\"context\": \"passage\", ...} instead of \"doc\": the passage is read as\n"
+           "                 exact text (as recall pages segments back), or with \"inline\": true as the\n"
+           "                 start of the user's message (as ask --doc sends a document); a group\n"
+           "                 without documents then trains on its pairs' passages\n"
            "                 Every line is checked before training (errors name FILE:LINE).\n"
            "  --qa-mix F     share of steps on QA pairs, spread evenly (default 0.5: text and QA\n"
            "                 steps alternate; 1: QA only); a QA step draws --batch pairs at random\n");
@@ -69,6 +73,26 @@ static int write_group_texts(mn_store *s, const char *group, const char *dir, in
     }
     free(docs);
     return rc;
+}
+
+/* A group without documents trains on its QA file's passages: they are its texts too. */
+static int write_passages(const mn_qaset *qs, const char *dir, int *n_docs) {
+    int32_t n = 0;
+    mn_qaset_examples(qs, &n);
+    for (int32_t i = 0; i < n; i++) {
+        const char *t = mn_qaset_context(qs, i);
+        if (!t) continue;
+        char path[MN_STORE_PATH_CAP + 64];
+        snprintf(path, sizeof path, "%s/doc-passage-%d.txt", dir, i);
+        FILE *f = fopen(path, "wb");
+        const size_t len = strlen(t);
+        if (!f || fwrite(t, 1, len, f) != len || fclose(f)) {
+            fprintf(stderr, "mnemo finetune: cannot write %s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        (*n_docs)++;
+    }
+    return 0;
 }
 
 /* Like `mnemo train`'s progress line, saying which kind of step ran and the
@@ -142,7 +166,8 @@ int cmd_finetune(int argc, char **argv) {
     }
     if (!db || !group) return cli_usage_error(CMD, "--db and --group are required");
     mn_store *s = NULL;
-    if (mn_store_open(db, 0, &s)) return cli_fail(db);
+    /* with QA pairs the store may be new: passages need no documents, and the group is recorded there */
+    if (mn_store_open(db, qa_path ? MN_STORE_CREATE : 0, &s)) return cli_fail(db);
     char ad_buf[MN_STORE_PATH_CAP];
     if (!c.adapter_in) { /* the compressor the store's memories were made with */
         if (mn_store_meta_get(s, "adapter_path", ad_buf, sizeof ad_buf)) {
@@ -151,8 +176,9 @@ int cmd_finetune(int argc, char **argv) {
         }
         c.adapter_in = ad_buf;
     }
-    mn_store_group g;
-    if (mn_store_group_get(s, group, &g)) {
+    mn_store_group g; /* a new group is fine where the QA pairs bring passages (checked once they load) */
+    const int grc = mn_store_group_get(s, group, &g);
+    if (grc && !(grc == MN_ENOTFOUND && qa_path)) {
         mn_store_close(s);
         return cli_fail("group");
     }
@@ -179,7 +205,7 @@ int cmd_finetune(int argc, char **argv) {
         if (mn_dist_sum_f64(&nd, 1)) rc = cli_fail("finetune"); /* also waits for rank 0's texts */
         n_docs = (int)nd;
     }
-    if (!rc && n_docs == 0) {
+    if (!rc && n_docs == 0 && !qa_path) {
         fprintf(stderr, "mnemo finetune: group '%s' has no documents\n", group);
         rc = 1;
     }
@@ -195,6 +221,18 @@ int cmd_finetune(int argc, char **argv) {
             if (lead)
                 fprintf(stderr, "%d question-answer pairs over %d documents; %.0f%% of the steps\n", c.n_qa,
                         mn_qaset_n_docs(qs), 100.0 * c.qa_mix);
+        }
+    }
+    if (!rc && qs && n_docs == 0) { /* the passages of the pairs are the texts */
+        if (lead && (rc = write_passages(qs, dir, &n_docs))) rc = 1;
+        if (!rc && mn_dist_size() > 1) {
+            double nd = n_docs;
+            if (mn_dist_sum_f64(&nd, 1)) rc = cli_fail("finetune");
+            n_docs = (int)nd;
+        }
+        if (!rc && n_docs == 0) {
+            fprintf(stderr, "mnemo finetune: group '%s' has no documents and %s no passages\n", group, qa_path);
+            rc = 1;
         }
     }
     int has_qa = qs != NULL;

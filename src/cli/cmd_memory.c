@@ -21,7 +21,7 @@
 #include "train/data.h"
 
 typedef struct {
-    const char *model, *adapter, *doc, *mem, *out, *question, *title, *row;
+    const char *model, *adapter, *doc, *mem, *out, *question, *title, *row, *reader;
     long threads, n_predict, seed, max_tokens, recall, local, max_memory;
     double temp;
     int f32, quiet, scorer, late, no_exact;
@@ -44,7 +44,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
         continue;                                                         \
     }
         STR("-m", model) STR("-a", adapter) STR("-f", doc) STR("--doc", doc) STR("--mem", mem) STR("-o", out)
-        STR("--title", title) STR("--row", row)
+        STR("--title", title) STR("--row", row) STR("--reader", reader)
 #undef STR
         if (!strcmp(a, "-t")) {
             if (cli_parse_int(cmd, a, v, 0, 512, &o->threads)) return 2;
@@ -117,6 +117,9 @@ static int load_all(const mem_opts *o, loaded *L) {
                             "'mnemo train -a A.gguf' trains it, for the Llama family so far)\n");
         return 1;
     }
+    /* --reader: another reader than the one beside the adapter, or none */
+    if (o->reader && mn_adapter_set_reader(L->ad, L->m, strcmp(o->reader, "none") ? o->reader : NULL))
+        return cli_fail("--reader");
     return 0;
 }
 
@@ -240,7 +243,7 @@ static double kv_mib(const mn_model *m, int64_t cells) {
 
 /* What one `ask` measured, for --row. */
 typedef struct {
-    const char *doc, *question, *answer;
+    const char *doc, *question, *answer, *reader; /* reader: the LoRA it answered with, or NULL */
     int64_t doc_tokens, kv_cells, memory_slots, recalled, raw, full_cells;
     const mn_model *m; /* sizes the cells (mn_model_kv_bytes) */
     long recall, local;
@@ -288,6 +291,8 @@ static int write_row(const mem_opts *o, const ask_row *r) {
     else cJSON_AddNumberToObject(j, "recall", (double)r->recall);
     cJSON_AddStringToObject(j, "scorer", r->recall ? mn_recall_scorer_name((mn_recall_scorer)r->scorer) : "none");
     cJSON_AddNumberToObject(j, "local", (double)r->local);
+    if (r->reader) cJSON_AddStringToObject(j, "reader", base_of(r->reader));
+    else cJSON_AddNullToObject(j, "reader");
     pg = cJSON_AddArrayToObject(j, "paged");
     for (int32_t i = 0; i < r->n_paged && i < MN_STREAM_RECALL_MAXK; i++) {
         cJSON *seg = cJSON_CreateObject();
@@ -386,6 +391,9 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 (recall && (mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late) ||
                             mn_stream_set_recall_local(s, (int32_t)o->local)))))
         rc = cli_fail("memory stream");
+    /* with recall, the decoder reads and answers with the adapter's reader (the paged segments are exact text) */
+    const mn_lora_set *reader = recall ? mn_adapter_reader(L->ad) : NULL;
+    if (!rc && reader && mn_context_set_lora(ctx, reader)) rc = cli_fail("reader");
     if (!rc && o->recall != 0 && !recall && !o->quiet)
         fprintf(stderr, "[recall off: it needs a UIO adapter with a recent window]\n");
     const int tty = isatty(2);
@@ -461,9 +469,11 @@ static int ask_stream(const mem_opts *o, loaded *L) {
                 (long long)cells, mn_stream_n_memory(s), mn_stream_n_paged(s),
                 (long long)(cells - mn_stream_n_memory(s) - mn_stream_n_paged(s)), kv_mib(L->m, cells),
                 kv_mib(L->m, n + g), t_ttft, (long long)g);
+        if (reader) fprintf(stderr, "[answered with the reader %s]\n", mn_adapter_reader_path(L->ad));
     }
     if (!rc && o->row) {
         ask_row r = {.doc = o->doc, .doc_tokens = nd, .question = o->question, .answer = answer ? answer : "",
+                     .reader = reader ? mn_adapter_reader_path(L->ad) : NULL,
                      .recall = recall ? o->recall : 0, .scorer = o->scorer, .local = recall ? o->local : 0,
                      .kv_cells = cells_q, .memory_slots = mn_stream_n_memory(s), .recalled = mn_stream_n_paged(s),
                      .m = L->m, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft,
@@ -508,6 +518,8 @@ int cmd_ask(int argc, char **argv) {
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
                    "                    document's recent window beside them; the rest of the window is\n"
                    "                    offered to recall like the compressed segments (default %d; 0: all)\n"
+                   "  --reader FILE|none  the decoder LoRA that answers when recall is on (default: the\n"
+                   "                    adapter's, ADAPTER with .reader.gguf for .gguf, where it exists)\n"
                    "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
                    "                    the answer, the segments paged and every part of the cache\n"
                    "  -q                no statistics on stderr\n",
@@ -577,6 +589,9 @@ int cmd_ask(int argc, char **argv) {
         sp.temperature = (float)o.temp;
         sp.seed = (uint64_t)o.seed;
         if (!rc && mn_context_create(L.m, &cp, &ctx)) rc = cli_fail("context");
+        /* recall on: the adapter's reader answers, as mn_doc_ask does (installed before the memory is primed) */
+        if (!rc && asked && mn_adapter_reader(L.ad) && mn_context_set_lora(ctx, mn_adapter_reader(L.ad)))
+            rc = cli_fail("reader");
         if (!rc && mn_sampler_create(&sp, mn_model_n_vocab(L.m), &smp)) rc = cli_fail("sampler");
         mn_docmem_paged pg;
         memset(&pg, 0, sizeof pg);

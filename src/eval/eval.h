@@ -75,6 +75,12 @@ typedef struct {
     int scorer, recall_late;
     long recall_local;  /* with segments paged, the newest raw tokens kept (0: all) */
     int needle;         /* passkey: mn_needle_kind */
+    const mn_lora_set *lora; /* a decoder LoRA every mode's reader runs with (NULL: none) */
+    const char *lora_name;   /* its file, for the rows */
+    /* each adapter's reader (mn_adapter_reader; NULL: none): passkey and qa answer with it where a
+     * memory mode pages segments (recall on), as `ask` does; --lora overrides it */
+    const mn_lora_set *reader[MN_EVAL_MAX_ADAPTERS];
+    const char *reader_name[MN_EVAL_MAX_ADAPTERS];
 } mn_eval_opts;
 
 /* The defaults of `mnemo eval` (lengths by task, depths 0..100 by 25, two trials ...). */

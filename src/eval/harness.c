@@ -154,7 +154,8 @@ void ev_row(ev_ctx *c, const char *fmt, ...) {
      * and an f16 row are otherwise alike */
     if (!b.failed && b.n > 1 && b.p[b.n - 1] == '}') {
         b.p[--b.n] = 0;
-        ev_bprintf(&b, ", \"cache_type\": \"%s\"}", mn_cache_type_name(mn_context_default_params().cache_type));
+        ev_bprintf(&b, ", \"cache_type\": \"%s\"", mn_cache_type_name(mn_context_default_params().cache_type));
+        ev_bprintf(&b, "}");
     }
     if (!b.failed && b.p) c->sink->row(c->sink->user, b.p);
     free(b.p);
@@ -186,6 +187,17 @@ void ev_run_close(ev_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+const mn_lora_set *ev_lora(const mn_eval_opts *o, const mn_eval_mode *em) {
+    if (o->lora) return o->lora;
+    const int answers = o->task == MN_EVAL_PASSKEY || o->task == MN_EVAL_QA;
+    return answers && em->mode == MN_MODE_MEMORY && em->recall && em->ad >= 0 ? o->reader[em->ad] : NULL;
+}
+
+const char *ev_reader_name(const mn_eval_opts *o, const mn_eval_mode *em) {
+    if (o->lora) return ev_base_name(o->lora_name);
+    return ev_lora(o, em) ? ev_base_name(o->reader_name[em->ad]) : NULL;
+}
+
 int ev_run_open(const mn_eval_opts *o, const mn_eval_mode *em, int64_t n_tokens, int32_t window, int32_t extra,
                 ev_run *r) {
     memset(r, 0, sizeof *r);
@@ -210,6 +222,8 @@ int ev_run_open(const mn_eval_opts *o, const mn_eval_mode *em, int64_t n_tokens,
     cp.n_batch = 512;
     cp.n_threads = (int)o->threads;
     int rc = mn_context_create(o->m, &cp, &r->ctx);
+    const mn_lora_set *lora = ev_lora(o, em);
+    if (!rc && lora) rc = mn_context_set_lora(r->ctx, lora);
     if (!rc) rc = mn_stream_create(r->ctx, &sp, &r->s);
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_attach(r->s, o->bind[em->ad], (int)o->threads);
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_set_memory_cap(r->s, (int32_t)o->max_memory);

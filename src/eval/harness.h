@@ -42,6 +42,10 @@ typedef struct {
 } ev_run;
 
 /* A stream for n_tokens of text plus `extra` cells of decoding outside it. */
+/* The decoder LoRA mode em reads and answers with: --lora, else the adapter's reader where a memory
+ * mode pages segments for a question (passkey, qa); NULL: none. Its file's name for rows, or NULL. */
+const mn_lora_set *ev_lora(const mn_eval_opts *o, const mn_eval_mode *em);
+const char *ev_reader_name(const mn_eval_opts *o, const mn_eval_mode *em);
 int ev_run_open(const mn_eval_opts *o, const mn_eval_mode *em, int64_t n_tokens, int32_t window, int32_t extra,
                 ev_run *r);
 void ev_run_close(ev_run *r);

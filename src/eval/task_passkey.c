@@ -234,13 +234,15 @@ int ev_task_passkey(ev_ctx *c) {
                 const mn_eval_mode *em = &o->modes[k];
                 ev_row(c, "{\"task\": \"passkey\", \"needle\": \"%s\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
                        "\"recall\": %d, \"scorer\": \"%s\", \"recall_at\": \"%s\", \"local\": %ld, \"needle_paged\": %d, \"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
-                       "\"example_answer\": \"%s\"}",
+                       "\"reader\": %s%s%s, \"example_answer\": \"%s\"}",
                        mn_needle_name((mn_needle_kind)o->needle), L, o->depths[di], ev_mode_name(em->mode),
                        em->ad >= 0 ? "\"" : "", em->ad >= 0 ? ev_base_name(o->ad_name[em->ad]) : "null",
                        em->ad >= 0 ? "\"" : "", em->recall, em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
                        em->recall ? (o->recall_late ? "after-recent" : "before-recent") : "none", em->recall ? o->recall_local : 0L,
                        paged_hit[k], runs[k],
-                       correct[k], (double)correct[k] / runs[k], (long long)cells_of[k], first_answer[k]);
+                       correct[k], (double)correct[k] / runs[k], (long long)cells_of[k],
+                       ev_reader_name(o, em) ? "\"" : "", ev_reader_name(o, em) ? ev_reader_name(o, em) : "null",
+                       ev_reader_name(o, em) ? "\"" : "", first_answer[k]);
                 acc[k][li] += correct[k], cnt[k][li] += runs[k];
             }
         }

@@ -298,13 +298,15 @@ int ev_task_qa(ev_ctx *c) {
             if (!rc) {
                 ev_row(c, "{\"task\": \"qa\", \"set\": \"%s\", \"doc\": %d, \"doc_tokens\": %lld, \"mode\": \"%s\", "
                        "\"adapter\": %s%s%s, \"recall\": %d, \"scorer\": \"%s\", \"local\": %ld, \"window\": %d, "
-                       "\"questions\": %d, \"correct\": %d, \"free_form\": %d, \"f1_sum\": %.4f, \"kv_cells\": %lld}",
+                       "\"questions\": %d, \"correct\": %d, \"free_form\": %d, \"f1_sum\": %.4f, \"kv_cells\": %lld, "
+                       "\"reader\": %s%s%s}",
                        ev_base_name(o->src), di, (long long)d->n, ev_mode_name(em->mode), em->ad >= 0 ? "\"" : "",
                        em->ad >= 0 ? ev_base_name(o->ad_name[em->ad]) : "null", em->ad >= 0 ? "\"" : "", em->recall,
                        em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : rag ? "bm25" : "none",
                        em->recall ? o->recall_local : 0L,
                        em->mode == MN_MODE_SINKS || em->mode == MN_MODE_TRUNCATE || rag ? window : 0, n_mc, ok_doc,
-                       n_ff, f1_doc, (long long)r.max_cells);
+                       n_ff, f1_doc, (long long)r.max_cells, ev_reader_name(o, em) ? "\"" : "",
+                       ev_reader_name(o, em) ? ev_reader_name(o, em) : "null", ev_reader_name(o, em) ? "\"" : "");
                 right[k] += ok_doc, asked[k] += n_mc, f1[k] += f1_doc, asked_ff[k] += n_ff;
                 if (r.max_cells > cells_max[k]) cells_max[k] = r.max_cells;
             }

@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/gguf.h"
 #include "kernels/quant.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 #define ARCH "mnemo-adapter"
@@ -34,6 +36,8 @@ struct mn_adapter {
     int mem_embd;   /* tensor index */
     int *lora;      /* [n_layer][4][2] tensor indices (A, B) or -1 */
     int *beacon;    /* [n_layer][4] tensor indices (q, k, v, o) or -1 */
+    mn_lora_file *reader; /* the decoder LoRA answers use with recall, or NULL */
+    char *reader_path;
 };
 
 /* ------------------------------------------------------------ names */
@@ -211,6 +215,8 @@ void mn_adapter_free(mn_adapter *a) {
     free(a->lora);
     free(a->beacon);
     free(a->buf);
+    mn_lora_file_free(a->reader);
+    free(a->reader_path);
     free(a);
 }
 
@@ -493,8 +499,44 @@ int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out) {
     if (rc) return rc;
     if ((rc = mn_adapter_load_gguf(m, g, out))) mn_error_prefix(rc, path);
     mn_gguf_free(g);
+    char rp[4096];
+    if (!rc && !mn_adapter_reader_name(path, rp, sizeof rp) && access(rp, F_OK) == 0 &&
+        (rc = mn_adapter_set_reader(*out, m, rp))) {
+        mn_adapter_free(*out);
+        *out = NULL;
+    }
     return rc;
 }
+
+int mn_adapter_reader_name(const char *adapter_path, char *out, size_t cap) {
+    size_t n = strlen(adapter_path);
+    if (n >= 5 && !strcmp(adapter_path + n - 5, ".gguf")) n -= 5;
+    if (n + sizeof ".reader.gguf" > cap) return mn_error(MN_ERANGE, "adapter path too long");
+    memcpy(out, adapter_path, n);
+    memcpy(out + n, ".reader.gguf", sizeof ".reader.gguf");
+    return MN_OK;
+}
+
+int mn_adapter_set_reader(mn_adapter *a, const mn_model *m, const char *path) {
+    if (!a) return mn_error(MN_EINVAL, "no adapter");
+    mn_lora_file *f = NULL;
+    char *p = NULL;
+    if (path) {
+        int rc = mn_lora_file_load(m, path, &f);
+        if (rc) return mn_error_prefix(rc, "reader");
+        if (!(p = strdup(path))) {
+            mn_lora_file_free(f);
+            return mn_error(MN_ENOMEM, "out of memory");
+        }
+    }
+    mn_lora_file_free(a->reader);
+    free(a->reader_path);
+    a->reader = f, a->reader_path = p;
+    return MN_OK;
+}
+
+const mn_lora_set *mn_adapter_reader(const mn_adapter *a) { return a && a->reader ? mn_lora_file_set(a->reader) : NULL; }
+const char *mn_adapter_reader_path(const mn_adapter *a) { return a ? a->reader_path : NULL; }
 
 /* ---------------------------------------------------------- accessors */
 const mn_adapter_params *mn_adapter_config(const mn_adapter *a) { return &a->p; }

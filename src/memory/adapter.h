@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 #include "mnemo.h"
+#include "model/forward.h"
 
 typedef enum { MN_COMP_UIO = 0, MN_COMP_BEACON = 1, MN_COMP_SUMMARY = 2 } mn_compressor;
 typedef enum { MN_PLACE_INTERLEAVE = 0, MN_PLACE_APPEND = 1 } mn_beacon_placement;
@@ -122,6 +123,13 @@ int mn_adapter_save_as(const mn_adapter *a, const char *path, int f16);
  * adapter (as f32). */
 int mn_adapter_load(const mn_model *m, const char *path, mn_adapter **out);
 void mn_adapter_free(mn_adapter *a);
+
+/* The adapter's reader (mn_adapter_set_reader in mnemo.h): a reader file
+ * beside the adapter that does not load is an error, not a silent answer
+ * without it. Its deltas for mn_context_set_lora, or NULL. */
+const mn_lora_set *mn_adapter_reader(const mn_adapter *a);
+/* "<path minus .gguf>.reader.gguf" into out; MN_ERANGE when it does not fit. */
+int mn_adapter_reader_name(const char *adapter_path, char *out, size_t cap);
 
 /* What an adapter file says about itself, without a model (for `adapter info`).
  * Metadata is validated as in mn_adapter_load; tensors are only counted. */

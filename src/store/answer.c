@@ -82,7 +82,12 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     /* installed before the memory is primed: a summary memory's cells are the
      * decoder's own reading of the embeddings, so the group's LoRA (trained
      * that way, train/qatrain.h and memtrain's decoder LoRA) shapes them too */
-    if ((rc = mn_context_set_lora(c, r->lora))) goto done;
+    /* without a LoRA of its own, a request over memories with recall on answers with the adapter's reader,
+     * trained to read details back from exact text (the paged segments, a short document's raw tokens) */
+    const mn_lora_set *lora = r->lora;
+    if (!lora && r->n_mems > 0 && r->recall.k != 0 && mn_adapter_reader(a)) lora = mn_adapter_reader(a);
+    st->reader = lora && lora == mn_adapter_reader(a);
+    if ((rc = mn_context_set_lora(c, lora))) goto done;
     if (r->msgs) {
         if ((rc = mn_chat_format(tok, r->msgs, r->n_msgs, 1, &prompt))) goto done;
         rc = tokenize_all(tok, prompt, 1, &ids, &n);
@@ -212,7 +217,7 @@ int mn_answer_acc_finish(mn_answer_acc *acc, int rc, const mn_answer_stats *as, 
     if (!rc && st) {
         st->prompt_tokens = as->prompt_tokens, st->completion_tokens = as->completion_tokens;
         st->kv_cells = kv_cells;
-        st->recalled = as->recalled, st->recalled_cells = as->recalled_cells;
+        st->recalled = as->recalled, st->recalled_cells = as->recalled_cells, st->reader = as->reader;
         st->finish = (int32_t)as->finish;
         st->seconds_to_first_token = as->t_first_token, st->seconds = as->t_total;
     }

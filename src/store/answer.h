@@ -58,6 +58,7 @@ typedef struct {
     double t_first_token;   /* seconds from the call to the first sampled token */
     double t_total;
     size_t kv_bytes;        /* cache bytes at the end */
+    int reader;             /* answered with the adapter's reader (recall paged, no LoRA of the request's own) */
     mn_finish finish;
 } mn_answer_stats;
 

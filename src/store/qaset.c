@@ -20,7 +20,8 @@
 
 struct mn_qaset {
     mn_qa_example *ex;
-    int32_t n, n_docs;
+    char **ctx;      /* per pair: its passage, or NULL */
+    int32_t n, n_docs, n_alloc;
     mn_memcache *mc; /* owns the memories the examples point into */
 };
 
@@ -28,13 +29,16 @@ struct mn_qaset {
 typedef struct {
     int line;
     char *q, *a;
-    int doc; /* index into the store listing */
+    int doc;   /* index into the store listing; -1 for a passage */
+    char *ctx; /* a passage read as exact text instead of a document's memory */
+    int inl;   /* the passage inside the user's message, before the question */
 } pending;
 
 void mn_qaset_free(mn_qaset *q) {
     if (!q) return;
     for (int32_t i = 0; i < q->n; i++) free((void *)q->ex[i].ids);
-    free(q->ex);
+    for (int32_t i = 0; q->ctx && i < q->n_alloc; i++) free(q->ctx[i]);
+    free(q->ex), free(q->ctx);
     mn_memcache_free(q->mc);
     free(q);
 }
@@ -45,6 +49,8 @@ const mn_qa_example *mn_qaset_examples(const mn_qaset *q, int32_t *n) {
 }
 
 int32_t mn_qaset_n_docs(const mn_qaset *q) { return q->n_docs; }
+
+const char *mn_qaset_context(const mn_qaset *q, int32_t i) { return i >= 0 && i < q->n ? q->ctx[i] : NULL; }
 
 static int read_all(const char *path, char **buf, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -145,26 +151,36 @@ static int parse_lines(const char *path, char *text, size_t len, const mn_store_
         const char *end = NULL;
         cJSON *o = cJSON_ParseWithOpts(s, &end, 1);
         if (!o || !cJSON_IsObject(o)) {
-            if (o) rc = mn_error(MN_EFORMAT, "%s:%d: expected a JSON object {\"doc\", \"question\", \"answer\"}", path, line);
+            if (o)
+                rc = mn_error(MN_EFORMAT, "%s:%d: expected a JSON object {\"doc\" or \"context\", \"question\", \"answer\"}",
+                              path, line);
             else rc = mn_error(MN_EFORMAT, "%s:%d: not valid JSON (column %d)", path, line,
                                end && end >= s ? (int)(end - s) + 1 : 1);
             cJSON_Delete(o);
             break;
         }
-        const char *q = field_str(o, "question"), *a = field_str(o, "answer");
+        const char *q = field_str(o, "question"), *a = field_str(o, "answer"), *ctx = field_str(o, "context");
+        const int has_ctx = cJSON_GetObjectItemCaseSensitive(o, "context") != NULL;
+        const cJSON *inl = cJSON_GetObjectItemCaseSensitive(o, "inline");
         int doc = -1;
         if (!q || !q[0]) rc = mn_error(MN_EFORMAT, "%s:%d: \"question\" (a non-empty string) is missing", path, line);
         else if (!a || !a[0]) rc = mn_error(MN_EFORMAT, "%s:%d: \"answer\" (a non-empty string) is missing", path, line);
-        else rc = resolve(path, line, cJSON_GetObjectItemCaseSensitive(o, "doc"), docs, nd, group, &doc);
+        else if (has_ctx && (!ctx || !ctx[0]))
+            rc = mn_error(MN_EFORMAT, "%s:%d: \"context\" must be a non-empty string", path, line);
+        else if (inl && (!cJSON_IsBool(inl) || !has_ctx))
+            rc = mn_error(MN_EFORMAT, "%s:%d: \"inline\" is true or false, and goes with a \"context\"", path, line);
+        else if (has_ctx && cJSON_GetObjectItemCaseSensitive(o, "doc"))
+            rc = mn_error(MN_EFORMAT, "%s:%d: a pair reads either a \"doc\" or a \"context\", not both", path, line);
+        else if (!has_ctx) rc = resolve(path, line, cJSON_GetObjectItemCaseSensitive(o, "doc"), docs, nd, group, &doc);
         if (!rc && n == cap) {
             pending *np = realloc(p, sizeof *p * (size_t)(cap = cap ? 2 * cap : 64));
             if (!np) rc = mn_error(MN_ENOMEM, "out of memory");
             else p = np;
         }
         if (!rc) {
-            p[n] = (pending){line, strdup(q), strdup(a), doc};
-            if (!p[n].q || !p[n].a) {
-                free(p[n].q), free(p[n].a);
+            p[n] = (pending){line, strdup(q), strdup(a), doc, has_ctx ? strdup(ctx) : NULL, cJSON_IsTrue(inl)};
+            if (!p[n].q || !p[n].a || (has_ctx && !p[n].ctx)) {
+                free(p[n].q), free(p[n].a), free(p[n].ctx);
                 rc = mn_error(MN_ENOMEM, "out of memory");
             } else n++;
         }
@@ -172,7 +188,7 @@ static int parse_lines(const char *path, char *text, size_t len, const mn_store_
     }
     if (!rc && n == 0) rc = mn_error(MN_EFORMAT, "%s: no question-answer pairs", path);
     if (rc) {
-        for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a);
+        for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a), free(p[i].ctx);
         free(p);
         return rc;
     }
@@ -191,22 +207,22 @@ int mn_qaset_check_text(const char *name, const char *text, size_t len, const mn
     int32_t n = 0;
     int rc = parse_lines(name, copy, len, docs, n_docs, group, &p, &n);
     free(copy);
-    for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a);
+    for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a), free(p[i].ctx);
     free(p);
     if (!rc) *n_pairs = n;
     return rc;
 }
 
-static int tokenize_all(const mn_tokenizer *tok, const char *text, int special, int32_t **ids, int64_t *n) {
+static int tokenize_all(const mn_tokenizer *tok, const char *text, int bos, int special, int32_t **ids, int64_t *n) {
     const size_t len = strlen(text);
     int64_t cap = (int64_t)len + 16, got = 0;
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap);
     if (!buf) return mn_error(MN_ENOMEM, "out of memory");
-    int rc = mn_tokenize(tok, text, len, special, special, buf, cap, &got);
+    int rc = mn_tokenize(tok, text, len, bos, special, buf, cap, &got);
     if (rc == MN_ERANGE && got > cap) {
         int32_t *nb = realloc(buf, sizeof(int32_t) * (size_t)got);
         if (!nb) rc = MN_ENOMEM;
-        else buf = nb, cap = got, rc = mn_tokenize(tok, text, len, special, special, buf, cap, &got);
+        else buf = nb, cap = got, rc = mn_tokenize(tok, text, len, bos, special, buf, cap, &got);
     }
     if (rc) {
         free(buf);
@@ -229,14 +245,14 @@ static int pair_tokens(const mn_tokenizer *tok, const char *q, const char *a, in
     int32_t *P = NULL, *F = NULL, *R = NULL;
     int64_t np = 0, nf = 0, nr = 0;
     int rc = mn_chat_format(tok, msgs, 1, 1, &pt);
-    if (!rc) rc = tokenize_all(tok, pt, 1, &P, &np);
+    if (!rc) rc = tokenize_all(tok, pt, 1, 1, &P, &np);
     if (!rc) rc = mn_chat_format(tok, msgs, 2, 0, &ft);
-    if (!rc) rc = tokenize_all(tok, ft, 1, &F, &nf);
+    if (!rc) rc = tokenize_all(tok, ft, 1, 1, &F, &nf);
     const int32_t *reply = NULL;
     int64_t n_reply = 0;
     if (!rc && nf > np && !memcmp(F, P, sizeof(int32_t) * (size_t)np)) {
         reply = F + np, n_reply = nf - np;
-    } else if (!rc && !(rc = tokenize_all(tok, a, 0, &R, &nr))) {
+    } else if (!rc && !(rc = tokenize_all(tok, a, 0, 0, &R, &nr))) {
         reply = R, n_reply = nr;
     }
     int64_t keep = n_reply;
@@ -277,43 +293,83 @@ int mn_qaset_load(mn_store *s, const mn_model *m, const mn_adapter *a, const cha
     if (!rc) rc = parse_lines(path, text, len, docs, nd, group, &p, &n);
     free(text);
     mn_qaset *q = NULL;
-    if (!rc && (!(q = calloc(1, sizeof *q)) || !(q->ex = calloc((size_t)n, sizeof *q->ex))))
+    if (!rc && (!(q = calloc(1, sizeof *q)) || !(q->ex = calloc((size_t)n, sizeof *q->ex)) ||
+                !(q->ctx = calloc((size_t)n, sizeof *q->ctx))))
         rc = mn_error(MN_ENOMEM, "out of memory");
+    if (q) q->n_alloc = q->ctx ? n : 0;
     if (!rc) rc = mn_memcache_create(m, a, 0, &q->mc); /* entries stay pinned: budget 0 evicts none */
     const mn_tokenizer *tok = mn_model_tokenizer(m);
     const int64_t n_ctx = mn_model_n_ctx_train(m);
     uint8_t *seen = rc ? NULL : calloc((size_t)(nd ? nd : 1), 1);
     if (!rc && !seen) rc = mn_error(MN_ENOMEM, "out of memory");
     for (int32_t i = 0; i < n && !rc; i++, q->n++) {
-        const mn_store_doc *d = &docs[p[i].doc];
-        char mp[MN_STORE_PATH_CAP + MN_STORE_NAME_CAP + 2];
-        snprintf(mp, sizeof mp, "%s/%s", mn_store_mem_dir(s), d->mem_file);
-        const mn_docmem *mem = NULL;
         mn_qa_example *e = &q->ex[i];
-        int32_t *ids = NULL;
-        if ((rc = mn_memcache_get(q->mc, d->id, mp, d->mem_checksum, &mem)) ||
-            (rc = pair_tokens(tok, p[i].q, p[i].a, &ids, &e->n_ids, &e->n_prompt))) {
-            char where[MN_STORE_PATH_CAP + 64];
-            snprintf(where, sizeof where, "%s:%d: document %lld", path, p[i].line, (long long)d->id);
+        int32_t *ids = NULL, *lead = NULL;
+        int64_t n_lead = 0;
+        const mn_docmem *mem = NULL;
+        const mn_store_doc *d = p[i].doc >= 0 ? &docs[p[i].doc] : NULL;
+        char where[MN_STORE_PATH_CAP + 64];
+        if (d) snprintf(where, sizeof where, "%s:%d: document %lld", path, p[i].line, (long long)d->id);
+        else snprintf(where, sizeof where, "%s:%d: context", path, p[i].line);
+        if (d) {
+            char mp[MN_STORE_PATH_CAP + MN_STORE_NAME_CAP + 2];
+            snprintf(mp, sizeof mp, "%s/%s", mn_store_mem_dir(s), d->mem_file);
+            rc = mn_memcache_get(q->mc, d->id, mp, d->mem_checksum, &mem);
+        } else if (!p[i].inl) { /* a passage, tokenized as a document is read (BOS, no special tokens) */
+            rc = tokenize_all(tok, p[i].ctx, 1, 0, &lead, &n_lead);
+        }
+        if (!rc && p[i].inl) { /* the message `ask --doc` sends: the passage, a blank line, the question */
+            char *msg = malloc(strlen(p[i].ctx) + strlen(p[i].q) + 3);
+            if (!msg) rc = mn_error(MN_ENOMEM, "out of memory");
+            else {
+                sprintf(msg, "%s\n\n%s", p[i].ctx, p[i].q);
+                rc = pair_tokens(tok, msg, p[i].a, &ids, &e->n_ids, &e->n_prompt);
+                free(msg);
+            }
+        } else if (!rc) rc = pair_tokens(tok, p[i].q, p[i].a, &ids, &e->n_ids, &e->n_prompt);
+        if (rc) {
+            free(lead);
             mn_error_prefix(rc, where);
             break;
         }
-        q->n_docs += !seen[p[i].doc], seen[p[i].doc] = 1;
-        e->ids = ids;
-        e->kv = mem->kind == MN_DOCMEM_KV;
-        if (mem->n_raw > 0) {
-            rc = mn_error(MN_EUNSUPPORTED, "%s:%d: document %lld's memory keeps %d raw tokens beside its slots (an "
-                          "adapter with a recent window); fine-tuning over such memories is not supported yet",
-                          path, p[i].line, (long long)d->id, mem->n_raw);
-            break;
+        if (d) {
+            q->n_docs += !seen[p[i].doc], seen[p[i].doc] = 1;
+            e->kv = mem->kind == MN_DOCMEM_KV;
+            if (mem->n_head > 0 && mem->n_slots > 0) {
+                free(ids);
+                rc = mn_error(MN_EUNSUPPORTED, "%s: its memory keeps %d raw tokens ahead of its slots (an adapter "
+                              "with sinks); fine-tuning over such memories is not supported yet", where, mem->n_head);
+                break;
+            }
+            e->n_mem = mem->n_slots;
+            e->k = mem->k, e->v = mem->v;
         }
-        e->n_mem = mem->n_slots;
-        e->k = mem->k, e->v = mem->v;
+        /* a memory's raw tokens follow its slots, as answering primes them; a passage is all raw: either
+         * leads the prompt (read, not scored) */
+        const int32_t *raw = d ? mem->raw : lead;
+        const int64_t n_raw = d ? mem->n_raw : n_lead;
+        if (n_raw > 0) {
+            int32_t *all = n_raw + e->n_ids > INT32_MAX ? NULL
+                                                        : malloc(sizeof(int32_t) * ((size_t)n_raw + (size_t)e->n_ids));
+            if (all) {
+                memcpy(all, raw, sizeof(int32_t) * (size_t)n_raw);
+                memcpy(all + n_raw, ids, sizeof(int32_t) * (size_t)e->n_ids);
+                e->n_ids += (int32_t)n_raw, e->n_prompt += (int32_t)n_raw;
+            }
+            free(ids), free(lead);
+            ids = all;
+            if (!all) {
+                rc = mn_error(MN_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        e->ids = ids;
+        q->ctx[i] = p[i].ctx, p[i].ctx = NULL; /* kept: the passages are also the group's texts */
         if ((int64_t)e->n_mem + e->n_ids > n_ctx)
             rc = mn_error(MN_EINVAL, "%s:%d: the memory (%d slots) and the question and answer (%d tokens) exceed the "
                           "model's context of %lld", path, p[i].line, e->n_mem, e->n_ids, (long long)n_ctx);
     }
-    for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a);
+    for (int32_t i = 0; i < n; i++) free(p[i].q), free(p[i].a), free(p[i].ctx);
     free(p);
     free(docs);
     free(seen);

@@ -1,7 +1,14 @@
 /* qaset.h - question-answer pairs for `mnemo finetune --qa FILE.jsonl`.
  *
  * One JSON object per line: {"doc": ID or "title", "question": "...",
- * "answer": "..."} (other fields are ignored, blank lines skipped). "doc" is a
+ * "answer": "..."} or {"context": "passage", "question", "answer"} (other
+ * fields are ignored, blank lines skipped). A passage is read as exact text,
+ * the way recall pages a document's segments back (and a short document's
+ * raw tokens are read): tokenized as a document is, with BOS, leading the
+ * prompt; such pairs teach the decoder to read details back. With
+ * "inline": true the passage is instead the start of the user's message, a
+ * blank line before the question (how `ask --doc` and `eval` lay a document
+ * out). "doc" is a
  * store document id (a number, or a string of digits that is no title) or its
  * exact title; the document must belong to the group being fine-tuned and
  * have a memory for the compressor adapter. Every line is checked before
@@ -49,5 +56,7 @@ int mn_qaset_check_text(const char *name, const char *text, size_t len, const mn
 const mn_qa_example *mn_qaset_examples(const mn_qaset *q, int32_t *n);
 /* Distinct documents the pairs read. */
 int32_t mn_qaset_n_docs(const mn_qaset *q);
+/* Pair i's passage ("context"), or NULL for a document's pair. */
+const char *mn_qaset_context(const mn_qaset *q, int32_t i);
 
 #endif
