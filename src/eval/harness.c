@@ -154,8 +154,7 @@ void ev_row(ev_ctx *c, const char *fmt, ...) {
      * and an f16 row are otherwise alike */
     if (!b.failed && b.n > 1 && b.p[b.n - 1] == '}') {
         b.p[--b.n] = 0;
-        ev_bprintf(&b, ", \"cache_type\": \"%s\"", mn_cache_type_name(mn_context_default_params().cache_type));
-        ev_bprintf(&b, "}");
+        ev_bprintf(&b, ", \"cache_type\": \"%s\"}", mn_cache_type_name(mn_context_default_params().cache_type));
     }
     if (!b.failed && b.p) c->sink->row(c->sink->user, b.p);
     free(b.p);
