@@ -12,8 +12,12 @@ Two kinds of detail:
   * synthetic statements (invented places and names; counts, names, colours, years) from
     phrasings that share no four consecutive words with `mnemo eval`'s needles (checked by
     tests/test_synth.c through `scripts/make_reader_data.py --phrasings`);
-  * counts the books state themselves ("there were seven ...", "... had three ..."),
-    asked as "How many ... ?" where the passage states no other count of that noun.
+  * counts the books state themselves ("there were seven lamps", "three sons"), asked as
+    "How many ... ?" where the passage names that noun once.
+--list-share P makes a share of the statements list several counts and ask for one (the count
+bound to its noun); --inline-share P puts a share of the passages inside the user's message
+("inline": true), as `ask --doc` sends a document. Both are 0 for the shipped reader (an
+experiment for the next one; at 0 they draw nothing, so its data is as it was).
 
 Output: one JSON object a line, {"context": passage, "question": ..., "answer": ...}, the
 passage form of `mnemo finetune --qa` (scripts/train_reader.sh). Deterministic for a seed.
