@@ -47,6 +47,15 @@ static void usage(void) {
            "                 steps alternate; 1: QA only); a QA step draws --batch pairs at random\n");
 }
 
+/* One training text into the fine-tuning folder; a message and 1 when it cannot be written. */
+static int write_text(const char *path, const char *text, size_t len) {
+    FILE *f = fopen(path, "wb");
+    int bad = !f || fwrite(text, 1, len, f) != len;
+    if (f && fclose(f)) bad = 1;
+    if (bad) fprintf(stderr, "mnemo finetune: cannot write %s: %s\n", path, strerror(errno));
+    return bad;
+}
+
 static int write_group_texts(mn_store *s, const char *group, const char *dir, int *n_docs) {
     mn_store_doc *docs = NULL;
     int64_t n = 0;
@@ -63,11 +72,7 @@ static int write_group_texts(mn_store *s, const char *group, const char *dir, in
         }
         char path[MN_STORE_PATH_CAP + 64];
         snprintf(path, sizeof path, "%s/doc-%lld.txt", dir, (long long)docs[i].id);
-        FILE *f = fopen(path, "wb");
-        if (!f || fwrite(text, 1, len, f) != len || fclose(f)) {
-            fprintf(stderr, "mnemo finetune: cannot write %s: %s\n", path, strerror(errno));
-            rc = 1;
-        }
+        rc = write_text(path, text, len);
         free(text);
         (*n_docs)++;
     }
@@ -84,12 +89,7 @@ static int write_passages(const mn_qaset *qs, const char *dir, int *n_docs) {
         if (!t) continue;
         char path[MN_STORE_PATH_CAP + 64];
         snprintf(path, sizeof path, "%s/doc-passage-%d.txt", dir, i);
-        FILE *f = fopen(path, "wb");
-        const size_t len = strlen(t);
-        if (!f || fwrite(t, 1, len, f) != len || fclose(f)) {
-            fprintf(stderr, "mnemo finetune: cannot write %s: %s\n", path, strerror(errno));
-            return 1;
-        }
+        if (write_text(path, t, strlen(t))) return 1;
         (*n_docs)++;
     }
     return 0;
