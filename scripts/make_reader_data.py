@@ -71,6 +71,11 @@ LISTS = [
     ("On the road from {P} we met {N0} pedlars, {N1} soldiers and {N2} pilgrims.",
      ["How many pedlars did we meet on the road from {P}?", "How many soldiers did we meet on the road from {P}?",
       "How many pilgrims did we meet on the road from {P}?"]),
+    # a part of the first count: the total must not be answered with the part, nor the part with the total
+    ("{N0} delegates came to the congress at {P}, and {N1} of them voted for the motion.",
+     ["How many delegates came to the congress at {P}?", "How many delegates voted for the motion at {P}?"]),
+    ("The crew of the ship at {P} numbered {N0} men, {N1} of whom had fallen sick.",
+     ["How many men were in the crew of the ship at {P}?", "How many of the crew at {P} had fallen sick?"]),
 ]
 QUESTION_TAILS = ["", "", "", " Answer briefly.", " Reply in a few words.", " Use the passage."]
 
@@ -121,6 +126,8 @@ def synthetic(passage, rng, list_share):
         f = fill(rng)
         st, qs = rng.choice(LISTS)
         counts = rng.sample(range(2, 60), len(qs))  # distinct: the answer names one count only
+        if " of them" in st or " of whom" in st:  # "N of them": a part, smaller than the whole
+            counts.sort(reverse=True)
         for i, c in enumerate(counts):
             f["N%d" % i] = number_text(c, rng)
         i = rng.randrange(len(qs))

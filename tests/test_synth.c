@@ -102,15 +102,18 @@ static void eval_trials(void) {
     CHECK(mn_needle_first_number("The sixth, then 37 passengers") == 37, "'sixth' is no number; 37 is");
     CHECK(mn_needle_first_number("none at all") == -1 && mn_needle_first_number("") == -1, "no number");
     CHECK(mn_needle_parse("fact") == MN_NEEDLE_FACT && mn_needle_parse("multi") == MN_NEEDLE_MULTI &&
+              mn_needle_parse("counts") == MN_NEEDLE_COUNTS &&
               mn_needle_parse("key") == MN_NEEDLE_KEY && mn_needle_parse("passkey") == -1,
           "kinds by name");
     uint64_t rng = 7;
+    int not_first = 0; /* counts trials asking for a count other than the statement's first */
     for (int kind = 0; kind < MN_NEEDLE_N_KINDS; kind++)
         for (int trial = 0; trial < 40; trial++) {
             mn_needle_trial t;
             mn_needle_make((mn_needle_kind)kind, &rng, &t);
             char digits[32];
-            snprintf(digits, sizeof digits, kind == MN_NEEDLE_FACT ? "%ld" : "%05ld", t.answer);
+            const int number = kind == MN_NEEDLE_FACT || kind == MN_NEEDLE_COUNTS;
+            snprintf(digits, sizeof digits, number ? "%ld" : "%05ld", t.answer);
             CHECK(t.n_needles == (kind == MN_NEEDLE_MULTI ? 3 : 1) && !strncmp(t.question, "\n\n", 2),
                   "kind %d: needles %d, question '%s'", kind, t.n_needles, t.question);
             char ans[64];
@@ -122,6 +125,29 @@ static void eval_trials(void) {
                 CHECK(t.answer >= 3 && t.answer < 100, "fact number %ld", t.answer);
                 /* the statement says the number, in digits or words; the question does not */
                 CHECK(mn_needle_first_number(t.needle[0]) == t.answer, "fact '%s' states %ld", t.needle[0], t.answer);
+                CHECK(mn_needle_first_number(t.question) == -1, "question '%s' gives a number away", t.question);
+            } else if (kind == MN_NEEDLE_COUNTS) {
+                /* the statement says two or three different counts, the asked one among them; each other
+                 * count is a wrong answer, and the question names no number */
+                long seen[8];
+                int n = 0, has = 0;
+                char word[64];
+                for (const char *p = t.needle[0]; *p && n < 8;) { /* word by word: "twenty-one" is one */
+                    const size_t w = strcspn(p, " ,.;");
+                    snprintf(word, sizeof word, "%.*s", (int)(w < sizeof word ? w : sizeof word - 1), p);
+                    const long v = mn_needle_first_number(word);
+                    if (v >= 0) seen[n++] = v, has |= v == t.answer, not_first += n > 1 && v == t.answer;
+                    p += w + (p[w] != 0);
+                }
+                CHECK(n >= 2 && n <= 3 && has, "counts '%s': %d numbers, the answer %ld among them", t.needle[0], n,
+                      t.answer);
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < i; j++) CHECK(seen[i] != seen[j], "counts '%s' repeats %ld", t.needle[0], seen[i]);
+                for (int i = 0; i < n; i++) {
+                    snprintf(ans, sizeof ans, " %ld.", seen[i]);
+                    CHECK((seen[i] == t.answer) == mn_needle_check(&t, ans), "counts: answer %ld for %ld", seen[i],
+                          t.answer);
+                }
                 CHECK(mn_needle_first_number(t.question) == -1, "question '%s' gives a number away", t.question);
             } else {
                 CHECK(strstr(t.needle[0], digits) != NULL, "needle '%s' holds key %s", t.needle[0], digits);
@@ -143,6 +169,7 @@ static void eval_trials(void) {
                       t.question, t.needle[0]);
             }
         }
+    CHECK(not_first >= 10, "counts asks for a later count in %d of 40 trials", not_first);
 }
 
 int main(void) {

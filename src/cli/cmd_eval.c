@@ -74,11 +74,12 @@ static void usage(void) {
            "           longest length it allows are scored; length L reads the L - score before them;\n"
            "           --span-end N: the span ends at token N instead (the same tokens across runs)\n"
            "  passkey  [--haystack DIR|FILE] [--lengths ...] [--depths 0,25,50,75,100] [--trials N]\n"
-           "           [--needle key|multi|fact]\n"
+           "           [--needle key|multi|fact|counts]\n"
            "           a random 5-digit key hidden at a depth of filler text, asked for through the\n"
            "           chat template; exact-digit accuracy. multi: three labelled keys, one asked\n"
            "           for by its label; fact: a stated fact with a number, asked as a question\n"
-           "           (the number right, in digits or words)\n"
+           "           (the number right, in digits or words); counts: a statement with two or three\n"
+           "           counts of different things, one asked for (the others are distractors)\n"
            "  qa       [--set FILE.jsonl] [--max-questions N]\n"
            "           L-Eval format. Closed questions by log-likelihood: options \"(A) ...\" inline\n"
            "           or \"A. ...\" lines with a gold letter (the option's text is scored), several\n"
@@ -201,7 +202,7 @@ int cmd_eval(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--needle")) {
             if (!v || (o.needle = mn_needle_parse(v)) < 0)
-                return cli_usage_error("eval", "--needle is one of key, multi, fact (got '%s')", v ? v : "");
+                return cli_usage_error("eval", "--needle is one of key, multi, fact, counts (got '%s')", v ? v : "");
             i++;
         } else if (!strcmp(a, "--scorer")) {
             if (!v || (o.scorer = mn_recall_scorer_parse(v)) < 0)

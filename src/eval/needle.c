@@ -30,6 +30,25 @@ static const char *const k_facts[][2] = {
      "How many passengers did the ferry from %s carry across the bay that morning?"},
     {"In the orchard behind %s there grew %s pear trees.", "How many pear trees grew in the orchard behind %s?"},
 };
+/* counts: one statement with two or three counts of different things, one asked for: the count must
+ * be read from its own noun (the others are distractors in the same sentence). The statement takes the
+ * place, then the counts in order; `part` marks a second count that is a part of the first ("N of
+ * them"), drawn smaller. */
+static const struct {
+    const char *statement;
+    int n_counts, part;
+    const char *question[3];
+} k_counts[] = {
+    {"The harbour of %s sheltered %s fishing boats, %s barges and %s rowing skiffs.", 3, 0,
+     {"How many fishing boats did the harbour of %s shelter?", "How many barges did the harbour of %s shelter?",
+      "How many rowing skiffs did the harbour of %s shelter?"}},
+    {"Last spring the weavers of %s sold %s rugs and %s blankets to the traders.", 2, 0,
+     {"How many rugs did the weavers of %s sell last spring?", "How many blankets did the weavers of %s sell last spring?"}},
+    {"The lecture at %s drew %s listeners, and %s of them stayed to argue afterwards.", 2, 1,
+     {"How many listeners did the lecture at %s draw?", "How many listeners stayed to argue after the lecture at %s?"}},
+    {"The stables at %s held %s horses and %s mules.", 2, 0,
+     {"How many horses were held in the stables at %s?", "How many mules were held in the stables at %s?"}},
+};
 static const char *const k_places[] = {"Harrowmere", "Elsby Cross", "Quillon", "Marrowdale", "Vennford", "Thistlecombe",
                                        "Brackwater", "Orrin Hollow"};
 
@@ -37,6 +56,7 @@ static const char *const k_intro[MN_NEEDLE_N_KINDS] = {
     "A secret number is hidden inside a lot of irrelevant text. Find it and memorize it; I will quiz you about it.\n\n",
     "Several secret numbers, each with a label, are hidden inside a lot of irrelevant text. Find them and memorize "
     "them; I will quiz you about one of them.\n\n",
+    "Read the following text carefully; I will ask you about a detail in it.\n\n",
     "Read the following text carefully; I will ask you about a detail in it.\n\n",
 };
 static const char *const k_key_question = "\n\nWhat is the secret number? Answer with the 5-digit number.";
@@ -52,7 +72,7 @@ static const char *const k_units[] = {"zero",    "one",     "two",       "three"
                                       "fourteen", "fifteen", "sixteen",  "seventeen", "eighteen", "nineteen"};
 static const char *const k_tens[] = {"", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"};
 
-static const char *const k_names[MN_NEEDLE_N_KINDS] = {"key", "multi", "fact"};
+static const char *const k_names[MN_NEEDLE_N_KINDS] = {"key", "multi", "fact", "counts"};
 
 int mn_needle_parse(const char *name) {
     for (int i = 0; i < MN_NEEDLE_N_KINDS; i++)
@@ -102,6 +122,33 @@ void mn_needle_make(mn_needle_kind kind, uint64_t *rng, mn_needle_trial *t) {
         snprintf(t->question, sizeof t->question, k_multi_question, k_labels[lab[0]]);
         snprintf(t->answer_prefix, sizeof t->answer_prefix, k_multi_prefix, k_labels[lab[0]]);
         t->n_needles = MN_NEEDLE_MAX;
+    } else if (kind == MN_NEEDLE_COUNTS) {
+        const int f = (int)draw(rng, N_OF(k_counts)), nc = k_counts[f].n_counts;
+        const char *place = k_places[draw(rng, N_OF(k_places))];
+        long v[3] = {0};
+        for (int i = 0; i < nc; i++) { /* distinct: an answer names one count only */
+            int again;
+            do {
+                v[i] = 3 + (long)draw(rng, 95u);
+                again = 0;
+                for (int j = 0; j < i; j++) again |= v[j] == v[i];
+            } while (again);
+        }
+        if (k_counts[f].part && v[1] > v[0]) {
+            const long x = v[0];
+            v[0] = v[1], v[1] = x;
+        }
+        char num[3][32], q[200];
+        for (int i = 0; i < nc; i++)
+            if (draw(rng, 2u)) words_of(v[i], num[i], sizeof num[i]);
+            else snprintf(num[i], sizeof num[i], "%ld", v[i]);
+        if (nc == 3) snprintf(t->needle[0], sizeof t->needle[0], k_counts[f].statement, place, num[0], num[1], num[2]);
+        else snprintf(t->needle[0], sizeof t->needle[0], k_counts[f].statement, place, num[0], num[1]);
+        const int ask = (int)draw(rng, (uint32_t)nc);
+        snprintf(q, sizeof q, k_counts[f].question[ask], place);
+        snprintf(t->question, sizeof t->question, k_fact_question, q);
+        t->n_needles = 1;
+        t->answer = v[ask];
     } else {
         const int f = (int)draw(rng, N_OF(k_facts));
         const char *place = k_places[draw(rng, N_OF(k_places))];
@@ -174,16 +221,21 @@ long mn_needle_first_number(const char *s) {
 
 int mn_needle_check(const mn_needle_trial *t, const char *answer) {
     if (!answer) return 0;
-    return (t->kind == MN_NEEDLE_FACT ? mn_needle_first_number(answer) : first_key(answer)) == t->answer;
+    const int number = t->kind == MN_NEEDLE_FACT || t->kind == MN_NEEDLE_COUNTS;
+    return (number ? mn_needle_first_number(answer) : first_key(answer)) == t->answer;
 }
 
 static const char *text_of(int i) {
-    const int nk = N_OF(k_keys), nm = N_OF(k_multi), nl = N_OF(k_labels), nf = N_OF(k_facts), np = N_OF(k_places);
+    const int nk = N_OF(k_keys), nm = N_OF(k_multi), nl = N_OF(k_labels), nf = N_OF(k_facts), nc = N_OF(k_counts),
+              np = N_OF(k_places);
     if (i < nk) return k_keys[i];
     if ((i -= nk) < nm) return k_multi[i];
     if ((i -= nm) < nl) return k_labels[i];
     if ((i -= nl) < 2 * nf) return k_facts[i / 2][i % 2];
-    if ((i -= 2 * nf) < np) return k_places[i];
+    i -= 2 * nf;
+    for (int f = 0; f < nc; i -= 1 + k_counts[f].n_counts, f++)
+        if (i <= k_counts[f].n_counts) return i == 0 ? k_counts[f].statement : k_counts[f].question[i - 1];
+    if (i < np) return k_places[i];
     if ((i -= np) < MN_NEEDLE_N_KINDS) return k_intro[i];
     i -= MN_NEEDLE_N_KINDS;
     const char *const rest[] = {k_key_question, k_key_prefix, k_multi_question, k_multi_prefix, k_fact_question};

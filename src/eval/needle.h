@@ -2,13 +2,17 @@
  * haystack, the instruction before it, the question after it, and how an
  * answer is checked.
  *
- * Three kinds of trial:
+ * Four kinds of trial:
  *   key    one 5-digit secret number, asked for;
  *   multi  three labelled secret numbers, one asked for by its label (the
  *          other two are distractors at random depths);
  *   fact   a stated fact with a number in it ("... 37 passengers ..."),
  *          asked as a question about that detail; the number may come back
- *          in digits or in words.
+ *          in digits or in words;
+ *   counts one statement with two or three counts of different things
+ *          ("... 41 fishing boats, 12 barges and 7 rowing skiffs."), one asked
+ *          for: the others are distractors in the same sentence, so the count
+ *          must be read from its own noun; checked as a fact.
  *
  * They are disjoint from what the trainer's synthetic windows say
  * (train/synth.h: "pass key" needles and questions): a model trained on those
@@ -21,7 +25,7 @@
 
 #include <stdint.h>
 
-typedef enum { MN_NEEDLE_KEY, MN_NEEDLE_MULTI, MN_NEEDLE_FACT, MN_NEEDLE_N_KINDS } mn_needle_kind;
+typedef enum { MN_NEEDLE_KEY, MN_NEEDLE_MULTI, MN_NEEDLE_FACT, MN_NEEDLE_COUNTS, MN_NEEDLE_N_KINDS } mn_needle_kind;
 
 #define MN_NEEDLE_MAX 3
 
@@ -36,7 +40,7 @@ typedef struct {
     long answer; /* the number a correct answer states */
 } mn_needle_trial;
 
-/* "key", "multi", "fact" -> kind; -1 if unknown. */
+/* "key", "multi", "fact", "counts" -> kind; -1 if unknown. */
 int mn_needle_parse(const char *name);
 const char *mn_needle_name(mn_needle_kind k);
 
@@ -44,7 +48,7 @@ const char *mn_needle_name(mn_needle_kind k);
 void mn_needle_make(mn_needle_kind kind, uint64_t *rng, mn_needle_trial *t);
 
 /* 1 if the answer states the trial's number first: for key and multi the
- * first run of exactly five digits, for fact the first number in digits or
+ * first run of exactly five digits, for fact and counts the first number in digits or
  * in English words ("six", "twenty-one"). */
 int mn_needle_check(const mn_needle_trial *t, const char *answer);
 

@@ -134,7 +134,7 @@ int ev_task_passkey(ev_ctx *c) {
     for (int li = 0; li < o->n_lengths; li++) total += (double)o->lengths[li] * o->n_depths * o->trials * o->n_modes;
     ev_prog_start(c, "passkey", total);
     rc = !prompt || !acc || !cnt ? mn_error(MN_ENOMEM, "out of memory") : 0;
-    const int max_new = o->needle == MN_NEEDLE_FACT ? 16 : 8;
+    const int max_new = o->needle == MN_NEEDLE_FACT || o->needle == MN_NEEDLE_COUNTS ? 16 : 8;
     for (int li = 0; li < o->n_lengths && !rc; li++) {
         const long L = o->lengths[li];
         for (int di = 0; di < o->n_depths && !rc; di++) {
@@ -263,6 +263,7 @@ int ev_task_passkey(ev_ctx *c) {
         }
         ev_bprintf(b, "\n%s over all depths and trials\n",
                o->needle == MN_NEEDLE_FACT    ? "fact accuracy (the stated number, in digits or words)"
+               : o->needle == MN_NEEDLE_COUNTS ? "counts accuracy (the count asked for among the statement's others)"
                : o->needle == MN_NEEDLE_MULTI ? "multi-key passkey exact-digit accuracy (the key asked for by its label)"
                                               : "passkey exact-digit accuracy");
     }
