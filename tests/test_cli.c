@@ -45,6 +45,13 @@ int main(void) {
     CHECK(rc == 2 && strstr(out, "--temp"), "bad --temp: %d %s", rc, out);
     rc = run("generate", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "give a prompt"), "missing prompt: %d %s", rc, out);
+    /* --exact kv keeps a read document's cells: a memory file has no place for them (yet) */
+    rc = run("compress -f README.md -o /tmp/never.mem --exact kv", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "ask --doc"), "compress --exact kv: %d %s", rc, out);
+    rc = run("ask --mem /tmp/never.mem --exact kv \"q?\"", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--exact goes with --doc"), "ask --mem --exact kv: %d %s", rc, out);
+    rc = run("ask --doc README.md --exact ids \"q?\"", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "tokens, kv or none"), "ask --exact ids: %d %s", rc, out);
     rc = run("generate -m /nonexistent.gguf -p hi", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "/nonexistent.gguf"), "missing model: %d %s", rc, out);
     rc = run("generate -m tests/test.h -p hi", out, sizeof out);

@@ -226,7 +226,17 @@ int main(void) {
     rc = run(args, out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"needle\": \"multi\"") && field(out, "\"full\"", NULL, "trials") == 2,
           "eval passkey multi: %d %s", rc, out);
-    CHECK(run_err("eval passkey --needle nope", out, sizeof out) == 2 && strstr(out, "key, multi, fact"), "bad needle: %s",
+    /* counts: one statement with several counts, one asked for */
+    snprintf(args, sizeof args,
+             "eval passkey --haystack %s --lengths %d --depths 50 --trials 2 --modes full --needle counts -t 2", hay,
+             san ? 500 : 800);
+    rc = run(args, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"needle\": \"counts\"") && strstr(out, "counts accuracy") &&
+              field(out, "\"full\"", NULL, "trials") == 2,
+          "eval passkey counts: %d %s", rc, out);
+    CHECK(run_err("eval passkey --needle nope", out, sizeof out) == 2 && strstr(out, "key, multi, fact, counts"),
+          "bad needle: %s", out);
+    CHECK(run_err("eval passkey --exact ids", out, sizeof out) == 2 && strstr(out, "tokens or kv"), "bad --exact: %s",
           out);
     CHECK(run_err("eval ppl --books x --modes rag", out, sizeof out) == 2 && strstr(out, "passkey and qa"),
           "rag outside passkey: %s", out);

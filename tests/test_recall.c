@@ -14,8 +14,13 @@
  * hand, and what it drops can be paged back (a question quoting it pages its
  * segment; the key scorers, without keys for it, do not); the evaluation's RAG
  * baseline picks the chunk with the pass key,
- * within its budget, in document order.
+ * within its budget, in document order. With --exact kv (kvstore.h) every
+ * compressed segment keeps its decoder cells, the same whether a lazy stream
+ * decoded them at compression or an eager one had them in its cache, and
+ * recall copies them back rotated to their new positions, past the RAM budget
+ * from a spill file that no folder shows.
  */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +29,13 @@
 
 #include "kernels/quant.h"
 #include "memory/docmem.h"
+#include "memory/kvstore.h"
 #include "memory/memfile.h"
 #include "memory/memory.h"
 #include "memory/recall.h"
 #include "eval/rag.h"
 #include "model/forward.h"
+#include "model/model.h"
 #include "test.h"
 
 static const char *k_adapter = "adapters/SmolLM2-135M-Instruct.uio.gguf";
@@ -38,6 +45,15 @@ static int32_t *tokenize(const mn_model *m, const char *s, int64_t *n) {
     int32_t *ids = malloc(sizeof(int32_t) * (len + 16));
     if (mn_tokenize(mn_model_tokenizer(m), s, len, 0, 0, ids, (int64_t)len + 16, n)) *n = 0;
     return ids;
+}
+
+/* entries in a folder, . and .. aside */
+static int entries_in(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return d ? n : -1;
 }
 
 /* --------------------------------------------------------------- scorers */
@@ -379,6 +395,122 @@ static void stream(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     mn_memory_unbind(&b);
 }
 
+/* --exact kv: a stream keeps every compressed segment's decoder cells (8 bits), as read behind the memory
+ * before it. A lazy stream decodes them at compression, one that wanted logits all along takes them from
+ * its cache; the two keep the same cells (within the rounding of batched against piecewise decoding).
+ * Recall copies the cells back at the next positions instead of decoding the segment's ids (the cache
+ * holds the stored cells rotated there), pages the pass key's segment as with ids, and cells past the
+ * RAM budget go to a spill file no folder shows. */
+static mn_stream *kv_stream(const mn_model *m, const mn_memory_binding *b, int64_t n, size_t budget, mn_context **c) {
+    mn_stream_params sp = mn_stream_default_params();
+    sp.mode = MN_MODE_MEMORY;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = mn_memory_n_ctx(b, n, sp.n_sinks) + 2 * b->uio.params.l + 64;
+    cp.n_threads = 2;
+    sp.window = cp.n_ctx;
+    mn_stream *s = NULL;
+    *c = NULL;
+    CHECK(mn_context_create(m, &cp, c) == 0 && mn_stream_create(*c, &sp, &s) == 0 && mn_stream_attach(s, b, 2) == 0,
+          "stream");
+    if (s) CHECK(mn_stream_set_exact(s, MN_EXACT_KV, budget) == MN_EINVAL, "kv before recall is on: an error");
+    if (s) CHECK(mn_stream_set_recall(s, 2, MN_RECALL_BM25, 0) == 0 && mn_stream_set_exact(s, MN_EXACT_KV, budget) == 0,
+                 "recall on, exact kv: %s", mn_last_error());
+    return s;
+}
+
+static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int64_t needle) {
+    mn_memory_binding b;
+    CHECK(mn_memory_bind(m, a, &b) == 0, "bind");
+    const int32_t l = b.uio.params.l, L = mn_model_n_layer(m), KD = mn_model_kv_dim(m), V = mn_model_n_vocab(m);
+    const size_t cb = mn_kvstore_cell_bytes(m), sz = (size_t)L * (size_t)l * (size_t)KD;
+    char dir[] = "/tmp/mnemo-kvrecall-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    setenv("TMPDIR", dir, 1);
+    mn_context *ca = NULL, *cb_ = NULL;
+    /* a: lazy, two segments' cells in RAM and the rest spilled; b: logits every 64 tokens, all in RAM */
+    mn_stream *sa = kv_stream(m, &b, n, (size_t)(2 * l - 4) * cb, &ca), *sb = kv_stream(m, &b, n, (size_t)1 << 30, &cb_);
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    float *ka = malloc(sizeof(float) * sz), *va = malloc(sizeof(float) * sz), *kb = malloc(sizeof(float) * sz),
+          *vb = malloc(sizeof(float) * sz);
+    if (!sa || !sb) goto out;
+    CHECK(mn_stream_feed(sa, ids, (int32_t)n, NULL, 0) == 0, "read lazily: %s", mn_last_error());
+    for (int64_t i = 0; i < n; i += 64)
+        CHECK(mn_stream_feed(sb, ids + i, (int32_t)(n - i < 64 ? n - i : 64), lg, 0) == 0, "read with logits: %s",
+              mn_last_error());
+    const int32_t S = mn_stream_n_exact(sa);
+    CHECK(S >= 3 && S == mn_stream_n_exact(sb), "segments stored: %d and %d", S, mn_stream_n_exact(sb));
+    size_t ram = 0, spill = 0;
+    mn_stream_exact_bytes(sa, &ram, &spill);
+    CHECK(ram == (size_t)(2 * l - 4) * cb && ram + spill == ((size_t)S * (size_t)l - 4) * cb,
+          "every segment's cells after the 4 sinks, two in RAM (%zu + %zu bytes)", ram, spill);
+    CHECK(entries_in(dir) == 0, "the spill file is not in %s", dir);
+    /* the same cells, whichever way they were decoded */
+    float worst = 0;
+    for (int32_t j = 0; j < S; j++) {
+        int32_t na = 0, nb = 0;
+        CHECK(mn_stream_exact_cells(sa, j, l, ka, va, &na) == 0 && mn_stream_exact_cells(sb, j, l, kb, vb, &nb) == 0 &&
+                  na == nb && na == l - (j == 0 ? 4 : 0),
+              "segment %d: %d and %d cells", j, na, nb);
+        float d = 0, mx = 0;
+        for (size_t i = 0; i < (size_t)L * (size_t)na * (size_t)KD; i++) {
+            d = fmaxf(d, fmaxf(fabsf(ka[i] - kb[i]), fabsf(va[i] - vb[i])));
+            mx = fmaxf(mx, fabsf(kb[i]));
+        }
+        worst = fmaxf(worst, d / mx);
+    }
+    fprintf(stderr, "# exact kv: lazy against eager cells, worst difference %.4f of the largest key\n", (double)worst);
+    CHECK(worst < 0.05f, "lazy and eager streams keep the same cells (worst difference %.4f of the largest key)",
+          (double)worst);
+    /* recall pages the pass key's segment and copies its cells: the cache holds them rotated to where they went */
+    int64_t nq;
+    int32_t *q = tokenize(m, "What is the vault code?", &nq);
+    CHECK(mn_stream_recall(sa, q, (int32_t)nq) == 0, "recall: %s", mn_last_error());
+    int64_t st[MN_STREAM_RECALL_MAXK];
+    int32_t ln[MN_STREAM_RECALL_MAXK];
+    const int32_t k = mn_stream_recalled(sa, st, ln, MN_STREAM_RECALL_MAXK);
+    int hit = 0;
+    for (int32_t i = 0; i < k; i++) hit |= needle >= st[i] && needle < st[i] + ln[i];
+    CHECK(k == 2 && hit, "the pass key's segment is paged (%lld, %lld)", (long long)st[0], (long long)st[k > 1]);
+    const int32_t mem = mn_stream_n_memory(sa);
+    int32_t cell = 4 + mem;
+    float dk = 0, dv = 0;
+    for (int32_t i = 0; i < k; i++) {
+        int32_t nc = 0;
+        CHECK(mn_stream_exact_cells(sa, (int32_t)(st[i] / l), l, ka, va, &nc) == 0, "cells of the paged segment");
+        CHECK(mn_kv_read(ca, cell, nc, kb, vb) == 0, "read the paged cells");
+        for (int32_t li = 0; li < L; li++)
+            for (int32_t j = 0; j < nc; j++) {
+                float *row = ka + ((size_t)li * (size_t)nc + (size_t)j) * (size_t)KD;
+                mn_rope_rotate(m, li, row, m->hp.n_head_kv, mn_kv_pos(ca, cell + j));
+            }
+        for (size_t e = 0; e < (size_t)L * (size_t)nc * (size_t)KD; e++)
+            dk = fmaxf(dk, fabsf(ka[e] - kb[e])), dv = fmaxf(dv, fabsf(va[e] - vb[e]));
+        cell += nc;
+    }
+    CHECK(cell == 4 + mem + mn_stream_n_paged(sa) && mn_kv_n_cells(ca) == cell, "[sinks | memory | paged] (%d cells)",
+          mn_kv_n_cells(ca));
+    fprintf(stderr, "# exact kv: paged cells against the stored ones rotated: %g (keys), %g (values)\n", (double)dk,
+            (double)dv);
+    CHECK(dk < 0.02f && dv < 0.02f, "the paged cells are the stored ones at their new positions (%g, %g)", (double)dk,
+          (double)dv);
+    int contiguous = 1;
+    for (int32_t i = 1; i < mn_kv_n_cells(ca); i++) contiguous &= mn_kv_pos(ca, i) == mn_kv_pos(ca, i - 1) + 1;
+    CHECK(contiguous, "positions contiguous through the copied cells");
+    CHECK(mn_stream_feed(sa, q, (int32_t)nq, lg, 0) == 0, "the question after them");
+    free(q);
+    mn_stream_reset(sa);
+    mn_stream_exact_bytes(sa, &ram, &spill);
+    CHECK(ram == 0 && spill == 0 && mn_stream_n_exact(sa) == 0, "reset forgets the cells");
+out:
+    free(lg), free(ka), free(va), free(kb), free(vb);
+    mn_stream_free(sa), mn_stream_free(sb);
+    mn_context_free(ca), mn_context_free(cb_);
+    CHECK(entries_in(dir) == 0, "nothing left in %s", dir);
+    rmdir(dir);
+    unsetenv("TMPDIR");
+    mn_memory_unbind(&b);
+}
+
 static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int64_t needle) {
     mn_docmem d;
     CHECK(mn_docmem_compress(m, a, ids, n, 2, &d) == 0, "compress: %s", mn_last_error());
@@ -595,6 +727,7 @@ int main(void) {
         short_prompt(m, a, ids);
         rag(m, ids, n, needle);
         stream(m, a, ids, n, needle);
+        stream_kv(m, a, ids, n, needle);
         docmem(m, a, ids, n, needle);
     }
     free(ids);

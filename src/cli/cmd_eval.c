@@ -113,6 +113,10 @@ static void usage(void) {
            "  --local N         with segments paged, only the newest N raw tokens (question\n"
            "                    included) stay beside them, the rest of the window offered to recall\n"
            "                    (default 128 for passkey and qa; ppl 0: the whole raw window)\n"
+           "  --exact tokens|kv recall pages a segment back by decoding its ids again (tokens, the\n"
+           "                    default) or by copying its decoder cells, kept in 8 bits as it was\n"
+           "                    read (kv); passkey rows give the seconds reading and paging in\n"
+           "  --exact-ram MB    kv: cells past MB (default 512) go to a spill file in TMPDIR\n"
            "  --lora FILE       a decoder LoRA (`mnemo finetune -o`) every mode reads and answers with\n"
            "                    (default: none, but memory modes with recall answer passkey and qa\n"
            "                    with the adapter's reader, ADAPTER with .reader.gguf for .gguf)\n"
@@ -199,6 +203,15 @@ int cmd_eval(int argc, char **argv) {
         } else if (!strcmp(a, "--local")) {
             if (!v || (o.recall_local = strtol(v, NULL, 10)) < 0 || o.recall_local > 1 << 20)
                 return cli_usage_error("eval", "--local takes a number of tokens (0: all), got '%s'", v ? v : "");
+            i++;
+        } else if (!strcmp(a, "--exact")) {
+            if (!v || (strcmp(v, "tokens") && strcmp(v, "kv")))
+                return cli_usage_error("eval", "--exact is tokens or kv (got '%s')", v ? v : "");
+            o.exact_kv = !strcmp(v, "kv");
+            i++;
+        } else if (!strcmp(a, "--exact-ram")) {
+            if (!v || (o.exact_ram = strtol(v, NULL, 10)) < 0 || o.exact_ram > 1L << 30)
+                return cli_usage_error("eval", "--exact-ram takes MiB (got '%s')", v ? v : "");
             i++;
         } else if (!strcmp(a, "--needle")) {
             if (!v || (o.needle = mn_needle_parse(v)) < 0)

@@ -22,9 +22,9 @@
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title, *row, *reader;
-    long threads, n_predict, seed, max_tokens, recall, local, max_memory;
+    long threads, n_predict, seed, max_tokens, recall, local, max_memory, exact_ram; /* exact_ram: MiB */
     double temp;
-    int f32, quiet, scorer, late, no_exact;
+    int f32, quiet, scorer, late, no_exact, exact_kv;
 } mem_opts;
 
 static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
@@ -34,6 +34,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
     o->scorer = MN_RECALL_DEFAULT_SCORER;
     o->late = MN_RECALL_DEFAULT_LATE;
     o->local = MN_RECALL_DEFAULT_LOCAL;
+    o->exact_ram = 512;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                                   \
@@ -71,10 +72,13 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->local)) return 2;
             i++;
         } else if (!strcmp(a, "--exact")) {
-            if (!v || (strcmp(v, "tokens") && strcmp(v, "none")))
-                return cli_usage_error(cmd, "--exact is tokens or none (got '%s'; kv, the stored 8-bit cells, is not "
-                                            "built yet)", v ? v : "");
+            if (!v || (strcmp(v, "tokens") && strcmp(v, "none") && strcmp(v, "kv")))
+                return cli_usage_error(cmd, "--exact is tokens, kv or none (got '%s')", v ? v : "");
             o->no_exact = !strcmp(v, "none");
+            o->exact_kv = !strcmp(v, "kv");
+            i++;
+        } else if (!strcmp(a, "--exact-ram")) {
+            if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->exact_ram)) return 2;
             i++;
         } else if (!strcmp(a, "--recall-at")) {
             if (!v || (strcmp(v, "before-recent") && strcmp(v, "after-recent")))
@@ -169,6 +173,9 @@ int cmd_compress(int argc, char **argv) {
     if (!o.adapter || !o.doc || !o.out)
         return cli_usage_error("compress", "needs -f DOC, -o OUT and -a ADAPTER (no shipped adapter found)");
     if (o.question) return cli_usage_error("compress", "unexpected argument '%s'", o.question);
+    if (o.exact_kv)
+        return cli_usage_error("compress", "--exact kv (the segments' 8-bit cells) is built for 'ask --doc' only; a "
+                                           "memory file keeps the ids (tokens) or nothing (none)");
     loaded L;
     if (load_all(&o, &L)) {
         unload(&L);
@@ -247,7 +254,7 @@ typedef struct {
     int64_t doc_tokens, kv_cells, memory_slots, recalled, raw, full_cells;
     const mn_model *m; /* sizes the cells (mn_model_kv_bytes) */
     long recall, local;
-    int scorer;
+    int scorer, exact_kv;
     int64_t paged_start[MN_STREAM_RECALL_MAXK];
     int32_t paged_len[MN_STREAM_RECALL_MAXK], n_paged;
     double read_s, ttft_s;
@@ -291,6 +298,7 @@ static int write_row(const mem_opts *o, const ask_row *r) {
     else cJSON_AddNumberToObject(j, "recall", (double)r->recall);
     cJSON_AddStringToObject(j, "scorer", r->recall ? mn_recall_scorer_name((mn_recall_scorer)r->scorer) : "none");
     cJSON_AddNumberToObject(j, "local", (double)r->local);
+    cJSON_AddStringToObject(j, "exact", r->recall ? (r->exact_kv ? "kv" : "tokens") : "none");
     if (r->reader) cJSON_AddStringToObject(j, "reader", base_of(r->reader));
     else cJSON_AddNullToObject(j, "reader");
     pg = cJSON_AddArrayToObject(j, "paged");
@@ -389,7 +397,9 @@ static int ask_stream(const mem_opts *o, loaded *L) {
     if (!rc && (mn_context_create(L->m, &cp, &ctx) || mn_stream_create(ctx, &sp, &s) ||
                 mn_stream_attach(s, &bind, (int)o->threads) || mn_stream_set_memory_cap(s, (int32_t)o->max_memory) ||
                 (recall && (mn_stream_set_recall(s, (int32_t)o->recall, (mn_recall_scorer)o->scorer, o->late) ||
-                            mn_stream_set_recall_local(s, (int32_t)o->local)))))
+                            mn_stream_set_recall_local(s, (int32_t)o->local) ||
+                            (o->exact_kv &&
+                             mn_stream_set_exact(s, MN_EXACT_KV, (size_t)o->exact_ram * 1048576u))))))
         rc = cli_fail("memory stream");
     /* with recall, the decoder reads and answers with the adapter's reader (the paged segments are exact text) */
     const mn_lora_set *reader = recall ? mn_adapter_reader(L->ad) : NULL;
@@ -475,6 +485,7 @@ static int ask_stream(const mem_opts *o, loaded *L) {
         ask_row r = {.doc = o->doc, .doc_tokens = nd, .question = o->question, .answer = answer ? answer : "",
                      .reader = reader ? mn_adapter_reader_path(L->ad) : NULL,
                      .recall = recall ? o->recall : 0, .scorer = o->scorer, .local = recall ? o->local : 0,
+                     .exact_kv = o->exact_kv,
                      .kv_cells = cells_q, .memory_slots = mn_stream_n_memory(s), .recalled = mn_stream_n_paged(s),
                      .m = L->m, .full_cells = n, .read_s = t_read, .ttft_s = t_ttft,
                      .answer_tokens = g, .decode_s = t_dec};
@@ -518,6 +529,12 @@ int cmd_ask(int argc, char **argv) {
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
                    "                    document's recent window beside them; the rest of the window is\n"
                    "                    offered to recall like the compressed segments (default %d; 0: all)\n"
+                   "  --exact tokens|kv --doc: how each compressed segment is kept for recall: its ids, its\n"
+                   "                    cells decoded again at page-in (tokens, the default), or also its\n"
+                   "                    decoder cells in 8 bits, copied back at page-in (kv: a decoder pass\n"
+                   "                    per segment at reading, 12 KB a token for SmolLM2)\n"
+                   "  --exact-ram MB    kv: cells beyond MB (default 512) go to a spill file in TMPDIR,\n"
+                   "                    unlinked at once (gone when mnemo exits)\n"
                    "  --reader FILE|none  the decoder LoRA that answers when recall is on (default: the\n"
                    "                    adapter's, ADAPTER with .reader.gguf for .gguf, where it exists)\n"
                    "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
@@ -535,6 +552,9 @@ int cmd_ask(int argc, char **argv) {
                                       "adapter found)");
     if (o.max_tokens && !o.doc) return cli_usage_error("ask", "--max-tokens goes with --doc");
     if (o.row && !o.doc) return cli_usage_error("ask", "--row goes with --doc");
+    if ((o.exact_kv || o.no_exact) && !o.doc)
+        return cli_usage_error("ask", "--exact goes with --doc (a memory file's exact part is chosen by compress)");
+    if (o.no_exact) return cli_usage_error("ask", "--exact none: use --recall 0 to read with the memory alone");
     loaded L;
     if (load_all(&o, &L)) {
         unload(&L);

@@ -74,6 +74,8 @@ typedef struct {
     long samples, n_generate, span; /* recall task: spans, greedy reproductions, tokens (0: a segment) */
     int scorer, recall_late;
     long recall_local;  /* with segments paged, the newest raw tokens kept (0: all) */
+    int exact_kv;       /* recall keeps each segment's 8-bit cells and copies them back (memory.h, mn_exact_form) */
+    long exact_ram;     /* exact_kv: MiB of cells kept in RAM, the rest in a spill file */
     int needle;         /* passkey: mn_needle_kind */
     const mn_lora_set *lora; /* a decoder LoRA every mode's reader runs with (NULL: none) */
     const char *lora_name;   /* its file, for the rows */

@@ -41,6 +41,7 @@ void mn_eval_default_opts(mn_eval_opts *o, mn_eval_task task) {
     o->scorer = MN_RECALL_DEFAULT_SCORER, o->recall_late = MN_RECALL_DEFAULT_LATE;
     /* a question reads best beside a short raw window; text that goes on needs its recent past */
     o->recall_local = task == MN_EVAL_PPL ? 0 : MN_RECALL_DEFAULT_LOCAL;
+    o->exact_ram = 512;
     o->sinks = 4, o->window = 1024, o->chunk = 128, o->score = 1024, o->trials = 2, o->seed = 1;
     o->samples = 8, o->n_generate = 2;
     o->n_lengths = 2;
@@ -228,6 +229,7 @@ int ev_run_open(const mn_eval_opts *o, const mn_eval_mode *em, int64_t n_tokens,
     if (!rc && em->mode == MN_MODE_MEMORY) rc = mn_stream_set_memory_cap(r->s, (int32_t)o->max_memory);
     if (!rc && em->recall) rc = mn_stream_set_recall(r->s, em->recall, (mn_recall_scorer)o->scorer, o->recall_late);
     if (!rc && em->recall) rc = mn_stream_set_recall_local(r->s, (int32_t)o->recall_local);
+    if (!rc && em->recall && o->exact_kv) rc = mn_stream_set_exact(r->s, MN_EXACT_KV, (size_t)o->exact_ram * 1048576u);
     if (rc) ev_run_close(r);
     r->window = sp.window;
     return rc;

@@ -121,6 +121,21 @@ int32_t mn_stream_n_paged(const mn_stream *s);
 int32_t mn_stream_n_exact(const mn_stream *s);
 /* Seconds spent choosing segments and paging them in since the last reset. */
 void mn_stream_recall_time(const mn_stream *s, double *select_s, double *page_s);
+/* How the exact store keeps a segment (recall on, before the stream reads):
+ * TOKENS its ids alone, its cells decoded again behind the current memory at
+ * page-in (the default); KV also its decoder cells in 8 bits (kvstore.h), as
+ * they were when the segment was read behind the memory before it, copied back
+ * at page-in. KV costs a decoder pass over each segment at compression where a
+ * lazy stream has not decoded it (about what the encoder costs) and
+ * mn_kvstore_cell_bytes a token; ram_budget bytes stay in RAM, the rest in a
+ * spill file. */
+typedef enum { MN_EXACT_TOKENS = 0, MN_EXACT_KV = 1 } mn_exact_form;
+int mn_stream_set_exact(mn_stream *s, mn_exact_form form, size_t ram_budget);
+/* Bytes the exact store's cells hold in RAM and in the spill file (0 for TOKENS). */
+void mn_stream_exact_bytes(const mn_stream *s, size_t *ram, size_t *spill);
+/* KV: stored segment seg's cells (its tokens after the sinks, *n of them, at
+ * most cap) into k and v (L, n, KD), keys without RoPE. */
+int mn_stream_exact_cells(mn_stream *s, int32_t seg, int32_t cap, float *k, float *v, int32_t *n);
 
 /* Memory slots currently held (UIO slots, beacons, or summary embeddings). */
 int32_t mn_stream_n_memory(const mn_stream *s);

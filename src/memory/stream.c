@@ -17,10 +17,12 @@
 #include <time.h>
 
 #include "error.h"
+#include "memory/kvstore.h"
 #include "memory/memory.h"
 #include "memory/recall.h"
 #include "memory/summary.h"
 #include "model/forward.h"
+#include "model/model.h"
 #include "mnemo.h"
 
 struct mn_stream {
@@ -57,6 +59,10 @@ struct mn_stream {
     int32_t *plen;       /* (max k) and its tokens (a segment of the raw window may be shorter) */
     int32_t n_paged_segs, n_paged; /* and their cells, after the memory */
     double t_select, t_page;       /* seconds spent choosing and paging, since the last reset */
+    /* --exact kv: entry i of kv holds the cells of stored segment i (its tokens after the sinks) */
+    mn_kvstore *kv;
+    float *kbuf, *vbuf;  /* (L, l, KD) one segment's cells */
+    int32_t *kpos;       /* (l) */
 };
 
 mn_stream_params mn_stream_default_params(void) {
@@ -95,7 +101,16 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
 }
 
 /* Forgets the exact store and the recall state. */
+static void exact_kv_off(mn_stream *s) {
+    mn_kvstore_free(s->kv);
+    free(s->kbuf), free(s->vbuf), free(s->kpos);
+    s->kv = NULL;
+    s->kbuf = s->vbuf = NULL;
+    s->kpos = NULL;
+}
+
 static void recall_off(mn_stream *s) {
+    exact_kv_off(s);
     mn_exact_free(s->exact);
     free(s->rep), free(s->rep_sh), free(s->query), free(s->qbuf), free(s->paged), free(s->pstart), free(s->plen);
     s->exact = NULL;
@@ -130,6 +145,7 @@ void mn_stream_reset(mn_stream *s) {
     s->n_seen = s->n_evicted = 0;
     s->n_local = s->n_memory = s->n_sink_cells = s->n_dec = 0;
     mn_exact_clear(s->exact);
+    if (s->kv) mn_kvstore_clear(s->kv); /* (an error here surfaces at the next put) */
     s->nq = s->n_paged = s->n_paged_segs = 0;
     s->t_select = s->t_page = 0;
 }
@@ -257,6 +273,18 @@ static int page_in(mn_stream *s) {
                           s->n_paged_segs, mn_context_n_ctx(s->ctx));
             break;
         }
+        if (s->kv && s->paged[i] < mn_kvstore_n(s->kv)) { /* its stored cells, at the next positions */
+            int32_t nc = 0;
+            if ((rc = mn_kvstore_get(s->kv, s->paged[i], s->seg_l, s->kbuf, s->vbuf, &nc))) break;
+            if (nc != n) {
+                rc = mn_error(MN_EINVAL, "exact store: segment %d has %d cells stored for %d tokens", s->paged[i], nc, n);
+                break;
+            }
+            const int32_t p0 = mn_kv_next_pos(s->ctx);
+            for (int32_t j = 0; j < n; j++) s->kpos[j] = p0 + j;
+            if (!(rc = mn_kv_append(s->ctx, n, s->kpos, s->kbuf, s->vbuf, 0))) s->n_paged += n;
+            continue;
+        }
         if (!(rc = mn_decode(s->ctx, ids, n, NULL, 0))) s->n_paged += n;
     }
     mn_exact_truncate(s->exact, S0); /* the window's segments were offered for this choice only */
@@ -363,6 +391,65 @@ void mn_stream_recall_time(const mn_stream *s, double *select_s, double *page_s)
     if (page_s) *page_s = s->t_page;
 }
 
+int mn_stream_set_exact(mn_stream *s, mn_exact_form form, size_t ram_budget) {
+    if (form != MN_EXACT_TOKENS && form != MN_EXACT_KV) return mn_error(MN_EINVAL, "unknown exact form %d", (int)form);
+    if (form == MN_EXACT_TOKENS) {
+        if (s->kv && s->n_seen > 0) return mn_error(MN_EINVAL, "the exact form is chosen before the stream reads");
+        exact_kv_off(s);
+        return MN_OK;
+    }
+    if (!s->exact) return mn_error(MN_EINVAL, "exact cells need recall on (mn_stream_set_recall)");
+    if (s->n_seen > 0) return mn_error(MN_EINVAL, "the exact form is chosen before the stream reads");
+    const mn_model *m = mn_context_model(s->ctx);
+    exact_kv_off(s);
+    const size_t cells = (size_t)mn_model_n_layer(m) * (size_t)s->seg_l * (size_t)mn_model_kv_dim(m);
+    int rc = mn_kvstore_create(m, ram_budget, &s->kv);
+    if (!rc) {
+        s->kbuf = malloc(sizeof(float) * cells), s->vbuf = malloc(sizeof(float) * cells);
+        s->kpos = malloc(sizeof(int32_t) * (size_t)s->seg_l);
+        if (!s->kbuf || !s->vbuf || !s->kpos) rc = mn_error(MN_ENOMEM, "out of memory");
+    }
+    if (rc) exact_kv_off(s);
+    return rc;
+}
+
+void mn_stream_exact_bytes(const mn_stream *s, size_t *ram, size_t *spill) { mn_kvstore_bytes(s->kv, ram, spill); }
+
+int mn_stream_exact_cells(mn_stream *s, int32_t seg, int32_t cap, float *k, float *v, int32_t *n) {
+    if (!s->kv) return mn_error(MN_EINVAL, "this stream keeps no exact cells (mn_stream_set_exact)");
+    return mn_kvstore_get(s->kv, seg, cap, k, v, n);
+}
+
+/* --exact kv: the decoder cells of the segment about to be compressed (local[0..l)), as read
+ * behind [sinks | memory]: taken from the cache where the stream has them there in that
+ * layout, else decoded now (everything after the memory is dropped by the compression
+ * anyway); keys stored without RoPE. The stream's first tokens are its sink cells and are
+ * not stored (page-in skips them too). */
+static int keep_cells(mn_stream *s) {
+    const mn_model *m = mn_context_model(s->ctx);
+    const int32_t sinks = s->n_sink_cells ? s->n_sink_cells : (s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l);
+    const int64_t st = s->n_seen - s->n_local;
+    const int32_t skip = st < sinks ? (int32_t)(sinks - st) : 0, n = s->seg_l - skip;
+    const int32_t base = sinks + s->n_memory; /* where the segment's cells after the sinks belong */
+    if (n <= 0) return mn_kvstore_put(s->kv, 0, NULL, NULL); /* all sinks: an empty entry keeps the numbering */
+    /* in place: nothing paged before the local cells and the segment's tokens decoded */
+    const int in_place = s->n_paged == 0 && s->n_dec >= s->seg_l && mn_kv_n_cells(s->ctx) >= base + n;
+    int rc = MN_OK;
+    if (!in_place) {
+        if ((rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx)))) return rc;
+        s->n_paged = s->n_paged_segs = 0;
+        if ((rc = mn_decode(s->ctx, s->local + skip, n, NULL, 0))) return rc;
+        s->n_dec = s->seg_l;
+    }
+    if ((rc = mn_kv_read(s->ctx, base, n, s->kbuf, s->vbuf))) return rc;
+    const int32_t L = m->hp.n_layer, KD = mn_model_kv_dim(m), KV = m->hp.n_head_kv;
+    for (int32_t l = 0; l < L && !rc; l++)
+        for (int32_t j = 0; j < n && !rc; j++)
+            rc = mn_rope_rotate(m, l, s->kbuf + ((size_t)l * (size_t)n + (size_t)j) * (size_t)KD, KV,
+                                -mn_kv_pos(s->ctx, base + j));
+    return rc ? rc : mn_kvstore_put(s->kv, n, s->kbuf, s->vbuf);
+}
+
 /* The oldest l local tokens become m memory cells at the next positions; the
  * raw cells (all cells after the sinks and the memory) are dropped. With
  * n_sinks, the stream's first tokens stay as raw cells ahead of the memory:
@@ -390,6 +477,7 @@ static int compress_local(mn_stream *s) {
         rc = mn_recall_rep_keys(mn_context_model(s->ctx), mn_uio_context(s->uio), s->seg_l, mq, mpos, mm, s->rep,
                                 s->rep_sh);
         if (!rc) rc = mn_exact_add(s->exact, s->local, s->seg_l, s->n_seen - s->n_local, s->rep, s->rep_sh, s->mk, s->seg_m);
+        if (!rc && s->kv) rc = keep_cells(s);
         if (rc) return rc;
     }
     if (s->n_memory == 0 && s->n_sink_cells == 0)
