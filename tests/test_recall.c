@@ -434,11 +434,13 @@ static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
           *vb = malloc(sizeof(float) * sz);
     if (!sa || !sb) goto out;
     CHECK(mn_stream_feed(sa, ids, (int32_t)n, NULL, 0) == 0, "read lazily: %s", mn_last_error());
-    for (int64_t i = 0; i < n; i += 64)
-        CHECK(mn_stream_feed(sb, ids + i, (int32_t)(n - i < 64 ? n - i : 64), lg, 0) == 0, "read with logits: %s",
+    /* the eager stream decodes its whole raw window again after each compression: three of them are enough */
+    const int64_t nb = n < (int64_t)(b.uio.params.recent + 4) * l ? n : (int64_t)(b.uio.params.recent + 4) * l;
+    for (int64_t i = 0; i < nb; i += 64)
+        CHECK(mn_stream_feed(sb, ids + i, (int32_t)(nb - i < 64 ? nb - i : 64), lg, 0) == 0, "read with logits: %s",
               mn_last_error());
-    const int32_t S = mn_stream_n_exact(sa);
-    CHECK(S >= 3 && S == mn_stream_n_exact(sb), "segments stored: %d and %d", S, mn_stream_n_exact(sb));
+    const int32_t S = mn_stream_n_exact(sa), Sb = mn_stream_n_exact(sb);
+    CHECK(S >= 3 && Sb >= 2 && Sb <= S, "segments stored: %d and %d", S, Sb);
     size_t ram = 0, spill = 0;
     mn_stream_exact_bytes(sa, &ram, &spill);
     CHECK(ram == (size_t)(2 * l - 4) * cb && ram + spill == ((size_t)S * (size_t)l - 4) * cb,
@@ -446,11 +448,11 @@ static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
     CHECK(entries_in(dir) == 0, "the spill file is not in %s", dir);
     /* the same cells, whichever way they were decoded */
     float worst = 0;
-    for (int32_t j = 0; j < S; j++) {
-        int32_t na = 0, nb = 0;
-        CHECK(mn_stream_exact_cells(sa, j, l, ka, va, &na) == 0 && mn_stream_exact_cells(sb, j, l, kb, vb, &nb) == 0 &&
-                  na == nb && na == l - (j == 0 ? 4 : 0),
-              "segment %d: %d and %d cells", j, na, nb);
+    for (int32_t j = 0; j < Sb; j++) {
+        int32_t na = 0, nc = 0;
+        CHECK(mn_stream_exact_cells(sa, j, l, ka, va, &na) == 0 && mn_stream_exact_cells(sb, j, l, kb, vb, &nc) == 0 &&
+                  na == nc && na == l - (j == 0 ? 4 : 0),
+              "segment %d: %d and %d cells", j, na, nc);
         float d = 0, mx = 0;
         for (size_t i = 0; i < (size_t)L * (size_t)na * (size_t)KD; i++) {
             d = fmaxf(d, fmaxf(fabsf(ka[i] - kb[i]), fabsf(va[i] - vb[i])));
@@ -473,7 +475,7 @@ static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
     CHECK(k == 2 && hit, "the pass key's segment is paged (%lld, %lld)", (long long)st[0], (long long)st[k > 1]);
     const int32_t mem = mn_stream_n_memory(sa);
     int32_t cell = 4 + mem;
-    float dk = 0, dv = 0;
+    float dk = 0, dv = 0, mk = 0, mv = 0;
     for (int32_t i = 0; i < k; i++) {
         int32_t nc = 0;
         CHECK(mn_stream_exact_cells(sa, (int32_t)(st[i] / l), l, ka, va, &nc) == 0, "cells of the paged segment");
@@ -484,14 +486,17 @@ static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
                 mn_rope_rotate(m, li, row, m->hp.n_head_kv, mn_kv_pos(ca, cell + j));
             }
         for (size_t e = 0; e < (size_t)L * (size_t)nc * (size_t)KD; e++)
-            dk = fmaxf(dk, fabsf(ka[e] - kb[e])), dv = fmaxf(dv, fabsf(va[e] - vb[e]));
+            dk = fmaxf(dk, fabsf(ka[e] - kb[e])), dv = fmaxf(dv, fabsf(va[e] - vb[e])), mk = fmaxf(mk, fabsf(ka[e])),
+            mv = fmaxf(mv, fabsf(va[e]));
         cell += nc;
     }
     CHECK(cell == 4 + mem + mn_stream_n_paged(sa) && mn_kv_n_cells(ca) == cell, "[sinks | memory | paged] (%d cells)",
           mn_kv_n_cells(ca));
-    fprintf(stderr, "# exact kv: paged cells against the stored ones rotated: %g (keys), %g (values)\n", (double)dk,
-            (double)dv);
-    CHECK(dk < 0.02f && dv < 0.02f, "the paged cells are the stored ones at their new positions (%g, %g)", (double)dk,
+    /* the cache holds f16: within its rounding (2^-11 of a value) of the largest */
+    dk /= mk, dv /= mv;
+    fprintf(stderr, "# exact kv: paged cells against the stored ones rotated: %.2e (keys), %.2e (values) of the largest\n",
+            (double)dk, (double)dv);
+    CHECK(dk < 1e-3f && dv < 1e-3f, "the paged cells are the stored ones at their new positions (%g, %g)", (double)dk,
           (double)dv);
     int contiguous = 1;
     for (int32_t i = 1; i < mn_kv_n_cells(ca); i++) contiguous &= mn_kv_pos(ca, i) == mn_kv_pos(ca, i - 1) + 1;
