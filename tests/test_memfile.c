@@ -231,6 +231,59 @@ static void test_round_trips(void) {
         snprintf(bad, sizeof bad, "%s/no/such/dir/x.mem", g_dir);
         CHECK(mn_memfile_write(bad, &in, k, v, 0) == MN_EIO, "write into a missing directory");
     }
+
+    /* version 4: the exact part's q8_0 cells, copied as bytes, at the payload's end; refused without an
+     * exact part, with a dim not divisible by 32, or one byte short */
+    {
+        const int32_t nl = 2, dim = 64, nx = 8, seg = 4, rep = 2;
+        mn_memfile_info in = make_info(MN_MEMFILE_KV, nl, 4, dim);
+        in.n_exact = nx, in.exact_seg = seg, in.exact_rep = rep;
+        in.flags = MN_MEMFILE_EXACT_KV;
+        const size_t e = mn_memfile_block_elems(&in), ke = mn_memfile_exact_key_elems(&in);
+        const size_t cb = 2 * (size_t)nx * nl * (dim / 32) * 34;
+        float *kk = calloc(e, sizeof(float)), *vv = calloc(e, sizeof(float)), *kr = calloc(ke, sizeof(float));
+        uint8_t *cells = malloc(cb);
+        int32_t ids[8], raw[1] = {0};
+        for (int i = 0; i < nx; i++) ids[i] = 10 + i;
+        for (size_t i = 0; i < cb; i++) cells[i] = (uint8_t)(i * 131 + 7);
+        in.n_raw = 0;
+        CHECK(mn_memfile_write_exact(path, &in, kk, vv, raw, ids, kr, kr, cells, MN_MEMFILE_F16) == 0, "write v4: %s",
+              mn_last_error());
+        size_t n4 = 0;
+        uint8_t *b4 = read_all(path, &n4);
+        CHECK(b4 && b4[8] == 4, "format version 4");
+        mn_memfile *mf = NULL;
+        CHECK(mn_memfile_open(path, &mf) == 0, "open v4: %s", mn_last_error());
+        size_t got = 0;
+        const void *pc = mf ? mn_memfile_exact_cells(mf, &got) : NULL;
+        CHECK(pc && got == cb && !memcmp(pc, cells, cb), "the cells read back as written (%zu of %zu bytes)", got, cb);
+        CHECK(mf && (mn_memfile_get_info(mf)->flags & MN_MEMFILE_EXACT_KV), "flag kept");
+        int32_t back[8];
+        CHECK(mf && mn_memfile_read_exact(mf, back, NULL, NULL) == 0 && !memcmp(back, ids, sizeof ids),
+              "the ids still read (the cells come after the keys)");
+        mn_memfile_free(mf);
+        if (b4) {
+            CHECK(expect_bad_mem(b4, n4 - 1, MN_EFORMAT, "truncated", "v4 one byte short"), "v4 truncated");
+            b4[n4 - 1] ^= 1;
+            CHECK(expect_bad_mem(b4, n4, MN_EFORMAT, "checksum", "v4 cell byte flipped"), "v4 corrupt cell");
+        }
+        free(b4);
+        /* without cells the same memory is version 3 */
+        in.flags = 0;
+        CHECK(mn_memfile_write_exact(path, &in, kk, vv, raw, ids, kr, kr, NULL, MN_MEMFILE_F16) == 0, "write v3");
+        b4 = read_all(path, &n4);
+        CHECK(b4 && b4[8] == 3, "format version 3 without cells");
+        free(b4);
+        in.flags = MN_MEMFILE_EXACT_KV;
+        CHECK(mn_memfile_write_exact(path, &in, kk, vv, raw, ids, kr, kr, NULL, MN_MEMFILE_F16) == MN_EINVAL,
+              "the flag without cells: refused");
+        mn_memfile_info in2 = make_info(MN_MEMFILE_KV, nl, 4, dim);
+        in2.flags = MN_MEMFILE_EXACT_KV;
+        CHECK(mn_memfile_write_exact(path, &in2, kk, vv, raw, NULL, NULL, NULL, cells, MN_MEMFILE_F16) == MN_EINVAL &&
+                  strstr(mn_last_error(), "exact part"),
+              "cells without an exact part: %s", mn_last_error());
+        free(kk), free(vv), free(kr), free(cells);
+    }
     free(k);
     free(v);
     free(k2);
@@ -329,7 +382,9 @@ static void test_hostile(void) {
         expect_bad_mem(c, n, want_rc, want_msg, label); \
     } while (0)
     FORGE(memcpy(c, "GGUF", 4), MN_EFORMAT, "magic", "bad magic");
-    FORGE(put32(c + 8, 4), MN_EUNSUPPORTED, "version 4", "version 4");
+    FORGE(put32(c + 8, 5), MN_EUNSUPPORTED, "version 5", "version 5");
+    FORGE(put32(c + 8, 4), MN_EFORMAT, "without exact cells", "version 4 without cells");
+    FORGE((put32(c + 8, 3), put32(c + 36, 2)), MN_EFORMAT, "flags", "exact cells in a version 3 file");
     FORGE(put32(c + 8, 3), MN_EFORMAT, "exact part", "version 3 without an exact part");
     FORGE(put32(c + 484, 8), MN_EFORMAT, "reserved", "exact tokens in a version 1 file");
     FORGE((put32(c + 8, 3), put32(c + 484, 8), put32(c + 488, 3), put32(c + 492, 2)), MN_EFORMAT, "not a valid shape",

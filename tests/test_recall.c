@@ -647,6 +647,98 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
 /* A prompt shorter than one segment, read through a memory stream with the shipped adapter attached and
  * recall on, gives the plain model's logits bit for bit: nothing of the adapter (encoder LoRA, transfer
  * head, memory embedding) reaches the decoder before a segment is compressed. */
+/* --exact kv for memory files: mn_docmem_add_cells reads each compressed segment behind the raw head and
+ * the slots of the segments before it (segment 1 checked against a context built by hand), a version-4
+ * file keeps the cells byte for byte, and recall pages the pass key's segment by copying them: the cache
+ * holds them rotated to the positions they went to, and the rest of the layout is as with the ids. */
+static void docmem_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids, int64_t n, int64_t needle) {
+    mn_docmem d;
+    CHECK(mn_docmem_compress(m, a, ids, n, 2, &d) == 0 && d.n_exact > 0, "compress: %s", mn_last_error());
+    CHECK(!d.cells && mn_docmem_add_cells(m, a, &d, 2) == 0 && d.cells, "cells added: %s", mn_last_error());
+    const int32_t l = d.exact_seg, S = d.n_exact / (l ? l : 1), per = d.n_slots / (S ? S : 1), head = d.n_head;
+    const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m);
+    const size_t cb = mn_kvstore_cell_bytes(m), e = (size_t)L * (size_t)l * (size_t)KD;
+    float *kr = malloc(sizeof(float) * e), *vr = malloc(sizeof(float) * e), *k1 = malloc(sizeof(float) * e),
+          *v1 = malloc(sizeof(float) * e), *sk = malloc(sizeof(float) * (size_t)L * per * KD),
+          *sv = malloc(sizeof(float) * (size_t)L * per * KD);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(per + l));
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = head + per + l + 8;
+    cp.n_threads = 2;
+    mn_context *c = NULL;
+    CHECK(S >= 2 && head == 4 && mn_context_create(m, &cp, &c) == 0, "%d segments, head %d", S, head);
+    if (c && mn_adapter_reader(a)) CHECK(mn_context_set_lora(c, mn_adapter_reader(a)) == 0, "the reader");
+    /* by hand: [head | segment 0's slots] then segment 1 */
+    for (int32_t li = 0; li < L; li++) {
+        memcpy(sk + (size_t)li * per * KD, d.k + (size_t)li * d.n_slots * KD, sizeof(float) * (size_t)per * KD);
+        memcpy(sv + (size_t)li * per * KD, d.v + (size_t)li * d.n_slots * KD, sizeof(float) * (size_t)per * KD);
+    }
+    for (int32_t i = 0; i < per; i++) pos[i] = head + i;
+    CHECK(c && mn_decode(c, ids, head, NULL, 0) == 0 && mn_kv_append(c, per, pos, sk, sv, 0) == 0 &&
+              mn_decode(c, ids + l, l, NULL, 0) == 0 && mn_kvstore_read_cells(c, head + per, l, kr, vr) == 0,
+          "segment 1 by hand: %s", mn_last_error());
+    mn_kvstore_decode(L, KD, l, d.cells + (size_t)l * cb, k1, v1);
+    { /* through the same 8 bits */
+        uint8_t *b8 = malloc(cb * (size_t)l);
+        mn_kvstore_encode(L, KD, l, kr, vr, b8);
+        mn_kvstore_decode(L, KD, l, b8, kr, vr);
+        free(b8);
+    }
+    float dd = 0, mx = 0;
+    for (size_t i = 0; i < e; i++) dd = fmaxf(dd, fmaxf(fabsf(kr[i] - k1[i]), fabsf(vr[i] - v1[i]))), mx = fmaxf(mx, fabsf(kr[i]));
+    fprintf(stderr, "# exact kv, memory file: segment 1 against a context built by hand: %.2e of the largest\n",
+            (double)(dd / mx));
+    CHECK(dd <= mx / 256, "segment 1's cells are the ones read behind the head and segment 0's slots (%g of %g)",
+          (double)dd, (double)mx);
+    mn_context_free(c);
+    /* a version-4 file, the cells byte for byte */
+    char path[] = "/tmp/mnemo_recall_kv_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK(mn_docmem_save(&d, m, a, path, 0) == 0, "save: %s", mn_last_error());
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[16];
+    CHECK(f && fread(hdr, 1, 16, f) == 16 && hdr[8] == 4, "format version 4");
+    if (f) fclose(f);
+    mn_docmem g;
+    CHECK(mn_docmem_load(path, m, a, &g) == 0 && g.cells && !memcmp(g.cells, d.cells, cb * (size_t)d.n_exact),
+          "the cells read back: %s", mn_last_error());
+    /* recall copies them: the pass key's segment paged, [head | slots | paged | tail] */
+    int64_t nq;
+    int32_t *q = tokenize(m, "What is the vault code?", &nq);
+    const mn_docmem *mems[1] = {&g};
+    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0, 0};
+    cp.n_ctx = (int32_t)(mn_docmem_cells(&g) + mn_docmem_recall_cells(mems, 1, 2) + 64);
+    CHECK(mn_context_create(m, &cp, &c) == 0, "context");
+    mn_docmem_paged pg;
+    CHECK(c && mn_docmem_prime_recall(c, a, mems, 1, &ro, q, (int32_t)nq, NULL, &pg) == 0, "prime: %s", mn_last_error());
+    int hit = 0;
+    for (int32_t i = 0; i < pg.n; i++) hit |= needle >= pg.start[i] && needle < pg.start[i] + pg.len[i];
+    CHECK(pg.n == 2 && pg.cells == 2 * l && hit, "the pass key's segment paged (%d segments)", pg.n);
+    CHECK(c && mn_kv_n_cells(c) == mn_docmem_cells(&g) + 2 * l, "cells: memory + raw + paged (%d)", mn_kv_n_cells(c));
+    float dk = 0, mk = 0;
+    for (int32_t i = 0; i < pg.n && c; i++) {
+        const int32_t at = head + g.n_slots + i * l, seg = (int32_t)(pg.start[i] / l);
+        mn_kvstore_decode(L, KD, l, g.cells + (size_t)seg * l * cb, k1, v1);
+        CHECK(mn_kv_read(c, at, l, kr, vr) == 0, "read the paged cells");
+        for (int32_t li = 0; li < L; li++)
+            for (int32_t j = 0; j < l; j++)
+                mn_rope_rotate(m, li, k1 + ((size_t)li * l + j) * KD, m->hp.n_head_kv, mn_kv_pos(c, at + j));
+        for (size_t x = 0; x < e; x++) dk = fmaxf(dk, fabsf(k1[x] - kr[x])), mk = fmaxf(mk, fabsf(k1[x]));
+    }
+    CHECK(dk <= mk * 1e-3f, "the paged cells are the stored ones at their positions (%g of %g)", (double)dk, (double)mk);
+    int pos_ok = 1;
+    for (int32_t i = 1; c && i < mn_kv_n_cells(c); i++) pos_ok &= mn_kv_pos(c, i) == mn_kv_pos(c, i - 1) + 1;
+    CHECK(pos_ok, "positions contiguous");
+    mn_docmem_drop_exact(&g);
+    CHECK(!g.cells && g.n_exact == 0, "dropping the exact part drops the cells");
+    mn_context_free(c);
+    free(q), free(kr), free(vr), free(k1), free(v1), free(sk), free(sv), free(pos);
+    unlink(path);
+    mn_docmem_release(&g);
+    mn_docmem_release(&d);
+}
+
 static void short_prompt(const mn_model *m, const mn_adapter *a, const int32_t *ids) {
     const int32_t V = mn_model_n_vocab(m), n = 40;
     mn_context_params cp = mn_context_default_params();
@@ -734,6 +826,7 @@ int main(void) {
         stream(m, a, ids, n, needle);
         stream_kv(m, a, ids, n, needle);
         docmem(m, a, ids, n, needle);
+        docmem_kv(m, a, ids, n, needle);
     }
     free(ids);
     mn_adapter_free(a);

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "memory/docmem.h"
+#include "memory/kvstore.h"
 #include "memory/memory.h"
 #include "model/forward.h"
 #include "train/data.h"
@@ -162,8 +163,10 @@ int cmd_compress(int argc, char **argv) {
                    "UIO (per-layer memory K/V; segments compressed in parallel on -t threads), Activation\n"
                    "Beacon (the beacons' K/V, windows in order) or summary (embeddings read as soft tokens).\n"
                    "'mnemo ask --mem DOC.mem' then answers questions without reading the document again.\n"
-                   "  --exact tokens|none   keep the compressed segments' ids and recall index in the file\n"
-                   "                        (default tokens: 'ask --recall' pages them back in) or leave them out\n");
+                   "  --exact tokens|kv|none  keep the compressed segments' ids and recall index in the file\n"
+                   "                        (default tokens: 'ask --recall' decodes the segments it pages),\n"
+                   "                        also their decoder cells in 8 bits (kv: a version-4 file, 12 KB a\n"
+                   "                        token for SmolLM2; paging copies them), or leave them out (none)\n");
             return 0;
         }
     mem_opts o;
@@ -173,9 +176,6 @@ int cmd_compress(int argc, char **argv) {
     if (!o.adapter || !o.doc || !o.out)
         return cli_usage_error("compress", "needs -f DOC, -o OUT and -a ADAPTER (no shipped adapter found)");
     if (o.question) return cli_usage_error("compress", "unexpected argument '%s'", o.question);
-    if (o.exact_kv)
-        return cli_usage_error("compress", "--exact kv (the segments' 8-bit cells) is built for 'ask --doc' only; a "
-                                           "memory file keeps the ids (tokens) or nothing (none)");
     loaded L;
     if (load_all(&o, &L)) {
         unload(&L);
@@ -186,6 +186,15 @@ int cmd_compress(int argc, char **argv) {
     double secs = 0;
     rc = compress_file(&o, &L, &d, &secs);
     if (!rc && o.no_exact) mn_docmem_drop_exact(&d);
+    double t_cells = 0;
+    if (!rc && o.exact_kv) { /* the segments' decoder cells: one decoder pass over the compressed part */
+        const double t0 = cli_now();
+        if (d.n_exact <= 0) {
+            fprintf(stderr, "mnemo: --exact kv needs a UIO adapter with a recent window (this memory has no exact part)\n");
+            rc = 1;
+        } else if (mn_docmem_add_cells(L.m, L.ad, &d, (int)o.threads)) rc = cli_fail("exact cells");
+        t_cells = cli_now() - t0;
+    }
     if (!rc) {
         if (mn_docmem_save_titled(&d, L.m, L.ad, o.out, o.f32, o.title ? o.title : o.doc)) {
             rc = cli_fail("write memory file");
@@ -204,10 +213,14 @@ int cmd_compress(int argc, char **argv) {
             if (d.n_exact > 0) { /* what the exact part costs: ids and the representative keys, f16 */
                 const double kb = 2.0 * 2 * (double)(d.n_exact / d.exact_seg) * mn_model_n_layer(L.m) * MN_RECALL_REP *
                                   mn_model_kv_dim(L.m);
+                const double cb = d.cells ? (double)mn_kvstore_cell_bytes(L.m) : 0;
                 fprintf(stderr, "mnemo: exact part for recall: %d tokens in %d segments, %.1f MiB (%.0f bytes per "
-                                "token: 4 for the id, %.0f for the index); --exact none leaves it out\n",
-                        d.n_exact, d.n_exact / d.exact_seg, (4.0 * d.n_exact + kb) / 1048576.0,
-                        (4.0 * d.n_exact + kb) / d.n_exact, kb / d.n_exact);
+                                "token: 4 for the id, %.0f for the index, %.0f for the cells%s); --exact none leaves "
+                                "it out\n",
+                        d.n_exact, d.n_exact / d.exact_seg, (4.0 * d.n_exact + kb + cb * d.n_exact) / 1048576.0,
+                        4.0 + (kb + cb * d.n_exact) / d.n_exact, kb / d.n_exact, cb,
+                        d.cells ? "" : ": --exact kv keeps them");
+                if (d.cells) fprintf(stderr, "mnemo: the cells took %.2f s (a decoder pass over the segments)\n", t_cells);
             }
         }
     }
@@ -553,7 +566,8 @@ int cmd_ask(int argc, char **argv) {
     if (o.max_tokens && !o.doc) return cli_usage_error("ask", "--max-tokens goes with --doc");
     if (o.row && !o.doc) return cli_usage_error("ask", "--row goes with --doc");
     if ((o.exact_kv || o.no_exact) && !o.doc)
-        return cli_usage_error("ask", "--exact goes with --doc (a memory file's exact part is chosen by compress)");
+        return cli_usage_error("ask", "--exact goes with --doc (a memory file's exact part is chosen by compress: "
+                                      "'ask --mem' pages a file's cells where it has them)");
     if (o.no_exact) return cli_usage_error("ask", "--exact none: use --recall 0 to read with the memory alone");
     loaded L;
     if (load_all(&o, &L)) {

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "memory/memfile.h"
 #include "memory/memory.h"
+#include "memory/kvstore.h"
 #include "memory/summary.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -33,11 +34,21 @@ void mn_docmem_release(mn_docmem *d) {
     }
     free(d->raw);
     free(d->exact), free(d->rep), free(d->rep_sh);
+    free(d->cells_heap_);
+    mn_memfile_free(d->mf_);
     memset(d, 0, sizeof *d);
+}
+
+static void drop_cells(mn_docmem *d) {
+    free(d->cells_heap_);
+    mn_memfile_free(d->mf_);
+    d->cells = NULL;
+    d->cells_heap_ = d->mf_ = NULL;
 }
 
 void mn_docmem_drop_exact(mn_docmem *d) {
     if (!d) return;
+    drop_cells(d);
     free(d->exact), free(d->rep), free(d->rep_sh);
     d->exact = NULL;
     d->rep = d->rep_sh = NULL;
@@ -139,6 +150,63 @@ int mn_docmem_compress_progress(const mn_model *m, const mn_adapter *a, const in
     return MN_OK;
 }
 
+int mn_docmem_add_cells(const mn_model *m, const mn_adapter *a, mn_docmem *d, int n_threads) {
+    if (!m || !a || !d) return mn_error(MN_EINVAL, "docmem cells: missing argument");
+    if (d->kind != MN_DOCMEM_KV || d->n_exact <= 0 || d->exact_seg <= 0 || !d->exact)
+        return mn_error(MN_EINVAL, "exact cells need a UIO memory with an exact part (an adapter with a recent window)");
+    const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m), l = d->exact_seg, S = d->n_exact / l;
+    if (d->n_layer != L || d->dim != KD || d->n_slots % S)
+        return mn_error(MN_EINVAL, "memory of %d layers x %d, %d slots for %d segments, does not fit the model", d->n_layer,
+                        d->dim, d->n_slots, S);
+    if (KD % 32) return mn_error(MN_EUNSUPPORTED, "exact cells need a kv width divisible by 32 (this model: %d)", KD);
+    const int32_t per = d->n_slots / S, head = d->n_head < l ? d->n_head : 0;
+    const size_t cb = mn_kvstore_cell_bytes(m), seg_bytes = cb * (size_t)l;
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = head + d->n_slots + l;
+    cp.n_threads = n_threads;
+    mn_context *c = NULL;
+    uint8_t *cells = malloc(seg_bytes * (size_t)S);
+    float *k = malloc(sizeof(float) * (size_t)L * (size_t)l * (size_t)KD),
+          *v = malloc(sizeof(float) * (size_t)L * (size_t)l * (size_t)KD),
+          *sk = malloc(sizeof(float) * (size_t)L * (size_t)per * (size_t)KD),
+          *sv = malloc(sizeof(float) * (size_t)L * (size_t)per * (size_t)KD);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)per);
+    int rc = !cells || !k || !v || !sk || !sv || !pos ? mn_error(MN_ENOMEM, "out of memory for the exact cells")
+                                                     : mn_context_create(m, &cp, &c);
+    /* the reader decodes the paged segments at question time, so it reads them here too */
+    const mn_lora_set *reader = mn_adapter_reader(a);
+    if (!rc && reader) rc = mn_context_set_lora(c, reader);
+    for (int32_t j = 0; j < S && !rc; j++) {
+        /* [head | slots of segments 0..j-1] then segment j; the first segment holds the head */
+        const int32_t base = j == 0 ? 0 : head + j * per;
+        rc = mn_decode(c, d->exact + (size_t)j * l, l, NULL, 0);
+        if (!rc) rc = mn_kvstore_read_cells(c, base, l, k, v);
+        if (rc) break;
+        mn_kvstore_encode(L, KD, l, k, v, cells + (size_t)j * seg_bytes);
+        if ((rc = mn_kv_drop(c, j == 0 ? head : base, mn_kv_n_cells(c)))) break;
+        /* segment j's slots after the others (d->k is (L, n_slots, KD)) */
+        for (int32_t li = 0; li < L; li++) {
+            memcpy(sk + (size_t)li * per * KD, d->k + ((size_t)li * d->n_slots + (size_t)j * per) * KD,
+                   sizeof(float) * (size_t)per * (size_t)KD);
+            memcpy(sv + (size_t)li * per * KD, d->v + ((size_t)li * d->n_slots + (size_t)j * per) * KD,
+                   sizeof(float) * (size_t)per * (size_t)KD);
+        }
+        const int32_t p0 = mn_kv_next_pos(c);
+        for (int32_t i = 0; i < per; i++) pos[i] = p0 + i;
+        rc = mn_kv_append(c, per, pos, sk, sv, 0);
+    }
+    mn_context_free(c);
+    free(k), free(v), free(sk), free(sv), free(pos);
+    if (rc) {
+        free(cells);
+        return rc;
+    }
+    drop_cells(d);
+    d->cells = cells;
+    d->cells_heap_ = cells;
+    return MN_OK;
+}
+
 /* Checks that d has the shape adapter a and model m imply. */
 static int check_shape(const mn_docmem *d, const mn_model *m, const mn_adapter *a, int need_data) {
     const mn_docmem_kind want = kind_of(a);
@@ -163,6 +231,8 @@ static int check_shape(const mn_docmem *d, const mn_model *m, const mn_adapter *
                         d->n_exact, d->exact_seg, d->n_slots);
     if (need_data && d->n_exact > 0 && (!d->exact || !d->rep || !d->rep_sh))
         return mn_error(MN_EINVAL, "memory with an exact part but no data");
+    if (d->cells && (d->n_exact <= 0 || d->dim % 32))
+        return mn_error(MN_EINVAL, "memory with exact cells but no exact part (or a kv width not divisible by 32)");
     for (int32_t i = 0; need_data && i < d->n_exact; i++)
         if (d->exact[i] < 0 || d->exact[i] >= mn_model_n_vocab(m))
             return mn_error(MN_EINVAL, "memory's exact token %d (id %d) is not in the model's vocabulary", i, d->exact[i]);
@@ -188,6 +258,7 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
     info.n_exact = d->n_exact;
     info.exact_seg = d->n_exact ? d->exact_seg : 0;
     info.exact_rep = d->n_exact ? MN_RECALL_REP : 0;
+    if (d->n_exact && d->cells) info.flags |= MN_MEMFILE_EXACT_KV;
     info.model_hash = mn_model_hash(m);
     info.adapter_hash = mn_adapter_hash(a);
     info.ratio = (float)mn_adapter_config(a)->ratio;
@@ -204,7 +275,7 @@ int mn_docmem_save_titled(const mn_docmem *d, const mn_model *m, const mn_adapte
         info.title[len] = 0;
     }
     return mn_memfile_write_exact(path, &info, d->k, d->kind == MN_DOCMEM_KV ? d->v : NULL, d->raw, d->exact, d->rep,
-                                  d->rep_sh, f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
+                                  d->rep_sh, d->cells, f32 ? MN_MEMFILE_F32 : MN_MEMFILE_F16);
 }
 
 int mn_docmem_save(const mn_docmem *d, const mn_model *m, const mn_adapter *a, const char *path, int f32) {
@@ -272,6 +343,14 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
         }
         if ((rc = mn_memfile_read_exact(mf, exact, rep, rep_sh))) goto fail;
     }
+    /* the cells stay in the mapping: a page-in reads only its segment's pages */
+    size_t cbytes = 0;
+    d.cells = mn_memfile_exact_cells(mf, &cbytes);
+    if (d.cells && cbytes != (size_t)d.n_exact * mn_kvstore_cell_bytes(m)) {
+        rc = mn_error(MN_EINVAL, "memory file's exact cells (%zu bytes) do not fit the model's %zu a token", cbytes,
+                      mn_kvstore_cell_bytes(m));
+        goto fail;
+    }
     d.k = k;
     d.v = v;
     d.raw = raw;
@@ -280,7 +359,8 @@ int mn_docmem_load(const char *path, const mn_model *m, const mn_adapter *a, mn_
     d.rep_sh = rep_sh;
     d.owner_ = k;
     if ((rc = check_shape(&d, m, a, 1))) goto fail; /* the raw ids against the vocabulary */
-    mn_memfile_free(mf);
+    if (d.cells) d.mf_ = mf;
+    else mn_memfile_free(mf);
     *out = d;
     return MN_OK;
 fail:
@@ -414,7 +494,13 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         return mn_error(MN_ERANGE, "%lld memory cells do not fit the context of %d", (long long)total,
                         mn_context_n_ctx(c));
     int32_t *pos = NULL;
+    float *ck = NULL, *cv = NULL; /* one segment's cells, for memories that keep them */
     int rc = MN_OK;
+    for (int i = 0; i < n && !rc && recall; i++)
+        if (mems[i]->cells && !ck) {
+            const size_t e = (size_t)mn_model_n_layer(m) * (size_t)mems[i]->exact_seg * (size_t)mn_model_kv_dim(m);
+            if (!(ck = malloc(sizeof(float) * e)) || !(cv = malloc(sizeof(float) * e))) rc = mn_error(MN_ENOMEM, "out of memory");
+        }
     for (int i = 0; i < n && !rc; i++) {
         const mn_docmem *d = mems[i];
         int32_t segs[MN_DOCMEM_RECALL_MAXK], ns = 0;
@@ -445,7 +531,19 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                     int32_t len;
                     int64_t st;
                     const int32_t *ids = cand_ids(d, ro, segs[j], &len, &st);
-                    rc = mn_decode(c, ids, len, NULL, 0);
+                    if (d->cells && segs[j] < d->n_exact / d->exact_seg) { /* its stored cells, at the next positions */
+                        const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m);
+                        mn_kvstore_decode(L, KD, len, d->cells + (size_t)segs[j] * len * mn_kvstore_cell_bytes(m), ck, cv);
+                        int32_t *np = realloc(pos, sizeof(int32_t) * (size_t)(len > d->n_slots ? len : d->n_slots));
+                        if (!np) rc = mn_error(MN_ENOMEM, "out of memory");
+                        else {
+                            pos = np;
+                            const int32_t p0 = mn_kv_next_pos(c);
+                            for (int32_t t = 0; t < len; t++) pos[t] = p0 + t;
+                            rc = mn_kv_append(c, len, pos, ck, cv, 0);
+                        }
+                    } else
+                        rc = mn_decode(c, ids, len, NULL, 0);
                     if (!rc && paged && paged->n < MN_DOCMEM_RECALL_MAXK) {
                         paged->mem[paged->n] = i;
                         paged->start[paged->n] = st;
@@ -463,7 +561,7 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
             }
         }
     }
-    free(pos);
+    free(pos), free(ck), free(cv);
     if (rc) {
         mn_kv_clear(c);
         return rc;

@@ -48,7 +48,14 @@ typedef struct {
     int32_t n_exact, exact_seg;
     int32_t *exact;
     float *rep, *rep_sh;
+    /* --exact kv (mn_docmem_add_cells; version-4 memory files): every exact
+     * token's decoder cells as read behind the memory before its segment, 8
+     * bits, per segment an entry of kvstore.h's layout (K rows (L, exact_seg)
+     * then V rows, keys without RoPE); recall copies a segment's cells back
+     * instead of decoding its ids. NULL without. */
+    const uint8_t *cells;
     void *owner_; /* internal: what backs k/v (heap or a mapped file) */
+    void *cells_heap_, *mf_; /* internal: what backs cells (heap, or the memory file kept mapped) */
 } mn_docmem;
 
 /* Compresses ids[0..n) with adapter a (any compressor) on n_threads threads
@@ -65,6 +72,13 @@ int mn_docmem_compress_progress(const mn_model *m, const mn_adapter *a, const in
                                 const mn_compress_progress *pr, mn_docmem *out);
 /* Forgets the exact part (a memory file without it is smaller; recall is off). */
 void mn_docmem_drop_exact(mn_docmem *d);
+/* Adds the exact part's cells (--exact kv) to a UIO memory with an exact part:
+ * one decoder pass over the compressed segments in order, each read behind
+ * the raw head and the slots of the segments before it (as priming lays them
+ * out), with the adapter's reader attached where it has one (it reads the
+ * paged segments). Costs about what reading the document costs the decoder;
+ * mn_kvstore_cell_bytes a token. */
+int mn_docmem_add_cells(const mn_model *m, const mn_adapter *a, mn_docmem *d, int n_threads);
 
 /* Frees what backs d and zeroes it (safe on a zeroed struct). */
 void mn_docmem_release(mn_docmem *d);

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "kernels/attention.h"
 #include "kernels/quant.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 typedef struct {
@@ -82,19 +83,39 @@ void mn_kvstore_bytes(const mn_kvstore *s, size_t *ram, size_t *spill) {
     if (spill) *spill = s ? s->spill_used : 0;
 }
 
-/* k, v (L, n, KD) -> the entry's rows at dst */
+void mn_kvstore_encode(int32_t L, int32_t KD, int32_t n, const float *k, const float *v, uint8_t *dst) {
+    const mn_quant_traits *q8 = mn_quant_get(MN_TYPE_Q8_0);
+    const size_t rows = (size_t)L * (size_t)n, rb = (size_t)(KD / MN_Q8_BLOCK) * MN_Q8_BYTES;
+    for (size_t r = 0; r < rows; r++) q8->from_float(k + r * (size_t)KD, dst + r * rb, KD);
+    dst += rows * rb;
+    for (size_t r = 0; r < rows; r++) q8->from_float(v + r * (size_t)KD, dst + r * rb, KD);
+}
+
+void mn_kvstore_decode(int32_t L, int32_t KD, int32_t n, const uint8_t *src, float *k, float *v) {
+    const mn_quant_traits *q8 = mn_quant_get(MN_TYPE_Q8_0);
+    const size_t rows = (size_t)L * (size_t)n, rb = (size_t)(KD / MN_Q8_BLOCK) * MN_Q8_BYTES;
+    for (size_t r = 0; r < rows; r++) q8->to_float(src + r * rb, k + r * (size_t)KD, KD);
+    src += rows * rb;
+    for (size_t r = 0; r < rows; r++) q8->to_float(src + r * rb, v + r * (size_t)KD, KD);
+}
+
+int mn_kvstore_read_cells(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
+    const mn_model *m = mn_context_model(c);
+    int rc = mn_kv_read(c, c0, n, k, v);
+    const int32_t L = m->hp.n_layer, KD = m->hp.n_head_kv * m->hp.head_dim;
+    for (int32_t l = 0; l < L && !rc; l++)
+        for (int32_t j = 0; j < n && !rc; j++)
+            rc = mn_rope_rotate(m, l, k + ((size_t)l * (size_t)n + (size_t)j) * (size_t)KD, m->hp.n_head_kv,
+                                -mn_kv_pos(c, c0 + j));
+    return rc;
+}
+
 static void encode(const mn_kvstore *s, int32_t n, const float *k, const float *v, uint8_t *dst) {
-    const size_t rows = (size_t)s->L * (size_t)n;
-    for (size_t r = 0; r < rows; r++) s->q8->from_float(k + r * (size_t)s->KD, dst + r * s->rb, s->KD);
-    dst += rows * s->rb;
-    for (size_t r = 0; r < rows; r++) s->q8->from_float(v + r * (size_t)s->KD, dst + r * s->rb, s->KD);
+    mn_kvstore_encode(s->L, s->KD, n, k, v, dst);
 }
 
 static void decode(const mn_kvstore *s, int32_t n, const uint8_t *src, float *k, float *v) {
-    const size_t rows = (size_t)s->L * (size_t)n;
-    for (size_t r = 0; r < rows; r++) s->q8->to_float(src + r * s->rb, k + r * (size_t)s->KD, s->KD);
-    src += rows * s->rb;
-    for (size_t r = 0; r < rows; r++) s->q8->to_float(src + r * s->rb, v + r * (size_t)s->KD, s->KD);
+    mn_kvstore_decode(s->L, s->KD, n, src, k, v);
 }
 
 /* The spill file: created in TMPDIR and unlinked at once, so that nothing outlives the process. */

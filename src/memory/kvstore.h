@@ -40,6 +40,14 @@ int mn_kvstore_put(mn_kvstore *s, int32_t n, const float *k, const float *v);
  * must be at most cap (the room of k and v, in cells). */
 int mn_kvstore_get(mn_kvstore *s, int32_t i, int32_t cap, float *k, float *v, int32_t *n);
 
+/* The entry layout for n cells (L layers, KD values a row): k, v (L, n, KD)
+ * floats into dst (mn_kvstore_cell_bytes * n bytes), and back. */
+void mn_kvstore_encode(int32_t L, int32_t KD, int32_t n, const float *k, const float *v, uint8_t *dst);
+void mn_kvstore_decode(int32_t L, int32_t KD, int32_t n, const uint8_t *src, float *k, float *v);
+/* Cells c0..c0+n of a context into k, v (L, n, KD), the keys' RoPE undone
+ * (rotated back from each cell's position): what an entry holds. */
+int mn_kvstore_read_cells(const mn_context *c, int32_t c0, int32_t n, float *k, float *v);
+
 /* Bytes held in RAM and in the spill file. */
 void mn_kvstore_bytes(const mn_kvstore *s, size_t *ram, size_t *spill);
 /* Bytes one cell (one token, every layer, key and value) takes. */

@@ -57,6 +57,7 @@ struct mn_memfile {
     size_t payload_bytes;
     size_t blocks_bytes; /* the K/V or embedding blocks: the payload before the raw tokens */
     size_t exact_off;    /* the exact section: after the raw tokens */
+    size_t cells_off, cells_bytes; /* its q8_0 cells (version 4), at its end */
 };
 
 uint64_t mn_memfile_fnv1a64(uint64_t h, const void *p, size_t n) {
@@ -87,15 +88,29 @@ static size_t elem_size(int t) { return t == MN_MEMFILE_F16 ? 2 : 4; }
 /* Elements per block and bytes of the payload, with overflow checks (the
  * dimensions are already within their limits, so this cannot overflow on
  * 64-bit hosts, but stays correct on 32-bit ones). Returns 0 on overflow. */
-/* Bytes of the exact section: the ids, then two blocks of f16 keys (n_seg, L, R, dim). */
-static int exact_size(uint64_t n_layer, uint64_t dim, uint64_t n_exact, uint64_t seg, uint64_t rep, uint64_t *bytes) {
-    uint64_t b = 0;
+/* Bytes of the cells of the exact part (version 4): 2 n_layer n_exact q8_0 rows of dim values. */
+static int cells_size(uint64_t n_layer, uint64_t dim, uint64_t n_exact, uint64_t *bytes) {
+    uint64_t b;
+    if (dim % MN_MEMFILE_Q8_BLOCK) return 0;
+    if (__builtin_mul_overflow(n_exact, n_layer, &b) || __builtin_mul_overflow(b, (uint64_t)2, &b) ||
+        __builtin_mul_overflow(b, dim / MN_MEMFILE_Q8_BLOCK * MN_MEMFILE_Q8_BYTES, &b))
+        return 0;
+    *bytes = b;
+    return 1;
+}
+
+/* Bytes of the exact section: the ids, then two blocks of f16 keys (n_seg, L, R, dim), then with
+ * cells (flag MN_MEMFILE_EXACT_KV) the segments' q8_0 cells. */
+static int exact_size(uint64_t n_layer, uint64_t dim, uint64_t n_exact, uint64_t seg, uint64_t rep, int cells,
+                      uint64_t *bytes) {
+    uint64_t b = 0, c = 0;
     if (n_exact) {
         if (!seg || n_exact % seg) return 0;
         if (__builtin_mul_overflow(n_exact / seg, n_layer, &b) || __builtin_mul_overflow(b, rep, &b) ||
             __builtin_mul_overflow(b, dim, &b) || __builtin_mul_overflow(b, (uint64_t)4, &b) ||
             __builtin_add_overflow(b, 4 * n_exact, &b)) /* n_exact <= MN_MEMFILE_MAX_EXACT */
             return 0;
+        if (cells && (!cells_size(n_layer, dim, n_exact, &c) || __builtin_add_overflow(b, c, &b))) return 0;
     }
     *bytes = b;
     return 1;
@@ -158,8 +173,11 @@ static int validate_info(const mn_memfile_info *in, int etype) {
         return mn_error(MN_EINVAL, "memory file: dim %d outside 1..%d", (int)in->dim, MN_MEMFILE_MAX_DIM);
     if (in->n_slots < 0 || in->n_slots > MN_MEMFILE_MAX_SLOTS)
         return mn_error(MN_EINVAL, "memory file: %d slots outside 0..%d", (int)in->n_slots, MN_MEMFILE_MAX_SLOTS);
-    if (in->flags & ~(uint32_t)MN_MEMFILE_K_ROPE)
+    if (in->flags & ~(uint32_t)(MN_MEMFILE_K_ROPE | MN_MEMFILE_EXACT_KV))
         return mn_error(MN_EINVAL, "memory file: unknown flags 0x%x", (unsigned)in->flags);
+    if ((in->flags & MN_MEMFILE_EXACT_KV) && (in->n_exact <= 0 || in->dim % MN_MEMFILE_Q8_BLOCK))
+        return mn_error(MN_EINVAL, "memory file: exact cells need an exact part and a dim divisible by %d",
+                        MN_MEMFILE_Q8_BLOCK);
     if (in->kind == MN_MEMFILE_EMBD && in->flags)
         return mn_error(MN_EINVAL, "memory file: flags are for KV memories only");
     if (in->n_tokens < 0) return mn_error(MN_EINVAL, "memory file: negative token count");
@@ -227,7 +245,7 @@ int mn_memfile_write(const char *path, const mn_memfile_info *info, const float 
 int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const float *k, const float *v,
                          const int32_t *raw, int elem_type) {
     if (info && info->n_exact) return mn_error(MN_EINVAL, "memory file: an exact part needs mn_memfile_write_exact");
-    return mn_memfile_write_exact(path, info, k, v, raw, NULL, NULL, NULL, elem_type);
+    return mn_memfile_write_exact(path, info, k, v, raw, NULL, NULL, NULL, NULL, elem_type);
 }
 
 /* Writes n f32 values as f16, hashing what is written. */
@@ -235,7 +253,7 @@ static int emit_f16(FILE *f, const float *x, size_t n, uint64_t *h) { return emi
 
 int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const float *k, const float *v,
                            const int32_t *raw, const int32_t *exact, const float *rep, const float *rep_sh,
-                           int elem_type) {
+                           const void *cells, int elem_type) {
     if (!path || !info) return mn_error(MN_EINVAL, "memory file: NULL path or info");
     int rc = validate_info(info, elem_type);
     if (rc) return rc;
@@ -252,15 +270,20 @@ int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const 
     if ((rc = check_data(k, (size_t)be, elem_type, info->kind == MN_MEMFILE_KV ? "K" : "embedding"))) return rc;
     if (info->kind == MN_MEMFILE_KV && (rc = check_data(v, (size_t)be, elem_type, "V"))) return rc;
     uint64_t xbytes = 0, xkeys = 0;
+    const int with_cells = (info->flags & MN_MEMFILE_EXACT_KV) != 0;
+    uint64_t cbytes = 0;
+    if (with_cells && !cells) return mn_error(MN_EINVAL, "memory file: NULL exact cells");
+    if (with_cells && !cells_size((uint64_t)info->n_layer, (uint64_t)info->dim, (uint64_t)info->n_exact, &cbytes))
+        return mn_error(MN_ERANGE, "memory file: payload size overflows");
     if (!exact_size((uint64_t)info->n_layer, (uint64_t)info->dim, (uint64_t)info->n_exact, (uint64_t)info->exact_seg,
-                    (uint64_t)info->exact_rep, &xbytes) ||
+                    (uint64_t)info->exact_rep, with_cells, &xbytes) ||
         __builtin_add_overflow(pbytes, xbytes, &pbytes) || pbytes > (uint64_t)SIZE_MAX)
         return mn_error(MN_ERANGE, "memory file: payload size overflows");
     if (info->n_exact) {
         if (!exact || !rep || !rep_sh) return mn_error(MN_EINVAL, "memory file: NULL exact ids or keys");
         for (int32_t i = 0; i < info->n_exact; i++)
             if (exact[i] < 0) return mn_error(MN_EINVAL, "memory file: exact token %d is negative (%d)", (int)i, (int)exact[i]);
-        xkeys = (xbytes - 4 * (uint64_t)info->n_exact) / 4; /* elements per key block */
+        xkeys = (xbytes - cbytes - 4 * (uint64_t)info->n_exact) / 4; /* elements per key block */
         if ((rc = check_data(rep, (size_t)xkeys, MN_MEMFILE_F16, "representative key")) ||
             (rc = check_data(rep_sh, (size_t)xkeys, MN_MEMFILE_F16, "representative key")))
             return rc;
@@ -270,7 +293,7 @@ int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const 
     memset(h, 0, sizeof h);
     memcpy(h + O_MAGIC, k_magic, 8);
     /* files without raw tokens stay version 1 and without an exact part version 2, readable by older builds */
-    put_u32(h + O_VERSION, info->n_exact ? 3 : info->n_raw ? 2 : 1);
+    put_u32(h + O_VERSION, with_cells ? 4 : info->n_exact ? 3 : info->n_raw ? 2 : 1);
     put_u32(h + O_HSIZE, MN_MEMFILE_HEADER_SIZE);
     put_u32(h + O_KIND, (uint32_t)info->kind);
     put_u32(h + O_ETYPE, (uint32_t)elem_type);
@@ -320,6 +343,10 @@ int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const 
         ok = fwrite(buf, 1, 4 * (size_t)c, f) == 4 * (size_t)c;
     }
     if (ok && info->n_exact) ok = emit_f16(f, rep, (size_t)xkeys, &sum) && emit_f16(f, rep_sh, (size_t)xkeys, &sum);
+    if (ok && with_cells) { /* bytes as they are: q8_0 blocks (an f16 scale, little-endian, and 32 int8) */
+        sum = mn_memfile_fnv1a64(sum, cells, (size_t)cbytes);
+        ok = fwrite(cells, 1, (size_t)cbytes, f) == (size_t)cbytes;
+    }
     if (ok) {
         put_u64(h + O_PSUM, sum);
         put_u64(h + O_HSUM, mn_memfile_fnv1a64(MN_FNV64_INIT, h, O_HSUM));
@@ -377,8 +404,10 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf, int header_only)
     if (m > MN_MEMFILE_MAX_SLOTS)
         return mn_error(MN_EFORMAT, "memory file: %u slots, more than the limit %d", (unsigned)m,
                         MN_MEMFILE_MAX_SLOTS);
-    if (flags & ~(uint32_t)MN_MEMFILE_K_ROPE)
-        return mn_error(MN_EFORMAT, "memory file: unknown flags 0x%x", (unsigned)flags);
+    if (flags & ~(uint32_t)(MN_MEMFILE_K_ROPE | (ver >= 4 ? MN_MEMFILE_EXACT_KV : 0)))
+        return mn_error(MN_EFORMAT, "memory file: unknown flags 0x%x for version %u", (unsigned)flags, (unsigned)ver);
+    if (ver == 4 && !(flags & MN_MEMFILE_EXACT_KV))
+        return mn_error(MN_EFORMAT, "memory file: version 4 without exact cells (flag 0x%x)", MN_MEMFILE_EXACT_KV);
     if (kind == MN_MEMFILE_EMBD && flags)
         return mn_error(MN_EFORMAT, "memory file: flags 0x%x on an embedding memory", (unsigned)flags);
     uint64_t ntok = get_u64(b + O_NTOK);
@@ -395,7 +424,7 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf, int header_only)
     const uint32_t n_exact = get_u32(b + O_NEXACT), exseg = get_u32(b + O_EXSEG), exrep = get_u32(b + O_EXREP);
     if (ver < 3 && (n_exact || exseg || exrep))
         return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
-    if (ver == 3 && (kind != MN_MEMFILE_KV || n_exact < 1 || n_exact > MN_MEMFILE_MAX_EXACT || exseg < 1 ||
+    if (ver >= 3 && (kind != MN_MEMFILE_KV || n_exact < 1 || n_exact > MN_MEMFILE_MAX_EXACT || exseg < 1 ||
                      exseg > MN_MEMFILE_MAX_EXSEG || n_exact % exseg || exrep < 1 || exrep > MN_MEMFILE_MAX_EXREP))
         return mn_error(MN_EFORMAT, "memory file: exact part of %u tokens in segments of %u with %u keys: not a valid shape",
                         (unsigned)n_exact, (unsigned)exseg, (unsigned)exrep);
@@ -408,8 +437,13 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf, int header_only)
         if (b[i]) return mn_error(MN_EFORMAT, "memory file: reserved header bytes are not zero");
 
     uint64_t be, want, xbytes;
+    const int with_cells = (flags & MN_MEMFILE_EXACT_KV) != 0;
+    uint64_t cbytes = 0;
+    if (with_cells && !cells_size(nl, dim, n_exact, &cbytes))
+        return mn_error(MN_EFORMAT, "memory file: exact cells need a dim divisible by %d (dim %u)", MN_MEMFILE_Q8_BLOCK,
+                        (unsigned)dim);
     if (!payload_size((int)kind, nl, m, dim, (int)et, n_raw, &be, &want) ||
-        !exact_size(nl, dim, n_exact, exseg, exrep, &xbytes) || __builtin_add_overflow(want, xbytes, &want) ||
+        !exact_size(nl, dim, n_exact, exseg, exrep, with_cells, &xbytes) || __builtin_add_overflow(want, xbytes, &want) ||
         want > (uint64_t)SIZE_MAX)
         return mn_error(MN_EFORMAT, "memory file: payload size overflows");
     uint64_t pbytes = get_u64(b + O_PBYTES);
@@ -463,6 +497,8 @@ static int parse(const uint8_t *b, size_t size, mn_memfile *mf, int header_only)
     mf->payload = b + MN_MEMFILE_HEADER_SIZE;
     mf->blocks_bytes = (size_t)(want - xbytes) - 4 * (size_t)n_raw;
     mf->exact_off = (size_t)(want - xbytes);
+    mf->cells_off = (size_t)(want - cbytes);
+    mf->cells_bytes = (size_t)cbytes;
     mf->payload_bytes = (size_t)want;
     return 0;
 }
@@ -627,6 +663,11 @@ int mn_memfile_read_exact(const mn_memfile *mf, int32_t *ids, float *rep, float 
         if (rep_sh) rep_sh[i] = mn_fp16_to_fp32((uint16_t)(k1[2 * i] | k1[2 * i + 1] << 8));
     }
     return 0;
+}
+
+const void *mn_memfile_exact_cells(const mn_memfile *mf, size_t *nbytes) {
+    if (nbytes) *nbytes = mf ? mf->cells_bytes : 0;
+    return mf && mf->cells_bytes ? mf->payload + mf->cells_off : NULL;
 }
 
 size_t mn_memfile_exact_key_elems(const mn_memfile_info *in) {

@@ -36,6 +36,15 @@
  *               They follow the raw tokens; the memory slots' keys (the K block)
  *               index the segments too. A file without one stays version 2 (or 1).
  *
+ * Exact cells (version 4, flag MN_MEMFILE_EXACT_KV): after the keys, every exact
+ *               token's decoder cells as read behind the memory before its
+ *               segment (`--exact kv`, kvstore.h): per segment, the K rows of
+ *               layers 0..L-1 (exact_seg rows each), then the V rows the same
+ *               way, each row dim values in q8_0 blocks (an f16 scale and 32
+ *               int8: 34 bytes per 32 values), keys without RoPE. Only with an
+ *               exact part and dim divisible by 32. Version 4 always has them;
+ *               a file without them is written as version 3 or lower.
+ *
  * Byte layout, version 1 to 3 (all integers little-endian; the host must be
  * little-endian, as for GGUF):
  *   off size  field
@@ -47,7 +56,8 @@
  *    24    4  u32 n_layer (KV: 1..MN_MEMFILE_MAX_LAYER; embedding: 0)
  *    28    4  u32 dim (1..MN_MEMFILE_MAX_DIM)
  *    32    4  u32 n_slots M (0..MN_MEMFILE_MAX_SLOTS)
- *    36    4  u32 flags (bit 0: MN_MEMFILE_K_ROPE; other bits must be 0)
+ *    36    4  u32 flags (bit 0: MN_MEMFILE_K_ROPE; bit 1: MN_MEMFILE_EXACT_KV,
+ *               version 4 only; other bits must be 0)
  *    40    8  u64 n_tokens: source tokens compressed (<= INT64_MAX)
  *    48    8  u64 model_hash (mn_model_hash of the base model)
  *    56    8  u64 adapter_hash (0: no adapter)
@@ -56,6 +66,7 @@
  *    72    8  i64 created: unix time, seconds
  *    80    8  u64 payload_bytes = n_blocks * n_layer' * M * dim * elem size + 4 n_raw
  *               + 4 n_exact + 2 * 2 * (n_exact / exact_seg) * n_layer * exact_rep * dim
+ *               + (version 4) 2 * n_exact * n_layer * dim / 32 * 34
  *               (n_blocks 2 for KV, 1 for embedding; n_layer' = 1 for embedding)
  *    88    8  u64 payload_checksum: FNV-1a 64 over the payload bytes
  *    96   64  model name, UTF-8, NUL-terminated, NUL-padded
@@ -84,7 +95,7 @@
 
 #include "mnemo.h"
 
-#define MN_MEMFILE_VERSION 3
+#define MN_MEMFILE_VERSION 4
 #define MN_MEMFILE_HEADER_SIZE 512
 #define MN_MEMFILE_MAX_LAYER 4096
 #define MN_MEMFILE_MAX_DIM (1 << 20)
@@ -98,7 +109,9 @@
 
 typedef enum { MN_MEMFILE_KV = 1, MN_MEMFILE_EMBD = 2 } mn_memfile_kind;
 enum { MN_MEMFILE_F32 = 0, MN_MEMFILE_F16 = 1 }; /* element types (GGUF ids) */
-enum { MN_MEMFILE_K_ROPE = 1 };                   /* flags */
+enum { MN_MEMFILE_K_ROPE = 1, MN_MEMFILE_EXACT_KV = 2 }; /* flags */
+#define MN_MEMFILE_Q8_BLOCK 32 /* exact cells: values per q8_0 block */
+#define MN_MEMFILE_Q8_BYTES 34 /* and its bytes */
 
 typedef struct {
     mn_memfile_kind kind;
@@ -143,10 +156,14 @@ int mn_memfile_write_raw(const char *path, const mn_memfile_info *info, const fl
                          const int32_t *raw, int elem_type);
 
 /* The same with an exact part (info->n_exact > 0): exact (n_exact ids), rep and
- * rep_sh (mn_memfile_exact_key_elems floats each, written as f16). */
+ * rep_sh (mn_memfile_exact_key_elems floats each, written as f16); with flag
+ * MN_MEMFILE_EXACT_KV also cells, the q8_0 bytes laid out as above (copied as
+ * they are; NULL otherwise). */
 int mn_memfile_write_exact(const char *path, const mn_memfile_info *info, const float *k, const float *v,
                            const int32_t *raw, const int32_t *exact, const float *rep, const float *rep_sh,
-                           int elem_type);
+                           const void *cells, int elem_type);
+/* Version 4: the exact cells inside the mapping (*nbytes of them), NULL without. */
+const void *mn_memfile_exact_cells(const mn_memfile *mf, size_t *nbytes);
 /* Elements in one block of representative keys; 0 without an exact part. */
 size_t mn_memfile_exact_key_elems(const mn_memfile_info *info);
 /* The exact part: ids (n_exact), rep and rep_sh (mn_memfile_exact_key_elems

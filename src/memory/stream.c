@@ -426,7 +426,6 @@ int mn_stream_exact_cells(mn_stream *s, int32_t seg, int32_t cap, float *k, floa
  * anyway); keys stored without RoPE. The stream's first tokens are its sink cells and are
  * not stored (page-in skips them too). */
 static int keep_cells(mn_stream *s) {
-    const mn_model *m = mn_context_model(s->ctx);
     const int32_t sinks = s->n_sink_cells ? s->n_sink_cells : (s->p.n_sinks < s->seg_l ? s->p.n_sinks : s->seg_l);
     const int64_t st = s->n_seen - s->n_local;
     const int32_t skip = st < sinks ? (int32_t)(sinks - st) : 0, n = s->seg_l - skip;
@@ -441,13 +440,8 @@ static int keep_cells(mn_stream *s) {
         if ((rc = mn_decode(s->ctx, s->local + skip, n, NULL, 0))) return rc;
         s->n_dec = s->seg_l;
     }
-    if ((rc = mn_kv_read(s->ctx, base, n, s->kbuf, s->vbuf))) return rc;
-    const int32_t L = m->hp.n_layer, KD = mn_model_kv_dim(m), KV = m->hp.n_head_kv;
-    for (int32_t l = 0; l < L && !rc; l++)
-        for (int32_t j = 0; j < n && !rc; j++)
-            rc = mn_rope_rotate(m, l, s->kbuf + ((size_t)l * (size_t)n + (size_t)j) * (size_t)KD, KV,
-                                -mn_kv_pos(s->ctx, base + j));
-    return rc ? rc : mn_kvstore_put(s->kv, n, s->kbuf, s->vbuf);
+    if ((rc = mn_kvstore_read_cells(s->ctx, base, n, s->kbuf, s->vbuf))) return rc;
+    return mn_kvstore_put(s->kv, n, s->kbuf, s->vbuf);
 }
 
 /* The oldest l local tokens become m memory cells at the next positions; the

@@ -5,7 +5,8 @@
  * file must be fully readable: its blocks converted into buffers of exactly the
  * size the header implies (ASan catches a read past the mapping or a write past
  * a buffer), its raw tokens non-negative, and what was read written back and
- * re-opened to the same facts; an exact part (version 3) the same.
+ * re-opened to the same facts; an exact part (version 3) and its cells
+ * (version 4, copied as bytes) the same.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -58,12 +59,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (finite && mn_memfile_read_raw(mf, raw) == 0 &&
         (in.n_exact == 0 || xrc == 0) &&
         mn_memfile_write_exact(g_path, &in, k, in.kind == MN_MEMFILE_KV ? v : NULL, raw, exact, rep, rep_sh,
-                               in.elem_type) == 0) {
+                               mn_memfile_exact_cells(mf, NULL), in.elem_type) == 0) {
         mn_memfile *m2 = NULL;
         if (mn_memfile_open(g_path, &m2)) abort();
         const mn_memfile_info *o = mn_memfile_get_info(m2);
         if (o->kind != in.kind || o->n_slots != in.n_slots || o->n_raw != in.n_raw || o->n_head != in.n_head ||
-            o->n_tokens != in.n_tokens || o->dim != in.dim || o->checksum != in.checksum || o->n_exact != in.n_exact)
+            o->n_tokens != in.n_tokens || o->dim != in.dim || o->checksum != in.checksum || o->n_exact != in.n_exact ||
+            o->flags != in.flags)
             abort();
         mn_memfile_free(m2);
         unlink(g_path);

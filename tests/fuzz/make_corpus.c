@@ -13,9 +13,10 @@
 #include "tiny_llama.h"
 
 static int memfile(const char *dir, const char *name, int kind, int n_layer, int dim, int slots, int n_raw,
-                   int n_head, int etype, int n_exact) {
+                   int n_head, int etype, int n_exact, int cells) {
     mn_memfile_info in;
     memset(&in, 0, sizeof in);
+    if (cells) in.flags = MN_MEMFILE_EXACT_KV; /* version 4: dim a multiple of 32 */
     in.n_exact = n_exact, in.exact_seg = n_exact ? 4 : 0, in.exact_rep = n_exact ? 2 : 0;
     in.kind = kind, in.n_layer = n_layer, in.dim = dim, in.n_slots = slots, in.n_tokens = 8 * slots + n_raw;
     in.n_raw = n_raw, in.n_head = n_head, in.model_hash = 0x1234, in.adapter_hash = 0x5678, in.ratio = 8;
@@ -36,8 +37,13 @@ static int memfile(const char *dir, const char *name, int kind, int n_layer, int
     float *rep = malloc(sizeof(float) * (ke + 1));
     for (int i = 0; i < n_exact; i++) exact[i] = 3 * i + 2;
     for (size_t i = 0; i < ke; i++) rep[i] = (float)i * 0.5f - 1;
-    int rc = mn_memfile_write_exact(path, &in, k, kind == MN_MEMFILE_KV ? v : NULL, raw, exact, rep, rep, etype);
-    free(k), free(v), free(rep);
+    /* version 4: q8_0 cells of every exact token, K then V rows per segment (bytes as they are) */
+    const size_t cb = cells ? 2 * (size_t)n_exact * (size_t)n_layer * (size_t)(dim / 32) * 34 : 0;
+    uint8_t *cl = malloc(cb + 1);
+    for (size_t i = 0; i < cb; i++) cl[i] = (uint8_t)(i % 34 == 1 ? 0x2c : i * 37 + 5); /* scales: small halves */
+    int rc = mn_memfile_write_exact(path, &in, k, kind == MN_MEMFILE_KV ? v : NULL, raw, exact, rep, rep,
+                                    cells ? cl : NULL, etype);
+    free(k), free(v), free(rep), free(cl);
     return rc;
 }
 
@@ -50,12 +56,13 @@ int main(int argc, char **argv) {
     mkdir(d, 0755);
     snprintf(d, sizeof d, "%s/gguf", argv[1]);
     mkdir(d, 0755);
-    int rc = memfile(argv[1], "kv-f16-v1", MN_MEMFILE_KV, 2, 4, 3, 0, 0, MN_MEMFILE_F16, 0) ||
-             memfile(argv[1], "kv-f32-v1", MN_MEMFILE_KV, 1, 2, 2, 0, 0, MN_MEMFILE_F32, 0) ||
-             memfile(argv[1], "embd-f16-v1", MN_MEMFILE_EMBD, 0, 4, 2, 0, 0, MN_MEMFILE_F16, 0) ||
-             memfile(argv[1], "kv-raw-v2", MN_MEMFILE_KV, 2, 4, 2, 9, 4, MN_MEMFILE_F16, 0) ||
-             memfile(argv[1], "kv-allraw-v2", MN_MEMFILE_KV, 2, 4, 0, 5, 0, MN_MEMFILE_F16, 0) ||
-             memfile(argv[1], "kv-exact-v3", MN_MEMFILE_KV, 2, 4, 4, 9, 4, MN_MEMFILE_F16, 8);
+    int rc = memfile(argv[1], "kv-f16-v1", MN_MEMFILE_KV, 2, 4, 3, 0, 0, MN_MEMFILE_F16, 0, 0) ||
+             memfile(argv[1], "kv-f32-v1", MN_MEMFILE_KV, 1, 2, 2, 0, 0, MN_MEMFILE_F32, 0, 0) ||
+             memfile(argv[1], "embd-f16-v1", MN_MEMFILE_EMBD, 0, 4, 2, 0, 0, MN_MEMFILE_F16, 0, 0) ||
+             memfile(argv[1], "kv-raw-v2", MN_MEMFILE_KV, 2, 4, 2, 9, 4, MN_MEMFILE_F16, 0, 0) ||
+             memfile(argv[1], "kv-allraw-v2", MN_MEMFILE_KV, 2, 4, 0, 5, 0, MN_MEMFILE_F16, 0, 0) ||
+             memfile(argv[1], "kv-exact-v3", MN_MEMFILE_KV, 2, 4, 4, 9, 4, MN_MEMFILE_F16, 8, 0) ||
+             memfile(argv[1], "kv-cells-v4", MN_MEMFILE_KV, 2, 32, 2, 5, 4, MN_MEMFILE_F16, 8, 1);
     if (rc) {
         fprintf(stderr, "memfile seeds: %s\n", mn_last_error());
         return 1;
