@@ -494,13 +494,14 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         return mn_error(MN_ERANGE, "%lld memory cells do not fit the context of %d", (long long)total,
                         mn_context_n_ctx(c));
     int32_t *pos = NULL;
-    float *ck = NULL, *cv = NULL; /* one segment's cells, for memories that keep them */
+    float *ck = NULL, *cv = NULL; /* one segment's cells (the longest), for memories that keep them */
     int rc = MN_OK;
-    for (int i = 0; i < n && !rc && recall; i++)
-        if (mems[i]->cells && !ck) {
-            const size_t e = (size_t)mn_model_n_layer(m) * (size_t)mems[i]->exact_seg * (size_t)mn_model_kv_dim(m);
-            if (!(ck = malloc(sizeof(float) * e)) || !(cv = malloc(sizeof(float) * e))) rc = mn_error(MN_ENOMEM, "out of memory");
-        }
+    size_t ce = 0;
+    for (int i = 0; i < n && recall; i++)
+        if (mems[i]->cells && (size_t)mems[i]->exact_seg > ce) ce = (size_t)mems[i]->exact_seg;
+    ce *= (size_t)mn_model_n_layer(m) * (size_t)mn_model_kv_dim(m);
+    if (ce && (!(ck = malloc(sizeof(float) * ce)) || !(cv = malloc(sizeof(float) * ce))))
+        rc = mn_error(MN_ENOMEM, "out of memory");
     for (int i = 0; i < n && !rc; i++) {
         const mn_docmem *d = mems[i];
         int32_t segs[MN_DOCMEM_RECALL_MAXK], ns = 0;

@@ -100,7 +100,7 @@ int mn_stream_create(mn_context *ctx, const mn_stream_params *params, mn_stream 
     return MN_OK;
 }
 
-/* Forgets the exact store and the recall state. */
+/* Forgets the exact cells (--exact kv). */
 static void exact_kv_off(mn_stream *s) {
     mn_kvstore_free(s->kv);
     free(s->kbuf), free(s->vbuf), free(s->kpos);
@@ -109,6 +109,7 @@ static void exact_kv_off(mn_stream *s) {
     s->kpos = NULL;
 }
 
+/* Forgets the exact store and the recall state. */
 static void recall_off(mn_stream *s) {
     exact_kv_off(s);
     mn_exact_free(s->exact);
@@ -432,7 +433,8 @@ static int keep_cells(mn_stream *s) {
     const int32_t base = sinks + s->n_memory; /* where the segment's cells after the sinks belong */
     if (n <= 0) return mn_kvstore_put(s->kv, 0, NULL, NULL); /* all sinks: an empty entry keeps the numbering */
     /* in place: nothing paged before the local cells and the segment's tokens decoded */
-    const int in_place = s->n_paged == 0 && s->n_dec >= s->seg_l && mn_kv_n_cells(s->ctx) >= base + n;
+    const int in_place =
+        s->n_paged_segs == 0 && s->n_paged == 0 && s->n_dec >= s->seg_l && mn_kv_n_cells(s->ctx) >= base + n;
     int rc = MN_OK;
     if (!in_place) {
         if ((rc = mn_kv_drop(s->ctx, base, mn_kv_n_cells(s->ctx)))) return rc;
