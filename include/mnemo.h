@@ -408,8 +408,13 @@ const char *mn_adapter_reader_path(const mn_adapter *a); /* NULL: none */
 
 /* Reads text[0..len) (tokenised with the model's BOS, as `mnemo compress`
  * reads a file) into memory on n_threads threads (<= 0: all cores). exact:
- * keep the compressed segments' ids and recall index (`--exact tokens`, the
- * default) or not (0). progress (optional) is called on this thread. */
+ * keep the compressed segments' ids and recall index (MN_DOC_EXACT_TOKENS,
+ * `--exact tokens`, the default), also their decoder cells in 8 bits, which
+ * recall copies back instead of decoding the segments (MN_DOC_EXACT_KV,
+ * `--exact kv`: one decoder pass more at reading, about 12 KB a token for
+ * SmolLM2; saved as a version-4 memory file), or neither (MN_DOC_EXACT_NONE).
+ * progress (optional) is called on this thread. */
+enum { MN_DOC_EXACT_NONE = 0, MN_DOC_EXACT_TOKENS = 1, MN_DOC_EXACT_KV = 2 };
 int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t len, int exact, int n_threads,
                 mn_progress_fn progress, void *user, mn_doc **out);
 /* A memory file written by mn_doc_save or `mnemo compress` with this model
@@ -426,6 +431,7 @@ typedef struct {
     int64_t kv_cells;       /* what a reader holds before recall: slots + raw */
     int32_t exact_tokens;   /* tokens kept exact for recall (0: no recall) */
     int32_t exact_segments; /* the segments recall chooses among */
+    int64_t exact_cell_bytes; /* MN_DOC_EXACT_KV: bytes of their 8-bit cells (0: paged from their ids) */
 } mn_doc_info;
 void mn_doc_get_info(const mn_doc *d, mn_doc_info *out);
 /* SHA-256 of what a reader of the document gets (its tokens, raw ids, slots

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "memory/kvstore.h"
 #include "test.h"
 #include "mnemo.h"
 
@@ -152,6 +153,33 @@ int main(int argc, char **argv) {
     mn_doc_info i2;
     mn_doc_get_info(d2, &i2);
     CHECK(i2.exact_tokens == 0 && i2.exact_segments == 0, "exact 0 keeps no exact part (%d)", i2.exact_tokens);
+    mn_doc_free(d2);
+    CHECK(mn_doc_read(m, a, text, short_bytes, 3, 2, NULL, NULL, &d2) == MN_EINVAL && d2 == NULL &&
+              strstr(mn_last_error(), "exact"),
+          "an unknown exact form: %s", mn_last_error());
+    /* with the cells (--exact kv): their bytes in the info, a version-4 file that loads with them, an answer */
+    CHECK(mn_doc_read(m, a, text, len, MN_DOC_EXACT_KV, 2, NULL, NULL, &d2) == 0, "read kv: %s", mn_last_error());
+    mn_doc_get_info(d2, &i2);
+    CHECK(i2.exact_tokens > 0 && i2.exact_cell_bytes == (int64_t)i2.exact_tokens * (int64_t)mn_kvstore_cell_bytes(m),
+          "kv keeps %d exact tokens' cells (%lld bytes)", i2.exact_tokens, (long long)i2.exact_cell_bytes);
+    {
+        char kvpath[300];
+        snprintf(kvpath, sizeof kvpath, "%s/kv.mem", dir);
+        mn_doc *lk = NULL;
+        CHECK(mn_doc_save(d2, kvpath, NULL, 0) == 0 && mn_doc_load(m, a, kvpath, &lk) == 0, "kv save/load: %s",
+              mn_last_error());
+        mn_doc_info ik;
+        mn_doc_get_info(lk, &ik);
+        CHECK(ik.exact_cell_bytes == i2.exact_cell_bytes, "loaded with its cells (%lld)", (long long)ik.exact_cell_bytes);
+        mn_ask_params kp = mn_ask_default_params();
+        kp.max_tokens = 4, kp.n_threads = 2;
+        mn_ask_stats ks;
+        char *kans = NULL;
+        CHECK(lk && mn_doc_ask(lk, "What is this about?", &kp, NULL, NULL, &kans, &ks) == 0 && kans && ks.recalled > 0,
+              "asked with the cells paged: %s (%d paged)", mn_last_error(), ks.recalled);
+        free(kans);
+        mn_doc_free(lk);
+    }
     mn_doc_free(d2);
 
     /* 2. save and load; the memory equals the one `mnemo compress` writes for the file */

@@ -427,9 +427,20 @@ def _progress_bar(done, total, t0, last=[0.0]):
     return False
 
 
+def _exact_form(exact):
+    """True/"tokens" -> 1, "kv" -> 2, False/None/"none" -> 0 (include/mnemo.h, MN_DOC_EXACT_*)."""
+    forms = {True: 1, "tokens": 1, "kv": 2, False: 0, None: 0, "none": 0}
+    if isinstance(exact, str) or isinstance(exact, bool) or exact is None:
+        if exact in forms:
+            return forms[exact]
+    raise ValueError("exact is True/'tokens', 'kv' or False/'none' (got %r)" % (exact,))
+
+
 class Memory:
     """A document read into compressed memory with the model's compressor adapter (by default the one
-    shipped for the default model), its exact part kept for recall unless exact=False. document: the
+    shipped for the default model), its exact part kept for recall unless exact=False (exact="kv" also
+    keeps the segments' decoder cells in 8 bits, so that recall copies them back instead of decoding
+    them: one decoder pass more now, about 12 KB a token for SmolLM2, faster answers). document: the
     text, or a path (a pathlib.Path, or a string naming an existing file). progress: True shows a
     progress line on stderr, a callable gets (done, total) tokens (returning True stops the read),
     False shows nothing. The memory equals the file `mnemo compress` writes for the same text."""
@@ -454,7 +465,7 @@ class Memory:
         cb = _lib.PROGRESS_FN(lambda user, done, total: guard.guard(report, done, total))
         h = c_void_p()
         with guard:
-            rc = lib.mn_doc_read(model._m, self._a, data, len(data), int(bool(exact)), int(n_threads), cb, None,
+            rc = lib.mn_doc_read(model._m, self._a, data, len(data), _exact_form(exact), int(n_threads), cb, None,
                                  byref(h))
         if not rc and (guard.interrupted or guard.error is not None) and h.value:
             lib.mn_doc_free(h)  # finished before the stop was seen: nothing kept all the same
@@ -476,8 +487,8 @@ class Memory:
 
     @property
     def info(self):
-        """tokens, memory_slots, raw_cells, kv_cells (what a reader holds before recall), exact_tokens and
-        exact_segments (what recall chooses among)."""
+        """tokens, memory_slots, raw_cells, kv_cells (what a reader holds before recall), exact_tokens,
+        exact_segments (what recall chooses among) and exact_cell_bytes (exact="kv": the cells' bytes)."""
         i = _lib.DocInfo()
         lib.mn_doc_get_info(self._d, byref(i))
         return {k: getattr(i, k) for k, _ in _lib.DocInfo._fields_}

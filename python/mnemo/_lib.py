@@ -32,7 +32,7 @@ class ContextParams(ctypes.Structure):
 
 class DocInfo(ctypes.Structure):
     _fields_ = [("tokens", c_int64), ("memory_slots", c_int32), ("raw_cells", c_int32), ("kv_cells", c_int64),
-                ("exact_tokens", c_int32), ("exact_segments", c_int32)]
+                ("exact_tokens", c_int32), ("exact_segments", c_int32), ("exact_cell_bytes", c_int64)]
 
 
 class AskParams(ctypes.Structure):

@@ -252,6 +252,23 @@ def test_memory_errors(model, tmp_path):
     assert "nope.gguf" in str(e.value)
     with pytest.raises(TypeError):
         mnemo.Memory(model, 42, progress=False)
+    with pytest.raises(ValueError) as e:
+        mnemo.Memory(model, "some text", exact="cells", progress=False)
+    assert "kv" in str(e.value)
+
+
+def test_memory_exact_kv(model, memory, doc_path, tmp_path):
+    """exact="kv": the cells' bytes in the info, kept through a memory file, recall pages from them."""
+    kv = mnemo.Memory(model, doc_path.read_bytes().decode("utf-8"), exact="kv", progress=False, n_threads=2)
+    i, j = kv.info, memory.info
+    assert i["exact_tokens"] == j["exact_tokens"] > 0 and j["exact_cell_bytes"] == 0
+    assert i["exact_cell_bytes"] == i["exact_tokens"] * 12240  # SmolLM2: 30 layers x 2 x 192 values in q8_0
+    kv.save(tmp_path / "kv.mem")
+    back = mnemo.Memory.load(model, tmp_path / "kv.mem")
+    assert back.info["exact_cell_bytes"] == i["exact_cell_bytes"]
+    stats = {}
+    assert back.ask("What is this about?", max_tokens=4, stats=stats, n_threads=2)
+    assert stats["recalled"] > 0
 
 
 # ------------------------------------------------------------------ no checkout needed

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "memory/docmem.h"
+#include "memory/kvstore.h"
 #include "store/answer.h"
 #include "store/sha256.h"
 
@@ -25,6 +26,8 @@ int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t
                 mn_progress_fn progress, void *user, mn_doc **out) {
     *out = NULL;
     if (!m || !a || (!text && len)) return mn_error(MN_EINVAL, "doc read: missing model, adapter or text");
+    if (exact != MN_DOC_EXACT_NONE && exact != MN_DOC_EXACT_TOKENS && exact != MN_DOC_EXACT_KV)
+        return mn_error(MN_EINVAL, "doc read: exact is MN_DOC_EXACT_NONE, _TOKENS or _KV (got %d)", exact);
     int32_t *ids = NULL;
     int64_t n = 0;
     int rc = tokenize(m, text ? text : "", len, 1, &ids, &n);
@@ -46,7 +49,12 @@ int mn_doc_read(const mn_model *m, const mn_adapter *a, const char *text, size_t
         free(d);
         return rc;
     }
-    if (!exact) mn_docmem_drop_exact(&d->d);
+    if (exact == MN_DOC_EXACT_NONE) mn_docmem_drop_exact(&d->d);
+    else if (exact == MN_DOC_EXACT_KV && d->d.n_exact > 0 && (rc = mn_docmem_add_cells(m, a, &d->d, n_threads))) {
+        mn_docmem_release(&d->d);
+        free(d);
+        return rc;
+    }
     d->m = m, d->a = a;
     *out = d;
     return MN_OK;
@@ -87,6 +95,7 @@ void mn_doc_get_info(const mn_doc *d, mn_doc_info *out) {
     out->kv_cells = mn_docmem_cells(&d->d);
     out->exact_tokens = d->d.n_exact;
     out->exact_segments = d->d.n_exact && d->d.exact_seg ? d->d.n_exact / d->d.exact_seg : 0;
+    out->exact_cell_bytes = d->d.cells ? (int64_t)d->d.n_exact * (int64_t)mn_kvstore_cell_bytes(d->m) : 0;
 }
 
 int mn_doc_digest(const mn_doc *d, char out[65]) {
