@@ -115,7 +115,7 @@ static void usage(void) {
            "                    (default 128 for passkey and qa; ppl 0: the whole raw window)\n"
            "  --exact tokens|kv recall pages a segment back by decoding its ids again (tokens, the\n"
            "                    default) or by copying its decoder cells, kept in 8 bits as it was\n"
-           "                    read (kv); passkey rows give the seconds reading and paging in\n"
+           "                    read (kv); rows say which (exact); `ask --doc --row` times both\n"
            "  --exact-ram MB    kv: cells past MB (default 512) go to a spill file in TMPDIR\n"
            "  --lora FILE       a decoder LoRA (`mnemo finetune -o`) every mode reads and answers with\n"
            "                    (default: none, but memory modes with recall answer passkey and qa\n"

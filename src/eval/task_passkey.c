@@ -27,7 +27,7 @@ static uint64_t rnd_below(uint64_t *s, uint64_t n) {
  * in its place, and *hit tells whether one of them holds the probe. */
 static int generate(ev_ctx *c, const mn_eval_mode *em, const int32_t *ids, int64_t n, int64_t doc0, int64_t n_doc,
                     const int32_t *q, int64_t nq, int64_t probe, int *hit, int32_t window, int max_new,
-                    const char *label, char *out, size_t cap, int64_t *cells, double *secs) {
+                    const char *label, char *out, size_t cap, int64_t *cells) {
     const mn_eval_opts *o = c->o;
     if (em->mode == MN_EVAL_MODE_RAG) {
         const int64_t npost = n - n_doc, budget = (int64_t)window - doc0 - npost - max_new;
@@ -51,7 +51,7 @@ static int generate(ev_ctx *c, const mn_eval_mode *em, const int32_t *ids, int64
             full.mode = MN_MODE_FULL, full.recall = 0;
             ev_prog_add(c, (double)(n_doc - doc0 - got), label); /* the text left unread */
             rc = generate(c, &full, buf, doc0 + got + npost, 0, doc0 + got, NULL, 0, -1, NULL, window, max_new, label,
-                          out, cap, cells, secs);
+                          out, cap, cells);
         }
         free(buf), free(ch);
         return rc;
@@ -66,15 +66,8 @@ static int generate(ev_ctx *c, const mn_eval_mode *em, const int32_t *ids, int64
     int ng = 0;
     if (!lg || !gen) rc = mn_error(MN_ENOMEM, "out of memory");
     if (n_doc > n - 1 || !em->recall) n_doc = n - 1;
-    const double t0 = ev_now();
     if (!rc) rc = ev_run_read(c, &r, ids, n_doc, label);
-    if (secs) secs[0] += ev_now() - t0; /* reading the document */
     if (!rc && em->recall && nq > 0) rc = mn_stream_recall(r.s, q, (int32_t)nq);
-    if (!rc && em->recall && secs) { /* choosing and paging in */
-        double sel = 0, pg = 0;
-        mn_stream_recall_time(r.s, &sel, &pg);
-        secs[1] += pg;
-    }
     if (!rc && n - 1 > n_doc) rc = ev_run_read(c, &r, ids + n_doc, n - 1 - n_doc, label);
     if (!rc && hit) {
         int64_t st[MN_STREAM_RECALL_MAXK];
@@ -148,7 +141,6 @@ int ev_task_passkey(ev_ctx *c) {
             int correct[MN_EVAL_MAX_ITEMS] = {0}, runs[MN_EVAL_MAX_ITEMS] = {0}, paged_hit[MN_EVAL_MAX_ITEMS] = {0};
             char first_answer[MN_EVAL_MAX_ITEMS][64];
             int64_t cells_of[MN_EVAL_MAX_ITEMS] = {0};
-            double secs[MN_EVAL_MAX_ITEMS][2] = {{0}}; /* per mode: reading, paging in (summed over trials) */
             memset(first_answer, 0, sizeof first_answer);
             for (int tr = 0; tr < o->trials && !rc; tr++) {
                 /* the trial's texts (eval/needle.h: phrasings no training window uses), the prompt
@@ -222,7 +214,7 @@ int ev_task_passkey(ev_ctx *c) {
                     int64_t cells = 0;
                     int hit = 0;
                     if ((rc = generate(c, em, prompt, n, npre, n - npost, q_ids, nq, probe, &hit, window, max_new,
-                                       label, ans, sizeof ans, &cells, secs[k]))) {
+                                       label, ans, sizeof ans, &cells))) {
                         rc = mn_error_prefix(rc, label);
                         break;
                     }
@@ -242,7 +234,7 @@ int ev_task_passkey(ev_ctx *c) {
                 const mn_eval_mode *em = &o->modes[k];
                 ev_row(c, "{\"task\": \"passkey\", \"needle\": \"%s\", \"length\": %ld, \"depth\": %ld, \"mode\": \"%s\", \"adapter\": %s%s%s, "
                        "\"recall\": %d, \"scorer\": \"%s\", \"recall_at\": \"%s\", \"local\": %ld, \"needle_paged\": %d, \"trials\": %d, \"correct\": %d, \"accuracy\": %.4f, \"kv_cells\": %lld, "
-                       "\"reader\": %s%s%s, \"exact\": \"%s\", \"read_s\": %.2f, \"page_s\": %.3f, \"example_answer\": \"%s\"}",
+                       "\"reader\": %s%s%s, \"exact\": \"%s\", \"example_answer\": \"%s\"}",
                        mn_needle_name((mn_needle_kind)o->needle), L, o->depths[di], ev_mode_name(em->mode),
                        em->ad >= 0 ? "\"" : "", em->ad >= 0 ? ev_base_name(o->ad_name[em->ad]) : "null",
                        em->ad >= 0 ? "\"" : "", em->recall, em->recall ? mn_recall_scorer_name((mn_recall_scorer)o->scorer) : "none",
@@ -251,7 +243,7 @@ int ev_task_passkey(ev_ctx *c) {
                        correct[k], (double)correct[k] / runs[k], (long long)cells_of[k],
                        ev_reader_name(o, em) ? "\"" : "", ev_reader_name(o, em) ? ev_reader_name(o, em) : "null",
                        ev_reader_name(o, em) ? "\"" : "", em->recall ? (o->exact_kv ? "kv" : "tokens") : "none",
-                       secs[k][0] / runs[k], secs[k][1] / runs[k], first_answer[k]);
+                       first_answer[k]);
                 acc[k][li] += correct[k], cnt[k][li] += runs[k];
             }
         }
