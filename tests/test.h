@@ -12,6 +12,7 @@
 #ifndef MN_TEST_H
 #define MN_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,15 @@ static inline char *test_slurp(const char *path, size_t *n) {
 }
 
 /* Path of the default model, or NULL (tests needing it are then skipped loudly). */
+/* Entries of a folder, . and .. aside; -1 if it cannot be read (a spill file must never show). */
+static inline int test_dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return d ? n : -1;
+}
+
 static inline const char *test_model_path(void) {
     const char *p = getenv("MNEMO_MODEL");
     if (!p) p = "models/SmolLM2-135M-Instruct.Q4_1.gguf";

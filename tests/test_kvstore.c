@@ -7,7 +7,6 @@
  * folder are clear errors; clear forgets everything and the store is usable
  * after it. The model is only read for its shapes (layers, kv width).
  */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,15 +17,6 @@
 #include "memory/kvstore.h"
 #include "model/forward.h"
 #include "test.h"
-
-/* entries in a folder, . and .. aside */
-static int entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    if (d) closedir(d);
-    return d ? n : -1;
-}
 
 /* (L, n, KD) floats through q8_0 and back: what the store must return */
 static void round_trip(const float *x, float *y, size_t rows, int32_t KD) {
@@ -76,7 +66,7 @@ int main(void) {
     mn_kvstore_bytes(s, &ram, &spill);
     CHECK(ram == (size_t)n0 * cb && spill == (size_t)n1 * cb, "the first in RAM (%zu), the second spilled (%zu)", ram,
           spill);
-    CHECK(entries(dir) == 0, "the spill file is not in %s (%d entries)", dir, entries(dir));
+    CHECK(test_dir_entries(dir) == 0, "the spill file is not in %s (%d entries)", dir, test_dir_entries(dir));
     int32_t n = -1;
     /* each entry is the round trip of what was put, bit for bit */
     round_trip(k, kr, (size_t)L * n0, KD), round_trip(v, vr, (size_t)L * n0, KD);
@@ -108,7 +98,7 @@ int main(void) {
     CHECK(mn_kvstore_get(s, 1, cap, got_k, got_v, &n) == 0 && n == n1 && !memcmp(got_k, kr, sizeof(float) * (size_t)L * n1),
           "the second spilled entry after clear reads back");
     mn_kvstore_free(s);
-    CHECK(entries(dir) == 0, "nothing left in %s", dir);
+    CHECK(test_dir_entries(dir) == 0, "nothing left in %s", dir);
     /* a spill folder that cannot hold a file: a clear error at the put that needs it, not before */
     setenv("TMPDIR", "/nonexistent/mnemo", 1);
     CHECK(mn_kvstore_create(m, 0, &s) == 0, "create with a bad TMPDIR");

@@ -20,7 +20,6 @@
  * recall copies them back rotated to their new positions, past the RAM budget
  * from a spill file that no folder shows.
  */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,15 +44,6 @@ static int32_t *tokenize(const mn_model *m, const char *s, int64_t *n) {
     int32_t *ids = malloc(sizeof(int32_t) * (len + 16));
     if (mn_tokenize(mn_model_tokenizer(m), s, len, 0, 0, ids, (int64_t)len + 16, n)) *n = 0;
     return ids;
-}
-
-/* entries in a folder, . and .. aside */
-static int entries_in(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    if (d) closedir(d);
-    return d ? n : -1;
 }
 
 /* --------------------------------------------------------------- scorers */
@@ -445,7 +435,7 @@ static void stream_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
     mn_stream_exact_bytes(sa, &ram, &spill);
     CHECK(ram == (size_t)(2 * l - 4) * cb && ram + spill == ((size_t)S * (size_t)l - 4) * cb,
           "every segment's cells after the 4 sinks, two in RAM (%zu + %zu bytes)", ram, spill);
-    CHECK(entries_in(dir) == 0, "the spill file is not in %s", dir);
+    CHECK(test_dir_entries(dir) == 0, "the spill file is not in %s", dir);
     /* the same cells, whichever way they were decoded */
     float worst = 0;
     for (int32_t j = 0; j < Sb; j++) {
@@ -510,7 +500,7 @@ out:
     free(lg), free(ka), free(va), free(kb), free(vb);
     mn_stream_free(sa), mn_stream_free(sb);
     mn_context_free(ca), mn_context_free(cb_);
-    CHECK(entries_in(dir) == 0, "nothing left in %s", dir);
+    CHECK(test_dir_entries(dir) == 0, "nothing left in %s", dir);
     rmdir(dir);
     unsetenv("TMPDIR");
     mn_memory_unbind(&b);
