@@ -496,11 +496,15 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
     int32_t *pos = NULL;
     float *ck = NULL, *cv = NULL; /* one segment's cells (the longest), for memories that keep them */
     int rc = MN_OK;
-    size_t ce = 0;
-    for (int i = 0; i < n && recall; i++)
-        if (mems[i]->cells && (size_t)mems[i]->exact_seg > ce) ce = (size_t)mems[i]->exact_seg;
+    size_t ce = 0, np = 1; /* the longest exact segment with cells; the longest run of positions placed */
+    for (int i = 0; i < n; i++) {
+        if (recall && mems[i]->cells && (size_t)mems[i]->exact_seg > ce) ce = (size_t)mems[i]->exact_seg;
+        if ((size_t)mems[i]->n_slots > np) np = (size_t)mems[i]->n_slots;
+    }
+    if (ce > np) np = ce;
     ce *= (size_t)mn_model_n_layer(m) * (size_t)mn_model_kv_dim(m);
-    if (ce && (!(ck = malloc(sizeof(float) * ce)) || !(cv = malloc(sizeof(float) * ce))))
+    if (!(pos = malloc(sizeof(int32_t) * np)) ||
+        (ce && (!(ck = malloc(sizeof(float) * ce)) || !(cv = malloc(sizeof(float) * ce)))))
         rc = mn_error(MN_ENOMEM, "out of memory");
     for (int i = 0; i < n && !rc; i++) {
         const mn_docmem *d = mems[i];
@@ -509,12 +513,6 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         if (d->n_slots > 0 && d->kind == MN_DOCMEM_EMBD) {
             rc = mn_summary_prime(c, d->k, d->n_slots);
         } else if (d->n_slots > 0) {
-            int32_t *np = realloc(pos, sizeof(int32_t) * (size_t)d->n_slots);
-            if (!np) {
-                rc = mn_error(MN_ENOMEM, "out of memory");
-                break;
-            }
-            pos = np;
             const int32_t p0 = mn_kv_next_pos(c);
             for (int32_t j = 0; j < d->n_slots; j++) pos[j] = p0 + j;
             rc = mn_kv_append(c, d->n_slots, pos, d->k, d->v, 0);
@@ -535,14 +533,9 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                     if (d->cells && segs[j] < d->n_exact / d->exact_seg) { /* its stored cells, at the next positions */
                         const int32_t L = mn_model_n_layer(m), KD = mn_model_kv_dim(m);
                         mn_kvstore_decode(L, KD, len, d->cells + (size_t)segs[j] * len * mn_kvstore_cell_bytes(m), ck, cv);
-                        int32_t *np = realloc(pos, sizeof(int32_t) * (size_t)(len > d->n_slots ? len : d->n_slots));
-                        if (!np) rc = mn_error(MN_ENOMEM, "out of memory");
-                        else {
-                            pos = np;
-                            const int32_t p0 = mn_kv_next_pos(c);
-                            for (int32_t t = 0; t < len; t++) pos[t] = p0 + t;
-                            rc = mn_kv_append(c, len, pos, ck, cv, 0);
-                        }
+                        const int32_t p0 = mn_kv_next_pos(c);
+                        for (int32_t t = 0; t < len; t++) pos[t] = p0 + t;
+                        rc = mn_kv_append(c, len, pos, ck, cv, 0);
                     } else
                         rc = mn_decode(c, ids, len, NULL, 0);
                     if (!rc && paged && paged->n < MN_DOCMEM_RECALL_MAXK) {

@@ -100,22 +100,7 @@ void mn_kvstore_decode(int32_t L, int32_t KD, int32_t n, const uint8_t *src, flo
 }
 
 int mn_kvstore_read_cells(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
-    const mn_model *m = mn_context_model(c);
-    int rc = mn_kv_read(c, c0, n, k, v);
-    const int32_t L = m->hp.n_layer, KD = m->hp.n_head_kv * m->hp.head_dim;
-    for (int32_t l = 0; l < L && !rc; l++)
-        for (int32_t j = 0; j < n && !rc; j++)
-            rc = mn_rope_rotate(m, l, k + ((size_t)l * (size_t)n + (size_t)j) * (size_t)KD, m->hp.n_head_kv,
-                                -mn_kv_pos(c, c0 + j));
-    return rc;
-}
-
-static void encode(const mn_kvstore *s, int32_t n, const float *k, const float *v, uint8_t *dst) {
-    mn_kvstore_encode(s->L, s->KD, n, k, v, dst);
-}
-
-static void decode(const mn_kvstore *s, int32_t n, const uint8_t *src, float *k, float *v) {
-    mn_kvstore_decode(s->L, s->KD, n, src, k, v);
+    return mn_kv_read_unrotated(c, c0, n, k, v);
 }
 
 /* The spill file: created in TMPDIR and unlinked at once, so that nothing outlives the process. */
@@ -158,7 +143,7 @@ int mn_kvstore_put(mn_kvstore *s, int32_t n, const float *k, const float *v) {
             if (!nr) return mn_error(MN_ENOMEM, "out of memory for the exact store's %zu bytes in RAM", cap);
             s->ram = nr, s->ram_cap = cap;
         }
-        encode(s, n, k, v, s->ram + s->ram_used);
+        mn_kvstore_encode(s->L, s->KD, n, k, v, s->ram + s->ram_used);
         e->spilled = 0, e->off = s->ram_used;
         s->ram_used += bytes;
     } else {
@@ -169,7 +154,7 @@ int mn_kvstore_put(mn_kvstore *s, int32_t n, const float *k, const float *v) {
             if (!ns) return mn_error(MN_ENOMEM, "out of memory");
             s->scratch = ns, s->scratch_cap = bytes;
         }
-        encode(s, n, k, v, s->scratch);
+        mn_kvstore_encode(s->L, s->KD, n, k, v, s->scratch);
         for (size_t done = 0; done < bytes;) {
             const ssize_t w = pwrite(s->fd, s->scratch + done, bytes - done, (off_t)(s->spill_used + done));
             if (w < 0 && errno == EINTR) continue;
@@ -191,7 +176,7 @@ int mn_kvstore_get(mn_kvstore *s, int32_t i, int32_t cap, float *k, float *v, in
     *n = e->n;
     if (e->n == 0) return MN_OK;
     if (!e->spilled) {
-        decode(s, e->n, s->ram + e->off, k, v);
+        mn_kvstore_decode(s->L, s->KD, e->n, s->ram + e->off, k, v);
         return MN_OK;
     }
     /* the entry's pages, mapped for this read only */
@@ -199,7 +184,7 @@ int mn_kvstore_get(mn_kvstore *s, int32_t i, int32_t cap, float *k, float *v, in
     const size_t at = e->off / page * page, lead = e->off - at;
     void *map = mmap(NULL, lead + bytes, PROT_READ, MAP_PRIVATE, s->fd, (off_t)at);
     if (map == MAP_FAILED) return mn_error(MN_EIO, "exact store: mapping the spill file: %s", strerror(errno));
-    decode(s, e->n, (const uint8_t *)map + lead, k, v);
+    mn_kvstore_decode(s->L, s->KD, e->n, (const uint8_t *)map + lead, k, v);
     munmap(map, lead + bytes);
     return MN_OK;
 }

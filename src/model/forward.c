@@ -749,6 +749,24 @@ int mn_kv_read(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
     return MN_OK;
 }
 
+int mn_kv_read_unrotated(const mn_context *c, int32_t c0, int32_t n, float *k, float *v) {
+    int rc = mn_kv_read(c, c0, n, k, v);
+    if (rc || !k) return rc;
+    const mn_hparams *hp = &c->m->hp;
+    const int D = hp->head_dim;
+    float cs[1024];
+    if (D > 1024) return mn_error(MN_EUNSUPPORTED, "head dim %d too large", D);
+    /* one table per cell, built again only where a layer's RoPE differs from the one before */
+    for (int32_t j = 0; j < n; j++)
+        for (int l = 0; l < hp->n_layer; l++) {
+            const mn_layer *L = &c->m->layers[l];
+            if (l == 0 || L->rope_base != L[-1].rope_base || L->rope_freq_scale != L[-1].rope_freq_scale)
+                rope_table(cs, (float)-c->cell_pos[c0 + j], D, L->rope_base, L->rope_freq_scale);
+            rope_apply(k + ((int64_t)l * n + j) * c->KD, hp->n_head_kv, D, cs, hp->rope_neox);
+        }
+    return MN_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 
 /* One piece of T <= n_batch tokens of batch b, starting at batch index i0,

@@ -85,6 +85,9 @@ int mn_context_project(mn_context *c, int layer, char which, const float *x, int
  * at position pos (a negative pos undoes a rotation at -pos): keys read from
  * the cache become position-free this way. */
 int mn_rope_rotate(const mn_model *m, int layer, float *x, int n_heads, int32_t pos);
+/* mn_kv_read with the keys' RoPE undone (each rotated back from its cell's
+ * position): cells that can be placed at other positions later. */
+int mn_kv_read_unrotated(const mn_context *c, int32_t c0, int32_t n, float *k, float *v);
 /* Width of one cell's key or value (n_head_kv * head_dim). */
 int32_t mn_model_kv_dim(const mn_model *m);
 /* Width of one token's queries (n_head * head_dim). */
