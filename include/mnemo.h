@@ -447,6 +447,8 @@ typedef struct {
     int32_t n_threads;     /* <= 0: all cores */
     int32_t local;         /* with segments paged, the newest raw tokens of the document's recent window kept
                             * beside them; the rest of the window is offered to recall (default 128; 0: all) */
+    int32_t recall_every;  /* answer tokens between re-selections of the paged segments for the question
+                            * and the answer so far (default 0: chosen once, at the question) */
 } mn_ask_params;
 mn_ask_params mn_ask_default_params(void);
 
@@ -458,12 +460,18 @@ typedef struct {
     int32_t finish;         /* 0 stop (end of turn), 1 length (max_tokens or the context's end) */
     int32_t reader;         /* 1: answered with the adapter's reader (recall on) */
     double seconds_to_first_token, seconds;
+    int64_t slots_out;      /* memory slots left out, the oldest, where the memory is longer than the
+                             * model's positions leave room for (recall still reads the whole document) */
+    int32_t reselections;   /* times recall chose again while answering (recall_every), */
+    int32_t repaged;        /* and times the choice changed and was paged in */
 } mn_ask_stats;
 
 /* Answers a question from the document's memory through the chat template;
  * pieces go to on_text as they are sampled (optional; non-zero from it stops
  * with MN_ECANCELLED), the whole answer to *answer (optional, malloc'd),
- * numbers to st (optional). */
+ * numbers to st (optional). A memory longer than the model's positions leave
+ * room for keeps its newest slots (st->slots_out says how many it left out);
+ * recall still chooses among all of the document's segments. */
 int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn_text_fn on_text, void *user,
                char **answer, mn_ask_stats *st);
 

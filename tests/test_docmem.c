@@ -47,6 +47,68 @@ static mn_adapter *make_adapter(const mn_model *m, mn_compressor kind, mn_beacon
     return a;
 }
 
+/* Places memory d's newest keep slots by hand at the context's next positions. */
+static void place_newest(mn_context *c, const mn_docmem *d, int32_t keep) {
+    const int32_t first = d->n_slots - keep;
+    if (d->kind != MN_DOCMEM_KV) {
+        mn_decode_embd(c, d->k + (size_t)first * d->dim, keep, NULL, 0);
+        return;
+    }
+    float *k = malloc(sizeof(float) * (size_t)d->n_layer * keep * d->dim), *v = malloc(sizeof(float) * (size_t)d->n_layer * keep * d->dim);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)keep);
+    for (int32_t l = 0; l < d->n_layer; l++)
+        for (int32_t j = 0; j < keep; j++) {
+            memcpy(k + ((size_t)l * keep + j) * d->dim, d->k + ((size_t)l * d->n_slots + first + j) * d->dim, sizeof(float) * d->dim);
+            memcpy(v + ((size_t)l * keep + j) * d->dim, d->v + ((size_t)l * d->n_slots + first + j) * d->dim, sizeof(float) * d->dim);
+        }
+    for (int32_t j = 0; j < keep; j++) pos[j] = mn_kv_next_pos(c) + j;
+    mn_kv_append(c, keep, pos, k, v, 0);
+    free(k), free(v), free(pos);
+}
+
+/* Two memories that do not fit the (empty, small) context c, primed with fit:
+ * the one that holds the most gives up its oldest slots first, the newest are
+ * kept exactly where placing them by hand puts them, reserve cells stay free,
+ * and the count left out is reported. */
+static void fit_newest(const mn_model *m, const mn_adapter *a, mn_context *c, const mn_docmem *d1, const mn_docmem *d2,
+                       const char *name) {
+    CHECK(d1->n_raw == 0 && d2->n_raw == 0, "%s: the fit check expects memories without raw tokens", name);
+    const mn_docmem *two[2] = {d1, d2};
+    mn_recall_opts fit = mn_recall_default_opts(0);
+    fit.fit = 1, fit.reserve = 2;
+    const int32_t budget = mn_context_n_ctx(c) - fit.reserve;
+    int32_t cap = d1->n_slots > d2->n_slots ? d1->n_slots : d2->n_slots;
+    while (cap > 0 && (d1->n_slots < cap ? d1->n_slots : cap) + (d2->n_slots < cap ? d2->n_slots : cap) > budget) cap--;
+    const int32_t k1 = d1->n_slots < cap ? d1->n_slots : cap, k2 = d2->n_slots < cap ? d2->n_slots : cap;
+    mn_docmem_paged pg;
+    CHECK(mn_docmem_prime_recall(c, a, two, 2, &fit, NULL, 0, NULL, &pg) == 0, "%s: fit: %s", name, mn_last_error());
+    CHECK(k1 < d1->n_slots && mn_kv_n_cells(c) == k1 + k2 && pg.slots_out == d1->n_slots + d2->n_slots - k1 - k2 &&
+              mn_kv_n_cells(c) <= budget,
+          "%s: fit keeps %d + %d of %d + %d slots: %d cells, %lld left out", name, k1, k2, d1->n_slots, d2->n_slots,
+          mn_kv_n_cells(c), (long long)pg.slots_out);
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = mn_context_n_ctx(c);
+    mn_context *h = NULL;
+    CHECK(mn_context_create(m, &cp, &h) == 0, "context");
+    place_newest(h, d1, k1);
+    place_newest(h, d2, k2);
+    const int32_t n = mn_kv_n_cells(c);
+    CHECK(mn_kv_n_cells(h) == n, "%s: cells placed by hand", name);
+    float *ka = malloc(sizeof(float) * (size_t)TM_L * n * TM_KD), *kb = malloc(sizeof(float) * (size_t)TM_L * n * TM_KD);
+    mn_kv_read(c, 0, n, ka, NULL);
+    mn_kv_read(h, 0, n, kb, NULL);
+    int same = !memcmp(ka, kb, sizeof(float) * (size_t)TM_L * n * TM_KD);
+    for (int32_t j = 0; j < n && same; j++) same = mn_kv_pos(c, j) == j;
+    CHECK(same, "%s: fit keeps the newest slots at consecutive positions", name);
+    free(ka), free(kb);
+    mn_context_free(h);
+    /* room for the reserve alone: nothing but an error, and an empty context */
+    fit.reserve = mn_context_n_ctx(c) + 1;
+    mn_kv_clear(c);
+    CHECK(mn_docmem_prime_recall(c, a, two, 2, &fit, NULL, 0, NULL, &pg) == MN_ERANGE && mn_kv_n_cells(c) == 0,
+          "%s: fit with no room: %s", name, mn_last_error());
+}
+
 /* Primes mems into a fresh context, decodes a few question tokens, returns logits (V). */
 static int answer(const mn_model *m, const mn_adapter *a, const mn_docmem *const *mems, int n, float *logits) {
     mn_context_params cp = mn_context_default_params();
@@ -160,6 +222,7 @@ static void run_kind(const mn_model *m, const mn_model *m2, mn_compressor kind, 
     cp.n_ctx = d1.n_slots + 1;
     mn_context_create(m, &cp, &c);
     CHECK(mn_docmem_prime(c, a, two, 2, NULL) == MN_ERANGE && mn_kv_n_cells(c) == 0, "%s: does not fit", name);
+    fit_newest(m, a, c, &d1, &d2, name);
     mn_context_free(c);
     mn_context_free(c2);
     mn_docmem_release(&d2);
@@ -263,6 +326,74 @@ static void run_recent(const mn_model *m) {
     mn_adapter_free(a);
 }
 
+/* Re-selection while answering (recall.every): the same choice leaves the
+ * context as it is; an answer that moves the choice primes the context again,
+ * which then equals a fresh prime for the new query followed by the prompt and
+ * the answer so far, logits bit for bit. Every id of doc occurs once, so BM25
+ * over the query's ids picks the segment holding most of them. */
+static void run_reselect(const mn_model *m) {
+    printf("  uio, re-selection while answering\n");
+    mn_adapter_params p = mn_adapter_default_params(MN_COMP_UIO);
+    p.segment = 16, p.ratio = 4, p.seed = 3, p.rank = 4, p.alpha = 8, p.recent = 1;
+    mn_adapter *a = NULL;
+    mn_docmem d;
+    CHECK(mn_adapter_init(m, &p, &a) == 0 && mn_docmem_compress(m, a, doc, 150, 2, &d) == 0 && d.n_exact == 128,
+          "memory with an exact part: %s", mn_last_error());
+    if (!a) return;
+    const mn_docmem *one[1] = {&d};
+    mn_recall_opts ro = mn_recall_default_opts(1);
+    ro.scorer = MN_RECALL_BM25, ro.local = 0, ro.every = 4;
+    /* the question holds 4 ids of segment 1; the answer so far 12 ids of segment 5 */
+    int32_t qa[16], all[17] = {81, 117, 101, 63, 10};
+    memcpy(qa, doc + 20, sizeof(int32_t) * 4);
+    memcpy(qa + 4, doc + 84, sizeof(int32_t) * 12);
+    memcpy(all + 5, doc + 84, sizeof(int32_t) * 12);
+    const int32_t V = mn_model_n_vocab(m);
+    float *l1 = malloc(sizeof(float) * V), *l2 = malloc(sizeof(float) * V);
+    mn_context_params cp = mn_context_default_params();
+    cp.n_ctx = 128, cp.n_threads = 1;
+    mn_context *c = NULL, *f = NULL;
+    CHECK(mn_context_create(m, &cp, &c) == 0 && mn_context_create(m, &cp, &f) == 0, "contexts");
+    mn_docmem_paged pg, fresh;
+    CHECK(mn_docmem_prime_recall(c, a, one, 1, &ro, qa, 4, NULL, &pg) == 0 && pg.n == 1 && pg.start[0] == 16,
+          "the question pages segment 1 (%d paged, from %lld)", pg.n, pg.n ? (long long)pg.start[0] : -1LL);
+    CHECK(mn_decode(c, all, 5, l1, 0) == 0, "prompt");
+    int changed = -1;
+    const int32_t cells = mn_kv_n_cells(c);
+    CHECK(mn_docmem_reselect(c, a, one, 1, &ro, qa, 4, all, 5, l1, &pg, &changed) == 0 && changed == 0 &&
+              mn_kv_n_cells(c) == cells && pg.start[0] == 16,
+          "the same query changes nothing (%d, %d cells)", changed, mn_kv_n_cells(c));
+    mn_docmem_paged ch;
+    CHECK(mn_docmem_recall_choice(m, one, 1, &ro, qa, 16, &ch) == 0 && ch.n == 1 && ch.start[0] == 80,
+          "the answer moves the choice to segment 5 (%lld)", ch.n ? (long long)ch.start[0] : -1LL);
+    /* the answer's tokens read but the last, which re-selection reads with the rest */
+    CHECK(mn_decode(c, all + 5, 11, NULL, 0) == 0, "answer so far");
+    CHECK(mn_docmem_reselect(c, a, one, 1, &ro, qa, 16, all, 17, l1, &pg, &changed) == 0 && changed == 1 &&
+              pg.n == 1 && pg.start[0] == 80,
+          "re-selection pages segment 5 (%d, from %lld): %s", changed, pg.n ? (long long)pg.start[0] : -1LL,
+          mn_last_error());
+    CHECK(mn_docmem_prime_recall(f, a, one, 1, &ro, qa, 16, NULL, &fresh) == 0 && mn_decode(f, all, 17, l2, 0) == 0,
+          "fresh prime: %s", mn_last_error());
+    CHECK(mn_kv_n_cells(c) == mn_kv_n_cells(f) && !memcmp(l1, l2, sizeof(float) * V),
+          "after re-selection the context reads as a fresh prime for the new query (%d, %d cells)", mn_kv_n_cells(c),
+          mn_kv_n_cells(f));
+    /* a paged segment's ids: from the exact part, or from the raw tail (tokens 128..150 here) */
+    const int32_t *e = mn_docmem_ids_at(&d, 80, 16), *t = mn_docmem_ids_at(&d, 130, 16);
+    CHECK(e && !memcmp(e, doc + 80, sizeof(int32_t) * 16) && t && !memcmp(t, doc + 130, sizeof(int32_t) * 16) &&
+              !mn_docmem_ids_at(&d, 140, 16) && !mn_docmem_ids_at(&d, -1, 4),
+          "ids of paged segments, and none outside the document");
+    /* the key scorers choose with the context: no choice without one, and re-selection leaves them be */
+    ro.scorer = MN_RECALL_KEYS;
+    CHECK(mn_docmem_recall_choice(m, one, 1, &ro, qa, 16, &ch) == MN_EUNSUPPORTED, "keys need a context");
+    CHECK(mn_docmem_reselect(c, a, one, 1, &ro, qa, 4, all, 17, l1, &pg, &changed) == 0 && changed == 0 &&
+              pg.start[0] == 80,
+          "re-selection with a key scorer keeps the choice");
+    mn_context_free(c), mn_context_free(f);
+    free(l1), free(l2);
+    mn_docmem_release(&d);
+    mn_adapter_free(a);
+}
+
 int main(void) {
     char p1[64], p2[64];
     tm_weights w1, w2;
@@ -275,6 +406,7 @@ int main(void) {
     run_kind(m, m2, MN_COMP_BEACON, MN_PLACE_APPEND);
     run_kind(m, m2, MN_COMP_SUMMARY, 0);
     run_recent(m);
+    run_reselect(m);
 
     /* a memory of another kind than the adapter's */
     mn_adapter *au = make_adapter(m, MN_COMP_UIO, 0, 1), *as = make_adapter(m, MN_COMP_SUMMARY, 0, 1);

@@ -197,12 +197,14 @@ def _document(document):
     raise TypeError("document: a string, bytes or a path")
 
 
-def _ask_params(max_tokens, temperature, seed, recall, n_threads, local):
+def _ask_params(max_tokens, temperature, seed, recall, n_threads, local, recall_every=None):
     p = lib.mn_ask_default_params()
     p.max_tokens, p.temperature, p.seed, p.n_threads = int(max_tokens), float(temperature), int(seed), int(n_threads)
     p.recall = -1 if recall in ("auto", None) else int(recall)
     if local is not None:
         p.local = int(local)
+    if recall_every is not None:
+        p.recall_every = int(recall_every)
     return p
 
 
@@ -501,13 +503,14 @@ class Memory:
         return out.value.decode()
 
     def ask(self, question, max_tokens=256, temperature=0.0, seed=0, recall="auto", stream=False, n_threads=0,
-            stats=None, local=None):
+            stats=None, local=None, recall_every=None):
         """Answers a question from the memory; recall pages the stored segments that best match it
         back in raw ("auto": one per 16 stored, 2 to 8; 0: the memory alone; or a count), local keeps
         that many of the recent window's newest raw tokens beside them (default 128; 0: all; the rest
-        of the window is offered to recall). Returns the answer, or with stream=True an iterator of its
-        pieces. stats (a dict) gets the numbers."""
-        p = _ask_params(max_tokens, temperature, seed, recall, n_threads, local)
+        of the window is offered to recall), recall_every chooses again every that many answer tokens
+        for the question and the answer so far (default 0: once). Returns the answer, or with
+        stream=True an iterator of its pieces. stats (a dict) gets the numbers."""
+        p = _ask_params(max_tokens, temperature, seed, recall, n_threads, local, recall_every)
         q = question.encode("utf-8")
         return _run_ask(lambda cb, out, extra, st: lib.mn_doc_ask(self._d, q, byref(p), cb, None, out, st), stream,
                         stats)
@@ -586,12 +589,12 @@ class Store:
         return self._json(lib.mn_docstore_query(self._s, question.encode("utf-8"), int(k), byref(out)), out, "query")
 
     def ask(self, question, documents=None, k=3, max_tokens=256, temperature=0.0, seed=0, recall="auto",
-            stream=False, n_threads=0, stats=None, local=None):
+            stream=False, n_threads=0, stats=None, local=None, recall_every=None):
         """Answers from the memories of the documents named (ids), else of the k best for the question
         (one group's; its decoder adapter where it has one). Returns the answer, or with stream=True an
         iterator of its pieces; stats (a dict) gets the numbers and "sources", the documents used.
-        recall and local as for Memory.ask."""
-        p = _ask_params(max_tokens, temperature, seed, recall, n_threads, local)
+        recall, local and recall_every as for Memory.ask."""
+        p = _ask_params(max_tokens, temperature, seed, recall, n_threads, local, recall_every)
         q = question.encode("utf-8")
         ids = [int(i) for i in (documents or [])]
         arr = (_lib.c_int64 * max(len(ids), 1))(*ids)

@@ -37,13 +37,14 @@ class DocInfo(ctypes.Structure):
 
 class AskParams(ctypes.Structure):
     _fields_ = [("max_tokens", c_int32), ("temperature", c_float), ("seed", c_uint64), ("recall", c_int32),
-                ("n_threads", c_int32), ("local", c_int32)]
+                ("n_threads", c_int32), ("local", c_int32), ("recall_every", c_int32)]
 
 
 class AskStats(ctypes.Structure):
     _fields_ = [("prompt_tokens", c_int64), ("completion_tokens", c_int64), ("kv_cells", c_int64),
                 ("recalled", c_int32), ("recalled_cells", c_int32), ("finish", c_int32), ("reader", c_int32),
-                ("seconds_to_first_token", c_double), ("seconds", c_double)]
+                ("seconds_to_first_token", c_double), ("seconds", c_double), ("slots_out", c_int64),
+                ("reselections", c_int32), ("repaged", c_int32)]
 
 
 def library_path():

@@ -155,7 +155,13 @@ def test_ask_equals_cli_and_streams(model, memory, tmp_path):
     assert "".join(loaded.ask(QUESTION, max_tokens=24, stream=True)) == answer
     none = {}
     loaded.ask(QUESTION, max_tokens=4, recall=0, stats=none)
-    assert none["recalled"] == 0 and none["reader"] == 0
+    assert none["recalled"] == 0 and none["reader"] == 0 and stats["reselections"] == 0 and stats["slots_out"] == 0
+    # re-selection every 4 answer tokens: counted, and the API answers as `ask --mem --recall-every` does
+    every = {}
+    again = loaded.ask(QUESTION, max_tokens=24, recall_every=4, stats=every)
+    assert every["reselections"] == min(every["completion_tokens"], 23) // 4 and every["repaged"] <= every["reselections"]
+    out = cli("ask", "-a", str(ADAPTER), "--mem", str(path), "-n", "24", "-t", "2", "-q", "--recall-every", "4", QUESTION)
+    assert out.rstrip("\n") == again
 
 
 def test_memory_progress_and_stop(model, doc_path):

@@ -23,7 +23,7 @@
 
 typedef struct {
     const char *model, *adapter, *doc, *mem, *out, *question, *title, *row, *reader;
-    long threads, n_predict, seed, max_tokens, recall, local, max_memory, exact_ram; /* exact_ram: MiB */
+    long threads, n_predict, seed, max_tokens, recall, local, max_memory, exact_ram, recall_every; /* exact_ram: MiB */
     double temp;
     int f32, quiet, scorer, late, no_exact, exact_kv;
 } mem_opts;
@@ -35,6 +35,7 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
     o->scorer = MN_RECALL_DEFAULT_SCORER;
     o->late = MN_RECALL_DEFAULT_LATE;
     o->local = MN_RECALL_DEFAULT_LOCAL;
+    o->recall_every = -1; /* unset: the default where it applies */
     o->exact_ram = 512;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,6 +72,9 @@ static int parse(const char *cmd, mem_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--local")) {
             if (cli_parse_int(cmd, a, v, 0, 1L << 30, &o->local)) return 2;
+            i++;
+        } else if (!strcmp(a, "--recall-every")) {
+            if (cli_parse_int(cmd, a, v, 0, 1L << 20, &o->recall_every)) return 2;
             i++;
         } else if (!strcmp(a, "--exact")) {
             if (!v || (strcmp(v, "tokens") && strcmp(v, "none") && strcmp(v, "kv")))
@@ -233,7 +237,7 @@ int cmd_compress(int argc, char **argv) {
 static void print_segment(const mn_tokenizer *tok, const int32_t *ids, int64_t a, int64_t b, int64_t n) {
     char text[160];
     size_t got = 0;
-    if (mn_detokenize(tok, ids, b - a < 24 ? b - a : 24, 0, text, sizeof text, &got)) text[0] = 0;
+    if (!ids || mn_detokenize(tok, ids, b - a < 24 ? b - a : 24, 0, text, sizeof text, &got)) text[0] = 0;
     for (char *c = text; *c; c++)
         if ((unsigned char)*c < 0x20) *c = ' ';
     fprintf(stderr, "  tokens %lld-%lld of %lld (%.0f%%): \"%s...\"\n", (long long)a, (long long)b, (long long)n,
@@ -542,6 +546,9 @@ int cmd_ask(int argc, char **argv) {
                    "  --local N         with segments paged, keep only the newest N raw tokens of the\n"
                    "                    document's recent window beside them; the rest of the window is\n"
                    "                    offered to recall like the compressed segments (default %d; 0: all)\n"
+                   "  --recall-every N  --mem: while answering, choose again every N answer tokens for the\n"
+                   "                    question and the answer so far, paging the new choice in where it\n"
+                   "                    differs (default %d: once, at the question; bm25 only)\n"
                    "  --exact tokens|kv --doc: how each compressed segment is kept for recall: its ids, its\n"
                    "                    cells decoded again at page-in (tokens, the default), or also its\n"
                    "                    decoder cells in 8 bits, copied back at page-in (kv: a decoder pass\n"
@@ -553,7 +560,7 @@ int cmd_ask(int argc, char **argv) {
                    "  --row FILE        --doc: append one JSON line to FILE: the machine, the inputs,\n"
                    "                    the answer, the segments paged and every part of the cache\n"
                    "  -q                no statistics on stderr\n",
-                   MN_RECALL_DEFAULT_LOCAL);
+                   MN_RECALL_DEFAULT_LOCAL, MN_RECALL_DEFAULT_EVERY);
             return 0;
         }
     mem_opts o;
@@ -565,6 +572,9 @@ int cmd_ask(int argc, char **argv) {
                                       "adapter found)");
     if (o.max_tokens && !o.doc) return cli_usage_error("ask", "--max-tokens goes with --doc");
     if (o.row && !o.doc) return cli_usage_error("ask", "--row goes with --doc");
+    if (o.recall_every >= 0 && !o.mem)
+        return cli_usage_error("ask", "--recall-every goes with --mem (a stream chooses again as it compresses)");
+    if (o.recall_every < 0) o.recall_every = MN_RECALL_DEFAULT_EVERY;
     if ((o.exact_kv || o.no_exact) && !o.doc)
         return cli_usage_error("ask", "--exact goes with --doc (a memory file's exact part is chosen by compress: "
                                       "'ask --mem' pages a file's cells where it has them)");
@@ -600,7 +610,10 @@ int cmd_ask(int argc, char **argv) {
         const mn_docmem *mems[1] = {&d};
         const int asked = o.recall != 0;
         o.recall = mn_docmem_recall_k(mems, 1, (int32_t)o.recall); /* auto: the count for this memory */
-        const mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late, (int32_t)o.local};
+        /* a memory longer than the model's positions leave room for keeps its newest slots; recall still
+         * chooses among every segment of the document */
+        mn_recall_opts ro = {(int32_t)o.recall, (mn_recall_scorer)o.scorer, o.late, (int32_t)o.local, 1,
+                             (int32_t)(n + o.n_predict + 1), (int32_t)o.recall_every};
         int32_t *q = NULL;
         int64_t nq = 0;
         if (!rc && o.recall > 0 && d.n_exact > 0 && cli_tokenize(L.m, o.question, strlen(o.question), 0, 0, &q, &nq))
@@ -610,12 +623,7 @@ int cmd_ask(int argc, char **argv) {
                             "with --exact none, or by a compressor without a recent window)]\n");
         const int64_t rcells = o.recall > 0 ? mn_docmem_recall_cells(mems, 1, (int32_t)o.recall) : 0;
         int64_t need = mn_docmem_cells(&d) + rcells + n + o.n_predict + 1;
-        if (!rc && need > mn_model_n_ctx_train(L.m)) {
-            fprintf(stderr, "mnemo: %d memory slots, %d raw tokens, %lld recalled, question and answer (%lld) exceed "
-                    "the model's %d positions\n", M, d.n_raw, (long long)rcells, (long long)need,
-                    mn_model_n_ctx_train(L.m));
-            rc = 1;
-        }
+        if (need > mn_model_n_ctx_train(L.m)) need = mn_model_n_ctx_train(L.m);
         mn_context_params cp = mn_context_default_params();
         cp.n_ctx = (int32_t)need;
         cp.n_threads = (int)o.threads;
@@ -630,12 +638,31 @@ int cmd_ask(int argc, char **argv) {
         mn_docmem_paged pg;
         memset(&pg, 0, sizeof pg);
         if (!rc && mn_docmem_prime_recall(ctx, L.ad, mems, 1, &ro, q, (int32_t)nq, NULL, &pg)) rc = cli_fail("memory");
+        /* re-selection while answering: the query grows by the answer, and all that was read after the memory
+         * (the prompt and the answer) is read again where the choice changes */
+        const int reselect = !rc && pg.n > 0 && ro.every > 0 && !mn_recall_scorer_needs_q(ro.scorer);
+        int32_t *qa = NULL, *all = NULL;
+        int32_t reselections = 0, repaged = 0;
+        if (reselect && (!(qa = malloc(sizeof(int32_t) * (size_t)(nq + o.n_predict))) ||
+                         !(all = malloc(sizeof(int32_t) * (size_t)(n + o.n_predict))))) {
+            fprintf(stderr, "mnemo: out of memory\n");
+            rc = 1;
+        }
+        if (qa) memcpy(qa, q, sizeof(int32_t) * (size_t)nq);
+        if (all) memcpy(all, ids, sizeof(int32_t) * (size_t)n);
         free(q);
+        /* the parts as the decoder holds them: kept slots, the raw tokens primed (a tail cut to --local
+         * where segments are paged), the recalled cells */
+        const int64_t slots_in = M - pg.slots_out, raw_in = rc ? 0 : mn_kv_n_cells(ctx) - slots_in - pg.cells;
+        if (!rc && !o.quiet && pg.slots_out > 0)
+            fprintf(stderr, "[memory: the oldest %lld of %d slots left out to fit the model's %d positions beside "
+                    "the raw tokens, recall, question and answer (-n)]\n", (long long)pg.slots_out, M,
+                    mn_model_n_ctx_train(L.m));
         if (!rc && !o.quiet && pg.n > 0) {
             fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.3f s choosing, %.2f s paging in)]\n",
                     pg.n, pg.stored, mn_recall_scorer_name(ro.scorer), pg.select_s, pg.page_s);
             for (int32_t i = 0; i < pg.n; i++) {
-                print_segment(tok, d.exact + pg.start[i], pg.start[i], pg.start[i] + pg.len[i], n_doc);
+                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i], pg.start[i] + pg.len[i], n_doc);
             }
         }
         logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));
@@ -654,7 +681,26 @@ int cmd_ask(int argc, char **argv) {
                 int len = cli_piece(tok, id, piece, sizeof piece);
                 fwrite(piece, 1, (size_t)len, stdout);
                 fflush(stdout);
-                if (mn_decode(ctx, &id, 1, logits, 0)) {
+                int changed = 0;
+                if (reselect) {
+                    qa[nq + g] = id, all[n + g] = id;
+                    if ((g + 1) % ro.every == 0 && g + 1 < o.n_predict) {
+                        reselections++;
+                        if (mn_docmem_reselect(ctx, L.ad, mems, 1, &ro, qa, (int32_t)(nq + g + 1), all, n + g + 1,
+                                               logits, &pg, &changed)) {
+                            rc = cli_fail("recall");
+                            break;
+                        }
+                        repaged += changed;
+                        if (changed && !o.quiet) {
+                            fprintf(stderr, "\n[recall: chosen again after %lld answer tokens, %d segments paged:]\n",
+                                    (long long)g + 1, pg.n);
+                            for (int32_t i = 0; i < pg.n; i++)
+                                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i], pg.start[i] + pg.len[i], n_doc);
+                        }
+                    }
+                }
+                if (!changed && mn_decode(ctx, &id, 1, logits, 0)) {
                     rc = cli_fail("decode");
                     break;
                 }
@@ -662,12 +708,16 @@ int cmd_ask(int argc, char **argv) {
             printf("\n");
             fflush(stdout);
         }
+        free(qa), free(all);
+        if (!rc && !o.quiet && reselections > 0)
+            fprintf(stderr, "[recall chose again %d times while answering (every %d tokens); the choice changed %d "
+                    "times]\n", reselections, ro.every, repaged);
         if (!rc && !o.quiet)
             fprintf(stderr,
-                    "[document %lld tokens -> %d memory slots + %d raw tokens + %d recalled (KV %.1f MiB); %.2f s to "
-                    "first token; %lld answer tokens in %.2f s total]\n",
-                    (long long)n_doc, M, d.n_raw, pg.cells, mn_context_kv_bytes(ctx) / 1048576.0, t_ttft, (long long)g,
-                    cli_now() - t_start);
+                    "[document %lld tokens -> %lld memory slots + %lld raw tokens + %d recalled (KV %.1f MiB); %.2f s "
+                    "to first token; %lld answer tokens in %.2f s total]\n",
+                    (long long)n_doc, (long long)slots_in, (long long)raw_in, pg.cells, mn_context_kv_bytes(ctx) / 1048576.0,
+                    t_ttft, (long long)g, cli_now() - t_start);
     }
     free(logits);
     free(prompt);

@@ -28,27 +28,33 @@ typedef struct {
     const char *db, *model, *adapter, *group, *docs_csv, *owner;
     const char *args[4096];
     int n_args;
-    long k, threads, jobs, n_predict, seed, recall, local;
+    long k, threads, jobs, n_predict, seed, recall, local, recall_every;
     double temp;
-    int gc, quiet;
+    int gc, quiet, exact_kv;
 } st_opts;
 
 static int usage(FILE *f) {
     fprintf(f,
             "usage: mnemo store <add|ls|rm|query|ask|groups|verify> --db FILE [options]\n\n"
-            "  add   [--group G] [-a ADAPTER] [-j JOBS] [-t N] [--owner O] DOC...   compress documents into\n"
-            "        the store (in parallel; progress on stderr). Text already stored is skipped. -a is needed\n"
-            "        the first time and is remembered as the store's compressor. --owner makes O an owner\n"
-            "        (the server's scoped keys, 'serve --api-keys': only O's keys then see the document)\n"
+            "  add   [--group G] [-a ADAPTER] [-j JOBS] [-t N] [--owner O] [--exact tokens|kv] DOC...\n"
+            "        compress documents into the store (in parallel; progress on stderr). Text already stored\n"
+            "        is skipped. -a is needed the first time and is remembered as the store's compressor.\n"
+            "        --owner makes O an owner (the server's scoped keys, 'serve --api-keys': only O's keys\n"
+            "        then see the document). --exact kv also keeps the segments' decoder cells in 8 bits\n"
+            "        (about 12 KB a token for SmolLM2): recall copies them back instead of decoding the\n"
+            "        segments (default tokens)\n"
             "  ls    [--owner O]                   list documents (id, group, tokens, memory slots, ratio,\n"
-            "                                      bytes); --owner: only O's\n"
+            "                                      exact tokens and how recall pages them, bytes); --owner:\n"
+            "                                      only O's\n"
             "  rm    ID...                         remove documents and their memory files\n"
             "  query \"question\" [-k K]             rank documents (BM25 + dense, fused by rank)\n"
             "  ask   \"question\" [-k K] [--docs ID,..] [-n N] [--temp T] [--seed S] [--recall R] [--local N]\n"
+            "        [--recall-every E]\n"
             "        answer from the top-k documents' memories (one group's), citing them; R segments of\n"
             "        their exact text are paged back in beside the memories (default auto: one per 16\n"
             "        stored segments of each, 2 to 8; 0: memory alone); with segments paged, N raw tokens of\n"
-            "        each memory's recent window stay beside them (default 128; 0: all)\n"
+            "        each memory's recent window stay beside them (default 128; 0: all); every E answer\n"
+            "        tokens recall chooses again for the question and the answer so far (default 0: once)\n"
             "  groups                              list groups and their decoder adapters\n"
             "  verify [--gc]                       integrity check of the database and every memory file;\n"
             "                                      --gc also deletes memory files no document refers to\n"
@@ -72,6 +78,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
     o->n_predict = 256;
     o->recall = MN_RECALL_DEFAULT_K;
     o->local = MN_RECALL_DEFAULT_LOCAL;
+    o->recall_every = MN_RECALL_DEFAULT_EVERY;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define STR(flag, field)                                             \
@@ -90,7 +97,7 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
         continue;                                                      \
     }
         INT("-k", k, 1, MAX_K) INT("-t", threads, 0, 512) INT("-j", jobs, 0, 512) INT("-n", n_predict, 1, 1 << 16)
-        INT("--seed", seed, 0, 0x7fffffffL) INT("--local", local, 0, 1 << 20)
+        INT("--seed", seed, 0, 0x7fffffffL) INT("--local", local, 0, 1 << 20) INT("--recall-every", recall_every, 0, 1 << 20)
 #undef INT
         if (!strcmp(a, "--recall")) {
             if (cli_parse_recall(cmd, v, MN_DOCMEM_RECALL_MAXK, &o->recall)) return 2;
@@ -103,6 +110,11 @@ static int parse(const char *cmd, st_opts *o, int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--db-timeout") || !strcmp(a, "--db-connect-timeout")) {
             if (cli_set_db_seconds(cmd, a, v)) return 2;
+            i++;
+        } else if (!strcmp(a, "--exact")) {
+            if (!v || (strcmp(v, "tokens") && strcmp(v, "kv")))
+                return cli_usage_error(cmd, "--exact is tokens or kv (got '%s')", v ? v : "");
+            o->exact_kv = !strcmp(v, "kv");
             i++;
         } else if (!strcmp(a, "--gc")) {
             o->gc = 1;
@@ -189,7 +201,7 @@ static void *add_worker(void *arg) {
         char err[1100] = "";
         if (!rc) {
             const char *base = strrchr(path, '/');
-            mn_ingest_doc d = {base ? base + 1 : path, path, J->o->group, text, len};
+            mn_ingest_doc d = {base ? base + 1 : path, path, J->o->group, text, len, J->o->exact_kv};
             char abs[PATH_MAX];
             if (realpath(path, abs)) d.source = abs;
             rc = mn_ingest(J->s, &J->store_mu, J->m, J->a, &d, J->threads_each, &res);
@@ -213,10 +225,14 @@ static void *add_worker(void *arg) {
             /* stdout gets one line per committed document, flushed, so a
              * caller always knows what the store holds */
             printf("%s\t%lld\t%s\t%lld tokens -> %d memory slots + %d raw = %lld KV cells (+ %d exact tokens for "
-                   "recall)\n",
+                   "recall%s)\n",
                    res.existed ? "exists" : "added", (long long)res.id, path, (long long)res.n_tokens, res.n_slots,
-                   res.n_raw, (long long)res.n_cells, res.n_exact);
+                   res.n_raw, (long long)res.n_cells, res.n_exact, res.exact_kv ? ", with their cells" : "");
             fflush(stdout);
+            /* a text stored before keeps the memory it has: say so where it lacks the cells asked for */
+            if (res.existed && J->o->exact_kv && !res.exact_kv)
+                fprintf(stderr, "mnemo: %s was stored before without its cells (recall decodes its segments); "
+                        "'store rm %lld' and add it again to keep them\n", path, (long long)res.id);
         }
         draw(J, 0);
         pthread_mutex_unlock(&J->mu);
@@ -289,19 +305,20 @@ static int store_ls(const st_opts *o) {
     int rc = mn_store_list_owned(s, mn_store_recorded_adapter_hash(s), o->owner, &d, &n) ? cli_fail("store") : 0;
     if (!rc) {
         /* every part of a memory named: slots, raw tokens, the KV cells they make, the exact tokens for recall */
-        printf("%-6s %-12s %9s %7s %6s %8s %6s %8s %10s  %s\n", "id", "group", "tokens", "slots", "raw", "kv_cells",
-               "ratio", "exact", "bytes", "title");
+        printf("%-6s %-12s %9s %7s %6s %8s %6s %8s %6s %10s  %s\n", "id", "group", "tokens", "slots", "raw",
+               "kv_cells", "ratio", "exact", "paged", "bytes", "title");
         for (int64_t i = 0; i < n; i++) {
             mn_store_mem_parts p;
             if (d[i].n_slots >= 0) {
                 mn_store_doc_parts(s, &d[i], &p); /* an unreadable file shows its parts as -1 */
-                printf("%-6lld %-12s %9lld %7d %6d %8lld %6.1f %8d %10lld  %s\n", (long long)d[i].id, d[i].group,
+                /* paged: how recall pages a segment back (kv: its stored cells; tokens: decoding its ids) */
+                printf("%-6lld %-12s %9lld %7d %6d %8lld %6.1f %8d %6s %10lld  %s\n", (long long)d[i].id, d[i].group,
                        (long long)d[i].n_tokens, p.slots, p.raw, (long long)p.cells,
-                       p.cells ? (double)d[i].n_tokens / (double)p.cells : 0.0, p.exact, (long long)d[i].mem_bytes,
-                       d[i].title);
+                       p.cells ? (double)d[i].n_tokens / (double)p.cells : 0.0, p.exact,
+                       p.exact <= 0 ? "-" : p.exact_kv ? "kv" : "tokens", (long long)d[i].mem_bytes, d[i].title);
             } else
-                printf("%-6lld %-12s %9lld %7s %6s %8s %6s %8s %10s  %s\n", (long long)d[i].id, d[i].group,
-                       (long long)d[i].n_tokens, "-", "-", "-", "-", "-", "-", d[i].title);
+                printf("%-6lld %-12s %9lld %7s %6s %8s %6s %8s %6s %10s  %s\n", (long long)d[i].id, d[i].group,
+                       (long long)d[i].n_tokens, "-", "-", "-", "-", "-", "-", "-", d[i].title);
         }
         free(d);
     }
@@ -429,6 +446,7 @@ static int store_query(const st_opts *o, int ask) {
         p.seed = (uint64_t)o->seed;
         p.recall = (int32_t)o->recall;
         p.local = (int32_t)o->local;
+        p.recall_every = (int32_t)o->recall_every;
         mn_store_doc docs[MAX_K];
         int nd = 0, lora = 0;
         mn_answer_stats st;

@@ -413,6 +413,51 @@ static int32_t tail_dropped(const mn_docmem *d, const mn_recall_opts *ro) {
     return ro->local > 0 && tail > ro->local ? tail - ro->local : 0;
 }
 
+/* The raw cells priming d adds: its head and its tail, the tail cut to
+ * ro->local where recall will page segments beside it. */
+static int64_t raw_cells(const mn_docmem *d, const mn_recall_opts *ro, int recall) {
+    const int32_t tail = d->n_raw - d->n_head;
+    if (recall && d->n_exact > 0 && ro->k != 0 && ro->local > 0 && tail > ro->local) return d->n_head + ro->local;
+    return d->n_raw;
+}
+
+/* The largest cap with sum(min(n_slots, cap)) <= budget: memories that hold
+ * the most slots give up their oldest first. */
+static int32_t slot_cap(const mn_docmem *const *mems, int n, int64_t budget) {
+    int32_t lo = 0, hi = 0;
+    for (int i = 0; i < n; i++) hi = mems[i]->n_slots > hi ? mems[i]->n_slots : hi;
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo + 1) / 2;
+        int64_t sum = 0;
+        for (int i = 0; i < n; i++) sum += mems[i]->n_slots < mid ? mems[i]->n_slots : mid;
+        if (sum <= budget) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Appends d's KV slots [first, n_slots) at the next positions. The slots are
+ * stored layer by layer (n_layer, n_slots, dim), so the newest ones are copied
+ * out in pieces. pos holds n_slots entries. */
+static int append_newest(mn_context *c, const mn_docmem *d, int32_t first, int32_t *pos) {
+    enum { PIECE = 256 };
+    const size_t L = (size_t)d->n_layer, D = (size_t)d->dim;
+    float *bk = malloc(sizeof(float) * PIECE * L * D), *bv = malloc(sizeof(float) * PIECE * L * D);
+    int rc = bk && bv ? MN_OK : mn_error(MN_ENOMEM, "out of memory");
+    for (int32_t s0 = first; s0 < d->n_slots && !rc; s0 += PIECE) {
+        const int32_t np = d->n_slots - s0 < PIECE ? d->n_slots - s0 : PIECE;
+        for (size_t l = 0; l < L; l++) {
+            memcpy(bk + l * np * D, d->k + (l * (size_t)d->n_slots + (size_t)s0) * D, sizeof(float) * np * D);
+            memcpy(bv + l * np * D, d->v + (l * (size_t)d->n_slots + (size_t)s0) * D, sizeof(float) * np * D);
+        }
+        const int32_t p0 = mn_kv_next_pos(c);
+        for (int32_t j = 0; j < np; j++) pos[j] = p0 + j;
+        rc = mn_kv_append(c, np, pos, bk, bv, 0);
+    }
+    free(bk), free(bv);
+    return rc;
+}
+
 /* The document position of the raw tail's first token. */
 static int64_t tail_start(const mn_docmem *d) { return d->n_tokens - (d->n_raw - d->n_head); }
 
@@ -431,12 +476,11 @@ static const int32_t *cand_ids(const mn_docmem *d, const mn_recall_opts *ro, int
     return d->raw + d->n_head + off;
 }
 
-/* Chooses up to k of d's segments (and of its dropped tail's) for the query,
- * which is read after the cells primed so far (to capture its queries) and
- * dropped again. */
-static int choose(mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, int32_t k, const int32_t *q, int32_t nq,
-                  int32_t *segs, int32_t *n_segs) {
-    const mn_model *m = mn_context_model(c);
+/* Chooses up to k of d's segments (and of its dropped tail's) for the query.
+ * A key scorer reads it after the cells primed so far in c (to capture its
+ * queries) and drops it again; BM25 reads no context (c may be NULL). */
+static int choose(const mn_model *m, mn_context *c, const mn_docmem *d, const mn_recall_opts *ro, int32_t k,
+                  const int32_t *q, int32_t nq, int32_t *segs, int32_t *n_segs) {
     const int32_t S = d->n_exact / d->exact_seg, per = d->n_slots / S, L = mn_model_n_layer(m);
     const int32_t drop = tail_dropped(d, ro);
     const size_t re = (size_t)L * MN_RECALL_REP * (size_t)d->dim;
@@ -489,8 +533,19 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         if (rc) return rc;
         total += mn_docmem_cells(mems[i]);
     }
-    if (recall) total += mn_docmem_recall_cells(mems, n, ro->k);
-    if (total > mn_context_n_ctx(c))
+    const int64_t rcells = recall ? mn_docmem_recall_cells(mems, n, ro->k) : 0;
+    total += rcells;
+    int32_t cap = INT32_MAX; /* the most slots a memory keeps (ro->fit) */
+    if (ro && ro->fit) {
+        int64_t budget = (int64_t)mn_context_n_ctx(c) - (ro->reserve > 0 ? ro->reserve : 0) - rcells, slots = 0;
+        for (int i = 0; i < n; i++) budget -= raw_cells(mems[i], ro, recall), slots += mems[i]->n_slots;
+        if (budget < 0)
+            return mn_error(MN_ERANGE,
+                            "the memories' raw tokens and %lld recalled cells leave no room for %d cells in the "
+                            "context of %d",
+                            (long long)rcells, ro->reserve, mn_context_n_ctx(c));
+        if (slots > budget) cap = slot_cap(mems, n, budget);
+    } else if (total > mn_context_n_ctx(c))
         return mn_error(MN_ERANGE, "%lld memory cells do not fit the context of %d", (long long)total,
                         mn_context_n_ctx(c));
     int32_t *pos = NULL;
@@ -510,16 +565,20 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
         const mn_docmem *d = mems[i];
         int32_t segs[MN_DOCMEM_RECALL_MAXK], ns = 0;
         if (d->n_head > 0 && (rc = mn_decode(c, d->raw, d->n_head, NULL, 0))) break;
-        if (d->n_slots > 0 && d->kind == MN_DOCMEM_EMBD) {
-            rc = mn_summary_prime(c, d->k, d->n_slots);
-        } else if (d->n_slots > 0) {
+        const int32_t keep = d->n_slots < cap ? d->n_slots : cap, first = d->n_slots - keep;
+        if (paged) paged->slots_out += first;
+        if (keep > 0 && d->kind == MN_DOCMEM_EMBD) {
+            rc = mn_summary_prime(c, d->k + (size_t)first * d->dim, keep);
+        } else if (keep > 0 && first == 0) {
             const int32_t p0 = mn_kv_next_pos(c);
             for (int32_t j = 0; j < d->n_slots; j++) pos[j] = p0 + j;
             rc = mn_kv_append(c, d->n_slots, pos, d->k, d->v, 0);
+        } else if (keep > 0) {
+            rc = append_newest(c, d, first, pos);
         }
         if (!rc && recall && d->n_exact > 0) {
             const double t0 = now_s();
-            rc = choose(c, d, ro, mem_k(ro->k, with, d->n_exact / d->exact_seg), q, nq, segs, &ns);
+            rc = choose(m, c, d, ro, mem_k(ro->k, with, d->n_exact / d->exact_seg), q, nq, segs, &ns);
             if (paged) paged->select_s += now_s() - t0, paged->stored += d->n_exact / d->exact_seg;
         }
         for (int pass = 0; pass < 2 && !rc; pass++) {
@@ -551,6 +610,11 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                 /* with segments paged, the raw tail's newest ro->local tokens only */
                 int32_t from = d->n_head;
                 if (ns > 0 && ro->local > 0 && d->n_raw - from > ro->local) from = d->n_raw - ro->local;
+                if (ro && ro->fit) { /* the newest tokens that fit (planned for, unless fewer segments were paged) */
+                    int64_t room = (int64_t)mn_context_n_ctx(c) - mn_kv_n_cells(c) - (ro->reserve > 0 ? ro->reserve : 0);
+                    if (room < 0) room = 0;
+                    if (d->n_raw - from > room) from = d->n_raw - (int32_t)room;
+                }
                 rc = mn_decode(c, d->raw + from, d->n_raw - from, NULL, 0);
             }
         }
@@ -562,4 +626,74 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
     }
     if (n_pos_out) *n_pos_out = mn_kv_next_pos(c);
     return MN_OK;
+}
+
+int mn_docmem_recall_choice(const mn_model *m, const mn_docmem *const *mems, int n, const mn_recall_opts *ro,
+                            const int32_t *q, int32_t nq, mn_docmem_paged *out) {
+    memset(out, 0, sizeof *out);
+    if (!ro || ro->k == 0) return MN_OK;
+    if (mn_recall_scorer_needs_q(ro->scorer))
+        return mn_error(MN_EUNSUPPORTED, "recall choice without a context: scorer %s reads the query's queries",
+                        mn_recall_scorer_name(ro->scorer));
+    int with = 0;
+    for (int i = 0; i < n; i++) with += mems[i] && mems[i]->n_exact > 0;
+    if (!with) return MN_OK;
+    if (!q || nq <= 0) return mn_error(MN_EINVAL, "recall needs a query");
+    if (nq > MN_RECALL_MAXQ) { /* as mn_docmem_prime_recall reads it: the end of a long query */
+        q += nq - MN_RECALL_MAXQ;
+        nq = MN_RECALL_MAXQ;
+    }
+    int rc = MN_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        const mn_docmem *d = mems[i];
+        if (!d || d->n_exact <= 0) continue;
+        int32_t segs[MN_DOCMEM_RECALL_MAXK], ns = 0;
+        if ((rc = choose(m, NULL, d, ro, mem_k(ro->k, with, d->n_exact / d->exact_seg), q, nq, segs, &ns))) break;
+        out->stored += d->n_exact / d->exact_seg;
+        for (int32_t j = 0; j < ns && out->n < MN_DOCMEM_RECALL_MAXK; j++) {
+            int32_t len;
+            int64_t st;
+            cand_ids(d, ro, segs[j], &len, &st);
+            out->mem[out->n] = i, out->start[out->n] = st, out->len[out->n++] = len;
+            out->cells += len;
+        }
+    }
+    return rc;
+}
+
+int mn_docmem_reselect(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, const mn_recall_opts *ro,
+                       const int32_t *q, int32_t nq, const int32_t *ids, int64_t n_ids, float *logits,
+                       mn_docmem_paged *paged, int *changed) {
+    *changed = 0;
+    if (!ro || ro->k == 0 || !paged || paged->n == 0 || mn_recall_scorer_needs_q(ro->scorer)) return MN_OK;
+    const double t0 = now_s();
+    mn_docmem_paged now;
+    int rc = mn_docmem_recall_choice(mn_context_model(c), mems, n, ro, q, nq, &now);
+    const double chose = now_s() - t0;
+    if (rc) return rc;
+    int same = now.n == paged->n;
+    for (int32_t i = 0; i < now.n && same; i++)
+        same = now.mem[i] == paged->mem[i] && now.start[i] == paged->start[i] && now.len[i] == paged->len[i];
+    paged->select_s += chose;
+    if (same) return MN_OK;
+    /* another choice: the context as a fresh prime with this query makes it, then what was read after it */
+    const mn_docmem_paged was = *paged;
+    mn_kv_clear(c);
+    if ((rc = mn_docmem_prime_recall(c, a, mems, n, ro, q, nq, NULL, paged))) return rc;
+    const int32_t piece = 512;
+    for (int64_t i = 0; i < n_ids && !rc; i += piece) {
+        const int32_t np = (int32_t)(n_ids - i < piece ? n_ids - i : piece);
+        rc = mn_decode(c, ids + i, np, i + np == n_ids ? logits : NULL, 0);
+    }
+    paged->select_s += was.select_s, paged->page_s += was.page_s;
+    *changed = 1;
+    return rc;
+}
+
+const int32_t *mn_docmem_ids_at(const mn_docmem *d, int64_t start, int32_t len) {
+    if (!d || start < 0 || len < 0) return NULL;
+    if (d->exact && start + len <= d->n_exact) return d->exact + start;
+    const int64_t t0 = tail_start(d);
+    if (d->raw && start >= t0 && start + len <= d->n_tokens) return d->raw + d->n_head + (start - t0);
+    return NULL;
 }

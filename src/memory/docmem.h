@@ -112,6 +112,7 @@ typedef struct {
     int32_t len[MN_DOCMEM_RECALL_MAXK];
     int32_t cells;                          /* cells they hold */
     int32_t stored;                         /* segments there were to choose from */
+    int64_t slots_out;                      /* memory slots left out to fit (ro->fit), the oldest */
     double select_s, page_s;                /* time choosing and paging */
 } mn_docmem_paged;
 
@@ -121,10 +122,28 @@ typedef struct {
  * before its raw tail (ro->late: after the tail). Memories without an exact
  * part are primed as before. paged (optional) tells what was paged. The context
  * needs mn_docmem_recall_cells more cells, and room for the query while it is
- * scored. */
+ * scored; with ro->fit, what does not fit leaves out the oldest slots (the
+ * memory that holds the most first) and a raw tail is cut to the room left. */
 int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n,
                            const mn_recall_opts *ro, const int32_t *q, int32_t nq, int32_t *n_pos_out,
                            mn_docmem_paged *paged);
+/* The segments mn_docmem_prime_recall would page for the query q, without a
+ * context: BM25 only (MN_EUNSUPPORTED for a scorer that reads the query's
+ * queries). */
+int mn_docmem_recall_choice(const mn_model *m, const mn_docmem *const *mems, int n, const mn_recall_opts *ro,
+                            const int32_t *q, int32_t nq, mn_docmem_paged *out);
+/* Re-selection during an answer: chooses recall's segments for the query q
+ * (the question and the answer so far); where the choice differs from
+ * *paged, the context c is primed again with it and ids[0..n_ids) (the prompt
+ * and the tokens generated so far) read after it, the last one's logits to
+ * logits, *paged updated and *changed set. The same choice changes nothing.
+ * The key scorers choose once, at the question (nothing is done here). */
+int mn_docmem_reselect(mn_context *c, const mn_adapter *a, const mn_docmem *const *mems, int n, const mn_recall_opts *ro,
+                       const int32_t *q, int32_t nq, const int32_t *ids, int64_t n_ids, float *logits,
+                       mn_docmem_paged *paged, int *changed);
+/* The ids of a paged segment (start, len as in mn_docmem_paged): from the
+ * exact part, or from the raw tail where recall offered it; NULL outside. */
+const int32_t *mn_docmem_ids_at(const mn_docmem *d, int64_t start, int32_t len);
 /* Cells that recall of k segments can add to n memories. */
 /* The total K that k means for these memories: k itself, or (MN_RECALL_AUTO)
  * the sum of each memory's own count for its stored segments. */

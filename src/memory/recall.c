@@ -23,7 +23,7 @@ static const char *const k_scorer_names[MN_RECALL_N_SCORERS] = {"keys", "keys-sh
 
 mn_recall_opts mn_recall_default_opts(int32_t k) {
     return (mn_recall_opts){.k = k, .scorer = MN_RECALL_DEFAULT_SCORER, .late = MN_RECALL_DEFAULT_LATE,
-                            .local = MN_RECALL_DEFAULT_LOCAL};
+                            .local = MN_RECALL_DEFAULT_LOCAL, .every = MN_RECALL_DEFAULT_EVERY};
 }
 
 int32_t mn_recall_auto_k(int32_t k, int32_t n_stored) {

@@ -74,6 +74,13 @@ typedef enum {
  * needles, 10 trials each) an overlap of 32 tokens answered 22 of 30 against
  * 19 with none and 20 with 64 (RESULTS.md, "BM25 with overlapping edges"). */
 #define MN_RECALL_BM25_OVERLAP 32
+/* Re-selection while answering: off by default. Where the choice changes the
+ * context is primed again, which with segments kept as ids (--exact tokens)
+ * decodes every paged segment again: 27 s per change for 8 segments behind a
+ * 71K-token book's memory on two shared cores (RESULTS.md), against a benefit
+ * no validation task measures yet (every passkey and fact answer is shorter
+ * than one interval). */
+#define MN_RECALL_DEFAULT_EVERY 0
 
 /* "keys", "keys-shared", "slots", "bm25"; -1 if unknown. */
 int mn_recall_scorer_parse(const char *name);
@@ -84,12 +91,21 @@ int mn_recall_scorer_needs_q(mn_recall_scorer sc);
 /* What a reader asks of recall: k segments (0: none) by a scorer, paged in
  * before the raw recent window (document order) or after it (late); with
  * segments paged, only the newest `local` raw tokens of that window stay
- * (0: all of them). */
+ * (0: all of them). fit: memories whose slots do not fit the context (less
+ * `reserve` cells kept free for the prompt and answer) leave out their oldest
+ * slots instead of failing, so that a document longer than the model's
+ * positions times the ratio is still read with its newest gist and recall
+ * over all of it. every: while an answer is generated, recall chooses again
+ * every `every` tokens for the question and the answer so far, and pages the
+ * new choice in where it differs (0: once, at the question; BM25 only). */
 typedef struct {
     int32_t k;
     mn_recall_scorer scorer;
     int late;
     int32_t local;
+    int fit;
+    int32_t reserve;
+    int32_t every;
 } mn_recall_opts;
 
 /* The defaults above. */

@@ -153,6 +153,11 @@ static void add_mnemo(cJSON *o, const job *j) {
     cJSON_AddNumberToObject(mn, "memory_cells", j->st.memory_slots);
     cJSON_AddNumberToObject(mn, "recalled_segments", j->st.recalled);
     cJSON_AddNumberToObject(mn, "recalled_cells", j->st.recalled_cells);
+    /* a memory longer than the context keeps its newest slots: say how many it left out */
+    cJSON_AddNumberToObject(mn, "memory_slots_left_out", (double)j->st.slots_out);
+    /* re-selection while answering: how often recall chose again, and how often that changed the pages */
+    cJSON_AddNumberToObject(mn, "recall_reselections", j->st.reselections);
+    cJSON_AddNumberToObject(mn, "recall_repaged", j->st.repaged);
     cJSON_AddNumberToObject(mn, "time_to_first_token", j->st.t_first_token);
     cJSON_AddNumberToObject(mn, "seconds", j->st.t_total);
     cJSON_AddStringToObject(mn, "finish", mn_finish_name(j->st.finish));

@@ -41,6 +41,7 @@ typedef struct job {
     int n_docs, retrieve_k;
     int recall;           /* segments paged back in from the memories' exact parts (0: none) */
     int recall_local;     /* with segments paged, the raw tokens of each memory's recent window kept (0: all) */
+    int recall_every;     /* answer tokens between re-selections of the paged segments (0: once) */
     int32_t max_tokens;
     mn_sampler_params sampling;
     char id[48];
@@ -48,6 +49,7 @@ typedef struct job {
     int64_t created;
     const char *title, *text, *group;
     size_t text_len;
+    int exact_kv;         /* upload: "exact": "kv" keeps the segments' 8-bit cells for recall */
     const char *owner;    /* the scoped key's owner (the server's key table outlives the job), or NULL */
 
     /* result */

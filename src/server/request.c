@@ -51,6 +51,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
     j->max_tokens = s->max_tokens < 256 ? s->max_tokens : 256;
     j->recall = MN_RECALL_DEFAULT_K;
     j->recall_local = MN_RECALL_DEFAULT_LOCAL;
+    j->recall_every = MN_RECALL_DEFAULT_EVERY;
     if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
         (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
@@ -150,6 +151,15 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
             }
             j->recall_local = (int)v->valuedouble;
         }
+        if ((v = cJSON_GetObjectItemCaseSensitive(mn, "recall_every"))) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (1 << 20) ||
+                v->valuedouble != floor(v->valuedouble)) {
+                snprintf(msg, cap, "mnemo.recall_every must be an integer in [0, %d] (answer tokens between "
+                         "re-selections of the paged segments; 0: once, at the question)", 1 << 20);
+                return msg;
+            }
+            j->recall_every = (int)v->valuedouble;
+        }
         if (j->retrieve_k && j->n_docs) {
             snprintf(msg, cap, "give mnemo.documents or mnemo.retrieve, not both");
             return msg;
@@ -241,6 +251,12 @@ static const char *parse_document(job *j) {
     if (!cJSON_IsString(t) || !t->valuestring[0]) return "text must be a non-empty string";
     if (g && !cJSON_IsNull(g) && !cJSON_IsString(g)) return "group must be a string";
     if (cJSON_GetObjectItemCaseSensitive(req, "title") && !j->title) return "title must be a string";
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(req, "exact");
+    if (x && !cJSON_IsNull(x)) {
+        if (!cJSON_IsString(x) || (strcmp(x->valuestring, "tokens") && strcmp(x->valuestring, "kv")))
+            return "exact must be \"tokens\" or \"kv\"";
+        j->exact_kv = !strcmp(x->valuestring, "kv");
+    }
     j->text = t->valuestring;
     j->text_len = strlen(t->valuestring);
     if (!j->title || !j->title[0]) j->title = "untitled";

@@ -245,6 +245,7 @@ static void run_answer(slot *sl, job *j) {
         r.user = j;
         r.recall = mn_recall_default_opts(j->recall);
         r.recall.local = j->recall_local;
+        r.recall.every = j->recall_every;
         rc = mn_answer(sl->ctx, s->a, &r, &j->st);
     }
     for (int i = 0; i < nm; i++) mn_memcache_put(s->cache, mems[i]);
@@ -281,7 +282,7 @@ static void run_answer(slot *sl, job *j) {
 
 static void run_doc_add(slot *sl, job *j) {
     mn_server *s = sl->srv;
-    mn_ingest_doc d = {j->title, "http upload", j->group, j->text, j->text_len};
+    mn_ingest_doc d = {j->title, "http upload", j->group, j->text, j->text_len, j->exact_kv};
     int rc = mn_ingest(s->store, &s->store_mu, s->m, s->a, &d, mn_context_n_threads(sl->ctx), &j->ing);
     if (!rc && j->owner) {
         /* Twice at most: the document found stored may lose its last owner

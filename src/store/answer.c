@@ -77,6 +77,12 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     int64_t n = 0;
     float *logits = NULL;
     mn_sampler *smp = NULL;
+    /* recall: its options, the query (the last user message, then the answer so far) and what it paged */
+    mn_recall_opts ro = r->recall;
+    int32_t *q = NULL, *all = NULL; /* all: the prompt and the answer so far, read again on re-selection */
+    int64_t nq = 0;
+    mn_docmem_paged pg;
+    memset(&pg, 0, sizeof pg);
     int rc;
     mn_kv_clear(c);
     /* installed before the memory is primed: a summary memory's cells are the
@@ -96,16 +102,17 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
     }
     if (rc) goto done;
     if (r->n_mems > 0) {
-        mn_recall_opts ro = r->recall;
         ro.k = mn_docmem_recall_k(r->mems, r->n_mems, ro.k); /* auto: a count for these memories */
-        int32_t *q = NULL;
-        int64_t nq = 0;
+        /* memories longer than the context keep their newest slots, with room left for the prompt and the
+         * answer (up to a quarter of the context); recall still chooses among every segment */
+        const int64_t n_ctx = mn_context_n_ctx(c), answer_room = r->max_tokens < n_ctx / 4 ? r->max_tokens : n_ctx / 4;
+        ro.fit = 1;
+        ro.reserve = (int32_t)(n + answer_room < n_ctx ? n + answer_room : n_ctx);
         if (ro.k > 0) {
-            /* as many segments as the context leaves room for beside the prompt and one answer token */
-            int64_t cells = 0;
-            for (int i = 0; i < r->n_mems; i++) cells += mn_docmem_cells(r->mems[i]);
-            while (ro.k > 0 && cells + mn_docmem_recall_cells(r->mems, r->n_mems, ro.k) + n + 1 > mn_context_n_ctx(c))
-                ro.k--;
+            /* as many segments as the context leaves room for beside the raw tokens, the prompt and the answer */
+            int64_t raw = 0;
+            for (int i = 0; i < r->n_mems; i++) raw += r->mems[i]->n_raw;
+            while (ro.k > 0 && raw + mn_docmem_recall_cells(r->mems, r->n_mems, ro.k) + ro.reserve > n_ctx) ro.k--;
         }
         if (ro.k > 0) { /* the query: the last user message, or the raw prompt */
             const char *qt = r->prompt;
@@ -115,12 +122,12 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
             if (nq > 0 && q[0] == mn_token_bos(tok)) memmove(q, q + 1, sizeof(int32_t) * (size_t)--nq);
             if (nq == 0) ro.k = 0;
         }
-        mn_docmem_paged pg;
         rc = mn_docmem_prime_recall(c, a, r->mems, r->n_mems, &ro, q, (int32_t)nq, NULL, &pg);
-        free(q);
         if (rc) goto done;
-        st->recalled = pg.n, st->recalled_cells = pg.cells;
+        st->recalled = pg.n, st->recalled_cells = pg.cells, st->slots_out = pg.slots_out;
     }
+    /* re-selection needs the query and everything read after the memory, with room for the answer */
+    const int reselect = pg.n > 0 && ro.every > 0 && !mn_recall_scorer_needs_q(ro.scorer);
     st->memory_slots = mn_kv_n_cells(c);
     st->prompt_tokens = n;
     const int64_t room = (int64_t)mn_context_n_ctx(c) - mn_kv_n_cells(c) - n;
@@ -130,6 +137,15 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
         goto done;
     }
     const int64_t max_new = r->max_tokens < room ? r->max_tokens : room;
+    if (reselect) {
+        int32_t *nqb = realloc(q, sizeof(int32_t) * (size_t)(nq + max_new));
+        if (nqb) q = nqb;
+        if (!nqb || !(all = malloc(sizeof(int32_t) * (size_t)(n + max_new)))) {
+            rc = mn_error(MN_ENOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(all, ids, sizeof(int32_t) * (size_t)n);
+    }
     if ((rc = mn_sampler_create(&r->sampling, V, &smp))) goto done;
     if (!(logits = malloc(sizeof(float) * (size_t)V))) {
         rc = mn_error(MN_ENOMEM, "out of memory");
@@ -169,9 +185,23 @@ int mn_answer(mn_context *c, const mn_adapter *a, const mn_answer_request *r, mn
                 break;
             }
         }
-        if (g + 1 < max_new && (rc = mn_decode(c, &id, 1, logits, 0))) break;
+        if (g + 1 >= max_new) break;
+        int repaged = 0;
+        if (reselect) {
+            q[nq + g] = id, all[n + g] = id;
+            if ((g + 1) % ro.every == 0) {
+                st->reselections++;
+                if ((rc = mn_docmem_reselect(c, a, r->mems, r->n_mems, &ro, q, (int32_t)(nq + g + 1), all, n + g + 1,
+                                             logits, &pg, &repaged)))
+                    break;
+                st->repaged += repaged;
+                st->recalled = pg.n, st->recalled_cells = pg.cells;
+            }
+        }
+        if (!repaged && (rc = mn_decode(c, &id, 1, logits, 0))) break;
     }
 done:
+    free(q), free(all);
     st->kv_bytes = mn_context_kv_bytes(c);
     mn_context_set_lora(c, NULL);
     st->t_total = mn_answer_now() - t0;
@@ -188,6 +218,8 @@ int mn_ask_params_check(const mn_ask_params *p) {
         return mn_error(MN_EINVAL, "recall is -1 (auto), 0 (none) or a count up to %d (got %d)", MN_DOCMEM_RECALL_MAXK,
                         p->recall);
     if (p->local < 0) return mn_error(MN_EINVAL, "local is a number of raw tokens, 0 for all (got %d)", p->local);
+    if (p->recall_every < 0)
+        return mn_error(MN_EINVAL, "recall_every is a number of answer tokens, 0 for once (got %d)", p->recall_every);
     return MN_OK;
 }
 
@@ -220,6 +252,8 @@ int mn_answer_acc_finish(mn_answer_acc *acc, int rc, const mn_answer_stats *as, 
         st->recalled = as->recalled, st->recalled_cells = as->recalled_cells, st->reader = as->reader;
         st->finish = (int32_t)as->finish;
         st->seconds_to_first_token = as->t_first_token, st->seconds = as->t_total;
+        st->slots_out = as->slots_out;
+        st->reselections = as->reselections, st->repaged = as->repaged;
     }
     if (!rc && answer) {
         *answer = acc->text ? acc->text : strdup("");

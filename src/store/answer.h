@@ -60,6 +60,9 @@ typedef struct {
     size_t kv_bytes;        /* cache bytes at the end */
     int reader;             /* answered with the adapter's reader (recall paged, no LoRA of the request's own) */
     mn_finish finish;
+    int64_t slots_out;      /* the memories' oldest slots left out to fit the context */
+    int32_t reselections;   /* times recall chose again while answering (recall.every), */
+    int32_t repaged;        /* and times its choice changed (the context primed again) */
 } mn_answer_stats;
 
 /* Runs one request on context c (its cache is replaced). a is the compressor

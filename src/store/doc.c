@@ -132,6 +132,7 @@ mn_ask_params mn_ask_default_params(void) {
     p.max_tokens = 256;
     p.recall = MN_RECALL_DEFAULT_K;
     p.local = MN_RECALL_DEFAULT_LOCAL;
+    p.recall_every = MN_RECALL_DEFAULT_EVERY;
     return p;
 }
 
@@ -158,10 +159,7 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     const int32_t k = p->recall ? mn_docmem_recall_k(mems, 1, p->recall) : 0;
     int64_t need = mn_docmem_cells(&d->d) + (k > 0 ? mn_docmem_recall_cells(mems, 1, k) : 0) + n + p->max_tokens + 1;
     const int64_t limit = mn_model_n_ctx_train(d->m);
-    if (mn_docmem_cells(&d->d) + n + 1 > limit)
-        return mn_error(MN_ERANGE, "%lld memory cells and a question of %lld tokens exceed the model's %lld positions",
-                        (long long)mn_docmem_cells(&d->d), (long long)n, (long long)limit);
-    if (need > limit) need = limit;
+    if (need > limit) need = limit; /* a longer memory keeps its newest slots (mn_answer) */
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)need;
     cp.n_threads = p->n_threads;
@@ -179,6 +177,7 @@ int mn_doc_ask(const mn_doc *d, const char *question, const mn_ask_params *p, mn
     r.on_piece = mn_answer_acc_piece, r.user = &acc;
     r.recall = mn_recall_default_opts(p->recall);
     r.recall.local = p->local;
+    r.recall.every = p->recall_every;
     mn_answer_stats as;
     rc = mn_answer(c, d->a, &r, &as);
     rc = mn_answer_acc_finish(&acc, rc, &as, mn_kv_n_cells(c), answer, st);

@@ -32,11 +32,14 @@ struct mn_docstore {
 
 /* ------------------------------------------------------------ JSON shapes */
 
-void mn_store_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int64_t cells) {
+void mn_store_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int exact_kv,
+                               int64_t cells) {
     cJSON_AddNumberToObject(o, "memory_slots", slots);
     cJSON_AddNumberToObject(o, "raw_cells", raw);
     cJSON_AddNumberToObject(o, "kv_cells", (double)cells);
     cJSON_AddNumberToObject(o, "exact_tokens", exact);
+    /* how recall pages a segment: from its stored 8-bit cells, or by decoding its ids */
+    cJSON_AddStringToObject(o, "exact", exact < 0 ? "unknown" : exact == 0 ? "none" : exact_kv ? "kv" : "tokens");
     cJSON_AddNumberToObject(o, "ratio", cells > 0 ? (double)tokens / (double)cells : 0.0);
 }
 
@@ -51,7 +54,7 @@ cJSON *mn_store_doc_json(mn_store *s, const mn_store_doc *d) {
     cJSON_AddNumberToObject(o, "tokens", (double)d->n_tokens);
     mn_store_mem_parts p;
     mn_store_doc_parts(s, d, &p); /* an unreadable file: its parts -1 */
-    mn_store_add_memory_parts(o, d->n_tokens, p.slots, p.raw, p.exact, p.cells);
+    mn_store_add_memory_parts(o, d->n_tokens, p.slots, p.raw, p.exact, p.exact_kv, p.cells);
     cJSON_AddNumberToObject(o, "bytes", (double)d->mem_bytes);
     cJSON_AddNumberToObject(o, "created", (double)d->created);
     return o;
@@ -65,7 +68,7 @@ cJSON *mn_ingest_json(const mn_ingest_result *r, const char *title, const char *
     cJSON_AddStringToObject(o, "title", title ? title : "");
     cJSON_AddStringToObject(o, "group", group ? group : MN_STORE_DEFAULT_GROUP);
     cJSON_AddNumberToObject(o, "tokens", (double)r->n_tokens);
-    mn_store_add_memory_parts(o, r->n_tokens, r->n_slots, r->n_raw, r->n_exact, r->n_cells);
+    mn_store_add_memory_parts(o, r->n_tokens, r->n_slots, r->n_raw, r->n_exact, r->exact_kv, r->n_cells);
     cJSON_AddNumberToObject(o, "bytes", (double)r->mem_bytes);
     cJSON_AddNumberToObject(o, "chunks", r->n_chunks);
     cJSON_AddBoolToObject(o, "existed", r->existed);
@@ -165,7 +168,7 @@ int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *t
         ds->record = 0;
     mn_ingest_result r;
     memset(&r, 0, sizeof r);
-    const mn_ingest_doc d = {title ? title : "", source ? source : "", group, text ? text : "", len};
+    const mn_ingest_doc d = {title ? title : "", source ? source : "", group, text ? text : "", len, 0};
     if (!rc) rc = mn_ingest(ds->s, NULL, ds->m, ds->a, &d, ds->n_threads, &r);
     if (!rc && json) rc = take_json(mn_ingest_json(&r, d.title, group), json);
     pthread_mutex_unlock(&ds->mu);
@@ -321,6 +324,7 @@ static int answer_locked(mn_docstore *ds, const char *question, const int64_t *i
         r.lora = lora;
         r.recall = mn_recall_default_opts(p->recall);
         r.recall.local = p->local;
+        r.recall.every = p->recall_every;
         r.on_piece = on_piece, r.user = user;
         rc = mn_answer(ds->ctx, ds->a, &r, st);
         *kv_cells = mn_kv_n_cells(ds->ctx);

@@ -21,7 +21,8 @@
 /* A document's memory in a response, part by part: memory_slots, raw_cells, kv_cells (slots + raw:
  * what the decoder holds before recall), exact_tokens (kept for recall) and ratio (tokens per KV
  * cell); -1 for a part the memory file could not tell. */
-void mn_store_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int64_t cells);
+void mn_store_add_memory_parts(cJSON *o, int64_t tokens, int32_t slots, int32_t raw, int32_t exact, int exact_kv,
+                               int64_t cells);
 /* A stored document as the server lists it. */
 cJSON *mn_store_doc_json(mn_store *s, const mn_store_doc *d);
 /* An ingested document as the server's upload answers it. */

@@ -162,6 +162,7 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
         mn_store_doc_parts(s, &have, &parts); /* unknown parts stay -1, the recorded cells stand */
         unlock(store_lock);
         out->n_slots = parts.slots, out->n_raw = parts.raw, out->n_exact = parts.exact, out->n_cells = parts.cells;
+        out->exact_kv = parts.exact_kv;
         out->n_chunks = (int32_t)have.n_chunks;
         out->mem_bytes = have.mem_bytes;
         out->seconds = mn_answer_now() - t0;
@@ -214,6 +215,7 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
         n++;
     }
     if ((rc = mn_docmem_compress(m, a, ids, n, n_threads, &mem))) goto done;
+    if (doc->exact_kv && mem.n_exact > 0 && (rc = mn_docmem_add_cells(m, a, &mem, n_threads))) goto done;
     if ((rc = mn_docmem_save_titled(&mem, m, a, path, 0, doc->title))) goto done;
     mn_memfile *mf = NULL;
     if ((rc = mn_memfile_open(path, &mf))) goto done;
@@ -259,6 +261,7 @@ int mn_ingest(mn_store *s, pthread_mutex_t *store_lock, const mn_model *m, const
     out->n_slots = mem.n_slots;
     out->n_raw = mem.n_raw;
     out->n_exact = mem.n_exact;
+    out->exact_kv = mem.cells != NULL;
     out->n_cells = mn_docmem_cells(&mem);
     out->n_chunks = ch.n;
     out->mem_bytes = bytes;

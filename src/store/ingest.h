@@ -24,6 +24,7 @@ typedef struct {
     const char *title, *source, *group; /* group NULL: "default" */
     const char *text;
     size_t len;
+    int exact_kv; /* also keep the exact segments' decoder cells in 8 bits (a version-4 memory file) */
 } mn_ingest_doc;
 
 typedef struct {
@@ -33,6 +34,7 @@ typedef struct {
     int32_t n_slots;   /* memory slots (KV cells or embeddings); -1 when unknown (an unreadable file) */
     int32_t n_raw;     /* raw tokens kept beside them; -1 when unknown */
     int32_t n_exact;   /* exact tokens kept for recall (paged in on demand); -1 when unknown */
+    int exact_kv;      /* their 8-bit cells are kept too (recall copies them instead of decoding) */
     int64_t n_cells;   /* context cells the memory takes before recall: slots + raw */
     int32_t n_chunks;
     int64_t mem_bytes; /* memory file size */

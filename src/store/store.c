@@ -33,6 +33,7 @@ int mn_store_find_sha(mn_store *s, const char *sha256, int64_t *id) { return s->
 
 int mn_store_doc_parts(mn_store *s, const mn_store_doc *d, mn_store_mem_parts *p) {
     p->slots = p->raw = p->exact = -1;
+    p->exact_kv = 0;
     p->cells = d->n_slots;
     if (d->n_slots < 0 || !d->mem_file[0]) return mn_error(MN_ENOTFOUND, "document %lld has no memory", (long long)d->id);
     char path[MN_STORE_PATH_CAP + MN_STORE_NAME_CAP + 2];
@@ -42,6 +43,7 @@ int mn_store_doc_parts(mn_store *s, const mn_store_doc *d, mn_store_mem_parts *p
     if (rc) return rc;
     p->slots = in.n_slots, p->raw = in.n_raw, p->exact = in.n_exact;
     p->cells = (int64_t)in.n_slots + in.n_raw;
+    p->exact_kv = (in.flags & MN_MEMFILE_EXACT_KV) != 0;
     return MN_OK;
 }
 int mn_store_add(mn_store *s, const mn_store_new_doc *d, int64_t *id, int *existed) {

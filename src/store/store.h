@@ -158,6 +158,7 @@ int mn_store_schema_version(mn_store *s, int *version);
 typedef struct {
     int32_t slots, raw, exact;
     int64_t cells;
+    int exact_kv; /* the exact segments' 8-bit cells are in the file (paged without decoding) */
 } mn_store_mem_parts;
 /* Reads the parts from the memory file's header (mn_memfile_read_info).
  * On failure (no memory for the adapter, an unreadable file) the parts are

@@ -201,6 +201,73 @@ def test_cli(tmp, adapter, files):
     check(r.returncode == 1 and "not a database" in r.stderr, "corrupt db: " + r.stderr)
 
 
+def test_exact_kv(tmp):
+    """The exact segments' 8-bit cells through the store: `store add --exact kv` and an upload with
+    "exact": "kv" keep them (a version-4 memory file), the listings say how recall pages each document,
+    recall answers from them, and a wrong form is a clear error."""
+    ad = os.path.join(tmp, "kv.gguf")
+    r = mnemo("adapter", "init", "-m", MODEL, "--compressor", "uio", "--segment", "32", "--ratio", "8", "--rank", "8",
+              "--recent", "1", "-o", ad)
+    check(r.returncode == 0, "adapter init with a recent window: " + r.stderr)
+    db = os.path.join(tmp, "kv.db")
+    files = []
+    for name in ("volcano", "bread"):
+        p = os.path.join(tmp, "kv-" + name + ".txt")
+        with open(p, "w") as f:
+            f.write(" ".join([DOCS[name]] * 3))
+        files.append(p)
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, "-a", ad, "--exact", "cells", files[0])
+    check(r.returncode == 2 and "--exact is tokens or kv" in r.stderr, "store add --exact cells: " + r.stderr)
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, "-a", ad, "--exact", "kv", files[0])
+    check(r.returncode == 0 and r.stdout.startswith("added") and "with their cells" in r.stdout,
+          "store add --exact kv: " + r.stdout + r.stderr)
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, files[1])
+    check(r.returncode == 0 and r.stdout.startswith("added") and "with their cells" not in r.stdout,
+          "store add (tokens): " + r.stdout + r.stderr)
+    r = mnemo("store", "add", "--db", db, "-m", MODEL, "--exact", "kv", files[1])
+    check(r.returncode == 0 and r.stdout.startswith("exists") and "without its cells" in r.stderr and "store rm" in r.stderr,
+          "a text stored without cells says how to keep them: " + r.stdout + r.stderr)
+    r = mnemo("store", "ls", "--db", db)
+    rows = {ln.split()[-1]: ln.split() for ln in r.stdout.splitlines()[1:]}
+    check(r.returncode == 0 and r.stdout.split()[8] == "paged" and rows.get("kv-volcano.txt", [""] * 9)[8] == "kv" and
+          rows.get("kv-bread.txt", [""] * 9)[8] == "tokens", "store ls names how recall pages: " + r.stdout)
+    r = mnemo("store", "ask", "--db", db, "-m", MODEL, QUESTIONS["volcano"], "-k", "1", "--recall", "2", "-n", "4")
+    check(r.returncode == 0 and "kv-volcano.txt" in r.stdout, "store ask pages from the cells: " + r.stdout + r.stderr)
+    srv = Server(db, "-m", MODEL, "--slots", "1")
+    try:
+        text = " ".join([DOCS["chess"]] * 3)
+        for bad in ("cells", 3, ["kv"]):
+            st, r = request(srv.base, "POST", "/v1/documents", {"title": "chess", "text": text, "exact": bad})
+            check(st == 400 and "exact must be" in r.get("error", {}).get("message", ""), f"upload exact={bad!r}: {st} {r}")
+        st, d = request(srv.base, "POST", "/v1/documents", {"title": "chess", "text": text, "exact": "kv"})
+        check(st == 201 and d.get("exact") == "kv" and d.get("exact_tokens", 0) > 0, f"upload with exact kv: {st} {d}")
+        st, lst = request(srv.base, "GET", "/v1/documents")
+        forms = {x.get("title"): x.get("exact") for x in lst.get("data", [])}
+        check(st == 200 and forms == {"kv-volcano.txt": "kv", "kv-bread.txt": "tokens", "chess": "kv"},
+              f"the listing says how each is paged: {forms}")
+        st, r = request(srv.base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 4, "messages": [{"role": "user", "content": QUESTIONS["chess"]}],
+                         "mnemo": {"documents": [d.get("id")], "recall": 2}})
+        mn = r.get("mnemo", {}) if st == 200 else {}
+        check(st == 200 and mn.get("recalled_segments") == 2 and mn.get("memory_slots_left_out") == 0 and
+              mn.get("recall_reselections") == 0, f"chat pages two segments from the cells, once: {st} {mn}")
+        # re-selection while answering: every 2 tokens of 8 (not after the last), a count of times the choice moved
+        st, r = request(srv.base, "POST", "/v1/chat/completions",
+                        {"max_tokens": 8, "messages": [{"role": "user", "content": QUESTIONS["chess"]}],
+                         "mnemo": {"documents": [d.get("id")], "recall": 2, "recall_every": 2, "ignore_eos": True}})
+        mn = r.get("mnemo", {}) if st == 200 else {}
+        check(st == 200 and r["usage"]["completion_tokens"] == 8 and mn.get("recall_reselections") == 3 and
+              0 <= mn.get("recall_repaged", -1) <= 3, f"recall_every 2: {st} {mn}")
+        for bad in (-1, 1.5, "often"):
+            st, r = request(srv.base, "POST", "/v1/chat/completions",
+                            {"max_tokens": 2, "messages": [{"role": "user", "content": "x"}],
+                             "mnemo": {"documents": [d.get("id")], "recall_every": bad}})
+            check(st == 400 and "mnemo.recall_every" in r.get("error", {}).get("message", ""),
+                  f"recall_every {bad!r}: {st} {r}")
+    finally:
+        srv.stop()
+
+
 def test_server(tmp, adapter):
     db = os.path.join(tmp, "srv.db")
     srv = Server(db, "-m", MODEL, "-a", adapter, "--slots", "2", "--queue", "6", "--max-body", "200000",
@@ -681,6 +748,7 @@ def main():
             test_cli(tmp, adapter, files)
             test_crash_safety(tmp, adapter)
             test_server(tmp, adapter)
+            test_exact_kv(tmp)
             test_scoped_keys(tmp, adapter)
             test_sqlite_locked(tmp, adapter)
             test_full_disk(tmp, adapter)
