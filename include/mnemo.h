@@ -497,6 +497,11 @@ void mn_docstore_close(mn_docstore *ds);
  * *json: the document as the server's upload answers it. */
 int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *title, const char *source,
                     const char *group, char **json);
+/* How later adds keep each document's exact part: MN_DOC_EXACT_TOKENS (the
+ * default: recall decodes a segment's ids again) or MN_DOC_EXACT_KV (also its
+ * 8-bit decoder cells, copied back: `store add --exact kv`). A text stored
+ * before keeps the memory it has. */
+int mn_docstore_set_exact(mn_docstore *ds, int exact);
 /* Every document, by id: a JSON array of the server's document objects. */
 int mn_docstore_list(mn_docstore *ds, char **json);
 /* One document (MN_ENOTFOUND for an unknown id). */

@@ -105,6 +105,11 @@ int main(int argc, char **argv) {
     /* the fallback adapter, recorded by the first add */
     CHECK(mn_docstore_open(db, m, NULL, adp, 2, &ds) == 0, "open: %s", mn_last_error());
     if (!ds) TEST_MAIN_END();
+    /* every document keeps its exact part: ids (the default) or also the cells; "none" is not a store's form */
+    CHECK(mn_docstore_set_exact(ds, MN_DOC_EXACT_NONE) == MN_EINVAL && strstr(mn_last_error(), "MN_DOC_EXACT_KV") &&
+              mn_docstore_set_exact(ds, 7) == MN_EINVAL && mn_docstore_set_exact(NULL, MN_DOC_EXACT_KV) == MN_EINVAL &&
+              mn_docstore_set_exact(ds, MN_DOC_EXACT_TOKENS) == 0,
+          "set exact: %s", mn_last_error());
     int64_t ids[2] = {0, 0};
     for (int i = 0; i < 2; i++) {
         const char *t = k_docs[i][1];
@@ -115,6 +120,7 @@ int main(int argc, char **argv) {
         const int64_t slots = json_int(o, "memory_slots"), raw = json_int(o, "raw_cells"), cells = json_int(o, "kv_cells");
         CHECK(ids[i] > 0 && json_int(o, "tokens") > 20 && slots >= 0 && raw > 0 && cells == slots + raw &&
                   cJSON_IsFalse(cJSON_GetObjectItem(o, "existed")) &&
+                  cJSON_IsString(cJSON_GetObjectItem(o, "exact")) &&
                   !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "group")), i ? "games" : "default"),
               "the added document named part by part: %s", json ? json : "");
         cJSON_Delete(o);

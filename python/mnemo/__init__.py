@@ -535,10 +535,12 @@ class Store:
     "host=... dbname=..." string). Documents are compressed into memories as they are added, ranked by
     BM25 and dense retrieval, and answered from the best documents' memories with exact recall.
     model: a Model (default: Model()). adapter: the compressor, recorded in the store by the first add;
-    by default the store's own, else the one shipped for the default model. Documents and hits are the
-    dicts the server's API answers with. Calls from several threads take turns."""
+    by default the store's own, else the one shipped for the default model. exact="kv" keeps each added
+    document's segments' decoder cells too (recall copies them back; `store add --exact kv`), "tokens"
+    (the default) their ids. Documents and hits are the dicts the server's API answers with. Calls from
+    several threads take turns."""
 
-    def __init__(self, db, model=None, adapter=None, n_threads=0):
+    def __init__(self, db, model=None, adapter=None, n_threads=0, exact="tokens"):
         self._s = None
         self.db = os.fspath(db)
         self.model = model if model is not None else Model()
@@ -549,6 +551,10 @@ class Store:
                                     fallback.encode() if fallback else None, int(n_threads), byref(h)),
                "store %s" % self.db)
         self._s = h
+        if exact not in ("tokens", "kv"):
+            self.close()
+            raise ValueError("exact is 'tokens' or 'kv' (got %r)" % (exact,))
+        _check(lib.mn_docstore_set_exact(self._s, _exact_form(exact)), "store %s" % self.db)
 
     def _json(self, rc, out, what):
         _check(rc, what)
@@ -557,7 +563,8 @@ class Store:
     def add(self, document, title=None, group=None, source=None):
         """Compresses a document (text, bytes or a path) into the store; a text already stored costs
         only its hash ("existed": True). Returns the document: id, tokens, memory_slots, raw_cells,
-        kv_cells, exact_tokens, ratio, bytes, chunks, existed, seconds."""
+        kv_cells, exact_tokens, exact (how recall pages it: "kv", "tokens" or "none"), ratio, bytes,
+        chunks, existed, seconds."""
         data, path = _document(document)
         if title is None:
             title = os.path.basename(path) if path else ""

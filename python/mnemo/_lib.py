@@ -110,6 +110,7 @@ def _declare(lib):
     f("mn_docstore_open", c_int, c_char_p, c_void_p, c_char_p, c_char_p, c_int, POINTER(c_void_p))
     f("mn_docstore_close", None, c_void_p)
     f("mn_docstore_add", c_int, c_void_p, c_char_p, c_size_t, c_char_p, c_char_p, c_char_p, POINTER(c_void_p))
+    f("mn_docstore_set_exact", c_int, c_void_p, c_int)
     f("mn_docstore_list", c_int, c_void_p, POINTER(c_void_p))
     f("mn_docstore_get", c_int, c_void_p, c_int64, POINTER(c_void_p))
     f("mn_docstore_remove", c_int, c_void_p, c_int64)

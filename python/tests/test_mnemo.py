@@ -377,6 +377,14 @@ def test_store_sqlite(model, doc_path, tmp_path):
     store.close()
 
 
+def test_store_exact_form(model, tmp_path):
+    with pytest.raises(ValueError):
+        mnemo.Store(tmp_path / "x.db", model, exact="none")
+    with mnemo.Store(tmp_path / "kv.db", model, exact="kv") as store:
+        d = store.add("A short text, kept raw entirely: nothing for recall to page.", title="short")
+        assert d["exact"] == "none" and d["exact_tokens"] == 0
+
+
 def test_store_errors(model, tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_text("not a database, only some text long enough to read as one")

@@ -23,6 +23,7 @@ struct mn_docstore {
     char adapter_path[MN_STORE_PATH_CAP];
     int record;             /* the first add records adapter_path as the store's compressor */
     int n_threads;
+    int exact_kv;           /* adds keep the exact segments' cells too (mn_docstore_set_exact) */
     mn_memcache *mc;        /* memories loaded for answers (built with a) */
     mn_group_loras *gl;     /* groups' decoder adapters */
     mn_context *embed;      /* retrieval's question embeddings */
@@ -158,6 +159,17 @@ static uint64_t list_hash(mn_docstore *ds) {
 
 /* ---------------------------------------------------------------- calls */
 
+int mn_docstore_set_exact(mn_docstore *ds, int exact) {
+    if (!ds) return mn_error(MN_EINVAL, "docstore set exact: no store");
+    if (exact != MN_DOC_EXACT_TOKENS && exact != MN_DOC_EXACT_KV)
+        return mn_error(MN_EINVAL, "a store keeps each document's exact part: exact is MN_DOC_EXACT_TOKENS or "
+                                   "MN_DOC_EXACT_KV (got %d)", exact);
+    pthread_mutex_lock(&ds->mu);
+    ds->exact_kv = exact == MN_DOC_EXACT_KV;
+    pthread_mutex_unlock(&ds->mu);
+    return MN_OK;
+}
+
 int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *title, const char *source,
                     const char *group, char **json) {
     if (json) *json = NULL;
@@ -168,7 +180,7 @@ int mn_docstore_add(mn_docstore *ds, const char *text, size_t len, const char *t
         ds->record = 0;
     mn_ingest_result r;
     memset(&r, 0, sizeof r);
-    const mn_ingest_doc d = {title ? title : "", source ? source : "", group, text ? text : "", len, 0};
+    const mn_ingest_doc d = {title ? title : "", source ? source : "", group, text ? text : "", len, ds->exact_kv};
     if (!rc) rc = mn_ingest(ds->s, NULL, ds->m, ds->a, &d, ds->n_threads, &r);
     if (!rc && json) rc = take_json(mn_ingest_json(&r, d.title, group), json);
     pthread_mutex_unlock(&ds->mu);
