@@ -615,7 +615,7 @@ int mn_docmem_prime_recall(mn_context *c, const mn_adapter *a, const mn_docmem *
                     if (room < 0) room = 0;
                     if (d->n_raw - from > room) from = d->n_raw - (int32_t)room;
                 }
-                rc = mn_decode(c, d->raw + from, d->n_raw - from, NULL, 0);
+                if (d->n_raw > from) rc = mn_decode(c, d->raw + from, d->n_raw - from, NULL, 0);
             }
         }
     }
