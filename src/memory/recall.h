@@ -76,8 +76,8 @@ typedef enum {
 #define MN_RECALL_BM25_OVERLAP 32
 /* Re-selection while answering: off by default. Where the choice changes the
  * context is primed again, which with segments kept as ids (--exact tokens)
- * decodes every paged segment again: 27 s per change for 8 segments behind a
- * 71K-token book's memory on two shared cores (RESULTS.md), against a benefit
+ * decodes every paged segment again: 34-35 s per change for 8 segments behind
+ * a 71K-token book's memory on two shared cores (RESULTS.md), against a benefit
  * no validation task measures yet (every passkey and fact answer is shorter
  * than one interval). */
 #define MN_RECALL_DEFAULT_EVERY 0
