@@ -54,12 +54,14 @@ static void place_newest(mn_context *c, const mn_docmem *d, int32_t keep) {
         mn_decode_embd(c, d->k + (size_t)first * d->dim, keep, NULL, 0);
         return;
     }
-    float *k = malloc(sizeof(float) * (size_t)d->n_layer * keep * d->dim), *v = malloc(sizeof(float) * (size_t)d->n_layer * keep * d->dim);
+    const size_t D = (size_t)d->dim, e = (size_t)d->n_layer * (size_t)keep * D;
+    float *k = malloc(sizeof(float) * e), *v = malloc(sizeof(float) * e);
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)keep);
     for (int32_t l = 0; l < d->n_layer; l++)
         for (int32_t j = 0; j < keep; j++) {
-            memcpy(k + ((size_t)l * keep + j) * d->dim, d->k + ((size_t)l * d->n_slots + first + j) * d->dim, sizeof(float) * d->dim);
-            memcpy(v + ((size_t)l * keep + j) * d->dim, d->v + ((size_t)l * d->n_slots + first + j) * d->dim, sizeof(float) * d->dim);
+            const size_t to = ((size_t)l * keep + j) * D, from = ((size_t)l * d->n_slots + first + j) * D;
+            memcpy(k + to, d->k + from, sizeof(float) * D);
+            memcpy(v + to, d->v + from, sizeof(float) * D);
         }
     for (int32_t j = 0; j < keep; j++) pos[j] = mn_kv_next_pos(c) + j;
     mn_kv_append(c, keep, pos, k, v, 0);

@@ -663,7 +663,8 @@ int cmd_ask(int argc, char **argv) {
             fprintf(stderr, "[recall: %d of %d stored segments paged in by %s (%.3f s choosing, %.2f s paging in)]\n",
                     pg.n, pg.stored, mn_recall_scorer_name(ro.scorer), pg.select_s, pg.page_s);
             for (int32_t i = 0; i < pg.n; i++) {
-                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i], pg.start[i] + pg.len[i], n_doc);
+                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i], pg.start[i] + pg.len[i],
+                              n_doc);
             }
         }
         logits = malloc(sizeof(float) * (size_t)mn_model_n_vocab(L.m));
@@ -697,7 +698,8 @@ int cmd_ask(int argc, char **argv) {
                             fprintf(stderr, "\n[recall: chosen again after %lld answer tokens, %d segments paged:]\n",
                                     (long long)g + 1, pg.n);
                             for (int32_t i = 0; i < pg.n; i++)
-                                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i], pg.start[i] + pg.len[i], n_doc);
+                                print_segment(tok, mn_docmem_ids_at(&d, pg.start[i], pg.len[i]), pg.start[i],
+                                              pg.start[i] + pg.len[i], n_doc);
                         }
                     }
                 }
