@@ -246,7 +246,7 @@ static void run_ingest(void) {
         for (long k = 1; k < 100000; k++) {
             char text[128];
             snprintf(text, sizeof text, "Document %d tells of the sea, the wind and the long road home.", doc++);
-            mn_ingest_doc d = {"doc", "test", NULL, text, strlen(text)};
+            mn_ingest_doc d = {"doc", "test", NULL, text, strlen(text), 0};
             mn_ingest_result r;
             const int64_t before = n_docs(s);
             arm(fn, k);

@@ -58,7 +58,7 @@ static int make_store(const mn_model *m) {
         mn_adapter *ad = NULL;
         if ((rc = mn_adapter_load(m, ads[a], &ad))) break;
         for (int i = 0; i < 3 && !rc; i++) {
-            mn_ingest_doc d = {k_docs[i][0], "test", k_docs[i][1], k_docs[i][2], strlen(k_docs[i][2])};
+            mn_ingest_doc d = {k_docs[i][0], "test", k_docs[i][1], k_docs[i][2], strlen(k_docs[i][2]), 0};
             mn_ingest_result r;
             rc = mn_ingest(s, NULL, m, ad, &d, 1, &r);
         }

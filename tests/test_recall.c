@@ -538,7 +538,7 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     int64_t nq;
     int32_t *q = tokenize(m, "What is the vault code?", &nq);
     const mn_docmem *mems[1] = {&e};
-    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0, 0};
+    const mn_recall_opts ro = {.k = 2, .scorer = MN_RECALL_BM25, .late = 0, .local = 0};
     mn_context_params cp = mn_context_default_params();
     cp.n_ctx = (int32_t)(mn_docmem_cells(&e) + mn_docmem_recall_cells(mems, 1, 2) + 64);
     cp.n_threads = 2;
@@ -553,7 +553,7 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
     mn_kv_clear(c);
     /* a shorter raw tail beside the paged segments */
     mn_kv_clear(c);
-    const mn_recall_opts short_tail = {2, MN_RECALL_BM25, 0, 8};
+    const mn_recall_opts short_tail = {.k = 2, .scorer = MN_RECALL_BM25, .late = 0, .local = 8};
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &short_tail, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2 &&
               mn_kv_n_cells(c) == e.n_head + e.n_slots + 2 * l + 8,
           "local 8: [head | slots | paged | 8 raw] (%d cells)", mn_kv_n_cells(c));
@@ -575,21 +575,21 @@ static void docmem(const mn_model *m, const mn_adapter *a, const int32_t *ids, i
         CHECK(pos_ok, "positions contiguous");
         /* the key scorers pass the tail's text over */
         mn_kv_clear(c);
-        const mn_recall_opts keys_short = {2, MN_RECALL_KEYS, 0, 8};
+        const mn_recall_opts keys_short = {.k = 2, .scorer = MN_RECALL_KEYS, .late = 0, .local = 8};
         CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys_short, ids + t0 + 10, 30, NULL, &pg) == 0 && pg.n == 2 &&
                   pg.start[0] + pg.len[0] <= t0 && pg.start[1] + pg.len[1] <= t0,
               "keys page stored segments only (%lld, %lld)", (long long)pg.start[0], (long long)pg.start[1]);
     }
     /* auto: the count for this memory's stored segments */
     mn_kv_clear(c);
-    const mn_recall_opts autok = {MN_RECALL_AUTO, MN_RECALL_BM25, 0, 0};
+    const mn_recall_opts autok = {.k = MN_RECALL_AUTO, .scorer = MN_RECALL_BM25, .late = 0, .local = 0};
     const int32_t ka = mn_recall_auto_k(MN_RECALL_AUTO, S);
     CHECK(mn_docmem_recall_k(mems, 1, MN_RECALL_AUTO) == ka && mn_docmem_recall_k(mems, 1, 3) == 3, "auto K for %d: %d", S,
           ka);
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &autok, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == (ka < S ? ka : S),
           "auto pages %d segments (%d)", ka, pg.n);
     mn_kv_clear(c);
-    const mn_recall_opts keys = {2, MN_RECALL_KEYS, 1, 0};
+    const mn_recall_opts keys = {.k = 2, .scorer = MN_RECALL_KEYS, .late = 1, .local = 0};
     CHECK(mn_docmem_prime_recall(c, a, mems, 1, &keys, q, (int32_t)nq, NULL, &pg) == 0 && pg.n == 2,
           "keys, paged after the raw tail: %s", mn_last_error());
     int32_t tail0 = (int32_t)(e.n_head + e.n_slots);
@@ -697,7 +697,7 @@ static void docmem_kv(const mn_model *m, const mn_adapter *a, const int32_t *ids
     int64_t nq;
     int32_t *q = tokenize(m, "What is the vault code?", &nq);
     const mn_docmem *mems[1] = {&g};
-    const mn_recall_opts ro = {2, MN_RECALL_BM25, 0, 0};
+    const mn_recall_opts ro = {.k = 2, .scorer = MN_RECALL_BM25, .late = 0, .local = 0};
     cp.n_ctx = (int32_t)(mn_docmem_cells(&g) + mn_docmem_recall_cells(mems, 1, 2) + 64);
     CHECK(mn_context_create(m, &cp, &c) == 0, "context");
     mn_docmem_paged pg;

@@ -46,6 +46,11 @@ static const char *json_str(const cJSON *o, const char *k) {
 
 /* Fills the generation options shared by chat and completions; returns an
  * error message or NULL. */
+/* Whether v is a JSON number holding an integer in [lo, hi] (NaN and fractions are not). */
+static int json_int_in(const cJSON *v, double lo, double hi) {
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi && v->valuedouble == floor(v->valuedouble);
+}
+
 static const char *parse_common(const mn_request_limits *s, job *j, const cJSON *req, char *msg, size_t cap) {
     const cJSON *v;
     j->max_tokens = s->max_tokens < 256 ? s->max_tokens : 256;
@@ -54,8 +59,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
     j->recall_every = MN_RECALL_DEFAULT_EVERY;
     if ((v = cJSON_GetObjectItemCaseSensitive(req, "max_tokens")) ||
         (v = cJSON_GetObjectItemCaseSensitive(req, "max_completion_tokens"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
-            v->valuedouble > s->max_tokens) {
+        if (!json_int_in(v, 1, s->max_tokens)) {
             snprintf(msg, cap, "max_tokens must be an integer in [1, %d]", s->max_tokens);
             return msg;
         }
@@ -81,8 +85,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
         j->sampling.top_p = (float)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(req, "seed")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 9007199254740992.0) ||
-            v->valuedouble != floor(v->valuedouble)) {
+        if (!json_int_in(v, 0, 9007199254740992.0)) {
             snprintf(msg, cap, "seed must be an integer in [0, 2^53]");
             return msg;
         }
@@ -117,8 +120,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
             const cJSON *d;
             cJSON_ArrayForEach(d, docs) {
                 /* ids past 2^53 are not exact in a double, and past 2^63 not an integer at all */
-                if (!cJSON_IsNumber(d) || !(d->valuedouble >= 1 && d->valuedouble <= 9007199254740992.0) ||
-                    d->valuedouble != floor(d->valuedouble)) {
+                if (!json_int_in(d, 1, 9007199254740992.0)) {
                     snprintf(msg, cap, "mnemo.documents must hold document ids (positive integers)");
                     return msg;
                 }
@@ -126,16 +128,14 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
             }
         }
         if ((v = cJSON_GetObjectItemCaseSensitive(mn, "retrieve"))) {
-            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > s->max_retrieve ||
-                v->valuedouble != floor(v->valuedouble)) {
+            if (!json_int_in(v, 1, s->max_retrieve)) {
                 snprintf(msg, cap, "mnemo.retrieve must be an integer in [1, %d]", s->max_retrieve);
                 return msg;
             }
             j->retrieve_k = (int)v->valuedouble;
         }
         if ((v = cJSON_GetObjectItemCaseSensitive(mn, "recall"))) {
-            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > MN_DOCMEM_RECALL_MAXK ||
-                v->valuedouble != floor(v->valuedouble)) {
+            if (!json_int_in(v, 0, MN_DOCMEM_RECALL_MAXK)) {
                 snprintf(msg, cap, "mnemo.recall must be an integer in [0, %d] (segments paged back in; 0: memory alone)",
                          MN_DOCMEM_RECALL_MAXK);
                 return msg;
@@ -143,8 +143,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
             j->recall = (int)v->valuedouble;
         }
         if ((v = cJSON_GetObjectItemCaseSensitive(mn, "local"))) {
-            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (1 << 20) ||
-                v->valuedouble != floor(v->valuedouble)) {
+            if (!json_int_in(v, 0, 1 << 20)) {
                 snprintf(msg, cap, "mnemo.local must be an integer in [0, %d] (raw tokens of a memory's recent "
                          "window kept beside paged segments; 0: all)", 1 << 20);
                 return msg;
@@ -152,8 +151,7 @@ static const char *parse_common(const mn_request_limits *s, job *j, const cJSON 
             j->recall_local = (int)v->valuedouble;
         }
         if ((v = cJSON_GetObjectItemCaseSensitive(mn, "recall_every"))) {
-            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > (1 << 20) ||
-                v->valuedouble != floor(v->valuedouble)) {
+            if (!json_int_in(v, 0, 1 << 20)) {
                 snprintf(msg, cap, "mnemo.recall_every must be an integer in [0, %d] (answer tokens between "
                          "re-selections of the paged segments; 0: once, at the question)", 1 << 20);
                 return msg;
